@@ -1,0 +1,40 @@
+"""Installs wsdhash. Python >= 3.10, TensorFlow 2 with Keras 3."""
+
+import pathlib
+
+from setuptools import find_packages, setup
+
+HERE = pathlib.Path(__file__).parent
+
+setup(
+    name="wsdhash",
+    version="0.1.0",
+    description=(
+        "Deep hashing and weakly supervised hyperspherical quantization for image "
+        "retrieval (WSDHQ, HyP2, OrthoHash, triplet hashing) in TensorFlow 2 / Keras 3."
+    ),
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["wsdhash", "wsdhash.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "tensorflow>=2.16,<3",  # 2.16 is the first release that ships Keras 3.
+        "keras>=3.0",
+        "tensorflow-datasets>=4.9",
+        "importlib_resources",  # tensorflow-datasets imports it to load data.
+        "numpy>=1.26",  # np.bitwise_count (numpy 2) is used when present.
+        "h5py>=3.8",
+        "gensim>=4.3",
+        "opencv-python-headless>=4.8",
+        "absl-py>=1.4",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "pytest-xdist>=3"],
+    },
+    entry_points={
+        "console_scripts": [
+            "wsdhash-evaluate=wsdhash.evaluate:run",
+            "wsdhash-demo=wsdhash.demo:run",
+        ],
+    },
+)
