@@ -1,0 +1,152 @@
+"""The dataset registry: each entry knows where its splits live and its protocol.
+
+A dataset entry is a factory `(data_dir, **options) -> RetrievalDataset`. Entries are
+registered explicitly in this module, one per dataset family; real datasets with
+published protocols are added next to `builtin`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Callable
+
+from wsdhash.data import list_files
+from wsdhash.registry import Registry
+
+
+@dataclasses.dataclass(frozen=True)
+class RetrievalDataset:
+    """A dataset with its retrieval protocol.
+
+    Attributes:
+        name: registry name.
+        load_split: split name -> `SplitData` (file order).
+        splits: the split names that exist.
+        topk: the protocol's mAP cut-off R (None = the whole database).
+        image_size: the size images are resized to before cropping (square).
+        crop_size: the training / evaluation crop.
+    """
+
+    name: str
+    load_split: Callable[[str], list_files.SplitData]
+    splits: tuple[str, ...] = ("train", "query", "database")
+    topk: int | None = None
+    image_size: int = 256
+    crop_size: int = 224
+
+    def split(self, name: str) -> list_files.SplitData:
+        if name not in self.splits:
+            raise KeyError(f"Dataset {self.name!r} has no split {name!r}; splits: {self.splits}.")
+        return self.load_split(name)
+
+
+DATASETS: Registry[Callable[..., RetrievalDataset]] = Registry("dataset")
+
+
+def get_dataset(name: str, data_dir: str, **options) -> RetrievalDataset:
+    """Builds the registered dataset `name` rooted at `data_dir`."""
+    return DATASETS.get(name)(data_dir, **options)
+
+
+def builtin(
+    data_dir: str,
+    *,
+    seed: int = 0,
+    image_size: int = 64,
+    num_train: int = 5000,
+    num_query: int = 500,
+    num_database: int = 5000,
+    check_files: bool = True,
+) -> RetrievalDataset:
+    """The built-in generated dataset, (re)generated in `data_dir` when missing.
+
+    Generation is idempotent: an existing dataset with the same parameters is reused.
+    """
+    from wsdhash.data import builtin as builtin_data  # pylint: disable=g-import-not-at-top
+
+    builtin_data.generate_builtin(
+        data_dir,
+        seed=seed,
+        image_size=image_size,
+        num_train=num_train,
+        num_query=num_query,
+        num_database=num_database,
+    )
+
+    def load_split(split: str) -> list_files.SplitData:
+        return list_files.read_wsdhq_split(
+            data_dir,
+            data_dir,
+            split=split,
+            tag_vocab="tag_vocab.txt",
+            label_names="label_names.txt",
+            check_files=check_files,
+        )
+
+    crop = image_size * 7 // 8
+    return RetrievalDataset(
+        name="builtin", load_split=load_split, topk=1000, image_size=image_size, crop_size=crop
+    )
+
+
+def wsdhq_lists(
+    data_dir: str,
+    *,
+    image_root: str | None = None,
+    tag_vocab: str | None = None,
+    topk: int | None = 5000,
+    check_files: bool = True,
+) -> RetrievalDataset:
+    """Any dataset in the WSDHQ list layout (`*_img.txt`, `*_label.txt`, `train_tag.txt`).
+
+    Args:
+        data_dir: folder holding the list files.
+        image_root: folder the image paths are relative to (default: `data_dir`).
+        tag_vocab: tag vocabulary file name in `data_dir`, if any.
+        topk: mAP cut-off (WSDHQ uses 5000).
+        check_files: check every image exists when a split is loaded.
+    """
+    root = image_root if image_root is not None else data_dir
+
+    def load_split(split: str) -> list_files.SplitData:
+        return list_files.read_wsdhq_split(
+            data_dir, root, split=split, tag_vocab=tag_vocab, check_files=check_files
+        )
+
+    return RetrievalDataset(
+        name="wsdhq", load_split=load_split, topk=topk, image_size=256, crop_size=227
+    )
+
+
+HASHNET_FILES = {"train": "train.txt", "query": "test.txt", "database": "database.txt"}
+
+
+def hashnet_lists(
+    data_dir: str,
+    *,
+    image_root: str | None = None,
+    topk: int | None = None,
+    check_files: bool = True,
+) -> RetrievalDataset:
+    """Any dataset in the HashNet list layout (`train.txt`, `test.txt`, `database.txt`).
+
+    Args:
+        data_dir: folder holding the list files.
+        image_root: folder the image paths are relative to (default: `data_dir`).
+        topk: mAP cut-off; None = the whole database.
+        check_files: check every image exists when a split is loaded.
+    """
+    root = image_root if image_root is not None else data_dir
+
+    def load_split(split: str) -> list_files.SplitData:
+        return list_files.read_hashnet_list(
+            os.path.join(data_dir, HASHNET_FILES[split]), root, split=split, check_files=check_files
+        )
+
+    return RetrievalDataset(name="hashnet", load_split=load_split, topk=topk)
+
+
+DATASETS.register("builtin")(builtin)
+DATASETS.register("wsdhq")(wsdhq_lists)
+DATASETS.register("hashnet")(hashnet_lists)

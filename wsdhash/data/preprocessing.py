@@ -1,0 +1,225 @@
+"""Image preprocessing ops: decoding, crops, flips and per-backbone normalisation.
+
+Each op works on one image (or one element of a `tf.data` pipeline) and is tested both
+eagerly and inside `tf.data`. Normalisations are registered by name so that a backbone
+declares the one its pretrained weights expect.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable
+
+import cv2
+import numpy as np
+import tensorflow as tf
+
+from wsdhash.registry import Registry
+
+# -----------------------------------------------------------------------------
+# Decoding
+# -----------------------------------------------------------------------------
+
+
+class CorruptImageError(ValueError):
+    """An image file could not be decoded."""
+
+
+class CorruptImageLog:
+    """Collects the paths of images skipped because they could not be decoded.
+
+    The decoder runs on `tf.data` worker threads, hence the lock.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._paths: list[str] = []
+
+    def add(self, path: str) -> None:
+        with self._lock:
+            self._paths.append(path)
+
+    @property
+    def paths(self) -> list[str]:
+        with self._lock:
+            return sorted(set(self._paths))
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+def decode_and_resize(data: bytes, path: str, size: int) -> np.ndarray | None:
+    """Decodes image bytes with OpenCV into RGB uint8 (size, size, 3), or None if corrupt.
+
+    OpenCV rather than `tf.io.decode_image` because it is what WSDHQ trains with
+    (`cv2.imread` + `cv2.resize` to 256x256, bilinear, aspect ratio not kept), and because
+    a failure can be reported with the file's path.
+    """
+    buffer = np.frombuffer(data, np.uint8)
+    image = cv2.imdecode(buffer, cv2.IMREAD_COLOR) if buffer.size else None
+    if image is None:
+        return None
+    if image.shape[:2] != (size, size):
+        image = cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def make_image_loader(
+    size: int, corrupt_log: CorruptImageLog | None = None
+) -> Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]:
+    """Returns `path -> (uint8 image (size, size, 3), ok)` for use inside `tf.data`.
+
+    Args:
+        size: the square size images are resized to.
+        corrupt_log: where undecodable images are recorded. When None, an undecodable
+            image raises `CorruptImageError` naming its path; otherwise it is logged, and
+            the loader returns a black image with `ok = False` for the caller to filter.
+    """
+
+    def decode(data: bytes, path: bytes) -> tuple[np.ndarray, bool]:
+        image = decode_and_resize(data, path.decode(), size)
+        if image is not None:
+            return image, True
+        if corrupt_log is None:
+            raise CorruptImageError(f"Cannot decode image file: {path.decode()}")
+        corrupt_log.add(path.decode())
+        return np.zeros((size, size, 3), np.uint8), False
+
+    def load(path: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        data = tf.io.read_file(path)
+        image, ok = tf.numpy_function(
+            decode, [data, path], [tf.uint8, tf.bool], stateful=False, name="decode_image"
+        )
+        image.set_shape([size, size, 3])
+        ok.set_shape([])
+        return image, ok
+
+    return load
+
+
+# -----------------------------------------------------------------------------
+# Crops and flips
+# -----------------------------------------------------------------------------
+
+
+def random_crop_and_flip(image: tf.Tensor, crop_size: int, seed: tf.Tensor) -> tf.Tensor:
+    """Random `crop_size` square crop, then a random horizontal flip.
+
+    Stateless ops with an explicit seed so the augmentation of the n-th element is the
+    same in every run (and after a resume).
+
+    Args:
+        image: (H, W, 3) image.
+        crop_size: side of the crop.
+        seed: int32/int64 (2,) seed.
+    """
+    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    channels = image.shape[-1]
+    image = tf.image.stateless_random_crop(image, [crop_size, crop_size, channels], crop_seed)
+    return tf.image.stateless_random_flip_left_right(image, flip_seed)
+
+
+def center_crop(image: tf.Tensor, crop_size: int) -> tf.Tensor:
+    """The central `crop_size` square (rounded towards the top left)."""
+    height, width = image.shape[0], image.shape[1]
+    top, left = (height - crop_size) // 2, (width - crop_size) // 2
+    return image[top : top + crop_size, left : left + crop_size]
+
+
+def ten_crop_offsets(image_size: int, crop_size: int) -> list[tuple[int, int]]:
+    """(top, left) offsets of the four corner crops and the centre crop.
+
+    The corner offset is rounded down to an even number so that the centre crop sits
+    exactly half-way; for 256 -> 227 this gives WSDHQ's offsets 0, 28 and 14.
+    """
+    span = 2 * ((image_size - crop_size) // 2)
+    if span < 0:
+        raise ValueError(f"crop_size {crop_size} is larger than image_size {image_size}.")
+    return [(0, 0), (span, span), (span, 0), (0, span), (span // 2, span // 2)]
+
+
+def ten_crop(image: tf.Tensor, crop_size: int) -> tf.Tensor:
+    """WSDHQ's test-time 10-crop: 5 crops of the flipped image, then of the image.
+
+    Returns:
+        (10, crop_size, crop_size, C); the model's outputs on the 10 crops are averaged.
+    """
+    size = image.shape[0]
+    crops = []
+    for view in (tf.image.flip_left_right(image), image):
+        for top, left in ten_crop_offsets(size, crop_size):
+            crops.append(view[top : top + crop_size, left : left + crop_size])
+    return tf.stack(crops)
+
+
+# -----------------------------------------------------------------------------
+# Normalisation (inputs are float32 RGB in [0, 255])
+# -----------------------------------------------------------------------------
+
+NORMALIZATIONS: Registry[Callable[[tf.Tensor], tf.Tensor]] = Registry("normalization")
+
+# Caffe's ImageNet mean in BGR order.
+CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
+TORCH_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+TORCH_IMAGENET_STD = (0.229, 0.224, 0.225)
+# The DNNH re-implementation normalises with CIFAR-10 statistics (METHODS.md §5.1).
+TORCH_CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+TORCH_CIFAR10_STD = (0.2023, 0.1994, 0.2010)
+
+
+def _affine(image: tf.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> tf.Tensor:
+    """(image - mean) / std as one multiply-add: normalisation is the most expensive
+    step of the input pipeline after decoding, and one fused op halves it."""
+    scale = tf.constant([1.0 / s for s in std], image.dtype)
+    offset = tf.constant([-m / s for m, s in zip(mean, std)], image.dtype)
+    return image * scale + offset
+
+
+def caffe_mean_on_rgb(image: tf.Tensor) -> tf.Tensor:
+    """DeepHash / WSDHQ AlexNet: the BGR Caffe mean subtracted from RGB-ordered pixels.
+
+    A quirk of the original code (METHODS.md §2.4), kept because the published
+    `alexnet.npy` weights were fine-tuned with it.
+    """
+    return image - tf.constant(CAFFE_BGR_MEAN, image.dtype)
+
+
+def caffe_bgr(image: tf.Tensor) -> tf.Tensor:
+    """Keras `resnet50` ("caffe" mode): RGB -> BGR, then the BGR mean subtracted."""
+    return image[..., ::-1] - tf.constant(CAFFE_BGR_MEAN, image.dtype)
+
+
+def torch_imagenet(image: tf.Tensor) -> tf.Tensor:
+    """torchvision weights: [0, 1], then ImageNet mean and std."""
+    mean = tuple(255.0 * m for m in TORCH_IMAGENET_MEAN)
+    return _affine(image, mean, tuple(255.0 * s for s in TORCH_IMAGENET_STD))
+
+
+def torch_cifar10(image: tf.Tensor) -> tf.Tensor:
+    """The DNNH re-implementation's quirk: [0, 1], then CIFAR-10 mean and std."""
+    mean = tuple(255.0 * m for m in TORCH_CIFAR10_MEAN)
+    return _affine(image, mean, tuple(255.0 * s for s in TORCH_CIFAR10_STD))
+
+
+def minus_one_to_one(image: tf.Tensor) -> tf.Tensor:
+    """Keras `inception_v3` / `mobilenet_v2` ("tf" mode): [-1, 1]."""
+    return image * (1.0 / 127.5) - 1.0
+
+
+def unit_range(image: tf.Tensor) -> tf.Tensor:
+    """[0, 1]; used by the small test backbones."""
+    return image * (1.0 / 255.0)
+
+
+def raw_pixels(image: tf.Tensor) -> tf.Tensor:
+    """[0, 255] unchanged; Keras EfficientNet rescales inside the model."""
+    return image
+
+
+NORMALIZATIONS.register("caffe_mean_on_rgb")(caffe_mean_on_rgb)
+NORMALIZATIONS.register("caffe_bgr")(caffe_bgr)
+NORMALIZATIONS.register("torch_imagenet")(torch_imagenet)
+NORMALIZATIONS.register("torch_cifar10")(torch_cifar10)
+NORMALIZATIONS.register("minus_one_to_one")(minus_one_to_one)
+NORMALIZATIONS.register("unit_range")(unit_range)
+NORMALIZATIONS.register("raw_pixels")(raw_pixels)
