@@ -1,0 +1,107 @@
+"""Tests for the `python -m wsdhash.evaluate` entry point, run in a subprocess."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+from wsdhash.eval import binary, codes_file, metrics
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def codes_path(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    path = tmp_path_factory.mktemp("codes") / "codes.h5"
+    contents = codes_file.CodesFile(
+        bits=10,
+        query=codes_file.CodesSplit(
+            codes=binary.pack_codes(rng.random((30, 10)) < 0.5),
+            labels=(rng.random((30, 4)) < 0.3).astype(np.uint8),
+        ),
+        database=codes_file.CodesSplit(
+            codes=binary.pack_codes(rng.random((200, 10)) < 0.5),
+            labels=(rng.random((200, 4)) < 0.3).astype(np.uint8),
+        ),
+    )
+    codes_file.write_codes_file(path, contents)
+    return path
+
+
+def run_cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "wsdhash.evaluate", *map(str, args)],
+        check=False,  # The tests inspect failing runs too.
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=60,
+    )
+
+
+def test_json_output_matches_library(codes_path):
+    completed = run_cli(
+        f"--codes={codes_path}", "--topk=50", "--ties=pessimistic", "--empty=skip", "--json"
+    )
+    assert completed.returncode == 0, completed.stderr
+    report = json.loads(completed.stdout)  # Exactly one JSON object on stdout.
+    contents = codes_file.read_codes_file(codes_path)
+    expected = metrics.mean_average_precision(
+        contents.query.labels,
+        contents.database.labels,
+        query_codes=contents.query.codes,
+        database_codes=contents.database.codes,
+        topk=50,
+        ties="pessimistic",
+        empty="skip",
+    )
+    assert report["map"] == pytest.approx(expected, abs=1e-12)
+    assert report["map_name"] == "mAP@50[ties=pessimistic,empty=skip]"
+    assert report["map_optimistic"] >= report["map"]
+    assert set(report["precision_at_n"]) == {str(n) for n in range(100, 1001, 100)}
+    assert "precision_within_radius_2" in report
+
+
+def test_table_output_and_topk_all(codes_path):
+    completed = run_cli(f"--codes={codes_path}", "--topk=all", "--pr_curve")
+    assert completed.returncode == 0, completed.stderr
+    assert "mAP@all[ties=index,empty=zero]" in completed.stdout
+    assert "precision within Hamming radius 2" in completed.stdout
+    assert "optimistic" in completed.stdout  # 10-bit codes: ties move mAP by > 0.005.
+    assert "precision-recall over Hamming radius" in completed.stdout
+
+
+@pytest.mark.parametrize(
+    "make_args",
+    [
+        lambda path: [f"--codes={path}", "--no_such_flag"],
+        lambda path: [f"--codes={path.parent / 'missing.h5'}"],
+        lambda path: [f"--codes={path}", "--topk=-1"],
+        lambda path: [f"--codes={path}", "--ties=first"],
+        lambda path: [],  # --codes is required.
+    ],
+)
+def test_bad_input_gives_one_line_error(codes_path, make_args):
+    completed = run_cli(*make_args(codes_path))
+    assert completed.returncode == 2
+    assert "Traceback" not in completed.stderr
+    assert len(completed.stderr.strip().splitlines()) == 1, completed.stderr
+    assert completed.stdout == ""
+
+
+def test_missing_group_gives_one_line_error(tmp_path, codes_path):
+    broken = tmp_path / "broken.h5"
+    broken.write_bytes(codes_path.read_bytes())
+    with h5py.File(broken, "a") as h5:
+        del h5["query"]
+    completed = run_cli(f"--codes={broken}", "--json")
+    assert completed.returncode == 2
+    assert "Traceback" not in completed.stderr
+    assert completed.stderr.strip() == (
+        f"evaluate: error: Codes file '{broken}': missing group 'query'."
+    )

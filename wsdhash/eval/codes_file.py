@@ -1,0 +1,274 @@
+"""The HDF5 codes file: the exchange format between encoding, evaluation and search.
+
+Layout (h5py):
+  /                 attribute `bits` (int): the code length K.
+  /codebooks        optional float32 (M, 256, D): quantization codebooks.
+  /query, /database groups, each with
+    codes           uint8 (N, ceil(K/8)): packed binary codes (see `binary.pack_codes`).
+    labels          uint8 (N, C): 0/1 ground-truth labels.
+    ids             optional UTF-8 strings (N,): e.g. image paths.
+    features        optional float32 (N, D): continuous features (e.g. AQD queries).
+    indices         optional uint8 (N, M): quantization codeword indices.
+
+Files are written atomically (a temporary file in the same directory, then
+`os.replace`), so a reader never sees a half-written file. Reading validates the
+layout and raises a `ValueError` that names the file and what is wrong.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+
+import h5py
+import numpy as np
+
+SPLITS = ("query", "database")
+_CODEWORDS_PER_CODEBOOK = 256
+
+
+@dataclasses.dataclass
+class CodesSplit:
+    """The codes and labels of one split (queries or database).
+
+    Attributes:
+      codes: (N, ceil(K/8)) uint8 packed codes.
+      labels: (N, C) uint8 0/1 labels.
+      ids: optional (N,) array of strings.
+      features: optional (N, D) float32 features.
+      indices: optional (N, M) uint8 codeword indices.
+    """
+
+    codes: np.ndarray
+    labels: np.ndarray
+    ids: np.ndarray | None = None
+    features: np.ndarray | None = None
+    indices: np.ndarray | None = None
+
+    @property
+    def num_rows(self) -> int:
+        return int(self.codes.shape[0])
+
+
+@dataclasses.dataclass
+class CodesFile:
+    """The whole file.
+
+    Attributes:
+      bits: K, the code length.
+      query: the query split.
+      database: the database split.
+      codebooks: optional (M, 256, D) float32 quantization codebooks.
+    """
+
+    bits: int
+    query: CodesSplit
+    database: CodesSplit
+    codebooks: np.ndarray | None = None
+
+
+def _fail(path, problem: str):
+    raise ValueError(f"Codes file {os.fspath(path)!r}: {problem}")
+
+
+def _check_array(path, name: str, array: np.ndarray, dtype, ndim: int) -> None:
+    if array.dtype != dtype:
+        _fail(path, f"{name} has dtype {array.dtype}, expected {np.dtype(dtype)}.")
+    if array.ndim != ndim:
+        _fail(path, f"{name} has shape {array.shape}, expected {ndim} dimensions.")
+
+
+def validate_codes_file(contents: CodesFile, path) -> None:
+    """Checks dtypes, shapes and cross-split consistency; raises ValueError naming `path`."""
+    bits = contents.bits
+    if isinstance(bits, (bool, np.bool_)) or not isinstance(bits, (int, np.integer)) or bits < 1:
+        _fail(path, f"attribute 'bits' must be a positive integer, got {bits!r}.")
+    code_bytes = -(-int(bits) // 8)
+    padding_mask = np.uint8((1 << (8 * code_bytes - bits)) - 1)
+    for split_name in SPLITS:
+        split = getattr(contents, split_name)
+        _check_array(path, f"{split_name}/codes", split.codes, np.uint8, 2)
+        _check_array(path, f"{split_name}/labels", split.labels, np.uint8, 2)
+        if split.codes.shape[1] != code_bytes:
+            _fail(
+                path,
+                f"{split_name}/codes is {split.codes.shape[1]} bytes wide but bits={bits} needs "
+                f"ceil({bits}/8) = {code_bytes}.",
+            )
+        if split.codes.size and np.any(split.codes[:, -1] & padding_mask):
+            _fail(path, f"{split_name}/codes has non-zero padding bits (bits={bits}).")
+        if split.labels.size and split.labels.max() > 1:
+            _fail(path, f"{split_name}/labels must hold 0/1 values; found {split.labels.max()}.")
+        rows = {"codes": split.codes.shape[0], "labels": split.labels.shape[0]}
+        if split.ids is not None:
+            if split.ids.ndim != 1:
+                _fail(path, f"{split_name}/ids has shape {split.ids.shape}, expected (N,).")
+            rows["ids"] = split.ids.shape[0]
+        if split.features is not None:
+            _check_array(path, f"{split_name}/features", split.features, np.float32, 2)
+            rows["features"] = split.features.shape[0]
+        if split.indices is not None:
+            _check_array(path, f"{split_name}/indices", split.indices, np.uint8, 2)
+            rows["indices"] = split.indices.shape[0]
+        if len(set(rows.values())) > 1:
+            counts = ", ".join(f"{name}={count}" for name, count in rows.items())
+            _fail(path, f"row counts differ in group '{split_name}': {counts}.")
+
+    query, database = contents.query, contents.database
+    if query.labels.shape[1] != database.labels.shape[1]:
+        _fail(
+            path,
+            f"query/labels has {query.labels.shape[1]} columns but database/labels has "
+            f"{database.labels.shape[1]}.",
+        )
+    for name in ("features", "indices"):
+        query_part, database_part = getattr(query, name), getattr(database, name)
+        both_present = query_part is not None and database_part is not None
+        if both_present and query_part.shape[1] != database_part.shape[1]:
+            _fail(
+                path,
+                f"query/{name} has {query_part.shape[1]} columns but database/{name} has "
+                f"{database_part.shape[1]}.",
+            )
+    codebooks = contents.codebooks
+    if codebooks is not None:
+        _check_array(path, "codebooks", codebooks, np.float32, 3)
+        if codebooks.shape[1] != _CODEWORDS_PER_CODEBOOK:
+            _fail(path, f"codebooks has shape {codebooks.shape}, expected (M, 256, D).")
+    for split_name in SPLITS:
+        indices = getattr(contents, split_name).indices
+        if indices is None:
+            continue
+        if codebooks is None:
+            _fail(path, f"{split_name}/indices is present but the root dataset 'codebooks' is not.")
+        if indices.shape[1] != codebooks.shape[0]:
+            _fail(
+                path,
+                f"{split_name}/indices has {indices.shape[1]} columns but there are "
+                f"{codebooks.shape[0]} codebooks.",
+            )
+
+
+def write_codes_file(path: str | os.PathLike, contents: CodesFile) -> None:
+    """Validates `contents` and writes it atomically to `path`.
+
+    Bool labels are stored as uint8; every other field must already have its dtype.
+
+    Args:
+      path: the .h5 file to create or replace.
+      contents: what to write.
+
+    Raises:
+      ValueError: naming `path`, when the contents are inconsistent.
+    """
+    splits = {}
+    for split_name in SPLITS:
+        split = getattr(contents, split_name)
+        labels = np.asarray(split.labels)
+        if labels.dtype == np.bool_:
+            labels = labels.astype(np.uint8)
+        ids = None if split.ids is None else np.asarray(split.ids, dtype=object)
+        splits[split_name] = dataclasses.replace(
+            split,
+            codes=np.asarray(split.codes),
+            labels=labels,
+            ids=ids,
+            features=None if split.features is None else np.asarray(split.features),
+            indices=None if split.indices is None else np.asarray(split.indices),
+        )
+    contents = dataclasses.replace(contents, **splits)
+    validate_codes_file(contents, path)
+
+    directory = os.path.dirname(os.path.abspath(os.fspath(path)))
+    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".codes-", suffix=".h5.tmp")
+    os.close(handle)
+    try:
+        with h5py.File(temporary, "w") as h5:
+            h5.attrs["bits"] = int(contents.bits)
+            if contents.codebooks is not None:
+                h5.create_dataset("codebooks", data=contents.codebooks)
+            for split_name in SPLITS:
+                split = getattr(contents, split_name)
+                group = h5.create_group(split_name)
+                group.create_dataset("codes", data=split.codes)
+                group.create_dataset("labels", data=split.labels)
+                if split.ids is not None:
+                    group.create_dataset(
+                        "ids", data=[str(i) for i in split.ids], dtype=h5py.string_dtype("utf-8")
+                    )
+                if split.features is not None:
+                    group.create_dataset("features", data=split.features)
+                if split.indices is not None:
+                    group.create_dataset("indices", data=split.indices)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+
+
+def _read_dataset(path, group: h5py.Group, name: str, required: bool) -> np.ndarray | None:
+    if name not in group:
+        if required:
+            where = "the file root" if group.name == "/" else f"group '{group.name.strip('/')}'"
+            _fail(path, f"missing dataset '{name}' in {where}.")
+        return None
+    dataset = group[name]
+    if not isinstance(dataset, h5py.Dataset):
+        _fail(path, f"'{dataset.name}' is not a dataset.")
+    if name == "ids":
+        if dataset.dtype.kind not in ("O", "S", "U"):
+            _fail(path, f"'{dataset.name}' must hold strings; has dtype {dataset.dtype}.")
+        return np.asarray(dataset.asstr()[()], dtype=object)
+    return dataset[()]
+
+
+def read_codes_file(path: str | os.PathLike) -> CodesFile:
+    """Reads and validates a codes file.
+
+    Args:
+      path: an .h5 file written by `write_codes_file` (or anything with its layout).
+
+    Returns:
+      The `CodesFile`; ids come back as an object array of `str`.
+
+    Raises:
+      FileNotFoundError: the file does not exist.
+      ValueError: naming the file, when it is not HDF5 or its layout is wrong.
+    """
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"Codes file {os.fspath(path)!r} does not exist.")
+    try:
+        h5 = h5py.File(path, "r")
+    except OSError as error:
+        _fail(path, f"cannot be opened as HDF5 ({error}).")
+    with h5:
+        if "bits" not in h5.attrs:
+            _fail(path, "missing root attribute 'bits'.")
+        bits = h5.attrs["bits"]
+        if isinstance(bits, np.ndarray) and bits.size == 1:
+            bits = bits.item()
+        bits = (
+            int(bits)
+            if isinstance(bits, (int, np.integer)) and not isinstance(bits, bool)
+            else bits
+        )
+        splits = {}
+        for split_name in SPLITS:
+            if split_name not in h5:
+                _fail(path, f"missing group '{split_name}'.")
+            group = h5[split_name]
+            if not isinstance(group, h5py.Group):
+                _fail(path, f"'{split_name}' is not a group.")
+            splits[split_name] = CodesSplit(
+                codes=_read_dataset(path, group, "codes", required=True),
+                labels=_read_dataset(path, group, "labels", required=True),
+                ids=_read_dataset(path, group, "ids", required=False),
+                features=_read_dataset(path, group, "features", required=False),
+                indices=_read_dataset(path, group, "indices", required=False),
+            )
+        codebooks = _read_dataset(path, h5, "codebooks", required=False)
+    contents = CodesFile(bits=bits, codebooks=codebooks, **splits)
+    validate_codes_file(contents, path)
+    return contents

@@ -1,0 +1,549 @@
+"""Retrieval metrics: mAP@R, precision@N, precision-recall over Hamming radius.
+
+Conventions (EVALUATION.md), each an explicit argument:
+- Relevance: query and item share at least one ground-truth label.
+- Ranking: Hamming distance ascending, or scores descending; tie policy `ties` as in
+  `wsdhash.eval.ranking` ("index" default, "random" = one seeded database permutation
+  per call, "optimistic", "pessimistic").
+- mAP@R: AP@R = (1/X) sum_{j<=R} rel_j * (#relevant in ranks 1..j) / j, X = #relevant
+  in the top R. R = None is the whole database; R > N is clipped to N. Queries with
+  X = 0 follow `empty`: "zero" (AP = 0, default) or "skip" (left out of the mean).
+  If "skip" leaves no query at all, mAP is reported as 0.0 (not NaN, which JSON cannot
+  carry); `num_scored_queries` is then 0, which says why.
+- precision@N: (#relevant in the top N) / N under the same tie policy; N larger than
+  the database is clipped to N_db, so it becomes the fraction of relevant items.
+- Precision-recall over Hamming radius r = 0..K: a query retrieves every item within
+  distance r (ties do not matter). Precision is 0 for a query that retrieves nothing
+  within r, and recall is 0 for a query with no relevant item in the whole database;
+  both are averaged over all queries. Precision within radius 2 follows the same rule.
+
+Work is done in chunks of queries sized so that temporaries stay around 100 MiB per
+worker whatever the database size, spread over a small thread pool (numpy releases
+the GIL in the heavy loops).
+
+Shapes: Q queries, N database items, K bits, C classes, R ranks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from wsdhash.eval import binary, ranking
+from wsdhash.eval import relevance as relevance_lib
+
+DEFAULT_PRECISION_AT = tuple(range(100, 1001, 100))
+EMPTY_POLICIES = ("zero", "skip")
+# EVALUATION.md: report tie-order bounds next to the headline when they differ by more.
+TIE_BOUND_TOLERANCE = 0.005
+
+_CHUNK_BYTES = 96 * 2**20
+_MAX_CHUNK_ROWS = 1024
+_MAX_DEFAULT_THREADS = 4
+
+
+def check_empty_policy(empty: str) -> str:
+    """Returns `empty` if it is a known policy for queries without relevant results."""
+    if empty not in EMPTY_POLICIES:
+        raise ValueError(
+            f"Unknown empty policy {empty!r}; expected one of {', '.join(EMPTY_POLICIES)}."
+        )
+    return empty
+
+
+def metric_name(
+    topk: int | None, ties: str = "index", empty: str = "zero", seed: int | None = None
+) -> str:
+    """The full name of an mAP figure, e.g. `mAP@5000[ties=index,empty=zero]`.
+
+    Args:
+      topk: R, or None for the whole database (written "all").
+      ties: the tie policy.
+      empty: the policy for queries with no relevant item in the top R.
+      seed: included for "random" ties, whose value depends on it.
+
+    Returns:
+      The name, to be used in logs, tables and JSON.
+    """
+    cutoff = "all" if ranking.check_topk(topk) is None else str(topk)
+    tie_part = f"ties={ranking.check_tie_policy(ties)}"
+    if ties == "random" and seed is not None:
+        tie_part += f",seed={seed}"
+    return f"mAP@{cutoff}[{tie_part},empty={check_empty_policy(empty)}]"
+
+
+@dataclasses.dataclass(frozen=True)
+class RetrievalMetrics:
+    """Everything one evaluation measured, with the conventions used.
+
+    Attributes:
+      map: mAP@R under `ties` and `empty`.
+      map_name: e.g. `mAP@5000[ties=index,empty=zero]`.
+      topk, ties, empty, seed: the conventions.
+      average_precisions: (Q,) AP@R per query; NaN for queries skipped by empty="skip".
+      num_scored_queries: the number of queries averaged into `map`.
+      map_optimistic, map_pessimistic: mAP with relevant items first / last within
+        ties (same `empty`), or None when not computed.
+      precision_at_n: {N: mean precision@N}, keyed by the requested N.
+      hamming_radius: the radius of `precision_within_radius`, or None.
+      precision_within_radius: mean precision within `hamming_radius`, or None.
+      radii, radius_precision, radius_recall: (K+1,) precision-recall over Hamming
+        radius 0..K, or None when distances are not Hamming distances.
+    """
+
+    map: float
+    map_name: str
+    topk: int | None
+    ties: str
+    empty: str
+    seed: int
+    average_precisions: np.ndarray
+    num_scored_queries: int
+    map_optimistic: float | None = None
+    map_pessimistic: float | None = None
+    precision_at_n: dict[int, float] = dataclasses.field(default_factory=dict)
+    hamming_radius: int | None = None
+    precision_within_radius: float | None = None
+    radii: np.ndarray | None = None
+    radius_precision: np.ndarray | None = None
+    radius_recall: np.ndarray | None = None
+
+    def tie_bounds_matter(self, tolerance: float = TIE_BOUND_TOLERANCE) -> bool:
+        """Whether the optimistic or pessimistic mAP is more than `tolerance` away."""
+        bounds = [b for b in (self.map_optimistic, self.map_pessimistic) if b is not None]
+        return any(abs(bound - self.map) > tolerance for bound in bounds)
+
+    def to_dict(self, include_radius_curve: bool = True) -> dict:
+        """A JSON-ready dict; key `map` holds mAP@R."""
+        result = {
+            "map": self.map,
+            "map_name": self.map_name,
+            "topk": self.topk,
+            "ties": self.ties,
+            "empty": self.empty,
+            "seed": self.seed,
+            "num_queries": len(self.average_precisions),
+            "num_scored_queries": self.num_scored_queries,
+            "map_optimistic": self.map_optimistic,
+            "map_pessimistic": self.map_pessimistic,
+            "precision_at_n": {str(n): value for n, value in self.precision_at_n.items()},
+        }
+        if self.precision_within_radius is not None:
+            result[f"precision_within_radius_{self.hamming_radius}"] = self.precision_within_radius
+        if include_radius_curve and self.radii is not None:
+            result["radius_curve"] = {
+                "radius": self.radii.tolist(),
+                "precision": self.radius_precision.tolist(),
+                "recall": self.radius_recall.tolist(),
+            }
+        return result
+
+
+@dataclasses.dataclass(frozen=True)
+class _KeySource:
+    """Produces (rows, N) ascending keys for a range of queries."""
+
+    num_queries: int
+    num_items: int
+    key_itemsize: int
+    fetch: Callable[[int, int], np.ndarray]
+    radius_bits: int | None  # K when keys are Hamming distances, else None.
+
+
+def _hamming_source(
+    query_codes: np.ndarray, database_codes: np.ndarray, bits: int | None, permutation
+) -> _KeySource:
+    query_codes = np.asarray(query_codes)
+    database_codes = np.asarray(database_codes)
+    for name, codes in (("query_codes", query_codes), ("database_codes", database_codes)):
+        if codes.dtype != np.uint8 or codes.ndim != 2:
+            raise ValueError(
+                f"{name} must be (rows, ceil(K/8)) uint8 packed codes (see pack_codes); got "
+                f"dtype {codes.dtype} and shape {codes.shape}."
+            )
+    num_bytes = database_codes.shape[1]
+    if query_codes.shape[1] != num_bytes:
+        raise ValueError(
+            f"Query codes have {query_codes.shape[1]} bytes per row, database codes {num_bytes}."
+        )
+    if bits is None:
+        bits = 8 * num_bytes
+    if -(-bits // 8) != num_bytes:
+        raise ValueError(
+            f"bits={bits} needs {-(-bits // 8)} bytes per code; codes have {num_bytes}."
+        )
+    if permutation is not None:
+        database_codes = database_codes[permutation]
+    query_words = binary.packed_to_words(query_codes)  # (W, Q)
+    database_words = binary.packed_to_words(database_codes)  # (W, N)
+    dtype = binary.distance_dtype(num_bytes)
+    num_items = database_codes.shape[0]
+
+    def fetch(start: int, stop: int) -> np.ndarray:
+        out = np.empty((stop - start, num_items), dtype=dtype)
+        return binary.hamming_distances_from_words(query_words[:, start:stop], database_words, out)
+
+    return _KeySource(query_codes.shape[0], num_items, dtype.itemsize, fetch, bits)
+
+
+def _matrix_source(distances, scores, bits: int | None, permutation) -> _KeySource:
+    if (distances is None) == (scores is None):
+        raise ValueError("Pass exactly one of distances= and scores=.")
+    matrix = np.asarray(distances if scores is None else scores)
+    if matrix.ndim != 2:
+        raise ValueError(f"Distances/scores must be a 2-D (Q, N) array; got shape {matrix.shape}.")
+    radius_bits = None
+    if bits is not None:
+        if scores is not None or matrix.dtype not in (np.uint8, np.uint16):
+            raise ValueError("bits= with a matrix needs uint8/uint16 Hamming distances=.")
+        radius_bits = bits
+
+    def fetch(start: int, stop: int) -> np.ndarray:
+        block = matrix[start:stop]
+        keys = (
+            ranking.ascending_keys(block, None)
+            if scores is None
+            else ranking.ascending_keys(None, block)
+        )
+        return keys if permutation is None else keys[:, permutation]
+
+    itemsize = max(matrix.dtype.itemsize, 8 if scores is not None else 0)
+    return _KeySource(matrix.shape[0], matrix.shape[1], itemsize, fetch, radius_bits)
+
+
+def _average_precision(top_relevance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """AP@R and X per query from a (rows, R) bool relevance-by-rank array."""
+    hits = np.cumsum(top_relevance, axis=1, dtype=np.int64)  # (rows, R) relevant so far.
+    ranks = np.arange(1, top_relevance.shape[1] + 1)
+    precision_sum = np.where(top_relevance, hits / ranks, 0.0).sum(axis=1)
+    # A copy: a view would keep the whole (rows, R) array alive in the chunk's result.
+    num_relevant = hits[:, -1].copy()
+    average_precision = np.divide(
+        precision_sum, num_relevant, out=np.zeros(len(num_relevant)), where=num_relevant > 0
+    )
+    return average_precision, num_relevant
+
+
+def _evaluate_chunk(
+    start: int,
+    stop: int,
+    *,
+    source: _KeySource,
+    query_masks: np.ndarray,
+    database_masks: np.ndarray,
+    policies: tuple[str, ...],
+    depth: int,
+    map_depth: int,
+    precision_depths: tuple[int, ...],
+) -> dict:
+    """Ranks queries start..stop-1 and returns their per-query figures."""
+    keys = source.fetch(start, stop)  # (rows, N)
+    ranking.check_no_nan(keys)
+    num_rows = stop - start
+    chunk_query_masks = query_masks[:, start:stop]
+    radius_bits = source.radius_bits
+    # The radius curve needs every item's relevance; mAP alone only the candidates'.
+    full_relevance = None
+    num_radii = 0 if radius_bits is None else radius_bits + 1
+    if radius_bits is not None:
+        full_relevance = relevance_lib.relevance_from_masks(chunk_query_masks, database_masks)
+        retrieved = np.empty((num_rows, num_radii), dtype=np.int64)
+        relevant_retrieved = np.empty((num_rows, num_radii), dtype=np.int64)
+        total_relevant = full_relevance.sum(axis=1)
+    histogram = ranking.uses_histogram(keys)
+    if not histogram:
+        thresholds = ranking.partition_thresholds(keys, depth)
+    top_relevance = np.empty((len(policies), num_rows, depth), dtype=np.bool_)
+
+    for row_index in range(num_rows):
+        row = keys[row_index]
+        if histogram:
+            counts = np.bincount(row, minlength=num_radii)
+            threshold = ranking.histogram_threshold(counts, depth)
+        else:
+            threshold = thresholds[row_index]
+        candidates, candidate_keys = ranking.top_candidates(row, threshold)
+        if full_relevance is not None:
+            candidate_relevance = full_relevance[row_index, candidates]
+        else:
+            candidate_relevance = relevance_lib.relevance_from_masks(
+                chunk_query_masks[:, row_index : row_index + 1], database_masks, items=candidates
+            )
+        for policy_index, policy in enumerate(policies):
+            order = ranking.order_candidates(candidate_keys, depth, policy, candidate_relevance)
+            top_relevance[policy_index, row_index] = candidate_relevance[order]
+        if full_relevance is not None:
+            # Distances above K cannot occur with zero padding bits; clip defensively.
+            relevant_counts = np.bincount(row[full_relevance[row_index]], minlength=num_radii)
+            retrieved[row_index] = np.cumsum(counts[:num_radii])
+            relevant_retrieved[row_index] = np.cumsum(relevant_counts[:num_radii])
+
+    result = {"ap": [], "num_relevant": []}
+    for policy_index in range(len(policies)):
+        average_precision, num_relevant = _average_precision(
+            top_relevance[policy_index, :, :map_depth]
+        )
+        result["ap"].append(average_precision)
+        result["num_relevant"].append(num_relevant)
+    headline_hits = np.cumsum(top_relevance[0], axis=1, dtype=np.int64)
+    result["precision_at"] = (
+        np.stack([headline_hits[:, n - 1] / n for n in precision_depths], axis=1)
+        if precision_depths
+        else np.zeros((num_rows, 0))
+    )
+    if radius_bits is not None:
+        result["radius_precision"] = np.divide(
+            relevant_retrieved, retrieved, out=np.zeros(retrieved.shape), where=retrieved > 0
+        )
+        result["radius_recall"] = np.divide(
+            relevant_retrieved,
+            total_relevant[:, None],
+            out=np.zeros(retrieved.shape),
+            where=total_relevant[:, None] > 0,
+        )
+    return result
+
+
+def _default_threads() -> int:
+    try:
+        available = len(os.sched_getaffinity(0))
+    except AttributeError:  # Not on Linux.
+        available = os.cpu_count() or 1
+    return max(1, min(_MAX_DEFAULT_THREADS, available))
+
+
+def _mean_average_precision(
+    average_precision: np.ndarray, num_relevant: np.ndarray, empty: str
+) -> tuple[float, np.ndarray, int]:
+    """mAP, per-query APs (NaN where skipped) and the number of queries averaged."""
+    if empty == "zero":
+        return float(average_precision.mean()), average_precision, len(average_precision)
+    scored = num_relevant > 0
+    per_query = np.where(scored, average_precision, np.nan)
+    num_scored = int(scored.sum())
+    # All skipped: 0.0 rather than NaN (documented in the module doc).
+    value = float(average_precision[scored].mean()) if num_scored else 0.0
+    return value, per_query, num_scored
+
+
+def evaluate_retrieval(
+    query_labels: np.ndarray,
+    database_labels: np.ndarray,
+    *,
+    query_codes: np.ndarray | None = None,
+    database_codes: np.ndarray | None = None,
+    distances: np.ndarray | None = None,
+    scores: np.ndarray | None = None,
+    bits: int | None = None,
+    topk: int | None = None,
+    ties: str = "index",
+    empty: str = "zero",
+    seed: int = 0,
+    precision_at: tuple[int, ...] = DEFAULT_PRECISION_AT,
+    hamming_radius: int | None = 2,
+    radius_metrics: bool = True,
+    tie_bounds: bool = False,
+    num_threads: int | None = None,
+) -> RetrievalMetrics:
+    """Evaluates a ranking of the database for every query.
+
+    Give the ranking as exactly one of: packed codes (`query_codes` and
+    `database_codes`, ranked by Hamming distance), a `distances` matrix (ascending) or a
+    `scores` matrix (descending).
+
+    Args:
+      query_labels: (Q, C) 0/1 ground-truth labels.
+      database_labels: (N, C) 0/1 ground-truth labels.
+      query_codes: (Q, ceil(K/8)) uint8 packed codes.
+      database_codes: (N, ceil(K/8)) uint8 packed codes.
+      distances: (Q, N) distances, smaller is closer.
+      scores: (Q, N) scores, larger is closer.
+      bits: K. Defaults to 8 * bytes for codes; with uint8/uint16 `distances` it
+        enables the Hamming-radius metrics.
+      topk: R for mAP@R; None for the whole database. R > N is clipped to N.
+      ties: "index", "random", "optimistic" or "pessimistic".
+      empty: "zero" or "skip" for queries with no relevant item in the top R.
+      seed: seeds the database permutation of "random" ties.
+      precision_at: the N of the precision@N curve (clipped to the database size).
+      hamming_radius: the radius of `precision_within_radius` (None to skip it); a
+        radius above K is clipped to K.
+      radius_metrics: compute precision-recall over radius 0..K (Hamming only).
+      tie_bounds: also compute the optimistic and pessimistic mAP.
+      num_threads: worker threads over query chunks; default min(4, available cores).
+
+    Returns:
+      A `RetrievalMetrics`.
+    """
+    ranking.check_tie_policy(ties)
+    check_empty_policy(empty)
+    topk = ranking.check_topk(topk)
+    precision_at = tuple(int(n) for n in precision_at)
+    if any(n < 1 for n in precision_at):
+        raise ValueError(f"precision_at values must be positive; got {precision_at}.")
+    if hamming_radius is not None and hamming_radius < 0:
+        raise ValueError(f"hamming_radius must be >= 0; got {hamming_radius}.")
+    query_labels = relevance_lib.check_labels(query_labels, "query_labels")
+    database_labels = relevance_lib.check_labels(database_labels, "database_labels")
+    if query_labels.shape[1] != database_labels.shape[1]:
+        raise ValueError(
+            f"Query labels have {query_labels.shape[1]} classes but database labels have "
+            f"{database_labels.shape[1]}."
+        )
+    num_items = database_labels.shape[0]
+    if num_items == 0 or query_labels.shape[0] == 0:
+        raise ValueError("Need at least one query and one database item.")
+    permutation = ranking.random_tie_permutation(num_items, seed) if ties == "random" else None
+
+    codes_given = query_codes is not None or database_codes is not None
+    if codes_given:
+        if (
+            query_codes is None
+            or database_codes is None
+            or distances is not None
+            or scores is not None
+        ):
+            raise ValueError(
+                "Pass both query_codes and database_codes, or one of distances / scores."
+            )
+        source = _hamming_source(query_codes, database_codes, bits, permutation)
+    else:
+        source = _matrix_source(distances, scores, bits, permutation)
+    if source.num_queries != query_labels.shape[0] or source.num_items != num_items:
+        raise ValueError(
+            f"Ranking covers {source.num_queries} queries x {source.num_items} items but "
+            f"labels have {query_labels.shape[0]} query rows and {num_items} database rows."
+        )
+    if not radius_metrics and hamming_radius is None:
+        source = dataclasses.replace(source, radius_bits=None)
+
+    query_masks = relevance_lib.pack_label_masks(query_labels)  # (W, Q)
+    database_masks = relevance_lib.pack_label_masks(database_labels)  # (W, N)
+    if permutation is not None:
+        database_masks = database_masks[:, permutation]
+
+    # "random" was applied by the permutation, so it ranks like "index" from here on.
+    headline = "index" if ties == "random" else ties
+    policies = (headline,)
+    if tie_bounds:
+        policies += tuple(p for p in ("optimistic", "pessimistic") if p != headline)
+    map_depth = ranking.ranking_depth(topk, num_items)
+    precision_depths = tuple(min(n, num_items) for n in precision_at)
+    depth = max((map_depth,) + precision_depths)
+
+    num_queries = source.num_queries
+    threads = num_threads or _default_threads()
+    bytes_per_row = num_items * (2 * source.key_itemsize + 8 + 10) + depth * (len(policies) + 24)
+    rows_per_chunk = max(1, min(_MAX_CHUNK_ROWS, _CHUNK_BYTES // bytes_per_row))
+    rows_per_chunk = min(rows_per_chunk, -(-num_queries // threads))  # Keep every thread busy.
+    bounds = [
+        (s, min(s + rows_per_chunk, num_queries)) for s in range(0, num_queries, rows_per_chunk)
+    ]
+
+    def run_chunk(chunk_bounds: tuple[int, int]) -> dict:
+        return _evaluate_chunk(
+            *chunk_bounds,
+            source=source,
+            query_masks=query_masks,
+            database_masks=database_masks,
+            policies=policies,
+            depth=depth,
+            map_depth=map_depth,
+            precision_depths=precision_depths,
+        )
+
+    if threads == 1 or len(bounds) == 1:
+        chunks = [run_chunk(b) for b in bounds]
+    else:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            chunks = list(pool.map(run_chunk, bounds))
+
+    def gather(key: str, index: int | None = None) -> np.ndarray:
+        return np.concatenate([c[key] if index is None else c[key][index] for c in chunks])
+
+    maps = {}
+    for policy_index, policy in enumerate(policies):
+        maps[policy] = _mean_average_precision(
+            gather("ap", policy_index), gather("num_relevant", policy_index), empty
+        )
+    headline_map, per_query, num_scored = maps[headline]
+    optimistic = maps.get("optimistic", (None,))[0] if tie_bounds else None
+    pessimistic = maps.get("pessimistic", (None,))[0] if tie_bounds else None
+    precision_curve = gather("precision_at").mean(axis=0)
+
+    radii = radius_precision = radius_recall = None
+    within_radius = None
+    if source.radius_bits is not None:
+        per_radius_precision = gather("radius_precision")  # (Q, K+1)
+        if radius_metrics:
+            radii = np.arange(source.radius_bits + 1)
+            radius_precision = per_radius_precision.mean(axis=0)
+            radius_recall = gather("radius_recall").mean(axis=0)
+        if hamming_radius is not None:
+            within_radius = float(
+                per_radius_precision[:, min(hamming_radius, source.radius_bits)].mean()
+            )
+
+    return RetrievalMetrics(
+        map=headline_map,
+        map_name=metric_name(topk, ties, empty, seed),
+        topk=topk,
+        ties=ties,
+        empty=empty,
+        seed=seed,
+        average_precisions=per_query,
+        num_scored_queries=num_scored,
+        map_optimistic=optimistic,
+        map_pessimistic=pessimistic,
+        precision_at_n={n: float(v) for n, v in zip(precision_at, precision_curve)},
+        hamming_radius=hamming_radius if within_radius is not None else None,
+        precision_within_radius=within_radius,
+        radii=radii,
+        radius_precision=radius_precision,
+        radius_recall=radius_recall,
+    )
+
+
+def mean_average_precision(
+    query_labels: np.ndarray,
+    database_labels: np.ndarray,
+    *,
+    query_codes: np.ndarray | None = None,
+    database_codes: np.ndarray | None = None,
+    distances: np.ndarray | None = None,
+    scores: np.ndarray | None = None,
+    topk: int | None = None,
+    ties: str = "index",
+    empty: str = "zero",
+    seed: int = 0,
+    return_per_query: bool = False,
+    num_threads: int | None = None,
+) -> float | tuple[float, np.ndarray]:
+    """mAP@R alone; see `evaluate_retrieval` for the arguments.
+
+    Returns:
+      mAP@R, or (mAP@R, (Q,) per-query AP with NaN for skipped queries) when
+      `return_per_query`.
+    """
+    metrics = evaluate_retrieval(
+        query_labels,
+        database_labels,
+        query_codes=query_codes,
+        database_codes=database_codes,
+        distances=distances,
+        scores=scores,
+        topk=topk,
+        ties=ties,
+        empty=empty,
+        seed=seed,
+        precision_at=(),
+        hamming_radius=None,
+        radius_metrics=False,
+        num_threads=num_threads,
+    )
+    if return_per_query:
+        return metrics.map, metrics.average_precisions
+    return metrics.map

@@ -1,0 +1,178 @@
+"""Evaluates a codes file: mAP@R, precision@N, precision within Hamming radius, PR curve.
+
+Usage:
+  python -m wsdhash.evaluate --codes=run/codes.h5 --topk=5000 --ties=index --empty=zero
+  python -m wsdhash.evaluate --codes=run/codes.h5 --topk=all --json
+
+`--topk=all` ranks the whole database (the only spelling for it; 0 and negative values
+are rejected). Conventions are those of EVALUATION.md and `wsdhash.eval.metrics`.
+
+Output: a readable table, or with `--json` exactly one JSON object on stdout whose
+key `map` holds mAP@R. The optimistic and pessimistic mAP (relevant items first / last
+within ties) are always in the JSON and are printed in the table when either differs
+from the headline by more than 0.005.
+
+Errors in the input (missing file, bad layout, bad flag) print one line on stderr and
+exit with status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from absl import app, flags
+
+from wsdhash.eval import codes_file, metrics, ranking
+
+_EXIT_USAGE = 2
+_TOPK_ALL = "all"
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("codes", None, "The HDF5 codes file to evaluate (query and database groups).")
+flags.DEFINE_string(
+    "topk", _TOPK_ALL, "R of mAP@R: a positive integer, or 'all' for the whole database."
+)
+flags.DEFINE_enum("ties", "index", ranking.TIE_POLICIES, "Order within equal distance.")
+flags.DEFINE_enum(
+    "empty",
+    "zero",
+    metrics.EMPTY_POLICIES,
+    "Queries with no relevant item in the top R: AP 0 or skipped.",
+)
+flags.DEFINE_integer("seed", 0, "Seed of the database permutation used by --ties=random.")
+flags.DEFINE_list(
+    "precision_at",
+    [str(n) for n in metrics.DEFAULT_PRECISION_AT],
+    "The N of the precision@N curve (clipped to the database size).",
+)
+flags.DEFINE_integer("hamming_radius", 2, "Radius of the 'precision within radius' figure.")
+flags.DEFINE_boolean("pr_curve", False, "Also print precision and recall for every radius 0..K.")
+flags.DEFINE_boolean("json", False, "Print one JSON object instead of a table.")
+flags.DEFINE_integer("num_threads", 0, "Worker threads; 0 picks min(4, available cores).")
+flags.mark_flag_as_required("codes")
+
+
+def parse_topk(text: str) -> int | None:
+    """Turns the --topk text into R (None for 'all'); raises ValueError otherwise."""
+    if text.strip().lower() == _TOPK_ALL:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"--topk must be a positive integer or 'all'; got {text!r}.") from None
+    if value < 1:
+        raise ValueError(f"--topk must be a positive integer or 'all' (not 0 or -1); got {value}.")
+    return value
+
+
+def _parse_precision_at(values: list[str]) -> tuple[int, ...]:
+    try:
+        parsed = tuple(int(v) for v in values)
+    except ValueError:
+        raise ValueError(f"--precision_at must be positive integers; got {values}.") from None
+    if any(n < 1 for n in parsed):
+        raise ValueError(f"--precision_at must be positive integers; got {values}.")
+    return parsed
+
+
+def format_table(
+    result: metrics.RetrievalMetrics, contents: codes_file.CodesFile, path: str
+) -> str:
+    """The human-readable report."""
+    query, database = contents.query, contents.database
+    lines = [
+        f"codes file  {path}",
+        (
+            f"sizes       {query.num_rows} queries x {database.num_rows} database items, "
+            f"{contents.bits} bits, {query.labels.shape[1]} classes"
+        ),
+        "",
+        (
+            f"{result.map_name}  {result.map:.6f}"
+            f"  ({result.num_scored_queries} of {query.num_rows} queries averaged)"
+        ),
+    ]
+    if result.tie_bounds_matter():
+        lines.append(
+            f"  tie-order bounds (differ by > {metrics.TIE_BOUND_TOLERANCE}): "
+            f"optimistic {result.map_optimistic:.6f}, pessimistic {result.map_pessimistic:.6f}"
+        )
+    if result.precision_within_radius is not None:
+        lines.append(
+            f"precision within Hamming radius {result.hamming_radius}  "
+            f"{result.precision_within_radius:.6f}  (no item within the radius counts as 0)"
+        )
+    if result.precision_at_n:
+        lines += ["", f"precision@N (ties={result.ties}; N clipped to {database.num_rows})"]
+        lines.append(f"{'N':>8}  precision")
+        lines += [f"{n:>8}  {value:.6f}" for n, value in result.precision_at_n.items()]
+    if result.radii is not None and FLAGS.pr_curve:
+        lines += ["", "precision-recall over Hamming radius", f"{'radius':>8}  precision  recall"]
+        for radius, precision, recall in zip(
+            result.radii, result.radius_precision, result.radius_recall
+        ):
+            lines.append(f"{radius:>8}  {precision:.6f}   {recall:.6f}")
+    return "\n".join(lines)
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) > 1:
+        print(f"evaluate: error: unexpected arguments {argv[1:]}", file=sys.stderr)
+        return _EXIT_USAGE
+    try:
+        topk = parse_topk(FLAGS.topk)
+        precision_at = _parse_precision_at(FLAGS.precision_at)
+        contents = codes_file.read_codes_file(FLAGS.codes)
+        result = metrics.evaluate_retrieval(
+            contents.query.labels,
+            contents.database.labels,
+            query_codes=contents.query.codes,
+            database_codes=contents.database.codes,
+            bits=contents.bits,
+            topk=topk,
+            ties=FLAGS.ties,
+            empty=FLAGS.empty,
+            seed=FLAGS.seed,
+            precision_at=precision_at,
+            hamming_radius=FLAGS.hamming_radius,
+            tie_bounds=True,
+            num_threads=FLAGS.num_threads or None,
+        )
+    except (OSError, ValueError) as error:
+        print(f"evaluate: error: {_one_line(error)}", file=sys.stderr)
+        return _EXIT_USAGE
+
+    if FLAGS.json:
+        report = result.to_dict(include_radius_curve=FLAGS.pr_curve)
+        report.update(
+            codes=FLAGS.codes,
+            bits=int(contents.bits),
+            num_database=contents.database.num_rows,
+        )
+        print(json.dumps(report))
+    else:
+        print(format_table(result, contents, FLAGS.codes))
+    return 0
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    """Parses flags; a bad flag gives one line on stderr and exit status 2."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as error:
+        print(f"evaluate: error: {_one_line(error)}", file=sys.stderr)
+        sys.exit(_EXIT_USAGE)
+
+
+def run() -> None:
+    """Console entry point (`wsdhash-evaluate`)."""
+    app.run(main, flags_parser=_parse_flags)
+
+
+if __name__ == "__main__":
+    run()
