@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 
 import h5py
 import numpy as np
+
+from wsdhash import atomic_files
 
 SPLITS = ("query", "database")
 _CODEWORDS_PER_CODEBOOK = 256
@@ -180,10 +181,7 @@ def write_codes_file(path: str | os.PathLike, contents: CodesFile) -> None:
     contents = dataclasses.replace(contents, **splits)
     validate_codes_file(contents, path)
 
-    directory = os.path.dirname(os.path.abspath(os.fspath(path)))
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".codes-", suffix=".h5.tmp")
-    os.close(handle)
-    try:
+    with atomic_files.atomic_path(path) as temporary:
         with h5py.File(temporary, "w") as h5:
             h5.attrs["bits"] = int(contents.bits)
             if contents.codebooks is not None:
@@ -201,11 +199,6 @@ def write_codes_file(path: str | os.PathLike, contents: CodesFile) -> None:
                     group.create_dataset("features", data=split.features)
                 if split.indices is not None:
                     group.create_dataset("indices", data=split.indices)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
 
 
 def _read_dataset(path, group: h5py.Group, name: str, required: bool) -> np.ndarray | None:

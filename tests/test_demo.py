@@ -1,0 +1,54 @@
+"""The main job end to end (small sizes by default; the full default size is slow)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from wsdhash.eval import evaluate_retrieval, read_codes_file
+
+
+def _run_demo(tmp_path, *extra):
+    workdir = tmp_path / "out"
+    command = [
+        sys.executable, "-m", "wsdhash.demo",
+        f"--data_dir={tmp_path / 'builtin'}", f"--workdir={workdir}", *extra,
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    with open(workdir / "metrics.json") as f:
+        return workdir, json.load(f), result.stdout
+
+
+def test_demo_writes_codes_files_whose_metrics_match_the_table(tmp_path):
+    workdir, rows, stdout = _run_demo(
+        tmp_path, "--num_train=300", "--num_query=40", "--num_database=200", "--bits=16,32"
+    )
+    methods = {(row["method"], row["bits"]) for row in rows}
+    for method in ("lsh", "pcah", "itq", "random codes"):
+        assert {(method, 16), (method, 32)} <= methods
+    for row in rows:
+        if row["method"] in ("lsh", "pcah", "itq"):
+            codes = read_codes_file(os.path.join(workdir, f"{row['method']}_{row['bits']}.h5"))
+            again = evaluate_retrieval(
+                codes.query.labels,
+                codes.database.labels,
+                query_codes=codes.query.codes,
+                database_codes=codes.database.codes,
+                bits=codes.bits,
+                topk=row["topk"],
+            )
+            assert again.map == pytest.approx(row["map"], abs=1e-12)
+            assert f"{row['map']:.4f}" in stdout
+    assert "mAP@1000[ties=index,empty=zero]" in stdout
+
+
+@pytest.mark.slow
+def test_default_demo_baselines_beat_random_codes(tmp_path):
+    _, rows, _ = _run_demo(tmp_path)
+    by_key = {(row["method"], row["bits"]): row["map"] for row in rows}
+    for bits in (16, 32, 64):
+        assert by_key[("pcah", bits)] > by_key[("random codes", bits)] + 0.03
+        assert by_key[("lsh", bits)] > by_key[("random codes", bits)] + 0.01

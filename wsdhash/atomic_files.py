@@ -1,0 +1,48 @@
+"""Atomic file writes: a reader (or a resumed run) never sees a half-written file.
+
+Everything wsdhash writes for others to read (codes files, metrics, generated data,
+checkpoints) is written to a temporary file in the destination folder and moved into
+place with `os.replace`, which is atomic on POSIX and Windows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from typing import Any, Iterator
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[str]:
+    """Yields a temporary path next to `path`; on success it replaces `path`.
+
+    On an exception the temporary file is removed and `path` is left as it was.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(
+        dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp"
+    )
+    os.close(handle)
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Writes UTF-8 text atomically."""
+    with atomic_path(path) as temporary:
+        with open(temporary, "w", encoding="utf-8") as f:
+            f.write(text)
+
+
+def write_json(path: str | os.PathLike, value: Any) -> None:
+    """Writes `value` as indented JSON atomically."""
+    write_text(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
