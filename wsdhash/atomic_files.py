@@ -36,11 +36,16 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
         raise
 
 
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Writes bytes atomically."""
+    with atomic_path(path) as temporary:
+        with open(temporary, "wb") as f:
+            f.write(data)
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     """Writes UTF-8 text atomically."""
-    with atomic_path(path) as temporary:
-        with open(temporary, "w", encoding="utf-8") as f:
-            f.write(text)
+    write_bytes(path, text.encode("utf-8"))
 
 
 def write_json(path: str | os.PathLike, value: Any) -> None:

@@ -139,7 +139,7 @@ def test_wsdhq_layout(small):
         record = json.load(f)
     assert record["format_version"] == builtin.FORMAT_VERSION
     assert record["params"]["seed"] == 0 and record["params"]["num_query"] == 20
-    leftovers = [n for n in os.listdir(root) + os.listdir(root / "images") if ".tmp-" in n]
+    leftovers = [n for n in os.listdir(root) + os.listdir(root / "images") if n.endswith(".tmp")]
     assert not leftovers
 
 

@@ -54,6 +54,8 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from wsdhash import atomic_files
+
 FORMAT_VERSION = 1
 INFO_FILE = "builtin.json"
 IMAGE_DIR = "images"
@@ -602,16 +604,8 @@ def _image_name(index: int, image_format: str) -> str:
     return f"{IMAGE_DIR}/{index:06d}.{image_format}"
 
 
-def _write_bytes_atomic(path: str, data: bytes) -> None:
-    directory, name = os.path.split(path)
-    temporary = os.path.join(directory, f".{name}.tmp-{os.getpid()}")
-    with open(temporary, "wb") as f:
-        f.write(data)
-    os.replace(temporary, path)
-
-
 def _write_lines_atomic(path: str, lines: Sequence[str]) -> None:
-    _write_bytes_atomic(path, "".join(line + "\n" for line in lines).encode("utf-8"))
+    atomic_files.write_text(path, "".join(line + "\n" for line in lines))
 
 
 def _matrix_lines(matrix: np.ndarray) -> list[str]:
@@ -647,7 +641,7 @@ def _generate_chunk(
         )
         if not ok:
             raise RuntimeError(f"cv2 could not encode image {index} as {image_format}.")
-        _write_bytes_atomic(os.path.join(root, _image_name(index, image_format)), encoded.tobytes())
+        atomic_files.write_bytes(os.path.join(root, _image_name(index, image_format)), encoded.tobytes())
     return start, labels, tags
 
 
@@ -712,7 +706,7 @@ def _remove_stale_images(root: str) -> None:
     if not os.path.isdir(image_dir):
         return
     for name in os.listdir(image_dir):
-        if _IMAGE_NAME.match(name) or (name.startswith(".") and ".tmp-" in name):
+        if _IMAGE_NAME.match(name) or (name.startswith(".") and name.endswith(".tmp")):
             os.remove(os.path.join(image_dir, name))
 
 
@@ -863,7 +857,7 @@ def generate_builtin(
         "num_tags": len(vocab),
         "files": list(_TEXT_FILES),
     }
-    _write_bytes_atomic(
+    atomic_files.write_bytes(
         os.path.join(root, INFO_FILE),
         (json.dumps(record, indent=2, sort_keys=True) + "\n").encode(),
     )

@@ -60,6 +60,17 @@ class SplitData:
     def __len__(self) -> int:
         return len(self.paths)
 
+    def take(self, indices: np.ndarray, name: str | None = None) -> "SplitData":
+        """The items at `indices` (in that order), as a new split."""
+        indices = np.asarray(indices, dtype=np.int64)
+        return dataclasses.replace(
+            self,
+            name=name or self.name,
+            paths=self.paths[indices],
+            labels=self.labels[indices],
+            tags=self.tags[indices],
+        )
+
     @property
     def num_classes(self) -> int:
         return self.labels.shape[1]
