@@ -197,3 +197,12 @@ def test_empty_split_and_bad_batch_size(image_split):
         make_dataset(empty, CONFIG, training=False, batch_size=4)
     with pytest.raises(ValueError, match="batch_size"):
         make_dataset(split, CONFIG, training=False, batch_size=0)
+
+
+def test_normalization_none_yields_uint8_for_the_model_to_normalise(image_split):
+    split, pixels = image_split
+    config = PipelineConfig(SIZE, CROP, normalization=None)
+    out = _collect(make_dataset(split, config, training=False, batch_size=4))
+    assert out["image"].dtype == np.uint8
+    offset = (SIZE - CROP) // 2
+    np.testing.assert_array_equal(out["image"], pixels[:, offset : offset + CROP, offset : offset + CROP])

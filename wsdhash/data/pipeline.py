@@ -2,7 +2,8 @@
 
 Elements are dicts `{"image", "labels", "tags", "index"}`:
 
-* `image`: float32 (S, S, 3) normalised crop, or (10, S, S, 3) with `ten_crop`;
+* `image`: float32 (S, S, 3) normalised crop, or (10, S, S, 3) with `ten_crop`; uint8
+  when the normalisation is left to the model (`PipelineConfig.normalization=None`);
 * `labels`: float32 (C,) ground-truth multi-hot labels (C = 0 when the split has none);
 * `tags`: float32 (T,) user-tag indicators (T = 0 when the split has none);
 * `index`: int64 position of the item in its split's list file.
@@ -29,13 +30,16 @@ class PipelineConfig:
     Attributes:
         image_size: images are resized to (image_size, image_size) after decoding.
         crop_size: the side of the training random crop and the evaluation centre crop.
-        normalization: name in `preprocessing.NORMALIZATIONS`.
+        normalization: name in `preprocessing.NORMALIZATIONS`, or None to yield uint8
+            images and normalise inside the model instead. None roughly doubles
+            host-side throughput (the float conversion is the most expensive step after
+            decoding) and sends 4x fewer bytes to the accelerator.
         ten_crop: evaluation yields WSDHQ's 10 crops per image instead of the centre crop.
     """
 
     image_size: int = 256
     crop_size: int = 224
-    normalization: str = "torch_imagenet"
+    normalization: str | None = "torch_imagenet"
     ten_crop: bool = False
 
     def __post_init__(self):
@@ -43,7 +47,8 @@ class PipelineConfig:
             raise ValueError(
                 f"crop_size must be in (0, image_size={self.image_size}], got {self.crop_size}."
             )
-        preprocessing.NORMALIZATIONS.get(self.normalization)  # Fails early on a typo.
+        if self.normalization is not None:
+            preprocessing.NORMALIZATIONS.get(self.normalization)  # Fails early on a typo.
 
 
 def _records(split: SplitData) -> tf.data.Dataset:
@@ -111,7 +116,9 @@ def make_dataset(
         pipeline_id = input_context.input_pipeline_id
         batch_size = input_context.get_per_replica_batch_size(batch_size)
     load_image = preprocessing.make_image_loader(config.image_size, corrupt_log)
-    normalize = preprocessing.NORMALIZATIONS.get(config.normalization)
+    normalize = None
+    if config.normalization is not None:
+        normalize = preprocessing.NORMALIZATIONS.get(config.normalization)
 
     def decode(element):
         element = dict(element)
@@ -133,7 +140,7 @@ def make_dataset(
             image = preprocessing.ten_crop(image, config.crop_size)
         else:
             image = preprocessing.center_crop(image, config.crop_size)
-        element["image"] = normalize(tf.cast(image, tf.float32))
+        element["image"] = image if normalize is None else normalize(tf.cast(image, tf.float32))
         return element
 
     def attach_seed(position, element):
