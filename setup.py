@@ -27,6 +27,7 @@ setup(
         "gensim>=4.3",
         "opencv-python-headless>=4.8",
         "absl-py>=1.4",
+        "tensorboard",  # tf.summary needs it for training curves; TF 2.21 no longer pulls it in.
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-xdist>=3"],

@@ -1,0 +1,202 @@
+"""Trains a deep hashing model: `python -m wsdhash.train --flagfile=...`.
+
+Flags live only here; they are turned into a `TrainConfig` and handed to
+`wsdhash.training.trainer.train`. Flagfiles nest (`--flagfile=` inside a flagfile) and
+the last value of a flag wins. The resolved flags are written to
+`<workdir>/flags.txt`, which replays the run: `python -m wsdhash.train
+--flagfile=<workdir>/flags.txt`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+
+# Data.
+flags.DEFINE_string("dataset", "builtin", "Registered dataset name.")
+flags.DEFINE_string("data_dir", "data/builtin", "Dataset folder (list files).")
+flags.DEFINE_string("image_root", None, "Folder image paths are relative to (list datasets).")
+flags.DEFINE_integer("image_size", 0, "Resize side before cropping (0: the backbone's).")
+flags.DEFINE_integer("crop_size", 0, "Crop side (0: the backbone's).")
+flags.DEFINE_bool("ten_crop", False, "Evaluate with WSDHQ's 10-crop averaging.")
+flags.DEFINE_enum("supervision", "labels", ["labels", "tags"], "Train on labels or user tags.")
+# Model.
+flags.DEFINE_string("backbone", "small_cnn", "Registered backbone.")
+flags.DEFINE_string("weights", "none", "'none', 'imagenet', or a weights file.")
+flags.DEFINE_bool("allow_pickle", False, "Allow loading a pickled .npy weights dict.")
+flags.DEFINE_string("head", "linear_bn", "Registered hash head: linear, tanh, linear_bn.")
+flags.DEFINE_integer("hash_bit", 32, "Code length K.")
+# Method.
+flags.DEFINE_string("method", "orthohash", "Registered loss: orthohash, hyp2, triplet.")
+flags.DEFINE_enum("orthohash_codebook", "B", ["B", "N", "O"], "OrthoHash codebook method.")
+flags.DEFINE_float("orthohash_scale", 0.0, "OrthoHash logit scale s (0: sqrt(K)).")
+flags.DEFINE_float("orthohash_margin", 0.2, "OrthoHash margin m.")
+flags.DEFINE_enum("orthohash_margin_type", "cos", ["cos", "arc"], "OrthoHash margin type.")
+flags.DEFINE_bool("orthohash_multiclass", True, "Multi-label label-smoothing CE.")
+flags.DEFINE_float("orthohash_quantization_weight", 0.0, "OrthoHash quantization term.")
+flags.DEFINE_float("hyp2_beta", 0.5, "HyP2 pair-term weight.")
+flags.DEFINE_float("hyp2_zeta", None, "HyP2 threshold (default: from the code table).")
+flags.DEFINE_float("triplet_margin", None, "Triplet margin (default: the method's).")
+flags.DEFINE_bool("triplet_dnnh_sigmoid", False, "Original DNNH [0, 1] form.")
+# Optimisation.
+flags.DEFINE_integer("batch_size", 64, "Global batch size.")
+flags.DEFINE_integer("steps", 0, "Training steps (0: use --epochs).")
+flags.DEFINE_float("epochs", 10, "Training epochs, used when --steps=0.")
+flags.DEFINE_enum("optimizer", "sgd", ["sgd", "adam"], "Optimizer.")
+flags.DEFINE_float("lr", 0.01, "Base learning rate (head and loss variables).")
+flags.DEFINE_float("backbone_lr_multiplier", 1.0, "Backbone learning-rate multiplier.")
+flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
+flags.DEFINE_float("weight_decay", 0.0, "Coupled L2 weight decay (PyTorch style).")
+flags.DEFINE_integer("lr_decay_every", 0, "Multiply the lr by --lr_decay every N units.")
+flags.DEFINE_enum("lr_decay_unit", "steps", ["steps", "epochs"], "Unit of --lr_decay_every.")
+flags.DEFINE_float("lr_decay", 0.1, "Learning-rate step factor.")
+# Runtime.
+flags.DEFINE_enum("strategy", "auto", ["auto", "one_device", "mirrored", "multi_worker"], "")
+flags.DEFINE_string("gpu", None, "Comma-separated GPU ids to use (default: all).")
+flags.DEFINE_integer("cpu_replicas", 0, "Split the CPU into N logical devices (testing).")
+flags.DEFINE_enum("mixed_precision", "none", ["none", "bfloat16"], "Mixed precision.")
+flags.DEFINE_bool("deterministic", False, "Deterministic ops (exact resume; slower on GPU).")
+flags.DEFINE_integer("seed", 0, "Seeds everything.")
+flags.DEFINE_string("workdir", None, "Run folder (default: checkpoints/<run name>).")
+flags.DEFINE_integer("eval_every", 0, "Validation period in steps (0: end only).")
+flags.DEFINE_integer("checkpoint_every", 500, "Checkpoint period in steps.")
+flags.DEFINE_integer("keep_checkpoints", 3, "Latest checkpoints to keep.")
+flags.DEFINE_integer("validation_size", 500, "Validation queries carved from train.")
+flags.DEFINE_enum("select_on", "validation", ["validation", "test"], "Checkpoint selection.")
+flags.DEFINE_string("topk", None, "mAP cut-off R: an integer or 'all' (default: protocol).")
+flags.DEFINE_integer("log_every", 50, "Logging period in steps.")
+
+
+def run_name() -> str:
+    return f"{FLAGS.dataset}_{FLAGS.method}_{FLAGS.backbone}_{FLAGS.hash_bit}bits_seed{FLAGS.seed}"
+
+
+def method_options() -> dict:
+    if FLAGS.method == "orthohash":
+        return {
+            "codebook_method": FLAGS.orthohash_codebook,
+            "scale": FLAGS.orthohash_scale or None,
+            "margin": FLAGS.orthohash_margin,
+            "margin_type": FLAGS.orthohash_margin_type,
+            "multiclass": FLAGS.orthohash_multiclass,
+            "quantization_weight": FLAGS.orthohash_quantization_weight,
+        }
+    if FLAGS.method == "hyp2":
+        return {"beta": FLAGS.hyp2_beta, "zeta": FLAGS.hyp2_zeta}
+    if FLAGS.method == "triplet":
+        return {"margin": FLAGS.triplet_margin, "dnnh_sigmoid": FLAGS.triplet_dnnh_sigmoid}
+    return {}
+
+
+def parse_topk(value: str | None) -> int | None:
+    """None: the dataset's protocol R; 0: the whole database."""
+    if value is None:
+        return None
+    if value == "all":
+        return 0
+    try:
+        topk = int(value)
+    except ValueError:
+        raise app.UsageError(f"--topk must be a positive integer or 'all', got {value!r}.")
+    if topk < 1:
+        raise app.UsageError(f"--topk must be a positive integer or 'all', got {value!r}.")
+    return topk
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    # TensorFlow is imported here, after flag parsing, so that --cpu_replicas and --gpu
+    # can configure devices before TensorFlow initialises them.
+    import tensorflow as tf
+
+    from wsdhash.data import datasets
+    from wsdhash.training import strategy as strategy_lib
+    from wsdhash.training import trainer
+    from wsdhash.training.optimization import OptimizerConfig
+
+    if FLAGS.cpu_replicas:
+        strategy_lib.split_cpu(FLAGS.cpu_replicas)
+    if FLAGS.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    strategy = strategy_lib.make_strategy(FLAGS.strategy, FLAGS.gpu)
+    workdir = FLAGS.workdir or os.path.join("checkpoints", run_name())
+    os.makedirs(workdir, exist_ok=True)
+
+    options = {}
+    if FLAGS.image_root:
+        options["image_root"] = FLAGS.image_root
+    if FLAGS.dataset == "builtin":
+        options["seed"] = FLAGS.seed
+    steps = FLAGS.steps
+    steps_per_epoch = None
+    if not steps or FLAGS.lr_decay_unit == "epochs":
+        train_size = len(
+            datasets.get_dataset(FLAGS.dataset, FLAGS.data_dir, **options).split("train")
+        )
+        steps_per_epoch = max((train_size - FLAGS.validation_size) // FLAGS.batch_size, 1)
+        steps = steps or max(int(round(FLAGS.epochs * steps_per_epoch)), 1)
+    boundaries = ()
+    if FLAGS.lr_decay_every:
+        every = FLAGS.lr_decay_every * (steps_per_epoch if FLAGS.lr_decay_unit == "epochs" else 1)
+        boundaries = tuple(range(every, steps, every))
+
+    config = trainer.TrainConfig(
+        dataset=FLAGS.dataset,
+        data_dir=FLAGS.data_dir,
+        dataset_options=options,
+        backbone=FLAGS.backbone,
+        weights=FLAGS.weights,
+        allow_pickle=FLAGS.allow_pickle,
+        head=FLAGS.head,
+        bits=FLAGS.hash_bit,
+        method=FLAGS.method,
+        method_options=method_options(),
+        supervision=FLAGS.supervision,
+        batch_size=FLAGS.batch_size,
+        steps=steps,
+        optimizer=OptimizerConfig(
+            name=FLAGS.optimizer,
+            learning_rate=FLAGS.lr,
+            backbone_lr_multiplier=FLAGS.backbone_lr_multiplier,
+            momentum=FLAGS.momentum,
+            weight_decay=FLAGS.weight_decay,
+            boundaries=boundaries,
+            decay=FLAGS.lr_decay,
+        ),
+        seed=FLAGS.seed,
+        workdir=workdir,
+        image_size=FLAGS.image_size,
+        crop_size=FLAGS.crop_size,
+        ten_crop=FLAGS.ten_crop,
+        eval_every=FLAGS.eval_every,
+        checkpoint_every=FLAGS.checkpoint_every,
+        keep_checkpoints=FLAGS.keep_checkpoints,
+        validation_size=FLAGS.validation_size,
+        select_on=FLAGS.select_on,
+        topk=parse_topk(FLAGS.topk),
+        mixed_precision=FLAGS.mixed_precision,
+        log_every=FLAGS.log_every,
+    )
+    from wsdhash import atomic_files
+
+    own_flags = FLAGS.get_flags_for_module(sys.modules[__name__])
+    replay = "".join(f"{f.serialize()}\n" for f in own_flags if f.value is not None)
+    atomic_files.write_text(os.path.join(workdir, "flags.txt"), replay)
+    metrics = trainer.train(config, strategy)
+    print(f"{metrics['map_name']} = {metrics['map']:.4f} (selected on {metrics['selected_on']})")
+    print(
+        f"codes: {os.path.join(workdir, 'codes.h5')}  metrics: {os.path.join(workdir, 'metrics.json')}"
+    )
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

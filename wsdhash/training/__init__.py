@@ -1,0 +1,1 @@
+"""Training: distribution strategy, optimisation, checkpoints and the training loop."""

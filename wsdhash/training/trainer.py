@@ -1,0 +1,468 @@
+"""The training loop: read top to bottom, one banner-marked section per stage.
+
+`train(config)` trains a hashing model with a registered loss under a `tf.distribute`
+strategy, selects checkpoints on validation queries carved from the training data,
+and finishes by encoding the query and database splits into a codes file and a
+metrics JSON in the workdir. An interrupted run started again with the same workdir
+resumes from its last checkpoint: weights, optimiser state, step and data position.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from wsdhash import atomic_files
+from wsdhash.data import datasets, pipeline
+from wsdhash.data.list_files import SplitData
+from wsdhash.eval import (
+    CodesFile,
+    CodesSplit,
+    binarize,
+    evaluate_retrieval,
+    pack_codes,
+    write_codes_file,
+)
+from wsdhash.losses import LOSSES
+from wsdhash.models import build_backbone, build_hashing_model
+from wsdhash.models.normalization import ImageNormalization
+from wsdhash.training import run_info
+from wsdhash.training.checkpoints import CheckpointKeeper
+from wsdhash.training.optimization import GroupedOptimizer, OptimizerConfig
+
+SELECT_ON = ("validation", "test")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything one training run needs; `wsdhash.train` fills it from flags.
+
+    Attributes:
+        dataset, data_dir, dataset_options: the registered dataset and its options.
+        backbone, weights, allow_pickle, head, bits: the model.
+        method, method_options: the registered loss and its hyperparameters.
+        supervision: "labels" (ground-truth classes) or "tags" (user tags).
+        batch_size: the global batch size.
+        steps: training steps.
+        optimizer: see `OptimizerConfig`.
+        seed: seeds the model, the data order, the augmentation and the loss.
+        workdir: checkpoints, logs, codes file and metrics go here.
+        image_size, crop_size: override the backbone's defaults (0 = keep).
+        ten_crop: evaluation averages the codes of WSDHQ's 10 crops.
+        eval_every: validation period in steps (0 = only at the end).
+        checkpoint_every: checkpoint period in steps (a checkpoint is also written at
+            every validation and at the end).
+        keep_checkpoints: how many of the latest checkpoints to keep.
+        validation_size: validation queries carved from the training split (their
+            database is the rest of the training split, which is also what trains).
+        select_on: "validation" or "test" (the originals' test-set selection; results
+            are then labelled as selected on test).
+        topk: mAP cut-off R (None = the dataset's protocol value; 0 = all).
+        mixed_precision: "none" or "bfloat16" (no loss scaling needed).
+        log_every: console and TensorBoard period in steps.
+    """
+
+    dataset: str = "builtin"
+    data_dir: str = "data/builtin"
+    dataset_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    backbone: str = "small_cnn"
+    weights: str = "none"
+    allow_pickle: bool = False
+    head: str = "linear_bn"
+    bits: int = 32
+    method: str = "orthohash"
+    method_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    supervision: str = "labels"
+    batch_size: int = 64
+    steps: int = 1000
+    optimizer: OptimizerConfig = OptimizerConfig()
+    seed: int = 0
+    workdir: str = "checkpoints/run"
+    image_size: int = 0
+    crop_size: int = 0
+    ten_crop: bool = False
+    eval_every: int = 0
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3
+    validation_size: int = 500
+    select_on: str = "validation"
+    topk: int | None = None
+    mixed_precision: str = "none"
+    log_every: int = 50
+
+    def __post_init__(self):
+        if self.select_on not in SELECT_ON:
+            raise ValueError(f"select_on must be one of {SELECT_ON}, got {self.select_on!r}.")
+        if self.supervision not in ("labels", "tags"):
+            raise ValueError(f"supervision must be 'labels' or 'tags', got {self.supervision!r}.")
+        if self.mixed_precision not in ("none", "bfloat16"):
+            raise ValueError(
+                f"mixed_precision must be 'none' or 'bfloat16', got {self.mixed_precision!r}."
+            )
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError(f"steps and batch_size must be >= 1: {self.steps}, {self.batch_size}.")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+# -----------------------------------------------------------------------------
+# Model
+# -----------------------------------------------------------------------------
+
+
+def with_normalization(hashing: keras.Model, normalization: str) -> keras.Model:
+    """uint8 images -> the backbone's normalisation -> `hashing` -> relaxed codes."""
+    images = keras.Input(hashing.input_shape[1:], dtype="uint8", name="image")
+    codes = hashing(ImageNormalization(normalization, name="normalization")(images))
+    return keras.Model(images, codes, name="wsdhash_model")
+
+
+# -----------------------------------------------------------------------------
+# Data
+# -----------------------------------------------------------------------------
+
+
+def carve_validation(train: SplitData, size: int, seed: int) -> tuple[SplitData, SplitData]:
+    """Splits `size` seeded random items off the training split as validation queries.
+
+    Returns:
+        (the remaining training items, the validation queries).
+    """
+    if size <= 0:
+        return train, None
+    if size >= len(train):
+        raise ValueError(
+            f"validation_size={size} leaves no training data ({len(train)} training items)."
+        )
+    held_out = np.sort(np.random.default_rng(seed).choice(len(train), size, replace=False))
+    keep = np.setdiff1d(np.arange(len(train)), held_out)
+    return train.take(keep, "train"), train.take(held_out, "validation")
+
+
+def relevance_labels(split: SplitData) -> np.ndarray:
+    """Ground-truth labels when the split has them, else its tags (weak supervision:
+    validation then measures tag overlap, which is all a tags-only dataset offers)."""
+    return split.labels if split.num_classes else split.tags
+
+
+# -----------------------------------------------------------------------------
+# Encoding and evaluation
+# -----------------------------------------------------------------------------
+
+
+def encode(
+    model: keras.Model,
+    split: SplitData,
+    config: pipeline.PipelineConfig,
+    batch_size: int,
+) -> np.ndarray:
+    """Relaxed codes of a split, in file order; 10-crop codes are averaged."""
+    dataset = pipeline.make_dataset(split, config, training=False, batch_size=batch_size)
+
+    @tf.function
+    def forward(images):
+        if config.ten_crop:
+            shape = tf.shape(images)
+            flat = tf.reshape(images, tf.concat([[-1], shape[2:]], 0))
+            codes = tf.cast(model(flat, training=False), tf.float32)
+            return tf.reduce_mean(tf.reshape(codes, [shape[0], 10, -1]), axis=1)
+        return tf.cast(model(images, training=False), tf.float32)
+
+    return np.concatenate([forward(batch["image"]).numpy() for batch in dataset])
+
+
+def evaluate_codes(query_codes, query_labels, database_codes, database_labels, topk):
+    return evaluate_retrieval(
+        query_labels,
+        database_labels,
+        query_codes=pack_codes(binarize(query_codes)),
+        database_codes=pack_codes(binarize(database_codes)),
+        bits=query_codes.shape[1],
+        topk=topk,
+        tie_bounds=True,
+    )
+
+
+# -----------------------------------------------------------------------------
+# Training
+# -----------------------------------------------------------------------------
+
+
+def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -> dict:
+    """Trains, selects, evaluates; returns the final metrics (also in metrics.json)."""
+    strategy = strategy or tf.distribute.get_strategy()
+    os.makedirs(config.workdir, exist_ok=True)
+    keras.utils.set_random_seed(config.seed)
+    if config.mixed_precision == "bfloat16":
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+
+    # --- Data ---------------------------------------------------------------
+    dataset = datasets.get_dataset(config.dataset, config.data_dir, **config.dataset_options)
+    train_split, validation = carve_validation(
+        dataset.split("train"), config.validation_size, config.seed
+    )
+    targets_key = config.supervision
+    targets = getattr(train_split, config.supervision)
+    if targets.shape[1] == 0:
+        raise ValueError(
+            f"Dataset {config.dataset!r} has no training {config.supervision}; "
+            f"use --supervision={'tags' if config.supervision == 'labels' else 'labels'}."
+        )
+    topk = dataset.topk if config.topk is None else (config.topk or None)
+
+    # --- Model, loss, optimiser (created in the strategy's scope) -------------
+    with strategy.scope():
+        backbone = build_backbone(
+            config.backbone,
+            weights=config.weights,
+            crop_size=config.crop_size or None,
+            allow_pickle=config.allow_pickle,
+            seed=config.seed,
+        )
+        hashing = build_hashing_model(backbone, config.head, config.bits, seed=config.seed)
+        if strategy.num_replicas_in_sync > 1:
+            # Batch statistics over the global batch, so replicas train like one device.
+            for layer in hashing._flatten_layers(include_self=False, recursive=True):
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.synchronized = True
+        model = with_normalization(hashing, backbone.normalization)
+        loss_layer = LOSSES.get(config.method)(
+            bits=config.bits,
+            num_classes=targets.shape[1],
+            seed=config.seed,
+            **config.method_options,
+        )
+        loss_layer(
+            tf.zeros([1, config.bits]), tf.zeros([1, targets.shape[1]])
+        )  # Builds its variables (e.g. HyP2 proxies) before the optimiser sees them.
+        backbone_variables = hashing.backbone.trainable_variables
+        head_variables = [
+            v for v in model.trainable_variables if not any(v is b for b in backbone_variables)
+        ] + list(loss_layer.trainable_variables)
+        optimizer = GroupedOptimizer(config.optimizer, backbone_variables, head_variables)
+        step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+
+    pipeline_config = pipeline.PipelineConfig(
+        image_size=config.image_size or max(backbone.image_size, backbone.crop_size),
+        crop_size=config.crop_size or backbone.crop_size,
+        normalization=None,  # uint8 crops; the model's first layer normalises.
+        ten_crop=config.ten_crop,
+    )
+
+    # --- Checkpoints and resume ------------------------------------------------
+    keeper = CheckpointKeeper(
+        _checkpoint_dir(config.workdir, strategy),
+        keep=config.keep_checkpoints,
+        model=model,
+        loss=loss_layer,
+        step=step,
+        **optimizer.optimizers,
+    )
+    restored = keeper.restore_latest()
+    start = int(step.numpy())
+    if restored:
+        logging.info("Resumed from %s at step %d.", restored, start)
+    run_info.write_run_info(config.workdir, config)
+
+    num_pipelines = max(strategy.num_replicas_in_sync // _replicas_per_worker(strategy), 1)
+
+    def input_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        return pipeline.make_dataset(
+            train_split,
+            pipeline_config,
+            training=True,
+            batch_size=config.batch_size,
+            seed=config.seed,
+            input_context=context,
+            skip_elements=start * config.batch_size // num_pipelines,
+        )
+
+    iterator = iter(strategy.distribute_datasets_from_function(input_fn))
+    global_batch = float(config.batch_size)
+
+    # --- One step --------------------------------------------------------------
+    @tf.function
+    def train_step(iterator):
+        def step_fn(batch):
+            context = tf.distribute.get_replica_context()
+            with tf.GradientTape() as tape:
+                codes = tf.cast(model(batch["image"], training=True), tf.float32)
+                labels = batch[targets_key]
+                # References from every replica, so pairwise terms see the global batch
+                # (all_gather passes gradients back to the replica that owns each code).
+                terms = loss_layer(
+                    codes,
+                    labels,
+                    ref_codes=context.all_gather(codes, axis=0),
+                    ref_labels=context.all_gather(labels, axis=0),
+                    anchor_offset=context.replica_id_in_sync_group * tf.shape(codes)[0],
+                )
+                loss = tf.reduce_sum(terms["loss"]) / global_batch
+            gradients = tape.gradient(loss, optimizer.variables)
+            optimizer.apply(gradients)
+            return {name: tf.reduce_sum(value) / global_batch for name, value in terms.items()}
+
+        per_replica = strategy.run(step_fn, args=(next(iterator),))
+        return {
+            name: strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
+            for name, value in per_replica.items()
+        }
+
+    # --- Validation --------------------------------------------------------------
+    encode_batch = max(config.batch_size, 32)
+
+    def validate() -> dict[str, float]:
+        scores = {}
+        if validation is not None:
+            result = evaluate_codes(
+                encode(model, validation, pipeline_config, encode_batch),
+                relevance_labels(validation),
+                encode(model, train_split, pipeline_config, encode_batch),
+                relevance_labels(train_split),
+                topk,
+            )
+            scores["validation"] = result.map
+            scores["validation_name"] = result.map_name
+        if config.select_on == "test":
+            result = _evaluate_test(model, dataset, pipeline_config, encode_batch, topk)[0]
+            scores["test"] = result.map
+            scores["test_name"] = result.map_name
+        return scores
+
+    # --- Loop ----------------------------------------------------------------------
+    writer = tf.summary.create_file_writer(os.path.join(config.workdir, "logs"))
+    progress = _Progress(config.steps, start)
+    while int(step.numpy()) < config.steps:
+        terms = train_step(iterator)
+        step.assign_add(1)
+        current = int(step.numpy())
+        values = {name: float(value) for name, value in terms.items()}
+        if not math.isfinite(values["loss"]):
+            raise NonFiniteLossError(
+                f"Loss is {values['loss']} at step {current}; stopping. The last good "
+                f"checkpoint in {keeper.directory} is kept ({keeper.latest.latest_checkpoint})."
+            )
+        if current % config.log_every == 0 or current == config.steps:
+            progress.report(current, values)
+            with writer.as_default(step=current):
+                for name, value in values.items():
+                    tf.summary.scalar(f"loss/{name}", value)
+                for name, rate in optimizer.learning_rates().items():
+                    tf.summary.scalar(f"learning_rate/{name}", float(rate))
+        evaluate_now = config.eval_every and current % config.eval_every == 0
+        if evaluate_now or current == config.steps:
+            scores = validate()
+            with writer.as_default(step=current):
+                for name in ("validation", "test"):
+                    if name in scores:
+                        tf.summary.scalar(f"map/{name}", scores[name])
+            keeper.save(current)
+            if config.select_on in scores:
+                if keeper.offer_best(current, scores[config.select_on], config.select_on):
+                    logging.info(
+                        "step %d: new best %s mAP %.4f",
+                        current,
+                        config.select_on,
+                        scores[config.select_on],
+                    )
+        elif current % config.checkpoint_every == 0:
+            keeper.save(current)
+    writer.flush()
+
+    # --- Final evaluation with the selected checkpoint -----------------------------
+    selected = keeper.restore_best()
+    result, codes = _evaluate_test(model, dataset, pipeline_config, encode_batch, topk)
+    query, database = dataset.split("query"), dataset.split("database")
+    write_codes_file(
+        os.path.join(config.workdir, "codes.h5"),
+        CodesFile(
+            bits=config.bits,
+            query=CodesSplit(
+                pack_codes(binarize(codes["query"])), query.labels, ids=query.paths,
+                features=codes["query"],
+            ),
+            database=CodesSplit(
+                pack_codes(binarize(codes["database"])), database.labels, ids=database.paths,
+                features=codes["database"],
+            ),
+        ),
+    )  # fmt: skip
+    metrics = {
+        **result.to_dict(include_radius_curve=False),
+        "selected_on": config.select_on,
+        "selected_checkpoint": selected,
+        "best_selection_score": keeper.best_score(),
+        "steps": config.steps,
+    }
+    if config.select_on == "test":
+        metrics["note"] = (
+            "checkpoint selected on the test queries, as the original code does; "
+            "optimistic compared with validation selection"
+        )
+    atomic_files.write_json(os.path.join(config.workdir, "metrics.json"), metrics)
+    logging.info("%s = %.4f (selected on %s)", result.map_name, result.map, config.select_on)
+    return metrics
+
+
+def _evaluate_test(model, dataset, pipeline_config, batch_size, topk):
+    query, database = dataset.split("query"), dataset.split("database")
+    codes = {
+        "query": encode(model, query, pipeline_config, batch_size),
+        "database": encode(model, database, pipeline_config, batch_size),
+    }
+    result = evaluate_codes(codes["query"], query.labels, codes["database"], database.labels, topk)
+    return result, codes
+
+
+def _replicas_per_worker(strategy: tf.distribute.Strategy) -> int:
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return len(strategy.extended.worker_devices)
+    return strategy.num_replicas_in_sync
+
+
+def _checkpoint_dir(workdir: str, strategy: tf.distribute.Strategy) -> str:
+    """Non-chief workers of a multi-worker run write throw-away checkpoints of their
+    own (every worker must take part in saving, only the chief's copy is kept)."""
+    directory = os.path.join(workdir, "checkpoints")
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return directory
+    task_type, task_id = resolver.task_type, resolver.task_id
+    is_chief = task_type == "chief" or (task_type == "worker" and task_id == 0)
+    return directory if is_chief else os.path.join(workdir, f".worker_{task_id}_checkpoints")
+
+
+class _Progress:
+    """A one-line progress bar with the loss terms, images/s and time left."""
+
+    def __init__(self, total: int, start: int):
+        self.total, self.start, self.started = total, start, time.perf_counter()
+
+    def report(self, current: int, values: dict[str, float]) -> None:
+        elapsed = time.perf_counter() - self.started
+        done = max(current - self.start, 1)
+        left = elapsed / done * (self.total - current)
+        width = 20
+        filled = int(width * current / self.total)
+        bar = "#" * filled + "." * (width - filled)
+        terms = " ".join(f"{name}={value:.4f}" for name, value in sorted(values.items()))
+        logging.info(
+            "[%s] step %d/%d %s (%.1f steps/s, %.0f s left)",
+            bar, current, self.total, terms, done / max(elapsed, 1e-9), left,
+        )  # fmt: skip
+
+
+def read_metrics(workdir: str) -> dict:
+    with open(os.path.join(workdir, "metrics.json")) as f:
+        return json.load(f)
