@@ -16,6 +16,7 @@ setup(
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["wsdhash", "wsdhash.*"]),
+    package_data={"wsdhash.losses": ["hyp2_zeta.csv"]},
     python_requires=">=3.10",
     install_requires=[
         "tensorflow>=2.16,<3",  # 2.16 is the first release that ships Keras 3.

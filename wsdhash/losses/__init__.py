@@ -1,0 +1,28 @@
+"""Binary-hashing losses: OrthoHash, HyP2 and batch-all triplet (DNNH).
+
+Each family is a set of pure functions returning one value per example, (B,), and one
+`keras.layers.Layer` that owns the family's state and is what the trainer calls:
+
+    layer = LOSSES.get(name)(bits=K, num_classes=C, seed=seed, **hyperparameters)
+    terms = layer(codes, labels, ref_codes=None, ref_labels=None, anchor_offset=0)
+    # terms["loss"] is (B,); the other keys are the separate terms, for logging.
+
+Under tf.distribute, pass the codes and labels gathered across replicas
+(`ReplicaContext.all_gather`, which carries gradients) as the references and
+anchor_offset = replica_id * local batch; the mean of terms["loss"] over the global batch
+is then the published loss, and each replica's share is sum(local) / global batch.
+"""
+
+from __future__ import annotations
+
+from wsdhash.losses.hyp2 import HyP2Loss
+from wsdhash.losses.orthohash import OrthoHashLoss
+from wsdhash.losses.triplet import TripletLoss
+from wsdhash.registry import Registry
+
+LOSSES: Registry[type] = Registry("loss")
+LOSSES.register("orthohash")(OrthoHashLoss)
+LOSSES.register("hyp2")(HyP2Loss)
+LOSSES.register("triplet")(TripletLoss)
+
+__all__ = ["LOSSES", "HyP2Loss", "OrthoHashLoss", "TripletLoss"]
