@@ -20,6 +20,10 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "builtin", "Registered dataset name.")
 flags.DEFINE_string("data_dir", "data/builtin", "Dataset folder (list files).")
 flags.DEFINE_string("image_root", None, "Folder image paths are relative to (list datasets).")
+flags.DEFINE_list(
+    "builtin_sizes", ["5000", "500", "5000"], "Built-in dataset: train,query,database."
+)
+flags.DEFINE_integer("builtin_image_size", 64, "Built-in dataset: image side.")
 flags.DEFINE_integer("image_size", 0, "Resize side before cropping (0: the backbone's).")
 flags.DEFINE_integer("crop_size", 0, "Crop side (0: the backbone's).")
 flags.DEFINE_bool("ten_crop", False, "Evaluate with WSDHQ's 10-crop averaging.")
@@ -131,7 +135,14 @@ def main(argv):
     if FLAGS.image_root:
         options["image_root"] = FLAGS.image_root
     if FLAGS.dataset == "builtin":
-        options["seed"] = FLAGS.seed
+        num_train, num_query, num_database = (int(n) for n in FLAGS.builtin_sizes)
+        options.update(
+            seed=FLAGS.seed,
+            image_size=FLAGS.builtin_image_size,
+            num_train=num_train,
+            num_query=num_query,
+            num_database=num_database,
+        )
     steps = FLAGS.steps
     steps_per_epoch = None
     if not steps or FLAGS.lr_decay_unit == "epochs":

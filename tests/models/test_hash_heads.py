@@ -1,0 +1,102 @@
+"""Hash heads and the hashing model's backbone/head variable split."""
+
+import keras
+import numpy as np
+import pytest
+
+from wsdhash.models import HEADS, build_backbone, build_hashing_model, split_hashing_model
+
+BITS = 12
+
+
+def _features(batch=8, dim=32, seed=0):
+    return np.random.default_rng(seed).normal(0, 3, (batch, dim)).astype(np.float32)
+
+
+def test_registry_names():
+    assert HEADS.names() == ["linear", "linear_bn", "tanh"]
+
+
+@pytest.mark.parametrize("name", ["linear", "tanh", "linear_bn"])
+def test_output_shape_and_seeding(name):
+    features = _features()
+    head = HEADS.get(name)(BITS, seed=3)
+    assert tuple(head(features, training=False).shape) == (8, BITS)
+    same = HEADS.get(name)(BITS, seed=3)
+    other = HEADS.get(name)(BITS, seed=4)
+    same(features)
+    other(features)
+    np.testing.assert_array_equal(head.layers[0].kernel.numpy(), same.layers[0].kernel.numpy())
+    assert not np.array_equal(head.layers[0].kernel.numpy(), other.layers[0].kernel.numpy())
+
+
+def test_tanh_range_and_initialisation():
+    head = HEADS.get("tanh")(BITS, seed=0)
+    codes = head(100.0 * _features(dim=4096)).numpy()
+    assert np.all(np.abs(codes) <= 1.0) and np.abs(codes).max() > 0.9
+    dense = head.get_layer("hash_fc")
+    assert dense.kernel.numpy().std() == pytest.approx(0.01, rel=0.05)
+    np.testing.assert_array_equal(dense.bias.numpy(), 0.0)
+
+
+def test_linear_is_unbounded():
+    head = HEADS.get("linear")(BITS, seed=0)
+    assert np.abs(head(100.0 * _features()).numpy()).max() > 1.0
+
+
+def test_linear_bn_matches_orthohash():
+    head = HEADS.get("linear_bn")(BITS, seed=0)
+    features = _features(batch=64, dim=4096)
+    head(features)
+    dense, batch_norm = head.get_layer("hash_fc"), head.get_layer("hash_bn")
+    assert dense.use_bias is False and dense.bias is None
+    assert dense.kernel.numpy().std() == pytest.approx(0.01, rel=0.05)
+    assert batch_norm.momentum == pytest.approx(0.9)  # PyTorch momentum 0.1
+    assert batch_norm.epsilon == pytest.approx(1e-5)
+    # In training the batch statistics normalise each bit to mean 0, variance 1.
+    codes = head(features, training=True).numpy()
+    np.testing.assert_allclose(codes.mean(0), 0.0, atol=1e-4)
+    np.testing.assert_allclose(codes.var(0), 1.0, rtol=1e-3)
+
+
+@pytest.mark.parametrize("head", ["linear", "tanh", "linear_bn"])
+def test_hashing_model_variable_split(head):
+    spec = build_backbone("small_cnn")
+    model = build_hashing_model(spec, head, BITS, seed=0)
+    assert model.name == "hashing_model" and model.backbone is spec.model
+    assert model.get_layer("hash_head") is model.head
+    backbone_ids = {id(v) for v in model.backbone.trainable_variables}
+    head_ids = {id(v) for v in model.head.trainable_variables}
+    all_ids = {id(v) for v in model.trainable_variables}
+    assert backbone_ids and head_ids and not backbone_ids & head_ids
+    assert backbone_ids | head_ids == all_ids
+    assert len(model.trainable_variables) == len(all_ids)
+    images = np.random.default_rng(0).uniform(0, 1, (2, 40, 40, 3)).astype(np.float32)
+    assert tuple(model(images, training=False).shape) == (2, BITS)
+
+
+def test_hashing_model_weights_round_trip(tmp_path):
+    model = build_hashing_model(build_backbone("small_cnn", seed=0), "linear_bn", BITS, seed=0)
+    images = np.random.default_rng(1).uniform(0, 1, (4, 32, 32, 3)).astype(np.float32)
+    model(images, training=True)  # moves the BN statistics away from their initial values
+    model.save_weights(tmp_path / "hashing.weights.h5")
+    other = build_hashing_model(build_backbone("small_cnn", seed=1), "linear_bn", BITS, seed=1)
+    before = other(images, training=False).numpy()
+    other.load_weights(tmp_path / "hashing.weights.h5")
+    expected = model(images, training=False).numpy()
+    np.testing.assert_array_equal(other(images, training=False).numpy(), expected)
+    assert np.abs(before - expected).max() > 1e-4
+
+
+def test_split_after_keras_reload(tmp_path):
+    model = build_hashing_model(build_backbone("small_cnn"), "tanh", BITS, seed=0)
+    assert split_hashing_model(model) == (model.backbone, model.head)
+    model.save(tmp_path / "hashing.keras")
+    reloaded = keras.saving.load_model(tmp_path / "hashing.keras")
+    backbone, head = split_hashing_model(reloaded)
+    assert (backbone.name, head.name) == ("small_cnn", "hash_head")
+    assert len(backbone.trainable_variables) + len(head.trainable_variables) == len(
+        reloaded.trainable_variables
+    )
+    images = np.random.default_rng(2).uniform(0, 1, (2, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_array_equal(reloaded(images).numpy(), model(images).numpy())

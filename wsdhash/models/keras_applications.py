@@ -1,0 +1,125 @@
+"""Backbones from `keras.applications`, headless, with global average pooling.
+
+Their ImageNet weights are Keras' own (downloaded on first use into `~/.keras/models`);
+note that they differ from torchvision's weights that HyP² uses (METHODS.md §3.9).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import random
+from collections.abc import Iterator
+
+import keras
+
+
+@dataclasses.dataclass(frozen=True)
+class KerasApplication:
+    """How to build one `keras.applications` backbone.
+
+    Attributes:
+        constructor: attribute name in `keras.applications` (looked up at build time).
+        normalization: the `NORMALIZATIONS` entry its ImageNet weights expect.
+        image_size: default resize side.
+        crop_size: default crop side, the size the ImageNet weights were trained at.
+        feature_dim: width of the pooled features.
+    """
+
+    constructor: str
+    normalization: str
+    image_size: int
+    crop_size: int
+    feature_dim: int
+
+
+KERAS_APPLICATIONS = {
+    # "caffe" mode: RGB -> BGR and the BGR mean.
+    "resnet50": KerasApplication("ResNet50", "caffe_bgr", 256, 224, 2048),
+    # "tf" mode, [-1, 1]; 299 / 0.875 rounds to 342.
+    "inception_v3": KerasApplication("InceptionV3", "minus_one_to_one", 342, 299, 2048),
+    "mobilenet_v2": KerasApplication("MobileNetV2", "minus_one_to_one", 256, 224, 1280),
+    # EfficientNet rescales and normalises inside the model: feed [0, 255].
+    "efficientnet_b0": KerasApplication("EfficientNetB0", "raw_pixels", 256, 224, 1280),
+}
+
+
+class ImageNetWeightsUnavailableError(RuntimeError):
+    """The Keras ImageNet weights could not be obtained (usually: no internet access)."""
+
+
+@contextlib.contextmanager
+def _python_random_seeded(seed: int) -> Iterator[None]:
+    """Seeds Python's `random` for the duration, then restores its state.
+
+    `keras.applications` creates unseeded initializers, which take their seed from
+    Python's `random` module (`keras.random.make_default_seed`); seeding it locally
+    makes `weights="none"` reproducible without touching the global state of the
+    caller.
+    """
+    state = random.getstate()
+    random.seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(state)
+
+
+def keras_application(
+    name: str,
+    *,
+    weights: str = "none",
+    crop_size: int | None = None,
+    dropout: float | None = None,
+    seed: int = 0,
+) -> keras.Model:
+    """Builds a headless `keras.applications` model: images (B, S, S, 3) -> (B, F).
+
+    Args:
+        name: a key of `KERAS_APPLICATIONS`.
+        weights: "none" (random, seeded) or "imagenet" (Keras' weights, downloaded).
+            Weight files are loaded by the caller after the model is built.
+        crop_size: input side (default: the application's own).
+        dropout: optional dropout rate on the pooled features.
+        seed: seeds the random initialisation and the dropout mask.
+
+    Returns:
+        A functional `keras.Model` named `name`.
+
+    Raises:
+        ImageNetWeightsUnavailableError: "imagenet" was asked for and Keras could not
+            download (or read) the weights.
+    """
+    application = KERAS_APPLICATIONS[name]
+    crop_size = crop_size or application.crop_size
+    if weights not in ("none", "imagenet"):
+        raise ValueError(f"weights must be 'none' or 'imagenet' here, got {weights!r}.")
+    constructor = getattr(keras.applications, application.constructor)
+    kwargs = {
+        "include_top": False,
+        "weights": "imagenet" if weights == "imagenet" else None,
+        "input_shape": (crop_size, crop_size, 3),
+        "pooling": "avg",
+        "name": name,
+    }
+    try:
+        with _python_random_seeded(seed):
+            model = constructor(**kwargs)
+    except Exception as error:
+        if weights != "imagenet":
+            raise
+        raise ImageNetWeightsUnavailableError(
+            f"Could not get the Keras ImageNet weights for {name} "
+            f"(keras.applications.{application.constructor}): the download failed or the "
+            f"cached file is unusable ({type(error).__name__}: {error}). Without internet "
+            "access, use --weights=none (random initialisation) or a local weights file "
+            "(--weights=/path/to/file.weights.h5, a legacy Keras .h5, or an .npz of named "
+            "arrays); files that keras downloads are cached in ~/.keras/models and can be "
+            "copied from a machine with internet access."
+        ) from error
+    if dropout:
+        features = keras.layers.Dropout(dropout, seed=seed, name="feature_dropout")(
+            model.outputs[0]
+        )
+        model = keras.Model(model.inputs, features, name=name)
+    return model
