@@ -121,6 +121,44 @@ class NonFiniteLossError(FloatingPointError):
 # -----------------------------------------------------------------------------
 
 
+def build_model(config: TrainConfig, sync_batch_norm: bool = False):
+    """The model a run trains: uint8 images -> normalisation -> backbone -> head.
+
+    Returns:
+        (model, backbone spec, hashing model without the normalisation layer).
+    """
+    backbone = build_backbone(
+        config.backbone,
+        weights=config.weights,
+        crop_size=config.crop_size or None,
+        allow_pickle=config.allow_pickle,
+        seed=config.seed,
+    )
+    hashing = build_hashing_model(backbone, config.head, config.bits, seed=config.seed)
+    if sync_batch_norm:
+        # Batch statistics over the global batch, so replicas train like one device.
+        for layer in hashing._flatten_layers(include_self=False, recursive=True):
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.synchronized = True
+    return with_normalization(hashing, backbone.normalization), backbone, hashing
+
+
+def pipeline_config_for(config: TrainConfig, backbone) -> pipeline.PipelineConfig:
+    return pipeline.PipelineConfig(
+        image_size=config.image_size or max(backbone.image_size, backbone.crop_size),
+        crop_size=config.crop_size or backbone.crop_size,
+        normalization=None,  # uint8 crops; the model's first layer normalises.
+        ten_crop=config.ten_crop,
+    )
+
+
+def config_from_dict(values: dict) -> TrainConfig:
+    """Rebuilds a `TrainConfig` from `run_info.json`'s "config" entry."""
+    values = dict(values)
+    optimizer = OptimizerConfig(**{**values.pop("optimizer"), "boundaries": ()})
+    return TrainConfig(**values, optimizer=optimizer)
+
+
 def with_normalization(hashing: keras.Model, normalization: str) -> keras.Model:
     """uint8 images -> the backbone's normalisation -> `hashing` -> relaxed codes."""
     images = keras.Input(hashing.input_shape[1:], dtype="uint8", name="image")
@@ -223,20 +261,9 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -
 
     # --- Model, loss, optimiser (created in the strategy's scope) -------------
     with strategy.scope():
-        backbone = build_backbone(
-            config.backbone,
-            weights=config.weights,
-            crop_size=config.crop_size or None,
-            allow_pickle=config.allow_pickle,
-            seed=config.seed,
+        model, backbone, hashing = build_model(
+            config, sync_batch_norm=strategy.num_replicas_in_sync > 1
         )
-        hashing = build_hashing_model(backbone, config.head, config.bits, seed=config.seed)
-        if strategy.num_replicas_in_sync > 1:
-            # Batch statistics over the global batch, so replicas train like one device.
-            for layer in hashing._flatten_layers(include_self=False, recursive=True):
-                if isinstance(layer, keras.layers.BatchNormalization):
-                    layer.synchronized = True
-        model = with_normalization(hashing, backbone.normalization)
         loss_layer = LOSSES.get(config.method)(
             bits=config.bits,
             num_classes=targets.shape[1],
@@ -253,12 +280,7 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -
         optimizer = GroupedOptimizer(config.optimizer, backbone_variables, head_variables)
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
 
-    pipeline_config = pipeline.PipelineConfig(
-        image_size=config.image_size or max(backbone.image_size, backbone.crop_size),
-        crop_size=config.crop_size or backbone.crop_size,
-        normalization=None,  # uint8 crops; the model's first layer normalises.
-        ten_crop=config.ten_crop,
-    )
+    pipeline_config = pipeline_config_for(config, backbone)
 
     # --- Checkpoints and resume ------------------------------------------------
     keeper = CheckpointKeeper(
@@ -358,8 +380,8 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -
             with writer.as_default(step=current):
                 for name, value in values.items():
                     tf.summary.scalar(f"loss/{name}", value)
-                for name, rate in optimizer.learning_rates().items():
-                    tf.summary.scalar(f"learning_rate/{name}", float(rate))
+                for name, rate in optimizer.learning_rates(current - 1).items():
+                    tf.summary.scalar(f"learning_rate/{name}", rate)
         evaluate_now = config.eval_every and current % config.eval_every == 0
         if evaluate_now or current == config.steps:
             scores = validate()

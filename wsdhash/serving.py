@@ -1,0 +1,179 @@
+"""Serving: a trained run as a SavedModel with its preprocessing inside the graph.
+
+Signatures (both return `packed_codes` uint8 (B, ceil(K/8)) in the codes-file layout,
+`codes` int8 (B, K) of +-1, `embedding` float32 (B, K) and `valid` bool (B,)):
+
+* `serving_default(images)`: a batch of encoded JPEG or PNG files (tf.string (B,)).
+  Each is decoded, resized to the run's image size (bilinear, aspect ratio not kept,
+  rounded to whole pixel values as the training pipeline's uint8 images are), centre
+  cropped and normalised. Bytes that are neither JPEG nor PNG give `valid = False` and
+  zero outputs for that item instead of failing the batch; truncated JPEGs are decoded
+  as far as they go.
+* `encode_images(images)`: float32 (B, S, S, 3) RGB in [0, 255], already cropped to
+  the run's crop size S.
+
+The SavedModel needs only TensorFlow to load (not wsdhash).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import keras
+import tensorflow as tf
+
+from wsdhash.training import trainer
+
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def load_trained_model(workdir: str, checkpoint: str = "best"):
+    """Rebuilds a run's model from `run_info.json` and restores a checkpoint.
+
+    Args:
+        workdir: the run folder.
+        checkpoint: "best" (the selected checkpoint, falling back to the latest when the
+            run kept none), "latest", or a checkpoint path.
+
+    Returns:
+        (model, TrainConfig, PipelineConfig).
+    """
+    info_path = os.path.join(workdir, "run_info.json")
+    if not os.path.exists(info_path):
+        raise FileNotFoundError(f"Not a wsdhash run folder (no run_info.json): {workdir}")
+    with open(info_path) as f:
+        config = trainer.config_from_dict(json.load(f)["config"])
+    # Weights come from the checkpoint; never download or unpickle anything here.
+    config = trainer.dataclasses.replace(config, weights="none", allow_pickle=False)
+    model, backbone, _ = trainer.build_model(config)
+    directory = os.path.join(workdir, "checkpoints")
+    if checkpoint == "best":
+        path = tf.train.latest_checkpoint(os.path.join(directory, "best"))
+        path = path or tf.train.latest_checkpoint(directory)
+    elif checkpoint == "latest":
+        path = tf.train.latest_checkpoint(directory)
+    else:
+        path = checkpoint
+    if not path:
+        raise FileNotFoundError(f"No checkpoint found in {directory}.")
+    tf.train.Checkpoint(model=model).restore(
+        path
+    ).expect_partial().assert_existing_objects_matched()
+    return model, config, trainer.pipeline_config_for(config, backbone)
+
+
+def pack_bits(codes: tf.Tensor) -> tf.Tensor:
+    """(B, K) bool -> (B, ceil(K/8)) uint8, most significant bit first (np.packbits)."""
+    bits = tf.shape(codes)[1]
+    padding = (8 - bits % 8) % 8
+    padded = tf.pad(tf.cast(codes, tf.int32), [[0, 0], [0, padding]])
+    groups = tf.reshape(padded, [tf.shape(codes)[0], -1, 8])
+    weights = tf.constant([128, 64, 32, 16, 8, 4, 2, 1], tf.int32)
+    return tf.cast(tf.reduce_sum(groups * weights, axis=2), tf.uint8)
+
+
+class HashingServingModule(tf.Module):
+    """Wraps a trained model with in-graph decoding and preprocessing."""
+
+    def __init__(self, model: keras.Model, image_size: int, crop_size: int):
+        super().__init__()
+        self.model = model
+        self.image_size = image_size
+        self.crop_size = crop_size
+        self.normalization = model.get_layer("normalization")
+        self.hashing = model.layers[-1]
+        spec = tf.TensorSpec([None], tf.string, name="images")
+        self.serving_default = tf.function(self._encode_bytes, input_signature=[spec])
+        pixels = tf.TensorSpec([None, crop_size, crop_size, 3], tf.float32, name="images")
+        self.encode_images = tf.function(self._encode_pixels, input_signature=[pixels])
+
+    def _outputs(self, pixels: tf.Tensor, valid: tf.Tensor) -> dict[str, tf.Tensor]:
+        embedding = tf.cast(self.hashing(self.normalization(pixels), training=False), tf.float32)
+        embedding = embedding * tf.cast(valid, tf.float32)[:, None]
+        positive = embedding >= 0
+        return {
+            "embedding": embedding,
+            "codes": tf.where(positive, tf.constant(1, tf.int8), tf.constant(-1, tf.int8)),
+            "packed_codes": pack_bits(positive),
+            "valid": valid,
+        }
+
+    def _decode_one(self, data: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        size, crop = self.image_size, self.crop_size
+
+        def decoded(image):
+            image = tf.image.resize(image, [size, size], method="bilinear")
+            image = tf.clip_by_value(tf.round(image), 0.0, 255.0)
+            top = (size - crop) // 2
+            return image[top : top + crop, top : top + crop, :], tf.constant(True)
+
+        def jpeg():
+            return decoded(
+                tf.io.decode_jpeg(
+                    data, channels=3, try_recover_truncated=True, acceptable_fraction=0.0
+                )
+            )
+
+        def png():
+            return decoded(tf.io.decode_png(data, channels=3))
+
+        def invalid():
+            return tf.zeros([crop, crop, 3], tf.float32), tf.constant(False)
+
+        is_png = tf.strings.substr(data, 0, len(_PNG_MAGIC)) == _PNG_MAGIC
+        return tf.case(
+            [(tf.io.is_jpeg(data), jpeg), (is_png, png)], default=invalid, exclusive=False
+        )
+
+    def _encode_bytes(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+        pixels, valid = tf.map_fn(
+            self._decode_one,
+            images,
+            fn_output_signature=(
+                tf.TensorSpec([self.crop_size, self.crop_size, 3], tf.float32),
+                tf.TensorSpec([], tf.bool),
+            ),
+        )
+        return self._outputs(pixels, valid)
+
+    def _encode_pixels(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+        return self._outputs(images, tf.ones([tf.shape(images)[0]], tf.bool))
+
+
+def export_saved_model(
+    model: keras.Model, pipeline_config, output: str, overwrite: bool = False
+) -> str:
+    """Writes the SavedModel to `output` atomically (a temporary folder, then a rename).
+
+    Returns:
+        `output`.
+    """
+    output = os.path.abspath(output)
+    if os.path.exists(output) and not overwrite:
+        raise FileExistsError(f"{output} exists; pass overwrite=True (--overwrite) to replace it.")
+    module = HashingServingModule(model, pipeline_config.image_size, pipeline_config.crop_size)
+    parent = os.path.dirname(output)
+    os.makedirs(parent, exist_ok=True)
+    temporary = f"{output}.tmp-{os.getpid()}"
+    shutil.rmtree(temporary, ignore_errors=True)
+    try:
+        tf.saved_model.save(
+            module,
+            temporary,
+            signatures={
+                "serving_default": module.serving_default,
+                "encode_images": module.encode_images,
+            },
+        )
+        if os.path.exists(output):
+            old = f"{output}.old-{os.getpid()}"
+            os.replace(output, old)
+            os.replace(temporary, output)
+            shutil.rmtree(old)
+        else:
+            os.replace(temporary, output)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+    return output
