@@ -641,7 +641,9 @@ def _generate_chunk(
         )
         if not ok:
             raise RuntimeError(f"cv2 could not encode image {index} as {image_format}.")
-        atomic_files.write_bytes(os.path.join(root, _image_name(index, image_format)), encoded.tobytes())
+        atomic_files.write_bytes(
+            os.path.join(root, _image_name(index, image_format)), encoded.tobytes()
+        )
     return start, labels, tags
 
 

@@ -50,6 +50,11 @@ class OptimizerConfig:
         if list(self.boundaries) != sorted(self.boundaries):
             raise ValueError(f"Learning-rate boundaries must increase: {self.boundaries}.")
 
+    def learning_rate_at(self, step: int, multiplier: float = 1.0) -> float:
+        """The scheduled learning rate after `step` updates (as the schedule sees it)."""
+        passed = sum(1 for boundary in self.boundaries if step > boundary)
+        return self.learning_rate * multiplier * self.decay**passed
+
 
 def learning_rate_schedule(config: OptimizerConfig, multiplier: float = 1.0):
     base = config.learning_rate * multiplier
@@ -96,12 +101,11 @@ class GroupedOptimizer:
     def optimizers(self) -> dict[str, keras.optimizers.Optimizer]:
         return {name: optimizer for name, optimizer, _ in self.groups}
 
-    def learning_rates(self) -> dict[str, tf.Tensor]:
-        return {
-            name: optimizer.learning_rate if not callable(optimizer.learning_rate)
-            else optimizer.learning_rate(optimizer.iterations)
-            for name, optimizer, _ in self.groups
-        }  # fmt: skip
+    def learning_rates(self, step: int) -> dict[str, float]:
+        """The learning rate of each group at `step`, for logging."""
+        return {name: self.config.learning_rate_at(step, multiplier) for name, multiplier in (
+            ("backbone", self.config.backbone_lr_multiplier), ("head", 1.0)
+        ) if name in self.optimizers}  # fmt: skip
 
     def apply(self, gradients: Sequence[tf.Tensor]) -> None:
         """Applies gradients given in the order of `variables`."""

@@ -199,25 +199,31 @@ def relevance_labels(split: SplitData) -> np.ndarray:
 # -----------------------------------------------------------------------------
 
 
-def encode(
-    model: keras.Model,
-    split: SplitData,
-    config: pipeline.PipelineConfig,
-    batch_size: int,
-) -> np.ndarray:
-    """Relaxed codes of a split, in file order; 10-crop codes are averaged."""
-    dataset = pipeline.make_dataset(split, config, training=False, batch_size=batch_size)
+class Encoder:
+    """Relaxed codes of whole splits, in file order; 10-crop codes are averaged.
 
-    @tf.function
-    def forward(images):
-        if config.ten_crop:
-            shape = tf.shape(images)
-            flat = tf.reshape(images, tf.concat([[-1], shape[2:]], 0))
-            codes = tf.cast(model(flat, training=False), tf.float32)
-            return tf.reduce_mean(tf.reshape(codes, [shape[0], 10, -1]), axis=1)
-        return tf.cast(model(images, training=False), tf.float32)
+    One traced forward function per model (and shape), reused across calls.
+    """
 
-    return np.concatenate([forward(batch["image"]).numpy() for batch in dataset])
+    def __init__(self, model: keras.Model, config: pipeline.PipelineConfig, batch_size: int):
+        self.config, self.batch_size = config, batch_size
+
+        @tf.function(reduce_retracing=True)
+        def forward(images):
+            if config.ten_crop:
+                shape = tf.shape(images)
+                flat = tf.reshape(images, tf.concat([[-1], shape[2:]], 0))
+                codes = tf.cast(model(flat, training=False), tf.float32)
+                return tf.reduce_mean(tf.reshape(codes, [shape[0], 10, -1]), axis=1)
+            return tf.cast(model(images, training=False), tf.float32)
+
+        self._forward = forward
+
+    def __call__(self, split: SplitData) -> np.ndarray:
+        dataset = pipeline.make_dataset(
+            split, self.config, training=False, batch_size=self.batch_size
+        )
+        return np.concatenate([self._forward(batch["image"]).numpy() for batch in dataset])
 
 
 def evaluate_codes(query_codes, query_labels, database_codes, database_labels, topk):
@@ -342,22 +348,22 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -
         }
 
     # --- Validation --------------------------------------------------------------
-    encode_batch = max(config.batch_size, 32)
+    encode = Encoder(model, pipeline_config, max(config.batch_size, 32))
 
     def validate() -> dict[str, float]:
         scores = {}
         if validation is not None:
             result = evaluate_codes(
-                encode(model, validation, pipeline_config, encode_batch),
+                encode(validation),
                 relevance_labels(validation),
-                encode(model, train_split, pipeline_config, encode_batch),
+                encode(train_split),
                 relevance_labels(train_split),
                 topk,
             )
             scores["validation"] = result.map
             scores["validation_name"] = result.map_name
         if config.select_on == "test":
-            result = _evaluate_test(model, dataset, pipeline_config, encode_batch, topk)[0]
+            result = _evaluate_test(encode, dataset, topk)[0]
             scores["test"] = result.map
             scores["test_name"] = result.map_name
         return scores
@@ -404,7 +410,7 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -
 
     # --- Final evaluation with the selected checkpoint -----------------------------
     selected = keeper.restore_best()
-    result, codes = _evaluate_test(model, dataset, pipeline_config, encode_batch, topk)
+    result, codes = _evaluate_test(encode, dataset, topk)
     query, database = dataset.split("query"), dataset.split("database")
     write_codes_file(
         os.path.join(config.workdir, "codes.h5"),
@@ -437,11 +443,11 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -
     return metrics
 
 
-def _evaluate_test(model, dataset, pipeline_config, batch_size, topk):
+def _evaluate_test(encode: Encoder, dataset, topk):
     query, database = dataset.split("query"), dataset.split("database")
     codes = {
-        "query": encode(model, query, pipeline_config, batch_size),
-        "database": encode(model, database, pipeline_config, batch_size),
+        "query": encode(query),
+        "database": encode(database),
     }
     result = evaluate_codes(codes["query"], query.labels, codes["database"], database.labels, topk)
     return result, codes
