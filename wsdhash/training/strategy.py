@@ -26,28 +26,37 @@ def make_strategy(name: str = "auto", gpus: str | None = None) -> tf.distribute.
     """
     if name not in STRATEGIES:
         raise ValueError(f"Unknown strategy {name!r}; expected one of {STRATEGIES}.")
-    if gpus is not None and gpus != "":
-        physical = tf.config.list_physical_devices("GPU")
-        wanted = [int(g) for g in gpus.split(",")]
-        missing = [g for g in wanted if g >= len(physical)]
-        if missing:
-            raise ValueError(f"--gpu={gpus}: GPU(s) {missing} not found; {len(physical)} visible.")
-        tf.config.set_visible_devices([physical[g] for g in wanted], "GPU")
+    if name == "multi_worker":
+        # Before anything lists logical devices: collective ops must be configured
+        # before TensorFlow's context is initialised.
+        if "TF_CONFIG" not in os.environ:
+            raise ValueError("--strategy=multi_worker needs TF_CONFIG to describe the cluster.")
+        json.loads(os.environ["TF_CONFIG"])  # Fails early and clearly on malformed JSON.
+        if gpus:
+            _select_gpus(gpus)
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if gpus:
+        _select_gpus(gpus)
     gpu_devices = tf.config.list_logical_devices("GPU")
     if name == "auto":
         name = "mirrored" if len(gpu_devices) > 1 else "one_device"
     if name == "one_device":
         device = gpu_devices[0].name if gpu_devices else "/cpu:0"
         return tf.distribute.OneDeviceStrategy(device)
-    if name == "mirrored":
-        devices = [d.name for d in gpu_devices] or [
-            d.name for d in tf.config.list_logical_devices("CPU")
-        ]
-        return tf.distribute.MirroredStrategy(devices)
-    if "TF_CONFIG" not in os.environ:
-        raise ValueError("--strategy=multi_worker needs TF_CONFIG to describe the cluster.")
-    json.loads(os.environ["TF_CONFIG"])  # Fails early and clearly on malformed JSON.
-    return tf.distribute.MultiWorkerMirroredStrategy()
+    devices = [d.name for d in gpu_devices] or [
+        d.name for d in tf.config.list_logical_devices("CPU")
+    ]
+    return tf.distribute.MirroredStrategy(devices)
+
+
+def _select_gpus(gpus: str) -> None:
+    """Makes only the GPUs with these comma-separated ids visible."""
+    physical = tf.config.list_physical_devices("GPU")
+    wanted = [int(g) for g in gpus.split(",")]
+    missing = [g for g in wanted if g >= len(physical)]
+    if missing:
+        raise ValueError(f"--gpu={gpus}: GPU(s) {missing} not found; {len(physical)} visible.")
+    tf.config.set_visible_devices([physical[g] for g in wanted], "GPU")
 
 
 def split_cpu(count: int) -> None:

@@ -112,6 +112,26 @@ class TrainConfig:
             raise ValueError(f"steps and batch_size must be >= 1: {self.steps}, {self.batch_size}.")
 
 
+def gather_across_replicas(context: tf.distribute.ReplicaContext, values: tf.Tensor) -> tf.Tensor:
+    """Concatenates every replica's (B, ...) values in replica order: (replicas * B, ...).
+
+    Written as a SUM all-reduce of one-hot placed copies rather than with
+    `ReplicaContext.all_gather`, whose gradient fails under
+    MultiWorkerMirroredStrategy ("destinations can not be empty", TF 2.21). The
+    gradient of the all-reduce sums every replica's upstream gradient for the local
+    slice, which is exactly what the pairwise terms need. Costs replicas x the memory
+    of `values`, which are small (codes and labels).
+    """
+    replicas = context.num_replicas_in_sync
+    if replicas == 1:
+        return values
+    placement = tf.one_hot(context.replica_id_in_sync_group, replicas, dtype=values.dtype)
+    placed = tf.reshape(placement, [replicas] + [1] * values.shape.rank) * values[None]
+    # placed: (replicas, B, ...), zero except at this replica's row.
+    gathered = context.all_reduce(tf.distribute.ReduceOp.SUM, placed)
+    return tf.reshape(gathered, tf.concat([[-1], tf.shape(values)[1:]], 0))
+
+
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
@@ -246,7 +266,8 @@ def evaluate_codes(query_codes, query_labels, database_codes, database_labels, t
 def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -> dict:
     """Trains, selects, evaluates; returns the final metrics (also in metrics.json)."""
     strategy = strategy or tf.distribute.get_strategy()
-    os.makedirs(config.workdir, exist_ok=True)
+    output_dir = _output_dir(config.workdir, strategy)
+    os.makedirs(output_dir, exist_ok=True)
     keras.utils.set_random_seed(config.seed)
     if config.mixed_precision == "bfloat16":
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
@@ -290,7 +311,7 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -
 
     # --- Checkpoints and resume ------------------------------------------------
     keeper = CheckpointKeeper(
-        _checkpoint_dir(config.workdir, strategy),
+        os.path.join(output_dir, "checkpoints"),
         keep=config.keep_checkpoints,
         model=model,
         loss=loss_layer,
@@ -301,7 +322,7 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -
     start = int(step.numpy())
     if restored:
         logging.info("Resumed from %s at step %d.", restored, start)
-    run_info.write_run_info(config.workdir, config)
+    run_info.write_run_info(output_dir, config)
 
     num_pipelines = max(strategy.num_replicas_in_sync // _replicas_per_worker(strategy), 1)
 
@@ -327,13 +348,13 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -
             with tf.GradientTape() as tape:
                 codes = tf.cast(model(batch["image"], training=True), tf.float32)
                 labels = batch[targets_key]
-                # References from every replica, so pairwise terms see the global batch
-                # (all_gather passes gradients back to the replica that owns each code).
+                # References from every replica, so pairwise terms see the global batch;
+                # gradients flow back to the replica that owns each code.
                 terms = loss_layer(
                     codes,
                     labels,
-                    ref_codes=context.all_gather(codes, axis=0),
-                    ref_labels=context.all_gather(labels, axis=0),
+                    ref_codes=gather_across_replicas(context, codes),
+                    ref_labels=gather_across_replicas(context, labels),
                     anchor_offset=context.replica_id_in_sync_group * tf.shape(codes)[0],
                 )
                 loss = tf.reduce_sum(terms["loss"]) / global_batch
@@ -369,7 +390,7 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -
         return scores
 
     # --- Loop ----------------------------------------------------------------------
-    writer = tf.summary.create_file_writer(os.path.join(config.workdir, "logs"))
+    writer = tf.summary.create_file_writer(os.path.join(output_dir, "logs"))
     progress = _Progress(config.steps, start)
     while int(step.numpy()) < config.steps:
         terms = train_step(iterator)
@@ -413,7 +434,7 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -
     result, codes = _evaluate_test(encode, dataset, topk)
     query, database = dataset.split("query"), dataset.split("database")
     write_codes_file(
-        os.path.join(config.workdir, "codes.h5"),
+        os.path.join(output_dir, "codes.h5"),
         CodesFile(
             bits=config.bits,
             query=CodesSplit(
@@ -438,7 +459,7 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -
             "checkpoint selected on the test queries, as the original code does; "
             "optimistic compared with validation selection"
         )
-    atomic_files.write_json(os.path.join(config.workdir, "metrics.json"), metrics)
+    atomic_files.write_json(os.path.join(output_dir, "metrics.json"), metrics)
     logging.info("%s = %.4f (selected on %s)", result.map_name, result.map, config.select_on)
     return metrics
 
@@ -459,16 +480,21 @@ def _replicas_per_worker(strategy: tf.distribute.Strategy) -> int:
     return strategy.num_replicas_in_sync
 
 
-def _checkpoint_dir(workdir: str, strategy: tf.distribute.Strategy) -> str:
-    """Non-chief workers of a multi-worker run write throw-away checkpoints of their
-    own (every worker must take part in saving, only the chief's copy is kept)."""
-    directory = os.path.join(workdir, "checkpoints")
+def _worker_role(strategy: tf.distribute.Strategy) -> tuple[bool, int]:
+    """(is this the chief, task id); a single-process run is its own chief."""
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None or not resolver.cluster_spec().as_dict():
-        return directory
+        return True, 0
     task_type, task_id = resolver.task_type, resolver.task_id
-    is_chief = task_type == "chief" or (task_type == "worker" and task_id == 0)
-    return directory if is_chief else os.path.join(workdir, f".worker_{task_id}_checkpoints")
+    return task_type == "chief" or (task_type == "worker" and task_id == 0), task_id
+
+
+def _output_dir(workdir: str, strategy: tf.distribute.Strategy) -> str:
+    """Where this process writes. Every worker of a multi-worker run must take part in
+    saving checkpoints, but only the chief's outputs are kept: the others write to a
+    throw-away folder of their own inside the workdir."""
+    chief, task_id = _worker_role(strategy)
+    return workdir if chief else os.path.join(workdir, f".worker_{task_id}")
 
 
 class _Progress:
