@@ -48,6 +48,9 @@ flags.DEFINE_float("triplet_margin", None, "Triplet margin (default: the method'
 flags.DEFINE_bool("triplet_dnnh_sigmoid", False, "Original DNNH [0, 1] form.")
 # Optimisation.
 flags.DEFINE_integer("batch_size", 64, "Global batch size.")
+flags.DEFINE_enum("sampler", "uniform", ["uniform", "class_balanced"], "Training batch sampler.")
+flags.DEFINE_integer("classes_per_batch", 10, "Class-balanced sampler: classes per batch.")
+flags.DEFINE_integer("images_per_class", 8, "Class-balanced sampler: images per class.")
 flags.DEFINE_integer("steps", 0, "Training steps (0: use --epochs).")
 flags.DEFINE_float("epochs", 10, "Training epochs, used when --steps=0.")
 flags.DEFINE_enum("optimizer", "sgd", ["sgd", "adam"], "Optimizer.")
@@ -192,6 +195,9 @@ def main(argv):
         topk=parse_topk(FLAGS.topk),
         mixed_precision=FLAGS.mixed_precision,
         log_every=FLAGS.log_every,
+        sampler=FLAGS.sampler,
+        classes_per_batch=FLAGS.classes_per_batch,
+        images_per_class=FLAGS.images_per_class,
     )
     from wsdhash import atomic_files
 

@@ -205,4 +205,42 @@ def test_normalization_none_yields_uint8_for_the_model_to_normalise(image_split)
     out = _collect(make_dataset(split, config, training=False, batch_size=4))
     assert out["image"].dtype == np.uint8
     offset = (SIZE - CROP) // 2
-    np.testing.assert_array_equal(out["image"], pixels[:, offset : offset + CROP, offset : offset + CROP])
+    np.testing.assert_array_equal(
+        out["image"], pixels[:, offset : offset + CROP, offset : offset + CROP]
+    )
+
+
+def test_index_stream_replaces_the_shuffle_and_resumes(image_split):
+    split, _ = image_split
+
+    def stream():
+        rng = np.random.default_rng(0)
+        while True:
+            yield from rng.integers(0, 11, 6)
+
+    expected = []
+    generator = stream()
+    for _ in range(18):
+        expected.append(next(generator))
+    out = _collect(
+        make_dataset(split, CONFIG, training=True, batch_size=6, index_stream=stream), steps=3
+    )
+    np.testing.assert_array_equal(out["index"], expected)
+    np.testing.assert_array_equal(out["labels"], split.labels[expected].astype(np.float32))
+    tail = _collect(
+        make_dataset(
+            split, CONFIG, training=True, batch_size=6, index_stream=stream, skip_elements=6
+        ),
+        steps=2,
+    )
+    np.testing.assert_array_equal(tail["index"], expected[6:])
+    np.testing.assert_array_equal(tail["image"], out["image"][6:])
+    # Two input pipelines split each global batch between them.
+    halves = []
+    for pipeline_id in range(2):
+        context = tf.distribute.InputContext(2, pipeline_id, 2)
+        dataset = make_dataset(
+            split, CONFIG, training=True, batch_size=6, index_stream=stream, input_context=context
+        )
+        halves.append(next(iter(dataset))["index"].numpy())
+    assert sorted(np.concatenate(halves)) == sorted(expected[:6])

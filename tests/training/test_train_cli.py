@@ -138,3 +138,46 @@ def test_two_replicas_train_like_one_device(data_dir, tmp_path, method):
         a, b = one.get_tensor(name), two.get_tensor(name)
         if isinstance(a, np.ndarray) and a.dtype.kind == "f":
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_triplet_with_class_balanced_batches_on_single_label_lists(tmp_path):
+    from wsdhash.data import list_files
+    from wsdhash.data.builtin import generate_builtin
+
+    images = tmp_path / "builtin"
+    generate_builtin(images, image_size=32, num_train=160, num_query=30, num_database=80)
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    for split, name in (
+        ("train", "train.txt"),
+        ("query", "test.txt"),
+        ("database", "database.txt"),
+    ):
+        data = list_files.read_wsdhq_split(str(images), str(images), split=split)
+        one_hot = np.eye(data.num_classes, dtype=int)[data.labels.argmax(1)]
+        lines = [
+            f"{os.path.relpath(path, images)} {' '.join(map(str, row))}\n"
+            for path, row in zip(data.paths, one_hot)
+        ]
+        (lists / name).write_text("".join(lines))
+    workdir = tmp_path / "run"
+    run_train(
+        lists, workdir, "--dataset=hashnet", f"--image_root={images}", "--method=triplet",
+        "--head=tanh", "--sampler=class_balanced", "--classes_per_batch=4",
+        "--images_per_class=4", "--steps=4",
+    )  # fmt: skip
+    metrics = read_json(workdir / "metrics.json")
+    assert metrics["map_name"].startswith("mAP@all")
+    bad = run_train(
+        lists, tmp_path / "bad", "--dataset=hashnet", f"--image_root={images}",
+        "--sampler=class_balanced", "--batch_size=15", "--steps=2", check=False,
+    )  # fmt: skip
+    assert bad.returncode != 0 and "batch_size = classes_per_batch * images_per_class" in bad.stderr
+
+
+def test_bfloat16_mixed_precision_trains(data_dir, tmp_path):
+    run_train(data_dir, tmp_path / "run", "--steps=3", "--mixed_precision=bfloat16")
+    metrics = read_json(tmp_path / "run" / "metrics.json")
+    assert 0.0 <= metrics["map"] <= 1.0
+    codes = read_codes_file(tmp_path / "run" / "codes.h5")
+    assert codes.query.features.dtype == np.float32

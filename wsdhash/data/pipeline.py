@@ -16,7 +16,9 @@ Evaluation keeps file order and the last partial batch.
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable, Iterator
 
+import numpy as np
 import tensorflow as tf
 
 from wsdhash.data import preprocessing
@@ -51,16 +53,18 @@ class PipelineConfig:
             preprocessing.NORMALIZATIONS.get(self.normalization)  # Fails early on a typo.
 
 
+def _columns(split: SplitData) -> dict:
+    return {
+        "path": split.paths,
+        "labels": split.labels.astype("float32"),
+        "tags": split.tags.astype("float32"),
+        "index": np.arange(len(split), dtype=np.int64),
+    }
+
+
 def _records(split: SplitData) -> tf.data.Dataset:
     """One record per item, in file order; images are not read yet."""
-    return tf.data.Dataset.from_tensor_slices(
-        {
-            "path": split.paths,
-            "labels": split.labels.astype("float32"),
-            "tags": split.tags.astype("float32"),
-            "index": tf.range(len(split), dtype=tf.int64),
-        }
-    )
+    return tf.data.Dataset.from_tensor_slices(_columns(split))
 
 
 def make_dataset(
@@ -76,6 +80,7 @@ def make_dataset(
     skip_elements: int = 0,
     corrupt_log: preprocessing.CorruptImageLog | None = None,
     num_parallel_calls: int = tf.data.AUTOTUNE,
+    index_stream: Callable[[], Iterator[int]] | None = None,
 ) -> tf.data.Dataset:
     """Builds the input pipeline of one split.
 
@@ -102,6 +107,11 @@ def make_dataset(
         corrupt_log: when given, undecodable images are skipped and recorded there;
             otherwise they raise an error naming the file.
         num_parallel_calls: parallelism of the decode and augment maps.
+        index_stream: training only: a callable returning an endless iterator of item
+            indices (e.g. a flattened `ClassBalancedSampler`), used instead of the
+            seeded shuffle. It must be deterministic for resuming to be exact. With
+            several input pipelines, pipeline i takes every i-th index, so each global
+            batch is still one batch of the stream.
 
     Returns:
         A `tf.data.Dataset` of batched element dicts.
@@ -151,14 +161,29 @@ def make_dataset(
         )
         return element
 
-    dataset = _records(split)
-    if num_pipelines > 1:
-        dataset = dataset.shard(num_pipelines, pipeline_id)
-    if cache:
-        dataset = dataset.map(decode, num_parallel_calls=num_parallel_calls).cache()
-    if training:
-        buffer = shuffle_buffer or len(split)
-        dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True).repeat()
+    if index_stream is not None:
+        if not training or cache:
+            raise ValueError("index_stream needs training=True and cache=False.")
+        columns = {key: tf.constant(value) for key, value in _columns(split).items()}
+
+        def lookup(index):
+            return {key: tf.gather(column, index) for key, column in columns.items()}
+
+        dataset = tf.data.Dataset.from_generator(
+            index_stream, output_signature=tf.TensorSpec([], tf.int64)
+        )
+        if num_pipelines > 1:
+            dataset = dataset.shard(num_pipelines, pipeline_id)
+        dataset = dataset.map(lookup)
+    else:
+        dataset = _records(split)
+        if num_pipelines > 1:
+            dataset = dataset.shard(num_pipelines, pipeline_id)
+        if cache:
+            dataset = dataset.map(decode, num_parallel_calls=num_parallel_calls).cache()
+        if training:
+            buffer = shuffle_buffer or len(split)
+            dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True).repeat()
     dataset = dataset.enumerate().map(attach_seed)
     if skip_elements:
         if not training:

@@ -33,6 +33,7 @@ from wsdhash.eval import (
     write_codes_file,
 )
 from wsdhash.losses import LOSSES
+from wsdhash.losses.class_balanced_sampler import ClassBalancedSampler
 from wsdhash.models import build_backbone, build_hashing_model
 from wsdhash.models.normalization import ImageNormalization
 from wsdhash.training import run_info
@@ -69,6 +70,10 @@ class TrainConfig:
         topk: mAP cut-off R (None = the dataset's protocol value; 0 = all).
         mixed_precision: "none" or "bfloat16" (no loss scaling needed).
         log_every: console and TensorBoard period in steps.
+        sampler: "uniform" (seeded shuffle) or "class_balanced" (P classes x Q images
+            per batch, single-label data; DNNH re-implementation).
+        classes_per_batch, images_per_class: P and Q of the class-balanced sampler; the
+            batch size must be P * Q.
     """
 
     dataset: str = "builtin"
@@ -98,6 +103,9 @@ class TrainConfig:
     topk: int | None = None
     mixed_precision: str = "none"
     log_every: int = 50
+    sampler: str = "uniform"
+    classes_per_batch: int = 10
+    images_per_class: int = 8
 
     def __post_init__(self):
         if self.select_on not in SELECT_ON:
@@ -107,6 +115,18 @@ class TrainConfig:
         if self.mixed_precision not in ("none", "bfloat16"):
             raise ValueError(
                 f"mixed_precision must be 'none' or 'bfloat16', got {self.mixed_precision!r}."
+            )
+        if self.sampler not in ("uniform", "class_balanced"):
+            raise ValueError(
+                f"sampler must be 'uniform' or 'class_balanced', got {self.sampler!r}."
+            )
+        if self.sampler == "class_balanced" and (
+            self.batch_size != self.classes_per_batch * self.images_per_class
+        ):
+            raise ValueError(
+                f"The class-balanced sampler needs batch_size = classes_per_batch * "
+                f"images_per_class = {self.classes_per_batch * self.images_per_class}, "
+                f"got {self.batch_size}."
             )
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError(f"steps and batch_size must be >= 1: {self.steps}, {self.batch_size}.")
@@ -326,6 +346,19 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -
 
     num_pipelines = max(strategy.num_replicas_in_sync // _replicas_per_worker(strategy), 1)
 
+    index_stream = None
+    if config.sampler == "class_balanced":
+        sampler = ClassBalancedSampler(
+            train_split.labels,
+            classes_per_batch=config.classes_per_batch,
+            images_per_class=config.images_per_class,
+            seed=config.seed,
+        )
+
+        def index_stream():
+            for batch in sampler:
+                yield from batch
+
     def input_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
         return pipeline.make_dataset(
             train_split,
@@ -335,6 +368,7 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -
             seed=config.seed,
             input_context=context,
             skip_elements=start * config.batch_size // num_pipelines,
+            index_stream=index_stream,
         )
 
     iterator = iter(strategy.distribute_datasets_from_function(input_fn))
