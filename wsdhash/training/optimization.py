@@ -29,7 +29,8 @@ class OptimizerConfig:
     momentum: SGD momentum.
     beta_1, beta_2, epsilon: Adam.
     weight_decay: coupled L2 coefficient.
-    boundaries: steps at which the learning rate is multiplied by `decay`.
+    boundaries: update numbers (0-based) from which the learning rate is multiplied
+        by `decay` once more.
     decay: the multiplier.
     """
 
@@ -51,8 +52,9 @@ class OptimizerConfig:
             raise ValueError(f"Learning-rate boundaries must increase: {self.boundaries}.")
 
     def learning_rate_at(self, step: int, multiplier: float = 1.0) -> float:
-        """The scheduled learning rate after `step` updates (as the schedule sees it)."""
-        passed = sum(1 for boundary in self.boundaries if step > boundary)
+        """The learning rate of update number `step` (0-based): decayed once for every
+        boundary <= step, as PyTorch's StepLR does at epoch boundaries."""
+        passed = sum(1 for boundary in self.boundaries if step >= boundary)
         return self.learning_rate * multiplier * self.decay**passed
 
 
@@ -61,7 +63,10 @@ def learning_rate_schedule(config: OptimizerConfig, multiplier: float = 1.0):
     if not config.boundaries:
         return base
     values = [base * config.decay**i for i in range(len(config.boundaries) + 1)]
-    return keras.optimizers.schedules.PiecewiseConstantDecay(list(config.boundaries), values)
+    # Keras switches when iterations > boundary; `boundary - 1` makes update number
+    # `boundary` the first with the decayed rate (PyTorch StepLR semantics).
+    boundaries = [boundary - 1 for boundary in config.boundaries]
+    return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
 
 
 def _make(config: OptimizerConfig, multiplier: float, name: str) -> keras.optimizers.Optimizer:
