@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from wsdhash.baselines.inputs import check_bits, check_features
+from wsdhash.baselines.linear_hash import LinearHash
 from wsdhash.baselines.pcah import principal_directions
 from wsdhash.eval.binary import binarize
 
@@ -39,7 +40,7 @@ def random_rotation(size: int, rng: np.random.Generator) -> np.ndarray:
     return q * signs
 
 
-class ITQ:
+class ITQ(LinearHash):
     """Iterative quantization: PCA to K dims, then an orthogonal rotation learned so
     that the rotated projections lie close to the vertices of the hypercube.
 
@@ -109,36 +110,9 @@ class ITQ:
         self.loss_history_ = np.asarray(losses)
         return self
 
-    def _check_fitted(self) -> None:
-        if self.rotation_ is None:
-            raise RuntimeError(f"{self.name} is not fitted; call fit(features) before encoding.")
-
-    def encode_relaxed(self, features: np.ndarray) -> np.ndarray:
-        """Rotated PCA projections of the centered features.
-
-        Args:
-            features: Features of shape (N, D).
-
-        Returns:
-            float32 array of shape (N, K).
-        """
-        self._check_fitted()
-        checked = check_features(
-            features, method=self.name, min_samples=0, dimension=self.mean_.shape[0]
-        )
-        # Fold the rotation into the projection once: (D, K) @ (K, K).
-        return ((checked - self.mean_) @ (self.components_ @ self.rotation_)).astype(np.float32)
-
-    def encode(self, features: np.ndarray) -> np.ndarray:
-        """Binary codes: +1 where the relaxed code is >= 0, else -1.
-
-        Args:
-            features: Features of shape (N, D).
-
-        Returns:
-            int8 array of shape (N, K) with entries in {-1, +1}.
-        """
-        return binarize(self.encode_relaxed(features))
+    def projection(self) -> np.ndarray | None:
+        # The rotation folded into the PCA projection: (D, K) @ (K, K).
+        return None if self.rotation_ is None else self.components_ @ self.rotation_
 
     def get_state(self) -> dict[str, Any]:
         """Returns the fitted model as a dict of numpy arrays and ints (npz-friendly)."""

@@ -7,10 +7,10 @@ from typing import Any
 import numpy as np
 
 from wsdhash.baselines.inputs import check_bits, check_features
-from wsdhash.eval.binary import binarize
+from wsdhash.baselines.linear_hash import LinearHash
 
 
-class LSH:
+class LSH(LinearHash):
     """Locality-sensitive hashing by the signs of random Gaussian projections.
 
     For a projection w ~ N(0, I), P[sign(w.x) != sign(w.y)] = angle(x, y) / pi, so
@@ -58,35 +58,8 @@ class LSH:
         self.projection_ = rng.standard_normal((feature_dim, self.bits))
         return self
 
-    def _check_fitted(self) -> None:
-        if self.projection_ is None:
-            raise RuntimeError(f"{self.name} is not fitted; call fit(features) before encoding.")
-
-    def encode_relaxed(self, features: np.ndarray) -> np.ndarray:
-        """Random projections of the (centered) features.
-
-        Args:
-            features: Features of shape (N, D).
-
-        Returns:
-            float32 array of shape (N, K).
-        """
-        self._check_fitted()
-        checked = check_features(
-            features, method=self.name, min_samples=0, dimension=self.mean_.shape[0]
-        )
-        return ((checked - self.mean_) @ self.projection_).astype(np.float32)
-
-    def encode(self, features: np.ndarray) -> np.ndarray:
-        """Binary codes: +1 where the relaxed code is >= 0, else -1.
-
-        Args:
-            features: Features of shape (N, D).
-
-        Returns:
-            int8 array of shape (N, K) with entries in {-1, +1}.
-        """
-        return binarize(self.encode_relaxed(features))
+    def projection(self) -> np.ndarray | None:
+        return self.projection_
 
     def get_state(self) -> dict[str, Any]:
         """Returns the fitted model as a dict of numpy arrays and ints (npz-friendly)."""

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from wsdhash.baselines.inputs import check_bits, check_features
-from wsdhash.eval.binary import binarize
+from wsdhash.baselines.linear_hash import LinearHash
 
 
 def principal_directions(
@@ -56,7 +56,7 @@ def principal_directions(
     return mean, directions * signs
 
 
-class PCAH:
+class PCAH(LinearHash):
     """Principal component hashing: sign of the centered top-K PCA projections.
 
     Each bit is the sign of one principal component. Bits are uncorrelated but,
@@ -95,35 +95,8 @@ class PCAH:
         self.mean_, self.components_ = principal_directions(checked, self.bits, method=self.name)
         return self
 
-    def _check_fitted(self) -> None:
-        if self.components_ is None:
-            raise RuntimeError(f"{self.name} is not fitted; call fit(features) before encoding.")
-
-    def encode_relaxed(self, features: np.ndarray) -> np.ndarray:
-        """Projects centered features on the principal directions.
-
-        Args:
-            features: Features of shape (N, D).
-
-        Returns:
-            float32 array of shape (N, K).
-        """
-        self._check_fitted()
-        checked = check_features(
-            features, method=self.name, min_samples=0, dimension=self.mean_.shape[0]
-        )
-        return ((checked - self.mean_) @ self.components_).astype(np.float32)
-
-    def encode(self, features: np.ndarray) -> np.ndarray:
-        """Binary codes: +1 where the relaxed code is >= 0, else -1.
-
-        Args:
-            features: Features of shape (N, D).
-
-        Returns:
-            int8 array of shape (N, K) with entries in {-1, +1}.
-        """
-        return binarize(self.encode_relaxed(features))
+    def projection(self) -> np.ndarray | None:
+        return self.components_
 
     def get_state(self) -> dict[str, Any]:
         """Returns the fitted model as a dict of numpy arrays and ints (npz-friendly)."""
