@@ -300,9 +300,9 @@ class AdditiveQuantizer:
         num_items = features.shape[0]
         if init_codes is not None:
             init_codes = self._check_codes(init_codes, num_items)
-        projected_codebooks = self._projected(
-            codebooks.reshape(-1, codebooks.shape[2])
-        ).reshape(self.num_codebooks, self.num_codewords, -1)  # (M, K, P)
+        projected_codebooks = self._projected(codebooks.reshape(-1, codebooks.shape[2])).reshape(
+            self.num_codebooks, self.num_codewords, -1
+        )  # (M, K, P)
         codeword_sq_norms = np.einsum("mkp,mkp->mk", projected_codebooks, projected_codebooks)
         codes = np.zeros((num_items, self.num_codebooks), dtype=np.uint8)
         history = [

@@ -50,7 +50,9 @@ def assign_to_centres(
         inner = block @ centres.T  # (B, K)
         if spherical:
             best = np.argmax(inner, axis=1)
-            cost[start : start + len(block)] = 1.0 - inner[np.arange(len(block)), best]
+            cost[start : start + len(block)] = np.maximum(
+                1.0 - inner[np.arange(len(block)), best], 0.0
+            )
         else:
             # ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2; ||x||^2 does not change the argmin.
             partial = centre_sq_norms[None, :] - 2.0 * inner
@@ -139,9 +141,7 @@ def kmeans(
         if spherical:
             centres = np.where(counts[:, None] > 0, l2_normalize(sums), centres)
         else:
-            centres = np.where(
-                counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], centres
-            )
+            centres = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], centres)
         if len(empty):
             # Stable sort: equal costs resolve by item index, keeping runs reproducible.
             worst = np.argsort(-cost, kind="stable")[: len(empty)]

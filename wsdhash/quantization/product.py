@@ -1,0 +1,204 @@
+"""Hyperspherical product quantization: PQ with unit-norm sub-codewords.
+
+The D dimensions are split into M contiguous sub-spaces of D / M dimensions (M must
+divide D). Each sub-vector is L2-normalised and quantized independently to one of K
+unit-norm codewords by cosine similarity; the codebook of each sub-space comes from
+spherical k-means. The reconstruction is the concatenation of the chosen codewords, so
+every sub-vector of it lies on the unit sphere (||x_hat||^2 = M; divide by sqrt(M) for
+a unit vector, which changes no ranking).
+
+Encoding is exact: sub-spaces are independent, so the best joint code maximises each
+sub-space's cosine separately, k_m = argmax_k <x_m / ||x_m||, c_{m,k}> (ties: lower k;
+an all-zero sub-vector gets k = 0).
+
+This is the role the paper gives to "hyperspherical quantization"; WSDHQ's released
+code quantizes additively instead (additive.py, METHODS.md §2.6-2.7).
+
+FAISS layout: `codebooks` (M, K, D/M) is `faiss.ProductQuantizer.centroids` reshaped
+to (M, ksub, dsub), with sub-space m = dimensions [m * dsub, (m + 1) * dsub), and the
+(N, M) uint8 codes are what `pq.compute_codes` returns for nbits = 8 (one byte per
+sub-quantizer, sub-quantizer 0 first). To run FAISS on the same codes, normalise each
+sub-vector before `compute_codes`. For wsdhash's codes file, whose codebooks are
+(M, 256, D), `full_codebooks()` places each sub-codebook in its own columns with zeros
+elsewhere; the additive reconstruction of those equals the concatenation, so AQD and
+SQD give the same scores either way.
+
+Shapes: N items, M codebooks (sub-spaces), K codewords, D dimension, S = D / M.
+
+Reference:
+  Jegou, Douze & Schmid, "Product Quantization for Nearest Neighbor Search",
+  TPAMI 2011.
+  Wang et al., "Weakly Supervised Deep Hyperspherical Quantization for Image
+  Retrieval", AAAI 2021.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from wsdhash.quantization import kmeans as kmeans_lib
+
+
+def split_subvectors(features: np.ndarray, num_codebooks: int) -> np.ndarray:
+    """(N, D) -> (N, M, D / M) contiguous sub-vectors; a clear error if M does not divide D."""
+    features = np.asarray(features)
+    if features.ndim != 2:
+        raise ValueError(f"features must be an (N, D) array; got shape {features.shape}.")
+    dimension = features.shape[1]
+    if num_codebooks < 1 or dimension % num_codebooks:
+        raise ValueError(
+            f"Product quantization needs D divisible by M; got D={dimension}, M={num_codebooks}."
+        )
+    return features.reshape(features.shape[0], num_codebooks, dimension // num_codebooks)
+
+
+class ProductQuantizer:
+    """Product quantizer on the hypersphere (module doc).
+
+    Args:
+      num_codebooks: M sub-spaces; 8 * M bits when K = 256.
+      num_codewords: K per sub-space, at most 256 (uint8 codes).
+      kmeans_iter: Lloyd iterations of spherical k-means.
+      seed: seeds k-means; sub-space m uses seed + m.
+
+    Reference:
+      Jegou et al., TPAMI 2011 (PQ).
+    """
+
+    def __init__(
+        self,
+        num_codebooks: int = 4,
+        num_codewords: int = 256,
+        *,
+        kmeans_iter: int = 25,
+        seed: int = 0,
+    ):
+        if num_codebooks < 1:
+            raise ValueError(f"num_codebooks must be >= 1; got {num_codebooks}.")
+        if not 1 <= num_codewords <= 256:
+            raise ValueError(f"num_codewords must be in 1..256 (uint8 codes); got {num_codewords}.")
+        self.num_codebooks = int(num_codebooks)
+        self.num_codewords = int(num_codewords)
+        self.kmeans_iter = int(kmeans_iter)
+        self.seed = int(seed)
+        self.codebooks: np.ndarray | None = None  # (M, K, S), unit rows.
+
+    @property
+    def dimension(self) -> int | None:
+        """D, once codebooks exist."""
+        return None if self.codebooks is None else self.num_codebooks * self.codebooks.shape[2]
+
+    def _subvectors(self, features: np.ndarray) -> np.ndarray:
+        features = np.asarray(features)
+        if features.ndim != 2 or not np.issubdtype(features.dtype, np.number):
+            raise ValueError(
+                f"features must be a numeric (N, D) array; got dtype {features.dtype} and "
+                f"shape {features.shape}."
+            )
+        if self.codebooks is not None and features.shape[1] != self.dimension:
+            raise ValueError(
+                f"features have D={features.shape[1]} but the codebooks cover D={self.dimension}."
+            )
+        if not np.all(np.isfinite(features)):
+            raise ValueError("features contain NaN or infinite values.")
+        return kmeans_lib.l2_normalize(
+            split_subvectors(features.astype(np.float64, copy=False), self.num_codebooks)
+        )  # (N, M, S), unit sub-vectors.
+
+    def _require_codebooks(self) -> np.ndarray:
+        if self.codebooks is None:
+            raise ValueError("The quantizer has no codebooks yet; call fit() first.")
+        return self.codebooks
+
+    def fit(self, features: np.ndarray) -> ProductQuantizer:
+        """Spherical k-means in every sub-space.
+
+        Args:
+          features: (N, D) training features, N >= K, D divisible by M.
+
+        Returns:
+          self.
+        """
+        subvectors = self._subvectors(features)
+        codebooks = np.empty(
+            (self.num_codebooks, self.num_codewords, subvectors.shape[2]), dtype=np.float32
+        )
+        for m in range(self.num_codebooks):
+            centres, _ = kmeans_lib.kmeans(
+                subvectors[:, m],
+                self.num_codewords,
+                seed=self.seed + m,
+                max_iter=self.kmeans_iter,
+                spherical=True,
+            )
+            codebooks[m] = centres
+        self.codebooks = codebooks
+        return self
+
+    def encode(self, features: np.ndarray) -> np.ndarray:
+        """(N, M) uint8 codes: the codeword of largest cosine in every sub-space."""
+        codebooks = self._require_codebooks()
+        subvectors = self._subvectors(features)
+        codes = np.empty((subvectors.shape[0], self.num_codebooks), dtype=np.uint8)
+        for m in range(self.num_codebooks):
+            # Sub-vectors are unit (or zero), codewords unit: inner product = cosine.
+            codes[:, m] = np.argmax(subvectors[:, m] @ codebooks[m].T.astype(np.float64), axis=1)
+        return codes
+
+    def reconstruct(self, codes: np.ndarray) -> np.ndarray:
+        """(N, D) concatenation of the chosen unit sub-codewords."""
+        codebooks = self._require_codebooks()
+        codes = np.asarray(codes)
+        if codes.ndim != 2 or codes.shape[1] != self.num_codebooks:
+            raise ValueError(
+                f"codes must be (N, M={self.num_codebooks}) indices; got shape {codes.shape}."
+            )
+        if codes.size and (codes.min() < 0 or codes.max() >= self.num_codewords):
+            raise ValueError(f"codes must lie in 0..{self.num_codewords - 1}.")
+        parts = codebooks[np.arange(self.num_codebooks), codes.astype(np.intp)]  # (N, M, S)
+        return parts.reshape(codes.shape[0], -1)
+
+    def full_codebooks(self) -> np.ndarray:
+        """(M, K, D) block-sparse codebooks for the codes file (module doc)."""
+        codebooks = self._require_codebooks()
+        size = codebooks.shape[2]
+        full = np.zeros((self.num_codebooks, self.num_codewords, self.dimension), np.float32)
+        for m in range(self.num_codebooks):
+            full[m, :, m * size : (m + 1) * size] = codebooks[m]
+        return full
+
+    def get_state(self) -> dict[str, Any]:
+        """A dict of plain values and numpy arrays that `from_state` restores."""
+        return {
+            "kind": "product",
+            "num_codebooks": self.num_codebooks,
+            "num_codewords": self.num_codewords,
+            "kmeans_iter": self.kmeans_iter,
+            "seed": self.seed,
+            "codebooks": None if self.codebooks is None else self.codebooks.copy(),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> ProductQuantizer:
+        """Rebuilds a quantizer from `get_state()`."""
+        if state.get("kind") != "product":
+            raise ValueError(f"Not a product quantizer state: kind={state.get('kind')!r}.")
+        quantizer = cls(
+            state["num_codebooks"],
+            state["num_codewords"],
+            kmeans_iter=state["kmeans_iter"],
+            seed=state["seed"],
+        )
+        codebooks = state.get("codebooks")
+        if codebooks is not None:
+            codebooks = np.asarray(codebooks, dtype=np.float32)
+            expected = (quantizer.num_codebooks, quantizer.num_codewords)
+            if codebooks.ndim != 3 or codebooks.shape[:2] != expected:
+                raise ValueError(
+                    f"State codebooks have shape {codebooks.shape}; expected (M, K, S) with "
+                    f"(M, K) = {expected}."
+                )
+            quantizer.codebooks = codebooks.copy()
+        return quantizer
