@@ -46,6 +46,19 @@ flags.DEFINE_float("hyp2_beta", 0.5, "HyP2 pair-term weight.")
 flags.DEFINE_float("hyp2_zeta", None, "HyP2 threshold (default: from the code table).")
 flags.DEFINE_float("triplet_margin", None, "Triplet margin (default: the method's).")
 flags.DEFINE_bool("triplet_dnnh_sigmoid", False, "Original DNNH [0, 1] form.")
+flags.DEFINE_string("tag_dir", "", "WSDHQ: output folder of `python -m wsdhash.tags`.")
+flags.DEFINE_float("wsdhq_gamma", 1.0, "WSDHQ adaptive-margin exponent gamma.")
+flags.DEFINE_enum("wsdhq_margin", "adaptive", ["adaptive", "fixed"], "WSDHQ margin.")
+flags.DEFINE_bool("wsdhq_hardest_negatives", False, "WSDHQ: only the hardest negatives.")
+flags.DEFINE_enum("wsdhq_variant", "wsdhq", ["wsdhq", "wdht"], "Margin loss or WDHT baseline.")
+flags.DEFINE_float("wsdhq_quantization_weight", 1e-4, "WSDHQ lambda.")
+flags.DEFINE_enum(
+    "wsdhq_quantization_form",
+    "faithful",
+    ["faithful", "hypersphere"],
+    "Quantization loss on raw tanh features (code) or normalised ones (paper).",
+)
+flags.DEFINE_integer("quantizer_update_every", 0, "WSDHQ quantizer period in steps (0: 2 epochs).")
 # Optimisation.
 flags.DEFINE_integer("batch_size", 64, "Global batch size.")
 flags.DEFINE_enum("sampler", "uniform", ["uniform", "class_balanced"], "Training batch sampler.")
@@ -74,6 +87,9 @@ flags.DEFINE_integer("checkpoint_every", 500, "Checkpoint period in steps.")
 flags.DEFINE_integer("keep_checkpoints", 3, "Latest checkpoints to keep.")
 flags.DEFINE_integer("validation_size", 500, "Validation queries carved from train.")
 flags.DEFINE_enum("select_on", "validation", ["validation", "test"], "Checkpoint selection.")
+flags.DEFINE_enum(
+    "empty", "zero", ["zero", "skip"], "Queries with no relevant item: AP 0 or skipped."
+)
 flags.DEFINE_string("topk", None, "mAP cut-off R: an integer or 'all' (default: protocol).")
 flags.DEFINE_integer("log_every", 50, "Logging period in steps.")
 
@@ -96,6 +112,15 @@ def method_options() -> dict:
         return {"beta": FLAGS.hyp2_beta, "zeta": FLAGS.hyp2_zeta}
     if FLAGS.method == "triplet":
         return {"margin": FLAGS.triplet_margin, "dnnh_sigmoid": FLAGS.triplet_dnnh_sigmoid}
+    if FLAGS.method == "wsdhq":
+        return {
+            "gamma": FLAGS.wsdhq_gamma,
+            "margin": FLAGS.wsdhq_margin,
+            "hardest_negatives": FLAGS.wsdhq_hardest_negatives,
+            "variant": FLAGS.wsdhq_variant,
+            "quantization_weight": FLAGS.wsdhq_quantization_weight,
+            "quantization_form": FLAGS.wsdhq_quantization_form,
+        }
     return {}
 
 
@@ -198,6 +223,9 @@ def main(argv):
         sampler=FLAGS.sampler,
         classes_per_batch=FLAGS.classes_per_batch,
         images_per_class=FLAGS.images_per_class,
+        tag_dir=FLAGS.tag_dir,
+        quantizer_update_every=FLAGS.quantizer_update_every,
+        empty=FLAGS.empty,
     )
     from wsdhash import atomic_files
 

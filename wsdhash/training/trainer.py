@@ -36,7 +36,7 @@ from wsdhash.losses import LOSSES
 from wsdhash.losses.class_balanced_sampler import ClassBalancedSampler
 from wsdhash.models import build_backbone, build_hashing_model
 from wsdhash.models.normalization import ImageNormalization
-from wsdhash.training import run_info
+from wsdhash.training import quantized, run_info
 from wsdhash.training.checkpoints import CheckpointKeeper
 from wsdhash.training.optimization import GroupedOptimizer, OptimizerConfig
 
@@ -74,6 +74,10 @@ class TrainConfig:
             per batch, single-label data; DNNH re-implementation).
         classes_per_batch, images_per_class: P and Q of the class-balanced sampler; the
             batch size must be P * Q.
+        tag_dir: WSDHQ: the output folder of `python -m wsdhash.tags`.
+        quantizer_update_every: WSDHQ: steps between quantizer updates (0 = 2 epochs).
+        empty: evaluation policy for queries with no relevant item ("zero" or "skip";
+            WSDHQ's published numbers skip them).
     """
 
     dataset: str = "builtin"
@@ -106,6 +110,9 @@ class TrainConfig:
     sampler: str = "uniform"
     classes_per_batch: int = 10
     images_per_class: int = 8
+    tag_dir: str = ""
+    quantizer_update_every: int = 0
+    empty: str = "zero"
 
     def __post_init__(self):
         if self.select_on not in SELECT_ON:
@@ -161,7 +168,7 @@ class NonFiniteLossError(FloatingPointError):
 # -----------------------------------------------------------------------------
 
 
-def build_model(config: TrainConfig, sync_batch_norm: bool = False):
+def build_model(config: TrainConfig, sync_batch_norm: bool = False, output_dim: int | None = None):
     """The model a run trains: uint8 images -> normalisation -> backbone -> head.
 
     Returns:
@@ -174,13 +181,22 @@ def build_model(config: TrainConfig, sync_batch_norm: bool = False):
         allow_pickle=config.allow_pickle,
         seed=config.seed,
     )
-    hashing = build_hashing_model(backbone, config.head, config.bits, seed=config.seed)
+    output_dim = output_dim or model_output_dim(config)
+    hashing = build_hashing_model(backbone, config.head, output_dim, seed=config.seed)
     if sync_batch_norm:
         # Batch statistics over the global batch, so replicas train like one device.
         for layer in hashing._flatten_layers(include_self=False, recursive=True):
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.synchronized = True
     return with_normalization(hashing, backbone.normalization), backbone, hashing
+
+
+def model_output_dim(config: TrainConfig) -> int:
+    """K for binary codes; for WSDHQ the tag-embedding dimension D (codes are then
+    8 bits per codebook of the quantizer, not one bit per output)."""
+    if config.method == "wsdhq":
+        return quantized.load_tag_model(config.tag_dir)[0].shape[1]
+    return config.bits
 
 
 def pipeline_config_for(config: TrainConfig, backbone) -> pipeline.PipelineConfig:
@@ -266,7 +282,8 @@ class Encoder:
         return np.concatenate([self._forward(batch["image"]).numpy() for batch in dataset])
 
 
-def evaluate_codes(query_codes, query_labels, database_codes, database_labels, topk):
+def evaluate_codes(query_codes, query_labels, database_codes, database_labels, topk, empty="zero"):
+    """Hamming-ranking metrics of the binarised relaxed codes."""
     return evaluate_retrieval(
         query_labels,
         database_labels,
@@ -274,6 +291,7 @@ def evaluate_codes(query_codes, query_labels, database_codes, database_labels, t
         database_codes=pack_codes(binarize(database_codes)),
         bits=query_codes.shape[1],
         topk=topk,
+        empty=empty,
         tie_bounds=True,
     )
 
@@ -298,7 +316,23 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -
         dataset.split("train"), config.validation_size, config.seed
     )
     targets_key = config.supervision
-    targets = getattr(train_split, config.supervision)
+    method_options = dict(config.method_options)
+    quantizer = None
+    if config.method == "wsdhq":
+        if config.supervision != "tags":
+            raise ValueError("WSDHQ trains from user tags: use --supervision=tags.")
+        tag_embeddings, merge_map = quantized.load_tag_model(config.tag_dir)
+        train_split = quantized.with_merged_tags(train_split, merge_map)
+        validation = quantized.with_merged_tags(validation, merge_map)
+        method_options.update(tag_embeddings=tag_embeddings, num_train_examples=len(train_split))
+        quantizer = quantized.TrainingQuantizer(
+            config.bits,
+            tag_embeddings,
+            config.quantizer_update_every
+            or quantized.TrainingQuantizer.default_period(len(train_split), config.batch_size),
+            config.seed,
+        )
+    targets = getattr(train_split, targets_key)
     if targets.shape[1] == 0:
         raise ValueError(
             f"Dataset {config.dataset!r} has no training {config.supervision}; "
@@ -315,10 +349,11 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -
             bits=config.bits,
             num_classes=targets.shape[1],
             seed=config.seed,
-            **config.method_options,
+            **method_options,
         )
+        output_dim = model.output_shape[-1]
         loss_layer(
-            tf.zeros([1, config.bits]), tf.zeros([1, targets.shape[1]])
+            tf.zeros([1, output_dim]), tf.zeros([1, targets.shape[1]])
         )  # Builds its variables (e.g. HyP2 proxies) before the optimiser sees them.
         backbone_variables = hashing.backbone.trainable_variables
         head_variables = [
@@ -339,6 +374,8 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -
         **optimizer.optimizers,
     )
     restored = keeper.restore_latest()
+    if quantizer is not None:
+        quantizer.restore(loss_layer)
     start = int(step.numpy())
     if restored:
         logging.info("Resumed from %s at step %d.", restored, start)
@@ -390,6 +427,7 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -
                     ref_codes=gather_across_replicas(context, codes),
                     ref_labels=gather_across_replicas(context, labels),
                     anchor_offset=context.replica_id_in_sync_group * tf.shape(codes)[0],
+                    **({"example_index": batch["index"]} if quantizer is not None else {}),
                 )
                 loss = tf.reduce_sum(terms["loss"]) / global_batch
             gradients = tape.gradient(loss, optimizer.variables)
@@ -405,20 +443,46 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -
     # --- Validation --------------------------------------------------------------
     encode = Encoder(model, pipeline_config, max(config.batch_size, 32))
 
+    def evaluate_pair(query_features, query_labels, database_features, database_labels):
+        """Metrics, and what the codes file stores for the database (None: packed
+        binary codes of the features). Binary codes rank by Hamming distance; WSDHQ by
+        AQD, or by the continuous features before its quantizer exists."""
+        if quantizer is None:
+            result = evaluate_codes(
+                query_features, query_labels, database_features, database_labels, topk,
+                config.empty,
+            )  # fmt: skip
+            return result, None
+        if not quantizer.ready:
+            scores = query_features @ database_features.T
+            return evaluate_retrieval(
+                query_labels, database_labels, scores=scores, topk=topk, empty=config.empty
+            ), None  # fmt: skip
+        return quantizer.evaluate(
+            query_features, query_labels, database_features, database_labels, topk, config.empty
+        )
+
+    def evaluate_test():
+        query, database = dataset.split("query"), dataset.split("database")
+        features = {"query": encode(query), "database": encode(database)}
+        result, indices = evaluate_pair(
+            features["query"], query.labels, features["database"], database.labels
+        )
+        return result, features, indices
+
     def validate() -> dict[str, float]:
         scores = {}
         if validation is not None:
-            result = evaluate_codes(
+            result, _ = evaluate_pair(
                 encode(validation),
                 relevance_labels(validation),
                 encode(train_split),
                 relevance_labels(train_split),
-                topk,
             )
             scores["validation"] = result.map
             scores["validation_name"] = result.map_name
         if config.select_on == "test":
-            result = _evaluate_test(encode, dataset, topk)[0]
+            result = evaluate_test()[0]
             scores["test"] = result.map
             scores["test_name"] = result.map_name
         return scores
@@ -444,6 +508,8 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -
                 for name, rate in optimizer.learning_rates(current - 1).items():
                     tf.summary.scalar(f"learning_rate/{name}", rate)
         evaluate_now = config.eval_every and current % config.eval_every == 0
+        if quantizer is not None and current % quantizer.update_every == 0:
+            quantizer.update(encode(train_split), loss_layer)
         if evaluate_now or current == config.steps:
             scores = validate()
             with writer.as_default(step=current):
@@ -465,22 +531,39 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -
 
     # --- Final evaluation with the selected checkpoint -----------------------------
     selected = keeper.restore_best()
-    result, codes = _evaluate_test(encode, dataset, topk)
+    if quantizer is not None:
+        quantizer.restore(loss_layer)
+        quantizer.ensure_ready(encode(train_split), loss_layer)
+    result, features, database_indices = evaluate_test()
     query, database = dataset.split("query"), dataset.split("database")
-    write_codes_file(
-        os.path.join(output_dir, "codes.h5"),
-        CodesFile(
+    if database_indices is None:
+        contents = CodesFile(
             bits=config.bits,
             query=CodesSplit(
-                pack_codes(binarize(codes["query"])), query.labels, ids=query.paths,
-                features=codes["query"],
+                pack_codes(binarize(features["query"])), query.labels, ids=query.paths,
+                features=features["query"],
             ),
             database=CodesSplit(
-                pack_codes(binarize(codes["database"])), database.labels, ids=database.paths,
-                features=codes["database"],
+                pack_codes(binarize(features["database"])), database.labels,
+                ids=database.paths, features=features["database"],
             ),
-        ),
-    )  # fmt: skip
+        )  # fmt: skip
+    else:
+        # Quantization codes: the M codeword indices are the code bytes (8 bits each).
+        query_indices = quantizer.encode(features["query"])
+        contents = CodesFile(
+            bits=config.bits,
+            codebooks=quantizer.quantizer.codebooks.astype(np.float32),
+            query=CodesSplit(
+                query_indices, query.labels, ids=query.paths, features=features["query"],
+                indices=query_indices,
+            ),
+            database=CodesSplit(
+                database_indices, database.labels, ids=database.paths,
+                features=features["database"], indices=database_indices,
+            ),
+        )  # fmt: skip
+    write_codes_file(os.path.join(output_dir, "codes.h5"), contents)
     metrics = {
         **result.to_dict(include_radius_curve=False),
         "selected_on": config.select_on,
@@ -496,16 +579,6 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -
     atomic_files.write_json(os.path.join(output_dir, "metrics.json"), metrics)
     logging.info("%s = %.4f (selected on %s)", result.map_name, result.map, config.select_on)
     return metrics
-
-
-def _evaluate_test(encode: Encoder, dataset, topk):
-    query, database = dataset.split("query"), dataset.split("database")
-    codes = {
-        "query": encode(query),
-        "database": encode(database),
-    }
-    result = evaluate_codes(codes["query"], query.labels, codes["database"], database.labels, topk)
-    return result, codes
 
 
 def _replicas_per_worker(strategy: tf.distribute.Strategy) -> int:
