@@ -17,8 +17,6 @@ Usage:
 
 from __future__ import annotations
 
-import os
-import platform
 import resource
 import time
 import tracemalloc
@@ -29,6 +27,7 @@ from absl import app, flags
 from wsdhash.eval import metrics
 from wsdhash.quantization import aqd
 from wsdhash.quantization.additive import AdditiveQuantizer
+import machine_info  # noqa: E402  (bench/ is on the path)
 
 _NUM_QUERIES = flags.DEFINE_integer("num_queries", 2100, "Q, number of queries.")
 _NUM_DATABASE = flags.DEFINE_integer("num_database", 193734, "N, database size.")
@@ -47,26 +46,6 @@ _NOISE_STD = 0.045  # Per dimension; about the centre distance's scale, so ranks
 _NOISE_FRACTION = 0.25
 
 
-def machine_description() -> str:
-    model = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
-    return (
-        f"{model}; {os.cpu_count()} logical cores ({usable} usable); {platform.system()} "
-        f"{platform.machine()}; Python {platform.python_version()}; numpy {np.__version__}"
-    )
-
-
 def make_split(rng, num_rows, centres, centre_labels):
     """Float32 features (rows, D) and uint8 labels (rows, C)."""
     cluster = rng.integers(0, len(centres), num_rows)
@@ -82,7 +61,7 @@ def make_split(rng, num_rows, centres, centre_labels):
 
 def main(argv):
     del argv
-    print(f"machine: {machine_description()}")
+    print(f"machine: {machine_info.describe()}")
     rng = np.random.default_rng(_SEED.value)
     dimension = _DIMENSION.value
     centres = rng.standard_normal((_NUM_CLUSTERS, dimension)).astype(np.float32)

@@ -19,8 +19,6 @@ Usage:
 
 from __future__ import annotations
 
-import os
-import platform
 import resource
 import time
 import tracemalloc
@@ -29,6 +27,7 @@ import numpy as np
 from absl import app, flags
 
 from wsdhash.eval import binary, metrics
+import machine_info  # noqa: E402  (bench/ is on the path)
 
 _NUM_QUERIES = flags.DEFINE_integer("num_queries", 2100, "Q, number of queries.")
 _NUM_DATABASE = flags.DEFINE_integer("num_database", 193734, "N, database size.")
@@ -45,26 +44,6 @@ _NUM_CLUSTERS = 60
 _FLIP_PROBABILITY = 0.1  # ~6 bits from the cluster centre: many small, tied distances.
 _NOISE_FRACTION = 0.25  # Items with random codes and labels.
 _GENERATION_ROWS = 16384
-
-
-def machine_description() -> str:
-    model = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
-    return (
-        f"{model}; {os.cpu_count()} logical cores ({usable} usable); {platform.system()} "
-        f"{platform.machine()}; Python {platform.python_version()}; numpy {np.__version__}"
-    )
 
 
 def make_split(rng, num_rows, centers, center_labels):
@@ -126,7 +105,7 @@ def common_approach(query_codes, database_codes, query_labels, database_labels, 
 def main(argv):
     del argv
     bits, topk = _BITS.value, _TOPK.value
-    print(f"machine: {machine_description()}")
+    print(f"machine: {machine_info.describe()}")
     start = time.perf_counter()
     (query_codes, query_labels), (database_codes, database_labels) = make_data(_SEED.value)
     print(

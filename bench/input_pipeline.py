@@ -9,7 +9,6 @@ images/s for the training pipeline on 2 cores.
 from __future__ import annotations
 
 import os
-import platform
 import tempfile
 import time
 
@@ -20,22 +19,13 @@ from absl import app, flags  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from wsdhash.data import builtin, list_files, pipeline  # noqa: E402
+import machine_info  # noqa: E402  (bench/ is on the path)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("images", 2000, "Number of 256x256 JPEG images to generate.")
 flags.DEFINE_integer("batch_size", 64, "Batch size.")
 flags.DEFINE_integer("epochs", 2, "Passes timed after one warm-up pass.")
 flags.DEFINE_string("workdir", None, "Where the JPEG files go (default: a temp folder).")
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, TensorFlow {tf.__version__}"
 
 
 def images_per_second(dataset: tf.data.Dataset, images: int) -> float:
@@ -61,7 +51,7 @@ def main(argv):
         num_database=FLAGS.batch_size,
     )
     split = list_files.read_wsdhq_split(root, root, split="train", tag_vocab="tag_vocab.txt")
-    print(f"machine: {machine()}")
+    print(f"machine: {machine_info.describe()}")
     print(f"data: {len(split)} JPEG files, 256x256, from {info.root}")
     rows = []
     for training, cache, normalization in (

@@ -9,7 +9,6 @@ step (forward, loss, backward, SGD update) and through encoding (forward only).
 from __future__ import annotations
 
 import os
-import platform
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -21,23 +20,13 @@ import tensorflow as tf  # noqa: E402
 from wsdhash.losses import LOSSES  # noqa: E402
 from wsdhash.training import trainer  # noqa: E402
 from wsdhash.training.optimization import GroupedOptimizer, OptimizerConfig  # noqa: E402
+import machine_info  # noqa: E402  (bench/ is on the path)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("backbones", ["small_cnn", "resnet50"], "Backbones to time.")
 flags.DEFINE_integer("batch_size", 32, "Batch size.")
 flags.DEFINE_integer("bits", 64, "Code length.")
 flags.DEFINE_integer("steps", 10, "Timed steps after 2 warm-up steps.")
-
-
-def machine() -> str:
-    cpu = platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
-    except (OSError, StopIteration):
-        pass
-    gpus = tf.config.list_physical_devices("GPU")
-    return f"{cpu}, {os.cpu_count()} cores, {len(gpus)} GPU(s), TensorFlow {tf.__version__}"
 
 
 def time_backbone(name: str) -> tuple[int, float, float]:
@@ -80,7 +69,7 @@ def time_backbone(name: str) -> tuple[int, float, float]:
 
 def main(argv):
     del argv
-    print(f"machine: {machine()}")
+    print(f"machine: {machine_info.describe()}")
     print(f"batch {FLAGS.batch_size}, {FLAGS.bits} bits, OrthoHash loss, SGD; images in memory")
     print(f"{'backbone':<16}{'input':>8}{'train images/s':>16}{'encode images/s':>17}")
     for name in FLAGS.backbones:
