@@ -25,11 +25,20 @@ CASES = {
     "hyp2_table_zeta_no_pair": ("hyp2", {"beta": 0.0}, "multi"),
     "triplet": ("triplet", {"margin": 12.0}, "single"),
     "triplet_dnnh": ("triplet", {"dnnh_sigmoid": True}, "single"),
+    "wsdhq": (
+        "wsdhq",
+        {
+            "tag_embeddings": np.random.default_rng(7).normal(size=(CLASSES, BITS)).tolist(),
+            "num_train_examples": BATCH,
+        },
+        "multi",
+    ),
 }
 KEYS = {
     "orthohash": {"loss", "ce", "quantization"},
     "hyp2": {"loss", "proxy", "pair"},
     "triplet": {"loss", "triplet"},
+    "wsdhq": {"loss", "embedding", "quantization"},
 }
 
 
@@ -52,11 +61,11 @@ def _layer(case, seed=3):
 
 
 def test_registry_names_and_classes():
-    assert LOSSES.names() == ["hyp2", "orthohash", "triplet"]
+    assert LOSSES.names() == ["hyp2", "orthohash", "triplet", "wsdhq"]
     assert LOSSES.get("orthohash") is OrthoHashLoss
     assert LOSSES.get("hyp2") is HyP2Loss
     assert LOSSES.get("triplet") is TripletLoss
-    with pytest.raises(KeyError, match="known: hyp2, orthohash, triplet"):
+    with pytest.raises(KeyError, match="known: hyp2, orthohash, triplet, wsdhq"):
         LOSSES.get("dpsh")
 
 

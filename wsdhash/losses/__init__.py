@@ -18,11 +18,13 @@ from __future__ import annotations
 from wsdhash.losses.hyp2 import HyP2Loss
 from wsdhash.losses.orthohash import OrthoHashLoss
 from wsdhash.losses.triplet import TripletLoss
+from wsdhash.losses.wsdhq import WSDHQLoss
 from wsdhash.registry import Registry
 
 LOSSES: Registry[type] = Registry("loss")
 LOSSES.register("orthohash")(OrthoHashLoss)
 LOSSES.register("hyp2")(HyP2Loss)
 LOSSES.register("triplet")(TripletLoss)
+LOSSES.register("wsdhq")(WSDHQLoss)
 
-__all__ = ["LOSSES", "HyP2Loss", "OrthoHashLoss", "TripletLoss"]
+__all__ = ["LOSSES", "HyP2Loss", "OrthoHashLoss", "TripletLoss", "WSDHQLoss"]
