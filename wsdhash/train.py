@@ -160,7 +160,7 @@ def main(argv):
     os.makedirs(workdir, exist_ok=True)
 
     options = {}
-    if FLAGS.image_root:
+    if FLAGS.image_root and FLAGS.dataset != "builtin":  # The built-in data has one root.
         options["image_root"] = FLAGS.image_root
     if FLAGS.dataset == "builtin":
         num_train, num_query, num_database = (int(n) for n in FLAGS.builtin_sizes)

@@ -1,0 +1,115 @@
+"""WSDHQ end to end on the built-in dataset: tag processing -> training with the
+quantizer -> AQD codes file; and every published-experiment flagfile runs with tiny
+overrides, so no script rots."""
+
+import glob
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from train_helpers import read_json, run_train
+
+from wsdhash.data.builtin import generate_builtin
+from wsdhash.eval import read_codes_file
+from wsdhash.quantization.aqd import aqd_evaluate
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+RUN_FLAGFILES = sorted(glob.glob(os.path.join(ROOT, "scripts", "flags", "run*.flags")))
+
+
+@pytest.fixture(scope="module")
+def tagged(tmp_path_factory):
+    root = tmp_path_factory.mktemp("wsdhq")
+    data_dir, tag_dir = root / "builtin", root / "tags"
+    # 320 training images: the quantizer's 256-codeword k-means needs more than 256.
+    generate_builtin(data_dir, image_size=32, num_train=320, num_query=30, num_database=80)
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "wsdhash.tags",
+            f"--vocab={data_dir / 'tag_vocab.txt'}", f"--tag_matrix={data_dir / 'train_tag.txt'}",
+            "--vectors=train", "--w2v_dim=24", "--w2v_epochs=5", f"--output_dir={tag_dir}",
+        ],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    return data_dir, tag_dir
+
+
+def test_wsdhq_trains_from_tags_and_writes_aqd_codes(tagged, tmp_path):
+    data_dir, tag_dir = tagged
+    workdir = tmp_path / "run"
+    run_train(
+        data_dir, workdir, "--builtin_sizes=320,30,80", "--method=wsdhq", "--supervision=tags",
+        f"--tag_dir={tag_dir}",
+        "--head=tanh", "--hash_bit=16", "--steps=6", "--quantizer_update_every=3",
+        "--optimizer=adam", "--lr=1e-3", "--empty=skip", "--ten_crop",
+    )  # fmt: skip
+    metrics = read_json(workdir / "metrics.json")
+    assert metrics["map_name"] == "mAP@1000[ties=index,empty=skip]"
+    codes = read_codes_file(workdir / "codes.h5")
+    embeddings = np.loadtxt(tag_dir / "FinalTagEmbs.txt")
+    assert codes.bits == 16 and codes.codebooks.shape == (2, 256, embeddings.shape[1])
+    assert codes.database.indices.shape == (80, 2) and codes.query.features.shape == (30, 24)
+    again = aqd_evaluate(
+        codes.query.features, codes.database.indices, codes.codebooks,
+        codes.query.labels, codes.database.labels, topk=1000, empty="skip",
+    )  # fmt: skip
+    assert again.map == pytest.approx(metrics["map"], abs=1e-9)
+    # The evaluate CLI ranks a quantization codes file by AQD too.
+    result = subprocess.run(
+        [sys.executable, "-m", "wsdhash.evaluate", f"--codes={workdir / 'codes.h5'}",
+         "--topk=1000", "--empty=skip", "--json"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    import json
+
+    assert json.loads(result.stdout)["map"] == pytest.approx(metrics["map"], abs=1e-9)
+
+
+def test_wsdhq_needs_tags_and_a_tag_dir(tagged, tmp_path):
+    data_dir, tag_dir = tagged
+    sizes = "--builtin_sizes=320,30,80"
+    result = run_train(
+        data_dir, tmp_path / "a", sizes, "--method=wsdhq", "--supervision=tags", "--steps=2",
+        check=False,
+    )  # fmt: skip
+    assert result.returncode != 0 and "--tag_dir" in result.stderr
+    result = run_train(
+        data_dir, tmp_path / "b", sizes, "--method=wsdhq", f"--tag_dir={tag_dir}", "--steps=2",
+        check=False,
+    )  # fmt: skip
+    assert result.returncode != 0 and "--supervision=tags" in result.stderr
+
+
+@pytest.mark.parametrize("flagfile", RUN_FLAGFILES, ids=os.path.basename)
+def test_published_flagfile_runs_on_the_builtin_dataset(tagged, tmp_path, flagfile):
+    data_dir, tag_dir = tagged
+    workdir = tmp_path / "run"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    command = [
+        sys.executable, "-m", "wsdhash.train", f"--flagfile={flagfile}",
+        # Tiny overrides: the flagfile's method, loss, optimiser and evaluation stay.
+        "--dataset=builtin", f"--data_dir={data_dir}", "--builtin_sizes=320,30,80",
+        "--builtin_image_size=32", f"--tag_dir={tag_dir}", "--validation_size=32", "--backbone=small_cnn",
+        "--weights=none", "--image_size=32", "--crop_size=28", "--batch_size=16",
+        "--steps=2", "--quantizer_update_every=1", f"--workdir={workdir}",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    config = read_json(workdir / "run_info.json")["config"]
+    bits = int(os.path.basename(flagfile)[3:7]) % 4 or 4
+    assert config["bits"] == 8 * bits and config["method"] == "wsdhq" and config["ten_crop"]
+    assert config["optimizer"]["name"] == "adam" and config["empty"] == "skip"
+    assert read_json(workdir / "metrics.json")["map_name"].endswith("empty=skip]")
+
+
+def test_run_scripts_are_valid_bash_and_name_their_flagfile():
+    scripts = sorted(glob.glob(os.path.join(ROOT, "scripts", "run*.sh")))
+    assert len(scripts) == len(RUN_FLAGFILES) == 8
+    for script in scripts:
+        assert subprocess.run(["bash", "-n", script]).returncode == 0
+        number = os.path.basename(script)[3:7]
+        assert f"scripts/flags/run{number}.flags" in open(script).read()
