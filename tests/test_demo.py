@@ -25,14 +25,17 @@ def _run_demo(tmp_path, *extra):
 def test_demo_writes_codes_files_whose_metrics_match_the_table(tmp_path):
     workdir, rows, stdout = _run_demo(
         tmp_path,
-        "--num_train=300",
+        "--num_train=400",  # > 256 after validation: the quantizer's k-means
         "--num_query=40",
         "--num_database=200",
         "--bits=16,32",
         "--train_steps=6",
     )
-    assert ("orthohash (trained, small_cnn)", 32) in {(row["method"], row["bits"]) for row in rows}
-    assert (workdir / "orthohash_32" / "saved_model" / "saved_model.pb").exists()
+    trained = {(row["method"], row["bits"]) for row in rows}
+    assert ("WSDHQ (tags only, AQD)", 32) in trained
+    assert ("same network, no quantization loss (AQD)", 32) in trained
+    assert (workdir / "wsdhq_32" / "saved_model" / "saved_model.pb").exists()
+    assert (workdir / "tags" / "FinalTagEmbs.txt").exists()
     methods = {(row["method"], row["bits"]) for row in rows}
     for method in ("lsh", "pcah", "itq", "random codes"):
         assert {(method, 16), (method, 32)} <= methods
@@ -53,11 +56,12 @@ def test_demo_writes_codes_files_whose_metrics_match_the_table(tmp_path):
 
 
 @pytest.mark.slow
-def test_default_demo_learned_codes_beat_every_baseline_clearly(tmp_path):
+def test_default_demo_wsdhq_from_tags_beats_every_baseline_clearly(tmp_path):
     _, rows, _ = _run_demo(tmp_path)
     by_key = {(row["method"], row["bits"]): row["map"] for row in rows}
-    learned = by_key[("orthohash (trained, small_cnn)", 32)]
-    best_baseline = max(value for (method, _), value in by_key.items() if "orthohash" not in method)
+    learned = by_key[("WSDHQ (tags only, AQD)", 32)]
+    baselines = ("lsh", "pcah", "itq", "random codes")
+    best_baseline = max(value for (method, _), value in by_key.items() if method in baselines)
     assert learned > best_baseline + 0.2
     for bits in (16, 32, 64):
         assert by_key[("pcah", bits)] > by_key[("random codes", bits)] + 0.03

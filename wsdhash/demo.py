@@ -1,18 +1,21 @@
-"""The main job on the built-in dataset: build it, train, evaluate, export, compare.
+"""The main job on the built-in dataset: tags, train, evaluate, export, compare.
 
     python -m wsdhash.demo [--data_dir=data/builtin] [--workdir=checkpoints/demo]
 
 1. Generates the built-in dataset (no download).
-2. Trains OrthoHash (a small CNN from scratch, on the training labels) and selects the
-   checkpoint on validation queries carved from the training split.
-3. Runs the unsupervised baselines (LSH, PCAH, ITQ) on hand-made image features, next
-   to two references: random codes (chance) and the unhashed features.
-4. Exports the trained model as a SavedModel and prints one table.
+2. Processes its user tags (word2vec trained on the tag lists, correlation
+   enhancement, synonym merging), as `python -m wsdhash.tags --vectors=train`.
+3. Trains WSDHQ from the tags only (a small CNN from scratch, 32 bits = 4 codebooks x
+   256 codewords, quantizer every 100 steps, checkpoint chosen on validation queries
+   carved from the training split) and the same network without the quantization
+   loss; both are evaluated by AQD on the ground-truth labels.
+4. Runs the unsupervised baselines (LSH, PCAH, ITQ) on hand-made image features, next
+   to random codes and the unhashed features.
+5. Exports each trained model as a SavedModel and prints one table.
 
-Each method's codes go to `<workdir>/<method>_<bits>.h5` (evaluate one with
-`python -m wsdhash.evaluate`), the training run to `<workdir>/orthohash_<bits>/`, the
-SavedModel to `<workdir>/orthohash_<bits>/saved_model/`, all metrics to
-`<workdir>/metrics.json`.
+Each baseline's codes go to `<workdir>/<method>_<bits>.h5`, each training run to
+`<workdir>/<name>_<bits>/` (codes.h5, metrics.json, saved_model/), the processed
+tags to `<workdir>/tags/`, all metrics to `<workdir>/metrics.json`.
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ from __future__ import annotations
 import os
 import time
 
-from absl import app, flags
 import numpy as np
+from absl import app, flags
 
 from wsdhash import atomic_files
 from wsdhash.baselines import BASELINES
@@ -41,7 +44,12 @@ flags.DEFINE_integer("num_database", 5000, "Built-in dataset: database images.")
 flags.DEFINE_string("ties", "index", "Tie policy of the evaluation.")
 flags.DEFINE_string("empty", "zero", "Zero-relevant query policy of the evaluation.")
 flags.DEFINE_integer("train_bits", 32, "Code length of the trained model (0: skip training).")
-flags.DEFINE_integer("train_steps", 400, "Training steps (batch 64).")
+flags.DEFINE_integer("train_steps", 300, "Training steps of each trained method (batch 64).")
+flags.DEFINE_list(
+    "trained",
+    ["wsdhq", "wsdhq_no_quantization"],
+    "Methods to train: wsdhq, wsdhq_no_quantization, orthohash.",
+)
 
 
 def _evaluate(query, database, topk, **ranking):
@@ -57,13 +65,49 @@ def _evaluate(query, database, topk, **ranking):
     )
 
 
-def _train_and_export(topk):
-    """Trains OrthoHash on the built-in dataset, exports it, and evaluates its codes."""
+# The trained rows of the table: name -> (method, supervision, method options, head).
+TRAINED = {
+    "wsdhq": ("wsdhq", "tags", {}, "tanh"),
+    "wsdhq_no_quantization": ("wsdhq", "tags", {"quantization_weight": 0.0}, "tanh"),
+    "orthohash": ("orthohash", "labels", {"multiclass": True}, "linear_bn"),
+}
+TRAINED_TITLES = {
+    "wsdhq": "WSDHQ (tags only, AQD)",
+    "wsdhq_no_quantization": "same network, no quantization loss (AQD)",
+    "orthohash": "OrthoHash (ground-truth labels)",
+}
+
+
+def _process_tags() -> str:
+    """Tag processing on the training tags: word2vec trained on the tag lists (no
+    pretrained vectors are available offline), correlation enhancement, merging."""
+    from wsdhash.data import list_files
+    from wsdhash.tagging import process_tags
+    from wsdhash.tagging.files import write_outputs
+    from wsdhash.tagging.word_vectors import tag_sentences, train_word2vec
+
+    tag_dir = os.path.join(FLAGS.workdir, "tags")
+    vocabulary = list_files.read_name_list(os.path.join(FLAGS.data_dir, "tag_vocab.txt"))
+    tag_matrix = list_files.read_binary_matrix(os.path.join(FLAGS.data_dir, "train_tag.txt"))
+    vectors = train_word2vec(tag_sentences(vocabulary, tag_matrix), seed=FLAGS.seed)
+    result = process_tags(vocabulary, tag_matrix, vectors, center=True)
+    write_outputs(tag_dir, result, source={"vectors": "word2vec trained on the training tags"})
+    print(
+        f"tag processing: {len(vocabulary)} raw tags -> {len(result.final_embeddings)} "
+        f"merged tags, written to {tag_dir}"
+    )
+    return tag_dir
+
+
+def _train_and_export(name: str, tag_dir: str, topk):
+    """Trains one method on the built-in dataset, exports it, evaluates its codes."""
     from wsdhash import serving
     from wsdhash.eval import read_codes_file
+    from wsdhash.quantization.aqd import aqd_evaluate
     from wsdhash.training import trainer
 
-    workdir = os.path.join(FLAGS.workdir, f"orthohash_{FLAGS.train_bits}")
+    method, supervision, options, head = TRAINED[name]
+    workdir = os.path.join(FLAGS.workdir, f"{name}_{FLAGS.train_bits}")
     config = trainer.TrainConfig(
         dataset="builtin",
         data_dir=FLAGS.data_dir,
@@ -74,15 +118,22 @@ def _train_and_export(topk):
             num_database=FLAGS.num_database,
         ),
         backbone="small_cnn",
-        head="linear_bn",
+        head=head,
         bits=FLAGS.train_bits,
-        method="orthohash",
-        method_options=dict(multiclass=True),
+        method=method,
+        method_options=options,
+        supervision=supervision,
+        tag_dir=tag_dir,
         batch_size=64,
         steps=FLAGS.train_steps,
+        optimizer=trainer.OptimizerConfig(
+            name="adam" if method == "wsdhq" else "sgd",
+            learning_rate=1e-3 if method == "wsdhq" else 0.01,
+        ),
+        quantizer_update_every=max(FLAGS.train_steps // 3, 1),
         seed=FLAGS.seed,
         workdir=workdir,
-        eval_every=max(FLAGS.train_steps // 4, 1),
+        eval_every=max(FLAGS.train_steps // 3, 1),
         validation_size=min(500, FLAGS.num_train // 5),
         log_every=max(FLAGS.train_steps // 10, 1),
     )
@@ -91,8 +142,21 @@ def _train_and_export(topk):
     exported = serving.export_saved_model(
         model, pipeline_config, os.path.join(workdir, "saved_model"), overwrite=True
     )
-    print(f"trained model exported to {exported}")
+    print(f"{name}: model exported to {exported}")
     codes = read_codes_file(os.path.join(workdir, "codes.h5"))
+    if codes.codebooks is not None:
+        return aqd_evaluate(
+            codes.query.features,
+            codes.database.indices,
+            codes.codebooks,
+            codes.query.labels,
+            codes.database.labels,
+            topk=topk,
+            ties=FLAGS.ties,
+            empty=FLAGS.empty,
+            seed=FLAGS.seed,
+            precision_at=(100,),
+        )
     return _evaluate(
         codes.query,
         codes.database,
@@ -130,8 +194,11 @@ def main(argv):
     topk = dataset.topk
 
     rows = []
-    if FLAGS.train_bits:
-        rows.append(("orthohash (trained, small_cnn)", FLAGS.train_bits, _train_and_export(topk)))
+    if FLAGS.train_bits and FLAGS.trained:
+        tag_dir = _process_tags()
+        for name in FLAGS.trained:
+            result = _train_and_export(name, tag_dir, topk)
+            rows.append((TRAINED_TITLES[name], FLAGS.train_bits, result))
     reference = _evaluate(query, database, topk, scores=features["query"] @ features["database"].T)
     rows.append(("features, inner product (no hashing)", features["query"].shape[1], reference))
     rng = np.random.default_rng(FLAGS.seed)
@@ -174,14 +241,14 @@ def main(argv):
 
     name = rows[0][2].map_name
     assert all(result.map_name == name for _, _, result in rows)
-    print(f"\n{'method':<38}{'bits':>6}{name:>36}{'P@100':>8}{'P(r<=2)':>9}")
+    print(f"\n{'method':<44}{'bits':>6}{name:>36}{'P@100':>8}{'P(r<=2)':>9}")
     for method, bits, result in rows:
         within = result.precision_within_radius
         bounds = ""
         if result.tie_bounds_matter():
             bounds = f"  (ties: {result.map_pessimistic:.4f}..{result.map_optimistic:.4f})"
         print(
-            f"{method:<38}{bits:>6}{result.map:>36.4f}{result.precision_at_n[100]:>8.4f}"
+            f"{method:<44}{bits:>6}{result.map:>36.4f}{result.precision_at_n[100]:>8.4f}"
             f"{'' if within is None else f'{within:.4f}':>9}{bounds}"
         )
     atomic_files.write_json(

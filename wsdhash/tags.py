@@ -31,7 +31,9 @@ _EXIT_USAGE = 2
 _TRAIN = "train"
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("vocab", None, "Raw tag vocabulary, one tag per line (columns of --tag_matrix).")
+flags.DEFINE_string(
+    "vocab", None, "Raw tag vocabulary, one tag per line (columns of --tag_matrix)."
+)
 flags.DEFINE_string("tag_matrix", None, "Training images' N x T 0/1 tag matrix (train_tag.txt).")
 flags.DEFINE_string(
     "vectors",
@@ -101,8 +103,10 @@ def _require(name: str) -> str:
 def _load_vectors(vocabulary: list[str], tag_matrix) -> tuple[object, str]:
     source = _require("vectors")
     if source == _TRAIN:
-        sentences = [[vocabulary[j] for j in row.nonzero()[0]] for row in tag_matrix]
-        _log(f"training word2vec (dim {FLAGS.w2v_dim}, {FLAGS.w2v_epochs} epochs, seed {FLAGS.seed})")
+        sentences = word_vectors.tag_sentences(vocabulary, tag_matrix)
+        _log(
+            f"training word2vec (dim {FLAGS.w2v_dim}, {FLAGS.w2v_epochs} epochs, seed {FLAGS.seed})"
+        )
         vectors = word_vectors.train_word2vec(
             sentences, vector_size=FLAGS.w2v_dim, epochs=FLAGS.w2v_epochs, seed=FLAGS.seed
         )

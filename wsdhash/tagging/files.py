@@ -73,17 +73,14 @@ def write_merge_map(path: str | os.PathLike, merge_map: Mapping[int, Sequence[in
     atomic_files.write_text(path, "{\n" + ",\n".join(lines) + "\n}\n")
 
 
-def _checked_merge_map(
-    merge_map: dict, path: str, *, contiguous: bool
-) -> dict[int, list[int]]:
+def _checked_merge_map(merge_map: dict, path: str, *, contiguous: bool) -> dict[int, list[int]]:
     checked: dict[int, list[int]] = {}
     for key, members in merge_map.items():
         if isinstance(members, (str, bytes)) or not hasattr(members, "__iter__"):
             raise DataFormatError(f"{path}: merged tag {key!r} maps to {members!r}, not a list.")
         members = list(members)
         if not members or not all(
-            isinstance(m, (int, np.integer)) and not isinstance(m, bool) and m >= 0
-            for m in members
+            isinstance(m, (int, np.integer)) and not isinstance(m, bool) and m >= 0 for m in members
         ):
             raise DataFormatError(
                 f"{path}: merged tag {key!r} must map to a non-empty list of raw column "
@@ -142,7 +139,9 @@ def load_merge_map(path: str | os.PathLike, allow_pickle: bool = False) -> dict[
     try:
         value = {int(k): v for k, v in value.items()}
     except ValueError:
-        raise DataFormatError(f"{path}: merged ids must be integers, got {list(value)[:5]}.") from None
+        raise DataFormatError(
+            f"{path}: merged ids must be integers, got {list(value)[:5]}."
+        ) from None
     value.pop(_DROPPED_KEY, None)
     checked = _checked_merge_map(value, path, contiguous=True)
     return {g: checked[g] for g in sorted(checked)}
@@ -246,16 +245,18 @@ def format_report(
     ]
     largest = sorted(range(len(groups)), key=lambda g: (-len(groups[g]), g))[:num_groups]
     largest = [g for g in largest if len(groups[g]) > 1]
-    lines += [
-        f"- {g} ({len(groups[g])} tags): {result.group_names[g]}" for g in largest
-    ] or ["- none"]
+    lines += [f"- {g} ({len(groups[g])} tags): {result.group_names[g]}" for g in largest] or [
+        "- none"
+    ]
     lines += ["", "## Nearest neighbours of frequent final tags", ""]
     frequency = result.merged_tag_matrix.sum(axis=0)
     embeddings = result.final_embeddings.astype(np.float64)
     similarity = embeddings @ embeddings.T
     for g in np.argsort(-frequency, kind="stable")[:num_frequent]:
         order = [int(h) for h in np.argsort(-similarity[g], kind="stable") if h != g]
-        neighbours = ", ".join(f"{names[h]} ({similarity[g, h]:.2f})" for h in order[:num_neighbours])
+        neighbours = ", ".join(
+            f"{names[h]} ({similarity[g, h]:.2f})" for h in order[:num_neighbours]
+        )
         lines.append(f"- {names[g]} ({int(frequency[g])} images): {neighbours or '-'}")
     return "\n".join(lines) + "\n"
 

@@ -300,6 +300,11 @@ def load_packaged_glove(words: Iterable[str]) -> KeyedVectors:
     )
 
 
+def tag_sentences(vocabulary: Sequence[str], tag_matrix: np.ndarray) -> list[list[str]]:
+    """Each training image's tag words (its "sentence" for word2vec), in column order."""
+    return [[vocabulary[j] for j in np.flatnonzero(row)] for row in tag_matrix]
+
+
 def train_word2vec(
     sentences: Sequence[Sequence[str]],
     *,
