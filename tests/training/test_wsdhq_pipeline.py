@@ -113,3 +113,21 @@ def test_run_scripts_are_valid_bash_and_name_their_flagfile():
         assert subprocess.run(["bash", "-n", script]).returncode == 0
         number = os.path.basename(script)[3:7]
         assert f"scripts/flags/run{number}.flags" in open(script).read()
+
+
+def test_quantizer_updates_reach_every_replica(tagged, tmp_path):
+    import tensorflow as tf
+
+    data_dir, tag_dir = tagged
+    workdir = tmp_path / "run"
+    run_train(
+        data_dir, workdir, "--builtin_sizes=320,30,80", "--method=wsdhq", "--supervision=tags",
+        f"--tag_dir={tag_dir}", "--head=tanh", "--steps=4", "--quantizer_update_every=2",
+        "--cpu_replicas=2", "--strategy=mirrored", "--log_every=1",
+    )  # fmt: skip
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(workdir / "checkpoints")))
+    names = reader.get_variable_to_shape_map()
+    active = [n for n in names if n.startswith("loss/") and "quantization_active" in n]
+    books = [n for n in names if n.startswith("loss/") and "codebooks" in n]
+    assert active and reader.get_tensor(active[0]) == 1.0
+    assert books and np.abs(reader.get_tensor(books[0])).sum() > 0
