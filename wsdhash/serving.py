@@ -17,6 +17,7 @@ The SavedModel needs only TensorFlow to load (not wsdhash).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -46,7 +47,7 @@ def load_trained_model(workdir: str, checkpoint: str = "best"):
     with open(info_path) as f:
         config = trainer.config_from_dict(json.load(f)["config"])
     # Weights come from the checkpoint; never download or unpickle anything here.
-    config = trainer.dataclasses.replace(config, weights="none", allow_pickle=False)
+    config = dataclasses.replace(config, weights="none", allow_pickle=False)
     model, backbone, _ = trainer.build_model(config)
     directory = os.path.join(workdir, "checkpoints")
     if checkpoint == "best":

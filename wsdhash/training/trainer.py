@@ -10,7 +10,6 @@ resumes from its last checkpoint: weights, optimiser state, step and data positi
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import time
@@ -622,8 +621,3 @@ class _Progress:
             "[%s] step %d/%d %s (%.1f steps/s, %.0f s left)",
             bar, current, self.total, terms, done / max(elapsed, 1e-9), left,
         )  # fmt: skip
-
-
-def read_metrics(workdir: str) -> dict:
-    with open(os.path.join(workdir, "metrics.json")) as f:
-        return json.load(f)
