@@ -1,0 +1,114 @@
+"""Turning a real dataset download into checked split lists.
+
+A *preparer* (one module per dataset in `wsdhash.data.sources`) reads one dataset in its official layout (or from TFDS), writes split
+lists that the dataset registry (`wsdhash.data.datasets.DATASETS`) reads, and returns
+the protocol those lists must satisfy. `check_prepared` then verifies the lists
+through the dataset registry: split sizes match the protocol, query and train are
+disjoint where the protocol says so, the train split is inside the database where it
+says so, and every image exists and decodes. Problems are reported, never fixed by
+silently dropping images.
+
+Preparers are registered in `PREPARERS` below, one per dataset name, and share a
+signature:
+
+    preparer(root: str, output_dir: str, *, seed: int, **options) -> Prepared
+
+`root` is the user's download folder, `output_dir` the folder the lists go into
+(usually `data/<name>/`). The CLI is `python -m wsdhash.data.prepare`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+
+import cv2
+import numpy as np
+
+from wsdhash.data import datasets as datasets_lib
+from wsdhash.data.protocols import Prepared
+from wsdhash.registry import Registry
+
+
+def _decodes(path: str) -> bool:
+    data = np.fromfile(path, dtype=np.uint8)
+    return data.size > 0 and cv2.imdecode(data, cv2.IMREAD_COLOR) is not None
+
+
+def check_prepared(
+    prepared: Prepared,
+    data_dir: str,
+    *,
+    decode: bool = True,
+    progress: Callable[[Iterable], Iterable] | None = None,
+) -> list[str]:
+    """Checks prepared lists against their protocol; returns the problems found.
+
+    Args:
+        prepared: what the preparer returned.
+        data_dir: the folder the lists were written to.
+        decode: also decode every image once (slow on big datasets, but it is the only
+            way to find truncated downloads before training does).
+        progress: wraps the image iteration (e.g. `tqdm.tqdm`) to show progress.
+
+    Returns:
+        One line per problem; empty when everything matches.
+    """
+    dataset = datasets_lib.get_dataset(prepared.dataset, data_dir, **prepared.options)
+    protocol = prepared.protocol
+    problems: list[str] = []
+    splits = {}
+    for name in dataset.splits:
+        try:
+            splits[name] = dataset.split(name)
+        except (OSError, ValueError) as error:
+            problems.append(f"split {name!r} cannot be read: {error}")
+    for name, expected in protocol.counts.items():
+        if name not in splits:
+            if name not in dataset.splits:
+                problems.append(f"split {name!r} is missing")
+            continue
+        if expected is not None and len(splits[name]) != expected:
+            problems.append(
+                f"split {name!r} has {len(splits[name])} items, protocol says {expected}"
+            )
+    for name, split in splits.items():
+        if protocol.num_classes is not None and split.num_classes not in (0, protocol.num_classes):
+            problems.append(
+                f"split {name!r} has {split.num_classes} label columns, "
+                f"protocol says {protocol.num_classes}"
+            )
+    for first, second in protocol.disjoint:
+        if first in splits and second in splits:
+            shared = np.intersect1d(splits[first].paths, splits[second].paths)
+            if shared.size:
+                problems.append(
+                    f"splits {first!r} and {second!r} share {shared.size} images, e.g. {shared[0]}"
+                )
+    for inner, outer in protocol.contained:
+        if inner in splits and outer in splits:
+            outside = np.setdiff1d(splits[inner].paths, splits[outer].paths)
+            if outside.size:
+                problems.append(
+                    f"{outside.size} images of split {inner!r} are not in {outer!r}, "
+                    f"e.g. {outside[0]}"
+                )
+    paths = np.unique(np.concatenate([s.paths for s in splits.values()])) if splits else []
+    iterate = progress(paths) if (progress is not None and decode) else paths
+    missing, broken = [], []
+    for path in iterate:
+        if not os.path.exists(path):
+            missing.append(path)
+        elif decode and not _decodes(path):
+            broken.append(path)
+    if missing:
+        problems.append(f"{len(missing)} images do not exist, e.g. {missing[0]}")
+    if broken:
+        problems.append(f"{len(broken)} images do not decode, e.g. {broken[0]}")
+    return problems
+
+
+PREPARERS: Registry[Callable[..., Prepared]] = Registry("dataset preparer")
+
+# Registrations go here, one per dataset name, e.g.
+# PREPARERS.register("cub200")(cub200.prepare)

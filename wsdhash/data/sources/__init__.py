@@ -1,0 +1,1 @@
+"""Preparers: one module per real dataset, reading its official layout or TFDS."""
