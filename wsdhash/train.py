@@ -54,9 +54,17 @@ flags.DEFINE_enum("wsdhq_variant", "wsdhq", ["wsdhq", "wdht"], "Margin loss or W
 flags.DEFINE_float("wsdhq_quantization_weight", 1e-4, "WSDHQ lambda.")
 flags.DEFINE_enum(
     "wsdhq_quantization_form",
-    "faithful",
-    ["faithful", "hypersphere"],
-    "Quantization loss on raw tanh features (code) or normalised ones (paper).",
+    "auto",
+    ["auto", "faithful", "hypersphere", "product"],
+    "Quantization loss on raw tanh features (the code), normalised ones (the paper) or "
+    "normalised sub-vectors (product quantizer); auto: faithful for additive, product "
+    "for product.",
+)
+flags.DEFINE_enum(
+    "quantizer",
+    "additive",
+    ["additive", "product"],
+    "WSDHQ quantizer: additive (the original's ICM) or product (PQ on the hypersphere).",
 )
 flags.DEFINE_integer("quantizer_update_every", 0, "WSDHQ quantizer period in steps (0: 2 epochs).")
 # Optimisation.
@@ -113,13 +121,19 @@ def method_options() -> dict:
     if FLAGS.method == "triplet":
         return {"margin": FLAGS.triplet_margin, "dnnh_sigmoid": FLAGS.triplet_dnnh_sigmoid}
     if FLAGS.method == "wsdhq":
+        from wsdhash.training import quantized
+
         return {
             "gamma": FLAGS.wsdhq_gamma,
             "margin": FLAGS.wsdhq_margin,
             "hardest_negatives": FLAGS.wsdhq_hardest_negatives,
             "variant": FLAGS.wsdhq_variant,
             "quantization_weight": FLAGS.wsdhq_quantization_weight,
-            "quantization_form": FLAGS.wsdhq_quantization_form,
+            "quantization_form": (
+                quantized.default_quantization_form(FLAGS.quantizer)
+                if FLAGS.wsdhq_quantization_form == "auto"
+                else FLAGS.wsdhq_quantization_form
+            ),
         }
     return {}
 
@@ -130,10 +144,7 @@ def parse_topk(value: str | None) -> int | None:
         return None
     if value == "all":
         return 0
-    try:
-        topk = int(value)
-    except ValueError:
-        raise app.UsageError(f"--topk must be a positive integer or 'all', got {value!r}.")
+    topk = int(value) if value.isdigit() else 0
     if topk < 1:
         raise app.UsageError(f"--topk must be a positive integer or 'all', got {value!r}.")
     return topk
@@ -225,6 +236,7 @@ def main(argv):
         images_per_class=FLAGS.images_per_class,
         tag_dir=FLAGS.tag_dir,
         quantizer_update_every=FLAGS.quantizer_update_every,
+        quantizer=FLAGS.quantizer,
         empty=FLAGS.empty,
     )
     from wsdhash import atomic_files
@@ -234,9 +246,8 @@ def main(argv):
     atomic_files.write_text(os.path.join(workdir, "flags.txt"), replay)
     metrics = trainer.train(config, strategy)
     print(f"{metrics['map_name']} = {metrics['map']:.4f} (selected on {metrics['selected_on']})")
-    print(
-        f"codes: {os.path.join(workdir, 'codes.h5')}  metrics: {os.path.join(workdir, 'metrics.json')}"
-    )
+    codes, metrics_file = (os.path.join(workdir, n) for n in ("codes.h5", "metrics.json"))
+    print(f"codes: {codes}  metrics: {metrics_file}")
 
 
 def run():

@@ -438,3 +438,40 @@ def test_argument_errors():
         layer.set_quantizer(np.zeros((1, 256, 2)), np.full((4, 1), 256))
     with pytest.raises(ValueError, match="both ref_codes and ref_labels"):
         layer(np.ones((2, 2)), np.ones((2, 3)), ref_codes=np.ones((2, 2)))
+
+
+def test_product_form_pairs_with_the_product_quantizer():
+    from wsdhash.quantization.product import ProductQuantizer
+
+    rng = np.random.default_rng(4)
+    dim, books_m = 6, 2
+    tags = rng.normal(size=(TAGS, dim)).astype(np.float32)
+    train = rng.normal(size=(40, dim))
+    quantizer = ProductQuantizer(books_m, 8, seed=0).fit(train)
+    stored = quantizer.encode(train)
+    layer = WSDHQLoss(
+        bits=8 * books_m,
+        num_classes=TAGS,
+        tag_embeddings=tags,
+        num_train_examples=40,
+        num_codewords=8,
+        quantization_form="product",
+    )
+    layer.set_quantizer(quantizer.full_codebooks(), stored)
+    index = np.array([0, 5, 39])
+    codes = train[index].astype(np.float32)
+    got = layer(codes, np.ones((3, TAGS)), example_index=index)["quantization"].numpy()
+    sub = codes.reshape(3, books_m, -1).astype(np.float64)
+    normalised = (sub / np.linalg.norm(sub, axis=2, keepdims=True)).reshape(3, dim)
+    expected = np.sum(((normalised - quantizer.reconstruct(stored[index])) @ tags.T) ** 2, axis=1)
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    # Any positive scale of each sub-vector of a codeword concatenation costs nothing.
+    chosen = quantizer.reconstruct(stored[:1]).reshape(books_m, -1)
+    scaled = np.concatenate([2.0 * chosen[0], 0.3 * chosen[1]])[None].astype(np.float32)
+    zero = layer(scaled, np.ones((1, TAGS)), example_index=[0])["quantization"].numpy()
+    assert zero[0] == pytest.approx(0.0, abs=1e-8)
+    with pytest.raises(ValueError, match="M must divide D"):
+        WSDHQLoss(
+            bits=24, num_classes=TAGS, tag_embeddings=tags[:, :4], num_train_examples=4,
+            quantization_form="product",
+        )  # fmt: skip

@@ -96,3 +96,42 @@ def test_kmeans_recovers_separated_clusters_and_is_seeded():
     assert len(set(assignments)) == 5
     again, _ = kmeans_lib.kmeans(data, 5, seed=3)
     np.testing.assert_array_equal(found, again)
+
+
+def test_update_step_never_lowers_the_summed_cosine_and_is_optimal_per_codeword():
+    features = _features(seed=5, num_items=300, dimension=8)
+    quantizer = ProductQuantizer(2, 16, seed=0, kmeans_iter=1).fit(features)
+    codes = quantizer.encode(features)
+    before = quantizer.summed_cosine(features, codes)
+    old = quantizer.codebooks.copy()
+    quantizer.update_codebooks(features, codes)
+    after = quantizer.summed_cosine(features, codes)
+    assert after >= before - 1e-9
+    np.testing.assert_allclose(np.linalg.norm(quantizer.codebooks, axis=2), 1.0, rtol=1e-6)
+    # For fixed assignments, the best unit codeword is the normalised sum of its members:
+    # no random unit vector does better for any codeword.
+    sub = split_subvectors(features, 2)
+    sub = sub / np.linalg.norm(sub, axis=2, keepdims=True)
+    rng = np.random.default_rng(0)
+    for m in range(2):
+        for k in np.unique(codes[:, m])[:4]:
+            members = sub[codes[:, m] == k, m]
+            best = members.sum(0) @ quantizer.codebooks[m, k]
+            for _ in range(50):
+                other = rng.standard_normal(4)
+                assert members.sum(0) @ (other / np.linalg.norm(other)) <= best + 1e-9
+    # Codewords nobody uses keep their value.
+    unused = ProductQuantizer(1, 4, seed=0)
+    unused.codebooks = np.eye(4, dtype=np.float32)[None]
+    unused.update_codebooks(np.array([[1.0, 0.2, 0, 0]]), np.array([[0]]))
+    np.testing.assert_array_equal(unused.codebooks[0, 1:], np.eye(4)[1:])
+    assert not np.allclose(old, quantizer.codebooks)
+
+
+def test_full_codebooks_round_trip():
+    quantizer = ProductQuantizer(3, 8, seed=0).fit(_features(seed=2, num_items=60, dimension=9))
+    other = ProductQuantizer(3, 8)
+    other.set_full_codebooks(quantizer.full_codebooks())
+    np.testing.assert_array_equal(other.codebooks, quantizer.codebooks)
+    with pytest.raises(ValueError, match="full codebooks"):
+        other.set_full_codebooks(np.zeros((2, 8, 9)))

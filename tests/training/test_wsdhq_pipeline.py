@@ -37,12 +37,13 @@ def tagged(tmp_path_factory):
     return data_dir, tag_dir
 
 
-def test_wsdhq_trains_from_tags_and_writes_aqd_codes(tagged, tmp_path):
+@pytest.mark.parametrize("quantizer", ["additive", "product"])
+def test_wsdhq_trains_from_tags_and_writes_aqd_codes(tagged, tmp_path, quantizer):
     data_dir, tag_dir = tagged
     workdir = tmp_path / "run"
     run_train(
         data_dir, workdir, "--builtin_sizes=320,30,80", "--method=wsdhq", "--supervision=tags",
-        f"--tag_dir={tag_dir}",
+        f"--tag_dir={tag_dir}", f"--quantizer={quantizer}",
         "--head=tanh", "--hash_bit=16", "--steps=6", "--quantizer_update_every=3",
         "--optimizer=adam", "--lr=1e-3", "--empty=skip", "--ten_crop",
     )  # fmt: skip
@@ -52,6 +53,11 @@ def test_wsdhq_trains_from_tags_and_writes_aqd_codes(tagged, tmp_path):
     embeddings = np.loadtxt(tag_dir / "FinalTagEmbs.txt")
     assert codes.bits == 16 and codes.codebooks.shape == (2, 256, embeddings.shape[1])
     assert codes.database.indices.shape == (80, 2) and codes.query.features.shape == (30, 24)
+    if quantizer == "product":
+        # Block-sparse: codebook m lives in sub-space m only, with unit sub-codewords.
+        np.testing.assert_array_equal(codes.codebooks[0, :, 12:], 0.0)
+        np.testing.assert_array_equal(codes.codebooks[1, :, :12], 0.0)
+        np.testing.assert_allclose(np.linalg.norm(codes.codebooks, axis=2), 1.0, rtol=1e-5)
     again = aqd_evaluate(
         codes.query.features, codes.database.indices, codes.codebooks,
         codes.query.labels, codes.database.labels, topk=1000, empty="skip",
@@ -115,19 +121,31 @@ def test_run_scripts_are_valid_bash_and_name_their_flagfile():
         assert f"scripts/flags/run{number}.flags" in open(script).read()
 
 
-def test_quantizer_updates_reach_every_replica(tagged, tmp_path):
+def test_two_replicas_train_wsdhq_like_one_device(tagged, tmp_path):
+    """The quantizer update, the codes it stores and the quantization term behave the same
+    under a 2-replica MirroredStrategy as on one device."""
     import tensorflow as tf
 
     data_dir, tag_dir = tagged
-    workdir = tmp_path / "run"
-    run_train(
-        data_dir, workdir, "--builtin_sizes=320,30,80", "--method=wsdhq", "--supervision=tags",
+    common = [
+        "--builtin_sizes=320,30,80", "--method=wsdhq", "--supervision=tags",
         f"--tag_dir={tag_dir}", "--head=tanh", "--steps=4", "--quantizer_update_every=2",
-        "--cpu_replicas=2", "--strategy=mirrored", "--log_every=1",
-    )  # fmt: skip
-    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(workdir / "checkpoints")))
-    names = reader.get_variable_to_shape_map()
+        "--wsdhq_quantization_weight=0.1", "--cpu_replicas=2", "--deterministic",
+    ]  # fmt: skip
+    run_train(data_dir, tmp_path / "one", *common, "--strategy=one_device")
+    run_train(data_dir, tmp_path / "two", *common, "--strategy=mirrored")
+    readers = [
+        tf.train.load_checkpoint(tf.train.latest_checkpoint(str(tmp_path / run / "checkpoints")))
+        for run in ("one", "two")
+    ]
+    names = readers[0].get_variable_to_shape_map()
     active = [n for n in names if n.startswith("loss/") and "quantization_active" in n]
     books = [n for n in names if n.startswith("loss/") and "codebooks" in n]
-    assert active and reader.get_tensor(active[0]) == 1.0
-    assert books and np.abs(reader.get_tensor(books[0])).sum() > 0
+    assert active and all(r.get_tensor(active[0]) == 1.0 for r in readers)
+    assert books and np.abs(readers[0].get_tensor(books[0])).sum() > 0
+    compared = [n for n in names if "model/" in n or n.startswith("loss/")]
+    assert set(compared) <= set(readers[1].get_variable_to_shape_map())
+    for name in compared:
+        a, b = (r.get_tensor(name) for r in readers)
+        if isinstance(a, np.ndarray) and a.dtype.kind in "fi":
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5, err_msg=name)

@@ -36,8 +36,12 @@ Quantization (section 2.6), per example, with b_i the stored (stale) codes of th
 
 with raw x and raw E ("faithful", as coded). "hypersphere" uses z_i in place of x_i, as the
 paper describes quantization on the hypersphere; the codebooks and codes must then be fit
-on normalised features too (outside this layer). The codebooks and codes are fixed inputs:
-no gradient reaches them.
+on normalised features too (the trainer's quantizer does). "product" pairs with true
+product quantization on the hypersphere (quantization/product.py): x is split into the M
+contiguous sub-spaces of the codebooks and every sub-vector is normalised, and the
+codebooks are the block-sparse (M, K, D) form of the unit sub-codewords, so the sum over
+m is their concatenation. The codebooks and codes are fixed inputs: no gradient reaches
+them.
 
 Under XLA the positives are padded to a bounded dynamic size (bound T), so compiled code
 may reserve (B, T, T) memory; eager and graph mode use (B, max |P_i|, T).
@@ -57,7 +61,7 @@ import tensorflow as tf
 
 MARGINS = ("adaptive", "fixed")
 VARIANTS = ("wsdhq", "wdht")
-QUANTIZATION_FORMS = ("faithful", "hypersphere")
+QUANTIZATION_FORMS = ("faithful", "hypersphere", "product")
 
 # tf.nn.l2_normalize's default, as in the original: x / sqrt(max(sum x^2, 1e-12)).
 _NORMALIZE_EPSILON = 1e-12
@@ -239,18 +243,23 @@ def wsdhq_quantization_loss(
         codebooks: (M * K, D) stacked codebooks C; no gradient reaches them.
         assignments: (B, M) integer codeword index b_m in 0..K-1 for each codebook.
         tag_embeddings: (T, D) RAW tag embeddings E.
-        form: "faithful" (raw x, as coded) or "hypersphere" (x / ||x||, as in the paper).
+        form: "faithful" (raw x, as coded), "hypersphere" (x / ||x||, as in the paper) or
+            "product" (each of the M sub-vectors of x normalised; M must divide D).
 
     Returns:
         (B,) float32.
     """
     _check_choice("quantization_form", form, QUANTIZATION_FORMS)
     x = _as_float(codes)  # (B, D)
-    if form == "hypersphere":
-        x = tf.math.l2_normalize(x, axis=1, epsilon=_NORMALIZE_EPSILON)
-    codebooks = tf.stop_gradient(_as_float(codebooks))  # (M*K, D)
     assignments = tf.cast(assignments, tf.int32)  # (B, M)
     num_books = tf.shape(assignments)[1]
+    if form == "hypersphere":
+        x = tf.math.l2_normalize(x, axis=1, epsilon=_NORMALIZE_EPSILON)
+    elif form == "product":
+        subvectors = tf.reshape(x, [tf.shape(x)[0], num_books, -1])  # (B, M, D / M)
+        subvectors = tf.math.l2_normalize(subvectors, axis=2, epsilon=_NORMALIZE_EPSILON)
+        x = tf.reshape(subvectors, tf.shape(x))
+    codebooks = tf.stop_gradient(_as_float(codebooks))  # (M*K, D)
     num_codewords = tf.shape(codebooks)[0] // tf.maximum(num_books, 1)
     rows = assignments + tf.range(num_books)[None, :] * num_codewords  # (B, M)
     reconstruction = tf.reduce_sum(tf.gather(codebooks, rows), axis=1)  # (B, D)
@@ -283,7 +292,8 @@ class WSDHQLoss(keras.layers.Layer):
         variant: "wsdhq" (margin loss) or "wdht" (the WDHT baseline loss).
         quantization_weight: lambda (1e-4).
         num_codewords: K per codebook (256).
-        quantization_form: "faithful" (raw x) or "hypersphere" (x / ||x||).
+        quantization_form: "faithful" (raw x), "hypersphere" (x / ||x||) or "product"
+            (sub-vectors normalised; for the product quantizer, M must divide D).
 
     Reference:
         Wang et al., "Weakly Supervised Deep Hyperspherical Quantization for Image
@@ -327,6 +337,11 @@ class WSDHQLoss(keras.layers.Layer):
             raise ValueError(
                 f"num_train_examples and num_codewords must be >= 1; got {num_train_examples} "
                 f"and {num_codewords}."
+            )
+        if quantization_form == "product" and embeddings.shape[1] % (int(bits) // 8):
+            raise ValueError(
+                f"quantization_form='product' splits D={embeddings.shape[1]} into M="
+                f"{int(bits) // 8} sub-spaces; M must divide D."
             )
         self.bits = int(bits)
         self.num_classes = int(num_classes)

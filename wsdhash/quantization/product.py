@@ -147,6 +147,43 @@ class ProductQuantizer:
             codes[:, m] = np.argmax(subvectors[:, m] @ codebooks[m].T.astype(np.float64), axis=1)
         return codes
 
+    def update_codebooks(self, features: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """One spherical Lloyd step from the current codebooks; returns the new codebooks.
+
+        Every codeword becomes the normalised mean of the unit sub-vectors assigned to it
+        by `codes`, which maximises the summed cosine of those sub-vectors for fixed
+        assignments. A codeword with no sub-vector (or whose members cancel out) keeps its
+        value. This is the product-mode counterpart of the additive quantizer's
+        closed-form update between training rounds.
+
+        Args:
+          features: (N, D) features.
+          codes: (N, M) codes of those features (usually `encode(features)`).
+        """
+        codebooks = self._require_codebooks()
+        subvectors = self._subvectors(features)  # (N, M, S)
+        codes = np.asarray(codes)
+        if codes.shape != subvectors.shape[:2]:
+            raise ValueError(
+                f"codes must be (N={subvectors.shape[0]}, M={self.num_codebooks}); got shape "
+                f"{codes.shape}."
+            )
+        updated = codebooks.astype(np.float64)
+        for m in range(self.num_codebooks):
+            sums = np.zeros_like(updated[m])  # (K, S)
+            np.add.at(sums, codes[:, m].astype(np.intp), subvectors[:, m])
+            norms = np.linalg.norm(sums, axis=1)
+            moved = norms > 1e-12
+            updated[m, moved] = sums[moved] / norms[moved, None]
+        self.codebooks = updated.astype(np.float32)
+        return self.codebooks
+
+    def summed_cosine(self, features: np.ndarray, codes: np.ndarray) -> float:
+        """Sum over items and sub-spaces of cos(x_m, c_{m, k_m}): what PQ on the sphere
+        maximises (module doc)."""
+        subvectors = self._subvectors(features)
+        return float(np.sum(subvectors * self.reconstruct(codes).reshape(subvectors.shape)))
+
     def reconstruct(self, codes: np.ndarray) -> np.ndarray:
         """(N, D) concatenation of the chosen unit sub-codewords."""
         codebooks = self._require_codebooks()
@@ -168,6 +205,19 @@ class ProductQuantizer:
         for m in range(self.num_codebooks):
             full[m, :, m * size : (m + 1) * size] = codebooks[m]
         return full
+
+    def set_full_codebooks(self, full: np.ndarray) -> None:
+        """Inverse of `full_codebooks`: takes sub-codebook m from its own columns."""
+        full = np.asarray(full, np.float32)
+        if full.ndim != 3 or full.shape[:2] != (self.num_codebooks, self.num_codewords):
+            raise ValueError(
+                f"full codebooks must be (M={self.num_codebooks}, K={self.num_codewords}, D); "
+                f"got shape {full.shape}."
+            )
+        size = split_subvectors(full[0], self.num_codebooks).shape[2]
+        self.codebooks = np.stack(
+            [full[m, :, m * size : (m + 1) * size] for m in range(self.num_codebooks)]
+        )
 
     def get_state(self) -> dict[str, Any]:
         """A dict of plain values and numpy arrays that `from_state` restores."""

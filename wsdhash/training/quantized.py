@@ -19,16 +19,18 @@ import dataclasses
 import math
 import os
 
-from absl import logging
 import numpy as np
+from absl import logging
 
 from wsdhash.data.list_files import SplitData
 from wsdhash.eval import metrics as metrics_lib
 from wsdhash.quantization.additive import AdditiveQuantizer
 from wsdhash.quantization.aqd import aqd_evaluate
+from wsdhash.quantization.product import ProductQuantizer
 from wsdhash.tagging.files import load_merge_map, merged_labels, read_final_embeddings
 
 EMBEDDINGS_FILE = "FinalTagEmbs.txt"
+NUM_CODEWORDS = 256  # Per codebook: one uint8 code byte, 8 bits.
 MERGE_MAP_FILE = "TagIdMergeMap.json"
 
 
@@ -56,25 +58,84 @@ def with_merged_tags(split: SplitData | None, merge_map) -> SplitData | None:
     return dataclasses.replace(split, tags=merged_labels(split.tags, merge_map), tag_names=())
 
 
+QUANTIZER_KINDS = ("additive", "product")
+
+
+def default_quantization_form(kind: str) -> str:
+    """The loss form that matches a quantizer kind: the original's raw features for the
+    additive quantizer, normalised sub-vectors for the product quantizer."""
+    return {"additive": "faithful", "product": "product"}[kind]
+
+
+def quantizer_features(features: np.ndarray, form: str) -> np.ndarray:
+    """The features the quantizer fits and encodes for a loss form (wsdhq.py doc):
+    raw for "faithful" and "product" (the product quantizer normalises each sub-vector
+    itself), unit rows for "hypersphere"."""
+    if form != "hypersphere":
+        return features
+    norms = np.sqrt(np.maximum(np.sum(np.square(features), axis=1, keepdims=True), 1e-12))
+    return features / norms
+
+
 class TrainingQuantizer:
-    """Owns the additive quantizer during training and hands its state to the loss.
+    """Owns the quantizer during training and hands its state to the loss.
 
     Args:
         bits: 8 * M.
-        tag_embeddings: (T, D) fixed tag embeddings weighting the ICM distortion.
+        tag_embeddings: (T, D) fixed tag embeddings weighting the additive ICM distortion.
         update_every: steps between quantizer updates.
         seed: seeds k-means and the ICM orders.
+        kind: "additive" (WSDHQ's code: full-D codewords, ICM, closed-form update) or
+            "product" (product quantization on the hypersphere, FAISS-compatible).
+        form: the loss's quantization form; it fixes the space the quantizer works in.
+            "product" pairs with the product quantizer and only with it.
+        num_train: training items; k-means needs at least 256 of them (one per codeword).
     """
 
-    def __init__(self, bits: int, tag_embeddings: np.ndarray, update_every: int, seed: int):
+    def __init__(
+        self,
+        bits: int,
+        tag_embeddings: np.ndarray,
+        update_every: int,
+        seed: int,
+        *,
+        kind: str = "additive",
+        form: str = "faithful",
+        num_train: int | None = None,
+    ):
         if bits % 8:
             raise ValueError(
                 f"WSDHQ codes are 8 bits per codebook; bits={bits} is not a multiple of 8."
             )
+        if kind not in QUANTIZER_KINDS:
+            raise ValueError(f"quantizer must be one of {QUANTIZER_KINDS}; got {kind!r}.")
+        if (kind == "product") != (form == "product"):
+            raise ValueError(
+                f"The {kind} quantizer cannot pair with quantization form {form!r}: the "
+                "product quantizer needs form 'product' (normalised sub-vectors) and that "
+                "form needs the product quantizer."
+            )
+        num_codebooks = bits // 8
+        if num_train is not None and num_train < NUM_CODEWORDS:
+            raise ValueError(
+                f"The quantizer's k-means needs at least {NUM_CODEWORDS} training images (one "
+                f"per codeword); the training split has {num_train}."
+            )
         self.tag_embeddings = tag_embeddings
         self.update_every = update_every
-        self.quantizer = AdditiveQuantizer(bits // 8, 256, seed=seed)
-        self.quantizer.set_tag_embeddings(tag_embeddings)
+        self.kind = kind
+        self.form = form
+        if kind == "product":
+            dimension = tag_embeddings.shape[1]
+            if dimension % num_codebooks:
+                raise ValueError(
+                    f"The product quantizer splits D={dimension} (the tag-embedding "
+                    f"dimension) into M={num_codebooks} sub-spaces; M must divide D."
+                )
+            self.quantizer = ProductQuantizer(num_codebooks, NUM_CODEWORDS, seed=seed)
+        else:
+            self.quantizer = AdditiveQuantizer(num_codebooks, NUM_CODEWORDS, seed=seed)
+            self.quantizer.set_tag_embeddings(tag_embeddings)
 
     @staticmethod
     def default_period(num_train: int, batch_size: int) -> int:
@@ -85,24 +146,45 @@ class TrainingQuantizer:
     def ready(self) -> bool:
         return self.quantizer.codebooks is not None
 
+    @property
+    def codebooks(self) -> np.ndarray:
+        """(M, 256, D) codebooks whose codewords ADD UP to the reconstruction (the product
+        quantizer's block-sparse form), as the loss, AQD and the codes file take them."""
+        if self.kind == "product":
+            return self.quantizer.full_codebooks()
+        return self.quantizer.codebooks
+
     def restore(self, loss_layer) -> None:
         """After a resume: take the codebooks back from the loss layer's checkpoint."""
         if float(loss_layer.quantization_active.numpy()) > 0:
-            codebooks = np.asarray(loss_layer.codebooks.numpy(), np.float32)
-            self.quantizer.codebooks = codebooks.reshape(self.quantizer.num_codebooks, 256, -1)
+            books = np.asarray(loss_layer.codebooks.numpy(), np.float32)
+            books = books.reshape(self.quantizer.num_codebooks, NUM_CODEWORDS, -1)
+            if self.kind == "product":
+                self.quantizer.set_full_codebooks(books)
+            else:
+                self.quantizer.codebooks = books
 
     def update(self, features: np.ndarray, loss_layer) -> None:
         """One quantizer round on the training features, then hand it to the loss."""
+        features = quantizer_features(features, self.form)
         first = not self.ready
         if first:
-            self.quantizer.initialize_codebooks(features)
+            if self.kind == "product":
+                self.quantizer.fit(features)
+            else:
+                self.quantizer.initialize_codebooks(features)
         codes = self.quantizer.encode(features)
         self.quantizer.update_codebooks(features, codes)
-        loss_layer.set_quantizer(self.quantizer.codebooks, codes)
-        distortion = float(np.mean(self.quantizer.distortion(features, codes)))
+        loss_layer.set_quantizer(self.codebooks, codes)
+        if self.kind == "product":
+            cosine = self.quantizer.summed_cosine(features, codes) / len(codes)
+            quality = f"mean summed sub-space cosine {cosine:.4f}"
+        else:
+            distortion = float(np.mean(self.quantizer.distortion(features, codes)))
+            quality = f"mean tag-weighted distortion {distortion:.4f}"
         logging.info(
-            "quantizer %s: %d training codes, mean tag-weighted distortion %.4f",
-            "initialised" if first else "updated", len(codes), distortion,
+            "%s quantizer %s: %d training codes, %s",
+            self.kind, "initialised" if first else "updated", len(codes), quality,
         )  # fmt: skip
 
     def ensure_ready(self, features: np.ndarray, loss_layer) -> None:
@@ -110,7 +192,7 @@ class TrainingQuantizer:
             self.update(features, loss_layer)
 
     def encode(self, features: np.ndarray) -> np.ndarray:
-        return self.quantizer.encode(features)
+        return self.quantizer.encode(quantizer_features(features, self.form))
 
     def evaluate(
         self,
@@ -121,12 +203,13 @@ class TrainingQuantizer:
         topk: int | None,
         empty: str,
     ) -> tuple[metrics_lib.RetrievalMetrics, np.ndarray]:
-        """AQD metrics, and the database's codeword indices (N, M)."""
-        indices = self.quantizer.encode(database_features)
+        """AQD metrics, and the database's codeword indices (N, M). Queries stay raw:
+        AQD ranks by <q, x_hat>, which no positive rescaling of q changes."""
+        indices = self.encode(database_features)
         result = aqd_evaluate(
             query_features,
             indices,
-            self.quantizer.codebooks,
+            self.codebooks,
             query_labels,
             database_labels,
             topk=topk,

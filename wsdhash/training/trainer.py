@@ -75,6 +75,8 @@ class TrainConfig:
             batch size must be P * Q.
         tag_dir: WSDHQ: the output folder of `python -m wsdhash.tags`.
         quantizer_update_every: WSDHQ: steps between quantizer updates (0 = 2 epochs).
+        quantizer: WSDHQ: "additive" (the original's) or "product" (PQ on the
+            hypersphere); the loss's quantization form must match (quantized.py).
         empty: evaluation policy for queries with no relevant item ("zero" or "skip";
             WSDHQ's published numbers skip them).
     """
@@ -111,6 +113,7 @@ class TrainConfig:
     images_per_class: int = 8
     tag_dir: str = ""
     quantizer_update_every: int = 0
+    quantizer: str = "additive"
     empty: str = "zero"
 
     def __post_init__(self):
@@ -330,6 +333,9 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -
             config.quantizer_update_every
             or quantized.TrainingQuantizer.default_period(len(train_split), config.batch_size),
             config.seed,
+            kind=config.quantizer,
+            form=method_options.get("quantization_form", "faithful"),
+            num_train=len(train_split),
         )
     targets = getattr(train_split, targets_key)
     if targets.shape[1] == 0:
@@ -552,7 +558,7 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -
         query_indices = quantizer.encode(features["query"])
         contents = CodesFile(
             bits=config.bits,
-            codebooks=quantizer.quantizer.codebooks.astype(np.float32),
+            codebooks=quantizer.codebooks.astype(np.float32),
             query=CodesSplit(
                 query_indices, query.labels, ids=query.paths, features=features["query"],
                 indices=query_indices,

@@ -1,0 +1,64 @@
+"""The trainer's quantizer wrapper: kind/form pairing, spaces, restore after resume."""
+
+import numpy as np
+import pytest
+
+from wsdhash.losses.wsdhq import WSDHQLoss
+from wsdhash.quantization.aqd import reconstruct
+from wsdhash.training.quantized import TrainingQuantizer, quantizer_features
+
+TAGS, DIM, TRAIN = 5, 8, 300
+
+
+def _setup(kind, form, seed=0):
+    rng = np.random.default_rng(seed)
+    tags = rng.normal(size=(TAGS, DIM)).astype(np.float32)
+    features = np.tanh(rng.normal(size=(TRAIN, DIM))).astype(np.float32)
+    quantizer = TrainingQuantizer(16, tags, 2, 0, kind=kind, form=form, num_train=TRAIN)
+    loss = WSDHQLoss(
+        bits=16, num_classes=TAGS, tag_embeddings=tags, num_train_examples=TRAIN,
+        quantization_form=form,
+    )  # fmt: skip
+    return quantizer, loss, features
+
+
+@pytest.mark.parametrize(
+    "kind,form", [("additive", "faithful"), ("additive", "hypersphere"), ("product", "product")]
+)
+def test_update_hands_matching_codes_to_the_loss_and_restores(kind, form):
+    quantizer, loss, features = _setup(kind, form)
+    quantizer.update(features, loss)
+    # The stored codes come from the encoding BEFORE the codebook update of the round,
+    # as in the original, so they need not equal a fresh encoding.
+    codes = loss.train_codes.numpy()
+    assert codes.shape == (TRAIN, 2) and codes.min() >= 0 and codes.max() < 256
+    books = quantizer.codebooks
+    assert books.shape == (2, 256, DIM)
+    np.testing.assert_allclose(loss.codebooks.numpy(), books.reshape(512, DIM))
+    # The stored codes are the quantizer's encoding in its own space: the reconstruction
+    # of a hypersphere quantizer approximates unit rows, a product one unit sub-vectors.
+    target = quantizer_features(features, form)
+    if form == "product":
+        sub = features.reshape(TRAIN, 2, -1)
+        target = (sub / np.linalg.norm(sub, axis=2, keepdims=True)).reshape(TRAIN, DIM)
+    error = np.mean(np.sum((reconstruct(codes, books) - target) ** 2, axis=1))
+    assert error < 0.5 * np.mean(np.sum(target**2, axis=1))
+    # A fresh wrapper takes the codebooks back from the loss after a resume.
+    fresh, _, _ = _setup(kind, form)
+    fresh.restore(loss)
+    np.testing.assert_allclose(fresh.codebooks, books)
+    np.testing.assert_array_equal(fresh.encode(features), quantizer.encode(features))
+
+
+def test_pairing_and_size_errors():
+    tags = np.ones((TAGS, DIM), np.float32)
+    with pytest.raises(ValueError, match="cannot pair"):
+        TrainingQuantizer(16, tags, 2, 0, kind="product", form="faithful")
+    with pytest.raises(ValueError, match="cannot pair"):
+        TrainingQuantizer(16, tags, 2, 0, kind="additive", form="product")
+    with pytest.raises(ValueError, match="at least 256 training images"):
+        TrainingQuantizer(16, tags, 2, 0, num_train=100)
+    with pytest.raises(ValueError, match="M must divide D"):
+        TrainingQuantizer(24, tags, 2, 0, kind="product", form="product")
+    with pytest.raises(ValueError, match="quantizer must be one of"):
+        TrainingQuantizer(16, tags, 2, 0, kind="residual")
