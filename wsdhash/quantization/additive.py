@@ -295,14 +295,11 @@ class AdditiveQuantizer:
         Returns:
           (N, M) uint8 codes, or (codes, list of max_iter * M (N,) distortions).
         """
-        codebooks = self._require_codebooks()
         features = self._check_features(features)
         num_items = features.shape[0]
         if init_codes is not None:
             init_codes = self._check_codes(init_codes, num_items)
-        projected_codebooks = self._projected(codebooks.reshape(-1, codebooks.shape[2])).reshape(
-            self.num_codebooks, self.num_codewords, -1
-        )  # (M, K, P)
+        projected_codebooks = self.projected_codebooks()  # (M, K, P)
         codeword_sq_norms = np.einsum("mkp,mkp->mk", projected_codebooks, projected_codebooks)
         codes = np.zeros((num_items, self.num_codebooks), dtype=np.uint8)
         history = [
@@ -315,7 +312,7 @@ class AdditiveQuantizer:
                 projected_codebooks,
                 codeword_sq_norms,
                 None if init_codes is None else init_codes[start:stop],
-                np.random.default_rng((self.seed, _ICM_SALT, start)),
+                self.icm_orders(start),
                 return_history,
             )
             codes[start:stop] = batch_codes
@@ -323,13 +320,30 @@ class AdditiveQuantizer:
                 history[step][start:stop] = values
         return (codes, history) if return_history else codes
 
+    def icm_orders(self, start: int = 0) -> list[np.ndarray]:
+        """The codebook orders of the `max_iter` ICM sweeps for the batch that begins at
+        item `start` (module doc); an in-graph encoder replays those of `start = 0`."""
+        rng = np.random.default_rng((self.seed, _ICM_SALT, start))
+        return [rng.permutation(self.num_codebooks) for _ in range(self.max_iter)]
+
+    def projected_codebooks(self) -> np.ndarray:
+        """(M, K, P) codewords in the metric's projected space (F C), in `dtype`."""
+        codebooks = self._require_codebooks()
+        flat = self._projected(codebooks.reshape(-1, codebooks.shape[2]))
+        return flat.reshape(self.num_codebooks, self.num_codewords, -1)
+
+    @property
+    def metric_factor(self) -> np.ndarray | None:
+        """F (P, D) with F^T F = E^T E, or None for the Euclidean metric."""
+        return self._factor
+
     def _encode_batch(
         self,
         projected: np.ndarray,  # (B, P)
         projected_codebooks: np.ndarray,  # (M, K, P)
         codeword_sq_norms: np.ndarray,  # (M, K)
         init_codes: np.ndarray | None,  # (B, M)
-        rng: np.random.Generator,
+        orders: list[np.ndarray],  # max_iter permutations of 0..M-1
         return_history: bool,
     ) -> tuple[np.ndarray, list[np.ndarray]]:
         if init_codes is None:
@@ -341,8 +355,8 @@ class AdditiveQuantizer:
             assigned = np.ones(self.num_codebooks, dtype=bool)
             reconstruction = projected_codebooks[np.arange(self.num_codebooks), codes].sum(axis=1)
         history = []
-        for _ in range(self.max_iter):
-            for m in rng.permutation(self.num_codebooks):
+        for order in orders:
+            for m in order:
                 residual = projected - reconstruction  # (B, P)
                 if assigned[m]:
                     residual += projected_codebooks[m, codes[:, m]]
