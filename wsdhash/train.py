@@ -32,6 +32,9 @@ flags.DEFINE_enum("supervision", "labels", ["labels", "tags"], "Train on labels 
 flags.DEFINE_string("backbone", "small_cnn", "Registered backbone.")
 flags.DEFINE_string("weights", "none", "'none', 'imagenet', or a weights file.")
 flags.DEFINE_bool("allow_pickle", False, "Allow loading a pickled .npy weights dict.")
+flags.DEFINE_string(
+    "normalization", "", "Input normalisation (NORMALIZATIONS name); empty: the backbone's."
+)
 flags.DEFINE_string("head", "linear_bn", "Registered hash head: linear, tanh, linear_bn.")
 flags.DEFINE_integer("hash_bit", 32, "Code length K.")
 # Method.
@@ -237,6 +240,7 @@ def main(argv):
         tag_dir=FLAGS.tag_dir,
         quantizer_update_every=FLAGS.quantizer_update_every,
         quantizer=FLAGS.quantizer,
+        normalization=FLAGS.normalization,
         empty=FLAGS.empty,
     )
     from wsdhash import atomic_files

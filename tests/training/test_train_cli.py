@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
-from train_helpers import read_json, run_train, train_command
+from train_helpers import read_json, run_train, single_label_lists, train_command
 
 from wsdhash.eval import evaluate_retrieval, read_codes_file
 
@@ -141,25 +141,12 @@ def test_two_replicas_train_like_one_device(data_dir, tmp_path, method):
 
 
 def test_triplet_with_class_balanced_batches_on_single_label_lists(tmp_path):
-    from wsdhash.data import list_files
     from wsdhash.data.builtin import generate_builtin
 
     images = tmp_path / "builtin"
     generate_builtin(images, image_size=32, num_train=160, num_query=30, num_database=80)
     lists = tmp_path / "lists"
-    lists.mkdir()
-    for split, name in (
-        ("train", "train.txt"),
-        ("query", "test.txt"),
-        ("database", "database.txt"),
-    ):
-        data = list_files.read_wsdhq_split(str(images), str(images), split=split)
-        one_hot = np.eye(data.num_classes, dtype=int)[data.labels.argmax(1)]
-        lines = [
-            f"{os.path.relpath(path, images)} {' '.join(map(str, row))}\n"
-            for path, row in zip(data.paths, one_hot)
-        ]
-        (lists / name).write_text("".join(lines))
+    single_label_lists(images, lists)
     workdir = tmp_path / "run"
     run_train(
         lists, workdir, "--dataset=hashnet", f"--image_root={images}", "--method=triplet",

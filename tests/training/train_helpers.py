@@ -39,3 +39,26 @@ def run_train(data_dir, workdir, *extra, timeout=600, check=True):
 def read_json(path):
     with open(path) as f:
         return json.load(f)
+
+
+def single_label_lists(images, lists):
+    """HashNet-format lists of a built-in dataset in `images`, each item keeping only its
+    first label (class-balanced batches need single-label data)."""
+    import numpy as np
+
+    from wsdhash.data import list_files
+
+    os.makedirs(lists, exist_ok=True)
+    for split, name in (
+        ("train", "train.txt"),
+        ("query", "test.txt"),
+        ("database", "database.txt"),
+    ):
+        data = list_files.read_wsdhq_split(str(images), str(images), split=split)
+        one_hot = np.eye(data.num_classes, dtype=int)[data.labels.argmax(1)]
+        lines = [
+            f"{os.path.relpath(path, images)} {' '.join(map(str, row))}\n"
+            for path, row in zip(data.paths, one_hot, strict=True)
+        ]
+        with open(os.path.join(lists, name), "w") as f:
+            f.write("".join(lines))

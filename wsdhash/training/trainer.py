@@ -77,6 +77,7 @@ class TrainConfig:
         quantizer_update_every: WSDHQ: steps between quantizer updates (0 = 2 epochs).
         quantizer: WSDHQ: "additive" (the original's) or "product" (PQ on the
             hypersphere); the loss's quantization form must match (quantized.py).
+        normalization: input normalisation (NORMALIZATIONS name); "" = the backbone's.
         empty: evaluation policy for queries with no relevant item ("zero" or "skip";
             WSDHQ's published numbers skip them).
     """
@@ -114,6 +115,7 @@ class TrainConfig:
     tag_dir: str = ""
     quantizer_update_every: int = 0
     quantizer: str = "additive"
+    normalization: str = ""
     empty: str = "zero"
 
     def __post_init__(self):
@@ -190,7 +192,8 @@ def build_model(config: TrainConfig, sync_batch_norm: bool = False, output_dim: 
         for layer in hashing._flatten_layers(include_self=False, recursive=True):
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.synchronized = True
-    return with_normalization(hashing, backbone.normalization), backbone, hashing
+    normalization = config.normalization or backbone.normalization
+    return with_normalization(hashing, normalization), backbone, hashing
 
 
 def model_output_dim(config: TrainConfig) -> int:

@@ -1,0 +1,49 @@
+"""Trains several flagfiles in one process, amortising TensorFlow's start-up.
+
+    python flagfile_runner.py SPEC.json
+
+SPEC: {"runs": [{"flagfile": F, "workdir": W, "overrides": [...]}, ...]}. For each run
+it records the flag values the flagfile alone resolves to (no overrides) in
+W/flagfile_values.json, then trains `wsdhash.train` with the overrides appended.
+"""
+
+import json
+import os
+import sys
+
+import keras
+from absl import flags
+
+from wsdhash import train
+
+RECORDED = (
+    "method", "hash_bit", "head", "optimizer", "lr", "backbone_lr_multiplier", "momentum",
+    "weight_decay", "lr_decay", "lr_decay_every", "lr_decay_unit", "topk", "empty",
+    "normalization", "hyp2_beta", "orthohash_codebook", "orthohash_margin",
+    "orthohash_scale", "orthohash_multiclass", "triplet_margin", "seed", "dataset",
+    "data_dir", "backbone", "weights", "image_size", "crop_size", "batch_size", "epochs",
+    "sampler", "classes_per_batch", "images_per_class",
+)  # fmt: skip
+
+
+def main(spec_path):
+    with open(spec_path) as f:
+        spec = json.load(f)
+    for run in spec["runs"]:
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS(["train", f"--flagfile={run['flagfile']}"])
+        values = {name: flags.FLAGS[name].value for name in RECORDED}
+        os.makedirs(run["workdir"], exist_ok=True)
+        with open(os.path.join(run["workdir"], "flagfile_values.json"), "w") as f:
+            json.dump(values, f)
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS(
+            ["train", f"--flagfile={run['flagfile']}", *run["overrides"],
+             f"--workdir={run['workdir']}"]
+        )  # fmt: skip
+        keras.backend.clear_session()
+        train.main(["train"])
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

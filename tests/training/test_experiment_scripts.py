@@ -1,0 +1,140 @@
+"""Every published-experiment script after WSDHQ's (run0009 on: HyP2, OrthoHash, triplet)
+names real components, evaluates with its protocol's conventions, and trains on the
+built-in dataset with tiny overrides, so no script rots. WSDHQ's run0001-run0008 are
+covered in test_wsdhq_pipeline.py."""
+
+import glob
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from train_helpers import read_json, single_label_lists
+
+from wsdhash.data.builtin import generate_builtin
+from wsdhash.data.datasets import DATASETS
+from wsdhash.data.preprocessing import NORMALIZATIONS
+from wsdhash.models.backbones import BACKBONES
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HERE = os.path.dirname(os.path.abspath(__file__))
+FLAGFILES = sorted(
+    path
+    for path in glob.glob(os.path.join(ROOT, "scripts", "flags", "run*.flags"))
+    if int(os.path.basename(path)[3:7]) >= 9
+)
+
+
+def resolve(path, values=None):
+    """The flag values a flagfile resolves to (nested flagfiles, the last value wins)."""
+    values = {} if values is None else values
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line.startswith("--"):
+                continue
+            name, _, value = line[2:].partition("=")
+            if name == "flagfile":
+                resolve(os.path.join(ROOT, value), values)
+            else:
+                values[name] = value
+    return values
+
+
+def test_every_experiment_has_a_script_and_names_registered_components():
+    assert len(FLAGFILES) == 33
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    for flagfile in FLAGFILES:
+        number = os.path.basename(flagfile)[3:7]
+        values = resolve(flagfile)
+        assert values["method"] in ("hyp2", "orthohash", "triplet"), flagfile
+        assert values["dataset"] in DATASETS, (flagfile, values["dataset"])
+        assert values["backbone"] in BACKBONES, (flagfile, values["backbone"])
+        assert values.get("normalization", "") == "" or values["normalization"] in NORMALIZATIONS
+        assert values["workdir"] == f"checkpoints/run{number}"
+        script = os.path.join(ROOT, "scripts", f"run{number}.sh")
+        text = open(script).read()
+        assert subprocess.run(["bash", "-n", script]).returncode == 0
+        assert f"--flagfile=scripts/flags/run{number}.flags" in text
+        # The script's evaluation uses the flagfile's protocol conventions.
+        evaluate = re.search(r"wsdhash\.evaluate .*--topk=(\S+) --empty=(\S+)", text)
+        assert evaluate and evaluate.groups() == (values["topk"], values["empty"]), script
+        assert re.search(
+            rf"\| run{number} \| .* \| {values['hash_bit']} \| {values['topk']} \|", readme
+        )
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("experiments")
+    images = root / "builtin"
+    generate_builtin(images, image_size=32, num_train=160, num_query=30, num_database=80)
+    single_label_lists(images, root / "lists")
+    return images, root / "lists"
+
+
+TINY = [
+    "--builtin_sizes=160,30,80", "--builtin_image_size=32", "--validation_size=32",
+    "--backbone=small_cnn", "--weights=none", "--image_size=32", "--crop_size=28",
+    "--steps=2", "--eval_every=0", "--checkpoint_every=5", "--log_every=1",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("method", ["hyp2", "orthohash", "triplet"])
+def test_flagfiles_train_on_the_builtin_dataset(data, tmp_path, method):
+    images, lists = data
+    if method == "triplet":  # class-balanced batches need single-label data
+        dataset = [
+            "--dataset=hashnet", f"--data_dir={lists}", f"--image_root={images}",
+            "--classes_per_batch=4", "--images_per_class=4", "--batch_size=16",
+        ]  # fmt: skip
+    else:
+        dataset = ["--dataset=builtin", f"--data_dir={images}", "--batch_size=16"]
+    runs = [
+        {"flagfile": path, "workdir": str(tmp_path / os.path.basename(path)[:7]),
+         "overrides": [*TINY, *dataset]}
+        for path in FLAGFILES
+        if resolve(path)["method"] == method
+    ]  # fmt: skip
+    assert runs
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"runs": runs}))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    result = subprocess.run(
+        [sys.executable, os.path.join(HERE, "flagfile_runner.py"), str(spec)],
+        capture_output=True, text=True, timeout=900, env=env, cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    for run in runs:
+        workdir = run["workdir"]
+        values = read_json(os.path.join(workdir, "flagfile_values.json"))
+        config = read_json(os.path.join(workdir, "run_info.json"))["config"]
+        # The overrides shrink data and model; method, loss and optimiser stay the script's.
+        assert config["method"] == values["method"] == method
+        assert config["bits"] == values["hash_bit"] and config["head"] == values["head"]
+        optimizer = config["optimizer"]
+        assert optimizer["name"] == values["optimizer"]
+        assert optimizer["learning_rate"] == pytest.approx(values["lr"])
+        assert optimizer["weight_decay"] == pytest.approx(values["weight_decay"])
+        assert optimizer["backbone_lr_multiplier"] == pytest.approx(
+            values["backbone_lr_multiplier"]
+        )
+        assert config["normalization"] == values["normalization"]
+        assert config["empty"] == values["empty"]
+        options = config["method_options"]
+        if method == "hyp2":
+            assert options["beta"] == values["hyp2_beta"]
+        elif method == "orthohash":
+            assert options["codebook_method"] == values["orthohash_codebook"]
+            assert options["margin"] == values["orthohash_margin"]
+            assert options["multiclass"] == values["orthohash_multiclass"]
+        else:
+            assert options["margin"] == values["triplet_margin"]
+            assert config["sampler"] == "class_balanced"
+        metrics = read_json(os.path.join(workdir, "metrics.json"))
+        cutoff = "all" if values["topk"] == "all" else values["topk"]
+        assert metrics["map_name"].startswith(f"mAP@{cutoff}[")
+        assert metrics["map_name"].endswith(f"empty={values['empty']}]")
+        assert 0.0 <= metrics["map"] <= 1.0
