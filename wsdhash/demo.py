@@ -163,7 +163,11 @@ def _train_and_export(name: str, tag_dir: str, topk):
     trainer.train(config)
     model, _, pipeline_config = serving.load_trained_model(workdir)
     exported = serving.export_saved_model(
-        model, pipeline_config, os.path.join(workdir, "saved_model"), overwrite=True
+        model,
+        pipeline_config,
+        os.path.join(workdir, "saved_model"),
+        overwrite=True,
+        quantization_encoder=serving.load_quantization_encoder(workdir),
     )
     print(f"{name}: model exported to {exported}")
     codes = read_codes_file(os.path.join(workdir, "codes.h5"))

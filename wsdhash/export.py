@@ -24,9 +24,12 @@ def main(argv):
 
     try:
         model, _, pipeline_config = serving.load_trained_model(FLAGS.workdir, FLAGS.checkpoint)
-        path = serving.export_saved_model(model, pipeline_config, FLAGS.output, FLAGS.overwrite)
+        encoder = serving.load_quantization_encoder(FLAGS.workdir, FLAGS.checkpoint)
+        path = serving.export_saved_model(
+            model, pipeline_config, FLAGS.output, FLAGS.overwrite, quantization_encoder=encoder
+        )
     except (FileNotFoundError, FileExistsError) as error:
-        raise app.UsageError(str(error))
+        raise app.UsageError(str(error)) from None
     print(f"SavedModel written to {path}")
 
 

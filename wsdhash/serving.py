@@ -1,7 +1,10 @@
 """Serving: a trained run as a SavedModel with its preprocessing inside the graph.
 
 Signatures (both return `packed_codes` uint8 (B, ceil(K/8)) in the codes-file layout,
-`codes` int8 (B, K) of +-1, `embedding` float32 (B, K) and `valid` bool (B,)):
+`codes` int8 (B, K) of +-1, `embedding` float32 (B, K) and `valid` bool (B,); a WSDHQ
+model also returns `quantization_codes` uint8 (B, M), the codeword indices its quantizer
+assigns to the embedding (graph_encoder.py: the database side of AQD search, while
+queries use `embedding`):
 
 * `serving_default(images)`: a batch of encoded JPEG or PNG files (tf.string (B,)).
   Each is decoded, resized to the run's image size (bilinear, aspect ratio not kept,
@@ -49,6 +52,15 @@ def load_trained_model(workdir: str, checkpoint: str = "best"):
     # Weights come from the checkpoint; never download or unpickle anything here.
     config = dataclasses.replace(config, weights="none", allow_pickle=False)
     model, backbone, _ = trainer.build_model(config)
+    path = checkpoint_path(workdir, checkpoint)
+    tf.train.Checkpoint(model=model).restore(
+        path
+    ).expect_partial().assert_existing_objects_matched()
+    return model, config, trainer.pipeline_config_for(config, backbone)
+
+
+def checkpoint_path(workdir: str, checkpoint: str = "best") -> str:
+    """The checkpoint `load_trained_model` restores (see there for `checkpoint`)."""
     directory = os.path.join(workdir, "checkpoints")
     if checkpoint == "best":
         path = tf.train.latest_checkpoint(os.path.join(directory, "best"))
@@ -59,10 +71,7 @@ def load_trained_model(workdir: str, checkpoint: str = "best"):
         path = checkpoint
     if not path:
         raise FileNotFoundError(f"No checkpoint found in {directory}.")
-    tf.train.Checkpoint(model=model).restore(
-        path
-    ).expect_partial().assert_existing_objects_matched()
-    return model, config, trainer.pipeline_config_for(config, backbone)
+    return path
 
 
 def pack_bits(codes: tf.Tensor) -> tf.Tensor:
@@ -78,9 +87,12 @@ def pack_bits(codes: tf.Tensor) -> tf.Tensor:
 class HashingServingModule(tf.Module):
     """Wraps a trained model with in-graph decoding and preprocessing."""
 
-    def __init__(self, model: keras.Model, image_size: int, crop_size: int):
+    def __init__(
+        self, model: keras.Model, image_size: int, crop_size: int, quantization_encoder=None
+    ):
         super().__init__()
         self.model = model
+        self.quantization_encoder = quantization_encoder
         self.image_size = image_size
         self.crop_size = crop_size
         self.normalization = model.get_layer("normalization")
@@ -94,12 +106,15 @@ class HashingServingModule(tf.Module):
         embedding = tf.cast(self.hashing(self.normalization(pixels), training=False), tf.float32)
         embedding = embedding * tf.cast(valid, tf.float32)[:, None]
         positive = embedding >= 0
-        return {
+        outputs = {
             "embedding": embedding,
             "codes": tf.where(positive, tf.constant(1, tf.int8), tf.constant(-1, tf.int8)),
             "packed_codes": pack_bits(positive),
             "valid": valid,
         }
+        if self.quantization_encoder is not None:
+            outputs["quantization_codes"] = self.quantization_encoder(embedding)
+        return outputs
 
     def _decode_one(self, data: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         size, crop = self.image_size, self.crop_size
@@ -143,10 +158,54 @@ class HashingServingModule(tf.Module):
         return self._outputs(images, tf.ones([tf.shape(images)[0]], tf.bool))
 
 
+def load_quantization_encoder(workdir: str, checkpoint: str = "best"):
+    """A WSDHQ run's quantizer as graph ops (None for binary-code methods).
+
+    The codebooks come from the loss state of the chosen checkpoint when its quantizer
+    had run, else from the run's `codes.h5` (the trainer fits the quantizer at the end
+    when no checkpoint had one).
+    """
+    from wsdhash.eval import read_codes_file
+    from wsdhash.training import quantized
+
+    with open(os.path.join(workdir, "run_info.json")) as f:
+        config = trainer.config_from_dict(json.load(f)["config"])
+    if config.method != "wsdhq":
+        return None
+    tag_embeddings, _ = quantized.load_tag_model(config.tag_dir)
+    form = config.method_options.get("quantization_form", "faithful")
+    quantizer = quantized.TrainingQuantizer(
+        config.bits, tag_embeddings, 1, config.seed, kind=config.quantizer, form=form
+    )
+    reader = tf.train.load_checkpoint(checkpoint_path(workdir, checkpoint))
+    names = reader.get_variable_to_shape_map()
+    active = [n for n in names if n.startswith("loss/") and "quantization_active" in n]
+    books = [n for n in names if n.startswith("loss/") and "codebooks" in n]
+    if active and books and float(reader.get_tensor(active[0])) > 0:
+        quantizer.set_codebooks(reader.get_tensor(books[0]))
+    else:
+        codes_path = os.path.join(workdir, "codes.h5")
+        if not os.path.exists(codes_path):
+            raise FileNotFoundError(
+                f"{workdir}: the checkpoint has no quantizer state yet and there is no "
+                "codes.h5 with codebooks; finish (or resume) the training run first."
+            )
+        quantizer.set_codebooks(read_codes_file(codes_path).codebooks)
+    return quantizer.graph_encoder()
+
+
 def export_saved_model(
-    model: keras.Model, pipeline_config, output: str, overwrite: bool = False
+    model: keras.Model,
+    pipeline_config,
+    output: str,
+    overwrite: bool = False,
+    quantization_encoder=None,
 ) -> str:
     """Writes the SavedModel to `output` atomically (a temporary folder, then a rename).
+
+    Args:
+        quantization_encoder: `load_quantization_encoder(...)` for WSDHQ runs; adds the
+            `quantization_codes` output.
 
     Returns:
         `output`.
@@ -154,7 +213,9 @@ def export_saved_model(
     output = os.path.abspath(output)
     if os.path.exists(output) and not overwrite:
         raise FileExistsError(f"{output} exists; pass overwrite=True (--overwrite) to replace it.")
-    module = HashingServingModule(model, pipeline_config.image_size, pipeline_config.crop_size)
+    module = HashingServingModule(
+        model, pipeline_config.image_size, pipeline_config.crop_size, quantization_encoder
+    )
     parent = os.path.dirname(output)
     os.makedirs(parent, exist_ok=True)
     temporary = f"{output}.tmp-{os.getpid()}"

@@ -74,6 +74,31 @@ def test_wsdhq_trains_from_tags_and_writes_aqd_codes(tagged, tmp_path, quantizer
 
     assert json.loads(result.stdout)["map"] == pytest.approx(metrics["map"], abs=1e-9)
 
+    # The SavedModel assigns database codes in-graph, as the run's quantizer does.
+    exported = tmp_path / "exported"
+    result = subprocess.run(
+        [sys.executable, "-m", "wsdhash.export", f"--workdir={workdir}", f"--output={exported}"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    import tensorflow as tf
+
+    from wsdhash.training import quantized
+
+    served = tf.saved_model.load(str(exported)).signatures["encode_images"]
+    crops = np.random.default_rng(0).uniform(0, 255, (40, 28, 28, 3)).astype(np.float32)
+    outputs = served(images=tf.constant(crops))
+    config = read_json(workdir / "run_info.json")["config"]
+    reference = quantized.TrainingQuantizer(
+        16, embeddings, 1, 0, kind=quantizer,
+        form=config["method_options"].get("quantization_form", "faithful"),
+    )  # fmt: skip
+    reference.set_codebooks(codes.codebooks)
+    expected = reference.encode(outputs["embedding"].numpy())
+    got = outputs["quantization_codes"].numpy()
+    assert got.shape == (40, 2) and got.dtype == np.uint8
+    assert np.mean(got == expected) >= 0.95  # float32 rounding may flip a near tie
+
 
 def test_wsdhq_needs_tags_and_a_tag_dir(tagged, tmp_path):
     data_dir, tag_dir = tagged

@@ -154,15 +154,26 @@ class TrainingQuantizer:
             return self.quantizer.full_codebooks()
         return self.quantizer.codebooks
 
+    def set_codebooks(self, codebooks: np.ndarray) -> None:
+        """Takes codebooks in the additive (M, 256, D) or flat (M * 256, D) form of
+        `codebooks` (the loss layer's, a checkpoint's or a codes file's)."""
+        books = np.asarray(codebooks, np.float32)
+        books = books.reshape(self.quantizer.num_codebooks, NUM_CODEWORDS, -1)
+        if self.kind == "product":
+            self.quantizer.set_full_codebooks(books)
+        else:
+            self.quantizer.codebooks = books
+
     def restore(self, loss_layer) -> None:
         """After a resume: take the codebooks back from the loss layer's checkpoint."""
         if float(loss_layer.quantization_active.numpy()) > 0:
-            books = np.asarray(loss_layer.codebooks.numpy(), np.float32)
-            books = books.reshape(self.quantizer.num_codebooks, NUM_CODEWORDS, -1)
-            if self.kind == "product":
-                self.quantizer.set_full_codebooks(books)
-            else:
-                self.quantizer.codebooks = books
+            self.set_codebooks(loss_layer.codebooks.numpy())
+
+    def graph_encoder(self):
+        """The quantizer as TensorFlow ops (features -> codes), for SavedModels."""
+        from wsdhash.quantization.graph_encoder import QuantizationEncoder
+
+        return QuantizationEncoder(self.quantizer, unit_features=self.form == "hypersphere")
 
     def update(self, features: np.ndarray, loss_layer) -> None:
         """One quantizer round on the training features, then hand it to the loss."""
