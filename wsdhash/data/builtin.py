@@ -55,6 +55,7 @@ import cv2
 import numpy as np
 
 from wsdhash import atomic_files
+from wsdhash.data import list_files
 
 FORMAT_VERSION = 1
 INFO_FILE = "builtin.json"
@@ -608,11 +609,6 @@ def _write_lines_atomic(path: str, lines: Sequence[str]) -> None:
     atomic_files.write_text(path, "".join(line + "\n" for line in lines))
 
 
-def _matrix_lines(matrix: np.ndarray) -> list[str]:
-    """0/1 rows as space-separated text."""
-    return [" ".join(row) for row in np.where(matrix != 0, "1", "0").tolist()]
-
-
 def _generate_chunk(
     root: str,
     seed: int,
@@ -843,10 +839,10 @@ def generate_builtin(
         "train_img.txt": [_image_name(i, image_format) for i in train],
         "test_img.txt": [_image_name(i, image_format) for i in query],
         "database_img.txt": [_image_name(i, image_format) for i in database],
-        "train_tag.txt": _matrix_lines(train_tags),
-        "train_label.txt": _matrix_lines(labels[:num_train]),
-        "test_label.txt": _matrix_lines(labels[query.start : query.stop]),
-        "database_label.txt": _matrix_lines(labels[database.start : database.stop]),
+        "train_tag.txt": list_files.matrix_lines(train_tags),
+        "train_label.txt": list_files.matrix_lines(labels[:num_train]),
+        "test_label.txt": list_files.matrix_lines(labels[query.start : query.stop]),
+        "database_label.txt": list_files.matrix_lines(labels[database.start : database.stop]),
     }
     assert tuple(contents) == _TEXT_FILES
     for name, lines in contents.items():

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Callable
+from collections.abc import Callable
 
 from wsdhash.data import list_files
+from wsdhash.data import protocols as protocols_lib
 from wsdhash.registry import Registry
 
 
@@ -147,6 +148,89 @@ def hashnet_lists(
     return RetrievalDataset(name="hashnet", load_split=load_split, topk=topk)
 
 
+def prepared_lists(
+    name: str,
+    *,
+    topk: int | None,
+    image_size: int = 256,
+    crop_size: int = 224,
+    protocols: dict[str, int | None] | None = None,
+) -> Callable[..., RetrievalDataset]:
+    """The factory of a real dataset whose lists `python -m wsdhash.data.prepare` wrote.
+
+    The lists are in the HashNet layout (`train.txt`, `test.txt`, `database.txt`) or,
+    when the manifest says `"layout": "wsdhq"`, in the WSDHQ layout with user tags.
+    The manifest (protocols.py) gives the image root, the protocol and the label
+    names; without a manifest the folder is read as ready-made HashNet lists whose
+    paths are relative to `image_root` (default: the folder itself).
+
+    Args:
+        name: the registry name.
+        topk: the protocol's mAP cut-off R (None: the whole database).
+        image_size, crop_size: the published preprocessing (resize side, crop).
+        protocols: per-protocol R overriding `topk` (e.g. Flickr's WSDHQ protocol).
+    """
+
+    def factory(
+        data_dir: str, *, image_root: str | None = None, check_files: bool = True
+    ) -> RetrievalDataset:
+        manifest = protocols_lib.read_manifest(data_dir)
+        if manifest.get("dataset", name) != name:
+            raise ValueError(
+                f"{data_dir} holds lists of dataset {manifest['dataset']!r}, not {name!r} "
+                f"({protocols_lib.MANIFEST_NAME})."
+            )
+        # A relative image root in the manifest is relative to the lists' folder.
+        root = image_root or os.path.join(data_dir, manifest.get("image_root", "."))
+        label_names = tuple(manifest.get("label_names", ()))
+        protocol = manifest.get("protocol", "")
+        cutoff = (protocols or {}).get(protocol, topk)
+        if manifest.get("layout") == "wsdhq":
+
+            def load_split(split: str) -> list_files.SplitData:
+                data = list_files.read_wsdhq_split(
+                    data_dir,
+                    root,
+                    split=split,
+                    tag_vocab=manifest.get("tag_vocab"),
+                    check_files=check_files,
+                )
+                return dataclasses.replace(data, label_names=label_names or data.label_names)
+
+        else:
+
+            def load_split(split: str) -> list_files.SplitData:
+                return list_files.read_hashnet_list(
+                    os.path.join(data_dir, HASHNET_FILES[split]),
+                    root,
+                    split=split,
+                    check_files=check_files,
+                    label_names=label_names,
+                )
+
+        return RetrievalDataset(
+            name=name,
+            load_split=load_split,
+            topk=cutoff,
+            image_size=image_size,
+            crop_size=crop_size,
+        )
+
+    factory.__name__ = name
+    factory.__doc__ = f"The {name} dataset from prepared lists (see `prepared_lists`)."
+    return factory
+
+
 DATASETS.register("builtin")(builtin)
 DATASETS.register("wsdhq")(wsdhq_lists)
 DATASETS.register("hashnet")(hashnet_lists)
+# Real datasets (METHODS.md §6; EVALUATION.md): lists from `python -m wsdhash.data.prepare`.
+DATASETS.register("flickr25k")(prepared_lists("flickr25k", topk=1000, protocols={"wsdhq": 5000}))
+DATASETS.register("nuswide")(prepared_lists("nuswide", topk=5000))
+DATASETS.register("imagenet100")(prepared_lists("imagenet100", topk=1000))
+DATASETS.register("coco")(prepared_lists("coco", topk=5000))
+DATASETS.register("voc2007")(prepared_lists("voc2007", topk=None, image_size=448, crop_size=448))
+DATASETS.register("voc2012")(prepared_lists("voc2012", topk=None, image_size=448, crop_size=448))
+DATASETS.register("cifar10")(prepared_lists("cifar10", topk=None, image_size=224, crop_size=224))
+DATASETS.register("cub200")(prepared_lists("cub200", topk=None))
+DATASETS.register("stanford_dogs")(prepared_lists("stanford_dogs", topk=None))

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -60,7 +60,7 @@ class SplitData:
     def __len__(self) -> int:
         return len(self.paths)
 
-    def take(self, indices: np.ndarray, name: str | None = None) -> "SplitData":
+    def take(self, indices: np.ndarray, name: str | None = None) -> SplitData:
         """The items at `indices` (in that order), as a new split."""
         indices = np.asarray(indices, dtype=np.int64)
         return dataclasses.replace(
@@ -340,3 +340,76 @@ def _check_rows(matrix: np.ndarray, n: int, matrix_path: str, img_path: str) -> 
         raise DataFormatError(
             f"{matrix_path}: {matrix.shape[0]} rows, but {img_path} lists {n} images."
         )
+
+
+# ---------------------------------------------------------------------------------------
+# Writers: what `python -m wsdhash.data.prepare` produces. Atomic, so an interrupted
+# preparation never leaves a half-written list that a reader would trust.
+
+
+def matrix_lines(matrix: np.ndarray) -> list[str]:
+    """0/1 rows as space-separated text lines (no newline)."""
+    return [" ".join(row) for row in np.where(np.asarray(matrix) != 0, "1", "0").tolist()]
+
+
+def _write_lines(path: str, lines: Sequence[str]) -> None:
+    from wsdhash import atomic_files  # pylint: disable=g-import-not-at-top
+
+    atomic_files.write_text(path, "".join(f"{line}\n" for line in lines))
+
+
+def _check_relative(names: Sequence[str], what: str) -> None:
+    for name in names:
+        if not name or any(c.isspace() for c in name) or os.path.isabs(name):
+            raise DataFormatError(
+                f"{what}: image path {name!r} must be relative and contain no whitespace "
+                "(list lines are space-separated)."
+            )
+
+
+def write_hashnet_list(path: str, names: Sequence[str], labels: np.ndarray) -> None:
+    """Writes `relative/path l1 ... lC` lines, the format `read_hashnet_list` reads."""
+    labels = np.asarray(labels)
+    if labels.ndim != 2 or labels.shape[0] != len(names):
+        raise ValueError(f"{path}: labels {labels.shape} do not match {len(names)} paths.")
+    _check_relative(names, path)
+    rows = matrix_lines(labels)
+    _write_lines(path, [f"{name} {row}" for name, row in zip(names, rows, strict=True)])
+
+
+def write_wsdhq_split(
+    list_dir: str,
+    split: str,
+    names: Sequence[str],
+    labels: np.ndarray,
+    tags: np.ndarray | None = None,
+) -> None:
+    """Writes one split in the WSDHQ layout (`read_wsdhq_split` reads it back).
+
+    Args:
+        list_dir: the folder.
+        split: "train", "query" (written as `test_*`) or "database".
+        names: relative image paths.
+        labels: (N, C) ground truth.
+        tags: (N, T) user tags (train only).
+    """
+    prefix = WSDHQ_PREFIXES[split]
+    _check_relative(names, os.path.join(list_dir, f"{prefix}_img.txt"))
+    labels = np.asarray(labels)
+    if labels.shape[0] != len(names):
+        raise ValueError(f"{split}: {labels.shape[0]} label rows for {len(names)} paths.")
+    _write_lines(os.path.join(list_dir, f"{prefix}_img.txt"), list(names))
+    _write_lines(os.path.join(list_dir, f"{prefix}_label.txt"), matrix_lines(labels))
+    if tags is not None:
+        if split != "train":
+            raise ValueError("Only the train split has a tag matrix in the WSDHQ layout.")
+        if np.asarray(tags).shape[0] != len(names):
+            raise ValueError(
+                f"{split}: {np.asarray(tags).shape[0]} tag rows for {len(names)} paths."
+            )
+        _write_lines(os.path.join(list_dir, "train_tag.txt"), matrix_lines(tags))
+
+
+def write_name_list(path: str, names: Sequence[str]) -> None:
+    """One name per line (class names, a tag vocabulary)."""
+    _write_lines(path, list(names))

@@ -16,7 +16,7 @@ Evaluation keeps file order and the last partial batch.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import tensorflow as tf

@@ -1,8 +1,9 @@
 """Turning a real dataset download into checked split lists.
 
-A *preparer* (one module per dataset in `wsdhash.data.sources`) reads one dataset in its official layout (or from TFDS), writes split
-lists that the dataset registry (`wsdhash.data.datasets.DATASETS`) reads, and returns
-the protocol those lists must satisfy. `check_prepared` then verifies the lists
+A *preparer* (one module per dataset in `wsdhash.data.sources`) reads one dataset in
+its official layout (or from TFDS), writes split lists that the dataset registry
+(`wsdhash.data.datasets.DATASETS`) reads, and returns the protocol those lists must
+satisfy. `check_prepared` then verifies the lists
 through the dataset registry: split sizes match the protocol, query and train are
 disjoint where the protocol says so, the train split is inside the database where it
 says so, and every image exists and decodes. Problems are reported, never fixed by
@@ -19,6 +20,7 @@ signature:
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterable
 
@@ -27,6 +29,15 @@ import numpy as np
 
 from wsdhash.data import datasets as datasets_lib
 from wsdhash.data.protocols import Prepared
+from wsdhash.data.sources import (
+    cifar10,
+    cub200,
+    flickr25k,
+    hashnet_lists,
+    nuswide,
+    stanford_dogs,
+    voc,
+)
 from wsdhash.registry import Registry
 
 
@@ -110,5 +121,12 @@ def check_prepared(
 
 PREPARERS: Registry[Callable[..., Prepared]] = Registry("dataset preparer")
 
-# Registrations go here, one per dataset name, e.g.
-# PREPARERS.register("cub200")(cub200.prepare)
+PREPARERS.register("flickr25k")(flickr25k.prepare)
+PREPARERS.register("nuswide")(nuswide.prepare)
+PREPARERS.register("imagenet100")(functools.partial(hashnet_lists.prepare, dataset="imagenet100"))
+PREPARERS.register("coco")(functools.partial(hashnet_lists.prepare, dataset="coco"))
+PREPARERS.register("voc2007")(functools.partial(voc.prepare, year="2007"))
+PREPARERS.register("voc2012")(functools.partial(voc.prepare, year="2012"))
+PREPARERS.register("cifar10")(cifar10.prepare)
+PREPARERS.register("cub200")(cub200.prepare)
+PREPARERS.register("stanford_dogs")(stanford_dogs.prepare)

@@ -8,7 +8,7 @@ declares the one its pretrained weights expect.
 from __future__ import annotations
 
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 import cv2
 import numpy as np
