@@ -29,6 +29,8 @@ setup(
         "opencv-python-headless>=4.8",
         "absl-py>=1.4",
         "tensorboard",  # tf.summary needs it for training curves; TF 2.21 no longer pulls it in.
+        "scipy",  # Stanford Dogs' official lists are MATLAB .mat files (scipy.io.loadmat).
+        "tqdm",  # progress bars of dataset preparation.
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-xdist>=3"],
@@ -37,6 +39,7 @@ setup(
         "console_scripts": [
             "wsdhash-evaluate=wsdhash.evaluate:run",
             "wsdhash-demo=wsdhash.demo:run",
+            "wsdhash-prepare=wsdhash.data.prepare:run",
         ],
     },
 )
