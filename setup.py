@@ -31,6 +31,9 @@ setup(
         "tensorboard",  # tf.summary needs it for training curves; TF 2.21 no longer pulls it in.
         "scipy",  # Stanford Dogs' official lists are MATLAB .mat files (scipy.io.loadmat).
         "tqdm",  # progress bars of dataset preparation.
+        # Search indexes: FAISS's binary flat/IVF/HNSW/multi-hash indexes are the reference
+        # implementations; re-writing them would be slower and less tested.
+        "faiss-cpu>=1.8",
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-xdist>=3"],
@@ -40,6 +43,7 @@ setup(
             "wsdhash-evaluate=wsdhash.evaluate:run",
             "wsdhash-demo=wsdhash.demo:run",
             "wsdhash-prepare=wsdhash.data.prepare:run",
+            "wsdhash-search=wsdhash.search:run",
         ],
     },
 )

@@ -1,0 +1,130 @@
+"""Search indexes: exact = brute force, approximate recall, AQD = wsdhash's AQD,
+shards merged = one index, and the index file's integrity checks."""
+
+import os
+
+import numpy as np
+import pytest
+
+from wsdhash.eval.binary import hamming_distances, pack_codes
+from wsdhash.index.binary import BinaryIndex, BinaryIndexParams
+from wsdhash.index.index_file import IndexFileError, read_index_file, write_index_file
+from wsdhash.index.quantized import QuantizedIndex
+from wsdhash.index.sharded import ShardedIndex, build_index
+from wsdhash.quantization.aqd import aqd_scores
+
+pytest.importorskip("faiss")
+
+
+def _codes(n, bits, seed):
+    return pack_codes(np.random.default_rng(seed).integers(0, 2, (n, bits)) * 2 - 1)
+
+
+def _clustered(n, bits, seed, centres=20, flips=3):
+    rng = np.random.default_rng(seed)
+    centre_bits = rng.integers(0, 2, (centres, bits))
+    items = centre_bits[rng.integers(0, centres, n)]
+    for row in items:
+        row[rng.choice(bits, flips, replace=False)] ^= 1
+    return pack_codes(items * 2 - 1)
+
+
+def _assert_matches_brute_force(result, queries, database, k):
+    brute = hamming_distances(queries, database)  # (Q, N)
+    expected = np.sort(brute, axis=1)[:, :k]
+    np.testing.assert_array_equal(result.distances, expected)
+    for q in range(len(queries)):
+        # Every returned item really is at its distance; ids strictly below the k-th
+        # distance are exactly brute force's (ties at the k-th distance may differ).
+        np.testing.assert_array_equal(brute[q, result.positions[q]], result.distances[q])
+        cut = expected[q, -1]
+        assert set(result.positions[q][result.distances[q] < cut]) == set(
+            np.flatnonzero(brute[q] < cut)
+        )
+        # Tie order: ascending position within equal distance.
+        for d in np.unique(result.distances[q]):
+            positions = result.positions[q][result.distances[q] == d]
+            assert np.all(np.diff(positions) > 0)
+
+
+@pytest.mark.parametrize("bits", [12, 64])
+def test_flat_search_equals_brute_force(bits):
+    database, queries = _codes(500, bits, 0), _codes(20, bits, 1)
+    index = BinaryIndex("flat", database.shape[1]).build(database)
+    _assert_matches_brute_force(index.search(queries, 25), queries, database, 25)
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw", "multihash"])
+def test_approximate_indexes_recall_on_clustered_codes(kind):
+    items = _clustered(3050, 64, 0)  # queries come from the database's clusters
+    database, queries = items[:3000], items[3000:]
+    params = BinaryIndexParams(nlist=16, nprobe=8, ef_search=128, nhash=4, hash_bits=16, nflip=3)
+    approximate = BinaryIndex(kind, 8, params).build(database).search(queries, 10)
+    exact = BinaryIndex("flat", 8).build(database).search(queries, 10)
+    # Recall@10 by distance: an approximate neighbour counts when it is as close as the
+    # exact 10th (ties make id sets ambiguous).
+    hits = approximate.distances <= exact.distances[:, -1:]
+    assert hits.mean() >= 0.95, (kind, hits.mean())
+
+
+def test_aqd_index_equals_wsdhash_aqd_in_chunks():
+    rng = np.random.default_rng(0)
+    codebooks = rng.normal(size=(3, 16, 8)).astype(np.float32)
+    indices = rng.integers(0, 16, (700, 3)).astype(np.uint8)
+    queries = rng.normal(size=(9, 8)).astype(np.float32)
+    index = QuantizedIndex(codebooks, chunk_items=128).build(indices)
+    result = index.search(queries, 30)
+    scores = aqd_scores(queries, indices, codebooks)
+    np.testing.assert_allclose(
+        -result.distances, -np.sort(-scores, axis=1)[:, :30], rtol=1e-5, atol=1e-5
+    )
+    np.testing.assert_allclose(
+        np.take_along_axis(scores, result.positions, 1), -result.distances, rtol=1e-5, atol=1e-5
+    )
+
+
+@pytest.mark.parametrize("kind", ["flat", "aqd"])
+def test_shards_merge_like_one_index(tmp_path, kind):
+    rng = np.random.default_rng(3)
+    if kind == "flat":
+        database, queries, codebooks = _codes(900, 32, 3), _codes(15, 32, 4), None
+    else:
+        codebooks = rng.normal(size=(2, 16, 6)).astype(np.float32)
+        database = rng.integers(0, 16, (900, 2)).astype(np.uint8)
+        queries = rng.normal(size=(15, 6)).astype(np.float32)
+    ids = np.array([f"img/{i}.jpg" for i in range(900)])
+    blocks = [(database[s : s + 250], ids[s : s + 250]) for s in range(0, 900, 250)]
+    build_index(str(tmp_path / "sharded"), blocks, kind=kind, codebooks=codebooks)
+    build_index(str(tmp_path / "one"), [(database, ids)], kind=kind, codebooks=codebooks)
+    sharded, one = ShardedIndex(str(tmp_path / "sharded")), ShardedIndex(str(tmp_path / "one"))
+    assert len(sharded.shards) == 4 and sharded.num_items == one.num_items == 900
+    a, b = sharded.search(queries, 20), one.search(queries, 20)
+    np.testing.assert_allclose(a.distances, b.distances, rtol=1e-6)
+    cut = a.distances[:, -1:]
+    for q in range(len(queries)):
+        inside = a.distances[q] < cut[q]
+        assert set(a.positions[q][inside]) == set(b.positions[q][b.distances[q] < cut[q]])
+    assert sharded.ids[a.positions[0, 0]] == f"img/{a.positions[0, 0]}.jpg"
+
+
+def test_index_file_integrity_errors(tmp_path):
+    path = str(tmp_path / "x.idx")
+    write_index_file(path, {"kind": "flat", "ids": ["a"]}, {"codes": np.arange(10, dtype=np.uint8)})
+    header, arrays = read_index_file(path)
+    assert header["kind"] == "flat" and arrays["codes"].tolist() == list(range(10))
+    data = open(path, "rb").read()
+    (tmp_path / "trunc.idx").write_bytes(data[:-3])
+    with pytest.raises(IndexFileError, match="trunc.idx: truncated"):
+        read_index_file(str(tmp_path / "trunc.idx"))
+    (tmp_path / "flip.idx").write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    with pytest.raises(IndexFileError, match="flip.idx: checksum mismatch"):
+        read_index_file(str(tmp_path / "flip.idx"))
+    (tmp_path / "foreign.idx").write_bytes(b"PK\x03\x04" + data)
+    with pytest.raises(IndexFileError, match="foreign.idx: not a wsdhash index file"):
+        read_index_file(str(tmp_path / "foreign.idx"))
+    (tmp_path / "v2.idx").write_bytes(data[:8] + (2).to_bytes(4, "little") + data[12:])
+    with pytest.raises(IndexFileError, match="version 2"):
+        read_index_file(str(tmp_path / "v2.idx"))
+    with pytest.raises(FileNotFoundError, match="no index.json"):
+        ShardedIndex(str(tmp_path))
+    assert not [f for f in os.listdir(tmp_path) if ".tmp" in f]

@@ -1,0 +1,104 @@
+"""`python -m wsdhash.search`: build and query from codes files and from images."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "training"))
+from train_helpers import run_train  # noqa: E402
+
+from wsdhash.eval import CodesFile, CodesSplit, write_codes_file  # noqa: E402
+from wsdhash.eval.binary import hamming_distances, pack_codes  # noqa: E402
+from wsdhash.quantization.aqd import aqd_scores  # noqa: E402
+
+pytest.importorskip("faiss")
+
+
+def _search(*args):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    return subprocess.run(
+        [sys.executable, "-m", "wsdhash.search", *args],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+
+
+def _codes_file(path, quantized):
+    rng = np.random.default_rng(0)
+    labels = lambda n: np.eye(3, dtype=np.uint8)[rng.integers(0, 3, n)]  # noqa: E731
+    split = {}
+    for name, n in (("query", 6), ("database", 200)):
+        kwargs = {}
+        if quantized:
+            kwargs = {
+                "features": rng.normal(size=(n, 8)).astype(np.float32),
+                "indices": rng.integers(0, 256, (n, 2)).astype(np.uint8),
+            }
+        codes = kwargs.get("indices", pack_codes(rng.integers(0, 2, (n, 32)) * 2 - 1))
+        split[name] = CodesSplit(
+            codes, labels(n), ids=np.array([f"{name}/{i}.jpg" for i in range(n)]), **kwargs
+        )
+    codebooks = rng.normal(size=(2, 256, 8)).astype(np.float32) if quantized else None
+    write_codes_file(path, CodesFile(16 if quantized else 32, **split, codebooks=codebooks))
+    return split, codebooks
+
+
+@pytest.mark.parametrize("quantized", [False, True])
+def test_build_and_query_a_codes_file(tmp_path, quantized):
+    split, codebooks = _codes_file(str(tmp_path / "codes.h5"), quantized)
+    index = tmp_path / "index"
+    built = _search(
+        "build", f"--codes={tmp_path / 'codes.h5'}", f"--output={index}", "--shard_size=64"
+    )
+    assert built.returncode == 0, built.stderr[-2000:]
+    assert ("aqd" if quantized else "flat") in built.stdout and "4 shard(s)" in built.stdout
+    result = _search(
+        "query", f"--index={index}", f"--codes={tmp_path / 'codes.h5'}", "--k=5", "--json"
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    answers = json.loads(result.stdout)
+    assert [a["query"] for a in answers] == [f"query/{i}.jpg" for i in range(6)]
+    if quantized:
+        expected = -aqd_scores(split["query"].features, split["database"].indices, codebooks)
+    else:
+        expected = hamming_distances(split["query"].codes, split["database"].codes)
+    for q, answer in enumerate(answers):
+        got = np.array([r["distance"] for r in answer["results"]])
+        np.testing.assert_allclose(got, np.sort(expected[q])[:5], rtol=1e-5, atol=1e-5)
+        for r in answer["results"]:
+            assert r["id"] == f"database/{r['position']}.jpg"
+    text = _search("query", f"--index={index}", f"--codes={tmp_path / 'codes.h5'}", "--k=2")
+    assert text.returncode == 0 and text.stdout.startswith("query query/0.jpg")
+
+
+def test_errors_name_what_is_wrong(tmp_path):
+    missing = _search("query", f"--index={tmp_path}", f"--codes={tmp_path / 'x.h5'}")
+    assert missing.returncode == 1 and "no index.json" in missing.stderr
+    assert _search("rebuild").returncode != 0
+
+
+def test_build_and_query_by_images_through_a_saved_model(tmp_path):
+    data_dir, workdir, exported = tmp_path / "builtin", tmp_path / "run", tmp_path / "model"
+    run_train(data_dir, workdir, "--steps=2", "--method=orthohash")
+    result = subprocess.run(
+        [sys.executable, "-m", "wsdhash.export", f"--workdir={workdir}", f"--output={exported}"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    images = data_dir / "images"
+    index = tmp_path / "index"
+    built = _search("build", f"--images={images}", f"--model={exported}", f"--output={index}")
+    assert built.returncode == 0, built.stderr[-2000:]
+    first = sorted(os.listdir(images))[0]
+    answer = _search(
+        "query", f"--index={index}", f"--images={images / first}", f"--model={exported}",
+        "--k=3", "--json",
+    )  # fmt: skip
+    assert answer.returncode == 0, answer.stderr[-2000:]
+    results = json.loads(answer.stdout)[0]["results"]
+    # The image itself is in the database: its own code is at distance 0.
+    assert results[0]["distance"] == 0
+    assert str(images / first) in [r["id"] for r in results if r["distance"] == 0]

@@ -1,0 +1,222 @@
+"""Builds and queries search indexes over learned codes.
+
+    python -m wsdhash.search build --codes=RUN/codes.h5 --output=INDEX [--kind=auto]
+        [--shard_size=N] [--nlist=0 --nprobe=16 --hnsw_m=32 --ef_search=64 ...]
+    python -m wsdhash.search build --images=FOLDER --model=EXPORTED --output=INDEX
+    python -m wsdhash.search query --index=INDEX --codes=RUN/codes.h5 [--num_queries=5]
+        [--k=10] [--json]
+    python -m wsdhash.search query --index=INDEX --images=a.jpg,b.jpg --model=EXPORTED
+
+Kinds: `flat` (exact Hamming), `ivf`, `hnsw`, `multihash` (approximate FAISS binary
+indexes) for hash codes; `aqd` for WSDHQ quantization codes (the codes file's
+codebooks; queries use their continuous features). `auto` picks `aqd` when the codes
+file has codebooks, else `flat`. Images are encoded with an exported SavedModel
+(`python -m wsdhash.export`); building from images makes binary indexes only (AQD
+needs the codebooks, which the codes file carries). Results: ids (image paths),
+positions and distances (Hamming, or minus the AQD inner product), ties in ascending
+position (wsdhash/index/results.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("codes", None, "Codes file (codes.h5 of a run, or a baseline's).")
+flags.DEFINE_string("split", None, "Codes-file split (build: database, query: query).")
+flags.DEFINE_string("images", None, "build: an image folder; query: comma-separated images.")
+flags.DEFINE_string("model", None, "Exported SavedModel that encodes --images.")
+flags.DEFINE_string("output", None, "build: the index directory to write.")
+flags.DEFINE_string("index", None, "query: the index directory.")
+flags.DEFINE_enum("kind", "auto", ["auto", "flat", "ivf", "hnsw", "multihash", "aqd"], "")
+flags.DEFINE_integer("shard_size", 0, "Items per shard (0: one shard).")
+flags.DEFINE_integer("nlist", 0, "ivf: cells (0: about 4 sqrt(N)).")
+flags.DEFINE_integer("nprobe", 16, "ivf: cells searched.")
+flags.DEFINE_integer("hnsw_m", 32, "hnsw: links per node.")
+flags.DEFINE_integer("ef_search", 64, "hnsw: search beam.")
+flags.DEFINE_integer("nhash", 4, "multihash: hash tables.")
+flags.DEFINE_integer("hash_bits", 16, "multihash: bits per table.")
+flags.DEFINE_integer("nflip", 2, "multihash: bit flips searched.")
+flags.DEFINE_integer("k", 10, "query: neighbours per query.")
+flags.DEFINE_integer("num_queries", 0, "query by codes: the first N queries (0: all).")
+flags.DEFINE_integer("batch_size", 64, "Images per SavedModel call.")
+flags.DEFINE_bool("json", False, "query: print JSON instead of a table.")
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def _image_files(folder: str) -> list[str]:
+    if not os.path.isdir(folder):
+        raise app.UsageError(f"--images={folder} is not a folder.")
+    found = sorted(
+        os.path.relpath(os.path.join(d, f), folder)
+        for d, _, files in os.walk(folder)
+        for f in files
+        if f.lower().endswith(IMAGE_SUFFIXES)
+    )
+    if not found:
+        raise app.UsageError(f"--images={folder} holds no .jpg/.jpeg/.png files.")
+    return found
+
+
+def _encode_images(paths: list[str], key: str):
+    """Runs the SavedModel's serving signature over image files; returns `key` rows."""
+    import numpy as np
+    import tensorflow as tf
+
+    if not FLAGS.model:
+        raise app.UsageError("--images needs --model (an exported SavedModel).")
+    serve = tf.saved_model.load(FLAGS.model).signatures["serving_default"]
+    rows = []
+    for start in range(0, len(paths), FLAGS.batch_size):
+        names, batch = paths[start : start + FLAGS.batch_size], []
+        for path in names:
+            with open(path, "rb") as f:
+                batch.append(f.read())
+        outputs = serve(images=tf.constant(batch))
+        valid = outputs["valid"].numpy()
+        invalid = [p for p, ok in zip(names, valid, strict=True) if not ok]
+        if invalid:
+            raise app.UsageError(f"Not a JPEG or PNG image: {invalid[0]}")
+        if key not in outputs:
+            raise app.UsageError(f"{FLAGS.model} has no output {key!r}.")
+        rows.append(outputs[key].numpy())
+    return np.concatenate(rows)
+
+
+def _blocks(codes, ids):
+    size = FLAGS.shard_size or len(codes)
+    for start in range(0, len(codes), size):
+        yield codes[start : start + size], ids[start : start + size]
+
+
+def build():
+    import numpy as np
+
+    from wsdhash.eval import read_codes_file
+    from wsdhash.index.binary import BinaryIndexParams
+    from wsdhash.index.sharded import build_index
+
+    if not FLAGS.output:
+        raise app.UsageError("build needs --output (the index directory).")
+    params = BinaryIndexParams(
+        nlist=FLAGS.nlist, nprobe=FLAGS.nprobe, hnsw_m=FLAGS.hnsw_m, ef_search=FLAGS.ef_search,
+        nhash=FLAGS.nhash, hash_bits=FLAGS.hash_bits, nflip=FLAGS.nflip,
+    )  # fmt: skip
+    codebooks = None
+    if FLAGS.images:
+        if FLAGS.kind == "aqd":
+            raise app.UsageError("An aqd index is built from a codes file (--codes).")
+        files = _image_files(FLAGS.images)
+        paths = [os.path.join(FLAGS.images, f) for f in files]
+        codes, ids = _encode_images(paths, "packed_codes"), np.asarray(paths)
+        kind, source = ("flat" if FLAGS.kind == "auto" else FLAGS.kind), {"images": FLAGS.images}
+    elif FLAGS.codes:
+        contents = read_codes_file(FLAGS.codes)
+        split = getattr(contents, FLAGS.split or "database")
+        kind = FLAGS.kind
+        if kind == "auto":
+            kind = "aqd" if contents.codebooks is not None else "flat"
+        if kind == "aqd":
+            if contents.codebooks is None or split.indices is None:
+                raise app.UsageError(f"--kind=aqd: {FLAGS.codes} has no codebooks/indices.")
+            codes, codebooks = split.indices, contents.codebooks
+        else:
+            codes = split.codes
+        ids = split.ids if split.ids is not None else np.arange(len(codes)).astype(str)
+        source = {"codes": os.path.abspath(FLAGS.codes), "split": FLAGS.split or "database"}
+    else:
+        raise app.UsageError("build needs --codes=FILE or --images=FOLDER --model=DIR.")
+    manifest = build_index(
+        FLAGS.output, _blocks(codes, np.asarray(ids).astype(str)), kind=kind, params=params,
+        codebooks=codebooks, metadata=source,
+    )  # fmt: skip
+    print(
+        f"{kind} index of {manifest['num_items']} items in {len(manifest['shards'])} "
+        f"shard(s) written to {FLAGS.output}"
+    )
+
+
+def query():
+    from wsdhash.eval import read_codes_file
+    from wsdhash.index.sharded import ShardedIndex
+
+    if not FLAGS.index:
+        raise app.UsageError("query needs --index (an index directory).")
+    index = ShardedIndex(FLAGS.index)
+    if FLAGS.images:
+        names = [p for p in FLAGS.images.split(",") if p]
+        for name in names:
+            if not os.path.isfile(name):
+                raise app.UsageError(f"--images: {name} does not exist.")
+        queries = _encode_images(names, "embedding" if index.kind == "aqd" else "packed_codes")
+    elif FLAGS.codes:
+        contents = read_codes_file(FLAGS.codes)
+        split = getattr(contents, FLAGS.split or "query")
+        if index.kind == "aqd":
+            if split.features is None:
+                raise app.UsageError(f"{FLAGS.codes}: no query features for an aqd index.")
+            queries = split.features
+        else:
+            queries = split.codes
+        count = FLAGS.num_queries or len(queries)
+        queries = queries[:count]
+        names = list(split.ids[:count]) if split.ids is not None else list(map(str, range(count)))
+    else:
+        raise app.UsageError("query needs --codes=FILE or --images=a.jpg,... --model=DIR.")
+    result = index.search(queries, FLAGS.k)
+    output = []
+    for q, name in enumerate(names):
+        rows = []
+        for rank, (distance, position) in enumerate(
+            zip(result.distances[q], result.positions[q], strict=True), start=1
+        ):
+            if position < 0:
+                break
+            rows.append(
+                {
+                    "rank": rank,
+                    "position": int(position),
+                    "id": str(index.ids[position]),
+                    "distance": float(distance),
+                }
+            )
+        output.append({"query": str(name), "results": rows})
+    if FLAGS.json:
+        json.dump(output, sys.stdout, indent=1)
+        print()
+        return
+    for entry in output:
+        print(f"query {entry['query']}")
+        for row in entry["results"]:
+            print(
+                f"  {row['rank']:>4}  {row['distance']:>10.4g}  {row['position']:>9}  {row['id']}"
+            )
+
+
+def main(argv):
+    if len(argv) != 2 or argv[1] not in ("build", "query"):
+        raise app.UsageError("Usage: python -m wsdhash.search build|query --flags (see --help).")
+    from wsdhash.index.index_file import IndexFileError
+
+    try:
+        if argv[1] == "build":
+            build()
+        else:
+            query()
+    except (IndexFileError, FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
