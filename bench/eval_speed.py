@@ -28,6 +28,7 @@ from absl import app, flags
 
 from wsdhash.eval import binary, metrics
 import machine_info  # noqa: E402  (bench/ is on the path)
+import results  # noqa: E402
 
 _NUM_QUERIES = flags.DEFINE_integer("num_queries", 2100, "Q, number of queries.")
 _NUM_DATABASE = flags.DEFINE_integer("num_database", 193734, "N, database size.")
@@ -182,6 +183,10 @@ def main(argv):
         f"{difference:.1e}; mAP difference {abs(common_map - ours_subset_map):.1e})"
     )
     print(f"\nspeed-up: {extrapolated / ours_seconds:.1f}x (common / ours)")
+    scale = f"{len(query_codes)} x {len(database_codes)}, {bits} bits, mAP@{topk}"
+    results.record("evaluator", "wall time", ours_seconds, "s", scale)
+    results.record("evaluator", "peak RSS", rss_after, "MiB", scale)
+    results.record("evaluator", "speed-up vs matmul + argsort", extrapolated / ours_seconds, "x")
     print(
         f"targets: ours <= 10 s: {ours_seconds <= 10}; <= 2 GiB: {rss_after <= 2048}; "
         f">= 10x faster: {extrapolated / ours_seconds >= 10}"

@@ -20,6 +20,7 @@ import tensorflow as tf  # noqa: E402
 
 from wsdhash.data import builtin, list_files, pipeline  # noqa: E402
 import machine_info  # noqa: E402  (bench/ is on the path)
+import results  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("images", 2000, "Number of 256x256 JPEG images to generate.")
@@ -73,6 +74,7 @@ def main(argv):
     for name, cache, normalization, rate in rows:
         output = f"float32 {normalization}" if normalization else "uint8 (model normalises)"
         print(f"{name:<10}{str(cache):<8}{output:<24}{rate:>10.0f}")
+        results.record("input pipeline", f"{name}, cache={cache}, {output}", rate, "images/s")
     for _, cache, normalization, rate in rows[:2]:
         verdict = "meets" if rate >= 1000 else "MISSES"
         print(

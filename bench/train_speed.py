@@ -21,6 +21,7 @@ from wsdhash.losses import LOSSES  # noqa: E402
 from wsdhash.training import trainer  # noqa: E402
 from wsdhash.training.optimization import GroupedOptimizer, OptimizerConfig  # noqa: E402
 import machine_info  # noqa: E402  (bench/ is on the path)
+import results  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("backbones", ["small_cnn", "resnet50"], "Backbones to time.")
@@ -75,6 +76,10 @@ def main(argv):
     for name in FLAGS.backbones:
         size, train_rate, encode_rate = time_backbone(name)
         print(f"{name:<16}{size:>8}{train_rate:>16.1f}{encode_rate:>17.1f}")
+        results.record(
+            "training", f"{name} train, batch {FLAGS.batch_size}", train_rate, "images/s"
+        )
+        results.record("encoding", f"{name} encode", encode_rate, "images/s")
 
 
 if __name__ == "__main__":
