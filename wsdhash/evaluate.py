@@ -24,6 +24,7 @@ import sys
 from absl import app, flags
 
 from wsdhash.eval import codes_file, metrics, ranking
+from wsdhash.eval.file_evaluation import evaluate_codes_file
 
 _EXIT_USAGE = 2
 _TOPK_ALL = "all"
@@ -128,24 +129,17 @@ def main(argv: list[str]) -> int:
         topk = parse_topk(FLAGS.topk)
         precision_at = _parse_precision_at(FLAGS.precision_at)
         contents = codes_file.read_codes_file(FLAGS.codes)
-        if contents.codebooks is not None:
-            result = _evaluate_quantized(contents, topk, precision_at)
-        else:
-            result = metrics.evaluate_retrieval(
-                contents.query.labels,
-                contents.database.labels,
-                query_codes=contents.query.codes,
-                database_codes=contents.database.codes,
-                bits=contents.bits,
-                topk=topk,
-                ties=FLAGS.ties,
-                empty=FLAGS.empty,
-                seed=FLAGS.seed,
-                precision_at=precision_at,
-                hamming_radius=FLAGS.hamming_radius,
-                tie_bounds=True,
-                num_threads=FLAGS.num_threads or None,
-            )
+        result = evaluate_codes_file(
+            contents,
+            topk=topk,
+            ties=FLAGS.ties,
+            empty=FLAGS.empty,
+            seed=FLAGS.seed,
+            precision_at=precision_at,
+            hamming_radius=FLAGS.hamming_radius,
+            num_threads=FLAGS.num_threads or None,
+            source=f"Codes file {FLAGS.codes!r}",
+        )
     except (OSError, ValueError) as error:
         print(f"evaluate: error: {_one_line(error)}", file=sys.stderr)
         return _EXIT_USAGE
@@ -161,31 +155,6 @@ def main(argv: list[str]) -> int:
     else:
         print(format_table(result, contents, FLAGS.codes))
     return 0
-
-
-def _evaluate_quantized(contents, topk, precision_at):
-    """Quantization codes (a file with codebooks): AQD ranking of the continuous query
-    features against the database's codeword indices, as WSDHQ reports."""
-    from wsdhash.quantization.aqd import aqd_evaluate  # numpy only, loaded when needed
-
-    if contents.query.features is None or contents.database.indices is None:
-        raise ValueError(
-            f"Codes file {FLAGS.codes!r} has codebooks but no query features or database "
-            "indices, which AQD needs."
-        )
-    return aqd_evaluate(
-        contents.query.features,
-        contents.database.indices,
-        contents.codebooks,
-        contents.query.labels,
-        contents.database.labels,
-        topk=topk,
-        ties=FLAGS.ties,
-        empty=FLAGS.empty,
-        seed=FLAGS.seed,
-        precision_at=precision_at,
-        num_threads=FLAGS.num_threads or None,
-    )
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
