@@ -34,6 +34,8 @@ setup(
         # Search indexes: FAISS's binary flat/IVF/HNSW/multi-hash indexes are the reference
         # implementations; re-writing them would be slower and less tested.
         "faiss-cpu>=1.8",
+        "matplotlib>=3.7",  # report figures (Agg backend, no display needed).
+        "scikit-learn>=1.5",  # t-SNE of codes in the report (TSNE's max_iter argument).
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-xdist>=3"],
@@ -44,6 +46,7 @@ setup(
             "wsdhash-demo=wsdhash.demo:run",
             "wsdhash-prepare=wsdhash.data.prepare:run",
             "wsdhash-search=wsdhash.search:run",
+            "wsdhash-report=wsdhash.report:run",
         ],
     },
 )
