@@ -98,17 +98,10 @@ def prepare(
         labels = np.eye(NUM_CLASSES, dtype=np.uint8)[classes]
         train, query = np.flatnonzero(is_train), np.flatnonzero(~is_train)
     elif source in ("tfds", "auto"):
-        parts = {}
-        for split in ("train", "test"):
-            parts[split] = tfds_images.materialize(
-                "caltech_birds2011", split, output_dir, data_dir=root, download=download,
-                label_fn=lambda e: tfds_images.one_hot(e["label"], NUM_CLASSES),
-                progress=progress,
-            )  # fmt: skip
-        names = parts["train"][0] + parts["test"][0]
-        labels = np.concatenate([parts["train"][1], parts["test"][1]])
-        train = np.arange(len(parts["train"][0]))
-        query = np.arange(len(train), len(names))
+        names, labels, train, query = tfds_images.train_test_classification(
+            "caltech_birds2011", NUM_CLASSES, output_dir, data_dir=root, download=download,
+            progress=progress,
+        )  # fmt: skip
         image_root, class_names = ".", [str(c) for c in range(1, NUM_CLASSES + 1)]
     else:
         raise ValueError(f"cub200: source must be official, tfds or auto; got {source!r}.")

@@ -70,26 +70,20 @@ def prepare(
         test_names, test_labels = read_mat_list(os.path.join(root, "test_list.mat"))
         names = train_names + test_names
         labels = np.eye(NUM_CLASSES, dtype=np.uint8)[np.concatenate([train_labels, test_labels])]
+        train = np.arange(len(train_names))
+        query = np.arange(len(train_names), len(names))
         image_root = os.path.abspath(os.path.join(root, "Images"))
         class_names = sorted({n.split("/")[0] for n in names})
         if len(class_names) != NUM_CLASSES:
             class_names = [str(c) for c in range(1, NUM_CLASSES + 1)]
     elif source in ("tfds", "auto"):
-        parts = {}
-        for split in ("train", "test"):
-            parts[split] = tfds_images.materialize(
-                "stanford_dogs", split, output_dir, data_dir=root, download=download,
-                label_fn=lambda e: tfds_images.one_hot(e["label"], NUM_CLASSES),
-                progress=progress,
-            )  # fmt: skip
-        train_names, test_names = parts["train"][0], parts["test"][0]
-        names = train_names + test_names
-        labels = np.concatenate([parts["train"][1], parts["test"][1]])
+        names, labels, train, query = tfds_images.train_test_classification(
+            "stanford_dogs", NUM_CLASSES, output_dir, data_dir=root, download=download,
+            progress=progress,
+        )  # fmt: skip
         image_root, class_names = ".", [str(c) for c in range(1, NUM_CLASSES + 1)]
     else:
         raise ValueError(f"stanford_dogs: source must be official, tfds or auto; got {source!r}.")
-    train = np.arange(len(train_names))
-    query = np.arange(len(train_names), len(names))
     splits_lib.write_hashnet_splits(
         output_dir,
         names,

@@ -89,6 +89,42 @@ def materialize(
     return names, np.asarray(labels, np.uint8)
 
 
+def train_test_classification(
+    name: str,
+    num_classes: int,
+    output_dir: str,
+    *,
+    data_dir: str | None,
+    download: bool,
+    progress=None,
+) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """A single-label TFDS dataset's `train` then `test` split written as files.
+
+    Returns:
+        (relative paths, (N, C) one-hot labels, train positions, test positions).
+    """
+    parts = [
+        materialize(
+            name,
+            split,
+            output_dir,
+            data_dir=data_dir,
+            download=download,
+            label_fn=lambda example: one_hot(example["label"], num_classes),
+            progress=progress,
+        )  # fmt: skip
+        for split in ("train", "test")
+    ]
+    names = parts[0][0] + parts[1][0]
+    train = np.arange(len(parts[0][0]))
+    return (
+        names,
+        np.concatenate([parts[0][1], parts[1][1]]),
+        train,
+        np.arange(len(train), len(names)),
+    )
+
+
 def one_hot(label: int, num_classes: int) -> np.ndarray:
     row = np.zeros(num_classes, np.uint8)
     row[int(label)] = 1
