@@ -10,9 +10,10 @@
 Kinds: `flat` (exact Hamming), `ivf`, `hnsw`, `multihash` (approximate FAISS binary
 indexes) for hash codes; `aqd` for WSDHQ quantization codes (the codes file's
 codebooks; queries use their continuous features). `auto` picks `aqd` when the codes
-file has codebooks, else `flat`. Images are encoded with an exported SavedModel
-(`python -m wsdhash.export`); building from images makes binary indexes only (AQD
-needs the codebooks, which the codes file carries). Results: ids (image paths),
+file has codebooks (or the SavedModel a quantizer), else `flat`. Images are encoded
+with an exported SavedModel (`python -m wsdhash.export`): packed codes, or for a WSDHQ
+model its quantization codes and the codebooks it carries (queries: its embedding).
+Results: ids (image paths),
 positions and distances (Hamming, or minus the AQD inner product), ties in ascending
 position (wsdhash/index/results.py).
 """
@@ -63,14 +64,30 @@ def _image_files(folder: str) -> list[str]:
     return found
 
 
-def _encode_images(paths: list[str], key: str):
-    """Runs the SavedModel's serving signature over image files; returns `key` rows."""
-    import numpy as np
+def _load_model():
     import tensorflow as tf
 
     if not FLAGS.model:
         raise app.UsageError("--images needs --model (an exported SavedModel).")
-    serve = tf.saved_model.load(FLAGS.model).signatures["serving_default"]
+    return tf.saved_model.load(FLAGS.model)
+
+
+def _model_codebooks(model):
+    """The (M, K, D) codebooks a WSDHQ SavedModel carries (serving.py), or an error."""
+    encoder = getattr(model, "quantization_encoder", None)
+    if encoder is None or not hasattr(encoder, "codebooks_additive"):
+        raise app.UsageError(
+            f"{FLAGS.model} has no quantizer (not a WSDHQ model); use a binary --kind."
+        )
+    return encoder.codebooks_additive.numpy()
+
+
+def _encode_images(paths: list[str], key: str, model=None):
+    """Runs the SavedModel's serving signature over image files; returns `key` rows."""
+    import numpy as np
+    import tensorflow as tf
+
+    serve = (model or _load_model()).signatures["serving_default"]
     rows = []
     for start in range(0, len(paths), FLAGS.batch_size):
         names, batch = paths[start : start + FLAGS.batch_size], []
@@ -109,12 +126,17 @@ def build():
     )  # fmt: skip
     codebooks = None
     if FLAGS.images:
-        if FLAGS.kind == "aqd":
-            raise app.UsageError("An aqd index is built from a codes file (--codes).")
         files = _image_files(FLAGS.images)
         paths = [os.path.join(FLAGS.images, f) for f in files]
-        codes, ids = _encode_images(paths, "packed_codes"), np.asarray(paths)
-        kind, source = ("flat" if FLAGS.kind == "auto" else FLAGS.kind), {"images": FLAGS.images}
+        model = _load_model()
+        quantized = getattr(model, "quantization_encoder", None) is not None
+        kind = ("aqd" if quantized else "flat") if FLAGS.kind == "auto" else FLAGS.kind
+        if kind == "aqd":
+            codebooks = _model_codebooks(model)
+            codes = _encode_images(paths, "quantization_codes", model)
+        else:
+            codes = _encode_images(paths, "packed_codes", model)
+        ids, source = np.asarray(paths), {"images": FLAGS.images}
     elif FLAGS.codes:
         contents = read_codes_file(FLAGS.codes)
         split = getattr(contents, FLAGS.split or "database")

@@ -4,7 +4,8 @@ Signatures (both return `packed_codes` uint8 (B, ceil(K/8)) in the codes-file la
 `codes` int8 (B, K) of +-1, `embedding` float32 (B, K) and `valid` bool (B,); a WSDHQ
 model also returns `quantization_codes` uint8 (B, M), the codeword indices its quantizer
 assigns to the embedding (graph_encoder.py: the database side of AQD search, while
-queries use `embedding`):
+queries use `embedding`), and the loaded object's `quantization_encoder.codebooks_additive`
+holds the (M, 256, D) codebooks AQD needs:
 
 * `serving_default(images)`: a batch of encoded JPEG or PNG files (tf.string (B,)).
   Each is decoded, resized to the run's image size (bilinear, aspect ratio not kept,

@@ -99,6 +99,23 @@ def test_wsdhq_trains_from_tags_and_writes_aqd_codes(tagged, tmp_path, quantizer
     assert got.shape == (40, 2) and got.dtype == np.uint8
     assert np.mean(got == expected) >= 0.95  # float32 rounding may flip a near tie
 
+    # A search index built from the image folder through the SavedModel is an AQD index
+    # with the run's codebooks and the served codes.
+    pytest.importorskip("faiss")
+    from wsdhash.index.sharded import ShardedIndex
+
+    index_dir = tmp_path / "index"
+    images = data_dir / "images"
+    built = subprocess.run(
+        [sys.executable, "-m", "wsdhash.search", "build", f"--images={images}",
+         f"--model={exported}", f"--output={index_dir}"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr[-2000:]
+    index = ShardedIndex(str(index_dir))
+    assert index.kind == "aqd" and index.num_items == len(os.listdir(images))
+    np.testing.assert_allclose(index.shards[0].codebooks, codes.codebooks, rtol=1e-6)
+
 
 def test_wsdhq_needs_tags_and_a_tag_dir(tagged, tmp_path):
     data_dir, tag_dir = tagged

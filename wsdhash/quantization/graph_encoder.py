@@ -43,6 +43,12 @@ class QuantizationEncoder(tf.Module):
         self.unit_features = bool(unit_features)
         self.num_codebooks = quantizer.num_codebooks
         self.product = isinstance(quantizer, ProductQuantizer)
+        # (M, K, D) codebooks whose codewords add up to the reconstruction, kept in the
+        # SavedModel so that an AQD index can be built from the served codes alone.
+        additive = quantizer.full_codebooks() if self.product else quantizer.codebooks
+        self.codebooks_additive = tf.Variable(
+            np.asarray(additive, np.float32), trainable=False, name="codebooks"
+        )
         if self.product:
             self.dtype = tf.float64
             self.codebooks = tf.constant(quantizer.codebooks, tf.float64)  # (M, K, S)
