@@ -47,6 +47,7 @@ setup(
             "wsdhash-prepare=wsdhash.data.prepare:run",
             "wsdhash-search=wsdhash.search:run",
             "wsdhash-report=wsdhash.report:run",
+            "wsdhash-extract=wsdhash.extract:run",
         ],
     },
 )

@@ -16,6 +16,10 @@ holds the (M, 256, D) codebooks AQD needs:
 * `encode_images(images)`: float32 (B, S, S, 3) RGB in [0, 255], already cropped to
   the run's crop size S.
 
+A model trained on precomputed features (`--backbone=features`) has one signature
+instead, `serving_default(features)`: float32 (B, F) features from the same backbone
+and settings as the features file (`python -m wsdhash.extract`).
+
 The SavedModel needs only TensorFlow to load (not wsdhash).
 """
 
@@ -98,6 +102,11 @@ class HashingServingModule(tf.Module):
         self.crop_size = crop_size
         self.normalization = model.get_layer("normalization")
         self.hashing = model.layers[-1]
+        self.takes_features = len(model.input_shape) == 2  # (B, F): --backbone=features
+        if self.takes_features:
+            spec = tf.TensorSpec([None, model.input_shape[1]], tf.float32, name="features")
+            self.serving_default = tf.function(self._encode_features, input_signature=[spec])
+            return
         spec = tf.TensorSpec([None], tf.string, name="images")
         self.serving_default = tf.function(self._encode_bytes, input_signature=[spec])
         pixels = tf.TensorSpec([None, crop_size, crop_size, 3], tf.float32, name="images")
@@ -154,6 +163,9 @@ class HashingServingModule(tf.Module):
             ),
         )
         return self._outputs(pixels, valid)
+
+    def _encode_features(self, features: tf.Tensor) -> dict[str, tf.Tensor]:
+        return self._outputs(features, tf.ones([tf.shape(features)[0]], tf.bool))
 
     def _encode_pixels(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
         return self._outputs(images, tf.ones([tf.shape(images)[0]], tf.bool))
@@ -225,10 +237,14 @@ def export_saved_model(
         tf.saved_model.save(
             module,
             temporary,
-            signatures={
-                "serving_default": module.serving_default,
-                "encode_images": module.encode_images,
-            },
+            signatures=(
+                {"serving_default": module.serving_default}
+                if module.takes_features
+                else {
+                    "serving_default": module.serving_default,
+                    "encode_images": module.encode_images,
+                }
+            ),
         )
         if os.path.exists(output):
             old = f"{output}.old-{os.getpid()}"

@@ -29,7 +29,12 @@ flags.DEFINE_integer("crop_size", 0, "Crop side (0: the backbone's).")
 flags.DEFINE_bool("ten_crop", False, "Evaluate with WSDHQ's 10-crop averaging.")
 flags.DEFINE_enum("supervision", "labels", ["labels", "tags"], "Train on labels or user tags.")
 # Model.
-flags.DEFINE_string("backbone", "small_cnn", "Registered backbone.")
+flags.DEFINE_string(
+    "backbone", "small_cnn", "Registered backbone, or 'features' to train on --features."
+)
+flags.DEFINE_string(
+    "features", None, "--backbone=features: a features file from `python -m wsdhash.extract`."
+)
 flags.DEFINE_string("weights", "none", "'none', 'imagenet', or a weights file.")
 flags.DEFINE_bool("allow_pickle", False, "Allow loading a pickled .npy weights dict.")
 flags.DEFINE_string(
@@ -173,18 +178,20 @@ def main(argv):
     workdir = FLAGS.workdir or os.path.join("checkpoints", run_name())
     os.makedirs(workdir, exist_ok=True)
 
-    options = {}
-    if FLAGS.image_root and FLAGS.dataset != "builtin":  # The built-in data has one root.
-        options["image_root"] = FLAGS.image_root
-    if FLAGS.dataset == "builtin":
-        num_train, num_query, num_database = (int(n) for n in FLAGS.builtin_sizes)
-        options.update(
-            seed=FLAGS.seed,
-            image_size=FLAGS.builtin_image_size,
-            num_train=num_train,
-            num_query=num_query,
-            num_database=num_database,
-        )
+    if FLAGS.backbone == "features":
+        # The features file holds the splits; it replaces --dataset and --data_dir.
+        if not FLAGS.features:
+            raise app.UsageError("--backbone=features needs --features=FILE.h5.")
+        FLAGS.dataset, FLAGS.data_dir = "features", FLAGS.features
+    elif FLAGS.features:
+        raise app.UsageError("--features is only used with --backbone=features.")
+    options = datasets.command_line_options(
+        FLAGS.dataset,
+        image_root=FLAGS.image_root,
+        builtin_sizes=tuple(int(n) for n in FLAGS.builtin_sizes),
+        builtin_image_size=FLAGS.builtin_image_size,
+        seed=FLAGS.seed,
+    )
     steps = FLAGS.steps
     steps_per_epoch = None
     if not steps or FLAGS.lr_decay_unit == "epochs":

@@ -11,7 +11,7 @@ import dataclasses
 import os
 from collections.abc import Callable
 
-from wsdhash.data import list_files
+from wsdhash.data import features_file, list_files
 from wsdhash.data import protocols as protocols_lib
 from wsdhash.registry import Registry
 
@@ -148,6 +148,30 @@ def hashnet_lists(
     return RetrievalDataset(name="hashnet", load_split=load_split, topk=topk)
 
 
+def command_line_options(
+    name: str,
+    *,
+    image_root: str | None,
+    builtin_sizes: tuple[int, int, int],
+    builtin_image_size: int,
+    seed: int,
+) -> dict:
+    """Factory options from the entry points' common data flags (train, extract)."""
+    options = {}
+    if image_root and name not in ("builtin", "features"):  # these have no image root
+        options["image_root"] = image_root
+    if name == "builtin":
+        num_train, num_query, num_database = builtin_sizes
+        options.update(
+            seed=seed,
+            image_size=builtin_image_size,
+            num_train=num_train,
+            num_query=num_query,
+            num_database=num_database,
+        )
+    return options
+
+
 def prepared_lists(
     name: str,
     *,
@@ -234,3 +258,5 @@ DATASETS.register("voc2012")(prepared_lists("voc2012", topk=None, image_size=448
 DATASETS.register("cifar10")(prepared_lists("cifar10", topk=None, image_size=224, crop_size=224))
 DATASETS.register("cub200")(prepared_lists("cub200", topk=None))
 DATASETS.register("stanford_dogs")(prepared_lists("stanford_dogs", topk=None))
+# Precomputed backbone features (`python -m wsdhash.extract`); data_dir is the .h5 file.
+DATASETS.register("features")(features_file.features_dataset)

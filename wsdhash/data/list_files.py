@@ -38,6 +38,9 @@ class SplitData:
         tags: user-tag indicators, uint8 (N, T); T = 0 when the split has none.
         label_names: C class names (may be empty when unknown).
         tag_names: T tag words (may be empty when unknown).
+        features: optional (N, F) float32 precomputed backbone features
+            (`python -m wsdhash.extract`); the pipeline then yields them instead of
+            decoding images, and `paths` only name the items.
     """
 
     name: str
@@ -46,9 +49,15 @@ class SplitData:
     tags: np.ndarray
     label_names: tuple[str, ...] = ()
     tag_names: tuple[str, ...] = ()
+    features: np.ndarray | None = None
 
     def __post_init__(self):
         n = len(self.paths)
+        if self.features is not None and (self.features.ndim != 2 or len(self.features) != n):
+            raise DataFormatError(
+                f"Split {self.name!r}: features have shape {self.features.shape}, expected "
+                f"({n}, F) to match its {n} items."
+            )
         for field in ("labels", "tags"):
             array = getattr(self, field)
             if array.ndim != 2 or array.shape[0] != n:
@@ -69,6 +78,7 @@ class SplitData:
             paths=self.paths[indices],
             labels=self.labels[indices],
             tags=self.tags[indices],
+            features=None if self.features is None else self.features[indices],
         )
 
     @property

@@ -54,12 +54,15 @@ class PipelineConfig:
 
 
 def _columns(split: SplitData) -> dict:
-    return {
+    columns = {
         "path": split.paths,
         "labels": split.labels.astype("float32"),
         "tags": split.tags.astype("float32"),
         "index": np.arange(len(split), dtype=np.int64),
     }
+    if split.features is not None:
+        columns["features"] = split.features.astype("float32")
+    return columns
 
 
 def _records(split: SplitData) -> tf.data.Dataset:
@@ -132,6 +135,10 @@ def make_dataset(
 
     def decode(element):
         element = dict(element)
+        if split.features is not None:  # precomputed features: nothing to read
+            element.pop("path")
+            element["image"], element["decoded"] = element.pop("features"), tf.constant(True)
+            return element
         element["image"], element["decoded"] = load_image(element.pop("path"))
         return element
 
@@ -144,6 +151,8 @@ def make_dataset(
         element.pop("decoded")
         seed_pair = element.pop("seed")
         image = element["image"]
+        if split.features is not None:  # features are not augmented
+            return element
         if training:
             image = preprocessing.random_crop_and_flip(image, config.crop_size, seed_pair)
         elif config.ten_crop:

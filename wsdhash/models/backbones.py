@@ -171,6 +171,18 @@ def _keras_application_backbone(name: str) -> BackboneFactory:
     return factory
 
 
+FEATURES = "features"
+
+
+def features_backbone(feature_dim: int) -> BackboneSpec:
+    """The backbone of `--backbone=features`: precomputed (B, F) features pass through
+    unchanged (no variables), so only the head trains. Not in BACKBONES: its width comes
+    from the features file, not from a name."""
+    inputs = keras.Input((feature_dim,), name="features")
+    model = keras.Model(inputs, keras.layers.Identity()(inputs), name="features")
+    return BackboneSpec(model, "raw_pixels", 1, 1, feature_dim)
+
+
 # -----------------------------------------------------------------------------
 # Registrations
 # -----------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import tensorflow as tf
 from absl import logging
 
 from wsdhash import atomic_files
-from wsdhash.data import datasets, pipeline
+from wsdhash.data import datasets, features_file, pipeline
 from wsdhash.data.list_files import SplitData
 from wsdhash.eval import (
     CodesFile,
@@ -34,6 +34,7 @@ from wsdhash.eval import (
 from wsdhash.losses import LOSSES
 from wsdhash.losses.class_balanced_sampler import ClassBalancedSampler
 from wsdhash.models import build_backbone, build_hashing_model
+from wsdhash.models.backbones import FEATURES, features_backbone
 from wsdhash.models.normalization import ImageNormalization
 from wsdhash.training import quantized, run_info
 from wsdhash.training.checkpoints import CheckpointKeeper
@@ -178,13 +179,17 @@ def build_model(config: TrainConfig, sync_batch_norm: bool = False, output_dim: 
     Returns:
         (model, backbone spec, hashing model without the normalisation layer).
     """
-    backbone = build_backbone(
-        config.backbone,
-        weights=config.weights,
-        crop_size=config.crop_size or None,
-        allow_pickle=config.allow_pickle,
-        seed=config.seed,
-    )
+    if config.backbone == FEATURES:  # precomputed features; the dataset is the file
+        attrs, _ = features_file.read_features_file(config.data_dir)
+        backbone = features_backbone(int(attrs["feature_dim"]))
+    else:
+        backbone = build_backbone(
+            config.backbone,
+            weights=config.weights,
+            crop_size=config.crop_size or None,
+            allow_pickle=config.allow_pickle,
+            seed=config.seed,
+        )
     output_dim = output_dim or model_output_dim(config)
     hashing = build_hashing_model(backbone, config.head, output_dim, seed=config.seed)
     if sync_batch_norm:
@@ -193,7 +198,8 @@ def build_model(config: TrainConfig, sync_batch_norm: bool = False, output_dim: 
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.synchronized = True
     normalization = config.normalization or backbone.normalization
-    return with_normalization(hashing, normalization), backbone, hashing
+    input_dtype = "float32" if config.backbone == FEATURES else "uint8"
+    return with_normalization(hashing, normalization, input_dtype), backbone, hashing
 
 
 def model_output_dim(config: TrainConfig) -> int:
@@ -220,9 +226,11 @@ def config_from_dict(values: dict) -> TrainConfig:
     return TrainConfig(**values, optimizer=optimizer)
 
 
-def with_normalization(hashing: keras.Model, normalization: str) -> keras.Model:
-    """uint8 images -> the backbone's normalisation -> `hashing` -> relaxed codes."""
-    images = keras.Input(hashing.input_shape[1:], dtype="uint8", name="image")
+def with_normalization(
+    hashing: keras.Model, normalization: str, input_dtype: str = "uint8"
+) -> keras.Model:
+    """uint8 images (float32 features) -> normalisation -> `hashing` -> relaxed codes."""
+    images = keras.Input(hashing.input_shape[1:], dtype=input_dtype, name="image")
     codes = hashing(ImageNormalization(normalization, name="normalization")(images))
     return keras.Model(images, codes, name="wsdhash_model")
 
@@ -280,11 +288,16 @@ class Encoder:
 
         self._forward = forward
 
-    def __call__(self, split: SplitData) -> np.ndarray:
+    def batches(self, split: SplitData):
+        """The split's codes batch by batch, in file order."""
         dataset = pipeline.make_dataset(
             split, self.config, training=False, batch_size=self.batch_size
         )
-        return np.concatenate([self._forward(batch["image"]).numpy() for batch in dataset])
+        for batch in dataset:
+            yield self._forward(batch["image"]).numpy()
+
+    def __call__(self, split: SplitData) -> np.ndarray:
+        return np.concatenate(list(self.batches(split)))
 
 
 def evaluate_codes(query_codes, query_labels, database_codes, database_labels, topk, empty="zero"):

@@ -1,0 +1,295 @@
+"""Precomputed backbone features in HDF5, written resumably, read as a dataset.
+
+Layout of `FILE.h5` (`python -m wsdhash.extract` writes it):
+
+    attrs:  format="wsdhash-features", version=1, backbone, weights, image_size,
+            crop_size, normalization, ten_crop, dataset, data_dir, topk (-1: all),
+            feature_dim, wsdhash_version
+    /<split>/features  (N, F) float32, chunked by rows
+    /<split>/labels    (N, C) uint8       /<split>/tags  (N, T) uint8
+    /<split>/paths     (N,) UTF-8 strings /<split>/index (N,) int64: the item's position
+                                          in the dataset's split list (file order)
+    /<split>.attrs["done"]  rows written so far
+    /label_names, /tag_names  (optional) UTF-8 strings
+
+Splits are the groups `train`, `query` and `database` (those extracted).
+
+Writing goes to `FILE.h5.partial`, one batch at a time, with `done` updated and the
+file flushed after each batch: an interrupted extraction resumes at the first row not
+written (after checking that the partial file was made with the same settings and
+lists the same items). The finished file is renamed to `FILE.h5` only when every split
+is complete, so a reader never sees a half-written file under the final name.
+
+`features_dataset` reads it as a `RetrievalDataset` whose splits carry the features
+(`SplitData.features`), so `python -m wsdhash.train --backbone=features
+--features=FILE.h5` trains any method's head on them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+
+import h5py
+import numpy as np
+
+from wsdhash.data.list_files import DataFormatError, SplitData
+
+FORMAT = "wsdhash-features"
+VERSION = 1
+SPLITS = ("train", "query", "database")
+# Settings that must match for a partial file to be resumed.
+SETTINGS = ("backbone", "weights", "image_size", "crop_size", "normalization", "ten_crop",
+            "dataset", "data_dir", "feature_dim")  # fmt: skip
+
+
+def _strings(values) -> np.ndarray:
+    return np.asarray([str(v) for v in values], dtype=h5py.string_dtype("utf-8"))
+
+
+def _open(path: str, mode: str, what: str) -> h5py.File:
+    try:
+        return h5py.File(path, mode)
+    except OSError as error:
+        raise DataFormatError(
+            f"{path}: not a readable HDF5 file ({error}); {what}."
+        ) from None
+
+
+class FeaturesWriter:
+    """Writes (or resumes) `path` split by split; `finish()` renames it into place.
+
+    Args:
+        path: the final file name.
+        settings: the extraction settings, stored as attributes (`SETTINGS` plus
+            `topk` and `wsdhash_version`); a partial file made with other settings is
+            an error, not silently mixed.
+    """
+
+    def __init__(self, path: str, settings: dict):
+        self.path, self.partial = path, f"{path}.partial"
+        self.settings = settings
+        resume = os.path.exists(self.partial)
+        if resume:
+            self.file = _open(self.partial, "a", "delete it to extract from scratch")
+            recorded = {k: self.file.attrs.get(k) for k in SETTINGS}
+            different = [k for k in SETTINGS if str(recorded[k]) != str(settings.get(k))]
+            if self.file.attrs.get("format") != FORMAT or different:
+                self.file.close()
+                detail = ", ".join(
+                    f"{k}: {recorded[k]} there, {settings.get(k)} now" for k in different
+                )
+                raise ValueError(
+                    f"{self.partial}: an unfinished extraction with other settings "
+                    f"({detail or 'not a wsdhash features file'}); delete it or rerun "
+                    "with the same flags."
+                )
+        else:
+            self.file = h5py.File(self.partial, "w")
+            self.file.attrs.update({"format": FORMAT, "version": VERSION, **settings})
+
+    def done(self, split: str) -> int:
+        """Rows of `split` written so far."""
+        return int(self.file[split].attrs["done"]) if split in self.file else 0
+
+    def start_split(self, split: SplitData, feature_dim: int) -> int:
+        """Creates the split's datasets (once); returns the rows already written."""
+        if split.name in self.file:
+            paths = self.file[split.name]["paths"].asstr()[:]
+            if len(paths) != len(split) or list(paths) != [str(p) for p in split.paths]:
+                raise ValueError(
+                    f"{self.partial}: split {split.name!r} lists other items than the "
+                    "dataset now does; delete the partial file."
+                )
+            return self.done(split.name)
+        n = len(split)
+        group = self.file.create_group(split.name)
+        # Chunks of 256 rows: one chunk per batch write, whole rows per read.
+        group.create_dataset(
+            "features", (n, feature_dim), np.float32, chunks=(min(max(n, 1), 256), feature_dim)
+        )
+        group.create_dataset("labels", data=split.labels.astype(np.uint8))
+        group.create_dataset("tags", data=split.tags.astype(np.uint8))
+        group.create_dataset("paths", data=_strings(split.paths))
+        group.create_dataset("index", data=np.arange(n, dtype=np.int64))
+        group.attrs["done"] = 0
+        if split.label_names and "label_names" not in self.file:
+            self.file.create_dataset("label_names", data=_strings(split.label_names))
+        if split.tag_names and "tag_names" not in self.file:
+            self.file.create_dataset("tag_names", data=_strings(split.tag_names))
+        self.file.flush()
+        return 0
+
+    def write_rows(self, split: str, start: int, rows: np.ndarray) -> None:
+        """Writes rows `start:start + len(rows)` and records them as done."""
+        group = self.file[split]
+        group["features"][start : start + len(rows)] = rows
+        # `done` moves only after the rows, and both reach the disk before the next batch.
+        group.attrs["done"] = start + len(rows)
+        self.file.flush()
+
+    def finish(self) -> str:
+        """Checks every split is complete and renames the partial file into place."""
+        for name in self.file:
+            if name in SPLITS:
+                group = self.file[name]
+                if group.attrs["done"] != len(group["paths"]):
+                    raise ValueError(f"{self.partial}: split {name!r} is not complete.")
+        self.file.close()
+        os.replace(self.partial, self.path)
+        return self.path
+
+    def close(self) -> None:
+        if self.file.id.valid:
+            self.file.close()
+
+
+def extract_split(
+    writer: FeaturesWriter,
+    split: SplitData,
+    encode_batches: Callable[[SplitData], Iterable[np.ndarray]],
+    feature_dim: int,
+    *,
+    max_batches: int | None = None,
+    progress: Callable[[Iterable, int, int], Iterable] | None = None,
+) -> tuple[bool, int]:
+    """Writes a split's features, starting after the rows a previous run wrote.
+
+    Args:
+        writer: the open file.
+        split: the items, in file order.
+        encode_batches: items -> their (b, F) features batch by batch, in order; only
+            the rows not written yet are encoded.
+        feature_dim: F.
+        max_batches: stop after this many batches (a time-limited job; tests use it
+            to interrupt an extraction at a known point).
+        progress: `(batches, rows already done, rows in the split) -> batches`, e.g. a
+            tqdm bar.
+
+    Returns:
+        (whether the split is complete, the batches written).
+    """
+    position = writer.start_split(split, feature_dim)
+    remaining = split.take(np.arange(position, len(split)))
+    count = 0
+    if len(remaining) and max_batches != 0:
+        batches = encode_batches(remaining)
+        if progress is not None:
+            batches = progress(batches, position, len(split))
+        for batch in batches:
+            writer.write_rows(split.name, position, np.asarray(batch, np.float32))
+            position += len(batch)
+            count += 1
+            if max_batches is not None and count >= max_batches:
+                break
+    return writer.done(split.name) == len(split), count
+
+
+def _check_attributes(path: str, attrs: dict) -> dict:
+    if attrs.get("format") != FORMAT:
+        raise DataFormatError(
+            f"{path}: not a wsdhash features file (no format={FORMAT!r} attribute); "
+            "make one with `python -m wsdhash.extract`."
+        )
+    if attrs.get("version") != VERSION:
+        raise DataFormatError(
+            f"{path}: features format version {attrs.get('version')}; this wsdhash reads "
+            f"{VERSION}. Extract again."
+        )
+    return attrs
+
+
+def _open_finished(path: str) -> h5py.File:
+    if not os.path.exists(path):
+        unfinished = os.path.exists(f"{path}.partial")
+        hint = (
+            " (an unfinished extraction is in .partial: rerun `python -m wsdhash.extract` "
+            "with the same flags to finish it)"
+            if unfinished
+            else ""
+        )
+        raise FileNotFoundError(f"Features file not found: {path}{hint}")
+    return _open(path, "r", "a truncated or foreign file? Extract it again")
+
+
+def read_attributes(path: str) -> dict:
+    """The attributes of a features file (cheap: reads no features); checks the format."""
+    with _open_finished(path) as file:
+        return _check_attributes(path, dict(file.attrs))
+
+
+def read_split(path: str, name: str) -> SplitData:
+    """One split of a features file, with its features (N, F) in memory."""
+    with _open_finished(path) as file:
+        attrs = _check_attributes(path, dict(file.attrs))
+        if name not in file:
+            present = [s for s in SPLITS if s in file]
+            raise DataFormatError(f"{path}: no {name!r} split (it holds {present}).")
+        group = file[name]
+        try:
+            n = len(group["paths"])
+            if group.attrs["done"] != n:
+                raise DataFormatError(
+                    f"{path}: split {name!r} is incomplete ({group.attrs['done']}/{n} rows)."
+                )
+            features = group["features"][:]
+            labels, tags = group["labels"][:], group["tags"][:]
+            paths = np.asarray(group["paths"].asstr()[:]).astype(str)
+            label_names = tuple(file["label_names"].asstr()[:]) if "label_names" in file else ()
+            tag_names = tuple(file["tag_names"].asstr()[:]) if "tag_names" in file else ()
+        except (KeyError, OSError) as error:
+            raise DataFormatError(f"{path}: split {name!r} is damaged ({error}).") from None
+    if features.shape != (n, int(attrs["feature_dim"])):
+        raise DataFormatError(
+            f"{path}: split {name!r} features have shape {features.shape}, expected "
+            f"({n}, {attrs['feature_dim']})."
+        )
+    return SplitData(
+        name=name,
+        paths=paths,
+        labels=labels,
+        tags=tags,
+        label_names=label_names if labels.shape[1] == len(label_names) else (),
+        tag_names=tag_names if tags.shape[1] == len(tag_names) else (),
+        features=features,
+    )
+
+
+def split_names(path: str) -> tuple[str, ...]:
+    """The splits a features file holds, in `SPLITS` order."""
+    with _open_finished(path) as file:
+        _check_attributes(path, dict(file.attrs))
+        return tuple(s for s in SPLITS if s in file)
+
+
+def read_features_file(path: str) -> tuple[dict, dict[str, SplitData]]:
+    """(attributes, split name -> SplitData with features) of a finished features file."""
+    return read_attributes(path), {name: read_split(path, name) for name in split_names(path)}
+
+
+def features_dataset(data_dir: str, *, image_root=None, check_files=True):
+    """The registered `features` dataset: `data_dir` is the features file (module doc).
+
+    Splits are read when first asked for, then kept: the database split of a large
+    dataset is only read for the final evaluation.
+    """
+    del image_root, check_files  # nothing to read but the file
+    from wsdhash.data.datasets import RetrievalDataset  # pylint: disable=g-import-not-at-top
+
+    attrs = read_attributes(data_dir)
+    loaded = {}
+
+    def load_split(name: str) -> SplitData:
+        if name not in loaded:
+            loaded[name] = read_split(data_dir, name)
+        return loaded[name]
+
+    topk = int(attrs.get("topk", -1))
+    return RetrievalDataset(
+        name="features",
+        load_split=load_split,
+        splits=split_names(data_dir),
+        topk=None if topk < 0 else topk,
+        image_size=1,
+        crop_size=1,
+    )

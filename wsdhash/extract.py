@@ -1,0 +1,113 @@
+"""Runs a backbone over a dataset and writes its features to HDF5.
+
+    python -m wsdhash.extract --dataset=NAME --data_dir=DIR --backbone=resnet50
+        --weights=imagenet --output=features.h5 [--splits=train,query,database]
+        [--ten_crop] [--batch_size=64]
+
+Then `python -m wsdhash.train --backbone=features --features=features.h5 ...` trains
+any method's head on them (cheap on a CPU, and fast for sweeps on large datasets), with
+the same losses, evaluation and export; the export then takes features.
+
+The file (wsdhash/data/features_file.py) is written resumably: rerun the same command
+after an interruption and it continues where it stopped; the final name appears only
+when every split is done.
+"""
+
+from __future__ import annotations
+
+import os
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("dataset", "builtin", "Registered dataset name.")
+flags.DEFINE_string("data_dir", "data/builtin", "Dataset folder (list files).")
+flags.DEFINE_string("image_root", None, "Folder image paths are relative to (list datasets).")
+flags.DEFINE_list("builtin_sizes", ["5000", "500", "5000"], "Built-in: train,query,database.")
+flags.DEFINE_integer("builtin_image_size", 64, "Built-in dataset: image side.")
+flags.DEFINE_string("backbone", "small_cnn", "Registered backbone.")
+flags.DEFINE_string("weights", "none", "'none', 'imagenet', or a weights file.")
+flags.DEFINE_bool("allow_pickle", False, "Allow loading a pickled .npy weights dict.")
+flags.DEFINE_string("normalization", "", "Input normalisation; empty: the backbone's.")
+flags.DEFINE_integer("image_size", 0, "Resize side before cropping (0: the backbone's).")
+flags.DEFINE_integer("crop_size", 0, "Crop side (0: the backbone's).")
+flags.DEFINE_bool("ten_crop", False, "Average the features of WSDHQ's 10 crops.")
+flags.DEFINE_list("splits", ["train", "query", "database"], "Splits to extract.")
+flags.DEFINE_integer("batch_size", 64, "Images per forward pass.")
+flags.DEFINE_integer("seed", 0, "Seeds the backbone's initialisation (--weights=none).")
+flags.DEFINE_string("output", None, "The features file (.h5).", required=True)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    import tqdm
+
+    import wsdhash
+    from wsdhash.data import datasets, features_file, pipeline
+    from wsdhash.models import build_backbone
+    from wsdhash.training.trainer import Encoder, with_normalization
+
+    if os.path.exists(FLAGS.output):
+        raise app.UsageError(f"{FLAGS.output} exists; delete it or choose another --output.")
+    options = datasets.command_line_options(
+        FLAGS.dataset,
+        image_root=FLAGS.image_root,
+        builtin_sizes=tuple(int(n) for n in FLAGS.builtin_sizes),
+        builtin_image_size=FLAGS.builtin_image_size,
+        seed=FLAGS.seed,
+    )
+    dataset = datasets.get_dataset(FLAGS.dataset, FLAGS.data_dir, **options)
+    unknown = [s for s in FLAGS.splits if s not in dataset.splits]
+    if unknown:
+        raise app.UsageError(f"--splits: {unknown} not in {dataset.splits}.")
+    spec = build_backbone(
+        FLAGS.backbone,
+        weights=FLAGS.weights,
+        crop_size=FLAGS.crop_size or None,
+        allow_pickle=FLAGS.allow_pickle,
+        seed=FLAGS.seed,
+    )
+    normalization = FLAGS.normalization or spec.normalization
+    model = with_normalization(spec.model, normalization)
+    config = pipeline.PipelineConfig(
+        image_size=FLAGS.image_size or max(spec.image_size, spec.crop_size),
+        crop_size=FLAGS.crop_size or spec.crop_size,
+        normalization=None,
+        ten_crop=FLAGS.ten_crop,
+    )
+    settings = {
+        "backbone": FLAGS.backbone,
+        "weights": FLAGS.weights,
+        "image_size": config.image_size,
+        "crop_size": config.crop_size,
+        "normalization": normalization,
+        "ten_crop": FLAGS.ten_crop,
+        "dataset": FLAGS.dataset,
+        "data_dir": os.path.abspath(FLAGS.data_dir),
+        "topk": -1 if dataset.topk is None else dataset.topk,
+        "feature_dim": spec.feature_dim,
+        "wsdhash_version": wsdhash.__version__,
+    }
+    encoder = Encoder(model, config, FLAGS.batch_size)
+    writer = features_file.FeaturesWriter(FLAGS.output, settings)
+    try:
+        for name in FLAGS.splits:
+            split = dataset.split(name)
+            total = -(-len(split) // FLAGS.batch_size)
+            features_file.extract_split(
+                writer, split, encoder.batches, spec.feature_dim,
+                progress=lambda it, n=name, t=total: tqdm.tqdm(it, desc=n, unit="batch", total=t),
+            )  # fmt: skip
+        path = writer.finish()
+    finally:
+        writer.close()
+    print(f"features of {', '.join(FLAGS.splits)} ({spec.feature_dim}-d) written to {path}")
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
