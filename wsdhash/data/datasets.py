@@ -185,8 +185,9 @@ def prepared_lists(
     The lists are in the HashNet layout (`train.txt`, `test.txt`, `database.txt`) or,
     when the manifest says `"layout": "wsdhq"`, in the WSDHQ layout with user tags.
     The manifest (protocols.py) gives the image root, the protocol and the label
-    names; without a manifest the folder is read as ready-made HashNet lists whose
-    paths are relative to `image_root` (default: the folder itself).
+    names; without a manifest the folder is read as ready-made lists (WSDHQ layout when
+    `train_img.txt` exists, else HashNet) whose paths are relative to `image_root`
+    (default: the folder itself).
 
     Args:
         name: the registry name.
@@ -209,7 +210,11 @@ def prepared_lists(
         label_names = tuple(manifest.get("label_names", ()))
         protocol = manifest.get("protocol", "")
         cutoff = (protocols or {}).get(protocol, topk)
-        if manifest.get("layout") == "wsdhq":
+        layout = manifest.get("layout")
+        if layout is None:  # ready-made lists without a manifest: WSDHQ or HashNet layout
+            wsdhq = os.path.isfile(os.path.join(data_dir, "train_img.txt"))
+            layout = "wsdhq" if wsdhq else "hashnet"
+        if layout == "wsdhq":
 
             def load_split(split: str) -> list_files.SplitData:
                 data = list_files.read_wsdhq_split(

@@ -110,3 +110,19 @@ def test_official_release_wsdhq_protocol(official, tmp_path):
     for path, row in zip(train.paths, train.tags, strict=True):
         i = int(os.path.basename(path)[:4])
         np.testing.assert_array_equal(row, tags[i])
+
+
+def test_ready_made_lists_without_a_manifest(tmp_path):
+    """A folder of ready-made lists (HashNet or WSDHQ layout) reads as the dataset."""
+    from wsdhash.data import list_files
+
+    _hashnet_tree(tmp_path, 24, {"test.txt": 2, "train.txt": 3, "database.txt": 4})
+    hashnet = get_dataset("flickr25k", str(tmp_path / "lists"), image_root=str(tmp_path))
+    assert len(hashnet.split("database")) == 7 and hashnet.split("query").num_classes == 24
+    wsdhq = tmp_path / "wsdhq"
+    for split, n in (("train", 3), ("query", 2), ("database", 4)):
+        names = [f"images/{i:04d}.jpg" for i in range(n)]
+        tags = np.eye(n, 5, dtype=np.uint8) if split == "train" else None
+        list_files.write_wsdhq_split(str(wsdhq), split, names, np.eye(n, 24), tags)
+    data = get_dataset("flickr25k", str(wsdhq), image_root=str(tmp_path))
+    assert data.split("train").tags.shape == (3, 5) and len(data.split("query")) == 2
