@@ -46,6 +46,7 @@ BENCHMARKS = {
         [],
         ["--num_database=20000", "--num_queries=100", "--num_clustered=10000"],
     ),
+    "features_training": ([], ["--quick"]),
 }
 
 FLAGS = flags.FLAGS

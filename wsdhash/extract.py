@@ -4,8 +4,10 @@
         --weights=imagenet --output=features.h5 [--splits=train,query,database]
         [--ten_crop] [--batch_size=64]
 
-Then `python -m wsdhash.train --backbone=features --features=features.h5 ...` trains
-any method's head on them (cheap on a CPU, and fast for sweeps on large datasets), with
+Images go through the evaluation pipeline (resize, centre crop, or the mean of WSDHQ's
+10 crops with --ten_crop) and the backbone's normalisation, exactly as the trainer
+encodes them. Then `python -m wsdhash.train --backbone=features --features=features.h5
+...` trains any method's head on the features (cheap on a CPU, fast for sweeps), with
 the same losses, evaluation and export; the export then takes features.
 
 The file (wsdhash/data/features_file.py) is written resumably: rerun the same command
@@ -36,20 +38,37 @@ flags.DEFINE_list("splits", ["train", "query", "database"], "Splits to extract."
 flags.DEFINE_integer("batch_size", 64, "Images per forward pass.")
 flags.DEFINE_integer("seed", 0, "Seeds the backbone's initialisation (--weights=none).")
 flags.DEFINE_string("output", None, "The features file (.h5).", required=True)
+flags.DEFINE_integer(
+    "max_batches", 0, "Stop after this many batches (0: run to the end); rerun to continue."
+)
+
+
+def _progress_bar(name: str):
+    import tqdm
+
+    def progress(batches, done: int, total: int):
+        with tqdm.tqdm(total=total, initial=done, desc=name, unit="img") as bar:
+            for batch in batches:
+                yield batch
+                bar.update(len(batch))
+
+    return progress
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    import tqdm
+    if os.path.exists(FLAGS.output):
+        raise app.UsageError(f"--output={FLAGS.output} exists; delete it or choose another.")
+    if FLAGS.batch_size < 1 or FLAGS.max_batches < 0:
+        raise app.UsageError("--batch_size must be >= 1 and --max_batches >= 0.")
 
     import wsdhash
     from wsdhash.data import datasets, features_file, pipeline
     from wsdhash.models import build_backbone
     from wsdhash.training.trainer import Encoder, with_normalization
 
-    if os.path.exists(FLAGS.output):
-        raise app.UsageError(f"{FLAGS.output} exists; delete it or choose another --output.")
+    # --- Dataset and backbone --------------------------------------------------------
     options = datasets.command_line_options(
         FLAGS.dataset,
         image_root=FLAGS.image_root,
@@ -57,18 +76,29 @@ def main(argv):
         builtin_image_size=FLAGS.builtin_image_size,
         seed=FLAGS.seed,
     )
-    dataset = datasets.get_dataset(FLAGS.dataset, FLAGS.data_dir, **options)
+    try:
+        dataset = datasets.get_dataset(FLAGS.dataset, FLAGS.data_dir, **options)
+    except (OSError, ValueError, KeyError) as error:
+        raise app.UsageError(
+            f"--dataset={FLAGS.dataset} --data_dir={FLAGS.data_dir}: {error}"
+        ) from None
     unknown = [s for s in FLAGS.splits if s not in dataset.splits]
     if unknown:
-        raise app.UsageError(f"--splits: {unknown} not in {dataset.splits}.")
-    spec = build_backbone(
-        FLAGS.backbone,
-        weights=FLAGS.weights,
-        crop_size=FLAGS.crop_size or None,
-        allow_pickle=FLAGS.allow_pickle,
-        seed=FLAGS.seed,
-    )
+        raise app.UsageError(f"--splits: {unknown} not in {FLAGS.dataset}'s {dataset.splits}.")
+    try:
+        spec = build_backbone(
+            FLAGS.backbone,
+            weights=FLAGS.weights,
+            crop_size=FLAGS.crop_size or None,
+            allow_pickle=FLAGS.allow_pickle,
+            seed=FLAGS.seed,
+        )
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise app.UsageError(
+            f"--backbone={FLAGS.backbone} --weights={FLAGS.weights}: {error}"
+        ) from None
     normalization = FLAGS.normalization or spec.normalization
+    # The model the trainer would build, without a head: uint8 crops -> normalise -> F.
     model = with_normalization(spec.model, normalization)
     config = pipeline.PipelineConfig(
         image_size=FLAGS.image_size or max(spec.image_size, spec.crop_size),
@@ -76,9 +106,14 @@ def main(argv):
         normalization=None,
         ten_crop=FLAGS.ten_crop,
     )
+
+    # --- Extraction ------------------------------------------------------------------
+    weights = FLAGS.weights
+    if weights not in ("none", "imagenet"):
+        weights = os.path.abspath(weights)
     settings = {
         "backbone": FLAGS.backbone,
-        "weights": FLAGS.weights,
+        "weights": weights,
         "image_size": config.image_size,
         "crop_size": config.crop_size,
         "normalization": normalization,
@@ -89,19 +124,26 @@ def main(argv):
         "feature_dim": spec.feature_dim,
         "wsdhash_version": wsdhash.__version__,
     }
+    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
     encoder = Encoder(model, config, FLAGS.batch_size)
-    writer = features_file.FeaturesWriter(FLAGS.output, settings)
     try:
-        for name in FLAGS.splits:
-            split = dataset.split(name)
-            total = -(-len(split) // FLAGS.batch_size)
-            features_file.extract_split(
-                writer, split, encoder.batches, spec.feature_dim,
-                progress=lambda it, n=name, t=total: tqdm.tqdm(it, desc=n, unit="batch", total=t),
-            )  # fmt: skip
-        path = writer.finish()
-    finally:
-        writer.close()
+        path = features_file.extract_dataset(
+            FLAGS.output,
+            dataset,
+            FLAGS.splits,
+            encoder.batches,
+            settings,
+            max_batches=FLAGS.max_batches or None,
+            progress=_progress_bar,
+        )
+    except features_file.PartialFileError as error:  # from other flags or other items
+        raise app.UsageError(f"--output: {error}") from None
+    if path is None:
+        print(
+            f"stopped after --max_batches={FLAGS.max_batches} batches; rerun the same "
+            f"command to continue ({FLAGS.output}.partial)"
+        )
+        return
     print(f"features of {', '.join(FLAGS.splits)} ({spec.feature_dim}-d) written to {path}")
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 
 FLAGS = flags.FLAGS
 
@@ -111,7 +111,10 @@ flags.DEFINE_integer("log_every", 50, "Logging period in steps.")
 
 
 def run_name() -> str:
-    return f"{FLAGS.dataset}_{FLAGS.method}_{FLAGS.backbone}_{FLAGS.hash_bit}bits_seed{FLAGS.seed}"
+    dataset = FLAGS.dataset
+    if FLAGS.backbone == "features" and FLAGS.features:  # named after the features file
+        dataset = os.path.splitext(os.path.basename(FLAGS.features))[0]
+    return f"{dataset}_{FLAGS.method}_{FLAGS.backbone}_{FLAGS.hash_bit}bits_seed{FLAGS.seed}"
 
 
 def method_options() -> dict:
@@ -182,7 +185,20 @@ def main(argv):
         # The features file holds the splits; it replaces --dataset and --data_dir.
         if not FLAGS.features:
             raise app.UsageError("--backbone=features needs --features=FILE.h5.")
+        from wsdhash.data import features_file
+
+        try:
+            features_file.read_attributes(FLAGS.features)
+        except (OSError, ValueError) as error:
+            raise app.UsageError(f"--features: {error}") from None
         FLAGS.dataset, FLAGS.data_dir = "features", FLAGS.features
+        fixed = ("weights", "normalization", "image_size", "crop_size", "ten_crop")
+        ignored = [f"--{name}" for name in fixed if FLAGS[name].present]
+        if ignored:  # e.g. from a published flagfile: the extraction already applied them
+            logging.warning(
+                "--backbone=features ignores %s: the features file fixed them at extraction.",
+                ", ".join(ignored),
+            )
     elif FLAGS.features:
         raise app.UsageError("--features is only used with --backbone=features.")
     options = datasets.command_line_options(

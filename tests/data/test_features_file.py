@@ -1,18 +1,22 @@
-"""Features files: extraction equals the backbone on the pipeline, resumes exactly,
-and refuses foreign, truncated or mismatched files."""
+"""Features files: extraction equals the backbone on the pipeline's batches, an
+interrupted extraction resumes to the same file, the registered `features` dataset
+feeds the pipeline, and foreign, truncated, damaged or mismatched files are refused."""
 
 import os
 
 import h5py
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from wsdhash.data import datasets, features_file, pipeline
 from wsdhash.data.builtin import generate_builtin
 from wsdhash.data.list_files import DataFormatError
+from wsdhash.data.preprocessing import NORMALIZATIONS
 from wsdhash.models import build_backbone
 from wsdhash.training.trainer import Encoder, with_normalization
 
+SIZES = {"num_train": 70, "num_query": 10, "num_database": 30}
 SETTINGS = {
     "backbone": "small_cnn", "weights": "none", "image_size": 32, "crop_size": 28,
     "normalization": "unit_range", "ten_crop": False, "dataset": "builtin",
@@ -23,73 +27,136 @@ SETTINGS = {
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("features")
-    generate_builtin(root / "bi", image_size=32, num_train=70, num_query=10, num_database=30)
-    dataset = datasets.get_dataset(
-        "builtin", str(root / "bi"), image_size=32, num_train=70, num_query=10, num_database=30
-    )
+    generate_builtin(root / "bi", image_size=32, **SIZES)
+    dataset = datasets.get_dataset("builtin", str(root / "bi"), image_size=32, **SIZES)
     spec = build_backbone("small_cnn", weights="none", crop_size=28, seed=0)
     model = with_normalization(spec.model, spec.normalization)
     config = pipeline.PipelineConfig(image_size=32, crop_size=28, normalization=None)
-    return root, dataset, Encoder(model, config, 16)
-
-
-def _extract(path, dataset, encoder, stop_after=None):
-    writer = features_file.FeaturesWriter(str(path), SETTINGS)
-    try:
-        complete = True
-        for name in ("train", "query", "database"):
-            complete &= features_file.extract_split(
-                writer, dataset.split(name), encoder.batches, 128, stop_after=stop_after
-            )
-            if stop_after is not None and not complete:
-                return None
-        return writer.finish()
-    finally:
-        writer.close()
-
-
-def test_features_equal_the_backbone_and_resume_exactly(setup):
-    root, dataset, encoder = setup
     full = root / "full.h5"
-    _extract(full, dataset, encoder)
+    _extract(full, dataset, Encoder(model, config, 16))
+    return root, dataset, spec, model, config, full
+
+
+def _extract(path, dataset, encoder, max_batches=None):
+    return features_file.extract_dataset(
+        str(path), dataset, ("train", "query", "database"), encoder.batches, SETTINGS,
+        max_batches=max_batches,
+    )  # fmt: skip
+
+
+def _contents(path):
+    with h5py.File(path, "r") as f:
+        arrays = {}
+        f.visititems(
+            lambda name, item: (
+                arrays.update({name: item[()]}) if isinstance(item, h5py.Dataset) else None
+            )
+        )
+        return dict(f.attrs), arrays
+
+
+def test_features_equal_the_backbone_on_the_pipeline_batches(setup):
+    _, dataset, spec, _, config, full = setup
     attrs, splits = features_file.read_features_file(str(full))
     assert attrs["feature_dim"] == 128 and attrs["backbone"] == "small_cnn"
+    normalize = NORMALIZATIONS.get(spec.normalization)
     for name in ("train", "query", "database"):
         split = dataset.split(name)
-        np.testing.assert_allclose(splits[name].features, encoder(split), rtol=1e-6, atol=1e-6)
+        batches = pipeline.make_dataset(split, config, training=False, batch_size=16)
+        expected = np.concatenate(
+            [spec.model(normalize(tf.cast(b["image"], tf.float32))).numpy() for b in batches]
+        )
+        np.testing.assert_allclose(splits[name].features, expected, rtol=1e-5, atol=1e-5)
         np.testing.assert_array_equal(splits[name].paths, split.paths)
         np.testing.assert_array_equal(splits[name].labels, split.labels)
         np.testing.assert_array_equal(splits[name].tags, split.tags)
-    # Interrupted after one batch of the train split: only the .partial file exists.
-    resumed = root / "resumed.h5"
-    assert _extract(resumed, dataset, encoder, stop_after=1) is None
-    assert not resumed.exists() and os.path.exists(f"{resumed}.partial")
-    with h5py.File(f"{resumed}.partial", "r") as f:
-        assert f["train"].attrs["done"] == 16
-    with pytest.raises(FileNotFoundError, match="unfinished extraction"):
-        features_file.read_features_file(str(resumed))
-    _extract(resumed, dataset, encoder)
-    _, again = features_file.read_features_file(str(resumed))
-    for name in splits:
-        np.testing.assert_array_equal(again[name].features, splits[name].features)
-    # The dataset registry reads the file; its splits carry the features.
+    with h5py.File(full, "r") as f:
+        np.testing.assert_array_equal(f["database/index"][:], np.arange(30))
+        assert f["train/features"].chunks == (70, 128)  # chunked by rows
+
+
+def test_ten_crop_features_are_the_mean_over_the_ten_crops(setup):
+    _, dataset, spec, model, config, _ = setup
+    query = dataset.split("query")
+    ten_crop = pipeline.PipelineConfig(
+        image_size=32, crop_size=28, normalization=None, ten_crop=True
+    )
+    features = Encoder(model, ten_crop, 4)(query)
+    normalize = NORMALIZATIONS.get(spec.normalization)
+    batch = next(iter(pipeline.make_dataset(query, ten_crop, training=False, batch_size=10)))
+    crops = tf.reshape(batch["image"], (100, 28, 28, 3))  # (B, 10, S, S, 3) -> (10B, S, S, 3)
+    per_crop = spec.model(normalize(tf.cast(crops, tf.float32))).numpy().reshape(10, 10, 128)
+    np.testing.assert_allclose(features, per_crop.mean(axis=1), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("stops", [(1,), (6, 1)])  # in train; across train -> query -> db
+def test_an_interrupted_extraction_resumes_to_the_same_file(setup, tmp_path, stops):
+    _, dataset, _, model, config, full = setup
+    encoder = Encoder(model, config, 16)
+    path = tmp_path / "resumed.h5"
+    for max_batches in stops:
+        assert _extract(path, dataset, encoder, max_batches=max_batches) is None
+        assert not path.exists() and os.path.exists(f"{path}.partial")
+    with h5py.File(f"{path}.partial", "r") as f:
+        written = 16 * sum(stops)
+        assert f["train"].attrs["done"] == min(written, 70)
+    with pytest.raises(FileNotFoundError, match="an unfinished extraction is in .partial"):
+        features_file.read_features_file(str(path))
+    _extract(path, dataset, encoder)
+    assert not os.path.exists(f"{path}.partial")
+    attrs, arrays = _contents(path)
+    expected_attrs, expected = _contents(full)
+    assert attrs == expected_attrs and arrays.keys() == expected.keys()
+    for key, value in expected.items():
+        np.testing.assert_array_equal(arrays[key], value, err_msg=key)
+
+
+def test_registered_dataset_feeds_the_features_to_the_pipeline(setup):
+    *_, full = setup
     data = datasets.get_dataset("features", str(full))
-    assert data.topk == 1000 and data.split("query").features.shape == (10, 128)
+    assert data.topk == 1000 and data.splits == ("train", "query", "database")
+    train = data.split("train")
+    assert train.features.shape == (70, 128) and data.split("train") is train  # read once
+    config = pipeline.PipelineConfig(image_size=1, crop_size=1, normalization=None)
+    batch = next(iter(pipeline.make_dataset(train, config, training=True, batch_size=8)))
+    assert batch["image"].dtype == tf.float32 and batch["image"].shape == (8, 128)
+    np.testing.assert_array_equal(batch["image"].numpy(), train.features[batch["index"].numpy()])
+    np.testing.assert_array_equal(batch["labels"].numpy(), train.labels[batch["index"].numpy()])
 
 
-def test_mismatched_resume_foreign_and_truncated_files(tmp_path):
+def test_mismatched_foreign_truncated_and_damaged_files_are_refused(setup, tmp_path):
+    *_, full = setup
     writer = features_file.FeaturesWriter(str(tmp_path / "a.h5"), SETTINGS)
     writer.close()
-    with pytest.raises(ValueError, match="other settings \\(backbone\\)"):
+    with pytest.raises(
+        features_file.PartialFileError,
+        match=r"a.h5.partial: .*other settings \(backbone: small_cnn",
+    ):
         features_file.FeaturesWriter(str(tmp_path / "a.h5"), {**SETTINGS, "backbone": "resnet50"})
+    train = setup[1].split("train")
+    writer = features_file.FeaturesWriter(str(tmp_path / "b.h5"), SETTINGS)
+    writer.start_split(train, 128)
+    writer.close()
+    writer = features_file.FeaturesWriter(str(tmp_path / "b.h5"), SETTINGS)
+    with pytest.raises(features_file.PartialFileError, match="'train' lists other items"):
+        writer.start_split(train.take(np.arange(5)), 128)
+    writer.close()
+    (tmp_path / "c.h5.partial").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))
+    with pytest.raises(features_file.PartialFileError, match="c.h5.partial: not a readable"):
+        features_file.FeaturesWriter(str(tmp_path / "c.h5"), SETTINGS)
     with h5py.File(tmp_path / "foreign.h5", "w") as f:
         f.attrs["format"] = "something else"
     with pytest.raises(DataFormatError, match="foreign.h5: not a wsdhash features file"):
         features_file.read_features_file(str(tmp_path / "foreign.h5"))
-    with h5py.File(tmp_path / "whole.h5", "w") as f:
-        f.attrs.update({"format": "wsdhash-features", "version": 1})
-        f.create_dataset("x", data=np.zeros((200, 50)))
-    data = (tmp_path / "whole.h5").read_bytes()
+    data = full.read_bytes()
     (tmp_path / "cut.h5").write_bytes(data[: len(data) // 3])
     with pytest.raises(DataFormatError, match="cut.h5: not a readable HDF5 file"):
-        features_file.read_features_file(str(tmp_path / "cut.h5"))
+        datasets.get_dataset("features", str(tmp_path / "cut.h5"))
+    (tmp_path / "damaged.h5").write_bytes(data)
+    with h5py.File(tmp_path / "damaged.h5", "a") as f:
+        del f["query/features"]
+        f.create_dataset("query/features", data=np.zeros((10, 5), np.float32))
+    with pytest.raises(DataFormatError, match=r"damaged.h5: split 'query' features have shape"):
+        features_file.read_split(str(tmp_path / "damaged.h5"), "query")
+    with pytest.raises(DataFormatError, match=r"no 'validation' split"):
+        features_file.read_split(str(full), "validation")

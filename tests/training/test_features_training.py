@@ -1,5 +1,7 @@
-"""`python -m wsdhash.extract` then `--backbone=features`: any method's head trains on the
-features file, evaluates, and exports a SavedModel that takes features."""
+"""`python -m wsdhash.train --backbone=features`: a method's head trains on a features
+file (two replicas, resumed, WSDHQ with its quantizer), writes codes.h5 and
+metrics.json, and exports a SavedModel that takes features and returns the codes the
+run wrote."""
 
 import os
 import subprocess
@@ -10,76 +12,107 @@ import pytest
 import tensorflow as tf
 from train_helpers import read_json
 
-from wsdhash.data import features_file
+from wsdhash.data import datasets, features_file, pipeline
+from wsdhash.data.builtin import generate_builtin
 from wsdhash.eval import read_codes_file
+from wsdhash.models import build_backbone
+from wsdhash.tagging.files import write_final_embeddings, write_merge_map
+from wsdhash.training import quantized
+from wsdhash.training.trainer import Encoder, with_normalization
 
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+SIZES = {"num_train": 320, "num_query": 30, "num_database": 80}  # > 256 for WSDHQ's k-means
 
 
-def _run(module, *args):
+def _run(module, *args, check=True):
     result = subprocess.run(
         [sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=600,
         env=ENV,
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
     return result
 
 
 @pytest.fixture(scope="module")
-def extracted(tmp_path_factory):
+def features(tmp_path_factory):
+    """A features file of the tiny built-in dataset (what `python -m wsdhash.extract`
+    writes; tests/test_extract_cli.py runs the command itself)."""
     root = tmp_path_factory.mktemp("features_run")
-    data_dir, output = root / "builtin", root / "features.h5"
-    _run(
-        "wsdhash.extract", "--dataset=builtin", f"--data_dir={data_dir}",
-        "--builtin_sizes=320,30,80", "--builtin_image_size=32", "--image_size=32",
-        "--crop_size=28", f"--output={output}", "--batch_size=64",
+    generate_builtin(root / "builtin", image_size=32, **SIZES)
+    dataset = datasets.get_dataset("builtin", str(root / "builtin"), image_size=32, **SIZES)
+    spec = build_backbone("small_cnn", weights="none", crop_size=28, seed=0)
+    config = pipeline.PipelineConfig(image_size=32, crop_size=28, normalization=None)
+    encoder = Encoder(with_normalization(spec.model, spec.normalization), config, 64)
+    settings = {
+        "backbone": "small_cnn", "weights": "none", "image_size": 32, "crop_size": 28,
+        "normalization": spec.normalization, "ten_crop": False, "dataset": "builtin",
+        "data_dir": str(root / "builtin"), "topk": 1000, "feature_dim": 128,
+        "wsdhash_version": "test",
+    }  # fmt: skip
+    path = features_file.extract_dataset(
+        str(root / "features.h5"), dataset, ("train", "query", "database"), encoder.batches,
+        settings,
     )  # fmt: skip
-    return root, data_dir, output
+    return root, path
 
 
-def test_orthohash_head_trains_evaluates_and_exports_on_features(extracted):
-    root, _, features = extracted
+def test_orthohash_head_on_two_replicas_evaluates_and_exports_features(features):
+    root, path = features
     workdir, exported = root / "orthohash", root / "exported"
-    _run(
-        "wsdhash.train", "--backbone=features", f"--features={features}", "--method=orthohash",
+    result = _run(
+        "wsdhash.train", "--backbone=features", f"--features={path}", "--method=orthohash",
         "--steps=4", "--batch_size=32", "--validation_size=32", "--hash_bit=16",
+        "--strategy=mirrored", "--cpu_replicas=2", "--ten_crop", "--crop_size=28",
         f"--workdir={workdir}",
     )  # fmt: skip
+    # Image flags (e.g. from a published flagfile) are reported and left to the file.
+    assert "--backbone=features ignores --crop_size, --ten_crop" in result.stderr
     metrics = read_json(workdir / "metrics.json")
-    assert metrics["map_name"].startswith("mAP@1000")  # the built-in protocol's R
+    assert metrics["map_name"].startswith("mAP@1000")  # the protocol R the file records
+    assert metrics["selected_on"] == "validation" and 0 <= metrics["map"] <= 1
     codes = read_codes_file(workdir / "codes.h5")
+    assert codes.query.codes.shape == (30, 2) and codes.database.codes.shape == (80, 2)
+
     _run("wsdhash.export", f"--workdir={workdir}", f"--output={exported}")
     loaded = tf.saved_model.load(str(exported))
     assert list(loaded.signatures) == ["serving_default"]
-    _, splits = features_file.read_features_file(str(features))
+    _, splits = features_file.read_features_file(path)
     served = loaded.signatures["serving_default"](features=tf.constant(splits["query"].features))
     np.testing.assert_allclose(served["embedding"].numpy(), codes.query.features, atol=1e-5)
     np.testing.assert_array_equal(served["packed_codes"].numpy(), codes.query.codes)
 
 
-def test_wsdhq_head_trains_on_features_from_tags(extracted):
-    root, data_dir, features = extracted
+def test_wsdhq_head_on_features_resumes_with_its_quantizer(features):
+    root, path = features
+    # A tag model as `python -m wsdhash.tags` writes it: every tag its own group.
+    num_tags = features_file.read_split(path, "train").tags.shape[1]
     tag_dir = root / "tags"
-    _run(
-        "wsdhash.tags", f"--vocab={data_dir / 'tag_vocab.txt'}",
-        f"--tag_matrix={data_dir / 'train_tag.txt'}", "--vectors=train", "--w2v_dim=16",
-        "--w2v_epochs=3", f"--output_dir={tag_dir}",
-    )  # fmt: skip
+    tag_dir.mkdir()
+    embeddings = np.random.default_rng(0).normal(size=(num_tags, 16))
+    write_final_embeddings(tag_dir / quantized.EMBEDDINGS_FILE, embeddings)
+    write_merge_map(tag_dir / quantized.MERGE_MAP_FILE, {t: [t] for t in range(num_tags)})
     workdir = root / "wsdhq"
-    _run(
-        "wsdhash.train", "--backbone=features", f"--features={features}", "--method=wsdhq",
-        "--supervision=tags", f"--tag_dir={tag_dir}", "--head=tanh", "--steps=4",
-        "--quantizer_update_every=2", "--batch_size=32", "--validation_size=32",
-        "--hash_bit=16", f"--workdir={workdir}",
-    )  # fmt: skip
+    args = [
+        "--backbone=features", f"--features={path}", "--method=wsdhq", "--supervision=tags",
+        f"--tag_dir={tag_dir}", "--head=tanh", "--quantizer_update_every=2",
+        "--batch_size=32", "--validation_size=32", "--hash_bit=16", "--checkpoint_every=2",
+        f"--workdir={workdir}",
+    ]  # fmt: skip
+    _run("wsdhash.train", *args, "--steps=2")
+    result = _run("wsdhash.train", *args, "--steps=4")
+    assert "Resumed from" in result.stderr and "at step 2" in result.stderr
     codes = read_codes_file(workdir / "codes.h5")
-    assert codes.codebooks.shape[:2] == (2, 256) and codes.database.indices.shape == (80, 2)
-    assert 0 <= read_json(workdir / "metrics.json")["map"] <= 1
+    assert codes.codebooks.shape == (2, 256, 16) and codes.database.indices.shape == (80, 2)
+    metrics = read_json(workdir / "metrics.json")
+    assert metrics["steps"] == 4 and 0 <= metrics["map"] <= 1
 
 
-def test_features_flags_are_checked(extracted, tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "wsdhash.train", "--backbone=features", f"--workdir={tmp_path}"],
-        capture_output=True, text=True, timeout=300, env=ENV,
+def test_a_missing_features_file_is_a_usage_error(tmp_path):
+    missing = tmp_path / "missing.h5"
+    result = _run(
+        "wsdhash.train", "--backbone=features", f"--features={missing}", f"--workdir={tmp_path}",
+        check=False,
     )  # fmt: skip
-    assert result.returncode != 0 and "--backbone=features needs --features" in result.stderr
+    assert result.returncode != 0
+    assert f"--features: Features file not found: {missing}" in result.stderr

@@ -43,6 +43,10 @@ SETTINGS = ("backbone", "weights", "image_size", "crop_size", "normalization", "
             "dataset", "data_dir", "feature_dim")  # fmt: skip
 
 
+class PartialFileError(ValueError):
+    """An unfinished extraction (`.partial`) that cannot be resumed with these settings."""
+
+
 def _strings(values) -> np.ndarray:
     return np.asarray([str(v) for v in values], dtype=h5py.string_dtype("utf-8"))
 
@@ -51,9 +55,7 @@ def _open(path: str, mode: str, what: str) -> h5py.File:
     try:
         return h5py.File(path, mode)
     except OSError as error:
-        raise DataFormatError(
-            f"{path}: not a readable HDF5 file ({error}); {what}."
-        ) from None
+        raise DataFormatError(f"{path}: not a readable HDF5 file ({error}); {what}.") from None
 
 
 class FeaturesWriter:
@@ -71,7 +73,10 @@ class FeaturesWriter:
         self.settings = settings
         resume = os.path.exists(self.partial)
         if resume:
-            self.file = _open(self.partial, "a", "delete it to extract from scratch")
+            try:
+                self.file = _open(self.partial, "a", "delete it to extract from scratch")
+            except DataFormatError as error:
+                raise PartialFileError(str(error)) from None
             recorded = {k: self.file.attrs.get(k) for k in SETTINGS}
             different = [k for k in SETTINGS if str(recorded[k]) != str(settings.get(k))]
             if self.file.attrs.get("format") != FORMAT or different:
@@ -79,7 +84,7 @@ class FeaturesWriter:
                 detail = ", ".join(
                     f"{k}: {recorded[k]} there, {settings.get(k)} now" for k in different
                 )
-                raise ValueError(
+                raise PartialFileError(
                     f"{self.partial}: an unfinished extraction with other settings "
                     f"({detail or 'not a wsdhash features file'}); delete it or rerun "
                     "with the same flags."
@@ -97,7 +102,7 @@ class FeaturesWriter:
         if split.name in self.file:
             paths = self.file[split.name]["paths"].asstr()[:]
             if len(paths) != len(split) or list(paths) != [str(p) for p in split.paths]:
-                raise ValueError(
+                raise PartialFileError(
                     f"{self.partial}: split {split.name!r} lists other items than the "
                     "dataset now does; delete the partial file."
                 )
@@ -183,6 +188,50 @@ def extract_split(
             if max_batches is not None and count >= max_batches:
                 break
     return writer.done(split.name) == len(split), count
+
+
+def extract_dataset(
+    path: str,
+    dataset,
+    splits: Iterable[str],
+    encode_batches: Callable[[SplitData], Iterable[np.ndarray]],
+    settings: dict,
+    *,
+    max_batches: int | None = None,
+    progress: Callable[[str], Callable[[Iterable, int, int], Iterable]] | None = None,
+) -> str | None:
+    """Writes (or finishes) the features file of `dataset`'s `splits`.
+
+    Args:
+        path: the final file; work goes to `path + ".partial"` until every split is done.
+        dataset: a `RetrievalDataset`.
+        splits: split names, written in this order.
+        encode_batches: items -> their (b, F) features batch by batch, in order.
+        settings: attributes (`FeaturesWriter`); `settings["feature_dim"]` is F.
+        max_batches: stop after this many batches in all (None: run to the end).
+        progress: split name -> the `progress` argument of `extract_split`.
+
+    Returns:
+        `path` when the file is finished, None when `max_batches` stopped it first.
+    """
+    writer = FeaturesWriter(path, settings)
+    try:
+        for name in splits:
+            complete, written = extract_split(
+                writer,
+                dataset.split(name),
+                encode_batches,
+                int(settings["feature_dim"]),
+                max_batches=max_batches,
+                progress=progress(name) if progress else None,
+            )
+            if max_batches is not None:
+                max_batches -= written
+            if not complete:
+                return None
+        return writer.finish()
+    finally:
+        writer.close()
 
 
 def _check_attributes(path: str, attrs: dict) -> dict:

@@ -4,6 +4,8 @@ Elements are dicts `{"image", "labels", "tags", "index"}`:
 
 * `image`: float32 (S, S, 3) normalised crop, or (10, S, S, 3) with `ten_crop`; uint8
   when the normalisation is left to the model (`PipelineConfig.normalization=None`);
+  float32 (F,) precomputed features, used as they are, when the split carries them
+  (`SplitData.features`, from `python -m wsdhash.extract`);
 * `labels`: float32 (C,) ground-truth multi-hot labels (C = 0 when the split has none);
 * `tags`: float32 (T,) user-tag indicators (T = 0 when the split has none);
 * `index`: int64 position of the item in its split's list file.

@@ -180,8 +180,8 @@ def build_model(config: TrainConfig, sync_batch_norm: bool = False, output_dim: 
         (model, backbone spec, hashing model without the normalisation layer).
     """
     if config.backbone == FEATURES:  # precomputed features; the dataset is the file
-        attrs, _ = features_file.read_features_file(config.data_dir)
-        backbone = features_backbone(int(attrs["feature_dim"]))
+        feature_dim = features_file.read_attributes(config.data_dir)["feature_dim"]
+        backbone = features_backbone(int(feature_dim))
     else:
         backbone = build_backbone(
             config.backbone,
@@ -198,7 +198,9 @@ def build_model(config: TrainConfig, sync_batch_norm: bool = False, output_dim: 
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.synchronized = True
     normalization = config.normalization or backbone.normalization
-    input_dtype = "float32" if config.backbone == FEATURES else "uint8"
+    input_dtype = "uint8"
+    if config.backbone == FEATURES:  # normalised at extraction; the input is used as is
+        normalization, input_dtype = backbone.normalization, "float32"
     return with_normalization(hashing, normalization, input_dtype), backbone, hashing
 
 
@@ -211,6 +213,8 @@ def model_output_dim(config: TrainConfig) -> int:
 
 
 def pipeline_config_for(config: TrainConfig, backbone) -> pipeline.PipelineConfig:
+    if config.backbone == FEATURES:  # crops (and their 10-crop mean) fixed at extraction
+        return pipeline.PipelineConfig(image_size=1, crop_size=1, normalization=None)
     return pipeline.PipelineConfig(
         image_size=config.image_size or max(backbone.image_size, backbone.crop_size),
         crop_size=config.crop_size or backbone.crop_size,

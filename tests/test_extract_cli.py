@@ -1,0 +1,98 @@
+"""`python -m wsdhash.extract`: a run stopped part-way (--max_batches) finishes on the
+next run into the file one uninterrupted extraction writes, with the settings recorded;
+bad flags and leftover files from other settings give errors that name them."""
+
+import os
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+import wsdhash
+from wsdhash.data import datasets, features_file, pipeline
+from wsdhash.data.builtin import generate_builtin
+from wsdhash.models import build_backbone
+from wsdhash.training.trainer import Encoder, with_normalization
+
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+SIZES = {"num_train": 70, "num_query": 10, "num_database": 30}
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("extract") / "builtin"
+    generate_builtin(path, image_size=32, **SIZES)
+    return path
+
+
+def _extract(data_dir, *extra, check=True):
+    result = subprocess.run(
+        [sys.executable, "-m", "wsdhash.extract", "--dataset=builtin", f"--data_dir={data_dir}",
+         "--builtin_sizes=70,10,30", "--builtin_image_size=32", "--image_size=32",
+         "--crop_size=28", "--batch_size=16", *extra],
+        capture_output=True, text=True, timeout=300, env=ENV,
+    )  # fmt: skip
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_stopped_extraction_finishes_into_the_uninterrupted_file(data_dir, tmp_path):
+    output = tmp_path / "features.h5"
+    result = _extract(data_dir, f"--output={output}", "--max_batches=3")
+    assert "stopped after --max_batches=3 batches; rerun the same command" in result.stdout
+    assert not output.exists() and os.path.exists(f"{output}.partial")
+    with h5py.File(f"{output}.partial", "r") as f:
+        assert f["train"].attrs["done"] == 48 and "query" not in f
+    result = _extract(data_dir, f"--output={output}")
+    assert "train: 100%" in result.stderr  # the progress bar, resumed at 48 of 70
+    assert not os.path.exists(f"{output}.partial")
+
+    attrs, splits = features_file.read_features_file(str(output))
+    assert {k: attrs[k] for k in ("backbone", "weights", "normalization", "dataset")} == {
+        "backbone": "small_cnn", "weights": "none", "normalization": "unit_range",
+        "dataset": "builtin",
+    }  # fmt: skip
+    assert (attrs["image_size"], attrs["crop_size"], attrs["feature_dim"]) == (32, 28, 128)
+    assert not attrs["ten_crop"] and attrs["topk"] == 1000
+    assert attrs["data_dir"] == str(data_dir) and attrs["wsdhash_version"] == wsdhash.__version__
+
+    # One uninterrupted extraction of the same settings, in this process.
+    dataset = datasets.get_dataset("builtin", str(data_dir), image_size=32, **SIZES)
+    spec = build_backbone("small_cnn", weights="none", crop_size=28, seed=0)
+    config = pipeline.PipelineConfig(image_size=32, crop_size=28, normalization=None)
+    encoder = Encoder(with_normalization(spec.model, spec.normalization), config, 16)
+    reference = tmp_path / "reference.h5"
+    features_file.extract_dataset(
+        str(reference), dataset, ("train", "query", "database"), encoder.batches, dict(attrs)
+    )
+    _, expected = features_file.read_features_file(str(reference))
+    for name, split in expected.items():
+        np.testing.assert_allclose(splits[name].features, split.features, rtol=1e-6, atol=1e-6)
+        np.testing.assert_array_equal(splits[name].paths, split.paths)
+        np.testing.assert_array_equal(splits[name].labels, split.labels)
+        np.testing.assert_array_equal(splits[name].tags, split.tags)
+
+
+def test_errors_name_the_flag_and_the_file(data_dir, tmp_path):
+    existing = tmp_path / "existing.h5"
+    existing.write_bytes(b"")
+    result = _extract(data_dir, f"--output={existing}", check=False)
+    assert result.returncode != 0 and f"--output={existing} exists" in result.stderr
+
+    # A partial file left by a run with another crop size is not mixed into this one.
+    output = tmp_path / "features.h5"
+    settings = {
+        "backbone": "small_cnn", "weights": "none", "image_size": 32, "crop_size": 24,
+        "normalization": "unit_range", "ten_crop": False, "dataset": "builtin",
+        "data_dir": str(data_dir), "topk": 1000, "feature_dim": 128,
+    }  # fmt: skip
+    features_file.FeaturesWriter(str(output), settings).close()
+    result = _extract(data_dir, f"--output={output}", "--splits=query", check=False)
+    assert result.returncode != 0
+    assert f"--output: {output}.partial: an unfinished extraction with other settings" in (
+        result.stderr
+    )
+    assert "crop_size: 24 there, 28 now" in result.stderr
