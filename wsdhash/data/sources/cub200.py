@@ -105,26 +105,8 @@ def prepare(
         image_root, class_names = ".", [str(c) for c in range(1, NUM_CLASSES + 1)]
     else:
         raise ValueError(f"cub200: source must be official, tfds or auto; got {source!r}.")
-    splits_lib.write_hashnet_splits(
-        output_dir,
-        names,
-        labels,
-        {"train": train, "database": train, "query": query},
-        {
-            "dataset": "cub200",
-            "protocol": "dnnh",
-            "image_root": image_root if image_root == "." else os.path.abspath(image_root),
-            "label_names": class_names,
-        },
-    )
-    return protocols.Prepared(
-        "cub200",
-        {},
-        protocols.Protocol(
-            counts={"train": 5994, "query": 5794, "database": 5994},
-            disjoint=(("query", "database"),),
-            contained=(("train", "database"), ("database", "train")),
-            num_classes=NUM_CLASSES,
-            topk=None,
-        ),
-    )
+    return splits_lib.write_train_test_retrieval(
+        output_dir, "cub200", names, labels, train, query,
+        image_root=image_root if image_root == "." else os.path.abspath(image_root),
+        label_names=class_names, num_train=5994, num_query=5794,
+    )  # fmt: skip

@@ -114,3 +114,44 @@ def write_wsdhq_splits(
     protocols.write_manifest(
         output_dir, {"layout": "wsdhq", "tag_vocab": "tag_vocab.txt", **manifest}
     )
+
+
+def write_train_test_retrieval(
+    output_dir: str,
+    dataset: str,
+    names,
+    labels: np.ndarray,
+    train: np.ndarray,
+    query: np.ndarray,
+    *,
+    image_root: str,
+    label_names,
+    num_train: int,
+    num_query: int,
+) -> protocols.Prepared:
+    """The fine-grained protocol of the triplet re-implementation (METHODS.md §5.3):
+    train = database = the training split, query = the test split, single label,
+    R = all. Writes the lists and returns what they must satisfy."""
+    write_hashnet_splits(
+        output_dir,
+        names,
+        labels,
+        {"train": train, "database": train, "query": query},
+        {
+            "dataset": dataset,
+            "protocol": "dnnh",
+            "image_root": image_root,
+            "label_names": list(label_names),
+        },
+    )
+    return protocols.Prepared(
+        dataset,
+        {},
+        protocols.Protocol(
+            counts={"train": num_train, "query": num_query, "database": num_train},
+            disjoint=(("query", "database"),),
+            contained=(("train", "database"), ("database", "train")),
+            num_classes=labels.shape[1],
+            topk=None,
+        ),
+    )

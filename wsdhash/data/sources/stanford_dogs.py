@@ -84,26 +84,7 @@ def prepare(
         image_root, class_names = ".", [str(c) for c in range(1, NUM_CLASSES + 1)]
     else:
         raise ValueError(f"stanford_dogs: source must be official, tfds or auto; got {source!r}.")
-    splits_lib.write_hashnet_splits(
-        output_dir,
-        names,
-        labels,
-        {"train": train, "database": train, "query": query},
-        {
-            "dataset": "stanford_dogs",
-            "protocol": "dnnh",
-            "image_root": image_root,
-            "label_names": class_names,
-        },
-    )
-    return protocols.Prepared(
-        "stanford_dogs",
-        {},
-        protocols.Protocol(
-            counts={"train": 12000, "query": 8580, "database": 12000},
-            disjoint=(("query", "database"),),
-            contained=(("train", "database"), ("database", "train")),
-            num_classes=NUM_CLASSES,
-            topk=None,
-        ),
-    )
+    return splits_lib.write_train_test_retrieval(
+        output_dir, "stanford_dogs", names, labels, train, query,
+        image_root=image_root, label_names=class_names, num_train=12000, num_query=8580,
+    )  # fmt: skip
