@@ -1,0 +1,121 @@
+"""What every command-line entry point shares: one-line errors, `--verbose`, a log file.
+
+A user-facing command that fails prints one line on stderr, `<command>: error: <what>`,
+naming the flag, file or value at fault, and exits non-zero: 2 for bad usage (a flag,
+an argument, an input file the user named: `UsageError`), 1 for anything else. The
+traceback goes to the command's log file (`--log_file`, else the run folder the command
+set with `set_log_file`, else `<tmp>/wsdhash-logs/<command>.log`) and, with
+`--verbose`, to stderr as well.
+
+Entry points call `run(main, name)` instead of `absl.app.run(main)`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_bool("verbose", False, "On an error, also print its traceback on stderr.")
+flags.DEFINE_string(
+    "log_file", None, "Where tracebacks of errors are appended (default: see wsdhash.cli)."
+)
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+class UsageError(app.UsageError):
+    """Bad input from the user: a flag value, a file or its contents. The message names
+    the flag or file and says what to do; it is printed as one line."""
+
+    def __init__(self, message: str, exitcode: int = EXIT_USAGE):
+        super().__init__(message, exitcode)
+
+
+_log_file: str | None = None
+
+
+def set_log_file(path: str) -> None:
+    """Tracebacks of this process's errors go to `path` (e.g. `<workdir>/errors.log`)."""
+    global _log_file
+    _log_file = path
+
+
+def log_file_path(name: str) -> str:
+    if FLAGS.is_parsed() and FLAGS.log_file:
+        return FLAGS.log_file
+    if _log_file:
+        return _log_file
+    return os.path.join(tempfile.gettempdir(), "wsdhash-logs", f"{name}.log")
+
+
+def one_line(error: BaseException) -> str:
+    """The error's message on one line (whitespace runs, newlines included, become one
+    space); the exception type is named when the message does not speak for itself."""
+    text = " ".join(str(error).split())
+    if isinstance(error, (app.UsageError, flags.Error)):
+        return text
+    if isinstance(error, KeyError) and len(error.args) == 1:
+        text = str(error.args[0])
+    name = type(error).__name__
+    return f"{name}: {text}" if text else name
+
+
+def _write_traceback(name: str, error: BaseException) -> str | None:
+    path = log_file_path(name)
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "a", encoding="utf-8") as f:
+            stamp = datetime.datetime.now().isoformat(timespec="seconds")
+            f.write(f"--- {stamp} {name} {' '.join(sys.argv[1:])}\n")
+            f.write("".join(traceback.format_exception(error)))
+    except OSError:
+        return None
+    return path
+
+
+def report_error(name: str, error: BaseException) -> int:
+    """Prints the one-line error (and, with --verbose, the traceback); returns the exit
+    status."""
+    usage = isinstance(error, (app.UsageError, flags.Error))
+    path = _write_traceback(name, error)
+    line = f"{name}: error: {one_line(error)}"
+    verbose = FLAGS.is_parsed() and FLAGS.verbose
+    if verbose:
+        traceback.print_exception(error, file=sys.stderr)
+    elif not usage and path:
+        line += f" (traceback in {path}; --verbose prints it)"
+    print(line, file=sys.stderr, flush=True)
+    if usage:
+        return getattr(error, "exitcode", EXIT_USAGE) or EXIT_USAGE
+    return EXIT_ERROR
+
+
+def run(main: Callable[[list[str]], int | None], name: str) -> None:
+    """`absl.app.run(main)` with one-line errors for bad flags and failures."""
+
+    def parse(argv: list[str]) -> list[str]:
+        try:
+            return FLAGS(argv)
+        except flags.Error as error:
+            sys.exit(report_error(name, error))
+
+    def guarded(argv: list[str]) -> int | None:
+        try:
+            return main(argv)
+        except SystemExit:
+            raise
+        except KeyboardInterrupt:
+            print(f"{name}: interrupted", file=sys.stderr)
+            sys.exit(130)
+        except Exception as error:  # noqa: BLE001: every failure becomes one line
+            sys.exit(report_error(name, error))
+
+    app.run(guarded, flags_parser=parse)
