@@ -29,3 +29,22 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
     with pytest.raises(TypeError):
         atomic_files.write_json(path, {"bad": object()})
     assert path.read_text() == "old"
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_written_files_get_the_umask_mode_not_mkstemps_0600(tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        atomic_files.write_json(tmp_path / "metrics.json", {"map": 0.5})
+        with atomic_files.atomic_path(tmp_path / "codes.h5") as temporary:
+            with open(temporary, "wb") as f:  # what h5py does: reopen the temporary
+                f.write(b"x")
+        (tmp_path / "plain.txt").write_text("x")
+        assert atomic_files.default_file_mode() == 0o666 & ~umask
+    finally:
+        os.umask(previous)
+    expected = (tmp_path / "plain.txt").stat().st_mode & 0o777
+    assert expected == 0o666 & ~umask
+    for name in ("metrics.json", "codes.h5"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == expected, name

@@ -2,7 +2,9 @@
 
 Everything wsdhash writes for others to read (codes files, metrics, generated data,
 checkpoints) is written to a temporary file in the destination folder and moved into
-place with `os.replace`, which is atomic on POSIX and Windows.
+place with `os.replace`, which is atomic on POSIX and Windows. The file gets the mode
+a plain `open(path, "w")` would give it (0666 less the process's umask), not the 0600
+of `tempfile.mkstemp`, so codes, metrics and indexes are as readable as checkpoints.
 """
 
 from __future__ import annotations
@@ -12,6 +14,25 @@ import json
 import os
 import tempfile
 from typing import Any, Iterator
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where the system allows."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # briefly changed: no /proc (macOS, old kernels)
+    os.umask(mask)
+    return mask
+
+
+def default_file_mode() -> int:
+    """The mode `open(path, "w")` creates files with: 0666 less the umask."""
+    return 0o666 & ~_umask()
 
 
 @contextlib.contextmanager
@@ -26,7 +47,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     handle, temporary = tempfile.mkstemp(
         dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp"
     )
-    os.close(handle)
+    try:
+        if hasattr(os, "fchmod"):  # not on Windows, where modes barely apply
+            os.fchmod(handle, default_file_mode())
+    finally:
+        os.close(handle)
     try:
         yield temporary
         os.replace(temporary, path)
