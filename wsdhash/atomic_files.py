@@ -35,6 +35,11 @@ def default_file_mode() -> int:
     return 0o666 & ~_umask()
 
 
+def default_dir_mode() -> int:
+    """The mode `os.mkdir` creates folders with: 0777 less the umask."""
+    return 0o777 & ~_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     """Yields a temporary path next to `path`; on success it replaces `path`.

@@ -1,6 +1,7 @@
 """Search indexes: exact = brute force, approximate recall, AQD = wsdhash's AQD,
 shards merged = one index, and the index file's integrity checks."""
 
+import json
 import os
 
 import numpy as np
@@ -10,6 +11,7 @@ from wsdhash.eval.binary import hamming_distances, pack_codes
 from wsdhash.index.binary import BinaryIndex, BinaryIndexParams
 from wsdhash.index.index_file import IndexFileError, read_index_file, write_index_file
 from wsdhash.index.quantized import QuantizedIndex
+from wsdhash import file_lock
 from wsdhash.index.sharded import ShardedIndex, build_index
 from wsdhash.quantization.aqd import aqd_scores
 
@@ -122,9 +124,116 @@ def test_index_file_integrity_errors(tmp_path):
     (tmp_path / "foreign.idx").write_bytes(b"PK\x03\x04" + data)
     with pytest.raises(IndexFileError, match="foreign.idx: not a wsdhash index file"):
         read_index_file(str(tmp_path / "foreign.idx"))
-    (tmp_path / "v2.idx").write_bytes(data[:8] + (2).to_bytes(4, "little") + data[12:])
-    with pytest.raises(IndexFileError, match="version 2"):
-        read_index_file(str(tmp_path / "v2.idx"))
+    (tmp_path / "v3.idx").write_bytes(data[:8] + (3).to_bytes(4, "little") + data[12:])
+    with pytest.raises(IndexFileError, match="version 3"):
+        read_index_file(str(tmp_path / "v3.idx"))
     with pytest.raises(FileNotFoundError, match="no index.json"):
         ShardedIndex(str(tmp_path))
     assert not [f for f in os.listdir(tmp_path) if ".tmp" in f]
+
+
+def _blocks(database, ids, size):
+    return [(database[s : s + size], ids[s : s + size]) for s in range(0, len(database), size)]
+
+
+def test_header_is_checksummed_and_version_1_files_ask_for_a_rebuild(tmp_path):
+    path = tmp_path / "x.idx"
+    header = {"kind": "flat", "ids": ["img/a.jpg"]}
+    write_index_file(str(path), header, {"c": np.zeros(3, np.uint8)})
+    data = path.read_bytes()
+    for old, new in ((b"img/a.jpg", b"img/b.jpg"), (b'"flat"', b'"hnsw"')):
+        (tmp_path / "edited.idx").write_bytes(data.replace(old, new))  # same length, in place
+        with pytest.raises(IndexFileError, match="edited.idx: checksum mismatch in the header"):
+            read_index_file(str(tmp_path / "edited.idx"))
+    # A version 1 file: the same header without its checksum.
+    text_length = int.from_bytes(data[12:20], "little")
+    v1 = data[:8] + (1).to_bytes(4, "little") + data[12:20] + data[52:]
+    assert len(v1) == len(data) - 32 and text_length > 0
+    (tmp_path / "v1.idx").write_bytes(v1)
+    with pytest.raises(IndexFileError, match=r"v1.idx: index format version 1.*Rebuild"):
+        read_index_file(str(tmp_path / "v1.idx"))
+
+
+def test_bad_kinds_give_an_index_file_error_naming_the_file(tmp_path):
+    database, ids = _codes(40, 16, 0), np.array([f"{i}.jpg" for i in range(40)])
+    directory = tmp_path / "index"
+    build_index(str(directory), [(database, ids)], kind="hnsw")
+    manifest_path = directory / "index.json"
+    manifest = json.loads(manifest_path.read_text())
+    shard = directory / manifest["shards"][0]["file"]
+    header, arrays = read_index_file(str(shard))
+    # A shard written (with valid checksums) under another kind than its FAISS index.
+    digest = write_index_file(str(shard), {**header, "kind": "flat"}, arrays)
+    manifest["shards"][0]["sha256"] = digest
+    manifest_path.write_text(json.dumps(manifest))
+    wrong = r"shard-00000.idx: a 'flat' index shard, but the manifest says 'hnsw'"
+    with pytest.raises(IndexFileError, match=wrong):
+        ShardedIndex(str(directory))
+    manifest_path.write_text(json.dumps({**manifest, "kind": "flat"}))
+    wrong = r"shard-00000.idx: the header says kind 'flat' but the FAISS index is a IndexBinaryHNSW"
+    with pytest.raises(IndexFileError, match=wrong):
+        ShardedIndex(str(directory))
+    manifest_path.write_text(json.dumps({**manifest, "kind": "lsh"}))
+    with pytest.raises(IndexFileError, match=r"index.json: unknown index kind 'lsh'"):
+        ShardedIndex(str(directory))
+    manifest["shards"][0]["sha256"] = write_index_file(
+        str(shard), {**header, "kind": "lsh"}, arrays
+    )
+    manifest_path.write_text(json.dumps({**manifest, "kind": "lsh"}))
+    with pytest.raises(IndexFileError, match=r"index.json: unknown index kind 'lsh'"):
+        ShardedIndex(str(directory))
+
+
+def test_an_interrupted_rebuild_keeps_the_old_index_whole(tmp_path):
+    old_codes, new_codes = _codes(300, 32, 0), _codes(300, 32, 1)
+    old_ids = np.array([f"old/{i}.jpg" for i in range(300)])
+    new_ids = np.array([f"new/{i}.jpg" for i in range(300)])
+    directory = tmp_path / "index"
+    build_index(str(directory), _blocks(old_codes, old_ids, 100), kind="flat")
+    queries = _codes(4, 32, 2)
+    before = ShardedIndex(str(directory)).search(queries, 7)
+
+    def killed_after_one_shard():
+        yield from _blocks(new_codes, new_ids, 100)[:1]
+        raise KeyboardInterrupt  # the build is stopped part-way
+
+    with pytest.raises(KeyboardInterrupt):
+        build_index(str(directory), killed_after_one_shard(), kind="flat")
+    index = ShardedIndex(str(directory))
+    assert list(index.ids) == list(old_ids)  # all old, none new
+    after = index.search(queries, 7)
+    np.testing.assert_array_equal(after.distances, before.distances)
+    assert sorted(os.listdir(tmp_path)) == ["index", "index.lock"]  # no temporary left
+
+    # A build killed outright (kill -9) leaves its temporary folder: the next build of
+    # this index removes it, and the rebuilt index holds only new items.
+    (tmp_path / ".index.abcd1234.building").mkdir()
+    (tmp_path / ".index.v2.abcd1234.building").mkdir()  # another index's: kept
+    build_index(str(directory), _blocks(new_codes, new_ids, 150), kind="flat")
+    assert list(ShardedIndex(str(directory)).ids) == list(new_ids)
+    assert sorted(os.listdir(tmp_path)) == [".index.v2.abcd1234.building", "index", "index.lock"]
+
+
+def test_a_shard_from_another_build_is_refused(tmp_path):
+    ids = np.array([f"{i}.jpg" for i in range(200)])
+    build_index(str(tmp_path / "a"), _blocks(_codes(200, 16, 0), ids, 100), kind="flat")
+    build_index(str(tmp_path / "b"), _blocks(_codes(200, 16, 1), ids, 100), kind="flat")
+    # The mix an in-place rebuild killed part-way used to leave: same names, other bytes.
+    other = (tmp_path / "b" / "shard-00001.idx").read_bytes()
+    (tmp_path / "a" / "shard-00001.idx").write_bytes(other)
+    with pytest.raises(IndexFileError, match="shard-00001.idx: checksum mismatch with the"):
+        ShardedIndex(str(tmp_path / "a"))
+
+
+def test_build_refuses_a_folder_that_is_not_an_index_and_a_concurrent_build(tmp_path):
+    codes, ids = _codes(20, 16, 0), np.array([f"{i}.jpg" for i in range(20)])
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "cat.jpg").write_bytes(b"x")
+    with pytest.raises(ValueError, match="photos exists and is not a wsdhash index"):
+        build_index(str(tmp_path / "photos"), [(codes, ids)], kind="flat")
+    assert os.listdir(tmp_path / "photos") == ["cat.jpg"]
+    with file_lock.exclusive(str(tmp_path / "index"), "index", folder=False):
+        # flock locks are per open file: a second open in this process conflicts too.
+        with pytest.raises(file_lock.LockedError, match="index .*index is in use"):
+            build_index(str(tmp_path / "index"), [(codes, ids)], kind="flat")
+    assert not (tmp_path / "index").exists()

@@ -128,8 +128,40 @@ class BinaryIndex:
 
     @classmethod
     def from_arrays(cls, header: dict, arrays: dict[str, np.ndarray]) -> BinaryIndex:
+        """The index a `to_arrays` header and arrays describe.
+
+        Raises:
+            ValueError: an unknown kind, or a FAISS index of another kind than the
+                header says (the caller names the file).
+        """
         faiss = _faiss()
-        index = cls(header["kind"], header["num_bytes"], BinaryIndexParams(**header["params"]))
-        index.index = faiss.deserialize_index_binary(np.array(arrays["faiss"], np.uint8))
+        kind = header.get("kind")
+        if kind not in KINDS:
+            raise ValueError(f"unknown binary index kind {kind!r} (expected one of {KINDS})")
+        try:
+            index = cls(kind, header["num_bytes"], BinaryIndexParams(**header["params"]))
+            data = np.array(arrays["faiss"], np.uint8)
+        except (KeyError, TypeError) as error:
+            raise ValueError(f"incomplete binary index header ({error!r})") from None
+        try:
+            index.index = faiss.deserialize_index_binary(data)
+        except RuntimeError as error:
+            raise ValueError(f"the FAISS index cannot be read ({error})") from None
+        expected = {
+            "flat": faiss.IndexBinaryFlat,
+            "ivf": faiss.IndexBinaryIVF,
+            "hnsw": faiss.IndexBinaryHNSW,
+            "multihash": faiss.IndexBinaryMultiHash,
+        }[kind]
+        if not isinstance(index.index, expected):
+            raise ValueError(
+                f"the header says kind {kind!r} but the FAISS index is a "
+                f"{type(index.index).__name__}"
+            )
+        if index.index.d != 8 * index.num_bytes:
+            raise ValueError(
+                f"the FAISS index has {index.index.d} bits, the header says "
+                f"{8 * index.num_bytes}"
+            )
         index._apply_search_params()
         return index
