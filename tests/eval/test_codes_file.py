@@ -124,3 +124,29 @@ def test_validation_errors_name_the_file(tmp_path, edit, message):
     with pytest.raises(ValueError, match=message) as caught:
         codes_file.read_codes_file(path)
     assert "corrupt.h5" in str(caught.value)
+
+
+def _flip_byte(path, offset):
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("dataset", ["database/codes", "query/features", "database/labels"])
+def test_a_flipped_byte_in_a_dataset_is_an_error_naming_file_and_dataset(tmp_path, dataset):
+    path = tmp_path / "codes.h5"
+    codes_file.write_codes_file(path, make_contents(num_items=40))
+    with h5py.File(path, "r") as h5:
+        assert h5[dataset].fletcher32
+        offset = h5[dataset].id.get_chunk_info(0).byte_offset  # the data, not metadata
+    _flip_byte(path, offset + 1)
+    with pytest.raises(ValueError, match=f"codes.h5'.*'/{dataset}' is corrupted"):
+        codes_file.read_codes_file(path)
+
+
+def test_a_flipped_byte_in_an_id_is_an_error(tmp_path):
+    path = tmp_path / "codes.h5"
+    codes_file.write_codes_file(path, make_contents())
+    _flip_byte(path, path.read_bytes().index(b"db/7.jpg") + 3)  # "db/6.jpg": still valid text
+    with pytest.raises(ValueError, match="codes.h5'.*'/database/ids' is corrupted"):
+        codes_file.read_codes_file(path)
