@@ -2,6 +2,7 @@
 interrupted extraction resumes to the same file, the registered `features` dataset
 feeds the pipeline, and foreign, truncated, damaged or mismatched files are refused."""
 
+import errno
 import os
 
 import h5py
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from wsdhash import file_lock
 from wsdhash.data import datasets, features_file, pipeline
 from wsdhash.data.builtin import generate_builtin
 from wsdhash.data.list_files import DataFormatError
@@ -160,3 +162,87 @@ def test_mismatched_foreign_truncated_and_damaged_files_are_refused(setup, tmp_p
         features_file.read_split(str(tmp_path / "damaged.h5"), "query")
     with pytest.raises(DataFormatError, match=r"no 'validation' split"):
         features_file.read_split(str(full), "validation")
+
+
+def test_flipped_byte_and_nan_rows_are_errors_naming_file_dataset_and_rows(setup, tmp_path):
+    *_, full = setup
+    flipped = tmp_path / "flipped.h5"
+    flipped.write_bytes(full.read_bytes())
+    with h5py.File(flipped, "r") as f:
+        assert f["query/features"].fletcher32 and f["train/labels"].fletcher32
+        offset = f["query/features"].id.get_chunk_info(0).byte_offset
+    data = bytearray(flipped.read_bytes())
+    data[offset + 10] ^= 0x01
+    flipped.write_bytes(bytes(data))
+    with pytest.raises(DataFormatError, match="flipped.h5: dataset '/query/features' is corrupt"):
+        features_file.read_split(str(flipped), "query")
+    features_file.read_split(str(flipped), "database")  # the other splits still read
+
+    nan = tmp_path / "nan.h5"
+    nan.write_bytes(full.read_bytes())
+    with h5py.File(nan, "a") as f:
+        f["query/features"][3, 0] = np.nan
+        f["query/features"][7, 5] = np.inf
+        query_paths = f["query/paths"].asstr()[:]
+    with pytest.raises(DataFormatError, match=r"nan.h5: split 'query' has NaN or infinite "
+                       r"features in 2 of 10 rows: 3 \(.*\), 7 \(.*\);") as caught:  # fmt: skip
+        features_file.read_split(str(nan), "query")
+    assert query_paths[3] in str(caught.value)
+
+
+def test_full_disk_stops_with_a_resumable_partial_file(setup, tmp_path, monkeypatch):
+    _, dataset, _, model, config, full = setup
+    encoder = Encoder(model, config, 16)
+    path = tmp_path / "f.h5"
+    usage = features_file.shutil.disk_usage
+    free = {"bytes": None}
+
+    def disk_usage(folder):
+        real = usage(folder)
+        return real if free["bytes"] is None else real._replace(free=free["bytes"])
+
+    monkeypatch.setattr(features_file.shutil, "disk_usage", disk_usage)
+    # Too little space for the whole extraction: refused before any batch is encoded.
+    free["bytes"] = features_file.DISK_MARGIN_BYTES + 1000
+    message = r"f.h5.partial: 0.1 MiB still to write \(plus a 16.0 MiB margin\) but 16.0 MiB free"
+    with pytest.raises(features_file.DiskFullError, match=message):
+        _extract(path, dataset, encoder)
+    # A write that fails with ENOSPC after two batches (the disk filled up meanwhile).
+    free["bytes"] = None
+    store, calls = features_file.FeaturesWriter._store, []
+
+    def failing_store(group, start, rows):
+        calls.append(start)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        store(group, start, rows)
+
+    monkeypatch.setattr(features_file.FeaturesWriter, "_store", staticmethod(failing_store))
+    with pytest.raises(features_file.DiskFullError, match="f.h5.partial: the disk is full"):
+        _extract(path, dataset, encoder)
+    with h5py.File(f"{path}.partial", "r") as f:
+        assert f["train"].attrs["done"] == 32  # the failed third batch is not counted
+    monkeypatch.setattr(features_file.FeaturesWriter, "_store", staticmethod(store))
+    _extract(path, dataset, encoder)  # resumes to the uninterrupted file
+    _, arrays = _contents(path)
+    _, expected = _contents(full)
+    for key, value in expected.items():
+        np.testing.assert_array_equal(arrays[key], value, err_msg=key)
+
+
+def test_resume_with_another_seed_and_a_concurrent_writer_are_refused(tmp_path):
+    settings = {**SETTINGS, "seed": 0, "dataset_options": '{"seed": 0}'}
+    features_file.FeaturesWriter(str(tmp_path / "a.h5"), settings).close()
+    other = {**settings, "seed": 1, "dataset_options": '{"seed": 1}'}
+    with pytest.raises(
+        features_file.PartialFileError,
+        match=r"other settings \(seed: 0 there, 1 now, dataset_options: \{\"seed\": 0\} there",
+    ):
+        features_file.FeaturesWriter(str(tmp_path / "a.h5"), other)
+    writer = features_file.FeaturesWriter(str(tmp_path / "a.h5"), settings)
+    try:
+        with pytest.raises(file_lock.LockedError, match="features file .*a.h5 is in use"):
+            features_file.FeaturesWriter(str(tmp_path / "a.h5"), settings)
+    finally:
+        writer.close()
+    features_file.FeaturesWriter(str(tmp_path / "a.h5"), settings).close()  # released

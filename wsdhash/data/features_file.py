@@ -2,9 +2,9 @@
 
 Layout of `FILE.h5` (`python -m wsdhash.extract` writes it):
 
-    attrs:  format="wsdhash-features", version=1, backbone, weights, image_size,
-            crop_size, normalization, ten_crop, dataset, data_dir, topk (-1: all),
-            feature_dim, wsdhash_version
+    attrs:  format="wsdhash-features", version=1, backbone, weights, seed, image_size,
+            crop_size, normalization, ten_crop, dataset, data_dir, dataset_options,
+            topk (-1: all), feature_dim, wsdhash_version
     /<split>/features  (N, F) float32, chunked by rows
     /<split>/labels    (N, C) uint8       /<split>/tags  (N, T) uint8
     /<split>/paths     (N,) UTF-8 strings /<split>/index (N,) int64: the item's position
@@ -18,7 +18,16 @@ Writing goes to `FILE.h5.partial`, one batch at a time, with `done` updated and 
 file flushed after each batch: an interrupted extraction resumes at the first row not
 written (after checking that the partial file was made with the same settings and
 lists the same items). The finished file is renamed to `FILE.h5` only when every split
-is complete, so a reader never sees a half-written file under the final name.
+is complete, so a reader never sees a half-written file under the final name. The
+writer holds `FILE.h5.lock` (wsdhash/file_lock.py): a second extraction into the same
+file fails at once instead of interleaving batches. Free disk space is checked before
+the extraction and before every batch (HDF5 can crash the process on a full disk):
+`DiskFullError` stops it with the partial file intact and resumable.
+
+Integrity: numeric datasets carry HDF5's Fletcher-32 filter and string datasets a
+SHA-256 attribute (as codes files do, wsdhash/eval/codes_file.py), verified on read:
+a flipped byte is an error naming the file and the dataset. Reading also refuses
+features with NaN or infinite rows, naming the rows.
 
 `features_dataset` reads it as a `RetrievalDataset` whose splits carry the features
 (`SplitData.features`), so `python -m wsdhash.train --backbone=features
@@ -27,24 +36,40 @@ is complete, so a reader never sees a half-written file under the final name.
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 from collections.abc import Callable, Iterable
 
 import h5py
 import numpy as np
 
+from wsdhash import file_lock
 from wsdhash.data.list_files import DataFormatError, SplitData
+from wsdhash.eval.codes_file import create_checked_dataset, read_checked_dataset
 
 FORMAT = "wsdhash-features"
 VERSION = 1
 SPLITS = ("train", "query", "database")
-# Settings that must match for a partial file to be resumed.
-SETTINGS = ("backbone", "weights", "image_size", "crop_size", "normalization", "ten_crop",
-            "dataset", "data_dir", "feature_dim")  # fmt: skip
+# Settings that must match for a partial file to be resumed: everything that changes
+# the features (the seed initialises --weights=none backbones and generates the
+# built-in dataset; dataset_options are the dataset factory's, as JSON).
+SETTINGS = ("backbone", "weights", "seed", "image_size", "crop_size", "normalization",
+            "ten_crop", "dataset", "data_dir", "dataset_options", "feature_dim")  # fmt: skip
+# Free space kept beyond a batch's rows, for HDF5's metadata and the rest of the system.
+DISK_MARGIN_BYTES = 16 << 20
 
 
 class PartialFileError(ValueError):
     """An unfinished extraction (`.partial`) that cannot be resumed with these settings."""
+
+
+class DiskFullError(OSError):
+    """Not enough free disk space to go on; the partial file is left resumable."""
+
+
+def _megabytes(count: int) -> str:
+    return f"{count / (1 << 20):,.1f} MiB"
 
 
 def _strings(values) -> np.ndarray:
@@ -71,6 +96,17 @@ class FeaturesWriter:
     def __init__(self, path: str, settings: dict):
         self.path, self.partial = path, f"{path}.partial"
         self.settings = settings
+        self.file = None
+        # Held until close(): another writer of this file gets a LockedError.
+        self._lock = file_lock.exclusive(path, "features file", folder=False)
+        self._lock.__enter__()
+        try:
+            self._open(settings)
+        except BaseException:
+            self._lock.__exit__(None, None, None)
+            raise
+
+    def _open(self, settings: dict) -> None:
         resume = os.path.exists(self.partial)
         if resume:
             try:
@@ -81,6 +117,7 @@ class FeaturesWriter:
             different = [k for k in SETTINGS if str(recorded[k]) != str(settings.get(k))]
             if self.file.attrs.get("format") != FORMAT or different:
                 self.file.close()
+                self.file = None
                 detail = ", ".join(
                     f"{k}: {recorded[k]} there, {settings.get(k)} now" for k in different
                 )
@@ -90,8 +127,25 @@ class FeaturesWriter:
                     "with the same flags."
                 )
         else:
+            self.check_free_space(0)
             self.file = h5py.File(self.partial, "w")
             self.file.attrs.update({"format": FORMAT, "version": VERSION, **settings})
+
+    def check_free_space(self, needed_bytes: int) -> None:
+        """Raises DiskFullError unless `needed_bytes` (plus a margin) fit on the disk."""
+        folder = os.path.dirname(os.path.abspath(self.partial))
+        free = shutil.disk_usage(folder).free
+        if free < needed_bytes + DISK_MARGIN_BYTES:
+            raise DiskFullError(
+                f"{self.partial}: {_megabytes(needed_bytes)} still to write (plus a "
+                f"{_megabytes(DISK_MARGIN_BYTES)} margin) but {_megabytes(free)} free in "
+                f"{folder}; free some space and rerun the same command to continue where it "
+                "stopped."
+            )
+
+    def remaining_bytes(self, splits: Iterable[SplitData], feature_dim: int) -> int:
+        """The feature bytes still to write for `splits`."""
+        return sum((len(split) - self.done(split.name)) * feature_dim * 4 for split in splits)
 
     def done(self, split: str) -> int:
         """Rows of `split` written so far."""
@@ -111,27 +165,47 @@ class FeaturesWriter:
         group = self.file.create_group(split.name)
         # Chunks of 256 rows: one chunk per batch write, whole rows per read.
         group.create_dataset(
-            "features", (n, feature_dim), np.float32, chunks=(min(max(n, 1), 256), feature_dim)
+            "features",
+            (n, feature_dim),
+            np.float32,
+            chunks=(min(max(n, 1), 256), feature_dim),
+            fletcher32=bool(n and feature_dim),
         )
-        group.create_dataset("labels", data=split.labels.astype(np.uint8))
-        group.create_dataset("tags", data=split.tags.astype(np.uint8))
-        group.create_dataset("paths", data=_strings(split.paths))
-        group.create_dataset("index", data=np.arange(n, dtype=np.int64))
+        create_checked_dataset(group, "labels", split.labels.astype(np.uint8))
+        create_checked_dataset(group, "tags", split.tags.astype(np.uint8))
+        create_checked_dataset(group, "paths", _strings(split.paths))
+        create_checked_dataset(group, "index", np.arange(n, dtype=np.int64))
         group.attrs["done"] = 0
         if split.label_names and "label_names" not in self.file:
-            self.file.create_dataset("label_names", data=_strings(split.label_names))
+            create_checked_dataset(self.file, "label_names", _strings(split.label_names))
         if split.tag_names and "tag_names" not in self.file:
-            self.file.create_dataset("tag_names", data=_strings(split.tag_names))
+            create_checked_dataset(self.file, "tag_names", _strings(split.tag_names))
         self.file.flush()
         return 0
 
     def write_rows(self, split: str, start: int, rows: np.ndarray) -> None:
         """Writes rows `start:start + len(rows)` and records them as done."""
+        rows = np.asarray(rows, np.float32)
+        # Checked before HDF5 writes: on a full disk it can crash instead of raising.
+        self.check_free_space(rows.nbytes)
         group = self.file[split]
+        try:
+            self._store(group, start, rows)
+            # `done` moves only after the rows, and both reach the disk before the next
+            # batch; a failed write leaves `done` where it was, so a rerun redoes the batch.
+            group.attrs["done"] = start + len(rows)
+            self.file.flush()
+        except OSError as error:
+            if getattr(error, "errno", None) == errno.ENOSPC or "No space" in str(error):
+                raise DiskFullError(
+                    f"{self.partial}: the disk is full ({error}); free some space and rerun "
+                    "the same command to continue where it stopped."
+                ) from None
+            raise
+
+    @staticmethod
+    def _store(group: h5py.Group, start: int, rows: np.ndarray) -> None:
         group["features"][start : start + len(rows)] = rows
-        # `done` moves only after the rows, and both reach the disk before the next batch.
-        group.attrs["done"] = start + len(rows)
-        self.file.flush()
 
     def finish(self) -> str:
         """Checks every split is complete and renames the partial file into place."""
@@ -145,8 +219,13 @@ class FeaturesWriter:
         return self.path
 
     def close(self) -> None:
-        if self.file.id.valid:
-            self.file.close()
+        try:
+            if self.file is not None and self.file.id.valid:
+                self.file.close()
+        finally:
+            if self._lock is not None:
+                self._lock.__exit__(None, None, None)
+                self._lock = None
 
 
 def extract_split(
@@ -216,6 +295,12 @@ def extract_dataset(
     """
     writer = FeaturesWriter(path, settings)
     try:
+        splits = list(splits)
+        writer.check_free_space(
+            writer.remaining_bytes(
+                (dataset.split(name) for name in splits), int(settings["feature_dim"])
+            )
+        )
         for name in splits:
             complete, written = extract_split(
                 writer,
@@ -275,23 +360,40 @@ def read_split(path: str, name: str) -> SplitData:
             present = [s for s in SPLITS if s in file]
             raise DataFormatError(f"{path}: no {name!r} split (it holds {present}).")
         group = file[name]
+
+        def read(parent, key, strings=False):
+            try:
+                return read_checked_dataset(parent[key], path, strings=strings)
+            except ValueError as error:  # corrupted: names the file and the dataset
+                raise DataFormatError(str(error)) from None
+
         try:
             n = len(group["paths"])
             if group.attrs["done"] != n:
                 raise DataFormatError(
                     f"{path}: split {name!r} is incomplete ({group.attrs['done']}/{n} rows)."
                 )
-            features = group["features"][:]
-            labels, tags = group["labels"][:], group["tags"][:]
-            paths = np.asarray(group["paths"].asstr()[:]).astype(str)
-            label_names = tuple(file["label_names"].asstr()[:]) if "label_names" in file else ()
-            tag_names = tuple(file["tag_names"].asstr()[:]) if "tag_names" in file else ()
+            features = read(group, "features")
+            labels, tags = read(group, "labels"), read(group, "tags")
+            paths = np.asarray(read(group, "paths", strings=True)).astype(str)
+            label_names = (
+                tuple(read(file, "label_names", strings=True)) if "label_names" in file else ()
+            )
+            tag_names = tuple(read(file, "tag_names", strings=True)) if "tag_names" in file else ()
         except (KeyError, OSError) as error:
             raise DataFormatError(f"{path}: split {name!r} is damaged ({error}).") from None
     if features.shape != (n, int(attrs["feature_dim"])):
         raise DataFormatError(
             f"{path}: split {name!r} features have shape {features.shape}, expected "
             f"({n}, {attrs['feature_dim']})."
+        )
+    bad_rows = np.flatnonzero(~np.isfinite(features).all(axis=1))
+    if len(bad_rows):
+        shown = ", ".join(f"{row} ({paths[row]})" for row in bad_rows[:5])
+        more = f" and {len(bad_rows) - 5} more" if len(bad_rows) > 5 else ""
+        raise DataFormatError(
+            f"{path}: split {name!r} has NaN or infinite features in {len(bad_rows)} of {n} "
+            f"rows: {shown}{more}; check those images and the backbone, then extract again."
         )
     return SplitData(
         name=name,
