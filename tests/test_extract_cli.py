@@ -82,10 +82,11 @@ def test_errors_name_the_flag_and_the_file(data_dir, tmp_path):
     result = _extract(data_dir, f"--output={existing}", check=False)
     assert result.returncode != 0 and f"--output={existing} exists" in result.stderr
 
-    # A partial file left by a run with another crop size is not mixed into this one.
+    # A partial file left by a run with another crop size and seed is not mixed into
+    # this one: one line lists every difference.
     output = tmp_path / "features.h5"
     settings = {
-        "backbone": "small_cnn", "weights": "none", "image_size": 32, "crop_size": 24,
+        "backbone": "small_cnn", "weights": "none", "seed": 5, "image_size": 32, "crop_size": 24,
         "normalization": "unit_range", "ten_crop": False, "dataset": "builtin",
         "data_dir": str(data_dir), "topk": 1000, "feature_dim": 128,
     }  # fmt: skip
@@ -96,3 +97,8 @@ def test_errors_name_the_flag_and_the_file(data_dir, tmp_path):
         result.stderr
     )
     assert "crop_size: 24 there, 28 now" in result.stderr
+    [line] = [s for s in result.stderr.splitlines() if s.startswith("wsdhash.extract: error:")]
+    assert line.startswith("wsdhash.extract: error: --output: ")
+    assert "Traceback" not in result.stderr
+    assert "seed: 5 there, 0 now" in line and "crop_size: 24 there, 28 now" in line
+    assert "dataset_options: None there, " in line

@@ -11,15 +11,20 @@ encodes them. Then `python -m wsdhash.train --backbone=features --features=featu
 the same losses, evaluation and export; the export then takes features.
 
 The file (wsdhash/data/features_file.py) is written resumably: rerun the same command
-after an interruption and it continues where it stopped; the final name appears only
-when every split is done.
+after an interruption (or a full disk) and it continues where it stopped; the final
+name appears only when every split is done. A rerun with any setting that changes the
+features (backbone, weights, seed, sizes, normalisation, dataset and its options) is
+refused with one line listing the differences. Errors are one line (wsdhash/cli.py).
 """
 
 from __future__ import annotations
 
+import json
 import os
 
-from absl import app, flags
+from absl import flags
+
+from wsdhash import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "builtin", "Registered dataset name.")
@@ -57,13 +62,14 @@ def _progress_bar(name: str):
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+        raise cli.UsageError(f"Unexpected arguments: {argv[1:]}")
     if os.path.exists(FLAGS.output):
-        raise app.UsageError(f"--output={FLAGS.output} exists; delete it or choose another.")
+        raise cli.UsageError(f"--output={FLAGS.output} exists; delete it or choose another.")
     if FLAGS.batch_size < 1 or FLAGS.max_batches < 0:
-        raise app.UsageError("--batch_size must be >= 1 and --max_batches >= 0.")
+        raise cli.UsageError("--batch_size must be >= 1 and --max_batches >= 0.")
 
     import wsdhash
+    from wsdhash import file_lock
     from wsdhash.data import datasets, features_file, pipeline
     from wsdhash.models import build_backbone
     from wsdhash.training.trainer import Encoder, with_normalization
@@ -79,12 +85,12 @@ def main(argv):
     try:
         dataset = datasets.get_dataset(FLAGS.dataset, FLAGS.data_dir, **options)
     except (OSError, ValueError, KeyError) as error:
-        raise app.UsageError(
+        raise cli.UsageError(
             f"--dataset={FLAGS.dataset} --data_dir={FLAGS.data_dir}: {error}"
         ) from None
     unknown = [s for s in FLAGS.splits if s not in dataset.splits]
     if unknown:
-        raise app.UsageError(f"--splits: {unknown} not in {FLAGS.dataset}'s {dataset.splits}.")
+        raise cli.UsageError(f"--splits: {unknown} not in {FLAGS.dataset}'s {dataset.splits}.")
     try:
         spec = build_backbone(
             FLAGS.backbone,
@@ -94,7 +100,7 @@ def main(argv):
             seed=FLAGS.seed,
         )
     except (OSError, ValueError, KeyError, TypeError) as error:
-        raise app.UsageError(
+        raise cli.UsageError(
             f"--backbone={FLAGS.backbone} --weights={FLAGS.weights}: {error}"
         ) from None
     normalization = FLAGS.normalization or spec.normalization
@@ -118,8 +124,10 @@ def main(argv):
         "crop_size": config.crop_size,
         "normalization": normalization,
         "ten_crop": FLAGS.ten_crop,
+        "seed": FLAGS.seed,
         "dataset": FLAGS.dataset,
         "data_dir": os.path.abspath(FLAGS.data_dir),
+        "dataset_options": json.dumps(options, sort_keys=True, default=str),
         "topk": -1 if dataset.topk is None else dataset.topk,
         "feature_dim": spec.feature_dim,
         "wsdhash_version": wsdhash.__version__,
@@ -137,7 +145,9 @@ def main(argv):
             progress=_progress_bar,
         )
     except features_file.PartialFileError as error:  # from other flags or other items
-        raise app.UsageError(f"--output: {error}") from None
+        raise cli.UsageError(f"--output: {error}") from None
+    except file_lock.LockedError as error:
+        raise cli.UsageError(f"--output: {error}") from None
     if path is None:
         print(
             f"stopped after --max_batches={FLAGS.max_batches} batches; rerun the same "
@@ -148,7 +158,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    cli.run(main, "wsdhash.extract")
 
 
 if __name__ == "__main__":
