@@ -11,6 +11,11 @@ Two layouts are supported (METHODS.md §7):
 Every reader checks what it reads and raises `DataFormatError` with the file and the
 1-based line number of the first problem, so a broken list never turns into a silent
 shape mismatch later in training.
+
+List files are UTF-8 text (a file in another encoding, e.g. Latin-1, is an error naming
+the line). Image paths may not contain spaces or other whitespace: list lines are
+split on whitespace and there is no quoting, so a path with a space is reported as
+such (rename the file); `python -m wsdhash.data.prepare` refuses to write one.
 """
 
 from __future__ import annotations
@@ -94,8 +99,18 @@ def _read_lines(path: str) -> list[str]:
     """Lines of a text file without their newline; trailing blank lines dropped."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"List file not found: {path}")
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().splitlines()
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
+        raise DataFormatError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{data[error.start]:02x} at column "
+            f"{column}); save the file as UTF-8, e.g. `iconv -f latin1 -t utf-8`."
+        ) from None
+    lines = text.splitlines()
     while lines and not lines[-1].strip():
         lines.pop()
     return lines
@@ -202,13 +217,43 @@ def _resolve_paths(
     return paths.astype(str)
 
 
+def _is_number(token: str) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
+
+
+def _space_in_path(line: str, path: str, number: int) -> None:
+    """Raises the "path with a space" error when `line` reads as one: two or more
+    non-numeric tokens before the first label value, the first without a file
+    extension and the last with one (`my cat.jpg 0 1`, not `a.jpg x 1`, a bad value)."""
+    tokens = line.split()
+    words = 0
+    while words < len(tokens) and not _is_number(tokens[words]):
+        words += 1
+
+    def has_extension(token: str) -> bool:
+        return "." in token.rsplit("/", 1)[-1].strip(".")
+
+    if 2 <= words < len(tokens) and has_extension(tokens[words - 1]):
+        if not has_extension(tokens[0]):
+            raise DataFormatError(
+                f"{path}:{number}: image path {' '.join(tokens[:words])!r} contains a "
+                "space; list paths may not contain spaces (lines are space-separated, "
+                "without quoting): rename the file."
+            )
+
+
 def read_path_list(path: str) -> list[str]:
     """One relative image path per line (WSDHQ `*_img.txt`, HyP2 `img.txt`)."""
     lines = _read_lines(path)
     for number, line in enumerate(lines, start=1):
         if not line.strip() or len(line.split()) != 1:
+            spaces = " (image paths may not contain spaces)" if line.strip() else ""
             raise DataFormatError(
-                f"{path}:{number}: expected exactly one image path, found {line!r}."
+                f"{path}:{number}: expected exactly one image path, found {line!r}{spaces}."
             )
     return [line.strip() for line in lines]
 
@@ -245,6 +290,8 @@ def read_hashnet_list(
             raise DataFormatError(
                 f"{list_path}:{number}: expected 'path l1 ... lC', found {line!r}."
             )
+        if rest[:1] not in ("0", "1"):  # not the common case: a path with a space?
+            _space_in_path(line, list_path, number)
         names.append(head)
         rows.append(rest)
     labels = _parse_binary_rows(rows, list_path, first_column=2, columns=num_classes)
