@@ -12,21 +12,20 @@ key `map` holds mAP@R. The optimistic and pessimistic mAP (relevant items first 
 within ties) are always in the JSON and are printed in the table when either differs
 from the headline by more than 0.005.
 
-Errors in the input (missing file, bad layout, bad flag) print one line on stderr and
-exit with status 2.
+Errors in the input (missing, corrupted or empty file, bad layout, bad flag) print one
+line on stderr, `wsdhash.evaluate: error: ...`, and exit with status 2 (wsdhash/cli.py).
 """
 
 from __future__ import annotations
 
 import json
-import sys
 
-from absl import app, flags
+from absl import flags
 
+from wsdhash import cli
 from wsdhash.eval import codes_file, metrics, ranking
 from wsdhash.eval.file_evaluation import evaluate_codes_file
 
-_EXIT_USAGE = 2
 _TOPK_ALL = "all"
 
 FLAGS = flags.FLAGS
@@ -117,18 +116,19 @@ def format_table(
     return "\n".join(lines)
 
 
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())
-
-
 def main(argv: list[str]) -> int:
     if len(argv) > 1:
-        print(f"evaluate: error: unexpected arguments {argv[1:]}", file=sys.stderr)
-        return _EXIT_USAGE
+        raise cli.UsageError(f"unexpected arguments {argv[1:]}")
     try:
         topk = parse_topk(FLAGS.topk)
         precision_at = _parse_precision_at(FLAGS.precision_at)
         contents = codes_file.read_codes_file(FLAGS.codes)
+        for name in codes_file.SPLITS:
+            if getattr(contents, name).num_rows == 0:
+                raise ValueError(
+                    f"Codes file {FLAGS.codes!r}: the {name} split is empty (0 items); "
+                    "nothing to evaluate."
+                )
         result = evaluate_codes_file(
             contents,
             topk=topk,
@@ -141,8 +141,7 @@ def main(argv: list[str]) -> int:
             source=f"Codes file {FLAGS.codes!r}",
         )
     except (OSError, ValueError) as error:
-        print(f"evaluate: error: {_one_line(error)}", file=sys.stderr)
-        return _EXIT_USAGE
+        raise cli.UsageError(str(error)) from None
 
     if FLAGS.json:
         report = result.to_dict(include_radius_curve=FLAGS.pr_curve)
@@ -157,18 +156,9 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def _parse_flags(argv: list[str]) -> list[str]:
-    """Parses flags; a bad flag gives one line on stderr and exit status 2."""
-    try:
-        return FLAGS(argv)
-    except flags.Error as error:
-        print(f"evaluate: error: {_one_line(error)}", file=sys.stderr)
-        sys.exit(_EXIT_USAGE)
-
-
 def run() -> None:
     """Console entry point (`wsdhash-evaluate`)."""
-    app.run(main, flags_parser=_parse_flags)
+    cli.run(main, "wsdhash.evaluate")
 
 
 if __name__ == "__main__":

@@ -103,5 +103,20 @@ def test_missing_group_gives_one_line_error(tmp_path, codes_path):
     assert completed.returncode == 2
     assert "Traceback" not in completed.stderr
     assert completed.stderr.strip() == (
-        f"evaluate: error: Codes file '{broken}': missing group 'query'."
+        f"wsdhash.evaluate: error: Codes file '{broken}': missing group 'query'."
+    )
+
+
+def test_an_empty_database_is_an_error_naming_the_file(tmp_path, codes_path):
+    empty = tmp_path / "empty.h5"
+    contents = codes_file.read_codes_file(codes_path)
+    contents.database = codes_file.CodesSplit(
+        codes=contents.database.codes[:0], labels=contents.database.labels[:0]
+    )
+    codes_file.write_codes_file(empty, contents)
+    completed = run_cli(f"--codes={empty}")
+    assert completed.returncode == 2 and completed.stdout == ""
+    assert completed.stderr.strip() == (
+        f"wsdhash.evaluate: error: Codes file '{empty}': the database split is empty "
+        "(0 items); nothing to evaluate."
     )
