@@ -1,26 +1,39 @@
 """Serving: a trained run as a SavedModel with its preprocessing inside the graph.
 
-Signatures (both return `packed_codes` uint8 (B, ceil(K/8)) in the codes-file layout,
-`codes` int8 (B, K) of +-1, `embedding` float32 (B, K) and `valid` bool (B,); a WSDHQ
-model also returns `quantization_codes` uint8 (B, M), the codeword indices its quantizer
-assigns to the embedding (graph_encoder.py: the database side of AQD search, while
-queries use `embedding`), and the loaded object's `quantization_encoder.codebooks_additive`
-holds the (M, 256, D) codebooks AQD needs:
+Signatures (each returns `packed_codes` uint8 (B, ceil(K/8)) in the codes-file layout,
+`codes` int8 (B, K) of +-1, `embedding` float32 (B, K), `valid` bool (B,) and `status`
+int32 (B,); a WSDHQ model also returns `quantization_codes` uint8 (B, M), the codeword
+indices its quantizer assigns to the embedding (graph_encoder.py: the database side of
+AQD search, while queries use `embedding`), and the loaded object's
+`quantization_encoder.codebooks_additive` holds the (M, 256, D) codebooks AQD needs):
 
 * `serving_default(images)`: a batch of encoded JPEG or PNG files (tf.string (B,)).
-  Each is decoded, resized to the run's image size (bilinear, aspect ratio not kept,
-  rounded to whole pixel values as the training pipeline's uint8 images are), centre
-  cropped and normalised. Bytes that are neither JPEG nor PNG give `valid = False` and
-  zero outputs for that item instead of failing the batch; truncated JPEGs are decoded
-  as far as they go.
+  Every item is decoded on its own: one bad file never fails the batch. An item is
+  valid when it has JPEG or PNG magic bytes, its header's width x height is at most
+  the export's pixel limit (`DEFAULT_MAX_PIXELS` unless `--max_pixels` says otherwise;
+  checked before decoding, so a decompression bomb costs nothing) and it decodes
+  completely (a truncated JPEG or PNG is invalid, as it is for OpenCV in training).
+  `status` says why an item is invalid (`STATUS_NAMES`). An invalid item has
+  `valid = False` and all-zero outputs: zero embedding, zero `codes` (neither +1 nor
+  -1), zero `packed_codes` and `quantization_codes`; callers must not index or match
+  it by those values.
+  A valid image is turned upright by its EXIF orientation tag (JPEG), as OpenCV's
+  decoder does in training, then resized to the run's image size (bilinear, aspect
+  ratio not kept, rounded to whole pixel values as the training pipeline's uint8
+  images are), centre cropped and normalised.
 * `encode_images(images)`: float32 (B, S, S, 3) RGB in [0, 255], already cropped to
-  the run's crop size S.
+  the run's crop size S (every item valid).
 
 A model trained on precomputed features (`--backbone=features`) has one signature
 instead, `serving_default(features)`: float32 (B, F) features from the same backbone
 and settings as the features file (`python -m wsdhash.extract`).
 
-The SavedModel needs only TensorFlow to load (not wsdhash).
+The SavedModel needs only TensorFlow to load (not wsdhash), with `tf.saved_model.load`
+or with TensorFlow 1's session loader (`tf.compat.v1.saved_model.load`,
+`saved_model_cli run`), which is the path TensorFlow Serving takes. For the latter the
+module tracks the model's `tf.Variable`s directly rather than the Keras model: Keras 3
+maps each of its variables to a second, unnamed copy when saving, which the TF2 loader
+restores but the session loader leaves uninitialised ("Could not find variable").
 """
 
 from __future__ import annotations
@@ -36,6 +49,27 @@ import tensorflow as tf
 from wsdhash.training import trainer
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_EXIF_MARKER = b"Exif\x00\x00"
+_APP1 = b"\xff\xe1"
+_EXIF_SEARCH_BYTES = 65536  # an APP1 segment (where EXIF lives) is at most 64 KiB
+_EXIF_MAX_ENTRIES = 64  # IFD0 entries read when looking for the orientation tag
+_ORIENTATION_TAG = 0x0112
+
+DEFAULT_MAX_PIXELS = 50_000_000
+"""Largest image (width x height, read from the file header) the serving signature
+decodes; 50 megapixels covers 8160 x 6120 phone photos. Larger images give
+`valid = False` and `status = STATUS_TOO_LARGE` without being decoded."""
+
+STATUS_OK = 0
+STATUS_NOT_AN_IMAGE = 1  # neither JPEG nor PNG magic bytes
+STATUS_UNDECODABLE = 2  # JPEG/PNG magic but a broken or truncated body
+STATUS_TOO_LARGE = 3  # header dimensions above max_pixels
+STATUS_NAMES = {
+    STATUS_OK: "ok",
+    STATUS_NOT_AN_IMAGE: "not a JPEG or PNG image",
+    STATUS_UNDECODABLE: "corrupt or truncated image",
+    STATUS_TOO_LARGE: "image larger than the pixel limit",
+}
 
 
 def load_trained_model(workdir: str, checkpoint: str = "best"):
@@ -89,19 +123,118 @@ def pack_bits(codes: tf.Tensor) -> tf.Tensor:
     return tf.cast(tf.reduce_sum(groups * weights, axis=2), tf.uint8)
 
 
+class _Untracked:
+    """Holds an object out of sight of `tf.Module`'s attribute tracking."""
+
+    def __init__(self, value):
+        self.value = value
+
+
+def _read_uint(data: tf.Tensor, position: tf.Tensor, size: int, little_endian: tf.Tensor):
+    """Unsigned `size`-byte integer at `position` of a byte string (0 past its end)."""
+    position = tf.minimum(position, tf.strings.length(data))
+    raw = tf.io.decode_raw(tf.strings.substr(data, position, size), tf.uint8)
+    raw = tf.cast(tf.pad(raw, [[0, size - tf.shape(raw)[0]]]), tf.int64)
+    big = tf.reduce_sum(raw * tf.constant([256 ** (size - 1 - i) for i in range(size)], tf.int64))
+    little = tf.reduce_sum(raw * tf.constant([256**i for i in range(size)], tf.int64))
+    return tf.where(little_endian, little, big)
+
+
+def exif_orientation(data: tf.Tensor) -> tf.Tensor:
+    """The EXIF orientation (1-8) of JPEG bytes; 1 when there is none or it is unreadable.
+
+    Reads the TIFF structure of the APP1 "Exif" segment: byte order, the offset of the
+    first image directory, and its entries up to the orientation tag 0x0112.
+    """
+    head = tf.strings.substr(data, 0, _EXIF_SEARCH_BYTES)
+    parts = tf.strings.split(head, sep=_EXIF_MARKER, maxsplit=1)
+    marker = tf.strings.length(parts[0])  # where "Exif\0\0" starts (if it occurs)
+    tiff = marker + len(_EXIF_MARKER)
+    found = (tf.size(parts) == 2) & (marker >= 4)
+    found &= tf.strings.substr(head, tf.maximum(marker - 4, 0), 2) == _APP1
+    little_endian = tf.strings.substr(head, tf.minimum(tiff, tf.strings.length(head)), 2) == b"II"
+    directory = tf.cast(tiff, tf.int64) + _read_uint(head, tiff + 4, 4, little_endian)
+    directory = tf.cast(tf.minimum(directory, _EXIF_SEARCH_BYTES), tf.int32)
+    count = tf.minimum(_read_uint(head, directory, 2, little_endian), _EXIF_MAX_ENTRIES)
+    entries = tf.range(tf.cast(count, tf.int32))
+    starts = directory + 2 + 12 * entries
+    tags = tf.map_fn(
+        lambda start: _read_uint(head, start, 2, little_endian), starts, fn_output_signature=tf.int64
+    )
+    values = tf.map_fn(
+        lambda start: _read_uint(head, start + 8, 2, little_endian),
+        starts,
+        fn_output_signature=tf.int64,
+    )
+    matches = tf.boolean_mask(values, tf.equal(tags, _ORIENTATION_TAG))
+    orientation = tf.cond(tf.size(matches) > 0, lambda: matches[0], lambda: tf.constant(1, tf.int64))
+    valid = found & (orientation >= 1) & (orientation <= 8)
+    return tf.where(valid, tf.cast(orientation, tf.int32), 1)
+
+
+def apply_orientation(image: tf.Tensor, orientation: tf.Tensor) -> tf.Tensor:
+    """Turns an (H, W, C) image upright for an EXIF orientation 1-8 (as OpenCV does)."""
+    transpose = lambda: tf.transpose(image, [1, 0, 2])  # noqa: E731
+    return tf.switch_case(
+        orientation - 1,
+        [
+            lambda: image,  # 1: upright
+            lambda: tf.image.flip_left_right(image),  # 2: mirrored
+            lambda: tf.image.rot90(image, 2),  # 3: upside down
+            lambda: tf.image.flip_up_down(image),  # 4: mirrored upside down
+            transpose,  # 5: mirrored, rotated
+            lambda: tf.image.rot90(image, 3),  # 6: needs 90 degrees clockwise
+            lambda: tf.image.rot90(transpose(), 2),  # 7: transverse
+            lambda: tf.image.rot90(image, 1),  # 8: needs 90 degrees counter-clockwise
+        ],
+    )
+
+
+def image_header_size(data: tf.Tensor, is_jpeg: tf.Tensor) -> tf.Tensor:
+    """(height, width) int64 from a JPEG's frame header or a PNG's IHDR chunk, without
+    decoding the pixels (fails on a JPEG without a readable frame header)."""
+
+    def jpeg():
+        return tf.cast(tf.image.extract_jpeg_shape(data)[:2], tf.int64)
+
+    def png():
+        big_endian = tf.constant(False)
+        return tf.stack([_read_uint(data, 20, 4, big_endian), _read_uint(data, 16, 4, big_endian)])
+
+    return tf.cond(is_jpeg, jpeg, png)
+
+
 class HashingServingModule(tf.Module):
-    """Wraps a trained model with in-graph decoding and preprocessing."""
+    """Wraps a trained model with in-graph decoding and preprocessing (module doc).
+
+    Args:
+        model: the run's Keras model (uint8 images or float features -> relaxed codes).
+        image_size, crop_size: the run's resize side and centre-crop side.
+        quantization_encoder: `load_quantization_encoder(...)` for WSDHQ runs.
+        max_pixels: the largest width x height `serving_default` decodes.
+    """
 
     def __init__(
-        self, model: keras.Model, image_size: int, crop_size: int, quantization_encoder=None
+        self,
+        model: keras.Model,
+        image_size: int,
+        crop_size: int,
+        quantization_encoder=None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
     ):
         super().__init__()
-        self.model = model
+        if max_pixels < 1:
+            raise ValueError(f"max_pixels must be >= 1, got {max_pixels}.")
+        # The model's tf.Variables, tracked directly (see the module doc); the Keras
+        # objects stay out of the saved object graph.
+        self.model_variables = [variable.value for variable in model.variables]
+        self._layers = _Untracked(
+            (model.get_layer("normalization"), model.layers[-1])  # (normalisation, hashing)
+        )
         self.quantization_encoder = quantization_encoder
         self.image_size = image_size
         self.crop_size = crop_size
-        self.normalization = model.get_layer("normalization")
-        self.hashing = model.layers[-1]
+        self.max_pixels = max_pixels
         self.takes_features = len(model.input_shape) == 2  # (B, F): --backbone=features
         if self.takes_features:
             spec = tf.TensorSpec([None, model.input_shape[1]], tf.float32, name="features")
@@ -112,63 +245,99 @@ class HashingServingModule(tf.Module):
         pixels = tf.TensorSpec([None, crop_size, crop_size, 3], tf.float32, name="images")
         self.encode_images = tf.function(self._encode_pixels, input_signature=[pixels])
 
-    def _outputs(self, pixels: tf.Tensor, valid: tf.Tensor) -> dict[str, tf.Tensor]:
-        embedding = tf.cast(self.hashing(self.normalization(pixels), training=False), tf.float32)
-        embedding = embedding * tf.cast(valid, tf.float32)[:, None]
-        positive = embedding >= 0
+    def _outputs(self, pixels: tf.Tensor, status: tf.Tensor) -> dict[str, tf.Tensor]:
+        normalization, hashing = self._layers.value
+        valid = tf.equal(status, STATUS_OK)
+        embedding = tf.cast(hashing(normalization(pixels), training=False), tf.float32)
+        embedding = tf.where(valid[:, None], embedding, 0.0)
+        positive = (embedding >= 0) & valid[:, None]
+        sign = tf.where(positive, tf.constant(1, tf.int8), tf.constant(-1, tf.int8))
         outputs = {
             "embedding": embedding,
-            "codes": tf.where(positive, tf.constant(1, tf.int8), tf.constant(-1, tf.int8)),
+            "codes": tf.where(valid[:, None], sign, tf.constant(0, tf.int8)),
             "packed_codes": pack_bits(positive),
             "valid": valid,
+            "status": status,
         }
         if self.quantization_encoder is not None:
-            outputs["quantization_codes"] = self.quantization_encoder(embedding)
+            indices = self.quantization_encoder(embedding)
+            outputs["quantization_codes"] = tf.where(
+                valid[:, None], indices, tf.zeros_like(indices)
+            )
         return outputs
 
-    def _decode_one(self, data: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def _decode_one(self, index: tf.Tensor, data: tf.Tensor):
+        """(index, cropped float pixels, status) of one encoded image. Raises (inside
+        the graph) on a broken body; `_encode_bytes` turns that into STATUS_UNDECODABLE."""
         size, crop = self.image_size, self.crop_size
+        is_jpeg = tf.io.is_jpeg(data)
+        is_png = tf.strings.substr(data, 0, len(_PNG_MAGIC)) == _PNG_MAGIC
+        known = is_jpeg | is_png
+        header = tf.cond(
+            known, lambda: image_header_size(data, is_jpeg), lambda: tf.zeros([2], tf.int64)
+        )
+        too_large = header[0] * header[1] > self.max_pixels
+        status = tf.where(
+            known, tf.where(too_large, STATUS_TOO_LARGE, STATUS_OK), STATUS_NOT_AN_IMAGE
+        )
 
-        def decoded(image):
+        def decode():
+            def jpeg():
+                image = tf.io.decode_jpeg(data, channels=3)
+                return apply_orientation(image, exif_orientation(data))
+
+            image = tf.cond(is_jpeg, jpeg, lambda: tf.io.decode_png(data, channels=3))
             image = tf.image.resize(image, [size, size], method="bilinear")
             image = tf.clip_by_value(tf.round(image), 0.0, 255.0)
             top = (size - crop) // 2
-            return image[top : top + crop, top : top + crop, :], tf.constant(True)
+            return image[top : top + crop, top : top + crop, :]
 
-        def jpeg():
-            return decoded(
-                tf.io.decode_jpeg(
-                    data, channels=3, try_recover_truncated=True, acceptable_fraction=0.0
-                )
-            )
-
-        def png():
-            return decoded(tf.io.decode_png(data, channels=3))
-
-        def invalid():
-            return tf.zeros([crop, crop, 3], tf.float32), tf.constant(False)
-
-        is_png = tf.strings.substr(data, 0, len(_PNG_MAGIC)) == _PNG_MAGIC
-        return tf.case(
-            [(tf.io.is_jpeg(data), jpeg), (is_png, png)], default=invalid, exclusive=False
+        pixels = tf.cond(
+            tf.equal(status, STATUS_OK), decode, lambda: tf.zeros([crop, crop, 3], tf.float32)
         )
+        return index, pixels, tf.cast(status, tf.int32)
 
     def _encode_bytes(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
-        pixels, valid = tf.map_fn(
-            self._decode_one,
-            images,
-            fn_output_signature=(
-                tf.TensorSpec([self.crop_size, self.crop_size, 3], tf.float32),
-                tf.TensorSpec([], tf.bool),
-            ),
+        # Each item is decoded as one element of a tf.data pipeline whose failing
+        # elements are dropped (ignore_errors): an op error in one item's decoding then
+        # only marks that item, where a map over the batch would fail the whole call.
+        count = tf.shape(images)[0]
+        crop = self.crop_size
+        decoded = (
+            tf.data.Dataset.from_tensor_slices((tf.range(count), images))
+            .map(self._decode_one, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+            .ignore_errors()
         )
-        return self._outputs(pixels, valid)
+        state = (
+            tf.TensorArray(tf.int32, size=0, dynamic_size=True, element_shape=[]),
+            tf.TensorArray(tf.float32, size=0, dynamic_size=True, element_shape=[crop, crop, 3]),
+            tf.TensorArray(tf.int32, size=0, dynamic_size=True, element_shape=[]),
+        )
+
+        def collect(state, element):
+            indices, pixels, statuses = state
+            index, image, status = element
+            position = indices.size()
+            return (
+                indices.write(position, index),
+                pixels.write(position, image),
+                statuses.write(position, status),
+            )
+
+        indices, pixels, statuses = decoded.reduce(state, collect)
+        where = indices.stack()[:, None]
+        pixels = tf.scatter_nd(where, pixels.stack(), [count, crop, crop, 3])
+        # Items missing from the pipeline's output failed to decode.
+        status = tf.tensor_scatter_nd_update(
+            tf.fill([count], STATUS_UNDECODABLE), where, statuses.stack()
+        )
+        return self._outputs(pixels, status)
 
     def _encode_features(self, features: tf.Tensor) -> dict[str, tf.Tensor]:
-        return self._outputs(features, tf.ones([tf.shape(features)[0]], tf.bool))
+        return self._outputs(features, tf.zeros([tf.shape(features)[0]], tf.int32))
 
     def _encode_pixels(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
-        return self._outputs(images, tf.ones([tf.shape(images)[0]], tf.bool))
+        return self._outputs(images, tf.zeros([tf.shape(images)[0]], tf.int32))
 
 
 def load_quantization_encoder(workdir: str, checkpoint: str = "best"):
@@ -213,12 +382,14 @@ def export_saved_model(
     output: str,
     overwrite: bool = False,
     quantization_encoder=None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> str:
     """Writes the SavedModel to `output` atomically (a temporary folder, then a rename).
 
     Args:
         quantization_encoder: `load_quantization_encoder(...)` for WSDHQ runs; adds the
             `quantization_codes` output.
+        max_pixels: the largest width x height the image signature decodes.
 
     Returns:
         `output`.
@@ -227,7 +398,11 @@ def export_saved_model(
     if os.path.exists(output) and not overwrite:
         raise FileExistsError(f"{output} exists; pass overwrite=True (--overwrite) to replace it.")
     module = HashingServingModule(
-        model, pipeline_config.image_size, pipeline_config.crop_size, quantization_encoder
+        model,
+        pipeline_config.image_size,
+        pipeline_config.crop_size,
+        quantization_encoder,
+        max_pixels=max_pixels,
     )
     parent = os.path.dirname(output)
     os.makedirs(parent, exist_ok=True)

@@ -1,0 +1,249 @@
+"""Serving under real clients and bad input: the exported SavedModel runs under
+TensorFlow 1's session loader (TensorFlow Serving's path) and `saved_model_cli run`;
+every item of a batch decodes on its own (truncated JPEG/PNG, header + garbage, a
+decompression bomb); invalid items give zero outputs; EXIF orientation is applied as
+OpenCV applies it in training."""
+
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import textwrap
+import zlib
+
+import cv2
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from wsdhash import serving
+from wsdhash.data import preprocessing
+from wsdhash.training import trainer
+
+CROP = 28
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+
+
+def _pattern(height=32, width=32, seed=0):
+    """An RGB image with large flat blocks (so two JPEG decoders agree within a few
+    grey levels) and no symmetry (so every EXIF orientation gives other pixels)."""
+    rng = np.random.default_rng(seed)
+    blocks = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
+    image = np.kron(blocks, np.ones((height // 4, width // 4, 1), np.uint8))
+    image[: height // 4, : width // 2] = (255, 0, 0)  # a wide red bar, top left
+    return image
+
+
+def _jpeg(image, quality=95):
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
+                            [cv2.IMWRITE_JPEG_QUALITY, quality])  # fmt: skip
+    assert ok
+    return data.tobytes()
+
+
+def _png(image):
+    ok, data = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    assert ok
+    return data.tobytes()
+
+
+def with_exif_orientation(jpeg: bytes, orientation: int, byte_order: str = "MM") -> bytes:
+    """The JPEG with an APP1 EXIF segment holding one IFD0 entry: the orientation."""
+    e = ">" if byte_order == "MM" else "<"
+    tiff = (
+        byte_order.encode()
+        + struct.pack(e + "HI", 42, 8)
+        + struct.pack(e + "H", 2)
+        + struct.pack(e + "HHII", 0x010F, 2, 4, 0)  # a "Make" entry before orientation
+        + struct.pack(e + "HHIHH", 0x0112, 3, 1, orientation, 0)
+        + struct.pack(e + "I", 0)
+    )
+    body = b"Exif\x00\x00" + tiff
+    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(body) + 2) + body + jpeg[2:]
+
+
+def png_claiming_size(width: int, height: int) -> bytes:
+    """A small PNG whose IHDR (with a correct CRC) claims width x height pixels."""
+    data = bytearray(_png(_pattern(8, 8)))
+    ihdr = bytearray(data[12:29])  # b"IHDR" + 13 bytes
+    ihdr[4:12] = struct.pack(">II", width, height)
+    data[12:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(ihdr)) & 0xFFFFFFFF)
+    return bytes(data)
+
+
+@pytest.fixture(scope="module")
+def module_and_model():
+    config = trainer.TrainConfig(bits=16, crop_size=CROP, image_size=32, seed=3)
+    model, _, _ = trainer.build_model(config)
+    # Non-trivial batch-norm statistics, so a variable left uninitialised would show.
+    for variable in model.non_trainable_variables:
+        variable.assign(np.random.default_rng(1).uniform(0.5, 1.5, variable.shape))
+    return serving.HashingServingModule(model, 32, CROP), model
+
+
+def _run(module, items):
+    result = module.serving_default(tf.constant(items))
+    return {key: value.numpy() for key, value in result.items()}
+
+
+def test_each_item_decodes_on_its_own(module_and_model):
+    module, _ = module_and_model
+    jpeg, png = _jpeg(_pattern(seed=1)), _png(_pattern(seed=2))
+    bad = {
+        "half a JPEG": jpeg[: len(jpeg) // 2],
+        "JPEG header + garbage": jpeg[:200] + b"\x17" * 500,
+        "JPEG without its end": jpeg[:-40],
+        "truncated PNG": png[: len(png) // 2],
+        "PNG magic only": png[:8],
+        "empty": b"",
+    }
+    items = [jpeg, *bad.values(), png, b"not an image at all"]
+    served = _run(module, items)
+    expected_status = (
+        [serving.STATUS_OK]
+        + [serving.STATUS_UNDECODABLE] * (len(bad) - 1)
+        + [serving.STATUS_NOT_AN_IMAGE, serving.STATUS_OK, serving.STATUS_NOT_AN_IMAGE]
+    )
+    assert served["status"].tolist() == expected_status
+    assert served["valid"].tolist() == [s == serving.STATUS_OK for s in expected_status]
+    # The good items' outputs equal those of a batch holding only them.
+    alone = _run(module, [jpeg, png])
+    for key in ("embedding", "codes", "packed_codes"):
+        np.testing.assert_array_equal(served[key][[0, len(items) - 2]], alone[key])
+    assert set(np.unique(alone["codes"])) <= {-1, 1}
+
+
+def test_invalid_items_give_zero_outputs(module_and_model):
+    module, _ = module_and_model
+    served = _run(module, [b"garbage", _png(_pattern())[:30], _jpeg(_pattern())])
+    for key in ("embedding", "codes", "packed_codes"):
+        assert not served[key][:2].any(), key  # not all-ones codes
+    assert served["codes"][2].any() and served["valid"].tolist() == [False, False, True]
+
+
+def test_pixel_limit_is_checked_before_decoding(module_and_model):
+    _, model = module_and_model
+    # A 20000 x 20000 header: decoding would take seconds and gigabytes; the header
+    # check rejects it at once (the body is an 8 x 8 image, so decoding it would fail
+    # with STATUS_UNDECODABLE instead).
+    big = png_claiming_size(20000, 20000)
+    module = serving.HashingServingModule(model, 32, CROP)
+    assert _run(module, [big])["status"].tolist() == [serving.STATUS_TOO_LARGE]
+    # The limit is width x height, inclusive, for both formats.
+    image = _pattern(40, 48)  # 1,920 pixels
+    limited = serving.HashingServingModule(model, 32, CROP, max_pixels=1920)
+    tighter = serving.HashingServingModule(model, 32, CROP, max_pixels=1919)
+    items = [_jpeg(image), _png(image)]
+    assert _run(limited, items)["status"].tolist() == [serving.STATUS_OK] * 2
+    assert _run(tighter, items)["status"].tolist() == [serving.STATUS_TOO_LARGE] * 2
+    with pytest.raises(ValueError, match="max_pixels"):
+        serving.HashingServingModule(model, 32, CROP, max_pixels=0)
+
+
+@pytest.mark.parametrize("byte_order", ["MM", "II"])
+def test_exif_orientation_matches_the_training_decoder(byte_order):
+    image = _pattern(32, 32, seed=4)
+    plain = _jpeg(image)
+    reference = tf.io.decode_jpeg(plain, channels=3).numpy()
+    for orientation in range(1, 9):
+        data = with_exif_orientation(plain, orientation, byte_order)
+        assert int(serving.exif_orientation(tf.constant(data))) == orientation
+        # Training: OpenCV turns the image upright by its EXIF tag.
+        trained = preprocessing.decode_and_resize(data, "x.jpg", 32).astype(int)
+        served = serving.apply_orientation(
+            tf.io.decode_jpeg(data, channels=3), serving.exif_orientation(tf.constant(data))
+        ).numpy().astype(int)
+        # Two JPEG decoders agree within a few grey levels on flat blocks; any other
+        # orientation is far off.
+        errors = {
+            o: np.abs(
+                serving.apply_orientation(tf.constant(reference), tf.constant(o)).numpy()
+                - trained
+            ).mean()
+            for o in range(1, 9)
+        }
+        assert min(errors, key=errors.get) == orientation, (orientation, errors)
+        assert np.abs(served - trained).mean() < 3, orientation
+    assert int(serving.exif_orientation(tf.constant(plain))) == 1
+    assert int(serving.exif_orientation(tf.constant(b"Exif\x00\x00garbage"))) == 1
+
+
+def test_exif_rotated_photo_is_encoded_as_in_training(module_and_model):
+    module, model = module_and_model
+    image = _pattern(32, 32, seed=5)
+    rotated = with_exif_orientation(_jpeg(image), 6)
+    served = _run(module, [rotated])
+    pixels = preprocessing.decode_and_resize(rotated, "x.jpg", 32)
+    top = (32 - CROP) // 2
+    crop = pixels[top : top + CROP, top : top + CROP][None]
+    expected = model(crop, training=False).numpy()
+    assert served["valid"].tolist() == [True]
+    np.testing.assert_allclose(served["embedding"], expected, atol=0.05 * np.abs(expected).max())
+
+
+@pytest.fixture(scope="module")
+def saved_model(module_and_model, tmp_path_factory):
+    _, model = module_and_model
+    output = tmp_path_factory.mktemp("export") / "model"
+    pipeline_config = type("P", (), {"image_size": 32, "crop_size": CROP})
+    serving.export_saved_model(model, pipeline_config, str(output))
+    return output
+
+
+def test_session_loader_runs_both_signatures_without_wsdhash(
+    saved_model, module_and_model, tmp_path
+):
+    module, _ = module_and_model
+    items = [_jpeg(_pattern(seed=6)), b"garbage", _png(_pattern(seed=7))]
+    pixels = np.random.default_rng(0).uniform(0, 255, (2, CROP, CROP, 3)).astype(np.float32)
+    np.save(tmp_path / "pixels.npy", pixels)
+    (tmp_path / "items.txt").write_text("\n".join(item.hex() for item in items))
+    script = textwrap.dedent(f"""
+        import sys
+        sys.modules["wsdhash"] = None  # plain TensorFlow must suffice
+        import numpy as np, tensorflow as tf
+        items = [bytes.fromhex(h) for h in open({str(tmp_path / "items.txt")!r}).read().split()]
+        pixels = np.load({str(tmp_path / "pixels.npy")!r})
+        results = {{}}
+        with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+            graph = tf.compat.v1.saved_model.load(session, ["serve"], {str(saved_model)!r})
+            for name, feed in (("serving_default", items), ("encode_images", pixels)):
+                signature = graph.signature_def[name]
+                (key,) = signature.inputs
+                fetches = {{k: v.name for k, v in signature.outputs.items()}}
+                out = session.run(fetches, {{signature.inputs[key].name: feed}})
+                results.update({{f"{{name}}/{{k}}": v for k, v in out.items()}})
+        np.savez({str(tmp_path / "session.npz")!r}, **results)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env=ENV)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    session = np.load(tmp_path / "session.npz")
+    eager = _run(module, items)
+    for key, value in eager.items():
+        np.testing.assert_allclose(session[f"serving_default/{key}"], value, atol=1e-5)
+    direct = module.encode_images(tf.constant(pixels))
+    for key, value in direct.items():
+        np.testing.assert_allclose(session[f"encode_images/{key}"], value.numpy(), atol=1e-5)
+
+
+def test_saved_model_cli_run(saved_model, module_and_model, tmp_path):
+    module, _ = module_and_model
+    cli = shutil.which("saved_model_cli") or os.path.join(
+        os.path.dirname(sys.executable), "saved_model_cli"
+    )
+    items = [_jpeg(_pattern(seed=8)), _png(_pattern(seed=9))[:50]]
+    np.save(tmp_path / "images.npy", np.array(items, dtype=bytes))
+    result = subprocess.run(
+        [cli, "run", "--dir", str(saved_model), "--tag_set", "serve",
+         "--signature_def", "serving_default", "--inputs", f"images={tmp_path / 'images.npy'}",
+         "--outdir", str(tmp_path / "out")],
+        capture_output=True, text=True, env=ENV,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    eager = _run(module, items)
+    for key in ("embedding", "codes", "packed_codes", "valid", "status"):
+        np.testing.assert_allclose(np.load(tmp_path / "out" / f"{key}.npy"), eager[key], atol=1e-5)
+    assert eager["valid"].tolist() == [True, False]
