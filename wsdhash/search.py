@@ -16,6 +16,11 @@ model its quantization codes and the codebooks it carries (queries: its embeddin
 Results: ids (image paths),
 positions and distances (Hamming, or minus the AQD inner product), ties in ascending
 position (wsdhash/index/results.py).
+
+Images the SavedModel marks `valid = False` (not a JPEG or PNG, truncated, too large)
+are never indexed: `build` skips them with one warning line naming them; a query
+image that is invalid is a one-line error naming it. Errors are one line
+(wsdhash/cli.py): bad flags and files exit 2, a missing or damaged index 1.
 """
 
 from __future__ import annotations
@@ -24,7 +29,9 @@ import json
 import os
 import sys
 
-from absl import app, flags
+from absl import flags
+
+from wsdhash import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("codes", None, "Codes file (codes.h5 of a run, or a baseline's).")
@@ -52,7 +59,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 def _image_files(folder: str) -> list[str]:
     if not os.path.isdir(folder):
-        raise app.UsageError(f"--images={folder} is not a folder.")
+        raise cli.UsageError(f"--images={folder} is not a folder.")
     found = sorted(
         os.path.relpath(os.path.join(d, f), folder)
         for d, _, files in os.walk(folder)
@@ -60,7 +67,7 @@ def _image_files(folder: str) -> list[str]:
         if f.lower().endswith(IMAGE_SUFFIXES)
     )
     if not found:
-        raise app.UsageError(f"--images={folder} holds no .jpg/.jpeg/.png files.")
+        raise cli.UsageError(f"--images={folder} holds no .jpg/.jpeg/.png files.")
     return found
 
 
@@ -68,7 +75,7 @@ def _load_model():
     import tensorflow as tf
 
     if not FLAGS.model:
-        raise app.UsageError("--images needs --model (an exported SavedModel).")
+        raise cli.UsageError("--images needs --model (an exported SavedModel).")
     return tf.saved_model.load(FLAGS.model)
 
 
@@ -76,33 +83,114 @@ def _model_codebooks(model):
     """The (M, K, D) codebooks a WSDHQ SavedModel carries (serving.py), or an error."""
     encoder = getattr(model, "quantization_encoder", None)
     if encoder is None or not hasattr(encoder, "codebooks_additive"):
-        raise app.UsageError(
+        raise cli.UsageError(
             f"{FLAGS.model} has no quantizer (not a WSDHQ model); use a binary --kind."
         )
     return encoder.codebooks_additive.numpy()
 
 
-def _encode_images(paths: list[str], key: str, model=None):
-    """Runs the SavedModel's serving signature over image files; returns `key` rows."""
+def _status_name(status) -> str:
+    try:
+        from wsdhash.serving import STATUS_NAMES  # pylint: disable=g-import-not-at-top
+    except ImportError:  # pragma: no cover
+        STATUS_NAMES = {}
+    return STATUS_NAMES.get(int(status), "not a valid JPEG or PNG image")
+
+
+def encode_images(paths: list[str], key: str, model, batch_size: int = 64):
+    """Runs a SavedModel's serving signature over image files.
+
+    Args:
+        paths: image files.
+        key: the output to keep ("packed_codes", "quantization_codes", "embedding").
+        model: the loaded SavedModel.
+        batch_size: images per call.
+
+    Returns:
+        (the `key` rows of the valid items, in order; {path: why} of the items the
+        model marked invalid, or whose batch failed when encoded alone, or that cannot
+        be read).
+    """
     import numpy as np
     import tensorflow as tf
 
-    serve = (model or _load_model()).signatures["serving_default"]
-    rows = []
-    for start in range(0, len(paths), FLAGS.batch_size):
-        names, batch = paths[start : start + FLAGS.batch_size], []
-        for path in names:
-            with open(path, "rb") as f:
-                batch.append(f.read())
-        outputs = serve(images=tf.constant(batch))
-        valid = outputs["valid"].numpy()
-        invalid = [p for p, ok in zip(names, valid, strict=True) if not ok]
-        if invalid:
-            raise app.UsageError(f"Not a JPEG or PNG image: {invalid[0]}")
+    serve = model.signatures["serving_default"]
+    rows, invalid = [], {}
+
+    def call(names, data):
+        outputs = serve(images=tf.constant(data))
         if key not in outputs:
-            raise app.UsageError(f"{FLAGS.model} has no output {key!r}.")
-        rows.append(outputs[key].numpy())
-    return np.concatenate(rows)
+            raise cli.UsageError(f"The SavedModel has no output {key!r}.")
+        valid = np.asarray(outputs["valid"].numpy(), bool)
+        status = outputs["status"].numpy() if "status" in outputs else np.ones(len(names))
+        for name, ok, code in zip(names, valid, status, strict=True):
+            if not ok:
+                invalid[name] = _status_name(code)
+        if valid.any():
+            rows.append(np.asarray(outputs[key].numpy())[valid])
+
+    for start in range(0, len(paths), batch_size):
+        names, batch = [], []
+        for path in paths[start : start + batch_size]:
+            try:
+                with open(path, "rb") as f:
+                    batch.append(f.read())
+                names.append(path)
+            except OSError as error:
+                invalid[path] = f"cannot be read ({error.strerror or error})"
+        if not names:
+            continue
+        try:
+            call(names, batch)
+        except (tf.errors.InvalidArgumentError, tf.errors.UnknownError):
+            # A model that fails the whole batch on one bad image (older exports): encode
+            # the items one by one to keep the good ones and name the bad.
+            for name, data in zip(names, batch, strict=True):
+                try:
+                    call([name], [data])
+                except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as error:
+                    message = " ".join(str(getattr(error, "message", error)).split())
+                    invalid[name] = f"the model cannot decode it ({message[:200]})"
+    return (np.concatenate(rows) if rows else np.zeros((0, 0), np.uint8)), invalid
+
+
+def _describe(invalid: dict[str, str], limit: int = 10) -> str:
+    shown = "; ".join(f"{path} ({why})" for path, why in list(invalid.items())[:limit])
+    more = f"; and {len(invalid) - limit} more" if len(invalid) > limit else ""
+    return shown + more
+
+
+def images_for_index(paths: list[str], key: str, model, batch_size: int = 64):
+    """(rows, ids) of the valid images; the invalid ones are named in one warning line
+    on stderr and left out. All invalid is a UsageError."""
+    import numpy as np
+
+    rows, invalid = encode_images(paths, key, model, batch_size)
+    if invalid:
+        print(
+            f"wsdhash.search: warning: skipped {len(invalid)} of {len(paths)} images, not "
+            f"indexed: {_describe(invalid)}",
+            file=sys.stderr,
+            flush=True,
+        )
+    ids = [p for p in paths if p not in invalid]
+    if not ids:
+        raise cli.UsageError(f"--images: none of the {len(paths)} images is valid.")
+    return rows, np.asarray(ids)
+
+
+def images_for_query(paths: list[str], key: str, model, batch_size: int = 64):
+    """The rows of query images, every one valid, else a UsageError naming the bad."""
+    rows, invalid = encode_images(paths, key, model, batch_size)
+    if invalid:
+        raise cli.UsageError(f"--images: invalid query image: {_describe(invalid)}")
+    return rows
+
+
+def _codes_split(contents, name: str):
+    if name not in ("query", "database"):
+        raise cli.UsageError(f"--split must be query or database; got {name!r}.")
+    return getattr(contents, name)
 
 
 def _blocks(codes, ids):
@@ -119,7 +207,7 @@ def build():
     from wsdhash.index.sharded import build_index
 
     if not FLAGS.output:
-        raise app.UsageError("build needs --output (the index directory).")
+        raise cli.UsageError("build needs --output (the index directory).")
     params = BinaryIndexParams(
         nlist=FLAGS.nlist, nprobe=FLAGS.nprobe, hnsw_m=FLAGS.hnsw_m, ef_search=FLAGS.ef_search,
         nhash=FLAGS.nhash, hash_bits=FLAGS.hash_bits, nflip=FLAGS.nflip,
@@ -133,26 +221,25 @@ def build():
         kind = ("aqd" if quantized else "flat") if FLAGS.kind == "auto" else FLAGS.kind
         if kind == "aqd":
             codebooks = _model_codebooks(model)
-            codes = _encode_images(paths, "quantization_codes", model)
-        else:
-            codes = _encode_images(paths, "packed_codes", model)
-        ids, source = np.asarray(paths), {"images": FLAGS.images}
+        key = "quantization_codes" if kind == "aqd" else "packed_codes"
+        codes, ids = images_for_index(paths, key, model, FLAGS.batch_size)
+        source = {"images": FLAGS.images}
     elif FLAGS.codes:
         contents = read_codes_file(FLAGS.codes)
-        split = getattr(contents, FLAGS.split or "database")
+        split = _codes_split(contents, FLAGS.split or "database")
         kind = FLAGS.kind
         if kind == "auto":
             kind = "aqd" if contents.codebooks is not None else "flat"
         if kind == "aqd":
             if contents.codebooks is None or split.indices is None:
-                raise app.UsageError(f"--kind=aqd: {FLAGS.codes} has no codebooks/indices.")
+                raise cli.UsageError(f"--kind=aqd: {FLAGS.codes} has no codebooks/indices.")
             codes, codebooks = split.indices, contents.codebooks
         else:
             codes = split.codes
         ids = split.ids if split.ids is not None else np.arange(len(codes)).astype(str)
         source = {"codes": os.path.abspath(FLAGS.codes), "split": FLAGS.split or "database"}
     else:
-        raise app.UsageError("build needs --codes=FILE or --images=FOLDER --model=DIR.")
+        raise cli.UsageError("build needs --codes=FILE or --images=FOLDER --model=DIR.")
     manifest = build_index(
         FLAGS.output, _blocks(codes, np.asarray(ids).astype(str)), kind=kind, params=params,
         codebooks=codebooks, metadata=source,
@@ -168,20 +255,21 @@ def query():
     from wsdhash.index.sharded import ShardedIndex
 
     if not FLAGS.index:
-        raise app.UsageError("query needs --index (an index directory).")
+        raise cli.UsageError("query needs --index (an index directory).")
     index = ShardedIndex(FLAGS.index)
     if FLAGS.images:
         names = [p for p in FLAGS.images.split(",") if p]
         for name in names:
             if not os.path.isfile(name):
-                raise app.UsageError(f"--images: {name} does not exist.")
-        queries = _encode_images(names, "embedding" if index.kind == "aqd" else "packed_codes")
+                raise cli.UsageError(f"--images: {name} does not exist.")
+        key = "embedding" if index.kind == "aqd" else "packed_codes"
+        queries = images_for_query(names, key, _load_model(), FLAGS.batch_size)
     elif FLAGS.codes:
         contents = read_codes_file(FLAGS.codes)
-        split = getattr(contents, FLAGS.split or "query")
+        split = _codes_split(contents, FLAGS.split or "query")
         if index.kind == "aqd":
             if split.features is None:
-                raise app.UsageError(f"{FLAGS.codes}: no query features for an aqd index.")
+                raise cli.UsageError(f"{FLAGS.codes}: no query features for an aqd index.")
             queries = split.features
         else:
             queries = split.codes
@@ -189,7 +277,7 @@ def query():
         queries = queries[:count]
         names = list(split.ids[:count]) if split.ids is not None else list(map(str, range(count)))
     else:
-        raise app.UsageError("query needs --codes=FILE or --images=a.jpg,... --model=DIR.")
+        raise cli.UsageError("query needs --codes=FILE or --images=a.jpg,... --model=DIR.")
     result = index.search(queries, FLAGS.k)
     output = []
     for q, name in enumerate(names):
@@ -222,7 +310,8 @@ def query():
 
 def main(argv):
     if len(argv) != 2 or argv[1] not in ("build", "query"):
-        raise app.UsageError("Usage: python -m wsdhash.search build|query --flags (see --help).")
+        raise cli.UsageError("Usage: python -m wsdhash.search build|query --flags (see --help).")
+    from wsdhash.file_lock import LockedError
     from wsdhash.index.index_file import IndexFileError
 
     try:
@@ -230,14 +319,16 @@ def main(argv):
             build()
         else:
             query()
-    except (IndexFileError, FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    except cli.UsageError:
+        raise
+    except (IndexFileError, FileNotFoundError, ValueError, LockedError) as error:
+        # A missing, damaged or busy index or codes file: one line, exit status 1.
+        raise cli.UsageError(str(error), exitcode=cli.EXIT_ERROR) from None
     return 0
 
 
 def run():
-    app.run(main)
+    cli.run(main, "wsdhash.search")
 
 
 if __name__ == "__main__":
