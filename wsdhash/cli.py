@@ -115,7 +115,7 @@ def run(main: Callable[[list[str]], int | None], name: str) -> None:
         except KeyboardInterrupt:
             print(f"{name}: interrupted", file=sys.stderr)
             sys.exit(130)
-        except Exception as error:  # noqa: BLE001: every failure becomes one line
+        except Exception as error:  # noqa: BLE001 (every failure becomes one line)
             sys.exit(report_error(name, error))
 
     app.run(guarded, flags_parser=parse)

@@ -29,9 +29,9 @@ import os
 import time
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
-from wsdhash import atomic_files
+from wsdhash import atomic_files, cli
 from wsdhash.baselines import BASELINES
 from wsdhash.baselines.image_features import image_features
 from wsdhash.data import datasets
@@ -196,7 +196,7 @@ def _train_and_export(name: str, tag_dir: str, topk):
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+        raise cli.UsageError(f"Unexpected arguments: {argv[1:]}")
     bits_list = [int(b) for b in FLAGS.bits]
     started = time.perf_counter()
     dataset = datasets.get_dataset(
@@ -299,7 +299,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    cli.run(main, "wsdhash.demo")
 
 
 if __name__ == "__main__":

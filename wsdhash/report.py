@@ -16,7 +16,9 @@ from __future__ import annotations
 import os
 import sys
 
-from absl import app, flags
+from absl import flags
+
+from wsdhash import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("inputs", [], "Codes files and/or run folders.")
@@ -36,16 +38,16 @@ def _topk(entry):
         if FLAGS.topk == "all":
             return None
         if not FLAGS.topk.isdigit() or int(FLAGS.topk) < 1:
-            raise app.UsageError(f"--topk must be a positive integer or 'all'; got {FLAGS.topk!r}.")
+            raise cli.UsageError(f"--topk must be a positive integer or 'all'; got {FLAGS.topk!r}.")
         return int(FLAGS.topk)
     return entry.run_metrics.get("topk")  # the run's R; None: the whole database
 
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+        raise cli.UsageError(f"Unexpected arguments: {argv[1:]}")
     if not FLAGS.inputs:
-        raise app.UsageError("--inputs needs at least one codes file or run folder.")
+        raise cli.UsageError("--inputs needs at least one codes file or run folder.")
     from wsdhash import atomic_files
     from wsdhash.eval import DEFAULT_PRECISION_AT
     from wsdhash.eval.file_evaluation import evaluate_codes_file
@@ -113,7 +115,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    cli.run(main, "wsdhash.report")
 
 
 if __name__ == "__main__":

@@ -159,7 +159,9 @@ def exif_orientation(data: tf.Tensor) -> tf.Tensor:
     entries = tf.range(tf.cast(count, tf.int32))
     starts = directory + 2 + 12 * entries
     tags = tf.map_fn(
-        lambda start: _read_uint(head, start, 2, little_endian), starts, fn_output_signature=tf.int64
+        lambda start: _read_uint(head, start, 2, little_endian),
+        starts,
+        fn_output_signature=tf.int64,
     )
     values = tf.map_fn(
         lambda start: _read_uint(head, start + 8, 2, little_endian),
@@ -167,14 +169,16 @@ def exif_orientation(data: tf.Tensor) -> tf.Tensor:
         fn_output_signature=tf.int64,
     )
     matches = tf.boolean_mask(values, tf.equal(tags, _ORIENTATION_TAG))
-    orientation = tf.cond(tf.size(matches) > 0, lambda: matches[0], lambda: tf.constant(1, tf.int64))
+    orientation = tf.cond(
+        tf.size(matches) > 0, lambda: matches[0], lambda: tf.constant(1, tf.int64)
+    )
     valid = found & (orientation >= 1) & (orientation <= 8)
     return tf.where(valid, tf.cast(orientation, tf.int32), 1)
 
 
 def apply_orientation(image: tf.Tensor, orientation: tf.Tensor) -> tf.Tensor:
     """Turns an (H, W, C) image upright for an EXIF orientation 1-8 (as OpenCV does)."""
-    transpose = lambda: tf.transpose(image, [1, 0, 2])  # noqa: E731
+    transpose = lambda: tf.transpose(image, [1, 0, 2])
     return tf.switch_case(
         orientation - 1,
         [

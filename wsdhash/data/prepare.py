@@ -31,7 +31,9 @@ import inspect
 import os
 import sys
 
-from absl import app, flags
+from absl import flags
+
+from wsdhash import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", None, "Dataset to prepare.", required=True)
@@ -71,13 +73,13 @@ def _options(preparer) -> dict:
     ):
         if value is not None:
             if name not in accepted:
-                raise app.UsageError(f"--{name} does not apply to --dataset={FLAGS.dataset}.")
+                raise cli.UsageError(f"--{name} does not apply to --dataset={FLAGS.dataset}.")
             options[name] = value
     for item in FLAGS.option:
         key, sep, value = item.partition("=")
         if not sep or key not in accepted or key in ("root", "output_dir"):
             known = sorted(k for k in accepted if k not in ("root", "output_dir"))
-            raise app.UsageError(f"--option={item!r}: expected key=value with a key in {known}.")
+            raise cli.UsageError(f"--option={item!r}: expected key=value with a key in {known}.")
         options[key] = _value(value)
     if "progress" in accepted:
         import tqdm  # pylint: disable=g-import-not-at-top
@@ -97,7 +99,7 @@ def default_output_dir(dataset: str, protocol: str | None) -> str:
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+        raise cli.UsageError(f"Unexpected arguments: {argv[1:]}")
     import tqdm  # pylint: disable=g-import-not-at-top
 
     from wsdhash.data import preparation, protocols
@@ -106,7 +108,7 @@ def main(argv):
     try:
         preparer = preparation.PREPARERS.get(FLAGS.dataset)
     except KeyError as error:
-        raise app.UsageError(str(error.args[0])) from None
+        raise cli.UsageError(str(error.args[0])) from None
     options = _options(preparer)
     if FLAGS.dataset == "cifar10" and "protocol" in options:
         options["protocol"] = int(options["protocol"])
@@ -148,7 +150,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    cli.run(main, "wsdhash.data.prepare")
 
 
 if __name__ == "__main__":

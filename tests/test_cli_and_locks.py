@@ -1,0 +1,118 @@
+"""Entry-point plumbing: one-line errors with exit statuses, tracebacks only in the log
+file or with --verbose; exclusive locks that another process sees and that die with
+their holder (kill -9 included). No TensorFlow here: these processes start fast."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from wsdhash import file_lock
+
+PROGRAM = textwrap.dedent("""
+    import sys
+    from absl import flags
+    from wsdhash import cli
+
+    flags.DEFINE_integer("every", 1, "A period.")
+    FLAGS = flags.FLAGS
+
+    def main(argv):
+        if FLAGS.every < 1:
+            raise cli.UsageError(f"--every must be >= 1, got {FLAGS.every}.")
+        if FLAGS.every == 7:
+            raise ValueError("a library error\\nspread over\\n  three lines")
+        print("ok")
+
+    cli.run(main, "wsdhash.toy")
+""")
+
+
+def _toy(tmp_path, *args):
+    script = tmp_path / "toy.py"
+    script.write_text(PROGRAM)
+    return subprocess.run(
+        [sys.executable, str(script), f"--log_file={tmp_path / 'toy.log'}", *args],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_usage_error_is_one_line_with_status_2(tmp_path):
+    result = _toy(tmp_path, "--every=0")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "wsdhash.toy: error: --every must be >= 1, got 0."
+    ]
+    assert "Traceback" in (tmp_path / "toy.log").read_text()
+
+
+def test_bad_flag_value_is_one_line(tmp_path):
+    result = _toy(tmp_path, "--every=often")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("wsdhash.toy: error:") and "often" in lines[0]
+
+
+def test_failure_is_one_line_and_the_traceback_goes_to_the_log(tmp_path):
+    result = _toy(tmp_path, "--every=7")
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("wsdhash.toy: error: ValueError: a library error spread over three")
+    assert str(tmp_path / "toy.log") in line
+    log = (tmp_path / "toy.log").read_text()
+    assert "Traceback" in log and "a library error" in log
+    verbose = _toy(tmp_path, "--every=7", "--verbose")
+    assert verbose.returncode == 1 and "Traceback (most recent call last)" in verbose.stderr
+
+
+def test_success_prints_only_the_result(tmp_path):
+    result = _toy(tmp_path)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "ok\n", "")
+
+
+HOLDER = textwrap.dedent("""
+    import sys, time
+    from wsdhash import file_lock
+    with file_lock.exclusive(sys.argv[1], "workdir", folder=True):
+        print("locked", flush=True)
+        time.sleep(600)
+""")
+
+
+def test_lock_is_exclusive_across_processes_and_dies_with_its_holder(tmp_path):
+    workdir = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(workdir)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with (
+            pytest.raises(file_lock.LockedError, match=f"pid {holder.pid}"),
+            file_lock.exclusive(str(workdir), "workdir"),
+        ):
+            pass
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+    # The kernel released the lock with the process; the lock file stays, harmless.
+    assert os.path.exists(workdir / ".lock")
+    with file_lock.exclusive(str(workdir), "workdir"):
+        pass
+
+
+def test_lock_is_exclusive_within_one_process_and_reusable(tmp_path):
+    target = tmp_path / "index"
+    with file_lock.exclusive(str(target), "index", folder=False) as lock:
+        assert lock == f"{target}.lock"
+        with (
+            pytest.raises(file_lock.LockedError, match="index"),
+            file_lock.exclusive(str(target), "index", folder=False),
+        ):
+            pass
+    with file_lock.exclusive(str(target), "index", folder=False):
+        pass
