@@ -48,6 +48,9 @@ setup(
             "wsdhash-search=wsdhash.search:run",
             "wsdhash-report=wsdhash.report:run",
             "wsdhash-extract=wsdhash.extract:run",
+            "wsdhash-baselines=wsdhash.baselines.__main__:run",
+            "wsdhash-export=wsdhash.export:run",
+            "wsdhash-train=wsdhash.train:run",
         ],
     },
 )
