@@ -80,15 +80,14 @@ def _check_destination(output_dir: str) -> None:
 
 def _remove_leftovers(parent: str, name: str) -> None:
     """Folders of builds of this index that were killed (we hold its lock: none is live)."""
+    prefix = f".{name}."
     for entry in os.listdir(parent):
         for suffix in (_BUILDING, ".old"):
-            prefix = f".{name}."
             middle = entry[len(prefix) : -len(suffix)]
             # mkdtemp's 8 random characters: not the folders of an index "<name>.v2".
-            if entry.startswith(prefix) and entry.endswith(suffix) and len(middle) == 8:
-                if "." not in middle:
-                    shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
-
+            ours = entry.startswith(prefix) and entry.endswith(suffix)
+            if ours and len(middle) == 8 and "." not in middle:
+                shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
 
 def build_index(
     output_dir: str,
