@@ -263,5 +263,7 @@ DATASETS.register("voc2012")(prepared_lists("voc2012", topk=None, image_size=448
 DATASETS.register("cifar10")(prepared_lists("cifar10", topk=None, image_size=224, crop_size=224))
 DATASETS.register("cub200")(prepared_lists("cub200", topk=None))
 DATASETS.register("stanford_dogs")(prepared_lists("stanford_dogs", topk=None))
+# Your own photos: class subfolders or a manifest (sources/image_folder.py).
+DATASETS.register("image_folder")(prepared_lists("image_folder", topk=None))
 # Precomputed backbone features (`python -m wsdhash.extract`); data_dir is the .h5 file.
 DATASETS.register("features")(features_file.features_dataset)

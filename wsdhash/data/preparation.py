@@ -34,6 +34,7 @@ from wsdhash.data.sources import (
     cub200,
     flickr25k,
     hashnet_lists,
+    image_folder,
     nuswide,
     stanford_dogs,
     voc,
@@ -130,3 +131,4 @@ PREPARERS.register("voc2012")(functools.partial(voc.prepare, year="2012"))
 PREPARERS.register("cifar10")(cifar10.prepare)
 PREPARERS.register("cub200")(cub200.prepare)
 PREPARERS.register("stanford_dogs")(stanford_dogs.prepare)
+PREPARERS.register("image_folder")(image_folder.prepare)

@@ -16,6 +16,10 @@ Datasets (`wsdhash.data.preparation.PREPARERS`; protocols in METHODS.md §6):
 | cifar10        | TFDS data dir                           | 1 (default), 2        |
 | cub200         | CUB_200_2011 or TFDS data dir           |                       |
 | stanford_dogs  | Images/ + *_list.mat or TFDS data dir   |                       |
+| image_folder   | your photos: ROOT/<class>/*.jpg, or     |                       |
+|                | --manifest=FILE.csv/.jsonl (paths under |                       |
+|                | ROOT, labels, tags); --query_size,      |                       |
+|                | --train_size, --database_includes_train |                       |
 
 The lists go to `--output_dir` (default `data/<dataset>` or, for datasets with several
 protocols, `data/<dataset>/<protocol>`; CIFAR-10: `data/cifar10/protocol<N>`). Then
@@ -45,6 +49,23 @@ flags.DEFINE_string("image_root", None, "Image folder of HashNet lists (default:
 flags.DEFINE_string("tag_vocab", None, "flickr25k --protocol=wsdhq: tag vocabulary file.")
 flags.DEFINE_bool("download", False, "TFDS datasets: download when not prepared yet.")
 flags.DEFINE_bool("decode_check", True, "Decode every image once (finds broken files).")
+flags.DEFINE_string(
+    "manifest", None, "image_folder: CSV or JSON Lines of path, labels, tags (paths under --root)."
+)
+flags.DEFINE_float(
+    "query_size", None, "image_folder: queries, a count or (below 1) a fraction (default 0.1)."
+)
+flags.DEFINE_float(
+    "train_size",
+    None,
+    "image_folder: training items, a count or (below 1) a fraction of the non-queries "
+    "(default: all of them).",
+)
+flags.DEFINE_bool(
+    "database_includes_train",
+    None,
+    "image_folder: the database holds the training items too (default) or only the rest.",
+)
 flags.DEFINE_multi_string(
     "option", [], "Extra preparer option key=value (e.g. split sizes for small copies)."
 )
@@ -70,6 +91,10 @@ def _options(preparer) -> dict:
         ("image_root", FLAGS.image_root),
         ("tag_vocab", FLAGS.tag_vocab),
         ("download", FLAGS.download or None),
+        ("manifest", FLAGS.manifest),
+        ("query_size", FLAGS.query_size),
+        ("train_size", FLAGS.train_size),
+        ("database_includes_train", FLAGS.database_includes_train),
     ):
         if value is not None:
             if name not in accepted:
@@ -116,11 +141,12 @@ def main(argv):
     try:
         prepared = preparer(FLAGS.root, output_dir, seed=FLAGS.seed, **options)
     except protocols.MissingDownloadError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        raise cli.UsageError(str(error)) from None
     except (DataFormatError, ValueError) as error:
-        print(f"error: {FLAGS.dataset}: {error}", file=sys.stderr)
-        return 2
+        message = str(error)
+        if not message.startswith(f"{FLAGS.dataset}:"):
+            message = f"{FLAGS.dataset}: {message}"
+        raise cli.UsageError(message) from None
     print(f"{FLAGS.dataset}: lists written to {output_dir}")
     for note in prepared.notes:
         print(f"  note: {note}")
