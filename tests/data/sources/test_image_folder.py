@@ -171,3 +171,12 @@ def test_prepare_cli(tmp_path):
     assert result.stderr.strip().splitlines() == [
         "wsdhash.data.prepare: error: image_folder: query_size must be >= 0, got -1.0."
     ]
+
+
+def test_cifar10_on_class_folders_points_to_image_folder(tmp_path):
+    from wsdhash.data.sources import cifar10
+
+    for name in ("airplane", "cat"):
+        write_jpeg(str(tmp_path / "cifar" / name / "0.jpg"))
+    with pytest.raises(protocols.MissingDownloadError, match="--dataset=image_folder"):
+        cifar10.prepare(str(tmp_path / "cifar"), str(tmp_path / "out"))

@@ -11,6 +11,8 @@ PNG files once; the split is drawn from the pool with the seed and saved as list
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from wsdhash.data import protocols
@@ -41,6 +43,14 @@ def prepare(
     default_query, default_train = PER_CLASS[protocol]
     query_per_class = query_per_class or default_query
     train_per_class = train_per_class or default_train
+    if root and os.path.isdir(root):
+        folders = {e.name for e in os.scandir(root) if e.is_dir()}
+        if len(folders & set(CLASSES)) >= 2:  # a user's per-class image folders
+            raise protocols.MissingDownloadError(
+                f"cifar10: {root} holds per-class image folders, not a TFDS data dir; "
+                f"prepare them with --dataset=image_folder --root={root} (seeded splits), "
+                "or give the TFDS data dir of cifar10."
+            )
     names, labels = tfds_images.materialize(
         "cifar10", "train+test", output_dir, data_dir=root, download=download,
         label_fn=lambda example: tfds_images.one_hot(example["label"], len(CLASSES)),
