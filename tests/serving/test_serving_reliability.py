@@ -152,15 +152,18 @@ def test_exif_orientation_matches_the_training_decoder(byte_order):
         assert int(serving.exif_orientation(tf.constant(data))) == orientation
         # Training: OpenCV turns the image upright by its EXIF tag.
         trained = preprocessing.decode_and_resize(data, "x.jpg", 32).astype(int)
-        served = serving.apply_orientation(
-            tf.io.decode_jpeg(data, channels=3), serving.exif_orientation(tf.constant(data))
-        ).numpy().astype(int)
+        served = (
+            serving.apply_orientation(
+                tf.io.decode_jpeg(data, channels=3), serving.exif_orientation(tf.constant(data))
+            )
+            .numpy()
+            .astype(int)
+        )
         # Two JPEG decoders agree within a few grey levels on flat blocks; any other
         # orientation is far off.
         errors = {
             o: np.abs(
-                serving.apply_orientation(tf.constant(reference), tf.constant(o)).numpy()
-                - trained
+                serving.apply_orientation(tf.constant(reference), tf.constant(o)).numpy() - trained
             ).mean()
             for o in range(1, 9)
         }
@@ -217,8 +220,9 @@ def test_session_loader_runs_both_signatures_without_wsdhash(
                 results.update({{f"{{name}}/{{k}}": v for k, v in out.items()}})
         np.savez({str(tmp_path / "session.npz")!r}, **results)
     """)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            env=ENV)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", script], check=False, capture_output=True, text=True, env=ENV
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     session = np.load(tmp_path / "session.npz")
     eager = _run(module, items)
@@ -240,7 +244,7 @@ def test_saved_model_cli_run(saved_model, module_and_model, tmp_path):
         [cli, "run", "--dir", str(saved_model), "--tag_set", "serve",
          "--signature_def", "serving_default", "--inputs", f"images={tmp_path / 'images.npy'}",
          "--outdir", str(tmp_path / "out")],
-        capture_output=True, text=True, env=ENV,
+        check=False, capture_output=True, text=True, env=ENV,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     eager = _run(module, items)
