@@ -1,13 +1,18 @@
-"""What a run records about itself: configuration, code version, package versions."""
+"""What a run records about itself (configuration, code version, package versions),
+and whether a run folder may be resumed with a given configuration."""
 
 from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
+import json
+import math
 import os
 import platform
 import subprocess
 import sys
+from collections.abc import Iterable
+from typing import Any
 
 from wsdhash import atomic_files
 
@@ -42,15 +47,173 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
-def write_run_info(workdir: str, config) -> None:
-    """Writes `run_info.json`: the resolved configuration, git commit and versions."""
-    atomic_files.write_json(
-        os.path.join(workdir, "run_info.json"),
-        {
-            "config": dataclasses.asdict(config),
-            "git_commit": git_commit(),
-            "packages": package_versions(),
-            "python": sys.version.split()[0],
-            "platform": platform.platform(),
-        },
+def read_resumes(workdir: str) -> list[dict]:
+    """The "resumes" history of an existing `run_info.json` ([] when there is none)."""
+    path = os.path.join(workdir, "run_info.json")
+    try:
+        with open(path) as f:
+            return list(json.load(f).get("resumes", []))
+    except (OSError, ValueError):
+        return []
+
+
+def write_run_info(workdir: str, config, resumes: list[dict] | None = None) -> None:
+    """Writes `run_info.json`: the resolved configuration, git commit and versions.
+
+    Args:
+        resumes: the resumes that changed settings (`--resume_with_changes`), oldest
+            first, each {"step": the step resumed at, "changes": {field: [old, new]}};
+            "config" is then the latest settings.
+    """
+    info = {
+        "config": dataclasses.asdict(config),
+        "git_commit": git_commit(),
+        "packages": package_versions(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+    }
+    if resumes:
+        info["resumes"] = resumes
+    atomic_files.write_json(os.path.join(workdir, "run_info.json"), info)
+
+
+# -----------------------------------------------------------------------------
+# Resuming
+# -----------------------------------------------------------------------------
+
+# Fields that do not change what a run computes: a resumed run may differ in them.
+RESUME_FREE_FIELDS = ("workdir", "log_every", "checkpoint_every", "keep_checkpoints")
+# Fields compared as paths: one file spelled differently is one setting.
+_PATH_FIELDS = ("data_dir", "tag_dir", "weights", "dataset_options.image_root")
+# Fields a resumed run may change when the caller allows it: the schedule and the
+# hyperparameters of the optimiser and the loss. `steps` may only grow; then the
+# learning-rate boundaries may grow with it (the earlier ones unchanged).
+RESUME_CHANGEABLE = (
+    "steps", "eval_every", "quantizer_update_every", "optimizer.learning_rate",
+    "optimizer.backbone_lr_multiplier", "optimizer.momentum", "optimizer.weight_decay",
+    "optimizer.decay", "optimizer.boundaries", "method_options.*",
+)  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class SettingChange:
+    """A `TrainConfig` field (dotted for nested ones) whose value differs from the
+    stored run's; `changeable`: whether `check_resume` can allow it."""
+
+    field: str
+    stored: Any
+    new: Any
+    changeable: bool = True
+
+    @staticmethod
+    def show(value) -> str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (list, tuple)):
+            return ",".join(SettingChange.show(v) for v in value) or "()"
+        return "none" if value is None else str(value)
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.show(self.stored)} -> {self.show(self.new)}"
+
+
+class ResumeMismatchError(ValueError):
+    """The workdir holds a run with other settings; `changes` lists them."""
+
+    def __init__(self, workdir: str, changes: list[SettingChange]):
+        self.workdir, self.changes = workdir, changes
+        hint = ""
+        if all(change.changeable for change in changes):
+            hint = " (or allow the changes: train(allow_changes=...), --resume_with_changes)"
+        super().__init__(
+            f"{workdir} holds a run with other settings ({'; '.join(map(str, changes))}); "
+            f"resume it with its own settings or use another workdir{hint}."
+        )
+
+
+def _flatten(values: dict, prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _same_setting(field: str, stored, new) -> bool:
+    if stored == new:
+        return True
+    if isinstance(stored, float) and isinstance(new, float):
+        return math.isnan(stored) and math.isnan(new)
+    if field in _PATH_FIELDS and isinstance(stored, str) and isinstance(new, str):
+        return os.path.realpath(stored) == os.path.realpath(new)
+    return False
+
+
+def resume_differences(stored: dict, config) -> list[SettingChange]:
+    """How `config` differs from a stored run's `run_info.json` "config", leaving out
+    `RESUME_FREE_FIELDS` and the fields the stored run did not record."""
+    old = _flatten(stored)
+    new = _flatten(json.loads(json.dumps(dataclasses.asdict(config))))
+    changes = []
+    for field in sorted(set(old) & set(new)):
+        if field in RESUME_FREE_FIELDS or _same_setting(field, old[field], new[field]):
+            continue
+        changeable = field in RESUME_CHANGEABLE or (
+            field.startswith("method_options.") and "method_options.*" in RESUME_CHANGEABLE
+        )
+        if field == "steps" and new[field] < old[field]:
+            changeable = False  # a run cannot be shortened after the fact
+        changes.append(SettingChange(field, old[field], new[field], changeable))
+    return changes
+
+
+def _allowed(change: SettingChange, allow: Iterable[str], stored: dict) -> bool:
+    allow = set(allow)
+    if not change.changeable:
+        return False
+    if change.field == "optimizer.boundaries" and "steps" in allow:
+        # A longer schedule adds boundaries after the stored run's last step.
+        earlier = [b for b in change.new if b < stored["steps"]]
+        if list(change.stored) == earlier:
+            return True
+    return change.field in allow or (
+        change.field.startswith("method_options.") and "method_options.*" in allow
     )
+
+
+def resumable(output_dir: str) -> bool:
+    """Whether `output_dir` holds checkpoints and the settings they were trained with."""
+    return os.path.exists(os.path.join(output_dir, "checkpoints", "checkpoint")) and (
+        os.path.exists(os.path.join(output_dir, "run_info.json"))
+    )
+
+
+def check_resume(
+    config, output_dir: str, allow: Iterable[str] = ()
+) -> tuple[dict, list[SettingChange]] | None:
+    """Compares `config` with the run `output_dir` holds, when it holds one to resume.
+
+    Args:
+        allow: fields (`RESUME_CHANGEABLE`; "method_options.*" for all of the loss's)
+            that may differ.
+
+    Returns:
+        None when there is nothing to resume, else (the stored config, the allowed
+        changes).
+
+    Raises:
+        ResumeMismatchError: other differences, each listed.
+    """
+    if not resumable(output_dir):
+        return None
+    with open(os.path.join(output_dir, "run_info.json")) as f:
+        stored = json.load(f).get("config")
+    if not stored:
+        return None
+    changes = resume_differences(stored, config)
+    refused = [change for change in changes if not _allowed(change, allow, stored)]
+    if refused:
+        raise ResumeMismatchError(output_dir, refused)
+    return stored, changes

@@ -4,25 +4,52 @@
 strategy, selects checkpoints on validation queries carved from the training data,
 and finishes by encoding the query and database splits into a codes file and a
 metrics JSON in the workdir. An interrupted run started again with the same workdir
-resumes from its last checkpoint: weights, optimiser state, step and data position.
+resumes from its last checkpoint: weights, optimiser state, step, data position and
+checkpoint selection.
+
+Reliability rules:
+
+* One training per workdir: `train` holds an exclusive lock on it (`file_lock`).
+* A resumed run must have the settings it was started with (`run_info.json`'s
+  "config"): `run_info.check_resume` refuses other ones, listing them, except the
+  fields in `run_info.RESUME_FREE_FIELDS`, and the `RESUME_CHANGEABLE` ones when the
+  caller allows them (`train(allow_changes=...)`, `--resume_with_changes`); `steps`
+  may then only grow.
+* The checkpoint of a validation step is written before validating, and a run resumed
+  at a validation step validates it again, so a failure or a kill during validation
+  loses neither the training since the last checkpoint nor that validation.
+* Image files: every image of the splits must be a file with an image header that
+  OpenCV recognises, checked at start-up (`check_image_files`): a missing or non-image
+  file stops the run before training, naming it. An image that passes this check but
+  still does not decode (a truncated body) stops the run when it is read, naming the
+  file; the last checkpoint is kept, and after fixing the file the run resumes.
+  Images are never skipped: evaluation needs a code for every query and database item,
+  and skipping training items would make resuming inexact.
+* A training split whose labels (or tags) are all zero is refused: every loss would
+  be 0 and nothing would train.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
+import re
 import time
+from collections.abc import Iterable, Iterator
 from typing import Any
 
+import cv2
 import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from wsdhash import atomic_files
+from wsdhash import atomic_files, file_lock
 from wsdhash.data import datasets, features_file, pipeline
 from wsdhash.data.list_files import SplitData
+from wsdhash.data.preprocessing import CorruptImageError
 from wsdhash.eval import (
     CodesFile,
     CodesSplit,
@@ -39,6 +66,7 @@ from wsdhash.models.normalization import ImageNormalization
 from wsdhash.training import quantized, run_info
 from wsdhash.training.checkpoints import CheckpointKeeper
 from wsdhash.training.optimization import GroupedOptimizer, OptimizerConfig
+from wsdhash.training.run_info import check_resume
 
 SELECT_ON = ("validation", "test")
 
@@ -140,8 +168,20 @@ class TrainConfig:
                 f"images_per_class = {self.classes_per_batch * self.images_per_class}, "
                 f"got {self.batch_size}."
             )
-        if self.steps < 1 or self.batch_size < 1:
-            raise ValueError(f"steps and batch_size must be >= 1: {self.steps}, {self.batch_size}.")
+        for name, minimum in _MINIMUMS.items():
+            value = getattr(self, name)
+            if value < minimum:
+                flag = _FLAG_NAMES.get(name, name)
+                raise ValueError(f"--{flag} must be >= {minimum}, got {value}.")
+
+
+# The smallest value of TrainConfig's integer fields, and the flags that set them.
+_MINIMUMS = {
+    "steps": 1, "batch_size": 1, "bits": 1, "checkpoint_every": 1, "log_every": 1,
+    "keep_checkpoints": 1, "eval_every": 0, "validation_size": 0,
+    "quantizer_update_every": 0, "classes_per_batch": 1, "images_per_class": 1,
+}  # fmt: skip
+_FLAG_NAMES = {"bits": "hash_bit"}
 
 
 def gather_across_replicas(context: tf.distribute.ReplicaContext, values: tf.Tensor) -> tf.Tensor:
@@ -228,6 +268,76 @@ def config_from_dict(values: dict) -> TrainConfig:
     values = dict(values)
     optimizer = OptimizerConfig(**{**values.pop("optimizer"), "boundaries": ()})
     return TrainConfig(**values, optimizer=optimizer)
+
+
+# -----------------------------------------------------------------------------
+# Run folder: lock, input files (resume settings: run_info.check_resume)
+# -----------------------------------------------------------------------------
+
+_held_locks: set[str] = set()
+
+
+@contextlib.contextmanager
+def workdir_lock(output_dir: str, what: str = "workdir") -> Iterator[None]:
+    """Holds the exclusive lock on a run folder (`file_lock`); nested calls in one
+    process (the command line around `train`) share it.
+
+    Raises:
+        file_lock.LockedError: another process holds it.
+    """
+    key = os.path.realpath(output_dir)
+    if key in _held_locks:
+        yield
+        return
+    with file_lock.exclusive(output_dir, what, folder=True):
+        _held_locks.add(key)
+        try:
+            yield
+        finally:
+            _held_locks.discard(key)
+
+
+def check_image_files(splits: Iterable[SplitData], show: int = 5) -> None:
+    """Raises `CorruptImageError` naming the image files that are missing or whose
+    header no OpenCV decoder recognises (OpenCV decodes the images in training).
+
+    Reads a few bytes of each file (about 25 us each); truncated bodies are found when
+    an image is decoded.
+    """
+    bad, seen = [], set()
+    for split in splits:
+        if split is None or split.features is not None:
+            continue
+        for path in split.paths:
+            path = str(path)
+            if path in seen:
+                continue
+            seen.add(path)
+            if not (os.path.isfile(path) and cv2.haveImageReader(path)):
+                bad.append(path)
+    if bad:
+        more = f" and {len(bad) - show} more" if len(bad) > show else ""
+        raise CorruptImageError(
+            f"{len(bad)} image file(s) missing or not an image: {', '.join(bad[:show])}{more}; "
+            "fix or remove them (python -m wsdhash.data.prepare checks a dataset's images)."
+        )
+
+
+@contextlib.contextmanager
+def _naming_undecodable_images(output_dir: str) -> Iterator[None]:
+    """Turns the input pipeline's error for an undecodable image into a
+    `CorruptImageError` naming the file and the checkpoint a rerun resumes from."""
+    try:
+        yield
+    except tf.errors.OpError as error:
+        match = re.search(r"Cannot decode image file: ([^\n]+)", error.message or "")
+        if not match:
+            raise
+        latest = tf.train.latest_checkpoint(os.path.join(output_dir, "checkpoints"))
+        raise CorruptImageError(
+            f"Cannot decode image file: {match.group(1).strip()}; fix or remove it and run "
+            f"again to resume from {latest or 'the start'}."
+        ) from error
 
 
 def with_normalization(
@@ -323,11 +433,32 @@ def evaluate_codes(query_codes, query_labels, database_codes, database_labels, t
 # -----------------------------------------------------------------------------
 
 
-def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -> dict:
-    """Trains, selects, evaluates; returns the final metrics (also in metrics.json)."""
+def train(
+    config: TrainConfig,
+    strategy: tf.distribute.Strategy | None = None,
+    allow_changes: Iterable[str] = (),
+) -> dict:
+    """Trains, selects, evaluates; returns the final metrics (also in metrics.json).
+
+    Args:
+        allow_changes: `TrainConfig` fields a resumed run may change (see
+            `check_resume`).
+
+    Raises:
+        file_lock.LockedError: another process trains in the workdir.
+        run_info.ResumeMismatchError: the workdir holds a run with other settings.
+    """
     strategy = strategy or tf.distribute.get_strategy()
-    output_dir = _output_dir(config.workdir, strategy)
+    output_dir = output_dir_for(config.workdir, strategy)
     os.makedirs(output_dir, exist_ok=True)
+    with workdir_lock(output_dir), _naming_undecodable_images(output_dir):
+        return _train(config, strategy, output_dir, tuple(allow_changes))
+
+
+def _train(
+    config: TrainConfig, strategy: tf.distribute.Strategy, output_dir: str, allow_changes
+) -> dict:
+    resume = check_resume(config, output_dir, allow_changes)
     keras.utils.set_random_seed(config.seed)
     if config.mixed_precision == "bfloat16":
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
@@ -358,11 +489,20 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -
             num_train=len(train_split),
         )
     targets = getattr(train_split, targets_key)
+    other = "tags" if config.supervision == "labels" else "labels"
     if targets.shape[1] == 0:
         raise ValueError(
             f"Dataset {config.dataset!r} has no training {config.supervision}; "
-            f"use --supervision={'tags' if config.supervision == 'labels' else 'labels'}."
+            f"use --supervision={other}."
         )
+    if not np.any(targets):
+        raise ValueError(
+            f"Dataset {config.dataset!r} ({config.data_dir}): every item of its training "
+            f"split has all-zero {config.supervision}, so the loss would be 0 and nothing "
+            f"would train; check its list files (--data_dir) or use --supervision={other}."
+        )
+    if config.backbone != FEATURES:
+        check_image_files([dataset.split(name) for name in ("train", "query", "database")])
     topk = dataset.topk if config.topk is None else (config.topk or None)
 
     # --- Model, loss, optimiser (created in the strategy's scope) -------------
@@ -402,9 +542,15 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -
     if quantizer is not None:
         quantizer.restore(loss_layer)
     start = int(step.numpy())
+    resumes = []
     if restored:
         logging.info("Resumed from %s at step %d.", restored, start)
-    run_info.write_run_info(output_dir, config)
+        resumes = run_info.read_resumes(output_dir)
+        if resume and resume[1]:
+            logging.warning("Resumed with changed settings: %s.", "; ".join(map(str, resume[1])))
+            changes = {change.field: [change.stored, change.new] for change in resume[1]}
+            resumes.append({"step": start, "changes": changes})
+    run_info.write_run_info(output_dir, config, resumes=resumes)
 
     num_pipelines = max(strategy.num_replicas_in_sync // _replicas_per_worker(strategy), 1)
 
@@ -514,6 +660,27 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -
 
     # --- Loop ----------------------------------------------------------------------
     writer = tf.summary.create_file_writer(os.path.join(output_dir, "logs"))
+
+    def is_validation_step(current: int) -> bool:
+        return bool(config.eval_every and current % config.eval_every == 0) or (
+            current == config.steps
+        )
+
+    def validate_and_select(current: int) -> None:
+        """Validates the state of step `current`, whose checkpoint is written."""
+        scores = validate()
+        with writer.as_default(step=current):
+            for name in ("validation", "test"):
+                if name in scores:
+                    tf.summary.scalar(f"map/{name}", scores[name])
+        name = config.select_on
+        if name in scores and keeper.offer_best(current, scores[name], name):
+            logging.info("step %d: new best %s mAP %.4f", current, name, scores[name])
+
+    if restored and (is_validation_step(start) or (resume and start == resume[0]["steps"])):
+        # Stopped during (or right after) this step's validation: it is run again
+        # (a repeat changes nothing: the score must beat the best to count).
+        validate_and_select(start)
     progress = _Progress(config.steps, start)
     while int(step.numpy()) < config.steps:
         terms = train_step(iterator)
@@ -532,24 +699,11 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -
                     tf.summary.scalar(f"loss/{name}", value)
                 for name, rate in optimizer.learning_rates(current - 1).items():
                     tf.summary.scalar(f"learning_rate/{name}", rate)
-        evaluate_now = config.eval_every and current % config.eval_every == 0
         if quantizer is not None and current % quantizer.update_every == 0:
             quantizer.update(encode(train_split), loss_layer)
-        if evaluate_now or current == config.steps:
-            scores = validate()
-            with writer.as_default(step=current):
-                for name in ("validation", "test"):
-                    if name in scores:
-                        tf.summary.scalar(f"map/{name}", scores[name])
-            keeper.save(current)
-            if config.select_on in scores:
-                if keeper.offer_best(current, scores[config.select_on], config.select_on):
-                    logging.info(
-                        "step %d: new best %s mAP %.4f",
-                        current,
-                        config.select_on,
-                        scores[config.select_on],
-                    )
+        if is_validation_step(current):
+            keeper.save(current)  # first: a failure in validation loses no training
+            validate_and_select(current)
         elif current % config.checkpoint_every == 0:
             keeper.save(current)
     writer.flush()
@@ -621,7 +775,7 @@ def _worker_role(strategy: tf.distribute.Strategy) -> tuple[bool, int]:
     return task_type == "chief" or (task_type == "worker" and task_id == 0), task_id
 
 
-def _output_dir(workdir: str, strategy: tf.distribute.Strategy) -> str:
+def output_dir_for(workdir: str, strategy: tf.distribute.Strategy) -> str:
     """Where this process writes. Every worker of a multi-worker run must take part in
     saving checkpoints, but only the chief's outputs are kept: the others write to a
     throw-away folder of their own inside the workdir."""
