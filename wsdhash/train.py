@@ -5,14 +5,30 @@ Flags live only here; they are turned into a `TrainConfig` and handed to
 the last value of a flag wins. The resolved flags are written to
 `<workdir>/flags.txt`, which replays the run: `python -m wsdhash.train
 --flagfile=<workdir>/flags.txt`.
+
+Errors are one line on stderr naming the flag (`wsdhash.train: error: --log_every must
+be a positive integer, got 0`), exit status 2 for bad flags; the traceback goes to
+`<workdir>/errors.log` (see `wsdhash.cli`).
+
+Running again with the same workdir resumes the run; it must then have the settings
+the run was started with (`<workdir>/run_info.json`), except the logging and
+checkpointing periods. Otherwise the command stops and lists the differences
+(`--lr: 0.01 -> 0.02`). `--resume_with_changes=steps` continues a run with a longer
+schedule (`--steps`, or `--epochs`); the optimiser's and the loss's hyperparameters
+(e.g. `--resume_with_changes=lr,hyp2_zeta`) can be changed the same way, and
+`run_info.json` records every such change under "resumes". Two trainings never share
+a workdir: the second stops with an error while the first holds its lock.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
+
+from wsdhash import cli
 
 FLAGS = flags.FLAGS
 
@@ -108,6 +124,26 @@ flags.DEFINE_enum(
 )
 flags.DEFINE_string("topk", None, "mAP cut-off R: an integer or 'all' (default: protocol).")
 flags.DEFINE_integer("log_every", 50, "Logging period in steps.")
+flags.DEFINE_list(
+    "resume_with_changes",
+    [],
+    "Flags a resumed run may change: steps (or epochs; only longer), eval_every, "
+    "quantizer_update_every, lr, backbone_lr_multiplier, momentum, weight_decay, "
+    "lr_decay, lr_decay_every and the method's own flags (e.g. hyp2_zeta).",
+)
+
+# The flags that set each TrainConfig field (dotted for nested ones), for messages.
+_FIELD_FLAGS = {
+    "bits": "hash_bit", "optimizer.name": "optimizer", "optimizer.learning_rate": "lr",
+    "optimizer.backbone_lr_multiplier": "backbone_lr_multiplier",
+    "optimizer.momentum": "momentum", "optimizer.weight_decay": "weight_decay",
+    "optimizer.boundaries": "lr_decay_every", "optimizer.decay": "lr_decay",
+    "dataset_options.num_train": "builtin_sizes", "dataset_options.num_query": "builtin_sizes",
+    "dataset_options.num_database": "builtin_sizes",
+    "dataset_options.image_size": "builtin_image_size", "dataset_options.seed": "seed",
+    "dataset_options.image_root": "image_root",
+}  # fmt: skip
+_METHOD_FLAGS = {("orthohash", "codebook_method"): "orthohash_codebook"}
 
 
 def run_name() -> str:
@@ -157,13 +193,88 @@ def parse_topk(value: str | None) -> int | None:
         return 0
     topk = int(value) if value.isdigit() else 0
     if topk < 1:
-        raise app.UsageError(f"--topk must be a positive integer or 'all', got {value!r}.")
+        raise cli.UsageError(f"--topk must be a positive integer or 'all', got {value!r}.")
     return topk
+
+
+def flag_for_field(field: str) -> str:
+    """The flag that sets a `TrainConfig` field ("method_options.zeta" -> "hyp2_zeta")."""
+    if field.startswith("method_options."):
+        option = field.split(".", 1)[1]
+        return _METHOD_FLAGS.get((FLAGS.method, option), f"{FLAGS.method}_{option}")
+    if field == "data_dir" and FLAGS.backbone == "features":
+        return "features"
+    if field == "steps" and not FLAGS.steps:
+        return "epochs"
+    return _FIELD_FLAGS.get(field, field)
+
+
+def fields_for_flags(names: list[str]) -> list[str]:
+    """The `TrainConfig` fields that `--resume_with_changes=NAMES` allows to change."""
+    from wsdhash.training.run_info import RESUME_CHANGEABLE  # no TensorFlow
+
+    by_flag = {_FIELD_FLAGS.get(f, f): f for f in RESUME_CHANGEABLE if "*" not in f}
+    by_flag["epochs"] = "steps"
+    own = {flag: opt for (method, opt), flag in _METHOD_FLAGS.items() if method == FLAGS.method}
+    fields = []
+    for name in names:
+        name = name.strip().removeprefix("--")
+        if name in by_flag:
+            fields.append(by_flag[name])
+        elif name.startswith(f"{FLAGS.method}_") and name in FLAGS:
+            fields.append(f"method_options.{own.get(name, name[len(FLAGS.method) + 1 :])}")
+        else:
+            raise cli.UsageError(
+                f"--resume_with_changes: {name!r} cannot change on resume; it takes "
+                f"{', '.join(sorted(by_flag))} and the --{FLAGS.method}_* flags."
+            )
+    return fields
+
+
+def _positive(name: str, minimum: int = 1) -> None:
+    value = FLAGS[name].value
+    if value < minimum:
+        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise cli.UsageError(f"--{name} must be {what}, got {value}.")
+
+
+def validate_flags() -> None:
+    """Checks the flags that can be checked alone, before any TensorFlow work.
+
+    Raises:
+        cli.UsageError: naming the flag.
+    """
+    for name in ("hash_bit", "batch_size", "checkpoint_every", "log_every", "keep_checkpoints",
+                 "builtin_image_size", "classes_per_batch", "images_per_class"):  # fmt: skip
+        _positive(name)
+    for name in ("steps", "eval_every", "validation_size", "quantizer_update_every",
+                 "cpu_replicas", "lr_decay_every", "image_size", "crop_size"):  # fmt: skip
+        _positive(name, 0)
+    if not FLAGS.steps and not FLAGS.epochs > 0:
+        raise cli.UsageError(
+            f"--epochs must be > 0 when --steps=0 (the default), got {FLAGS.epochs}."
+        )
+    sizes = FLAGS.builtin_sizes
+    if len(sizes) != 3 or not all(n.strip().isdigit() and int(n) > 0 for n in sizes):
+        raise cli.UsageError(
+            "--builtin_sizes must be three positive integers train,query,database, got "
+            f"{','.join(sizes)!r}."
+        )
+    parse_topk(FLAGS.topk)
+    if FLAGS.backbone == "features" and not FLAGS.features:
+        raise cli.UsageError("--backbone=features needs --features=FILE.h5.")
+    if FLAGS.backbone != "features" and FLAGS.features:
+        raise cli.UsageError("--features is only used with --backbone=features.")
+    fields_for_flags(FLAGS.resume_with_changes)
 
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+        raise cli.UsageError(f"Unexpected arguments: {argv[1:]}")
+    validate_flags()
+    workdir = FLAGS.workdir or os.path.join("checkpoints", run_name())
+    os.makedirs(workdir, exist_ok=True)
+    cli.set_log_file(os.path.join(workdir, "errors.log"))
     # TensorFlow is imported here, after flag parsing, so that --cpu_replicas and --gpu
     # can configure devices before TensorFlow initialises them.
     import tensorflow as tf
@@ -178,19 +289,15 @@ def main(argv):
     if FLAGS.deterministic:
         tf.config.experimental.enable_op_determinism()
     strategy = strategy_lib.make_strategy(FLAGS.strategy, FLAGS.gpu)
-    workdir = FLAGS.workdir or os.path.join("checkpoints", run_name())
-    os.makedirs(workdir, exist_ok=True)
 
     if FLAGS.backbone == "features":
         # The features file holds the splits; it replaces --dataset and --data_dir.
-        if not FLAGS.features:
-            raise app.UsageError("--backbone=features needs --features=FILE.h5.")
         from wsdhash.data import features_file
 
         try:
             features_file.read_attributes(FLAGS.features)
         except (OSError, ValueError) as error:
-            raise app.UsageError(f"--features: {error}") from None
+            raise cli.UsageError(f"--features: {error}") from None
         FLAGS.dataset, FLAGS.data_dir = "features", FLAGS.features
         fixed = ("weights", "normalization", "image_size", "crop_size", "ten_crop")
         ignored = [f"--{name}" for name in fixed if FLAGS[name].present]
@@ -199,8 +306,6 @@ def main(argv):
                 "--backbone=features ignores %s: the features file fixed them at extraction.",
                 ", ".join(ignored),
             )
-    elif FLAGS.features:
-        raise app.UsageError("--features is only used with --backbone=features.")
     options = datasets.command_line_options(
         FLAGS.dataset,
         image_root=FLAGS.image_root,
@@ -266,19 +371,56 @@ def main(argv):
         normalization=FLAGS.normalization,
         empty=FLAGS.empty,
     )
-    from wsdhash import atomic_files
+    from wsdhash import atomic_files, file_lock
+    from wsdhash.training import run_info
 
-    own_flags = FLAGS.get_flags_for_module(sys.modules[__name__])
-    replay = "".join(f"{f.serialize()}\n" for f in own_flags if f.value is not None)
-    atomic_files.write_text(os.path.join(workdir, "flags.txt"), replay)
-    metrics = trainer.train(config, strategy)
+    allow = fields_for_flags(FLAGS.resume_with_changes)
+    output_dir = trainer.output_dir_for(workdir, strategy)
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(trainer.workdir_lock(output_dir, what=""))
+        except file_lock.LockedError as error:
+            raise cli.UsageError(f"--workdir: {error}") from None
+        try:
+            run_info.check_resume(config, output_dir, allow)
+        except run_info.ResumeMismatchError as error:
+            raise cli.UsageError(resume_message(workdir, error)) from None
+        own_flags = FLAGS.get_flags_for_module(sys.modules[__name__])
+        replay = "".join(
+            f"{f.serialize()}\n"
+            for f in own_flags
+            if f.value is not None and f.name != "resume_with_changes"
+        )
+        atomic_files.write_text(os.path.join(workdir, "flags.txt"), replay)
+        metrics = trainer.train(config, strategy, allow_changes=allow)
     print(f"{metrics['map_name']} = {metrics['map']:.4f} (selected on {metrics['selected_on']})")
     codes, metrics_file = (os.path.join(workdir, n) for n in ("codes.h5", "metrics.json"))
     print(f"codes: {codes}  metrics: {metrics_file}")
 
 
+def resume_message(workdir: str, error) -> str:
+    """One line: the workdir's run and each differing flag, `--lr: 0.01 -> 0.02`."""
+    parts = []
+    for change in error.changes:
+        label = flag_for_field(change.field)
+        label += " (steps)" if label == "epochs" else ""
+        shown = f"--{label}: {change.show(change.stored)} -> {change.show(change.new)}"
+        if change.field == "steps" and not change.changeable:
+            shown += " (a run cannot be shortened)"
+        parts.append(shown)
+    flags_named = sorted({flag_for_field(c.field) for c in error.changes})
+    hint = ""
+    if all(change.changeable for change in error.changes):
+        hint = f", or --resume_with_changes={','.join(flags_named)} to continue it with them"
+    return (
+        f"--workdir={workdir} holds a run with other settings ({'; '.join(parts)}); "
+        f"rerun it with its own (--flagfile={os.path.join(workdir, 'flags.txt')}), use "
+        f"another --workdir{hint}."
+    )
+
+
 def run():
-    app.run(main)
+    cli.run(main, "wsdhash.train")
 
 
 if __name__ == "__main__":
