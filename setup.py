@@ -38,7 +38,10 @@ setup(
         "scikit-learn>=1.5",  # t-SNE of codes in the report (TSNE's max_iter argument).
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-xdist>=3"],
+        # keras-hub presets as backbones (--backbone=keras_hub:PRESET); it installs beside
+        # TensorFlow 2.21 (with the matching tensorflow-text).
+        "hub": ["keras-hub>=0.20"],
+        "test": ["pytest>=7", "pytest-xdist>=3", "keras-hub>=0.20"],
     },
     entry_points={
         "console_scripts": [

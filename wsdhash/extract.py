@@ -3,6 +3,16 @@
     python -m wsdhash.extract --dataset=NAME --data_dir=DIR --backbone=resnet50
         --weights=imagenet --output=features.h5 [--splits=train,query,database]
         [--ten_crop] [--batch_size=64]
+    python -m wsdhash.extract ... --backbone=keras_hub:dinov2_small --weights=preset
+    python -m wsdhash.extract ... --model=encoder.keras|SAVED_MODEL_DIR|encoder.tflite
+        --normalization=NAME [--crop_size=S]
+
+`--backbone` is a registered backbone or a keras-hub preset (`keras_hub:PRESET`, a
+preset name or folder; wsdhash/models/keras_hub_presets.py). `--model` instead takes
+any feature model the user has as a file (wsdhash/models/model_files.py): its input
+size comes from the model when fixed (else `--crop_size`), and `--normalization` must
+say how it expects its pixels (e.g. raw_pixels for [0, 255], unit_range for [0, 1],
+torch_imagenet), since a model file does not record it.
 
 Images go through the evaluation pipeline (resize, centre crop, or the mean of WSDHQ's
 10 crops with --ten_crop) and the backbone's normalisation, exactly as the trainer
@@ -33,7 +43,14 @@ flags.DEFINE_string("image_root", None, "Folder image paths are relative to (lis
 flags.DEFINE_list("builtin_sizes", ["5000", "500", "5000"], "Built-in: train,query,database.")
 flags.DEFINE_integer("builtin_image_size", 64, "Built-in dataset: image side.")
 flags.DEFINE_string("backbone", "small_cnn", "Registered backbone.")
-flags.DEFINE_string("weights", "none", "'none', 'imagenet', or a weights file.")
+flags.DEFINE_string(
+    "model", None, "A feature model file instead of --backbone: .keras, SavedModel, .tflite."
+)
+flags.DEFINE_string("model_signature", "serving_default", "--model SavedModel: the signature.")
+flags.DEFINE_string("model_output", None, "--model SavedModel: the output (if several).")
+flags.DEFINE_string(
+    "weights", "none", "'none', 'imagenet' ('preset' for keras_hub:), or a weights file."
+)
 flags.DEFINE_bool("allow_pickle", False, "Allow loading a pickled .npy weights dict.")
 flags.DEFINE_string("normalization", "", "Input normalisation; empty: the backbone's.")
 flags.DEFINE_integer("image_size", 0, "Resize side before cropping (0: the backbone's).")
@@ -60,6 +77,42 @@ def _progress_bar(name: str):
     return progress
 
 
+def _feature_model():
+    """(callable on uint8 crops, F, crop size, normalisation) of --model (module doc)."""
+    import tensorflow as tf
+
+    from wsdhash.data.preprocessing import NORMALIZATIONS
+    from wsdhash.models import model_files
+
+    if FLAGS["backbone"].present:
+        raise cli.UsageError("--model replaces --backbone; give one of them.")
+    if not FLAGS.normalization:
+        raise cli.UsageError(
+            f"--model={FLAGS.model} needs --normalization (how the model expects its "
+            f"pixels; one of {', '.join(NORMALIZATIONS.names())})."
+        )
+    normalize = NORMALIZATIONS.get(FLAGS.normalization)
+    try:
+        feature_model = model_files.load_feature_model(
+            FLAGS.model, signature=FLAGS.model_signature, output=FLAGS.model_output
+        )
+    except model_files.ModelFileError as error:
+        raise cli.UsageError(str(error)) from None
+    crop = feature_model.crop_size
+    if crop and FLAGS.crop_size and FLAGS.crop_size != crop:
+        raise cli.UsageError(
+            f"--crop_size={FLAGS.crop_size}, but {FLAGS.model} takes {crop}x{crop} images."
+        )
+    crop = crop or FLAGS.crop_size
+    if not crop:
+        raise cli.UsageError(f"{FLAGS.model} accepts any image size: give --crop_size.")
+
+    def model(images, training=False):
+        return feature_model(normalize(tf.cast(images, tf.float32)))
+
+    return model, feature_model.feature_dim, crop, FLAGS.normalization
+
+
 def main(argv):
     if len(argv) > 1:
         raise cli.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -71,7 +124,7 @@ def main(argv):
     import wsdhash
     from wsdhash import file_lock
     from wsdhash.data import datasets, features_file, pipeline
-    from wsdhash.models import build_backbone
+    from wsdhash.models import build_backbone, model_files
     from wsdhash.training.trainer import Encoder, with_normalization
 
     # --- Dataset and backbone --------------------------------------------------------
@@ -91,34 +144,44 @@ def main(argv):
     unknown = [s for s in FLAGS.splits if s not in dataset.splits]
     if unknown:
         raise cli.UsageError(f"--splits: {unknown} not in {FLAGS.dataset}'s {dataset.splits}.")
-    try:
-        spec = build_backbone(
-            FLAGS.backbone,
-            weights=FLAGS.weights,
-            crop_size=FLAGS.crop_size or None,
-            allow_pickle=FLAGS.allow_pickle,
-            seed=FLAGS.seed,
+    if FLAGS.model:
+        model, feature_dim, crop_size, normalization = _feature_model()
+        backbone, weights = (
+            f"model:{os.path.abspath(FLAGS.model)}",
+            "sha256:" + (model_files.fingerprint(FLAGS.model)),
         )
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise cli.UsageError(
-            f"--backbone={FLAGS.backbone} --weights={FLAGS.weights}: {error}"
-        ) from None
-    normalization = FLAGS.normalization or spec.normalization
-    # The model the trainer would build, without a head: uint8 crops -> normalise -> F.
-    model = with_normalization(spec.model, normalization)
+        image_size = FLAGS.image_size or max(round(crop_size * 8 / 7), crop_size)
+    else:
+        try:
+            spec = build_backbone(
+                FLAGS.backbone,
+                weights=FLAGS.weights,
+                crop_size=FLAGS.crop_size or None,
+                allow_pickle=FLAGS.allow_pickle,
+                seed=FLAGS.seed,
+            )
+        except (OSError, ValueError, KeyError, TypeError, ImportError) as error:
+            raise cli.UsageError(
+                f"--backbone={FLAGS.backbone} --weights={FLAGS.weights}: {error}"
+            ) from None
+        normalization = FLAGS.normalization or spec.normalization
+        # The model the trainer would build, without a head: uint8 crops -> normalise -> F.
+        model = with_normalization(spec.model, normalization)
+        feature_dim, crop_size = spec.feature_dim, FLAGS.crop_size or spec.crop_size
+        image_size = FLAGS.image_size or max(spec.image_size, spec.crop_size)
+        backbone, weights = FLAGS.backbone, FLAGS.weights
+        if weights not in ("none", "imagenet", "preset"):
+            weights = os.path.abspath(weights)
     config = pipeline.PipelineConfig(
-        image_size=FLAGS.image_size or max(spec.image_size, spec.crop_size),
-        crop_size=FLAGS.crop_size or spec.crop_size,
+        image_size=image_size,
+        crop_size=crop_size,
         normalization=None,
         ten_crop=FLAGS.ten_crop,
     )
 
     # --- Extraction ------------------------------------------------------------------
-    weights = FLAGS.weights
-    if weights not in ("none", "imagenet"):
-        weights = os.path.abspath(weights)
     settings = {
-        "backbone": FLAGS.backbone,
+        "backbone": backbone,
         "weights": weights,
         "image_size": config.image_size,
         "crop_size": config.crop_size,
@@ -129,7 +192,7 @@ def main(argv):
         "data_dir": os.path.abspath(FLAGS.data_dir),
         "dataset_options": json.dumps(options, sort_keys=True, default=str),
         "topk": -1 if dataset.topk is None else dataset.topk,
-        "feature_dim": spec.feature_dim,
+        "feature_dim": feature_dim,
         "wsdhash_version": wsdhash.__version__,
     }
     os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
@@ -154,7 +217,7 @@ def main(argv):
             f"command to continue ({FLAGS.output}.partial)"
         )
         return
-    print(f"features of {', '.join(FLAGS.splits)} ({spec.feature_dim}-d) written to {path}")
+    print(f"features of {', '.join(FLAGS.splits)} ({feature_dim}-d) written to {path}")
 
 
 def run():

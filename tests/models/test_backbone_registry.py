@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from wsdhash.data.preprocessing import NORMALIZATIONS
-from wsdhash.models import BACKBONES, build_backbone
+from wsdhash.models import BACKBONES, build_backbone, keras_applications
 from wsdhash.models.backbones import NoImageNetWeightsError
 from wsdhash.models.keras_applications import ImageNetWeightsUnavailableError
 
@@ -215,11 +215,36 @@ def test_imagenet_download_failure_is_explained(monkeypatch):
         )
 
     monkeypatch.setattr(keras.applications, "MobileNetV2", failing_constructor)
+    monkeypatch.setattr(keras_applications, "_reachable", lambda address: True)
     with pytest.raises(ImageNetWeightsUnavailableError) as error:
         build_backbone("mobilenet_v2", weights="imagenet")
     message = str(error.value)
     assert "download failed" in message and "--weights=none" in message
     assert "URL fetch failure" in message  # Keras' own reason is kept
+
+
+def test_unreachable_download_host_fails_before_trying(monkeypatch, tmp_path):
+    calls = []
+
+    def constructor(**kwargs):
+        calls.append(kwargs)
+        raise RuntimeError("stand-in for the Keras constructor")
+
+    monkeypatch.setattr(keras.applications, "ResNet50", constructor)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))  # an empty cache
+    reached = []
+    monkeypatch.setattr(
+        keras_applications, "_reachable", lambda address: reached.append(address) or False
+    )
+    with pytest.raises(ImageNetWeightsUnavailableError, match="unreachable.*--weights=none"):
+        build_backbone("resnet50", weights="imagenet")
+    assert reached == [keras_applications.WEIGHTS_HOST] and not calls  # no download tried
+    # With a cached weights file Keras is asked (and reads its cache) without a probe.
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5").touch()
+    with pytest.raises(ImageNetWeightsUnavailableError, match="stand-in"):
+        build_backbone("resnet50", weights="imagenet")
+    assert len(calls) == 1 and len(reached) == 1
 
 
 def test_imagenet_download_failure_without_network(monkeypatch):

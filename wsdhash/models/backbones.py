@@ -13,6 +13,7 @@
 | mobilenet_v2    | keras.applications            | minus_one_to_one  | 256/224 | 1280 |
 | efficientnet_b0 | keras.applications            | raw_pixels        | 256/224 | 1280 |
 | small_cnn       | tests and the CPU demo        | unit_range        | 64/56   | 128  |
+| keras_hub:P     | keras-hub preset P (name or folder; keras_hub_presets.py) | in the model | preset | any |
 
 `weights` is "none" (seeded random initialisation), "imagenet" (Keras' download for
 keras.applications backbones; for the others an error explains how to convert the
@@ -29,7 +30,7 @@ from collections.abc import Callable
 
 import keras
 
-from wsdhash.models import alexnet, keras_applications, resnet18, small_cnn
+from wsdhash.models import alexnet, keras_applications, keras_hub_presets, resnet18, small_cnn
 from wsdhash.models import weights as weights_lib
 from wsdhash.registry import Registry
 
@@ -69,7 +70,7 @@ def build_backbone(
     """Builds the backbone registered as `name`.
 
     Args:
-        name: a name in `BACKBONES` (see the module docstring).
+        name: a name in `BACKBONES` (see the module docstring), or `keras_hub:PRESET`.
         weights: "none", "imagenet", or a weights file path.
         crop_size: input side; default: the backbone's `crop_size`.
         dropout: dropout rate. For the AlexNets the fc6/fc7 dropout (default 0.5, as
@@ -88,6 +89,15 @@ def build_backbone(
             or "imagenet" for a backbone without downloadable ImageNet weights.
         keras_applications.ImageNetWeightsUnavailableError: the Keras download failed.
     """
+    if name.startswith(keras_hub_presets.PREFIX):  # keras_hub:PRESET (a name or a folder)
+        return keras_hub_presets.keras_hub_backbone(
+            name[len(keras_hub_presets.PREFIX) :],
+            weights="preset" if weights == "imagenet" else weights,
+            crop_size=crop_size,
+            dropout=dropout,
+            seed=seed,
+            allow_pickle=allow_pickle,
+        )
     factory = BACKBONES.get(name)
     return factory(
         weights=weights,

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import random
+import socket
 from collections.abc import Iterator
 
 import keras
@@ -44,8 +46,28 @@ KERAS_APPLICATIONS = {
 }
 
 
-class ImageNetWeightsUnavailableError(RuntimeError):
+class ImageNetWeightsUnavailableError(OSError):
     """The Keras ImageNet weights could not be obtained (usually: no internet access)."""
+
+
+WEIGHTS_HOST = ("storage.googleapis.com", 443)  # where keras.applications downloads from
+
+
+def _weights_cached(name: str) -> bool:
+    """Whether Keras' cache (~/.keras/models, or $KERAS_HOME/models) holds a weights
+    file of this application (its file names start with the application's name)."""
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    folder = os.path.join(home, "models")
+    prefix = name.replace("_b0", "b0")
+    return os.path.isdir(folder) and any(f.startswith(prefix) for f in os.listdir(folder))
+
+
+def _reachable(address: tuple[str, int], timeout: float = 10.0) -> bool:
+    try:
+        with socket.create_connection(address, timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 @contextlib.contextmanager
@@ -102,6 +124,19 @@ def keras_application(
         "pooling": "avg",
         "name": name,
     }
+    offline_help = (
+        "Without internet access, use --weights=none (random initialisation) or a local "
+        "weights file (--weights=/path/to/file.weights.h5, a legacy Keras .h5, or an .npz "
+        "of named arrays); files that keras downloads are cached in ~/.keras/models and "
+        "can be copied from a machine with internet access."
+    )
+    # Fail in seconds, not after the download's own retries, when nothing is cached
+    # and the download host cannot be reached.
+    if weights == "imagenet" and not _weights_cached(name) and not _reachable(WEIGHTS_HOST):
+        raise ImageNetWeightsUnavailableError(
+            f"Cannot download the Keras ImageNet weights for {name}: {WEIGHTS_HOST[0]} is "
+            f"unreachable and ~/.keras/models has no cached copy. {offline_help}"
+        )
     try:
         with _python_random_seeded(seed):
             model = constructor(**kwargs)
@@ -111,11 +146,7 @@ def keras_application(
         raise ImageNetWeightsUnavailableError(
             f"Could not get the Keras ImageNet weights for {name} "
             f"(keras.applications.{application.constructor}): the download failed or the "
-            f"cached file is unusable ({type(error).__name__}: {error}). Without internet "
-            "access, use --weights=none (random initialisation) or a local weights file "
-            "(--weights=/path/to/file.weights.h5, a legacy Keras .h5, or an .npz of named "
-            "arrays); files that keras downloads are cached in ~/.keras/models and can be "
-            "copied from a machine with internet access."
+            f"cached file is unusable ({type(error).__name__}: {error}). {offline_help}"
         ) from error
     if dropout:
         features = keras.layers.Dropout(dropout, seed=seed, name="feature_dropout")(
