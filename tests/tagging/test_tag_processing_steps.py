@@ -36,8 +36,15 @@ def test_select_tags_reasons_by_hand():
     selection = processing.select_tags(keys, tags, min_count=2)
     np.testing.assert_array_equal(selection.counts, [3, 1, 0, 2, 0])
     np.testing.assert_array_equal(selection.kept, [0, 3])
-    np.testing.assert_array_equal(selection.dropped["no_vector"], [1, 4])  # no_vector wins
-    np.testing.assert_array_equal(selection.dropped["rare"], [2])
+    # One reason each, the first that applies: absent (0 images), no vector, rare.
+    np.testing.assert_array_equal(selection.dropped["absent"], [2, 4])
+    np.testing.assert_array_equal(selection.dropped["no_vector"], [1])
+    np.testing.assert_array_equal(selection.dropped["rare"], [])
+    # min_count=0 keeps tags with a vector even when absent (nothing is "absent").
+    loose = processing.select_tags(keys, tags, min_count=0)
+    np.testing.assert_array_equal(loose.kept, [0, 2, 3])
+    np.testing.assert_array_equal(loose.dropped["no_vector"], [1, 4])
+    assert len(loose.dropped["absent"]) == 0
 
 
 def _slow_conditional(tags):
@@ -145,7 +152,9 @@ def test_process_tags_end_to_end_small():
     )
     result = processing.process_tags(vocabulary, tags, vectors, min_count=1, merge_eps=0.05)
     np.testing.assert_array_equal(result.selection.dropped["no_vector"], [4])
-    np.testing.assert_array_equal(result.selection.dropped["rare"], [5])  # "tree": 0 images
+    np.testing.assert_array_equal(result.selection.dropped["absent"], [5])  # "tree": 0 images
+    np.testing.assert_array_equal(result.selection.dropped["rare"], [])
+    assert "merge_fallback" not in result.parameters
     assert result.merge_map == {0: [0, 1], 1: [2], 2: [3]}
     assert result.group_names == ["dog|Puppy", "sky", "nikon"]
     np.testing.assert_array_equal(
@@ -158,5 +167,48 @@ def test_process_tags_errors():
     vectors = _keyed({"dog": [1.0, 0]})
     with pytest.raises(ValueError, match="3 words but the tag matrix has shape \\(2, 2\\)"):
         processing.process_tags(["a", "b", "c"], np.zeros((2, 2)), vectors)
-    with pytest.raises(ValueError, match="No tag left: 2 of 2 have no word vector"):
+    with pytest.raises(ValueError, match="No tag left of 2: 0 are on no training image, 2 have no word vector"):
         processing.process_tags(["cat", "sky"], np.ones((2, 2)), vectors)
+
+
+def test_failed_merge_by_hand():
+    # 6 images x 5 kept tags.
+    tags = np.array(
+        [
+            [1, 0, 0, 0, 0],
+            [1, 0, 0, 0, 0],
+            [0, 1, 0, 0, 0],
+            [0, 0, 1, 0, 0],
+            [0, 0, 0, 1, 1],
+            [0, 0, 0, 0, 0],  # untagged: not counted
+        ]
+    )
+    assert processing.failed_merge([[0], [1], [2], [3], [4]], tags) is None
+    assert processing.failed_merge([[0, 1], [2], [3, 4]], tags) is None  # 3 of 5 images
+    # 3 of 5 tags in one group.
+    assert "holds 3 of the 5 kept tags" in processing.failed_merge([[0, 1, 2], [3], [4]], tags)
+    # Covering 3 of 5 tagged images is fine when one member alone covers 2 of them...
+    assert processing.failed_merge([[0, 2], [1], [3], [4]], tags) is None
+    # ... not when the group triples its most frequent member (1 image -> 3 of 4).
+    spread = np.hstack([np.eye(4, dtype=int), np.eye(4, dtype=int)[:, :2]])  # 6 tags
+    assert processing.failed_merge([[0], [1], [2], [3], [4, 5]], spread) is None
+    failure = processing.failed_merge([[0, 1, 2], [3], [4], [5]], spread)
+    assert failure == (
+        "one group of 3 tags covers 3 of the 4 tagged training images (its most frequent "
+        "tag alone: 1)"
+    )
+
+
+def test_a_collapsed_clustering_falls_back_to_no_merging():
+    # Every word vector nearly the same: DBSCAN at eps 0.3 puts all tags in one group.
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in range(8)]
+    vectors = _keyed({w: (np.ones(4) + 0.01 * rng.normal(size=4)).tolist() for w in words})
+    tags = (rng.random((40, 8)) < 0.3).astype(np.uint8)
+    tags[:, 0] = 1  # at least one tag per image
+    messages = []
+    result = processing.process_tags(words, tags, vectors, progress=messages.append)
+    assert len(result.merge_map) == 8 and all(len(g) == 1 for g in result.merge_map.values())
+    assert "holds 8 of the 8 kept tags" in result.parameters["merge_fallback"]
+    assert any("synonym merging failed" in m for m in messages)
+    np.testing.assert_array_equal(result.merged_tag_matrix, tags)

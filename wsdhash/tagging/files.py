@@ -19,7 +19,8 @@ from __future__ import annotations
 import json
 import os
 import pickle
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -225,6 +226,7 @@ def format_report(
         "## Counts",
         "",
         f"- raw tags: {len(vocabulary)}",
+        f"- dropped, absent from the training split: {len(selection.dropped['absent'])}",
         f"- dropped, no word vector: {len(selection.dropped['no_vector'])}",
         f"- dropped, rare (< min_count training images): {len(selection.dropped['rare'])}",
         f"- kept: {len(selection.kept)}",
@@ -237,6 +239,7 @@ def format_report(
         "",
         "## Dropped tags",
         "",
+        f"- absent from training: {_words(vocabulary, selection.dropped['absent'])}",
         f"- no vector: {_words(vocabulary, selection.dropped['no_vector'])}",
         f"- rare: {_words(vocabulary, selection.dropped['rare'])}",
         "",
@@ -294,7 +297,7 @@ def write_outputs(
             **{k: str(v) for k, v in (source or {}).items()},
             **result.parameters,
             "num_raw_tags": len(result.vocabulary),
-            "num_kept_tags": int(len(result.selection.kept)),
+            "num_kept_tags": len(result.selection.kept),
             "num_final_tags": len(result.merge_map),
             "embedding_dim": int(result.final_embeddings.shape[1]),
         },

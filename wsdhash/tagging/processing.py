@@ -8,8 +8,9 @@ T' merged tags, D embedding dimension.
    (as written, lowercase, phrase variants with "_", " ", "", "-" between words, and
    Title/UPPER case); the first variant with a vector wins.
    Optionally (`center`) the mean vector of the kept tags is subtracted first.
-2. Selection: drop tags without a (non-zero) vector (reason "no_vector"; checked first)
-   and tags on fewer than `min_count` training images (reason "rare").
+2. Selection: drop tags absent from the training split (reason "absent", when
+   `min_count` >= 1; checked first), tags without a (non-zero) vector ("no_vector") and
+   tags on fewer than `min_count` training images ("rare").
 3. Correlation graph over the kept tags, ML-GCN style: N_ab = #images with a and b,
    N_a = #images with a, P(b|a) = N_ab / N_a. Edge a->b when P(b|a) >= `threshold` and
    N_ab >= `min_cooccurrence`; A_ab = 1 ("binary") or P(b|a) ("probability"); A_aa = 0.
@@ -22,6 +23,11 @@ T' merged tags, D embedding dimension.
    normalise(mean of the members' enhanced embeddings); merged label = OR of the
    members' columns. Merged ids follow the smallest raw column index of each group, so
    the output order follows the vocabulary order.
+   A clustering that collapses the vocabulary is refused (`failed_merge`): a group of
+   two or more tags holding more than half of the kept tags (with at least four kept),
+   or covering more than half of the tagged training images and more than 1.5 times
+   the images of its most frequent member. Then no tags are merged, and the result's
+   `parameters["merge_fallback"]` (shown in report.md) says why.
 
 Reference:
     Wang et al., "Weakly Supervised Deep Hyperspherical Quantization for Image
@@ -34,7 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from gensim.models import KeyedVectors
@@ -45,7 +51,10 @@ from scipy.spatial.distance import squareform
 CORRELATION_WEIGHTINGS = ("binary", "probability")
 MERGE_METHODS = ("dbscan", "agglomerative", "none")
 MERGE_ON = ("raw", "enhanced")
-DROP_REASONS = ("no_vector", "rare")
+DROP_REASONS = ("absent", "no_vector", "rare")
+MAX_GROUP_TAG_FRACTION = 0.5  # a merge group holding more of the kept tags has failed
+MAX_GROUP_IMAGE_FRACTION = 0.5  # ... or covering more of the tagged training images
+MIN_COVERAGE_GAIN = 1.5  # ... and this many times its most frequent member's images
 
 _WORD_SEPARATORS = re.compile(r"[\s_\-]+")
 
@@ -126,7 +135,8 @@ def select_tags(
 ) -> TagSelection:
     """Keeps tags with a vector that occur on at least `min_count` training images.
 
-    A tag failing both tests is reported once, as "no_vector".
+    Each dropped tag is reported once, under the first reason that applies: "absent"
+    (on no training image, when min_count >= 1), "no_vector", "rare".
 
     Args:
         keys: matched vector key per raw tag (None = no vector), length T.
@@ -140,12 +150,17 @@ def select_tags(
     counts = np.asarray(tag_matrix, dtype=bool).sum(axis=0).astype(np.int64)
     if len(keys) != counts.shape[0]:
         raise ValueError(f"{len(keys)} tag keys for a tag matrix with {counts.shape[0]} columns.")
-    no_vector = np.array([k is None for k in keys], dtype=bool)
-    rare = ~no_vector & (counts < min_count)
-    kept = np.flatnonzero(~no_vector & ~rare)
+    absent = (counts == 0) & (counts < min_count)
+    no_vector = ~absent & np.array([k is None for k in keys], dtype=bool)
+    rare = ~absent & ~no_vector & (counts < min_count)
+    kept = np.flatnonzero(~absent & ~no_vector & ~rare)
     return TagSelection(
         kept=kept,
-        dropped={"no_vector": np.flatnonzero(no_vector), "rare": np.flatnonzero(rare)},
+        dropped={
+            "absent": np.flatnonzero(absent),
+            "no_vector": np.flatnonzero(no_vector),
+            "rare": np.flatnonzero(rare),
+        },
         keys=tuple(keys),
         counts=counts,
     )
@@ -363,6 +378,31 @@ def merge_groups(
     return groups_from_labels(labels)
 
 
+def failed_merge(groups: Sequence[Sequence[int]], tag_matrix: np.ndarray) -> str | None:
+    """Why a clustering collapsed the vocabulary (module doc, step 5), or None.
+
+    Args:
+        groups: merge groups of column positions of `tag_matrix`.
+        tag_matrix: N x T_k 0/1 training tags of the kept tags.
+    """
+    tag_matrix = np.asarray(tag_matrix, dtype=bool)
+    num_tags = tag_matrix.shape[1]
+    tagged = max(int(tag_matrix.any(axis=1).sum()), 1)
+    for members in groups:
+        if len(members) < 2:
+            continue
+        if num_tags >= 4 and len(members) > MAX_GROUP_TAG_FRACTION * num_tags:
+            return f"one group holds {len(members)} of the {num_tags} kept tags"
+        covered = int(tag_matrix[:, members].any(axis=1).sum())
+        largest = int(tag_matrix[:, members].sum(axis=0).max())
+        if covered > MAX_GROUP_IMAGE_FRACTION * tagged and covered > MIN_COVERAGE_GAIN * largest:
+            return (
+                f"one group of {len(members)} tags covers {covered} of the {tagged} tagged "
+                f"training images (its most frequent tag alone: {largest})"
+            )
+    return None
+
+
 def merged_embeddings(embeddings: np.ndarray, groups: Sequence[Sequence[int]]) -> np.ndarray:
     """Row g = normalise(mean of the (unit) rows in group g). float64 (T', D)."""
     units = normalise_rows(embeddings)
@@ -462,16 +502,17 @@ def process_tags(
 
     keys = lookup_keys(vocabulary, vectors)
     selection = select_tags(keys, tag_matrix, min_count=min_count)
+    dropped = {reason: len(selection.dropped[reason]) for reason in DROP_REASONS}
     say(
         f"{len(selection.kept)} of {len(vocabulary)} tags kept "
-        f"({len(selection.dropped['no_vector'])} without vector, "
-        f"{len(selection.dropped['rare'])} on fewer than {min_count} training images)"
+        f"({dropped['absent']} absent from the training split, {dropped['no_vector']} "
+        f"without vector, {dropped['rare']} on fewer than {min_count} training images)"
     )
     if len(selection.kept) == 0:
         raise ValueError(
-            f"No tag left: {len(selection.dropped['no_vector'])} of {len(vocabulary)} have no "
-            f"word vector and {len(selection.dropped['rare'])} occur on fewer than "
-            f"min_count={min_count} training images."
+            f"No tag left of {len(vocabulary)}: {dropped['absent']} are on no training "
+            f"image, {dropped['no_vector']} have no word vector and {dropped['rare']} occur "
+            f"on fewer than min_count={min_count} training images."
         )
     kept = selection.kept
     raw = np.stack([vectors[keys[i]] for i in kept]).astype(np.float64)  # (T_k, D)
@@ -495,6 +536,10 @@ def process_tags(
         min_samples=merge_min_samples,
         linkage=merge_linkage,
     )
+    fallback = failed_merge(groups, kept_matrix)
+    if fallback:
+        say(f"synonym merging failed ({fallback}); the {len(kept)} kept tags stay unmerged")
+        groups = [[i] for i in range(len(kept))]
     final = merged_embeddings(enhanced, groups).astype(np.float32)
     merge_map = {g: [int(kept[p]) for p in members] for g, members in enumerate(groups)}
     merged_matrix = np.stack(
@@ -514,6 +559,8 @@ def process_tags(
         merge_on=merge_on,
         center=center,
     )
+    if fallback:
+        parameters["merge_fallback"] = f"no merging: {fallback}"
     return TagProcessingResult(
         vocabulary=vocabulary,
         selection=selection,
