@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 
+import os
 import tempfile
 import time
 
@@ -60,7 +61,8 @@ def main(argv):
     raw = faiss.IndexBinaryFlat(64)
     raw.add(database)
     ours = BinaryIndex("flat", 8).build(database)
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as temporary:
+        folder = os.path.join(temporary, "index")  # its lock file stays inside temporary
         build_index(folder, [(database, np.arange(n).astype(str))], kind="flat")
         loaded = ShardedIndex(folder)
         timings = {
