@@ -32,7 +32,7 @@ def _extract(data_dir, *extra, check=True):
         [sys.executable, "-m", "wsdhash.extract", "--dataset=builtin", f"--data_dir={data_dir}",
          "--builtin_sizes=70,10,30", "--builtin_image_size=32", "--image_size=32",
          "--crop_size=28", "--batch_size=16", *extra],
-        capture_output=True, text=True, timeout=300, env=ENV,
+        capture_output=True, text=True, env=ENV,
     )  # fmt: skip
     if check:
         assert result.returncode == 0, result.stderr[-3000:]

@@ -18,7 +18,7 @@ def _run(*args, cwd=None):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
     return subprocess.run(
         [sys.executable, "-m", "wsdhash.data.prepare", *args],
-        capture_output=True, text=True, timeout=300, env=env, cwd=cwd,
+        capture_output=True, text=True, env=env, cwd=cwd,
     )  # fmt: skip
 
 

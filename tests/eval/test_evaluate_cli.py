@@ -40,7 +40,6 @@ def run_cli(*args):
         capture_output=True,
         text=True,
         cwd=REPO_ROOT,
-        timeout=60,
     )
 
 

@@ -74,6 +74,6 @@ SCRIPT = textwrap.dedent(
 
 def test_two_replicas_with_gathered_references_match_one_device():
     result = subprocess.run(
-        [sys.executable, "-c", SCRIPT], check=False, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", SCRIPT], check=False, capture_output=True, text=True
     )
     assert result.returncode == 0 and result.stdout.strip().endswith("OK"), result.stderr[-3000:]

@@ -38,7 +38,7 @@ def _report(*args):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
     return subprocess.run(
         [sys.executable, "-m", "wsdhash.report", *args],
-        capture_output=True, text=True, timeout=600, env=env,
+        capture_output=True, text=True, env=env,
     )  # fmt: skip
 
 

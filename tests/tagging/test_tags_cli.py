@@ -15,7 +15,7 @@ from wsdhash.tagging import files
 
 def _run(*args):
     return subprocess.run(
-        [sys.executable, "-m", "wsdhash.tags", *args], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "wsdhash.tags", *args], capture_output=True, text=True
     )
 
 
