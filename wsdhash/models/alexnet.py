@@ -74,6 +74,42 @@ class LocalResponseNormalization(keras.layers.Layer):
         return config
 
 
+@keras.saving.register_keras_serializable(package="wsdhash")
+class Conv2D(keras.layers.Conv2D):
+    """Keras' `Conv2D`, with `groups=g` computed as g plain convolutions and a concatenation.
+
+    The same layer as Keras' grouped `Conv2D` (same config, the same `kernel` of shape
+    (H, W, C/g, O) and `bias` of shape (O,), so weight files, `.weights.h5` files and
+    training checkpoints of either load into the other), computed as DeepHash's
+    `tf.split` / `conv2d` / `tf.concat`: group i convolves input channels
+    [i C/g, (i+1) C/g) with kernel output channels [i O/g, (i+1) O/g). Keras'
+    TensorFlow backend runs a grouped convolution through XLA on the CPU, whose gradient
+    is several times slower than g ungrouped convolutions (issue 15: CaffeNet's conv2
+    forward+backward took 2.4 s at batch 32 vs 0.6 s for an ungrouped conv2 with twice
+    the work). Results equal the grouped layer's up to float32 rounding
+    (tests/models/test_alexnet_split_groups.py).
+
+    The class is named `Conv2D` on purpose: Keras names a layer's entries in a
+    `.weights.h5` file after its class (`layers/conv2d_1/vars/0`, ...), so this name
+    keeps the files written with `keras.layers.Conv2D` loadable. It is serialized in
+    `.keras` files as `wsdhash>Conv2D`; files that hold Keras' own grouped `Conv2D`
+    still load (as that class).
+    """
+
+    def convolution_op(self, inputs, kernel):
+        if self.groups == 1:
+            return super().convolution_op(inputs, kernel)
+        axis = -1 if self.data_format == "channels_last" else 1
+        parts = [
+            super(Conv2D, self).convolution_op(x, k)
+            for x, k in zip(
+                keras.ops.split(inputs, self.groups, axis=axis),
+                keras.ops.split(kernel, self.groups, axis=-1),
+            )
+        ]
+        return keras.ops.concatenate(parts, axis=axis)
+
+
 def _dropout_seeds(seed: int) -> list[int]:
     # Two distinct, seed-dependent dropout streams (one per fc layer).
     return [int(s) for s in np.random.SeedSequence([seed, 1]).generate_state(2) % (2**31)]
@@ -114,7 +150,7 @@ def caffenet(*, crop_size: int = 227, dropout: float = 0.5, seed: int = 0) -> ke
     generator = keras.random.SeedGenerator(seed)
 
     def conv(filters, size, name, *, strides=1, padding="same", groups=1):
-        return keras.layers.Conv2D(
+        return Conv2D(
             filters,
             size,
             strides=strides,
@@ -133,9 +169,12 @@ def caffenet(*, crop_size: int = 227, dropout: float = 0.5, seed: int = 0) -> ke
             name=name,
         )
 
-    # Keras' grouped Conv2D splits the input channels and the kernel's output channels
-    # in order, exactly like DeepHash's tf.split/tf.concat, so `alexnet.npy`'s
-    # (H, W, C/2, O) kernels load unchanged (checked in tests/models/test_alexnet.py).
+    # The grouped layers split the input channels and the kernel's output channels in
+    # order, exactly like DeepHash's tf.split/tf.concat, so `alexnet.npy`'s
+    # (H, W, C/2, O) kernels load unchanged (checked in
+    # tests/models/test_alexnet_layouts.py). They are this module's `Conv2D`, Keras'
+    # grouped Conv2D computed as two plain convolutions (faster on the CPU, the same
+    # variables and weight-file entries as `keras.layers.Conv2D(groups=2)`).
     drop6_seed, drop7_seed = _dropout_seeds(seed)
     inputs = keras.Input((crop_size, crop_size, 3), name="image")
     x = conv(96, 11, "conv1", strides=4, padding="valid")(inputs)  # (B, 55, 55, 96)
