@@ -16,7 +16,7 @@ setup(
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["wsdhash", "wsdhash.*"]),
-    package_data={"wsdhash.losses": ["hyp2_zeta.csv"]},
+    package_data={"wsdhash.losses": ["hyp2_zeta.csv"], "wsdhash.service": ["static/*.html"]},
     python_requires=">=3.10",
     install_requires=[
         "tensorflow>=2.16,<3",  # 2.16 is the first release that ships Keras 3.
@@ -36,12 +36,28 @@ setup(
         "faiss-cpu>=1.8",
         "matplotlib>=3.7",  # report figures (Agg backend, no display needed).
         "scikit-learn>=1.5",  # t-SNE of codes in the report (TSNE's max_iter argument).
+        # The image-search service (python -m wsdhash.serve): FastAPI on uvicorn rather
+        # than a hand-written HTTP server; python-multipart parses its image uploads and
+        # prometheus-client writes /metrics in the Prometheus text format.
+        "fastapi>=0.110",
+        "uvicorn>=0.29",
+        "python-multipart>=0.0.9",
+        "prometheus-client>=0.20",
+        "anyio>=4.1",  # abandon_on_cancel: a search past --request_timeout_s answers 408 at once.
     ],
     extras_require={
         # keras-hub presets as backbones (--backbone=keras_hub:PRESET); it installs beside
         # TensorFlow 2.21 (with the matching tensorflow-text).
         "hub": ["keras-hub>=0.20"],
-        "test": ["pytest>=7", "pytest-xdist>=3", "keras-hub>=0.20"],
+        # httpx: FastAPI's in-process TestClient; selenium: the service's real-browser
+        # test (Debian's chromium and chromium-driver, which .ci/run installs).
+        "test": [
+            "pytest>=7",
+            "pytest-xdist>=3",
+            "keras-hub>=0.20",
+            "httpx>=0.27",
+            "selenium>=4.20",
+        ],
     },
     entry_points={
         "console_scripts": [
@@ -54,6 +70,7 @@ setup(
             "wsdhash-baselines=wsdhash.baselines.__main__:run",
             "wsdhash-export=wsdhash.export:run",
             "wsdhash-train=wsdhash.train:run",
+            "wsdhash-serve=wsdhash.serve:run",
         ],
     },
 )

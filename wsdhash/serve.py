@@ -1,0 +1,96 @@
+"""The image-search service: an exported model and its index behind HTTP, with a page.
+
+    python -m wsdhash.serve --model=EXPORTED --index=INDEX [--images_root=FOLDER]
+        [--host=127.0.0.1] [--port=8080] [--max_k=100] [--max_batch=16] ...
+
+EXPORTED is `python -m wsdhash.export`'s SavedModel, INDEX `python -m wsdhash.search
+build --images=FOLDER --model=EXPORTED --output=INDEX`'s folder; FOLDER (default: the
+one the index was built from) holds the database images the thumbnails show. Open
+http://HOST:PORT/ for the page; the endpoints are listed in wsdhash/service/app.py.
+
+The service refuses to start, with one line, when the model and the index do not fit
+(wsdhash/service/engine.py: code width, quantizer, codebooks, and a few database images
+re-encoded). One process serves (uvicorn); its requests share one loaded model.
+"""
+
+from __future__ import annotations
+
+import os
+
+from absl import flags
+
+from wsdhash import cli
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model", None, "Exported SavedModel (python -m wsdhash.export).")
+flags.DEFINE_string("index", None, "Index folder (python -m wsdhash.search build).")
+flags.DEFINE_string(
+    "images_root", None, "Folder of the database images (default: the index's source folder)."
+)
+flags.DEFINE_string("host", "127.0.0.1", "Address to listen on (0.0.0.0: every interface).")
+flags.DEFINE_integer("port", 8080, "Port to listen on.")
+flags.DEFINE_integer("max_upload_bytes", 20 * 2**20, "Largest image upload, in bytes.")
+flags.DEFINE_integer("max_pixels", 50_000_000, "Largest image, width x height (from its header).")
+flags.DEFINE_integer("max_k", 100, "Most neighbours a query may ask for.")
+flags.DEFINE_integer("max_batch", 16, "Most images per request (one model call).")
+flags.DEFINE_float("request_timeout_s", 30.0, "Longest search (model and index), in seconds.")
+flags.DEFINE_integer(
+    "check_images", 8, "Database images re-encoded at start-up to check the pair (0: none)."
+)
+
+
+def limits_from_flags():
+    from wsdhash.service.errors import Limits
+
+    try:
+        return Limits(
+            max_upload_bytes=FLAGS.max_upload_bytes,
+            max_pixels=FLAGS.max_pixels,
+            max_k=FLAGS.max_k,
+            max_batch=FLAGS.max_batch,
+            request_timeout_s=FLAGS.request_timeout_s,
+        )
+    except ValueError as error:
+        raise cli.UsageError(str(error)) from None
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise cli.UsageError(f"Unexpected arguments: {argv[1:]}")
+    for name in ("model", "index"):
+        if not FLAGS[name].value:
+            raise cli.UsageError(f"--{name} is required (see --help).")
+    if not 0 <= FLAGS.port <= 65535:
+        raise cli.UsageError(f"--port must be 0..65535; got {FLAGS.port}.")
+    limits = limits_from_flags()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from wsdhash.index.index_file import IndexFileError
+    from wsdhash.service import engine as engine_lib
+
+    try:
+        engine = engine_lib.load(FLAGS.model, FLAGS.index, FLAGS.images_root, FLAGS.check_images)
+    except engine_lib.MismatchError as error:
+        raise cli.UsageError(f"the model and the index do not fit: {error}") from None
+    except (FileNotFoundError, IndexFileError) as error:
+        raise cli.UsageError(str(error)) from None
+    import uvicorn
+
+    from wsdhash.service.app import create_app
+
+    app = create_app(engine, limits)
+    where = f"http://{FLAGS.host}:{FLAGS.port}/"
+    print(
+        f"wsdhash.serve: {engine.kind} index of {engine.index.num_items} images, "
+        f"{engine.bits}-bit model, images from {engine.images_root or '(none)'}; "
+        f"page and API at {where}",
+        flush=True,
+    )
+    uvicorn.run(app, host=FLAGS.host, port=FLAGS.port, log_level="warning", access_log=False)
+
+
+def run():
+    cli.run(main, "wsdhash.serve")
+
+
+if __name__ == "__main__":
+    run()
