@@ -21,14 +21,13 @@ import resource
 import time
 import tracemalloc
 
+import machine_info
 import numpy as np
+import results
 from absl import app, flags
 
-from wsdhash.eval import metrics
-from wsdhash.quantization import aqd
+from wsdhash.eval import aqd_metrics, metrics
 from wsdhash.quantization.additive import AdditiveQuantizer
-import machine_info  # noqa: E402  (bench/ is on the path)
-import results  # noqa: E402
 
 _NUM_QUERIES = flags.DEFINE_integer("num_queries", 2100, "Q, number of queries.")
 _NUM_DATABASE = flags.DEFINE_integer("num_database", 193734, "N, database size.")
@@ -105,7 +104,7 @@ def main(argv):
     }
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB.
     start = time.perf_counter()
-    result = aqd.aqd_evaluate(
+    result = aqd_metrics.aqd_evaluate(
         query_features,
         database_indices,
         codebooks,
@@ -117,7 +116,7 @@ def main(argv):
     rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     tracemalloc.start()
-    aqd.aqd_evaluate(
+    aqd_metrics.aqd_evaluate(
         query_features,
         database_indices,
         codebooks,
@@ -133,7 +132,7 @@ def main(argv):
         f"({result.num_scored_queries} of {len(query_features)} queries scored)"
     )
     print(
-        f"  wall time: {seconds:.2f} s (chunk of {aqd.default_query_chunk_size(len(database_indices))} queries)"
+        f"  wall time: {seconds:.2f} s (query chunks sized by the evaluator's memory budget)"
     )
     print(
         f"  peak memory: {rss_after:.0f} MiB process peak RSS (ru_maxrss; {rss_before:.0f} MiB "

@@ -126,7 +126,7 @@ def _train_and_export(name: str, tag_dir: str, topk):
     """Trains one method on the built-in dataset, exports it, evaluates its codes."""
     from wsdhash import serving
     from wsdhash.eval import read_codes_file
-    from wsdhash.quantization.aqd import aqd_evaluate
+    from wsdhash.eval.aqd_metrics import aqd_evaluate
     from wsdhash.training import trainer
 
     method, supervision, options, head = TRAINED[name]

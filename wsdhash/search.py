@@ -203,6 +203,7 @@ def build():
     import numpy as np
 
     from wsdhash.eval import read_codes_file
+    from wsdhash.eval.scorers import scorer_kind
     from wsdhash.index.binary import BinaryIndexParams
     from wsdhash.index.sharded import build_index
 
@@ -227,9 +228,13 @@ def build():
     elif FLAGS.codes:
         contents = read_codes_file(FLAGS.codes)
         split = _codes_split(contents, FLAGS.split or "database")
-        kind = FLAGS.kind
-        if kind == "auto":
-            kind = "aqd" if contents.codebooks is not None else "flat"
+        ranked_as = scorer_kind(contents)  # the index that ranks as the file says
+        kind = ranked_as.index_kind if FLAGS.kind == "auto" else FLAGS.kind
+        if kind is None:
+            raise cli.UsageError(
+                f"{FLAGS.codes} holds {ranked_as.title} codes, which no index searches; "
+                "pass --kind."
+            )
         if kind == "aqd":
             if contents.codebooks is None or split.indices is None:
                 raise cli.UsageError(f"--kind=aqd: {FLAGS.codes} has no codebooks/indices.")

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from wsdhash.eval import metrics
+from wsdhash.eval import aqd_metrics, metrics
 from wsdhash.quantization import aqd
 
 
@@ -76,7 +76,7 @@ def test_chunked_map_equals_full_matrix_map(ties, empty):
         return_per_query=True,
     )
     for chunk, threads in ((1, 1), (5, 2), (100, 1)):
-        value, per_query = aqd.aqd_mean_average_precision(
+        value, per_query = aqd_metrics.aqd_mean_average_precision(
             queries,
             indices,
             codebooks,
@@ -98,7 +98,7 @@ def test_chunked_map_equals_full_matrix_map(ties, empty):
 def test_evaluate_returns_names_and_counts():
     queries, indices, codebooks, query_labels, database_labels = _problem(seed=4)
     query_labels[0] = 0
-    result = aqd.aqd_evaluate(
+    result = aqd_metrics.aqd_evaluate(
         queries,
         indices,
         codebooks,
@@ -128,7 +128,7 @@ def test_evaluate_returns_names_and_counts():
 
 def test_all_skipped_gives_zero():
     queries, indices, codebooks, query_labels, database_labels = _problem(seed=5)
-    value = aqd.aqd_mean_average_precision(
+    value = aqd_metrics.aqd_mean_average_precision(
         queries,
         indices,
         codebooks,
@@ -143,7 +143,7 @@ def test_all_skipped_gives_zero():
 def test_sqd_and_feature_map_run_through_the_evaluator():
     queries, indices, codebooks, query_labels, database_labels = _problem(seed=6)
     reconstruction = aqd.reconstruct(indices, codebooks)
-    value = aqd.sqd_mean_average_precision(
+    value = aqd_metrics.sqd_mean_average_precision(
         indices[:23], indices, codebooks, query_labels, database_labels, topk=40, query_chunk_size=6
     )
     expected = metrics.mean_average_precision(
@@ -153,7 +153,7 @@ def test_sqd_and_feature_map_run_through_the_evaluator():
         topk=40,
     )
     assert value == pytest.approx(expected, abs=1e-12)
-    value = aqd.feature_mean_average_precision(
+    value = aqd_metrics.feature_mean_average_precision(
         queries, reconstruction, query_labels, database_labels, topk=40, query_chunk_size=6
     )
     expected = metrics.mean_average_precision(
@@ -171,15 +171,15 @@ def test_clear_errors():
     with pytest.raises(ValueError, match="0..15"):
         aqd.aqd_scores(queries, np.full((2, 3), 16), codebooks)
     with pytest.raises(ValueError, match="must match"):
-        aqd.aqd_mean_average_precision(
+        aqd_metrics.aqd_mean_average_precision(
             queries, indices, codebooks, query_labels[:3], database_labels
         )
     with pytest.raises(ValueError, match="empty"):
-        aqd.aqd_mean_average_precision(
+        aqd_metrics.aqd_mean_average_precision(
             queries, indices, codebooks, query_labels, database_labels, empty="nan"
         )
     with pytest.raises(ValueError, match="tie"):
-        aqd.aqd_mean_average_precision(
+        aqd_metrics.aqd_mean_average_precision(
             queries, indices, codebooks, query_labels, database_labels, ties="stable"
         )
     with pytest.raises(ValueError, match="product"):

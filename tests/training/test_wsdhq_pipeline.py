@@ -12,7 +12,7 @@ from train_helpers import read_json, run_train
 
 from wsdhash.data.builtin import generate_builtin
 from wsdhash.eval import read_codes_file
-from wsdhash.quantization.aqd import aqd_evaluate
+from wsdhash.eval.aqd_metrics import aqd_evaluate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # WSDHQ's experiments are run0001-run0008 (test_experiment_scripts.py covers the others).

@@ -1,7 +1,10 @@
 """The HDF5 codes file: the exchange format between encoding, evaluation and search.
 
 Layout (h5py):
-  /                 attribute `bits` (int): the code length K.
+  /                 attribute `bits` (int): the code length K; attribute `scorer`
+                    (str): how the file ranks, a `scorers.SCORERS` name ("hamming"
+                    for binary codes, "aqd" for quantization codes; files without it
+                    are "aqd" when they hold codebooks, else "hamming").
   /codebooks        optional float32 (M, 256, D): quantization codebooks.
   /query, /database groups, each with
     codes           uint8 (N, ceil(K/8)): packed binary codes (see `binary.pack_codes`).
@@ -68,12 +71,19 @@ class CodesFile:
       query: the query split.
       database: the database split.
       codebooks: optional (M, 256, D) float32 quantization codebooks.
+      scorer: how the codes rank (`wsdhash.eval.scorers.SCORERS`); None: "aqd" when
+        there are codebooks, else "hamming".
     """
 
     bits: int
     query: CodesSplit
     database: CodesSplit
     codebooks: np.ndarray | None = None
+    scorer: str | None = None
+
+    def __post_init__(self):
+        if self.scorer is None:
+            self.scorer = "hamming" if self.codebooks is None else "aqd"
 
 
 def _fail(path, problem: str):
@@ -89,6 +99,10 @@ def _check_array(path, name: str, array: np.ndarray, dtype, ndim: int) -> None:
 
 def validate_codes_file(contents: CodesFile, path) -> None:
     """Checks dtypes, shapes and cross-split consistency; raises ValueError naming `path`."""
+    from wsdhash.eval.scorers import SCORERS  # codes files name their scorer
+
+    if contents.scorer not in SCORERS:
+        _fail(path, f"unknown scorer {contents.scorer!r}; known: {', '.join(SCORERS.names())}.")
     bits = contents.bits
     if isinstance(bits, (bool, np.bool_)) or not isinstance(bits, (int, np.integer)) or bits < 1:
         _fail(path, f"attribute 'bits' must be a positive integer, got {bits!r}.")
@@ -234,27 +248,27 @@ def write_codes_file(path: str | os.PathLike, contents: CodesFile) -> None:
     contents = dataclasses.replace(contents, **splits)
     validate_codes_file(contents, path)
 
-    with atomic_files.atomic_path(path) as temporary:
-        with h5py.File(temporary, "w") as h5:
-            h5.attrs["bits"] = int(contents.bits)
-            if contents.codebooks is not None:
-                create_checked_dataset(h5, "codebooks", contents.codebooks)
-            for split_name in SPLITS:
-                split = getattr(contents, split_name)
-                group = h5.create_group(split_name)
-                create_checked_dataset(group, "codes", split.codes)
-                create_checked_dataset(group, "labels", split.labels)
-                if split.ids is not None:
-                    create_checked_dataset(
-                        group,
-                        "ids",
-                        [str(i) for i in split.ids],
-                        dtype=h5py.string_dtype("utf-8"),
-                    )
-                if split.features is not None:
-                    create_checked_dataset(group, "features", split.features)
-                if split.indices is not None:
-                    create_checked_dataset(group, "indices", split.indices)
+    with atomic_files.atomic_path(path) as temporary, h5py.File(temporary, "w") as h5:
+        h5.attrs["bits"] = int(contents.bits)
+        h5.attrs["scorer"] = contents.scorer
+        if contents.codebooks is not None:
+            create_checked_dataset(h5, "codebooks", contents.codebooks)
+        for split_name in SPLITS:
+            split = getattr(contents, split_name)
+            group = h5.create_group(split_name)
+            create_checked_dataset(group, "codes", split.codes)
+            create_checked_dataset(group, "labels", split.labels)
+            if split.ids is not None:
+                create_checked_dataset(
+                    group,
+                    "ids",
+                    [str(i) for i in split.ids],
+                    dtype=h5py.string_dtype("utf-8"),
+                )
+            if split.features is not None:
+                create_checked_dataset(group, "features", split.features)
+            if split.indices is not None:
+                create_checked_dataset(group, "indices", split.indices)
 
 
 def _read_dataset(path, group: h5py.Group, name: str, required: bool) -> np.ndarray | None:
@@ -319,6 +333,11 @@ def read_codes_file(path: str | os.PathLike) -> CodesFile:
                 indices=_read_dataset(path, group, "indices", required=False),
             )
         codebooks = _read_dataset(path, h5, "codebooks", required=False)
-    contents = CodesFile(bits=bits, codebooks=codebooks, **splits)
+        scorer = h5.attrs.get("scorer")
+        if isinstance(scorer, bytes):
+            scorer = scorer.decode("utf-8")
+        if scorer is not None and not isinstance(scorer, str):
+            _fail(path, f"root attribute 'scorer' must be a string; got {scorer!r}.")
+    contents = CodesFile(bits=bits, codebooks=codebooks, scorer=scorer, **splits)
     validate_codes_file(contents, path)
     return contents

@@ -1,9 +1,9 @@
-"""Evaluating a codes file the way its contents call for.
+"""Evaluating a codes file the way it says it ranks.
 
-A file with codebooks holds WSDHQ quantization codes: the database is ranked by AQD
-(continuous query features against the database's codeword indices). Otherwise the
-packed binary codes are ranked by Hamming distance. Both the evaluate CLI and the
-report use this, so their numbers are the same.
+The file names its scorer (`CodesFile.scorer`): "hamming" ranks the packed binary
+codes by Hamming distance, "aqd" the database's codeword indices by asymmetric
+quantizer distance to the continuous query features (wsdhash/eval/scorers.py). The
+evaluate CLI, the report and the demo all go through this, so their numbers agree.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from wsdhash.eval import metrics
 from wsdhash.eval.codes_file import CodesFile
+from wsdhash.eval.scorers import scorer_for_codes_file
 
 
 def evaluate_codes_file(
@@ -23,42 +24,26 @@ def evaluate_codes_file(
     seed: int = 0,
     precision_at: Sequence[int] = metrics.DEFAULT_PRECISION_AT,
     hamming_radius: int | None = 2,
+    tie_bounds: bool = True,
     num_threads: int | None = None,
     source: str = "codes file",
 ) -> metrics.RetrievalMetrics:
-    """mAP@R and the curves of one codes file (module doc); `source` names it in errors."""
-    if contents.codebooks is None:
-        return metrics.evaluate_retrieval(
-            contents.query.labels,
-            contents.database.labels,
-            query_codes=contents.query.codes,
-            database_codes=contents.database.codes,
-            bits=contents.bits,
-            topk=topk,
-            ties=ties,
-            empty=empty,
-            seed=seed,
-            precision_at=precision_at,
-            hamming_radius=hamming_radius,
-            tie_bounds=True,
-            num_threads=num_threads,
-        )
-    from wsdhash.quantization.aqd import aqd_evaluate  # pylint: disable=g-import-not-at-top
+    """mAP@R and the curves of one codes file (module doc); `source` names it in errors.
 
-    if contents.query.features is None or contents.database.indices is None:
-        raise ValueError(
-            f"{source} has codebooks but no query features or database indices, which AQD needs."
-        )
-    return aqd_evaluate(
-        contents.query.features,
-        contents.database.indices,
-        contents.codebooks,
+    `hamming_radius` and the radius curve apply to Hamming codes only.
+    """
+    scorer = scorer_for_codes_file(contents, source)
+    return metrics.evaluate_retrieval(
         contents.query.labels,
         contents.database.labels,
+        scorer=scorer,
         topk=topk,
         ties=ties,
         empty=empty,
         seed=seed,
         precision_at=precision_at,
+        hamming_radius=hamming_radius if scorer.radius_bits is not None else None,
+        radius_metrics=scorer.radius_bits is not None,
+        tie_bounds=tie_bounds,
         num_threads=num_threads,
     )

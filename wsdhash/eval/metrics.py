@@ -28,12 +28,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from wsdhash.eval import binary, ranking
+from wsdhash.eval import ranking, scorers
 from wsdhash.eval import relevance as relevance_lib
 
 DEFAULT_PRECISION_AT = tuple(range(100, 1001, 100))
@@ -143,78 +142,6 @@ class RetrievalMetrics:
         return result
 
 
-@dataclasses.dataclass(frozen=True)
-class _KeySource:
-    """Produces (rows, N) ascending keys for a range of queries."""
-
-    num_queries: int
-    num_items: int
-    key_itemsize: int
-    fetch: Callable[[int, int], np.ndarray]
-    radius_bits: int | None  # K when keys are Hamming distances, else None.
-
-
-def _hamming_source(
-    query_codes: np.ndarray, database_codes: np.ndarray, bits: int | None, permutation
-) -> _KeySource:
-    query_codes = np.asarray(query_codes)
-    database_codes = np.asarray(database_codes)
-    for name, codes in (("query_codes", query_codes), ("database_codes", database_codes)):
-        if codes.dtype != np.uint8 or codes.ndim != 2:
-            raise ValueError(
-                f"{name} must be (rows, ceil(K/8)) uint8 packed codes (see pack_codes); got "
-                f"dtype {codes.dtype} and shape {codes.shape}."
-            )
-    num_bytes = database_codes.shape[1]
-    if query_codes.shape[1] != num_bytes:
-        raise ValueError(
-            f"Query codes have {query_codes.shape[1]} bytes per row, database codes {num_bytes}."
-        )
-    if bits is None:
-        bits = 8 * num_bytes
-    if -(-bits // 8) != num_bytes:
-        raise ValueError(
-            f"bits={bits} needs {-(-bits // 8)} bytes per code; codes have {num_bytes}."
-        )
-    if permutation is not None:
-        database_codes = database_codes[permutation]
-    query_words = binary.packed_to_words(query_codes)  # (W, Q)
-    database_words = binary.packed_to_words(database_codes)  # (W, N)
-    dtype = binary.distance_dtype(num_bytes)
-    num_items = database_codes.shape[0]
-
-    def fetch(start: int, stop: int) -> np.ndarray:
-        out = np.empty((stop - start, num_items), dtype=dtype)
-        return binary.hamming_distances_from_words(query_words[:, start:stop], database_words, out)
-
-    return _KeySource(query_codes.shape[0], num_items, dtype.itemsize, fetch, bits)
-
-
-def _matrix_source(distances, scores, bits: int | None, permutation) -> _KeySource:
-    if (distances is None) == (scores is None):
-        raise ValueError("Pass exactly one of distances= and scores=.")
-    matrix = np.asarray(distances if scores is None else scores)
-    if matrix.ndim != 2:
-        raise ValueError(f"Distances/scores must be a 2-D (Q, N) array; got shape {matrix.shape}.")
-    radius_bits = None
-    if bits is not None:
-        if scores is not None or matrix.dtype not in (np.uint8, np.uint16):
-            raise ValueError("bits= with a matrix needs uint8/uint16 Hamming distances=.")
-        radius_bits = bits
-
-    def fetch(start: int, stop: int) -> np.ndarray:
-        block = matrix[start:stop]
-        keys = (
-            ranking.ascending_keys(block, None)
-            if scores is None
-            else ranking.ascending_keys(None, block)
-        )
-        return keys if permutation is None else keys[:, permutation]
-
-    itemsize = max(matrix.dtype.itemsize, 8 if scores is not None else 0)
-    return _KeySource(matrix.shape[0], matrix.shape[1], itemsize, fetch, radius_bits)
-
-
 def _average_precision(top_relevance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """AP@R and X per query from a (rows, R) bool relevance-by-rank array."""
     hits = np.cumsum(top_relevance, axis=1, dtype=np.int64)  # (rows, R) relevant so far.
@@ -232,7 +159,8 @@ def _evaluate_chunk(
     start: int,
     stop: int,
     *,
-    source: _KeySource,
+    source: scorers.Scorer,
+    radius_bits: int | None,
     query_masks: np.ndarray,
     database_masks: np.ndarray,
     policies: tuple[str, ...],
@@ -241,11 +169,10 @@ def _evaluate_chunk(
     precision_depths: tuple[int, ...],
 ) -> dict:
     """Ranks queries start..stop-1 and returns their per-query figures."""
-    keys = source.fetch(start, stop)  # (rows, N)
+    keys = source.keys(start, stop)  # (rows, N)
     ranking.check_no_nan(keys)
     num_rows = stop - start
     chunk_query_masks = query_masks[:, start:stop]
-    radius_bits = source.radius_bits
     # The radius curve needs every item's relevance; mAP alone only the candidates'.
     full_relevance = None
     num_radii = 0 if radius_bits is None else radius_bits + 1
@@ -334,6 +261,7 @@ def evaluate_retrieval(
     query_labels: np.ndarray,
     database_labels: np.ndarray,
     *,
+    scorer: scorers.Scorer | None = None,
     query_codes: np.ndarray | None = None,
     database_codes: np.ndarray | None = None,
     distances: np.ndarray | None = None,
@@ -348,16 +276,18 @@ def evaluate_retrieval(
     radius_metrics: bool = True,
     tie_bounds: bool = False,
     num_threads: int | None = None,
+    query_chunk_size: int | None = None,
 ) -> RetrievalMetrics:
     """Evaluates a ranking of the database for every query.
 
-    Give the ranking as exactly one of: packed codes (`query_codes` and
-    `database_codes`, ranked by Hamming distance), a `distances` matrix (ascending) or a
-    `scores` matrix (descending).
+    Give the ranking as exactly one of: a `scorer` (wsdhash/eval/scorers.py: Hamming,
+    AQD, features), packed codes (`query_codes` and `database_codes`, a Hamming
+    scorer), a `distances` matrix (ascending) or a `scores` matrix (descending).
 
     Args:
       query_labels: (Q, C) 0/1 ground-truth labels.
       database_labels: (N, C) 0/1 ground-truth labels.
+      scorer: the source of the ranking keys, asked one block of queries at a time.
       query_codes: (Q, ceil(K/8)) uint8 packed codes.
       database_codes: (N, ceil(K/8)) uint8 packed codes.
       distances: (Q, N) distances, smaller is closer.
@@ -372,8 +302,11 @@ def evaluate_retrieval(
       hamming_radius: the radius of `precision_within_radius` (None to skip it); a
         radius above K is clipped to K.
       radius_metrics: compute precision-recall over radius 0..K (Hamming only).
+        `hamming_radius` and the radius curve apply to Hamming scorers only.
       tie_bounds: also compute the optimistic and pessimistic mAP.
       num_threads: worker threads over query chunks; default min(4, available cores).
+      query_chunk_size: queries per chunk; default: as many as fit the chunk's memory
+        budget (about 100 MiB of temporaries).
 
     Returns:
       A `RetrievalMetrics`.
@@ -399,26 +332,29 @@ def evaluate_retrieval(
     permutation = ranking.random_tie_permutation(num_items, seed) if ties == "random" else None
 
     codes_given = query_codes is not None or database_codes is not None
+    matrix_given = distances is not None or scores is not None
+    if sum((scorer is not None, codes_given, matrix_given)) != 1:
+        raise ValueError(
+            "Pass exactly one ranking: scorer=, both query_codes and database_codes, or one of "
+            "distances / scores."
+        )
     if codes_given:
-        if (
-            query_codes is None
-            or database_codes is None
-            or distances is not None
-            or scores is not None
-        ):
+        if query_codes is None or database_codes is None:
             raise ValueError(
                 "Pass both query_codes and database_codes, or one of distances / scores."
             )
-        source = _hamming_source(query_codes, database_codes, bits, permutation)
-    else:
-        source = _matrix_source(distances, scores, bits, permutation)
-    if source.num_queries != query_labels.shape[0] or source.num_items != num_items:
+        scorer = scorers.HammingScorer(query_codes, database_codes, bits)
+    elif matrix_given:
+        scorer = scorers.MatrixScorer(distances, scores, bits)
+    if scorer.num_queries != query_labels.shape[0] or scorer.num_items != num_items:
         raise ValueError(
-            f"Ranking covers {source.num_queries} queries x {source.num_items} items but "
+            f"Ranking covers {scorer.num_queries} queries x {scorer.num_items} items but "
             f"labels have {query_labels.shape[0]} query rows and {num_items} database rows."
         )
+    source = scorer if permutation is None else scorer.permuted(permutation)
+    radius_bits = scorer.radius_bits
     if not radius_metrics and hamming_radius is None:
-        source = dataclasses.replace(source, radius_bits=None)
+        radius_bits = None
 
     query_masks = relevance_lib.pack_label_masks(query_labels)  # (W, Q)
     database_masks = relevance_lib.pack_label_masks(database_labels)  # (W, N)
@@ -439,6 +375,10 @@ def evaluate_retrieval(
     bytes_per_row = num_items * (2 * source.key_itemsize + 8 + 10) + depth * (len(policies) + 24)
     rows_per_chunk = max(1, min(_MAX_CHUNK_ROWS, _CHUNK_BYTES // bytes_per_row))
     rows_per_chunk = min(rows_per_chunk, -(-num_queries // threads))  # Keep every thread busy.
+    if query_chunk_size is not None:
+        if query_chunk_size < 1:
+            raise ValueError(f"query_chunk_size must be >= 1; got {query_chunk_size}.")
+        rows_per_chunk = query_chunk_size
     bounds = [
         (s, min(s + rows_per_chunk, num_queries)) for s in range(0, num_queries, rows_per_chunk)
     ]
@@ -447,6 +387,7 @@ def evaluate_retrieval(
         return _evaluate_chunk(
             *chunk_bounds,
             source=source,
+            radius_bits=radius_bits,
             query_masks=query_masks,
             database_masks=database_masks,
             policies=policies,
@@ -476,15 +417,15 @@ def evaluate_retrieval(
 
     radii = radius_precision = radius_recall = None
     within_radius = None
-    if source.radius_bits is not None:
+    if radius_bits is not None:
         per_radius_precision = gather("radius_precision")  # (Q, K+1)
         if radius_metrics:
-            radii = np.arange(source.radius_bits + 1)
+            radii = np.arange(radius_bits + 1)
             radius_precision = per_radius_precision.mean(axis=0)
             radius_recall = gather("radius_recall").mean(axis=0)
         if hamming_radius is not None:
             within_radius = float(
-                per_radius_precision[:, min(hamming_radius, source.radius_bits)].mean()
+                per_radius_precision[:, min(hamming_radius, radius_bits)].mean()
             )
 
     return RetrievalMetrics(

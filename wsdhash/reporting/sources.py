@@ -7,6 +7,7 @@ import json
 import os
 
 from wsdhash.eval import CodesFile, read_codes_file
+from wsdhash.eval.scorers import scorer_kind
 
 
 @dataclasses.dataclass
@@ -40,7 +41,7 @@ class ReportEntry:
 
     @property
     def kind(self) -> str:
-        return "AQD" if self.contents.codebooks is not None else "Hamming"
+        return scorer_kind(self.contents).title
 
 
 def load_entry(path: str) -> ReportEntry:

@@ -4,20 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from wsdhash.eval import CodesFile, unpack_codes
+from wsdhash.eval import CodesFile
+from wsdhash.eval.scorers import scorer_kind
 
 
 def code_vectors(contents: CodesFile) -> np.ndarray:
-    """Database vectors to embed: +-1 bits of binary codes; for quantization codes the
-    continuous features when stored, else the codeword reconstructions."""
-    database = contents.database
-    if contents.codebooks is None:
-        return unpack_codes(database.codes, contents.bits).astype(np.float32)
-    if database.features is not None:
-        return np.asarray(database.features, np.float32)
-    from wsdhash.quantization.aqd import reconstruct  # pylint: disable=g-import-not-at-top
-
-    return reconstruct(database.indices, contents.codebooks)
+    """Database vectors to embed, as the file's scorer sees them (scorers.ScorerKind):
+    the +-1 bits of binary codes; for quantization codes the continuous features when
+    stored, else the codeword reconstructions."""
+    return scorer_kind(contents).vectors(contents)
 
 
 def tsne_points(contents: CodesFile, num_points: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -25,7 +25,7 @@ from absl import logging
 from wsdhash.data.list_files import SplitData
 from wsdhash.eval import metrics as metrics_lib
 from wsdhash.quantization.additive import AdditiveQuantizer
-from wsdhash.quantization.aqd import aqd_evaluate
+from wsdhash.eval.aqd_metrics import aqd_evaluate
 from wsdhash.quantization.product import ProductQuantizer
 from wsdhash.tagging.files import load_merge_map, merged_labels, read_final_embeddings
 
