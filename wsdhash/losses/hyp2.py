@@ -34,6 +34,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from wsdhash.losses import references
+
 _ZETA_TABLE = "hyp2_zeta.csv"
 
 # torch.nn.functional.normalize divides by max(||x||, 1e-12); l2_normalize clamps the
@@ -164,8 +166,7 @@ def hyp2_pair_loss(
         (B,) float32; mean over the R references as anchors = the published
         sum_D max(0, cos - zeta) / |D| (0 if D is empty).
     """
-    if (ref_codes is None) != (ref_labels is None):
-        raise ValueError("Pass both ref_codes and ref_labels, or neither.")
+    references.check_pair(ref_codes, ref_labels)
     codes = _as_float(codes)
     positive = tf.cast(_as_float(labels) > 0, tf.float32)  # (B, C)
     if ref_codes is None:
@@ -180,8 +181,7 @@ def hyp2_pair_loss(
     ref_multi = tf.reduce_sum(ref_positive, axis=1) > 1  # (R,)
     # The original never meets a self pair (a multi-label sample shares its labels with
     # itself); excluding the diagonal by position keeps that true whatever the labels.
-    anchor_rows = tf.range(num_anchors) + tf.cast(anchor_offset, tf.int32)  # (B,)
-    not_self = anchor_rows[:, None] != tf.range(num_refs)[None, :]  # (B, R)
+    not_self = references.not_self(num_anchors, num_refs, anchor_offset)  # (B, R)
     irrelevant = tf.matmul(positive, ref_positive, transpose_b=True) == 0  # (B, R)
     in_d = irrelevant & anchor_multi[:, None] & ref_multi[None, :] & not_self  # (B, R)
 
@@ -221,8 +221,7 @@ def hyp2_loss(
     Returns:
         (B,) float32.
     """
-    if (ref_codes is None) != (ref_labels is None):
-        raise ValueError("Pass both ref_codes and ref_labels, or neither.")
+    references.check_pair(ref_codes, ref_labels)
     total = hyp2_proxy_loss(codes, labels, proxies, zeta, ref_labels=ref_labels)
     if beta > 0:
         total += beta * hyp2_pair_loss(
@@ -287,8 +286,7 @@ class HyP2Loss(keras.layers.Layer):
         ref_labels: tf.Tensor | None = None,
         anchor_offset: int | tf.Tensor = 0,
     ) -> dict[str, tf.Tensor]:
-        if (ref_codes is None) != (ref_labels is None):
-            raise ValueError("Pass both ref_codes and ref_labels, or neither.")
+        references.check_pair(ref_codes, ref_labels)
         proxies = tf.convert_to_tensor(self.proxies)
         proxy = hyp2_proxy_loss(codes, labels, proxies, self.zeta, ref_labels=ref_labels)
         if self.beta > 0:

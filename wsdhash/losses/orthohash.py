@@ -29,6 +29,7 @@ Reference:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -215,6 +216,48 @@ def orthohash_loss(
     return total
 
 
+@dataclasses.dataclass(frozen=True)
+class OrthoHashSettings:
+    """OrthoHash's hyperparameters, checked and stored once for the layer and the
+    stateless Keras loss (see `orthohash_loss` for their meaning)."""
+
+    scale: float | None = None
+    margin: float = 0.2
+    margin_type: str = "cos"
+    multiclass: bool = False
+    multiclass_loss: str = "label_smoothing"
+    ce_weight: float = 1.0
+    quantization_weight: float = 0.0
+    quantization_type: str = "cs"
+
+    def __post_init__(self):
+        _check_choice("margin_type", self.margin_type, MARGIN_TYPES)
+        _check_choice("multiclass_loss", self.multiclass_loss, MULTICLASS_LOSSES)
+        _check_choice("quantization_type", self.quantization_type, QUANTIZATION_TYPES)
+        typed = {
+            "scale": None if self.scale is None else float(self.scale),
+            "margin": float(self.margin),
+            "multiclass": bool(self.multiclass),
+            "ce_weight": float(self.ce_weight),
+            "quantization_weight": float(self.quantization_weight),
+        }
+        for name, value in typed.items():
+            object.__setattr__(self, name, value)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def cross_entropy_arguments(self) -> dict[str, Any]:
+        """The keyword arguments of `orthohash_cross_entropy`."""
+        names = ("scale", "margin", "margin_type", "multiclass", "multiclass_loss")
+        return {name: getattr(self, name) for name in names}
+
+    def expose_on(self, owner) -> None:
+        """Sets each hyperparameter as an attribute of `owner` (layer.margin, ...)."""
+        for name, value in self.as_dict().items():
+            setattr(owner, name, value)
+
+
 class OrthoHashLoss(keras.layers.Layer):
     """OrthoHash loss layer; owns the fixed (C, K) +-1 codebook as a non-trainable weight.
 
@@ -262,9 +305,11 @@ class OrthoHashLoss(keras.layers.Layer):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         _check_choice("codebook_method", codebook_method, codebooks.CODEBOOK_METHODS)
-        _check_choice("margin_type", margin_type, MARGIN_TYPES)
-        _check_choice("multiclass_loss", multiclass_loss, MULTICLASS_LOSSES)
-        _check_choice("quantization_type", quantization_type, QUANTIZATION_TYPES)
+        self.settings = OrthoHashSettings(
+            scale, margin, margin_type, multiclass, multiclass_loss, ce_weight,
+            quantization_weight, quantization_type,
+        )  # fmt: skip
+        self.settings.expose_on(self)
         self.bits = int(bits)
         self.num_classes = int(num_classes)
         self.seed = int(seed)
@@ -272,14 +317,6 @@ class OrthoHashLoss(keras.layers.Layer):
         self.explicit_codebook = (
             None if codebook is None else _checked_codebook(codebook, self.num_classes, self.bits)
         )
-        self.scale = None if scale is None else float(scale)
-        self.margin = float(margin)
-        self.margin_type = margin_type
-        self.multiclass = bool(multiclass)
-        self.multiclass_loss = multiclass_loss
-        self.ce_weight = float(ce_weight)
-        self.quantization_weight = float(quantization_weight)
-        self.quantization_type = quantization_type
 
         values = self.explicit_codebook
         if values is None:
@@ -310,15 +347,9 @@ class OrthoHashLoss(keras.layers.Layer):
         # The references are unused: every OrthoHash term is per example.
         del ref_codes, ref_labels, anchor_offset
         ce = orthohash_cross_entropy(
-            codes,
-            labels,
-            tf.convert_to_tensor(self.codebook),
-            scale=self.scale,
-            margin=self.margin,
-            margin_type=self.margin_type,
-            multiclass=self.multiclass,
-            multiclass_loss=self.multiclass_loss,
-        )
+            codes, labels, tf.convert_to_tensor(self.codebook),
+            **self.settings.cross_entropy_arguments(),
+        )  # fmt: skip
         quantization = quantization_error(codes, self.quantization_type)
         loss = self.ce_weight * ce
         if self.quantization_weight != 0:
@@ -333,14 +364,7 @@ class OrthoHashLoss(keras.layers.Layer):
             seed=self.seed,
             codebook_method=self.codebook_method,
             codebook=None if self.explicit_codebook is None else self.explicit_codebook.tolist(),
-            scale=self.scale,
-            margin=self.margin,
-            margin_type=self.margin_type,
-            multiclass=self.multiclass,
-            multiclass_loss=self.multiclass_loss,
-            ce_weight=self.ce_weight,
-            quantization_weight=self.quantization_weight,
-            quantization_type=self.quantization_type,
+            **self.settings.as_dict(),
         )
         return config
 
@@ -390,44 +414,16 @@ class OrthoHashCodebookLoss(keras.losses.Loss):
         if values.ndim != 2:
             raise ValueError(f"codebook must be (C, K); got shape {values.shape}.")
         self.codebook = _checked_codebook(values, *values.shape)
-        _check_choice("margin_type", margin_type, MARGIN_TYPES)
-        _check_choice("multiclass_loss", multiclass_loss, MULTICLASS_LOSSES)
-        _check_choice("quantization_type", quantization_type, QUANTIZATION_TYPES)
-        self.scale = None if scale is None else float(scale)
-        self.margin = float(margin)
-        self.margin_type = margin_type
-        self.multiclass = bool(multiclass)
-        self.multiclass_loss = multiclass_loss
-        self.ce_weight = float(ce_weight)
-        self.quantization_weight = float(quantization_weight)
-        self.quantization_type = quantization_type
+        self.settings = OrthoHashSettings(
+            scale, margin, margin_type, multiclass, multiclass_loss, ce_weight,
+            quantization_weight, quantization_type,
+        )  # fmt: skip
+        self.settings.expose_on(self)
 
     def call(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
-        return orthohash_loss(
-            y_pred,
-            y_true,
-            tf.constant(self.codebook),
-            scale=self.scale,
-            margin=self.margin,
-            margin_type=self.margin_type,
-            multiclass=self.multiclass,
-            multiclass_loss=self.multiclass_loss,
-            ce_weight=self.ce_weight,
-            quantization_weight=self.quantization_weight,
-            quantization_type=self.quantization_type,
-        )
+        return orthohash_loss(y_pred, y_true, tf.constant(self.codebook), **self.settings.as_dict())
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
-        config.update(
-            codebook=self.codebook.tolist(),
-            scale=self.scale,
-            margin=self.margin,
-            margin_type=self.margin_type,
-            multiclass=self.multiclass,
-            multiclass_loss=self.multiclass_loss,
-            ce_weight=self.ce_weight,
-            quantization_weight=self.quantization_weight,
-            quantization_type=self.quantization_type,
-        )
+        config.update(codebook=self.codebook.tolist(), **self.settings.as_dict())
         return config

@@ -40,6 +40,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from wsdhash.losses import references
+
 
 def default_margin(bits: int, dnnh_sigmoid: bool = False) -> float:
     """The margin used when none is given.
@@ -85,9 +87,8 @@ def _triplet_masks(
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """(B, R) float masks of the positives (after the anchor) and negatives of each anchor."""
     relevant, labelled, ref_labelled = _relevance(labels, ref_labels)
-    anchor_rows = tf.range(tf.shape(relevant)[0]) + tf.cast(anchor_offset, tf.int32)  # (B,)
-    after_anchor = tf.range(tf.shape(relevant)[1])[None, :] > anchor_rows[:, None]  # (B, R)
-    positives = relevant & after_anchor
+    shape = tf.shape(relevant)
+    positives = relevant & references.after_anchor(shape[0], shape[1], anchor_offset)
     negatives = ~relevant & labelled[:, None] & ref_labelled[None, :]
     return tf.cast(positives, tf.float32), tf.cast(negatives, tf.float32)
 
@@ -128,8 +129,7 @@ def triplet_loss(
     Returns:
         (B,) float32; mean over the R references as anchors = the published loss.
     """
-    if (ref_codes is None) != (ref_labels is None):
-        raise ValueError("Pass both ref_codes and ref_labels, or neither.")
+    references.check_pair(ref_codes, ref_labels)
     codes = tf.cast(codes, tf.float32)
     if ref_codes is None:
         ref_codes, ref_labels = codes, labels

@@ -59,6 +59,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from wsdhash.losses import references
+
 MARGINS = ("adaptive", "fixed")
 VARIANTS = ("wsdhq", "wdht")
 QUANTIZATION_FORMS = ("faithful", "hypersphere", "product")
@@ -219,8 +221,7 @@ def wdht_loss(
 
     anchor_tagged = tf.reduce_any(positive, axis=1)  # (B,)
     ref_tagged = tf.reduce_any(ref_positive, axis=1)  # (R,)
-    anchor_rows = tf.range(num_anchors) + tf.cast(anchor_offset, tf.int32)  # (B,)
-    not_self = anchor_rows[:, None] != tf.range(num_refs)[None, :]  # (B, R)
+    not_self = references.not_self(num_anchors, num_refs, anchor_offset)  # (B, R)
     mask = anchor_tagged[:, None] & ref_tagged[None, :] & not_self  # (B, R)
     total = tf.reduce_sum(tf.where(mask, hinge, 0.0), axis=1)  # (B,)
 
@@ -449,8 +450,7 @@ class WSDHQLoss(keras.layers.Layer):
         anchor_offset: int | tf.Tensor = 0,
         example_index: tf.Tensor | None = None,
     ) -> dict[str, tf.Tensor]:
-        if (ref_codes is None) != (ref_labels is None):
-            raise ValueError("Pass both ref_codes and ref_labels, or neither.")
+        references.check_pair(ref_codes, ref_labels)
         # Both variants compare anchors with tags only; the references give the
         # normaliser (and WDHT's a_j) through their labels, so ref_codes is not needed.
         del ref_codes
