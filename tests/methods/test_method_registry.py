@@ -1,0 +1,82 @@
+"""The method registry: every method's options reproduce the loss arguments the
+command line gave before the interface (worked out by hand from the flag defaults),
+the flags are defined from the options, and a new method is its files plus one
+registry line."""
+
+import types
+
+import numpy as np
+import pytest
+
+from wsdhash.methods import METHODS, BinaryHashMethod, Option
+
+
+def _flag_values(method, **overrides):
+    values = {option.flag: option.default for option in method.options}
+    values.update({"quantizer": "additive", **overrides})
+    return types.SimpleNamespace(**values)
+
+
+def test_default_options_give_the_published_loss_arguments():
+    expected = {
+        "orthohash": {
+            "codebook_method": "B", "scale": None, "margin": 0.2, "margin_type": "cos",
+            "multiclass": True, "quantization_weight": 0.0,
+        },
+        "hyp2": {"beta": 0.5, "zeta": None},
+        "triplet": {"margin": None, "dnnh_sigmoid": False},
+        "wsdhq": {
+            "gamma": 1.0, "margin": "adaptive", "hardest_negatives": False,
+            "variant": "wsdhq", "quantization_weight": 1e-4,
+            "quantization_form": "faithful",
+        },
+    }  # fmt: skip
+    assert METHODS.names() == sorted(expected)
+    for name, arguments in expected.items():
+        method = METHODS.get(name)
+        assert method.name == name
+        assert method.options_from_flags(_flag_values(method)) == arguments
+
+
+def test_conversions():
+    orthohash, wsdhq = METHODS.get("orthohash"), METHODS.get("wsdhq")
+    assert orthohash.options_from_flags(_flag_values(orthohash, orthohash_scale=8.0))["scale"] == 8
+    flags = _flag_values(wsdhq, quantizer="product")
+    assert wsdhq.options_from_flags(flags)["quantization_form"] == "product"
+    flags = _flag_values(wsdhq, quantizer="product", wsdhq_quantization_form="hypersphere")
+    assert wsdhq.options_from_flags(flags)["quantization_form"] == "hypersphere"
+
+
+def test_every_flag_name_is_unique_and_prefixed():
+    flags = [
+        option.flag for method in map(METHODS.get, METHODS.names()) for option in method.options
+    ]
+    assert len(flags) == len(set(flags))
+    for name in METHODS.names():
+        assert all(o.flag.startswith(f"{name}_") for o in METHODS.get(name).options)
+
+
+def test_a_binary_method_is_its_loss_and_options():
+    class Scaled:
+        """A toy loss: per-example squared norm times a factor."""
+
+        def __init__(self, bits, num_classes, seed, factor):
+            self.factor = factor
+
+    class Toy(BinaryHashMethod):
+        name = "toy"
+        loss_class = Scaled
+        options = (Option("toy_factor", "factor", "float", 2.0, "A factor."),)
+
+    config = types.SimpleNamespace(bits=16, seed=0, method_options={"factor": 3.0})
+    method = Toy(config)
+    assert method.output_dim() == 16 and method.build_loss(5).factor == 3.0
+    features = np.array([[0.5, -1.0, 0.0, 2.0] * 4, [-0.5, 1.0, -0.1, -2.0] * 4], np.float32)
+    labels = np.eye(2, dtype=np.uint8)
+    result = method.evaluate(features, labels, features, labels, topk=None, empty="zero")
+    assert result.map == pytest.approx(1.0) and result.map_optimistic is not None
+    contents = method.codes_file(
+        types.SimpleNamespace(labels=labels, paths=np.array(["a", "b"])), features,
+        types.SimpleNamespace(labels=labels, paths=np.array(["a", "b"])), features,
+    )  # fmt: skip
+    assert contents.scorer == "hamming" and contents.query.codes.shape == (2, 2)

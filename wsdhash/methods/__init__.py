@@ -1,0 +1,20 @@
+"""The method registry: name -> `Method` subclass (base.py explains the interface).
+
+    method = METHODS.get("hyp2")(config)
+
+Adding a method: a module defining a `Method` (or `BinaryHashMethod`) subclass with
+its loss and options, and one line here.
+"""
+
+from wsdhash.methods.base import BinaryHashMethod, Method, Option
+from wsdhash.methods.binary_methods import HyP2, OrthoHash, Triplet
+from wsdhash.methods.wsdhq import WSDHQ
+from wsdhash.registry import Registry
+
+METHODS: Registry[type[Method]] = Registry("method")
+METHODS.register("orthohash")(OrthoHash)
+METHODS.register("hyp2")(HyP2)
+METHODS.register("triplet")(Triplet)
+METHODS.register("wsdhq")(WSDHQ)
+
+__all__ = ["METHODS", "BinaryHashMethod", "Method", "Option"]

@@ -1,0 +1,165 @@
+"""What a hashing method is to the rest of wsdhash: the `Method` interface.
+
+The training loop, export, evaluation and search know no method by name: they ask the
+run's `Method` (registered in `wsdhash.methods.METHODS`) for everything that differs
+between methods. One instance serves one run and may hold run state (WSDHQ's
+quantizer). The life of a run:
+
+    method = METHODS.get(config.method)(config)
+    train, validation = method.prepare_splits(train, validation)   # e.g. merged tags
+    output_dim = method.output_dim()                               # K, or WSDHQ's D
+    loss = method.build_loss(num_targets)                          # a losses/ layer
+    ... each step: loss(codes, targets, refs..., **method.loss_inputs(batch))
+    method.after_restore(loss)                                     # resume
+    method.after_step(step, encode_train, loss)                    # e.g. quantizer
+    method.evaluate(query_features, ..., topk, empty)              # its scorer
+    method.before_final(encode_train, loss); method.codes_file(...)
+    method.serving_encoder(checkpoint)                             # extra outputs
+
+Hyperparameters come from the command line through `options`: each `Option` names
+its flag, the loss argument it fills and its conversion; `wsdhash.train` defines the
+flags from every registered method's options (flags live only in entry points) and
+`options_from_flags` turns flag values into the loss's keyword arguments.
+
+Adding a method is a module with a `Method` subclass (and its loss under losses/) plus
+one registry line in `wsdhash/methods/__init__.py`; binary-code methods need only a
+`BinaryHashMethod` subclass naming their loss and options.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from wsdhash.eval import CodesFile, CodesSplit, binarize, evaluate_retrieval, pack_codes
+from wsdhash.eval.metrics import RetrievalMetrics
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """One hyperparameter a method takes from the command line.
+
+    Attributes:
+        flag: the flag name (stable: flagfiles use it), e.g. "orthohash_margin".
+        argument: the loss keyword it fills, e.g. "margin".
+        kind: "float", "integer", "bool", "string" or "enum".
+        default: the flag's default.
+        help: the flag's help text.
+        choices: the values of an "enum" flag.
+        convert: (flag value, all flag values) -> argument value; default: as is.
+    """
+
+    flag: str
+    argument: str
+    kind: str
+    default: Any
+    help: str
+    choices: tuple[str, ...] = ()
+    convert: Callable[[Any, Any], Any] | None = None
+
+    def value(self, flag_values) -> Any:
+        raw = getattr(flag_values, self.flag)
+        return raw if self.convert is None else self.convert(raw, flag_values)
+
+
+class Method:
+    """The interface (module doc). Subclasses set `name`, `options`, `loss_class` and
+    override what differs from binary hashing.
+
+    Args:
+        config: the run's `TrainConfig` (wsdhash.training.trainer).
+    """
+
+    name = "method"
+    options: tuple[Option, ...] = ()
+    loss_class: type | None = None
+
+    def __init__(self, config):
+        self.config = config
+
+    @classmethod
+    def options_from_flags(cls, flag_values) -> dict[str, Any]:
+        """The loss's keyword arguments from parsed flag values."""
+        return {option.argument: option.value(flag_values) for option in cls.options}
+
+    # --- Data and model --------------------------------------------------------------
+
+    def prepare_splits(self, train, validation):
+        """(train, validation) as the method trains and validates on them."""
+        return train, validation
+
+    def output_dim(self) -> int:
+        """The width of the model's output (K for binary codes)."""
+        return self.config.bits
+
+    def loss_arguments(self) -> dict[str, Any]:
+        """Keyword arguments of the loss beyond bits, num_classes and seed."""
+        return dict(self.config.method_options)
+
+    def build_loss(self, num_targets: int):
+        """The method's loss layer (losses/), with its variables built."""
+        return self.loss_class(
+            bits=self.config.bits,
+            num_classes=num_targets,
+            seed=self.config.seed,
+            **self.loss_arguments(),
+        )
+
+    def loss_inputs(self, batch: dict) -> dict:
+        """Extra per-batch keyword inputs of the loss (e.g. the examples' indices)."""
+        return {}
+
+    # --- Between steps ---------------------------------------------------------------
+
+    def after_restore(self, loss) -> None:
+        """After a checkpoint was restored into the loss (resume, final selection)."""
+
+    def after_step(self, step: int, encode_train: Callable[[], np.ndarray], loss) -> None:
+        """After training step `step`; `encode_train()` gives the training features."""
+
+    def before_final(self, encode_train: Callable[[], np.ndarray], loss) -> None:
+        """Before the final evaluation, with the selected checkpoint restored."""
+
+    # --- Evaluation and outputs ------------------------------------------------------
+
+    def evaluate(
+        self, query_features, query_labels, database_features, database_labels, topk, empty
+    ) -> RetrievalMetrics:
+        """Metrics of the model's relaxed outputs under the method's scorer."""
+        return evaluate_retrieval(
+            query_labels,
+            database_labels,
+            query_codes=pack_codes(binarize(query_features)),
+            database_codes=pack_codes(binarize(database_features)),
+            bits=query_features.shape[1],
+            topk=topk,
+            empty=empty,
+            tie_bounds=True,
+        )
+
+    def codes_file(self, query, query_features, database, database_features) -> CodesFile:
+        """The run's codes file: what search and evaluation read."""
+        return CodesFile(
+            bits=self.config.bits,
+            query=CodesSplit(
+                pack_codes(binarize(query_features)), query.labels, ids=query.paths,
+                features=query_features,
+            ),
+            database=CodesSplit(
+                pack_codes(binarize(database_features)), database.labels,
+                ids=database.paths, features=database_features,
+            ),
+        )  # fmt: skip
+
+    def serving_encoder(self, checkpoint: str, workdir: str):
+        """A tf.Module mapping the embedding to extra serving outputs, or None (binary
+        codes need none: the export's packed codes are the database side)."""
+        del checkpoint, workdir
+
+
+class BinaryHashMethod(Method):
+    """Binary codes: sign of the model's output, ranked by Hamming distance. A method
+    of this kind is its loss and its options."""

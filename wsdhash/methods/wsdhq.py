@@ -1,0 +1,177 @@
+"""WSDHQ as a method: merged user tags, the tag-embedding output space, the quantizer
+between steps, AQD evaluation, quantization codes and their in-graph encoder.
+
+The quantizer's state lives in the loss layer's variables (codebooks, the training
+codes, `quantization_active`), which the run's checkpoint saves under the name
+`loss`; the export restores them by that name (`serving_encoder`). Until the first
+quantizer update the continuous features are ranked by inner product (validation of
+early steps); the final evaluation always fits the quantizer first.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from wsdhash.eval import CodesFile, CodesSplit
+from wsdhash.eval.metrics import RetrievalMetrics, evaluate_retrieval
+from wsdhash.eval.scorers import FeatureScorer
+from wsdhash.losses.wsdhq import WSDHQLoss
+from wsdhash.methods.base import Method, Option
+from wsdhash.training import quantized
+
+# The checkpoint key of the loss's stored training codes (the run's checkpoint tracks
+# the loss layer as `loss`); its rows are the number of training examples.
+_TRAIN_CODES_KEY = "loss/train_codes/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+def _quantization_form(value, flags):
+    return quantized.default_quantization_form(flags.quantizer) if value == "auto" else value
+
+
+class WSDHQ(Method):
+    name = "wsdhq"
+    loss_class = WSDHQLoss
+    options = (
+        Option("wsdhq_gamma", "gamma", "float", 1.0, "WSDHQ adaptive-margin exponent gamma."),
+        Option("wsdhq_margin", "margin", "enum", "adaptive", "WSDHQ margin.",
+               choices=("adaptive", "fixed")),
+        Option("wsdhq_hardest_negatives", "hardest_negatives", "bool", False,
+               "WSDHQ: only the hardest negatives."),
+        Option("wsdhq_variant", "variant", "enum", "wsdhq", "Margin loss or WDHT baseline.",
+               choices=("wsdhq", "wdht")),
+        Option("wsdhq_quantization_weight", "quantization_weight", "float", 1e-4, "WSDHQ lambda."),
+        Option(
+            "wsdhq_quantization_form", "quantization_form", "enum", "auto",
+            "Quantization loss on raw tanh features (the code), normalised ones (the paper) "
+            "or normalised sub-vectors (product quantizer); auto: faithful for additive, "
+            "product for product.",
+            choices=("auto", "faithful", "hypersphere", "product"), convert=_quantization_form,
+        ),
+    )  # fmt: skip
+
+    def __init__(self, config):
+        super().__init__(config)
+        if config.supervision != "tags":
+            raise ValueError("WSDHQ trains from user tags: use --supervision=tags.")
+        self.tag_embeddings, self.merge_map = quantized.load_tag_model(config.tag_dir)
+        self.quantizer = None
+        self.num_train = None
+
+    @property
+    def form(self) -> str:
+        return self.config.method_options.get("quantization_form", "faithful")
+
+    def prepare_splits(self, train, validation):
+        train = quantized.with_merged_tags(train, self.merge_map)
+        validation = quantized.with_merged_tags(validation, self.merge_map)
+        config = self.config
+        self.num_train = len(train)
+        self.quantizer = quantized.TrainingQuantizer(
+            config.bits,
+            self.tag_embeddings,
+            config.quantizer_update_every
+            or quantized.TrainingQuantizer.default_period(len(train), config.batch_size),
+            config.seed,
+            kind=config.quantizer,
+            form=self.form,
+            num_train=len(train),
+        )
+        return train, validation
+
+    def output_dim(self) -> int:
+        """D: the model's output lives in the tag-embedding space; the code is 8 bits per
+        codebook of the quantizer."""
+        return self.tag_embeddings.shape[1]
+
+    def loss_arguments(self) -> dict:
+        return {
+            **self.config.method_options,
+            "tag_embeddings": self.tag_embeddings,
+            "num_train_examples": self.num_train,
+        }
+
+    def loss_inputs(self, batch: dict) -> dict:
+        return {"example_index": batch["index"]}  # rows of the stored training codes
+
+    def after_restore(self, loss) -> None:
+        self.quantizer.restore(loss)
+
+    def after_step(self, step: int, encode_train, loss) -> None:
+        if step % self.quantizer.update_every == 0:
+            self.quantizer.update(encode_train(), loss)
+
+    def before_final(self, encode_train, loss) -> None:
+        self.quantizer.restore(loss)
+        self.quantizer.ensure_ready(encode_train(), loss)
+
+    def evaluate(
+        self, query_features, query_labels, database_features, database_labels, topk, empty
+    ) -> RetrievalMetrics:
+        if not self.quantizer.ready:  # early validation: continuous features
+            return evaluate_retrieval(
+                query_labels,
+                database_labels,
+                scorer=FeatureScorer(query_features, database_features),
+                topk=topk,
+                empty=empty,
+            )
+        result, _ = self.quantizer.evaluate(
+            query_features, query_labels, database_features, database_labels, topk, empty
+        )
+        return result
+
+    def codes_file(self, query, query_features, database, database_features) -> CodesFile:
+        # The M codeword indices are the code bytes (8 bits each).
+        query_indices = self.quantizer.encode(query_features)
+        database_indices = self.quantizer.encode(database_features)
+        return CodesFile(
+            bits=self.config.bits,
+            codebooks=self.quantizer.codebooks.astype(np.float32),
+            query=CodesSplit(
+                query_indices, query.labels, ids=query.paths, features=query_features,
+                indices=query_indices,
+            ),
+            database=CodesSplit(
+                database_indices, database.labels, ids=database.paths,
+                features=database_features, indices=database_indices,
+            ),
+            scorer="aqd",
+        )  # fmt: skip
+
+    def serving_encoder(self, checkpoint: str, workdir: str):
+        """The quantizer of `checkpoint` as graph ops. Its codebooks are restored by name
+        from the checkpoint's loss state when its quantizer had run, else taken from
+        the run's codes.h5 (the trainer fits the quantizer at the end when no
+        checkpoint had one)."""
+        quantizer = quantized.TrainingQuantizer(
+            self.config.bits, self.tag_embeddings, 1, self.config.seed,
+            kind=self.config.quantizer, form=self.form,
+        )  # fmt: skip
+        shapes = tf.train.load_checkpoint(checkpoint).get_variable_to_shape_map()
+        loss = self.loss_class(
+            bits=self.config.bits,
+            num_classes=len(self.tag_embeddings),
+            seed=self.config.seed,
+            **{
+                **self.config.method_options,
+                "tag_embeddings": self.tag_embeddings,
+                "num_train_examples": shapes.get(_TRAIN_CODES_KEY, [1])[0],
+            },
+        )
+        tf.train.Checkpoint(loss=loss).restore(checkpoint).expect_partial()
+        if float(loss.quantization_active.numpy()) > 0:
+            quantizer.set_codebooks(loss.codebooks.numpy())
+        else:
+            from wsdhash.eval import read_codes_file
+
+            codes_path = os.path.join(workdir, "codes.h5")
+            if not os.path.exists(codes_path):
+                raise FileNotFoundError(
+                    f"{workdir}: the checkpoint has no quantizer state yet and there is no "
+                    "codes.h5 with codebooks; finish (or resume) the training run first."
+                )
+            quantizer.set_codebooks(read_codes_file(codes_path).codebooks)
+        return quantizer.graph_encoder()
