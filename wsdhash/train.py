@@ -18,6 +18,11 @@ schedule (`--steps`, or `--epochs`); the optimiser's and the loss's hyperparamet
 (e.g. `--resume_with_changes=lr,hyp2_zeta`) can be changed the same way, and
 `run_info.json` records every such change under "resumes". Two trainings never share
 a workdir: the second stops with an error while the first holds its lock.
+
+Bad inputs stop the run with one line naming them: a missing or non-image file at
+start-up, an image that does not decode when it is read (the last checkpoint is kept
+and written before each validation: fix the file and run again to resume), a training
+split whose labels are all zero. Images are never skipped silently.
 """
 
 from __future__ import annotations

@@ -100,7 +100,7 @@ def test_wsdhq_head_on_features_resumes_with_its_quantizer(features):
         f"--workdir={workdir}",
     ]  # fmt: skip
     _run("wsdhash.train", *args, "--steps=2")
-    result = _run("wsdhash.train", *args, "--steps=4")
+    result = _run("wsdhash.train", *args, "--steps=4", "--resume_with_changes=steps")
     assert "Resumed from" in result.stderr and "at step 2" in result.stderr
     codes = read_codes_file(workdir / "codes.h5")
     assert codes.codebooks.shape == (2, 256, 16) and codes.database.indices.shape == (80, 2)

@@ -72,8 +72,9 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data_dir, tmp_path):
     run_train(data_dir, workdir, "--steps=5", "--method=hyp2")
     # Resume the run for 5 more steps with a NaN threshold: the first new step is NaN.
     result = run_train(
-        data_dir, workdir, "--steps=10", "--method=hyp2", "--hyp2_zeta=nan", check=False
-    )
+        data_dir, workdir, "--steps=10", "--method=hyp2", "--hyp2_zeta=nan",
+        "--resume_with_changes=steps,hyp2_zeta", check=False,
+    )  # fmt: skip
     assert result.returncode != 0
     assert "NonFiniteLossError: Loss is nan at step 6; stopping" in result.stderr
     latest = tf.train.latest_checkpoint(str(workdir / "checkpoints"))

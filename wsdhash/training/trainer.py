@@ -33,10 +33,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import math
 import os
 import re
 import time
+import traceback
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -452,7 +454,24 @@ def train(
     output_dir = output_dir_for(config.workdir, strategy)
     os.makedirs(output_dir, exist_ok=True)
     with workdir_lock(output_dir), _naming_undecodable_images(output_dir):
-        return _train(config, strategy, output_dir, tuple(allow_changes))
+        try:
+            return _train(config, strategy, output_dir, tuple(allow_changes))
+        except BaseException as error:
+            _release_frames(error)
+            raise
+
+
+def _release_frames(error: BaseException) -> None:
+    """Drops the local variables of the frames a failed run's traceback holds (input
+    pipelines, their iterators, the model), so that TensorFlow's iterator threads stop
+    now rather than at interpreter shutdown, where they can hang or abort the exit.
+    The traceback still prints (files, lines and code are kept)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        traceback.clear_frames(error.__traceback__)
+        error = error.__cause__ or error.__context__
+    gc.collect()
 
 
 def _train(
