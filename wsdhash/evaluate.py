@@ -5,7 +5,7 @@ Usage:
   python -m wsdhash.evaluate --codes=run/codes.h5 --topk=all --json
 
 `--topk=all` ranks the whole database (the only spelling for it; 0 and negative values
-are rejected). Conventions are those of EVALUATION.md and `wsdhash.eval.metrics`.
+are rejected). Conventions are those of docs/evaluation.md and `wsdhash.eval.metrics`.
 
 Output: a readable table, or with `--json` exactly one JSON object on stdout whose
 key `map` holds mAP@R. The optimistic and pessimistic mAP (relevant items first / last

@@ -26,7 +26,7 @@ flags.DEFINE_string("output_dir", "report", "Where report.md and the PNG files g
 flags.DEFINE_string(
     "topk", None, "mAP cut-off R: an integer or 'all' (default: the run's R, else all)."
 )
-flags.DEFINE_string("ties", "index", "Tie policy (see EVALUATION.md).")
+flags.DEFINE_string("ties", "index", "Tie policy (see docs/evaluation.md, 'Ties').")
 flags.DEFINE_enum("empty", "zero", ["zero", "skip"], "Queries without a relevant item.")
 flags.DEFINE_integer("tsne_points", 1000, "Database items in each t-SNE (0: no t-SNE).")
 flags.DEFINE_integer("seed", 0, "Seeds the t-SNE sample and layout, and random ties.")

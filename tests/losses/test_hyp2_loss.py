@@ -8,7 +8,8 @@ import tensorflow as tf
 
 from wsdhash.losses import hyp2
 
-# METHODS.md section 3.4: zeta for K x n = ceil(log2 C), n = 5 (C = 20, 21) and 6 (C = 38).
+# docs/methods.md, "HyP2: the threshold zeta": zeta for K x n = ceil(log2 C), n = 5
+# (C = 20, 21) and 6 (C = 38).
 PAPER_ZETA = {
     12: (0.3333, 0.3333),
     16: (0.0, 0.25),

@@ -5,7 +5,7 @@ on cluttered backgrounds and gives every training image a set of photo-site styl
 tags: the words for the concepts it shows (often, not always, sometimes as a synonym)
 buried among frequent content-free words ("nikon", "2008", "travel", ...). It lets
 training from tags and evaluation run end to end without downloads, and it writes the
-real WSDHQ on-disk layout (METHODS.md §2.2 and §7) so the real loaders are exercised.
+real WSDHQ on-disk layout (docs/methods.md, "File formats") so the real loaders are exercised.
 
 Files under `root` (all text UTF-8, one item per line, every line '\n'-terminated):
 

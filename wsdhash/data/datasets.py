@@ -253,7 +253,8 @@ def prepared_lists(
 DATASETS.register("builtin")(builtin)
 DATASETS.register("wsdhq")(wsdhq_lists)
 DATASETS.register("hashnet")(hashnet_lists)
-# Real datasets (METHODS.md §6; EVALUATION.md): lists from `python -m wsdhash.data.prepare`.
+# Real datasets (docs/methods.md, "Dataset protocols"; docs/evaluation.md): lists from
+# `python -m wsdhash.data.prepare`.
 DATASETS.register("flickr25k")(prepared_lists("flickr25k", topk=1000, protocols={"wsdhq": 5000}))
 DATASETS.register("nuswide")(prepared_lists("nuswide", topk=5000))
 DATASETS.register("imagenet100")(prepared_lists("imagenet100", topk=1000))

@@ -1,6 +1,6 @@
 """Readers for the on-disk list formats of the published hashing codebases.
 
-Two layouts are supported (METHODS.md §7):
+Two layouts are supported (docs/methods.md, "File formats"):
 
 * **WSDHQ**: `<split>_img.txt` (one relative image path per line), `<split>_label.txt`
     (0/1 ground-truth matrix), `train_tag.txt` (0/1 matrix over the raw tag vocabulary)

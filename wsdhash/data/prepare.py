@@ -4,7 +4,7 @@
         [--protocol=P] [--seed=0] [--image_root=DIR] [--download] [--decode_check]
         [--option=key=value ...]
 
-Datasets (`wsdhash.data.preparation.PREPARERS`; protocols in METHODS.md §6):
+Datasets (`wsdhash.data.preparation.PREPARERS`; protocols in docs/methods.md, "Dataset protocols"):
 
 | --dataset      | --root                                  | --protocol            |
 |----------------|-----------------------------------------|-----------------------|

@@ -162,7 +162,8 @@ NORMALIZATIONS: Registry[Callable[[tf.Tensor], tf.Tensor]] = Registry("normaliza
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
 TORCH_IMAGENET_MEAN = (0.485, 0.456, 0.406)
 TORCH_IMAGENET_STD = (0.229, 0.224, 0.225)
-# The DNNH re-implementation normalises with CIFAR-10 statistics (METHODS.md §5.1).
+# The DNNH re-implementation normalises with CIFAR-10 statistics (docs/methods.md,
+# "Triplet hashing: network, input and optimiser").
 TORCH_CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 TORCH_CIFAR10_STD = (0.2023, 0.1994, 0.2010)
 
@@ -178,8 +179,8 @@ def _affine(image: tf.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -
 def caffe_mean_on_rgb(image: tf.Tensor) -> tf.Tensor:
     """DeepHash / WSDHQ AlexNet: the BGR Caffe mean subtracted from RGB-ordered pixels.
 
-    A quirk of the original code (METHODS.md §2.4), kept because the published
-    `alexnet.npy` weights were fine-tuned with it.
+    A quirk of the original code (docs/methods.md, "WSDHQ: network and input"), kept
+    because the published `alexnet.npy` weights were fine-tuned with it.
     """
     return image - tf.constant(CAFFE_BGR_MEAN, image.dtype)
 

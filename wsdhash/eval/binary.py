@@ -1,6 +1,6 @@
 """Binary hash codes: binarization, bit packing and Hamming distances.
 
-Conventions (EVALUATION.md, "Codes"): a relaxed code v in R^K becomes +1 where
+Conventions (docs/evaluation.md, "Binary codes"): a relaxed code v in R^K becomes +1 where
 v >= 0 and -1 elsewhere; packed codes hold K bits in ceil(K/8) uint8 bytes, most
 significant bit first (the `numpy.packbits` / FAISS layout), +1 stored as bit 1 and
 padding bits 0 so that they never add distance.

@@ -1,6 +1,6 @@
 """Retrieval metrics: mAP@R, precision@N, precision-recall over Hamming radius.
 
-Conventions (EVALUATION.md), each an explicit argument:
+Conventions (docs/evaluation.md), each an explicit argument:
 - Relevance: query and item share at least one ground-truth label.
 - Ranking: Hamming distance ascending, or scores descending; tie policy `ties` as in
   `wsdhash.eval.ranking` ("index" default, "random" = one seeded database permutation
@@ -37,7 +37,7 @@ from wsdhash.eval import relevance as relevance_lib
 
 DEFAULT_PRECISION_AT = tuple(range(100, 1001, 100))
 EMPTY_POLICIES = ("zero", "skip")
-# EVALUATION.md: report tie-order bounds next to the headline when they differ by more.
+# docs/evaluation.md, "Ties": report tie-order bounds next to the headline when they differ by more.
 TIE_BOUND_TOLERANCE = 0.005
 
 _CHUNK_BYTES = 96 * 2**20

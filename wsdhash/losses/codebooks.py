@@ -85,7 +85,7 @@ def maxhd_codebook(
 
     As in the original code, the rejection counter is reset only when the level is
     lowered, not when a code is accepted, so "10,000 rejections" means rejections since
-    the last lowering (METHODS.md says "consecutive"; the code is authoritative here).
+    the last lowering (docs/methods.md, "OrthoHash: target codebooks").
     The level is lowered by repeated float subtraction, as in the original.
 
     Args:

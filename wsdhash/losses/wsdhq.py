@@ -1,7 +1,7 @@
 """WSDHQ loss: adaptive cosine margin between tags on the hypersphere plus a quantization term.
 
-Notation (METHODS.md section 2.5): x_i is the (D,) tanh output of image i and
-z_i = x_i / ||x_i||; e_t is row t of the fixed (T, D) tag embeddings E and
+Notation (docs/methods.md, "WSDHQ: adaptive cosine margin loss"): x_i is the (D,) tanh
+output of image i and z_i = x_i / ||x_i||; e_t is row t of the fixed (T, D) tag embeddings E and
 w_t = e_t / ||e_t||; c_it = z_i . w_t; P_i are the image's (merged) tags, N_i the others.
 Per anchor i against a reference set (R rows, default the batch itself):
 
@@ -30,7 +30,8 @@ mean_i[sum_j max(0, m + z_i . a_j - z_i . a_i) - m] / (B - 1): its "- m" removes
 j = i term, which here is excluded by position (`anchor_offset`). Departure: the original
 keeps untagged images, with a = 0, as anchors and as j.
 
-Quantization (section 2.6), per example, with b_i the stored (stale) codes of the image:
+Quantization (docs/methods.md, "WSDHQ: quantization loss"), per example, with b_i the
+stored (stale) codes of the image:
 
     quantization_i = || E (x_i - sum_m C[m K + b_im]) ||^2
 

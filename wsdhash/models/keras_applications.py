@@ -1,7 +1,8 @@
 """Backbones from `keras.applications`, headless, with global average pooling.
 
 Their ImageNet weights are Keras' own (downloaded on first use into `~/.keras/models`);
-note that they differ from torchvision's weights that HyP² uses (METHODS.md §3.9).
+note that they differ from torchvision's weights that HyP² uses (docs/methods.md,
+"HyP2: departures from the authors' code").
 """
 
 from __future__ import annotations

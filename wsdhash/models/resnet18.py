@@ -7,7 +7,8 @@ maps onto the Keras variables one to one (`convert_torchvision_resnet18`).
 Reference:
     He, Zhang, Ren, Sun. Deep Residual Learning for Image Recognition. CVPR 2016.
     Used with a Linear + tanh hash head by the DNNH re-implementation
-    zhongzhh8/Image-Retrieval (METHODS.md §5.1).
+    zhongzhh8/Image-Retrieval (docs/methods.md, "Triplet hashing: network, input and
+    optimiser").
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""WSDHQ's additive quantizer, faithful to the original code (METHODS.md §2.7).
+"""WSDHQ's additive quantizer, faithful to the original code (docs/methods.md,
+"WSDHQ: additive quantizer").
 
 M codebooks of K = 256 full-dimensional codewords C_m in R^{K x D}; an item is stored
 as M uint8 indices b = (k_1, ..., k_M) and reconstructed as the sum
@@ -9,10 +10,11 @@ Distortion (what ICM minimises), with E the (T, D) tag-embedding matrix:
     d_E(x, b) = || E (x - sum_m C_m[k_m]) ||^2 = sum_t ( e_t . (x - x_hat) )^2,
 
 i.e. the squared error of the inner products with every tag embedding ("distortion in
-the space of cosine similarities to the tags"). WSDHQ passes the raw `FinalTagEmbs`
-rows as E and the raw (un-normalised) tanh features as x (§2.6, §2.11); this module
-uses whatever E it is given, without normalising it. Without E the distortion is the
-plain squared Euclidean error ||x - x_hat||^2 (E = I), as in DQN.
+the space of cosine similarities to the tags"). WSDHQ passes the raw `FinalTagEmbs` rows
+as E and the raw (un-normalised) tanh features as x (docs/methods.md, "WSDHQ:
+quantization loss"); this module uses whatever E it is given, without normalising it.
+Without E the distortion is the plain squared Euclidean error ||x - x_hat||^2 (E = I),
+as in DQN.
 
 Implementation: ||E v||^2 = ||F v||^2 for any F with F^T F = E^T E. F = E when T <= D,
 else the (D, D) R factor of E = QR, so ICM runs in min(T, D) dimensions on projected

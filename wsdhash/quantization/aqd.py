@@ -1,6 +1,6 @@
 """Asymmetric quantizer distance (AQD) search and its mAP, in bounded memory.
 
-Scores, larger = closer (METHODS.md §2.9, EVALUATION.md):
+Scores, larger = closer (docs/methods.md, "WSDHQ: AQD search"; docs/evaluation.md, "Ranking keys"):
 - AQD (WSDHQ's reported ranking): score(q, n) = <x_q, x_hat_n>, the inner product of
   the continuous, un-normalised query feature with the item's reconstruction. With
   lookup tables T[q, m, k] = <x_q, C_m[k]> (additive, full-D codewords) or

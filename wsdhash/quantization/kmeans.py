@@ -1,11 +1,11 @@
 """Seeded k-means (Euclidean or spherical) used to initialise the quantizers.
 
-WSDHQ initialises each sub-space codebook with scikit-learn's `MiniBatchKMeans`
-(default parameters, unseeded; METHODS.md §2.7). wsdhash uses full-batch Lloyd
-iterations with k-means++ seeding from one `numpy.random.Generator`, so that an
-initialisation is reproducible from its seed and needs no scikit-learn. The codebooks
-are refined by ICM and least squares right after, so the exact k-means variant only
-moves the starting point.
+WSDHQ initialises each sub-space codebook with scikit-learn's `MiniBatchKMeans` (default
+parameters, unseeded; docs/methods.md, "WSDHQ: additive quantizer"). wsdhash uses
+full-batch Lloyd iterations with k-means++ seeding from one `numpy.random.Generator`, so
+that an initialisation is reproducible from its seed and needs no scikit-learn. The
+codebooks are refined by ICM and least squares right after, so the exact k-means variant
+only moves the starting point.
 
 Spherical k-means (`spherical=True`) clusters unit vectors by cosine similarity: items
 are L2-normalised, assigned to the centre of largest inner product, and each centre is

@@ -12,7 +12,7 @@ sub-space's cosine separately, k_m = argmax_k <x_m / ||x_m||, c_{m,k}> (ties: lo
 an all-zero sub-vector gets k = 0).
 
 This is the role the paper gives to "hyperspherical quantization"; WSDHQ's released
-code quantizes additively instead (additive.py, METHODS.md §2.6-2.7).
+code quantizes additively instead (additive.py; docs/methods.md, "WSDHQ: additive quantizer").
 
 FAISS layout: `codebooks` (M, K, D/M) is `faiss.ProductQuantizer.centroids` reshaped
 to (M, ksub, dsub), with sub-space m = dimensions [m * dsub, (m + 1) * dsub), and the

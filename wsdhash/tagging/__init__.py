@@ -1,11 +1,13 @@
 """WSDHQ tag processing: raw tag vocabulary -> merged tags with fixed embeddings.
 
-The original `tag_preproc.py` is not public (METHODS.md §2.3), so this package is our
-own documented design that produces the artefacts the WSDHQ training code consumes:
+The original `tag_preproc.py` is not public (docs/methods.md, "WSDHQ: tag processing"),
+so this package is our own documented design that produces the artefacts the WSDHQ
+training code consumes:
 
 * `FinalTagEmbs.txt`: T' x D float matrix, one L2-normalised row per merged tag;
 * the merge map `{merged_id: [raw tag column indices]}` whose iteration order is the
-  row order of `FinalTagEmbs.txt` (the row-order contract of METHODS.md §2.2).
+  row order of `FinalTagEmbs.txt` (the row-order contract of docs/methods.md, "WSDHQ:
+  tag processing").
 
 Modules: `word_vectors` (loading pretrained or training word vectors, restricted to the
 words needed), `processing` (the steps as pure functions and `process_tags`), `files`

@@ -1,4 +1,4 @@
-"""Reading and writing the tag-processing artefacts (METHODS.md §2.2, §7).
+"""Reading and writing the tag-processing artefacts (docs/methods.md, "WSDHQ: tag processing").
 
 Files in an output folder, all written atomically:
 
@@ -36,7 +36,7 @@ REPORT_FILE = "report.md"
 SETTINGS_FILE = "tag_processing.json"
 
 # The original's merge map may hold key -1 (probably the tags without a vector); its
-# loader deletes it (METHODS.md §2.2), and so do we.
+# loader deletes it (docs/methods.md, "WSDHQ: tag processing"), and so do we.
 _DROPPED_KEY = -1
 
 

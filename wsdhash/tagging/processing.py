@@ -1,7 +1,7 @@
 """The tag-processing steps as pure functions, and `process_tags` chaining them.
 
-Our documented reconstruction of WSDHQ's `tag_preproc.py` (METHODS.md §2.3; the
-original is not public). Letters: N training images, T raw tags, T_k kept tags,
+Our documented reconstruction of WSDHQ's `tag_preproc.py` (docs/methods.md, "WSDHQ: tag
+processing"; the original is not public). Letters: N training images, T raw tags, T_k kept tags,
 T' merged tags, D embedding dimension.
 
 1. Lookup: each raw tag is matched against the word vectors through `candidate_keys`

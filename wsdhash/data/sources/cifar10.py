@@ -1,4 +1,5 @@
-"""CIFAR-10 through TFDS with OrthoHash's two protocols (METHODS.md §4.5).
+"""CIFAR-10 through TFDS with OrthoHash's two protocols (docs/methods.md, "Dataset
+protocols").
 
 The 60,000 images (TFDS `train` then `test`, file order) are pooled and written as
 PNG files once; the split is drawn from the pool with the seed and saved as lists:

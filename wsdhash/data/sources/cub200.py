@@ -8,8 +8,8 @@ Official layout (`CUB_200_2011.tgz`), under `root` or `root/CUB_200_2011`:
     classes.txt             "<class> <name>" (optional, for label names)
     images/<class folder>/<file>.jpg
 
-Protocol of the triplet re-implementation (METHODS.md §5.3): query = test (5,794),
-train = database = train (5,994), 200 classes, R = all.
+Protocol of the triplet re-implementation (docs/methods.md, "Dataset protocols"):
+query = test (5,794), train = database = train (5,994), 200 classes, R = all.
 """
 
 from __future__ import annotations

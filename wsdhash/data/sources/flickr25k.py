@@ -9,15 +9,16 @@ Expected under `root` (the two official archives unpacked side by side):
 
 The annotation folder may also be `root` itself or `mirflickr/annotations`.
 
-* `hyp2` (METHODS.md §3.6): 38 labels, the 24 "potential" concepts then the 14 `_r1`
-  "relevant" ones (each group in alphabetical order; HyP2's own column order is not
-  published, and mAP does not depend on it). Images with at least one label (24,581)
-  are permuted with the seed: query = first 1,000, train = next 4,000, database = the
-  rest (19,581, disjoint from train), R = 1,000. HyP2's own `img.txt`, `targets.txt`
-  and `flickr.txt` (the permutation) are used instead when they are in `root`.
+* `hyp2` (docs/methods.md, "Dataset protocols"): 38 labels, the 24 "potential" concepts
+  then the 14 `_r1` "relevant" ones (each group in alphabetical order; HyP2's own column
+  order is not published, and mAP does not depend on it). Images with at least one label
+  (24,581) are permuted with the seed: query = first 1,000, train = next 4,000, database
+  = the rest (19,581, disjoint from train), R = 1,000. HyP2's own `img.txt`,
+  `targets.txt` and `flickr.txt` (the permutation) are used instead when they are in
+  `root`.
 * `wsdhq`: user tags as training signal, the 24 potential concepts as ground truth.
-  The original split files are not published (METHODS.md §2.2 and §8), so wsdhash
-  defines one: images with at least one of the 24 concepts, query = 2,000 seeded
+  The original split files are not published (docs/methods.md, "Dataset protocols"),
+  so wsdhash defines one: images with at least one of the 24 concepts, query = 2,000 seeded
   images, database = the rest, train = 18,500 seeded images of the database (the logs
   put N_train in [18,433, 18,688]). The tag vocabulary is `--tag_vocab` (MIRFlickr's
   common-tag list, 1,386 tags in WSDHQ) when given, else every tag on at least

@@ -16,7 +16,8 @@ official release.
 
 The 21 most frequent concepts are the labels (NUS-WIDE-21); images with none of
 them, or whose file is missing, are left out and counted in the report. The WSDHQ
-split files are not published (METHODS.md §8), so wsdhash uses the NUS-WIDE-21 rule:
+split files are not published (docs/methods.md, "Dataset protocols"), so wsdhash uses
+the NUS-WIDE-21 rule:
 100 query images per concept, the database is the rest, and 500 training images per
 concept are drawn from the database (about 10,500, the logs put WSDHQ's at ~10.1k).
 Training uses the TagList1k tags; labels are ground truth for evaluation only.

@@ -129,9 +129,9 @@ def write_train_test_retrieval(
     num_train: int,
     num_query: int,
 ) -> protocols.Prepared:
-    """The fine-grained protocol of the triplet re-implementation (METHODS.md §5.3):
-    train = database = the training split, query = the test split, single label,
-    R = all. Writes the lists and returns what they must satisfy."""
+    """The fine-grained protocol of the triplet re-implementation (docs/methods.md,
+    "Dataset protocols"): train = database = the training split, query = the test split,
+    single label, R = all. Writes the lists and returns what they must satisfy."""
     write_hashnet_splits(
         output_dir,
         names,

@@ -7,8 +7,8 @@ Official layout (images.tar and lists.tar), under `root`:
                                     and `labels` (1..120)
     Images/<synset>-<breed>/<file>.jpg
 
-Protocol of the triplet re-implementation (METHODS.md §5.3): query = test (8,580),
-train = database = train (12,000), 120 classes, R = all.
+Protocol of the triplet re-implementation (docs/methods.md, "Dataset protocols"):
+query = test (8,580), train = database = train (12,000), 120 classes, R = all.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """PASCAL VOC 2007 / 2012 through TFDS (`voc/2007`, `voc/2012`), HyP2's protocol.
 
 Labels: a 20-d multi-hot vector over the classes of ALL annotated objects, including
-the ones marked `difficult` (HyP2 reads every XML object). Splits (METHODS.md §3.6):
+the ones marked `difficult` (HyP2 reads every XML object). Splits (docs/methods.md,
+"Dataset protocols"):
 
 * VOC2007: train = database = trainval (5,011), query = test (4,952), R = all.
 * VOC2012: train = database = train (5,717), query = validation (5,823), R = all.
