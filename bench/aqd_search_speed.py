@@ -43,6 +43,9 @@ _NUM_CODEBOOKS = flags.DEFINE_integer("num_codebooks", 4, "M codebooks of 256 co
 _K = flags.DEFINE_list("k", ["10", "5000"], "Neighbours per query.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Interleaved runs of each (medians reported).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the data.")
+_THREADS = flags.DEFINE_integer(
+    "threads", 0, "Threads of both (QuantizedIndex num_threads, FAISS OpenMP); 0 = defaults."
+)
 _CHILD = flags.DEFINE_string("child", None, "Internal: 'wsdhash:K' or 'faiss:K', one run.")
 
 HERE = os.path.abspath(__file__)
@@ -84,7 +87,7 @@ def child(spec: str) -> dict:
     if implementation == "wsdhash":
         from wsdhash.index.quantized import QuantizedIndex
 
-        index = QuantizedIndex(codebooks).build(indices)
+        index = QuantizedIndex(codebooks, num_threads=_THREADS.value or None).build(indices)
 
         def search():
             result = index.search(queries, k)
@@ -92,6 +95,8 @@ def child(spec: str) -> dict:
     else:
         import faiss
 
+        if _THREADS.value:
+            faiss.omp_set_num_threads(_THREADS.value)
         m, dimension = _NUM_CODEBOOKS.value, _DIMENSION.value
         index = faiss.IndexResidualQuantizer(
             dimension,
@@ -129,9 +134,9 @@ def child(spec: str) -> dict:
 
 def run_child(spec: str) -> dict:
     command = [sys.executable, HERE, f"--child={spec}"]
-    for flag in (_NUM_QUERIES, _NUM_DATABASE, _DIMENSION, _NUM_CODEBOOKS, _SEED):
+    for flag in (_NUM_QUERIES, _NUM_DATABASE, _DIMENSION, _NUM_CODEBOOKS, _SEED, _THREADS):
         command.append(f"--{flag.name}={flag.value}")
-    done = subprocess.run(command, capture_output=True, text=True)
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode:
         raise RuntimeError(f"{spec} failed: {done.stderr.strip()[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -147,7 +152,8 @@ def main(argv):
         import faiss
 
         peers = ["wsdhash", "faiss"]
-        print(f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} OpenMP threads")
+        threads = _THREADS.value or faiss.omp_get_max_threads()
+        print(f"faiss {faiss.__version__}, {threads} OpenMP threads")
     except ImportError:
         peers = ["wsdhash"]
         print("faiss is not installed: wsdhash alone")
@@ -156,6 +162,8 @@ def main(argv):
         f"D={_DIMENSION.value}"
     )
     print(f"AQD top-k search, {scale}, same codebooks and codes; {_REPEATS.value} interleaved runs")
+    if _THREADS.value:
+        print(f"threads: {_THREADS.value} for both")
     runs = {(p, k): [] for p in peers for k in _K.value}
     for repeat in range(_REPEATS.value):
         for k in _K.value:
