@@ -1,0 +1,238 @@
+"""Load on the image-search service over loopback, against the same search without HTTP.
+
+    python bench/serve_load.py [--model=checkpoints/demo/wsdhq_32/saved_model]
+        [--index=checkpoints/demo/index] [--clients=4] [--seconds=10] [--k=10]
+
+1. The direct path: the SavedModel and the index in this process
+   (`SearchEngine.direct_search`), one query image per call, each query image timed.
+2. The service (`python -m wsdhash.serve` in a child process on 127.0.0.1): the same
+   images one request at a time (batch 1, the overhead ratio: HTTP p50 / direct p50;
+   goal under 1.5), then `--clients` concurrent clients for `--seconds` seconds:
+   requests/s, p50/p99 latency, errors, and the service's resident memory (VmRSS)
+   before and after the load.
+
+Only 127.0.0.1 is contacted; every loop is bounded in time and the child is stopped
+at the end, so the benchmark stops by itself. The defaults are the main job's outputs
+(`python -m wsdhash.demo`).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import machine_info
+import numpy as np
+import results
+from absl import app, flags
+
+_MODEL = flags.DEFINE_string("model", "checkpoints/demo/wsdhq_32/saved_model", "SavedModel.")
+_INDEX = flags.DEFINE_string("index", "checkpoints/demo/index", "Index folder.")
+_IMAGES_ROOT = flags.DEFINE_string("images_root", None, "Database images (default: the index's).")
+_CLIENTS = flags.DEFINE_integer("clients", 4, "Concurrent clients.")
+_SECONDS = flags.DEFINE_float("seconds", 10.0, "Seconds of concurrent load.")
+_K = flags.DEFINE_integer("k", 10, "Neighbours per query.")
+_QUERIES = flags.DEFINE_integer("queries", 30, "Query images (database images, spread out).")
+_ROUNDS = flags.DEFINE_integer("rounds", 3, "Passes over the query images, direct and batch 1.")
+_STARTUP_S = 600  # the service loads TensorFlow and the model: generous on a busy machine
+_REQUEST_S = 120  # a single request's ceiling (the service's own limit is 30 s)
+
+
+def _percentiles(latencies):
+    values = np.asarray(latencies) * 1000
+    return float(np.percentile(values, 50)), float(np.percentile(values, 99))
+
+
+def _rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _start_service(port: int, log_path: str):
+    command = [
+        sys.executable, "-m", "wsdhash.serve", f"--model={_MODEL.value}",
+        f"--index={_INDEX.value}", "--host=127.0.0.1", f"--port={port}",
+        f"--max_k={max(_K.value, 100)}",
+    ]  # fmt: skip
+    if _IMAGES_ROOT.value:
+        command.append(f"--images_root={_IMAGES_ROOT.value}")
+    log = open(log_path, "w")  # noqa: SIM115 (open for the child's lifetime)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    return child, log
+
+
+def _wait_until_up(client, url: str, child) -> None:
+    import httpx
+
+    deadline = time.monotonic() + _STARTUP_S
+    while time.monotonic() < deadline:
+        if child.poll() is not None:
+            raise SystemExit(f"the service exited ({child.returncode}) while starting")
+        try:
+            if client.get(url + "healthz").status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.5)  # not listening yet
+            continue
+        time.sleep(0.5)
+    raise SystemExit(f"the service did not come up in {_STARTUP_S} s")
+
+
+def _post(client, url: str, blob: bytes):
+    return client.post(url + "search", params={"k": _K.value}, files={"image": ("query.jpg", blob)})
+
+
+def _load(url: str, blobs: list[bytes]):
+    """`--clients` threads posting queries for `--seconds`: (latencies, errors)."""
+    import httpx
+
+    latencies, errors, lock = [], [], threading.Lock()
+    stop_at = time.monotonic() + _SECONDS.value
+
+    def client_loop(number: int):
+        mine, bad = [], []
+        with httpx.Client(timeout=_REQUEST_S) as client:
+            position = number
+            while time.monotonic() < stop_at:
+                blob = blobs[position % len(blobs)]
+                position += _CLIENTS.value
+                started = time.perf_counter()
+                try:
+                    response = _post(client, url, blob)
+                    if response.status_code != 200:
+                        bad.append(f"HTTP {response.status_code}: {response.text[:200]}")
+                except Exception as error:  # noqa: BLE001 (counted as an error)
+                    bad.append(repr(error)[:200])
+                mine.append(time.perf_counter() - started)
+        with lock:
+            latencies.extend(mine)
+            errors.extend(bad)
+
+    threads = [threading.Thread(target=client_loop, args=(i,)) for i in range(_CLIENTS.value)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return latencies, errors, time.perf_counter() - started
+
+
+def main(argv):
+    del argv
+    import logging
+
+    import httpx
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not one line per request
+
+    from wsdhash.service import engine as engine_lib
+
+    print(machine_info.describe())
+    engine = engine_lib.load(_MODEL.value, _INDEX.value, _IMAGES_ROOT.value, check_images=0)
+    count = min(_QUERIES.value, engine.index.num_items)
+    positions = np.unique(np.linspace(0, engine.index.num_items - 1, count).astype(int))
+    blobs = []
+    for position in positions:
+        path = engine.item_file(int(position))
+        if path:
+            with open(path, "rb") as f:
+                blobs.append(f.read())
+    if not blobs:
+        raise SystemExit("no database image can be read: pass --images_root")
+
+    for blob in blobs[:3]:
+        engine.direct_search([blob], _K.value)  # warm-up (traces, allocations)
+    direct = []
+    for _ in range(_ROUNDS.value):
+        for blob in blobs:
+            started = time.perf_counter()
+            engine.direct_search([blob], _K.value)
+            direct.append(time.perf_counter() - started)
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/"
+    with tempfile.TemporaryDirectory() as scratch:
+        child, log = _start_service(port, os.path.join(scratch, "serve.log"))
+        try:
+            with httpx.Client(timeout=_REQUEST_S) as client:
+                _wait_until_up(client, url, child)
+                for blob in blobs[:5]:
+                    _post(client, url, blob).raise_for_status()  # warm-up
+                memory_before = _rss_mib(child.pid)
+                sequential = []
+                for _ in range(_ROUNDS.value):
+                    for blob in blobs:
+                        started = time.perf_counter()
+                        _post(client, url, blob).raise_for_status()
+                        sequential.append(time.perf_counter() - started)
+            latencies, errors, elapsed = _load(url, blobs)
+            memory_after = _rss_mib(child.pid)
+        finally:
+            child.send_signal(signal.SIGINT)
+            try:
+                child.wait(60)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+            log.close()
+
+    direct_p50, direct_p99 = _percentiles(direct)
+    http_p50, http_p99 = _percentiles(sequential)
+    load_p50, load_p99 = _percentiles(latencies) if latencies else (float("nan"),) * 2
+    ratio = http_p50 / direct_p50
+    rate = len(latencies) / elapsed
+    print(
+        f"\n{engine.kind} index of {engine.index.num_items} items, {engine.bits}-bit model, "
+        f"{len(blobs)} query images, k={_K.value}"
+    )
+    rows = [
+        (
+            "direct (SavedModel + index), batch 1",
+            f"p50 {direct_p50:.1f} ms  p99 {direct_p99:.1f} ms",
+        ),
+        ("HTTP, one client, batch 1", f"p50 {http_p50:.1f} ms  p99 {http_p99:.1f} ms"),
+        ("HTTP overhead (p50 HTTP / p50 direct)", f"{ratio:.2f}x (goal < 1.5x)"),
+        (
+            f"HTTP, {_CLIENTS.value} clients for {_SECONDS.value:g} s",
+            f"{rate:.1f} requests/s  p50 {load_p50:.1f} ms  p99 {load_p99:.1f} ms",
+        ),
+        ("errors", f"{len(errors)} of {len(latencies)}"),
+        (
+            "service memory (VmRSS)",
+            (
+                f"{memory_before:.0f} MiB before, {memory_after:.0f} MiB after "
+                f"({memory_after - memory_before:+.0f} MiB)"
+            ),
+        ),
+    ]
+    for name, value in rows:
+        print(f"  {name:<42} {value}")
+    for error in errors[:5]:
+        print(f"  error: {error}")
+    results.record("serve", "direct p50 latency", direct_p50, "ms")
+    results.record("serve", "HTTP p50 latency, batch 1", http_p50, "ms")
+    results.record("serve", "HTTP overhead vs direct", ratio, "x")
+    results.record("serve", "requests/s", rate, "1/s", f"{_CLIENTS.value} clients")
+    results.record("serve", "p99 latency under load", load_p99, "ms", f"{_CLIENTS.value} clients")
+    results.record("serve", "errors", len(errors), "requests")
+    results.record("serve", "memory growth under load", memory_after - memory_before, "MiB")
+
+
+if __name__ == "__main__":
+    app.run(main)
