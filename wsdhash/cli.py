@@ -8,6 +8,15 @@ set with `set_log_file`, else `<tmp>/wsdhash-logs/<command>.log`) and, with
 `--verbose`, to stderr as well.
 
 Entry points call `run(main, name)` instead of `absl.app.run(main)`.
+
+TensorFlow settings: `run` sets `TF_ENABLE_ONEDNN_OPTS=1` (oneDNN's CPU kernels, off
+by TensorFlow's default on some CPUs) before the command imports TensorFlow, unless the
+user's environment already sets it: `TF_ENABLE_ONEDNN_OPTS=0 wsdhash-train ...` keeps
+TensorFlow's own kernels. oneDNN trained 1.2-1.6x and encoded 1.1-1.65x faster on the
+2-core AMD EPYC machine measured (issue 15; bench/train_speed.py --compare); it changes
+float rounding (codes agree to about 1e-6 of their scale, not bit for bit, with the
+other kernels). Every entry
+module imports TensorFlow only inside `main`, after `run` has set the variable.
 """
 
 from __future__ import annotations
@@ -29,6 +38,17 @@ flags.DEFINE_string(
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+
+# Environment defaults for TensorFlow, applied before it is imported (module doc).
+TENSORFLOW_ENVIRONMENT_DEFAULTS = {"TF_ENABLE_ONEDNN_OPTS": "1"}
+
+
+def set_tensorflow_defaults() -> None:
+    """Sets `TENSORFLOW_ENVIRONMENT_DEFAULTS` where the environment does not set them.
+
+    Effective only before TensorFlow is imported (it reads them at import)."""
+    for name, value in TENSORFLOW_ENVIRONMENT_DEFAULTS.items():
+        os.environ.setdefault(name, value)
 
 
 class UsageError(app.UsageError):
@@ -99,7 +119,9 @@ def report_error(name: str, error: BaseException) -> int:
 
 
 def run(main: Callable[[list[str]], int | None], name: str) -> None:
-    """`absl.app.run(main)` with one-line errors for bad flags and failures."""
+    """`absl.app.run(main)` with one-line errors for bad flags and failures, after
+    `set_tensorflow_defaults()`."""
+    set_tensorflow_defaults()
 
     def parse(argv: list[str]) -> list[str]:
         try:
