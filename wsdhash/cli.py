@@ -12,10 +12,10 @@ Entry points call `run(main, name)` instead of `absl.app.run(main)`.
 TensorFlow settings: `run` sets `TF_ENABLE_ONEDNN_OPTS=1` (oneDNN's CPU kernels, off
 by TensorFlow's default on some CPUs) before the command imports TensorFlow, unless the
 user's environment already sets it: `TF_ENABLE_ONEDNN_OPTS=0 wsdhash-train ...` keeps
-TensorFlow's own kernels. oneDNN trained 1.2-1.6x and encoded 1.1-1.65x faster on the
-2-core AMD EPYC machine measured (issue 15; bench/train_speed.py --compare); it changes
-float rounding (codes agree to about 1e-6 of their scale, not bit for bit, with the
-other kernels). Every entry
+TensorFlow's own kernels. On a 2-core AMD EPYC, oneDNN trained CaffeNet, AlexNet and
+ResNet-18 1.44-2.0x and encoded 1.25-2.1x faster (bench/train_speed.py --compare;
+issue 15 had measured 1.18-1.35x and 1.13-1.32x); it changes float rounding (codes agree
+to about 2e-6 of their scale, not bit for bit, with the other kernels). Every entry
 module imports TensorFlow only inside `main`, after `run` has set the variable.
 """
 
