@@ -17,25 +17,31 @@
 4. Runs the unsupervised baselines (LSH, PCAH, ITQ) on hand-made image features, next
    to random codes and the unhashed features.
 5. Exports each trained model as a SavedModel and prints one table.
+6. Builds a search index of the database images with the first trained model (an AQD
+   index for WSDHQ) and prints the one command that serves it with its web page
+   (`python -m wsdhash.serve`).
+
+The console shows stage headers, progress bars and the final table; the full logs of
+TensorFlow, gensim and absl (and tracebacks of errors) go to `<workdir>/demo.log`.
 
 Each baseline's codes go to `<workdir>/<method>_<bits>.h5`, each training run to
 `<workdir>/<name>_<bits>/` (codes.h5, metrics.json, saved_model/), the processed
-tags to `<workdir>/tags/`, all metrics to `<workdir>/metrics.json`.
+tags to `<workdir>/tags/`, all metrics to `<workdir>/metrics.json`, the index to
+`<workdir>/index/`.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import re
+import sys
 import time
 
 import numpy as np
 from absl import flags
 
 from wsdhash import atomic_files, cli
-from wsdhash.baselines import BASELINES
-from wsdhash.baselines.image_features import image_features
-from wsdhash.data import datasets
-from wsdhash.eval import CodesFile, CodesSplit, evaluate_retrieval, pack_codes, write_codes_file
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", "data/builtin", "Where the built-in dataset is (or is generated).")
@@ -64,7 +70,130 @@ flags.DEFINE_list(
 )
 
 
+def _quiet_logs(path: str) -> None:
+    """Sends the process's logs to `path` and keeps the terminal for the console.
+
+    Native code (TensorFlow's C++ logging) writes to file descriptor 2, which now
+    points at the log file; Python's `sys.stderr` (progress bars, one-line errors) is a
+    copy of the terminal's. absl, gensim and TensorFlow's Python loggers (and warnings)
+    go to the file through the root logger. Call before TensorFlow is imported.
+    """
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    log = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 (the process's log)
+    sys.stderr.flush()
+    sys.stderr = os.fdopen(os.dup(2), "w", buffering=1, encoding="utf-8")
+    os.dup2(log.fileno(), 2)
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    file_handler = logging.StreamHandler(log)
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(file_handler)
+    root.setLevel(logging.INFO)
+    logging.captureWarnings(True)
+    cli.set_log_file(path)
+
+
+class _Stages:
+    """Numbered stage headers on the console."""
+
+    def __init__(self, total: int):
+        self.total, self.number = total, 0
+
+    def __call__(self, title: str) -> None:
+        self.number += 1
+        print(f"\n== [{self.number}/{self.total}] {title}", flush=True)
+
+
+def _bar(total: int, description: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=description, file=sys.stderr, leave=True, dynamic_ncols=True)
+
+
+class _TrainingBar(logging.Handler):
+    """A progress bar fed by the trainer's "[###...] step N/T" log lines."""
+
+    _STEP = re.compile(r"step (\d+)/(\d+)")
+
+    def __init__(self, description: str):
+        super().__init__(logging.INFO)
+        self.description, self.bar = description, None
+
+    def emit(self, record):
+        found = self._STEP.search(record.getMessage())
+        if not found:
+            return
+        current, total = int(found.group(1)), int(found.group(2))
+        if self.bar is None:
+            self.bar = _bar(total, self.description)
+        self.bar.update(current - self.bar.n)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+        super().close()
+
+
+def _features(paths, description: str, chunk: int = 500):
+    from wsdhash.baselines.image_features import image_features
+
+    parts = []
+    with _bar(len(paths), description) as bar:
+        for start in range(0, len(paths), chunk):
+            parts.append(image_features(list(paths[start : start + chunk])))
+            bar.update(len(parts[-1]))
+    return np.concatenate(parts)
+
+
+def _build_index(name: str, database) -> str:
+    """An index of the database images, encoded by `name`'s SavedModel as
+    `python -m wsdhash.search build --images --model` does, with their concept names;
+    returns the command that serves it."""
+    import tensorflow as tf
+
+    from wsdhash import search
+    from wsdhash.data import list_files
+    from wsdhash.index.sharded import build_index
+
+    model_dir = os.path.join(FLAGS.workdir, f"{name}_{FLAGS.train_bits}", "saved_model")
+    output = os.path.join(FLAGS.workdir, "index")
+    model = tf.saved_model.load(model_dir)
+    quantized = getattr(model, "quantization_encoder", None) is not None
+    kind, key = ("aqd", "quantization_codes") if quantized else ("flat", "packed_codes")
+    paths = [str(p) for p in database.paths]
+    rows, ids = [], []
+    chunk = 256
+    with _bar(len(paths), "encoding database images") as bar:
+        for start in range(0, len(paths), chunk):
+            part, part_ids = search.images_for_index(paths[start : start + chunk], key, model)
+            rows.append(part)
+            ids.extend(part_ids)
+            bar.update(len(paths[start : start + chunk]))
+    names = list_files.read_name_list(os.path.join(FLAGS.data_dir, "label_names.txt"))
+    labels = {
+        str(path): [names[c] for c in np.flatnonzero(row)]
+        for path, row in zip(paths, np.asarray(database.labels), strict=True)
+    }
+    codebooks = search._model_codebooks(model) if quantized else None
+    manifest = build_index(
+        output,
+        [(np.concatenate(rows), np.asarray(ids))],
+        kind=kind,
+        codebooks=codebooks,
+        metadata={
+            "images": os.path.dirname(paths[0]),
+            "model": model_dir,
+            "labels": {i: labels[i] for i in ids},
+        },
+    )
+    print(f"{kind} index of {manifest['num_items']} database images written to {output}")
+    return f"python -m wsdhash.serve --model={model_dir} --index={output}"
+
+
 def _evaluate(query, database, topk, **ranking):
+    from wsdhash.eval import evaluate_retrieval
+
     return evaluate_retrieval(
         query.labels,
         database.labels,
@@ -160,7 +289,13 @@ def _train_and_export(name: str, tag_dir: str, topk):
         validation_size=min(500, FLAGS.num_train // 5),
         log_every=max(FLAGS.train_steps // 10, 1),
     )
-    trainer.train(config)
+    progress = _TrainingBar(f"training {name}")
+    logging.getLogger().addHandler(progress)
+    try:
+        trainer.train(config)
+    finally:
+        logging.getLogger().removeHandler(progress)
+        progress.close()
     model, _, pipeline_config = serving.load_trained_model(workdir)
     exported = serving.export_saved_model(
         model,
@@ -199,6 +334,16 @@ def main(argv):
         raise cli.UsageError(f"Unexpected arguments: {argv[1:]}")
     bits_list = [int(b) for b in FLAGS.bits]
     started = time.perf_counter()
+    log_path = os.path.join(FLAGS.workdir, "demo.log")
+    _quiet_logs(log_path)
+    from wsdhash.baselines import BASELINES
+    from wsdhash.data import datasets
+    from wsdhash.eval import CodesFile, CodesSplit, pack_codes, write_codes_file
+
+    training = bool(FLAGS.train_bits and FLAGS.trained)
+    stage = _Stages(4 + (2 + len(FLAGS.trained) if training else 0))
+    print(f"wsdhash demo: full logs in {log_path}")
+    stage("built-in dataset")
     dataset = datasets.get_dataset(
         "builtin",
         FLAGS.data_dir,
@@ -213,7 +358,8 @@ def main(argv):
         + ", ".join(f"{len(s)} {name}" for name, s in splits.items())
         + f", {splits['query'].num_classes} concepts, {splits['train'].num_tags} tags"
     )
-    features = {name: image_features(list(s.paths)) for name, s in splits.items()}
+    stage("hand-made image features (for the baselines)")
+    features = {name: _features(s.paths, f"{name} features") for name, s in splits.items()}
     # Standardise with training statistics so that no feature group dominates.
     mean, std = features["train"].mean(0), features["train"].std(0) + 1e-6
     features = {name: (f - mean) / std for name, f in features.items()}
@@ -222,13 +368,18 @@ def main(argv):
 
     rows = []
     vectors = None
-    if FLAGS.train_bits and FLAGS.trained:
+    if training:
+        stage("tag processing")
         tag_dir, vectors = _process_tags()
         for name in FLAGS.trained:
+            stage(f"training and exporting {TRAINED_TITLES[name]}")
             result = _train_and_export(name, tag_dir, topk)
             rows.append((TRAINED_TITLES[name], FLAGS.train_bits, result))
+    stage("baselines: features, random codes, " + ", ".join(FLAGS.methods))
+    baselines = _bar(len(bits_list) * (1 + len(FLAGS.methods)) + 1, "baselines")
     reference = _evaluate(query, database, topk, scores=features["query"] @ features["database"].T)
     rows.append(("features, inner product (no hashing)", features["query"].shape[1], reference))
+    baselines.update()
     rng = np.random.default_rng(FLAGS.seed)
     for bits in bits_list:
         random_codes = {
@@ -244,6 +395,7 @@ def main(argv):
             bits=bits,
         )
         rows.append(("random codes", bits, result))
+        baselines.update()
         for method in FLAGS.methods:
             model = BASELINES.get(method)(bits, seed=FLAGS.seed).fit(features["train"])
             codes = {
@@ -266,10 +418,17 @@ def main(argv):
                 bits=bits,
             )
             rows.append((method, bits, result))
+            baselines.update()
+    baselines.close()
+    serve_command = None
+    if training:
+        stage(f"search index of the database ({FLAGS.trained[0]})")
+        serve_command = _build_index(FLAGS.trained[0], database)
 
     name = rows[0][2].map_name
     assert all(result.map_name == name for _, _, result in rows)
-    print(f"\n{'method':<44}{'bits':>6}{name:>36}{'P@100':>8}{'P(r<=2)':>9}")
+    stage("results")
+    print(f"{'method':<44}{'bits':>6}{name:>36}{'P@100':>8}{'P(r<=2)':>9}")
     for method, bits, result in rows:
         within = result.precision_within_radius
         bounds = ""
@@ -296,6 +455,10 @@ def main(argv):
     print(
         f"\ncodes files and metrics.json in {FLAGS.workdir} ({time.perf_counter() - started:.0f} s)"
     )
+    if serve_command:
+        print(
+            f"\nSearch the database images in a browser (http://127.0.0.1:8080/):\n  {serve_command}"
+        )
 
 
 def run():
