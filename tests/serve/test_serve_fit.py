@@ -103,6 +103,7 @@ def test_an_aqd_index_is_searched_with_the_embedding(tmp_path):
     assert len(prediction["quantization_codes"]) == 2
     info = TestClient(create_app(engine)).get("/info").json()
     assert info["model"]["quantizer"] == [2, 16, 8] and info["index"]["labels"] is True
+    assert info["model"]["bits"] == 8  # 2 codebooks of 16 codewords: 2 x 4 bits
 
 
 def test_other_codebooks_or_codes_are_refused(tmp_path):

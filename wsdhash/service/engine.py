@@ -156,7 +156,7 @@ class SearchEngine:
             raise MismatchError(f"{self._model_name} has no output {missing[0]!r}.")
         if not outputs["valid"][0]:
             raise MismatchError(f"{self._model_name} cannot decode a PNG image.")
-        bits = int(outputs["embedding"].shape[1])
+        bits = int(outputs["embedding"].shape[1])  # sign bits of the embedding
         if self.kind == "aqd":
             books = self._codebooks()
             if books is None:
@@ -178,7 +178,9 @@ class SearchEngine:
                     f"{self._index_name} was built with other codebooks than "
                     f"{self._model_name}'s (another run or checkpoint): {self._rebuild()}."
                 )
-            return bits, list(books.shape)
+            # The code is M codeword indices of log2(K) bits (32 bits = 4 x 256), not
+            # the embedding's dimension.
+            return int(books.shape[0] * np.ceil(np.log2(books.shape[1]))), list(books.shape)
         width = int(outputs["packed_codes"].shape[1])
         theirs = int(self.index.shards[0].num_bytes)
         if width != theirs:
