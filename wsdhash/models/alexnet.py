@@ -144,8 +144,8 @@ def caffenet(*, crop_size: int = 227, dropout: float = 0.5, seed: int = 0) -> ke
         A functional `keras.Model` named "alexnet_caffe".
 
     Reference:
-        Gong et al. Weakly Supervised Deep Hyperspherical Quantization for Image
-        Retrieval. AAAI 2021 (METHODS.md §2.4).
+        Wang et al. Weakly Supervised Deep Hyperspherical Quantization for Image
+        Retrieval. AAAI 2021 (docs/methods.md, "WSDHQ: network and input").
     """
     generator = keras.random.SeedGenerator(seed)
 

@@ -63,7 +63,7 @@ def tanh_head(bits: int, *, seed: int = 0) -> keras.Sequential:
         keras.Sequential features (B, F) -> (B, K) in (-1, 1).
 
     Reference:
-        Gong et al. Weakly Supervised Deep Hyperspherical Quantization for Image
+        Wang et al. Weakly Supervised Deep Hyperspherical Quantization for Image
         Retrieval. AAAI 2021. Lai et al. Simultaneous Feature Learning and Hash Coding
         with Deep Neural Networks. CVPR 2015.
     """

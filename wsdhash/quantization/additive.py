@@ -57,7 +57,7 @@ Shapes: N items, B items in a batch, M codebooks, K codewords per codebook, D
 dimension, T tags, P = min(T, D) projected dimension.
 
 Reference:
-  Jin Wang et al., "Weakly Supervised Deep Hyperspherical Quantization for Image
+  Jinpeng Wang et al., "Weakly Supervised Deep Hyperspherical Quantization for Image
   Retrieval", AAAI 2021 (code: gimpong/AAAI21-WSDHQ).
   Yue Cao et al., "Deep Visual-Semantic Quantization for Efficient Image Retrieval",
   CVPR 2017 (DVSQ; code: thulab/DeepHash).
