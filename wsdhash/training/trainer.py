@@ -152,23 +152,24 @@ class TrainConfig:
 
     def __post_init__(self):
         if self.select_on not in SELECT_ON:
-            raise ValueError(f"select_on must be one of {SELECT_ON}, got {self.select_on!r}.")
+            raise ValueError(f"--select_on must be one of {SELECT_ON}, got {self.select_on!r}.")
         if self.supervision not in ("labels", "tags"):
-            raise ValueError(f"supervision must be 'labels' or 'tags', got {self.supervision!r}.")
+            raise ValueError(f"--supervision must be 'labels' or 'tags', got {self.supervision!r}.")
         if self.mixed_precision not in ("none", "bfloat16"):
             raise ValueError(
-                f"mixed_precision must be 'none' or 'bfloat16', got {self.mixed_precision!r}."
+                f"--mixed_precision must be 'none' or 'bfloat16', got {self.mixed_precision!r}."
             )
         if self.sampler not in ("uniform", "class_balanced"):
             raise ValueError(
-                f"sampler must be 'uniform' or 'class_balanced', got {self.sampler!r}."
+                f"--sampler must be 'uniform' or 'class_balanced', got {self.sampler!r}."
             )
         if self.sampler == "class_balanced" and (
             self.batch_size != self.classes_per_batch * self.images_per_class
         ):
             raise ValueError(
-                f"The class-balanced sampler needs batch_size = classes_per_batch * "
-                f"images_per_class = {self.classes_per_batch * self.images_per_class}, "
+                "--batch_size: the class-balanced sampler needs batch_size = "
+                "classes_per_batch * images_per_class = "
+                f"{self.classes_per_batch * self.images_per_class}, "
                 f"got {self.batch_size}."
             )
         for name, minimum in _MINIMUMS.items():
@@ -372,7 +373,7 @@ def carve_validation(train: SplitData, size: int, seed: int) -> tuple[SplitData,
         return train, None
     if size >= len(train):
         raise ValueError(
-            f"validation_size={size} leaves no training data ({len(train)} training items)."
+            f"--validation_size={size} leaves no training data ({len(train)} training items)."
         )
     held_out = np.sort(np.random.default_rng(seed).choice(len(train), size, replace=False))
     keep = np.setdiff1d(np.arange(len(train)), held_out)
