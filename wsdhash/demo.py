@@ -166,7 +166,9 @@ def _build_index(name: str, database) -> str:
     chunk = 256
     with _bar(len(paths), "encoding database images") as bar:
         for start in range(0, len(paths), chunk):
-            part, part_ids = search.images_for_index(paths[start : start + chunk], key, model)
+            part, part_ids = search.images_for_index(
+                paths[start : start + chunk], key, model, batch_size=chunk
+            )
             rows.append(part)
             ids.extend(part_ids)
             bar.update(len(paths[start : start + chunk]))
