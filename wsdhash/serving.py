@@ -345,39 +345,14 @@ class HashingServingModule(tf.Module):
 
 
 def load_quantization_encoder(workdir: str, checkpoint: str = "best"):
-    """A WSDHQ run's quantizer as graph ops (None for binary-code methods).
-
-    The codebooks come from the loss state of the chosen checkpoint when its quantizer
-    had run, else from the run's `codes.h5` (the trainer fits the quantizer at the end
-    when no checkpoint had one).
-    """
-    from wsdhash.eval import read_codes_file
-    from wsdhash.training import quantized
+    """The extra serving outputs' encoder of a run's method (`Method.serving_encoder`):
+    WSDHQ's quantizer as graph ops; None for binary-code methods."""
+    from wsdhash.methods import METHODS
 
     with open(os.path.join(workdir, "run_info.json")) as f:
         config = trainer.config_from_dict(json.load(f)["config"])
-    if config.method != "wsdhq":
-        return None
-    tag_embeddings, _ = quantized.load_tag_model(config.tag_dir)
-    form = config.method_options.get("quantization_form", "faithful")
-    quantizer = quantized.TrainingQuantizer(
-        config.bits, tag_embeddings, 1, config.seed, kind=config.quantizer, form=form
-    )
-    reader = tf.train.load_checkpoint(checkpoint_path(workdir, checkpoint))
-    names = reader.get_variable_to_shape_map()
-    active = [n for n in names if n.startswith("loss/") and "quantization_active" in n]
-    books = [n for n in names if n.startswith("loss/") and "codebooks" in n]
-    if active and books and float(reader.get_tensor(active[0])) > 0:
-        quantizer.set_codebooks(reader.get_tensor(books[0]))
-    else:
-        codes_path = os.path.join(workdir, "codes.h5")
-        if not os.path.exists(codes_path):
-            raise FileNotFoundError(
-                f"{workdir}: the checkpoint has no quantizer state yet and there is no "
-                "codes.h5 with codebooks; finish (or resume) the training run first."
-            )
-        quantizer.set_codebooks(read_codes_file(codes_path).codebooks)
-    return quantizer.graph_encoder()
+    method = METHODS.get(config.method)(config)
+    return method.serving_encoder(checkpoint_path(workdir, checkpoint), workdir)
 
 
 def export_saved_model(

@@ -34,6 +34,7 @@ import sys
 from absl import flags, logging
 
 from wsdhash import cli
+from wsdhash.methods import METHODS
 
 FLAGS = flags.FLAGS
 
@@ -64,31 +65,21 @@ flags.DEFINE_string(
 flags.DEFINE_string("head", "linear_bn", "Registered hash head: linear, tanh, linear_bn.")
 flags.DEFINE_integer("hash_bit", 32, "Code length K.")
 # Method.
-flags.DEFINE_string("method", "orthohash", "Registered loss: orthohash, hyp2, triplet.")
-flags.DEFINE_enum("orthohash_codebook", "B", ["B", "N", "O"], "OrthoHash codebook method.")
-flags.DEFINE_float("orthohash_scale", 0.0, "OrthoHash logit scale s (0: sqrt(K)).")
-flags.DEFINE_float("orthohash_margin", 0.2, "OrthoHash margin m.")
-flags.DEFINE_enum("orthohash_margin_type", "cos", ["cos", "arc"], "OrthoHash margin type.")
-flags.DEFINE_bool("orthohash_multiclass", True, "Multi-label label-smoothing CE.")
-flags.DEFINE_float("orthohash_quantization_weight", 0.0, "OrthoHash quantization term.")
-flags.DEFINE_float("hyp2_beta", 0.5, "HyP2 pair-term weight.")
-flags.DEFINE_float("hyp2_zeta", None, "HyP2 threshold (default: from the code table).")
-flags.DEFINE_float("triplet_margin", None, "Triplet margin (default: the method's).")
-flags.DEFINE_bool("triplet_dnnh_sigmoid", False, "Original DNNH [0, 1] form.")
-flags.DEFINE_string("tag_dir", "", "WSDHQ: output folder of `python -m wsdhash.tags`.")
-flags.DEFINE_float("wsdhq_gamma", 1.0, "WSDHQ adaptive-margin exponent gamma.")
-flags.DEFINE_enum("wsdhq_margin", "adaptive", ["adaptive", "fixed"], "WSDHQ margin.")
-flags.DEFINE_bool("wsdhq_hardest_negatives", False, "WSDHQ: only the hardest negatives.")
-flags.DEFINE_enum("wsdhq_variant", "wsdhq", ["wsdhq", "wdht"], "Margin loss or WDHT baseline.")
-flags.DEFINE_float("wsdhq_quantization_weight", 1e-4, "WSDHQ lambda.")
 flags.DEFINE_enum(
-    "wsdhq_quantization_form",
-    "auto",
-    ["auto", "faithful", "hypersphere", "product"],
-    "Quantization loss on raw tanh features (the code), normalised ones (the paper) or "
-    "normalised sub-vectors (product quantizer); auto: faithful for additive, product "
-    "for product.",
+    "method", "orthohash", METHODS.names(), "Registered method (wsdhash.methods.METHODS)."
 )
+# Each method's own flags, from its options (wsdhash/methods/): --<method>_<name>.
+_DEFINE = {
+    "float": flags.DEFINE_float, "integer": flags.DEFINE_integer, "bool": flags.DEFINE_bool,
+    "string": flags.DEFINE_string,
+}  # fmt: skip
+for _name in METHODS.names():
+    for _option in METHODS.get(_name).options:
+        if _option.kind == "enum":
+            flags.DEFINE_enum(_option.flag, _option.default, list(_option.choices), _option.help)
+        else:
+            _DEFINE[_option.kind](_option.flag, _option.default, _option.help)
+flags.DEFINE_string("tag_dir", "", "WSDHQ: output folder of `python -m wsdhash.tags`.")
 flags.DEFINE_enum(
     "quantizer",
     "additive",
@@ -148,7 +139,13 @@ _FIELD_FLAGS = {
     "dataset_options.image_size": "builtin_image_size", "dataset_options.seed": "seed",
     "dataset_options.image_root": "image_root",
 }  # fmt: skip
-_METHOD_FLAGS = {("orthohash", "codebook_method"): "orthohash_codebook"}
+# (method, loss argument) -> flag, where the flag is not --<method>_<argument>.
+_METHOD_FLAGS = {
+    (name, option.argument): option.flag
+    for name in METHODS.names()
+    for option in METHODS.get(name).options
+    if option.flag != f"{name}_{option.argument}"
+}
 
 
 def run_name() -> str:
@@ -159,35 +156,8 @@ def run_name() -> str:
 
 
 def method_options() -> dict:
-    if FLAGS.method == "orthohash":
-        return {
-            "codebook_method": FLAGS.orthohash_codebook,
-            "scale": FLAGS.orthohash_scale or None,
-            "margin": FLAGS.orthohash_margin,
-            "margin_type": FLAGS.orthohash_margin_type,
-            "multiclass": FLAGS.orthohash_multiclass,
-            "quantization_weight": FLAGS.orthohash_quantization_weight,
-        }
-    if FLAGS.method == "hyp2":
-        return {"beta": FLAGS.hyp2_beta, "zeta": FLAGS.hyp2_zeta}
-    if FLAGS.method == "triplet":
-        return {"margin": FLAGS.triplet_margin, "dnnh_sigmoid": FLAGS.triplet_dnnh_sigmoid}
-    if FLAGS.method == "wsdhq":
-        from wsdhash.training import quantized
-
-        return {
-            "gamma": FLAGS.wsdhq_gamma,
-            "margin": FLAGS.wsdhq_margin,
-            "hardest_negatives": FLAGS.wsdhq_hardest_negatives,
-            "variant": FLAGS.wsdhq_variant,
-            "quantization_weight": FLAGS.wsdhq_quantization_weight,
-            "quantization_form": (
-                quantized.default_quantization_form(FLAGS.quantizer)
-                if FLAGS.wsdhq_quantization_form == "auto"
-                else FLAGS.wsdhq_quantization_form
-            ),
-        }
-    return {}
+    """The run's loss arguments from the method's own flags."""
+    return METHODS.get(FLAGS.method).options_from_flags(FLAGS)
 
 
 def parse_topk(value: str | None) -> int | None:

@@ -57,15 +57,9 @@ def test_every_flag_name_is_unique_and_prefixed():
 
 
 def test_a_binary_method_is_its_loss_and_options():
-    class Scaled:
-        """A toy loss: per-example squared norm times a factor."""
-
-        def __init__(self, bits, num_classes, seed, factor):
-            self.factor = factor
-
     class Toy(BinaryHashMethod):
         name = "toy"
-        loss_class = Scaled
+        loss = f"{__name__}:Scaled"
         options = (Option("toy_factor", "factor", "float", 2.0, "A factor."),)
 
     config = types.SimpleNamespace(bits=16, seed=0, method_options={"factor": 3.0})
@@ -80,3 +74,21 @@ def test_a_binary_method_is_its_loss_and_options():
         types.SimpleNamespace(labels=labels, paths=np.array(["a", "b"])), features,
     )  # fmt: skip
     assert contents.scorer == "hamming" and contents.query.codes.shape == (2, 2)
+
+
+class Scaled:
+    """A toy loss (only its construction is checked)."""
+
+    def __init__(self, bits, num_classes, seed, factor):
+        self.factor = factor
+
+
+def test_importing_the_registry_does_not_import_tensorflow():
+    import subprocess
+    import sys
+
+    code = "import sys, wsdhash.methods; print('tensorflow' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True
+    )
+    assert result.stdout.strip() == "False"

@@ -21,6 +21,7 @@ from wsdhash import cli, file_lock, train
 from wsdhash.data import datasets
 from wsdhash.data.builtin import generate_builtin
 from wsdhash.data.preprocessing import CorruptImageError
+from wsdhash.methods.base import Method
 from wsdhash.training import run_info, trainer
 from wsdhash.training.checkpoints import CheckpointKeeper
 
@@ -54,19 +55,19 @@ def train_in_process(config, **kwargs):
 
 def fake_validation(monkeypatch, scores):
     """Validation mAPs come from `scores` (in call order); test evaluation is real."""
-    real = trainer.evaluate_codes
+    real = Method.evaluate
     scores = list(scores)
 
     class Result:
         def __init__(self, value):
             self.map, self.map_name = value, "mAP@1000"
 
-    def evaluate(query_codes, *args, **kwargs):
-        if query_codes.shape[0] != VALIDATION:
-            return real(query_codes, *args, **kwargs)
+    def evaluate(self, query_features, *args, **kwargs):
+        if query_features.shape[0] != VALIDATION:
+            return real(self, query_features, *args, **kwargs)
         return Result(scores.pop(0))
 
-    monkeypatch.setattr(trainer, "evaluate_codes", evaluate)
+    monkeypatch.setattr(Method, "evaluate", evaluate)
 
 
 class Killed(BaseException):

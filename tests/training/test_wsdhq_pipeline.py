@@ -186,7 +186,28 @@ def test_two_replicas_train_wsdhq_like_one_device(tagged, tmp_path):
     assert books and np.abs(readers[0].get_tensor(books[0])).sum() > 0
     compared = [n for n in names if "model/" in n or n.startswith("loss/")]
     assert set(compared) <= set(readers[1].get_variable_to_shape_map())
+    # Codeword indices are an argmin over ICM costs: features that agree to float
+    # rounding may flip a near-tie (seen: 4 of 576 codes with 150 unmerged tags), and the
+    # closed-form codebook update then moves those codewords. So the quantizer state is
+    # compared by what it encodes: nearly all codes equal, and the reconstructions of
+    # the training items (sum of their codewords) close; every other variable exactly.
+    quantizer_state = ("train_codes", "codebooks")
     for name in compared:
         a, b = (r.get_tensor(name) for r in readers)
+        if any(part in name for part in quantizer_state):
+            continue
         if isinstance(a, np.ndarray) and a.dtype.kind in "fi":
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5, err_msg=name)
+    (codes_name,) = [n for n in names if n.startswith("loss/") and "train_codes" in n]
+    codes = [r.get_tensor(codes_name) for r in readers]
+    assert np.mean(codes[0] == codes[1]) >= 0.98, np.mean(codes[0] == codes[1])
+    reconstructions = []
+    for reader, stored in zip(readers, codes, strict=True):
+        flat = reader.get_tensor(books[0]).reshape(
+            stored.shape[1], -1, reader.get_tensor(books[0]).shape[-1]
+        )
+        reconstructions.append(sum(flat[m][stored[:, m]] for m in range(stored.shape[1])))
+    gap = np.linalg.norm(reconstructions[0] - reconstructions[1])
+    assert gap <= 0.05 * np.linalg.norm(reconstructions[0]), gap / np.linalg.norm(
+        reconstructions[0]
+    )

@@ -23,12 +23,15 @@ flags from every registered method's options (flags live only in entry points) a
 
 Adding a method is a module with a `Method` subclass (and its loss under losses/) plus
 one registry line in `wsdhash/methods/__init__.py`; binary-code methods need only a
-`BinaryHashMethod` subclass naming their loss and options.
+`BinaryHashMethod` subclass naming their loss and options. Importing this package
+does not import TensorFlow (losses are imported when built), so entry points can
+define flags from the options before TensorFlow starts.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from collections.abc import Callable
 from typing import Any
 
@@ -75,7 +78,14 @@ class Method:
 
     name = "method"
     options: tuple[Option, ...] = ()
-    loss_class: type | None = None
+    # "module:Class" of the loss layer, imported when the loss is built, so that the
+    # entry points can read every method's options before TensorFlow is imported.
+    loss: str = ""
+
+    @property
+    def loss_class(self) -> type:
+        module, _, name = self.loss.partition(":")
+        return getattr(importlib.import_module(module), name)
 
     def __init__(self, config):
         self.config = config

@@ -6,15 +6,12 @@ Each is its loss (wsdhash/losses/) and its command-line options; everything else
 
 from __future__ import annotations
 
-from wsdhash.losses.hyp2 import HyP2Loss
-from wsdhash.losses.orthohash import OrthoHashLoss
-from wsdhash.losses.triplet import TripletLoss
 from wsdhash.methods.base import BinaryHashMethod, Option
 
 
 class OrthoHash(BinaryHashMethod):
     name = "orthohash"
-    loss_class = OrthoHashLoss
+    loss = "wsdhash.losses.orthohash:OrthoHashLoss"
     options = (
         Option("orthohash_codebook", "codebook_method", "enum", "B",
                "OrthoHash codebook method.", choices=("B", "N", "O")),
@@ -32,7 +29,7 @@ class OrthoHash(BinaryHashMethod):
 
 class HyP2(BinaryHashMethod):
     name = "hyp2"
-    loss_class = HyP2Loss
+    loss = "wsdhash.losses.hyp2:HyP2Loss"
     options = (
         Option("hyp2_beta", "beta", "float", 0.5, "HyP2 pair-term weight."),
         Option("hyp2_zeta", "zeta", "float", None, "HyP2 threshold (default: from the code table)."),
@@ -41,7 +38,7 @@ class HyP2(BinaryHashMethod):
 
 class Triplet(BinaryHashMethod):
     name = "triplet"
-    loss_class = TripletLoss
+    loss = "wsdhash.losses.triplet:TripletLoss"
     options = (
         Option("triplet_margin", "margin", "float", None, "Triplet margin (default: the method's)."),
         Option("triplet_dnnh_sigmoid", "dnnh_sigmoid", "bool", False, "Original DNNH [0, 1] form."),

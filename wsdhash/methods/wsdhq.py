@@ -13,12 +13,10 @@ from __future__ import annotations
 import os
 
 import numpy as np
-import tensorflow as tf
 
 from wsdhash.eval import CodesFile, CodesSplit
 from wsdhash.eval.metrics import RetrievalMetrics, evaluate_retrieval
 from wsdhash.eval.scorers import FeatureScorer
-from wsdhash.losses.wsdhq import WSDHQLoss
 from wsdhash.methods.base import Method, Option
 from wsdhash.training import quantized
 
@@ -33,7 +31,7 @@ def _quantization_form(value, flags):
 
 class WSDHQ(Method):
     name = "wsdhq"
-    loss_class = WSDHQLoss
+    loss = "wsdhash.losses.wsdhq:WSDHQLoss"
     options = (
         Option("wsdhq_gamma", "gamma", "float", 1.0, "WSDHQ adaptive-margin exponent gamma."),
         Option("wsdhq_margin", "margin", "enum", "adaptive", "WSDHQ margin.",
@@ -146,6 +144,8 @@ class WSDHQ(Method):
         from the checkpoint's loss state when its quantizer had run, else taken from
         the run's codes.h5 (the trainer fits the quantizer at the end when no
         checkpoint had one)."""
+        import tensorflow as tf
+
         quantizer = quantized.TrainingQuantizer(
             self.config.bits, self.tag_embeddings, 1, self.config.seed,
             kind=self.config.quantizer, form=self.form,

@@ -226,5 +226,6 @@ class TrainingQuantizer:
             topk=topk,
             empty=empty,
             precision_at=metrics_lib.DEFAULT_PRECISION_AT,
+            tie_bounds=True,
         )
         return result, indices

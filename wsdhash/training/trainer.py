@@ -54,19 +54,14 @@ from wsdhash.data import datasets, features_file, pipeline
 from wsdhash.data.list_files import SplitData
 from wsdhash.data.preprocessing import CorruptImageError
 from wsdhash.eval import (
-    CodesFile,
-    CodesSplit,
-    binarize,
-    evaluate_retrieval,
-    pack_codes,
     write_codes_file,
 )
-from wsdhash.losses import LOSSES
 from wsdhash.losses.class_balanced_sampler import ClassBalancedSampler
+from wsdhash.methods import METHODS
 from wsdhash.models import build_backbone, build_hashing_model
 from wsdhash.models.backbones import FEATURES, features_backbone
 from wsdhash.models.normalization import ImageNormalization
-from wsdhash.training import quantized, run_info
+from wsdhash.training import run_info
 from wsdhash.training.checkpoints import CheckpointKeeper
 from wsdhash.training.optimization import GroupedOptimizer, OptimizerConfig
 from wsdhash.training.run_info import check_resume
@@ -249,11 +244,9 @@ def build_model(config: TrainConfig, sync_batch_norm: bool = False, output_dim: 
 
 
 def model_output_dim(config: TrainConfig) -> int:
-    """K for binary codes; for WSDHQ the tag-embedding dimension D (codes are then
-    8 bits per codebook of the quantizer, not one bit per output)."""
-    if config.method == "wsdhq":
-        return quantized.load_tag_model(config.tag_dir)[0].shape[1]
-    return config.bits
+    """The width of the model's output, as the run's method says (K for binary codes;
+    WSDHQ's tag-embedding dimension D)."""
+    return METHODS.get(config.method)(config).output_dim()
 
 
 def pipeline_config_for(config: TrainConfig, backbone) -> pipeline.PipelineConfig:
@@ -423,20 +416,6 @@ class Encoder:
         return np.concatenate(list(self.batches(split)))
 
 
-def evaluate_codes(query_codes, query_labels, database_codes, database_labels, topk, empty="zero"):
-    """Hamming-ranking metrics of the binarised relaxed codes."""
-    return evaluate_retrieval(
-        query_labels,
-        database_labels,
-        query_codes=pack_codes(binarize(query_codes)),
-        database_codes=pack_codes(binarize(database_codes)),
-        bits=query_codes.shape[1],
-        topk=topk,
-        empty=empty,
-        tie_bounds=True,
-    )
-
-
 # -----------------------------------------------------------------------------
 # Training
 # -----------------------------------------------------------------------------
@@ -495,25 +474,8 @@ def _train(
         dataset.split("train"), config.validation_size, config.seed
     )
     targets_key = config.supervision
-    method_options = dict(config.method_options)
-    quantizer = None
-    if config.method == "wsdhq":
-        if config.supervision != "tags":
-            raise ValueError("WSDHQ trains from user tags: use --supervision=tags.")
-        tag_embeddings, merge_map = quantized.load_tag_model(config.tag_dir)
-        train_split = quantized.with_merged_tags(train_split, merge_map)
-        validation = quantized.with_merged_tags(validation, merge_map)
-        method_options.update(tag_embeddings=tag_embeddings, num_train_examples=len(train_split))
-        quantizer = quantized.TrainingQuantizer(
-            config.bits,
-            tag_embeddings,
-            config.quantizer_update_every
-            or quantized.TrainingQuantizer.default_period(len(train_split), config.batch_size),
-            config.seed,
-            kind=config.quantizer,
-            form=method_options.get("quantization_form", "faithful"),
-            num_train=len(train_split),
-        )
+    method = METHODS.get(config.method)(config)
+    train_split, validation = method.prepare_splits(train_split, validation)
     targets = getattr(train_split, targets_key)
     other = "tags" if config.supervision == "labels" else "labels"
     if targets.shape[1] == 0:
@@ -534,14 +496,10 @@ def _train(
     # --- Model, loss, optimiser (created in the strategy's scope) -------------
     with strategy.scope():
         model, backbone, hashing = build_model(
-            config, sync_batch_norm=strategy.num_replicas_in_sync > 1
-        )
-        loss_layer = LOSSES.get(config.method)(
-            bits=config.bits,
-            num_classes=targets.shape[1],
-            seed=config.seed,
-            **method_options,
-        )
+            config, sync_batch_norm=strategy.num_replicas_in_sync > 1,
+            output_dim=method.output_dim(),
+        )  # fmt: skip
+        loss_layer = method.build_loss(targets.shape[1])
         output_dim = model.output_shape[-1]
         loss_layer(
             tf.zeros([1, output_dim]), tf.zeros([1, targets.shape[1]])
@@ -565,8 +523,7 @@ def _train(
         **optimizer.optimizers,
     )
     restored = keeper.restore_latest()
-    if quantizer is not None:
-        quantizer.restore(loss_layer)
+    method.after_restore(loss_layer)
     start = int(step.numpy())
     resumes = []
     if restored:
@@ -624,7 +581,7 @@ def _train(
                     ref_codes=gather_across_replicas(context, codes),
                     ref_labels=gather_across_replicas(context, labels),
                     anchor_offset=context.replica_id_in_sync_group * tf.shape(codes)[0],
-                    **({"example_index": batch["index"]} if quantizer is not None else {}),
+                    **method.loss_inputs(batch),
                 )
                 loss = tf.reduce_sum(terms["loss"]) / global_batch
             gradients = tape.gradient(loss, optimizer.variables)
@@ -640,41 +597,25 @@ def _train(
     # --- Validation --------------------------------------------------------------
     encode = Encoder(model, pipeline_config, max(config.batch_size, 32))
 
-    def evaluate_pair(query_features, query_labels, database_features, database_labels):
-        """Metrics, and what the codes file stores for the database (None: packed
-        binary codes of the features). Binary codes rank by Hamming distance; WSDHQ by
-        AQD, or by the continuous features before its quantizer exists."""
-        if quantizer is None:
-            result = evaluate_codes(
-                query_features, query_labels, database_features, database_labels, topk,
-                config.empty,
-            )  # fmt: skip
-            return result, None
-        if not quantizer.ready:
-            scores = query_features @ database_features.T
-            return evaluate_retrieval(
-                query_labels, database_labels, scores=scores, topk=topk, empty=config.empty
-            ), None  # fmt: skip
-        return quantizer.evaluate(
-            query_features, query_labels, database_features, database_labels, topk, config.empty
-        )
-
     def evaluate_test():
         query, database = dataset.split("query"), dataset.split("database")
         features = {"query": encode(query), "database": encode(database)}
-        result, indices = evaluate_pair(
-            features["query"], query.labels, features["database"], database.labels
-        )
-        return result, features, indices
+        result = method.evaluate(
+            features["query"], query.labels, features["database"], database.labels, topk,
+            config.empty,
+        )  # fmt: skip
+        return result, features
 
     def validate() -> dict[str, float]:
         scores = {}
         if validation is not None:
-            result, _ = evaluate_pair(
+            result = method.evaluate(
                 encode(validation),
                 relevance_labels(validation),
                 encode(train_split),
                 relevance_labels(train_split),
+                topk,
+                config.empty,
             )
             scores["validation"] = result.map
             scores["validation_name"] = result.map_name
@@ -725,8 +666,7 @@ def _train(
                     tf.summary.scalar(f"loss/{name}", value)
                 for name, rate in optimizer.learning_rates(current - 1).items():
                     tf.summary.scalar(f"learning_rate/{name}", rate)
-        if quantizer is not None and current % quantizer.update_every == 0:
-            quantizer.update(encode(train_split), loss_layer)
+        method.after_step(current, lambda: encode(train_split), loss_layer)
         if is_validation_step(current):
             keeper.save(current)  # first: a failure in validation loses no training
             validate_and_select(current)
@@ -736,38 +676,10 @@ def _train(
 
     # --- Final evaluation with the selected checkpoint -----------------------------
     selected = keeper.restore_best()
-    if quantizer is not None:
-        quantizer.restore(loss_layer)
-        quantizer.ensure_ready(encode(train_split), loss_layer)
-    result, features, database_indices = evaluate_test()
+    method.before_final(lambda: encode(train_split), loss_layer)
+    result, features = evaluate_test()
     query, database = dataset.split("query"), dataset.split("database")
-    if database_indices is None:
-        contents = CodesFile(
-            bits=config.bits,
-            query=CodesSplit(
-                pack_codes(binarize(features["query"])), query.labels, ids=query.paths,
-                features=features["query"],
-            ),
-            database=CodesSplit(
-                pack_codes(binarize(features["database"])), database.labels,
-                ids=database.paths, features=features["database"],
-            ),
-        )  # fmt: skip
-    else:
-        # Quantization codes: the M codeword indices are the code bytes (8 bits each).
-        query_indices = quantizer.encode(features["query"])
-        contents = CodesFile(
-            bits=config.bits,
-            codebooks=quantizer.codebooks.astype(np.float32),
-            query=CodesSplit(
-                query_indices, query.labels, ids=query.paths, features=features["query"],
-                indices=query_indices,
-            ),
-            database=CodesSplit(
-                database_indices, database.labels, ids=database.paths,
-                features=features["database"], indices=database_indices,
-            ),
-        )  # fmt: skip
+    contents = method.codes_file(query, features["query"], database, features["database"])
     write_codes_file(os.path.join(output_dir, "codes.h5"), contents)
     metrics = {
         **result.to_dict(include_radius_curve=False),
