@@ -32,6 +32,7 @@ import sys
 from absl import flags
 
 from wsdhash import cli
+from wsdhash.index.images import encode_images, images_for_index, images_for_query  # noqa: F401
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("codes", None, "Codes file (codes.h5 of a run, or a baseline's).")
@@ -87,104 +88,6 @@ def _model_codebooks(model):
             f"{FLAGS.model} has no quantizer (not a WSDHQ model); use a binary --kind."
         )
     return encoder.codebooks_additive.numpy()
-
-
-def _status_name(status) -> str:
-    try:
-        from wsdhash.serving import STATUS_NAMES  # pylint: disable=g-import-not-at-top
-    except ImportError:  # pragma: no cover
-        STATUS_NAMES = {}
-    return STATUS_NAMES.get(int(status), "not a valid JPEG or PNG image")
-
-
-def encode_images(paths: list[str], key: str, model, batch_size: int = 64):
-    """Runs a SavedModel's serving signature over image files.
-
-    Args:
-        paths: image files.
-        key: the output to keep ("packed_codes", "quantization_codes", "embedding").
-        model: the loaded SavedModel.
-        batch_size: images per call.
-
-    Returns:
-        (the `key` rows of the valid items, in order; {path: why} of the items the
-        model marked invalid, or whose batch failed when encoded alone, or that cannot
-        be read).
-    """
-    import numpy as np
-    import tensorflow as tf
-
-    serve = model.signatures["serving_default"]
-    rows, invalid = [], {}
-
-    def call(names, data):
-        outputs = serve(images=tf.constant(data))
-        if key not in outputs:
-            raise cli.UsageError(f"The SavedModel has no output {key!r}.")
-        valid = np.asarray(outputs["valid"].numpy(), bool)
-        status = outputs["status"].numpy() if "status" in outputs else np.ones(len(names))
-        for name, ok, code in zip(names, valid, status, strict=True):
-            if not ok:
-                invalid[name] = _status_name(code)
-        if valid.any():
-            rows.append(np.asarray(outputs[key].numpy())[valid])
-
-    for start in range(0, len(paths), batch_size):
-        names, batch = [], []
-        for path in paths[start : start + batch_size]:
-            try:
-                with open(path, "rb") as f:
-                    batch.append(f.read())
-                names.append(path)
-            except OSError as error:
-                invalid[path] = f"cannot be read ({error.strerror or error})"
-        if not names:
-            continue
-        try:
-            call(names, batch)
-        except (tf.errors.InvalidArgumentError, tf.errors.UnknownError):
-            # A model that fails the whole batch on one bad image (older exports): encode
-            # the items one by one to keep the good ones and name the bad.
-            for name, data in zip(names, batch, strict=True):
-                try:
-                    call([name], [data])
-                except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as error:
-                    message = " ".join(str(getattr(error, "message", error)).split())
-                    invalid[name] = f"the model cannot decode it ({message[:200]})"
-    return (np.concatenate(rows) if rows else np.zeros((0, 0), np.uint8)), invalid
-
-
-def _describe(invalid: dict[str, str], limit: int = 10) -> str:
-    shown = "; ".join(f"{path} ({why})" for path, why in list(invalid.items())[:limit])
-    more = f"; and {len(invalid) - limit} more" if len(invalid) > limit else ""
-    return shown + more
-
-
-def images_for_index(paths: list[str], key: str, model, batch_size: int = 64):
-    """(rows, ids) of the valid images; the invalid ones are named in one warning line
-    on stderr and left out. All invalid is a UsageError."""
-    import numpy as np
-
-    rows, invalid = encode_images(paths, key, model, batch_size)
-    if invalid:
-        print(
-            f"wsdhash.search: warning: skipped {len(invalid)} of {len(paths)} images, not "
-            f"indexed: {_describe(invalid)}",
-            file=sys.stderr,
-            flush=True,
-        )
-    ids = [p for p in paths if p not in invalid]
-    if not ids:
-        raise cli.UsageError(f"--images: none of the {len(paths)} images is valid.")
-    return rows, np.asarray(ids)
-
-
-def images_for_query(paths: list[str], key: str, model, batch_size: int = 64):
-    """The rows of query images, every one valid, else a UsageError naming the bad."""
-    rows, invalid = encode_images(paths, key, model, batch_size)
-    if invalid:
-        raise cli.UsageError(f"--images: invalid query image: {_describe(invalid)}")
-    return rows
 
 
 def _codes_split(contents, name: str):

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from wsdhash import cli, search
+from wsdhash import cli
+from wsdhash.index import images as search
 
 
 class _StandIn:
