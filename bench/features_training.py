@@ -21,9 +21,11 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from wsdhash.data import datasets, features_file, pipeline  # noqa: E402
-from wsdhash.losses import LOSSES  # noqa: E402
+from wsdhash.losses.orthohash import OrthoHashLoss  # noqa: E402
 from wsdhash.models import build_backbone  # noqa: E402
-from wsdhash.training import trainer  # noqa: E402
+from wsdhash.models.assembly import build_model, with_normalization  # noqa: E402
+from wsdhash.models.encoder import Encoder  # noqa: E402
+from wsdhash.training.config import TrainConfig  # noqa: E402
 from wsdhash.training.optimization import GroupedOptimizer, OptimizerConfig  # noqa: E402
 
 BENCHMARK = "features_training"
@@ -31,10 +33,10 @@ BATCH_SIZE = 32
 BITS = 64
 
 
-def _train_rate(config: trainer.TrainConfig, split, steps: int) -> float:
+def _train_rate(config: TrainConfig, split, steps: int) -> float:
     """Training images/s of `config`'s model fed by the training pipeline of `split`."""
-    model, backbone, hashing = trainer.build_model(config)
-    loss_layer = LOSSES.get("orthohash")(bits=BITS, num_classes=split.labels.shape[1])
+    model, backbone, hashing = build_model(config, config.bits)
+    loss_layer = OrthoHashLoss(bits=BITS, num_classes=split.labels.shape[1])
     optimizer = GroupedOptimizer(
         OptimizerConfig(learning_rate=1e-3),
         hashing.backbone.trainable_variables,
@@ -43,7 +45,7 @@ def _train_rate(config: trainer.TrainConfig, split, steps: int) -> float:
     batches = iter(
         pipeline.make_dataset(
             split,
-            trainer.pipeline_config_for(config, backbone),
+            backbone.pipeline_config(config.image_size, config.crop_size, config.ten_crop),
             training=True,
             batch_size=BATCH_SIZE,
         )
@@ -70,12 +72,12 @@ def _compare(backbone: str, image_size: int, num_train: int, steps: int, folder:
     sizes = {"num_train": num_train, "num_query": 10, "num_database": 10}
     dataset = datasets.get_dataset("builtin", data_dir, image_size=image_size, **sizes)
     train = dataset.split("train")
-    images = trainer.TrainConfig(backbone=backbone, bits=BITS, seed=0)
+    images = TrainConfig(backbone=backbone, bits=BITS, seed=0)
 
     spec = build_backbone(backbone, weights="none", seed=0)
-    model = trainer.with_normalization(spec.model, spec.normalization)
-    config = trainer.pipeline_config_for(images, spec)
-    encoder = trainer.Encoder(model, config, 64)
+    model = with_normalization(spec.model, spec.normalization)
+    config = spec.pipeline_config(images.image_size, images.crop_size, images.ten_crop)
+    encoder = Encoder(model, config, 64)
     path = os.path.join(folder, f"{backbone}.h5")
     settings = {
         "backbone": backbone, "weights": "none", "image_size": config.image_size,
@@ -88,7 +90,7 @@ def _compare(backbone: str, image_size: int, num_train: int, steps: int, folder:
     extraction = num_train / (time.perf_counter() - start)
 
     image_rate = _train_rate(images, train, steps)
-    on_features = trainer.TrainConfig(
+    on_features = TrainConfig(
         dataset="features", data_dir=path, backbone="features", bits=BITS, seed=0
     )
     features_rate = _train_rate(on_features, features_file.read_split(path, "train"), steps)

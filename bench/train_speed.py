@@ -66,8 +66,9 @@ AGREEMENT_TOLERANCE = 1e-3
 def time_backbone(name: str) -> dict:
     import tensorflow as tf
 
-    from wsdhash.losses import LOSSES
-    from wsdhash.training import trainer
+    from wsdhash.losses.orthohash import OrthoHashLoss
+    from wsdhash.models.assembly import build_model
+    from wsdhash.training.config import TrainConfig
     from wsdhash.training.optimization import GroupedOptimizer, OptimizerConfig
 
     if FLAGS.keras_grouped_conv:
@@ -76,11 +77,11 @@ def time_backbone(name: str) -> dict:
         from wsdhash.models import alexnet
 
         alexnet.Conv2D = keras.layers.Conv2D  # This process only.
-    config = trainer.TrainConfig(backbone=name, head="linear_bn", bits=FLAGS.bits)
-    model, backbone, hashing = trainer.build_model(config)
+    config = TrainConfig(backbone=name, head="linear_bn", bits=FLAGS.bits)
+    model, backbone, hashing = build_model(config, config.bits)
     size = backbone.crop_size
     num_classes = 10
-    loss_layer = LOSSES.get("orthohash")(bits=FLAGS.bits, num_classes=num_classes)
+    loss_layer = OrthoHashLoss(bits=FLAGS.bits, num_classes=num_classes)
     optimizer = GroupedOptimizer(
         OptimizerConfig(learning_rate=1e-3),
         hashing.backbone.trainable_variables,

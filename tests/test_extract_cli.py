@@ -14,7 +14,8 @@ import wsdhash
 from wsdhash.data import datasets, features_file, pipeline
 from wsdhash.data.builtin import generate_builtin
 from wsdhash.models import build_backbone
-from wsdhash.training.trainer import Encoder, with_normalization
+from wsdhash.models.assembly import with_normalization
+from wsdhash.models.encoder import Encoder
 
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
 SIZES = {"num_train": 70, "num_query": 10, "num_database": 30}

@@ -32,6 +32,7 @@ tags to `<workdir>/tags/`, all metrics to `<workdir>/metrics.json`, the index to
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -152,21 +153,20 @@ def _build_index(name: str, database) -> str:
     returns the command that serves it."""
     import tensorflow as tf
 
-    from wsdhash import search
     from wsdhash.data import list_files
+    from wsdhash.index.images import images_for_index, model_index_layout
     from wsdhash.index.sharded import build_index
 
     model_dir = os.path.join(FLAGS.workdir, f"{name}_{FLAGS.train_bits}", "saved_model")
     output = os.path.join(FLAGS.workdir, "index")
     model = tf.saved_model.load(model_dir)
-    quantized = getattr(model, "quantization_encoder", None) is not None
-    kind, key = ("aqd", "quantization_codes") if quantized else ("flat", "packed_codes")
+    kind, key, codebooks = model_index_layout(model, source=model_dir)
     paths = [str(p) for p in database.paths]
     rows, ids = [], []
     chunk = 256
     with _bar(len(paths), "encoding database images") as bar:
         for start in range(0, len(paths), chunk):
-            part, part_ids = search.images_for_index(
+            part, part_ids = images_for_index(
                 paths[start : start + chunk], key, model, batch_size=chunk
             )
             rows.append(part)
@@ -177,7 +177,6 @@ def _build_index(name: str, database) -> str:
         str(path): [names[c] for c in np.flatnonzero(row)]
         for path, row in zip(paths, np.asarray(database.labels), strict=True)
     }
-    codebooks = search._model_codebooks(model) if quantized else None
     manifest = build_index(
         output,
         [(np.concatenate(rows), np.asarray(ids))],
@@ -208,17 +207,31 @@ def _evaluate(query, database, topk, **ranking):
     )
 
 
-# The trained rows of the table: name -> (method, supervision, method options, head).
+@dataclasses.dataclass(frozen=True)
+class _TrainedRun:
+    """One trained row of the table: a registered method and its settings."""
+
+    title: str
+    method: str
+    supervision: str
+    options: dict
+    head: str
+    optimizer: str
+    learning_rate: float
+
+
 TRAINED = {
-    "wsdhq": ("wsdhq", "tags", {}, "tanh"),
-    "wsdhq_no_quantization": ("wsdhq", "tags", {"quantization_weight": 0.0}, "tanh"),
-    "orthohash": ("orthohash", "labels", {"multiclass": True}, "linear_bn"),
-}
-TRAINED_TITLES = {
-    "wsdhq": "WSDHQ (tags only, AQD)",
-    "wsdhq_no_quantization": "same network, no quantization loss (AQD)",
-    "orthohash": "OrthoHash (ground-truth labels)",
-}
+    "wsdhq": _TrainedRun("WSDHQ (tags only, AQD)", "wsdhq", "tags", {}, "tanh", "adam", 1e-3),
+    "wsdhq_no_quantization": _TrainedRun(
+        "same network, no quantization loss (AQD)", "wsdhq", "tags",
+        {"quantization_weight": 0.0}, "tanh", "adam", 1e-3,
+    ),
+    "orthohash": _TrainedRun(
+        "OrthoHash (ground-truth labels)", "orthohash", "labels", {"multiclass": True},
+        "linear_bn", "sgd", 0.01,
+    ),
+}  # fmt: skip
+TRAINED_TITLES = {name: run.title for name, run in TRAINED.items()}
 
 
 def _word_vectors(vocabulary, tag_matrix):
@@ -257,12 +270,13 @@ def _train_and_export(name: str, tag_dir: str, topk):
     """Trains one method on the built-in dataset, exports it, evaluates its codes."""
     from wsdhash import serving
     from wsdhash.eval import read_codes_file
-    from wsdhash.eval.aqd_metrics import aqd_evaluate
+    from wsdhash.eval.file_evaluation import evaluate_codes_file
     from wsdhash.training import trainer
+    from wsdhash.training.config import OptimizerConfig, TrainConfig
 
-    method, supervision, options, head = TRAINED[name]
+    run = TRAINED[name]
     workdir = os.path.join(FLAGS.workdir, f"{name}_{FLAGS.train_bits}")
-    config = trainer.TrainConfig(
+    config = TrainConfig(
         dataset="builtin",
         data_dir=FLAGS.data_dir,
         dataset_options=dict(
@@ -272,18 +286,15 @@ def _train_and_export(name: str, tag_dir: str, topk):
             num_database=FLAGS.num_database,
         ),
         backbone="small_cnn",
-        head=head,
+        head=run.head,
         bits=FLAGS.train_bits,
-        method=method,
-        method_options=options,
-        supervision=supervision,
+        method=run.method,
+        method_options=run.options,
+        supervision=run.supervision,
         tag_dir=tag_dir,
         batch_size=64,
         steps=FLAGS.train_steps,
-        optimizer=trainer.OptimizerConfig(
-            name="adam" if method == "wsdhq" else "sgd",
-            learning_rate=1e-3 if method == "wsdhq" else 0.01,
-        ),
+        optimizer=OptimizerConfig(name=run.optimizer, learning_rate=run.learning_rate),
         quantizer_update_every=max(FLAGS.train_steps // 3, 1),
         seed=FLAGS.seed,
         workdir=workdir,
@@ -308,27 +319,10 @@ def _train_and_export(name: str, tag_dir: str, topk):
     )
     print(f"{name}: model exported to {exported}")
     codes = read_codes_file(os.path.join(workdir, "codes.h5"))
-    if codes.codebooks is not None:
-        return aqd_evaluate(
-            codes.query.features,
-            codes.database.indices,
-            codes.codebooks,
-            codes.query.labels,
-            codes.database.labels,
-            topk=topk,
-            ties=FLAGS.ties,
-            empty=FLAGS.empty,
-            seed=FLAGS.seed,
-            precision_at=(100,),
-        )
-    return _evaluate(
-        codes.query,
-        codes.database,
-        topk,
-        query_codes=codes.query.codes,
-        database_codes=codes.database.codes,
-        bits=codes.bits,
-    )
+    return evaluate_codes_file(
+        codes, topk=topk, ties=FLAGS.ties, empty=FLAGS.empty, seed=FLAGS.seed,
+        source=os.path.join(workdir, "codes.h5"),
+    )  # fmt: skip
 
 
 def main(argv):

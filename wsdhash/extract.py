@@ -125,7 +125,8 @@ def main(argv):
     from wsdhash import file_lock
     from wsdhash.data import datasets, features_file, pipeline
     from wsdhash.models import build_backbone, model_files
-    from wsdhash.training.trainer import Encoder, with_normalization
+    from wsdhash.models.assembly import with_normalization
+    from wsdhash.models.encoder import Encoder
 
     # --- Dataset and backbone --------------------------------------------------------
     options = datasets.command_line_options(
@@ -151,6 +152,10 @@ def main(argv):
             "sha256:" + (model_files.fingerprint(FLAGS.model)),
         )
         image_size = FLAGS.image_size or max(round(crop_size * 8 / 7), crop_size)
+        config = pipeline.PipelineConfig(
+            image_size=image_size, crop_size=crop_size, normalization=None,
+            ten_crop=FLAGS.ten_crop,
+        )  # fmt: skip
     else:
         try:
             spec = build_backbone(
@@ -164,20 +169,14 @@ def main(argv):
             raise cli.UsageError(
                 f"--backbone={FLAGS.backbone} --weights={FLAGS.weights}: {error}"
             ) from None
-        normalization = FLAGS.normalization or spec.normalization
+        normalization = spec.input_normalization(FLAGS.normalization)
         # The model the trainer would build, without a head: uint8 crops -> normalise -> F.
-        model = with_normalization(spec.model, normalization)
-        feature_dim, crop_size = spec.feature_dim, FLAGS.crop_size or spec.crop_size
-        image_size = FLAGS.image_size or max(spec.image_size, spec.crop_size)
+        model = with_normalization(spec.model, normalization, spec.input_dtype)
+        feature_dim = spec.feature_dim
+        config = spec.pipeline_config(FLAGS.image_size, FLAGS.crop_size, FLAGS.ten_crop)
         backbone, weights = FLAGS.backbone, FLAGS.weights
         if weights not in ("none", "imagenet", "preset"):
             weights = os.path.abspath(weights)
-    config = pipeline.PipelineConfig(
-        image_size=image_size,
-        crop_size=crop_size,
-        normalization=None,
-        ten_crop=FLAGS.ten_crop,
-    )
 
     # --- Extraction ------------------------------------------------------------------
     settings = {

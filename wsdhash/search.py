@@ -32,7 +32,12 @@ import sys
 from absl import flags
 
 from wsdhash import cli
-from wsdhash.index.images import encode_images, images_for_index, images_for_query  # noqa: F401
+from wsdhash.index.images import (  # noqa: F401
+    encode_images,
+    images_for_index,
+    images_for_query,
+    model_index_layout,
+)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("codes", None, "Codes file (codes.h5 of a run, or a baseline's).")
@@ -80,16 +85,6 @@ def _load_model():
     return tf.saved_model.load(FLAGS.model)
 
 
-def _model_codebooks(model):
-    """The (M, K, D) codebooks a WSDHQ SavedModel carries (serving.py), or an error."""
-    encoder = getattr(model, "quantization_encoder", None)
-    if encoder is None or not hasattr(encoder, "codebooks_additive"):
-        raise cli.UsageError(
-            f"{FLAGS.model} has no quantizer (not a WSDHQ model); use a binary --kind."
-        )
-    return encoder.codebooks_additive.numpy()
-
-
 def _codes_split(contents, name: str):
     if name not in ("query", "database"):
         raise cli.UsageError(f"--split must be query or database; got {name!r}.")
@@ -121,11 +116,7 @@ def build():
         files = _image_files(FLAGS.images)
         paths = [os.path.join(FLAGS.images, f) for f in files]
         model = _load_model()
-        quantized = getattr(model, "quantization_encoder", None) is not None
-        kind = ("aqd" if quantized else "flat") if FLAGS.kind == "auto" else FLAGS.kind
-        if kind == "aqd":
-            codebooks = _model_codebooks(model)
-        key = "quantization_codes" if kind == "aqd" else "packed_codes"
+        kind, key, codebooks = model_index_layout(model, FLAGS.kind, FLAGS.model)
         codes, ids = images_for_index(paths, key, model, FLAGS.batch_size)
         source = {"images": FLAGS.images}
     elif FLAGS.codes:

@@ -46,7 +46,9 @@ import shutil
 import keras
 import tensorflow as tf
 
-from wsdhash.training import trainer
+from wsdhash.methods import METHODS
+from wsdhash.models.assembly import build_model
+from wsdhash.training.config import config_from_dict
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _EXIF_MARKER = b"Exif\x00\x00"
@@ -87,15 +89,17 @@ def load_trained_model(workdir: str, checkpoint: str = "best"):
     if not os.path.exists(info_path):
         raise FileNotFoundError(f"Not a wsdhash run folder (no run_info.json): {workdir}")
     with open(info_path) as f:
-        config = trainer.config_from_dict(json.load(f)["config"])
+        config = config_from_dict(json.load(f)["config"])
     # Weights come from the checkpoint; never download or unpickle anything here.
     config = dataclasses.replace(config, weights="none", allow_pickle=False)
-    model, backbone, _ = trainer.build_model(config)
+    model, backbone, _ = build_model(config, METHODS.get(config.method)(config).output_dim())
     path = checkpoint_path(workdir, checkpoint)
     tf.train.Checkpoint(model=model).restore(
         path
     ).expect_partial().assert_existing_objects_matched()
-    return model, config, trainer.pipeline_config_for(config, backbone)
+    return model, config, backbone.pipeline_config(
+        config.image_size, config.crop_size, config.ten_crop
+    )
 
 
 def checkpoint_path(workdir: str, checkpoint: str = "best") -> str:
@@ -347,10 +351,8 @@ class HashingServingModule(tf.Module):
 def load_quantization_encoder(workdir: str, checkpoint: str = "best"):
     """The extra serving outputs' encoder of a run's method (`Method.serving_encoder`):
     WSDHQ's quantizer as graph ops; None for binary-code methods."""
-    from wsdhash.methods import METHODS
-
     with open(os.path.join(workdir, "run_info.json")) as f:
-        config = trainer.config_from_dict(json.load(f)["config"])
+        config = config_from_dict(json.load(f)["config"])
     method = METHODS.get(config.method)(config)
     return method.serving_encoder(checkpoint_path(workdir, checkpoint), workdir)
 

@@ -12,7 +12,7 @@ import pytest
 
 from wsdhash.baselines import BASELINES
 from wsdhash.data import features_file
-from wsdhash.data.list_files import SplitData
+from wsdhash.data.types import SplitData
 from wsdhash.eval import pack_codes, read_codes_file
 
 SETTINGS = {

@@ -13,10 +13,11 @@ import tensorflow as tf
 from wsdhash import file_lock
 from wsdhash.data import datasets, features_file, pipeline
 from wsdhash.data.builtin import generate_builtin
-from wsdhash.data.list_files import DataFormatError
 from wsdhash.data.preprocessing import NORMALIZATIONS
+from wsdhash.data.types import DataFormatError
 from wsdhash.models import build_backbone
-from wsdhash.training.trainer import Encoder, with_normalization
+from wsdhash.models.assembly import with_normalization
+from wsdhash.models.encoder import Encoder
 
 SIZES = {"num_train": 70, "num_query": 10, "num_database": 30}
 SETTINGS = {

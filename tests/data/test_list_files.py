@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from wsdhash.data import datasets, list_files
-from wsdhash.data.list_files import DataFormatError
+from wsdhash.data.types import DataFormatError
 
 
 def _write(path, text):

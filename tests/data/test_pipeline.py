@@ -6,8 +6,8 @@ import pytest
 import tensorflow as tf
 
 from wsdhash.data import preprocessing
-from wsdhash.data.list_files import SplitData
 from wsdhash.data.pipeline import PipelineConfig, make_dataset
+from wsdhash.data.types import SplitData
 
 SIZE, CROP = 16, 12
 

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from wsdhash.losses import LOSSES, HyP2Loss, OrthoHashLoss, TripletLoss
+from wsdhash.losses import HyP2Loss, OrthoHashLoss, TripletLoss, WSDHQLoss
+from wsdhash.methods import METHODS
 
 BITS, CLASSES, BATCH = 16, 4, 10
 
@@ -57,16 +58,16 @@ def _inputs(kind, seed=0):
 
 def _layer(case, seed=3):
     name, kwargs, kind = CASES[case]
-    return LOSSES.get(name)(bits=BITS, num_classes=CLASSES, seed=seed, **kwargs), kind
+    return METHODS.get(name).loss_class(bits=BITS, num_classes=CLASSES, seed=seed, **kwargs), kind
 
 
-def test_registry_names_and_classes():
-    assert LOSSES.names() == ["hyp2", "orthohash", "triplet", "wsdhq"]
-    assert LOSSES.get("orthohash") is OrthoHashLoss
-    assert LOSSES.get("hyp2") is HyP2Loss
-    assert LOSSES.get("triplet") is TripletLoss
-    with pytest.raises(KeyError, match="known: hyp2, orthohash, triplet, wsdhq"):
-        LOSSES.get("dpsh")
+def test_methods_name_their_loss_classes():
+    assert METHODS.get("orthohash").loss_class is OrthoHashLoss
+    assert METHODS.get("hyp2").loss_class is HyP2Loss
+    assert METHODS.get("triplet").loss_class is TripletLoss
+    assert METHODS.get("wsdhq").loss_class is WSDHQLoss
+    with pytest.raises(KeyError, match="Unknown method 'dpsh'; known: .*hyp2, orthohash"):
+        METHODS.get("dpsh")
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

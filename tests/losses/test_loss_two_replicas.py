@@ -17,7 +17,7 @@ SCRIPT = textwrap.dedent(
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2
     )
-    from wsdhash.losses import LOSSES
+    from wsdhash.methods import METHODS
 
     rng = np.random.default_rng(0)
     features = rng.normal(size=(12, 5)).astype(np.float32)
@@ -34,7 +34,7 @@ SCRIPT = textwrap.dedent(
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     for name, kwargs in cases.items():
         with strategy.scope():
-            layer = LOSSES.get(name)(bits=16, num_classes=4, seed=1, **kwargs)
+            layer = METHODS.get(name).loss_class(bits=16, num_classes=4, seed=1, **kwargs)
             weight = tf.Variable(kernel)
         variables = [weight] + layer.trainable_weights
 

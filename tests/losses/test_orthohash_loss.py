@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from wsdhash.losses import codebooks, orthohash
+from wsdhash.losses import orthohash, orthohash_targets
 
 # Two orthogonal 4-bit targets: class 0 = o0, class 1 = o1.
 O0 = [1.0, 1.0, 1.0, 1.0]
@@ -135,7 +135,7 @@ def _random_inputs(seed, batch=9, classes=5, bits=16, multi=True):
     else:
         labels = np.eye(classes, dtype=np.float32)[rng.integers(0, classes, batch)]
         labels[0] = 0  # untagged
-    return codes, labels, codebooks.generate_codebook(classes, bits, "B", seed)
+    return codes, labels, orthohash_targets.generate_codebook(classes, bits, "B", seed)
 
 
 @pytest.mark.parametrize("margin_type", ["cos", "arc"])
@@ -228,7 +228,7 @@ def test_layer_codebook_is_fixed_and_reproducible():
     layer = orthohash.OrthoHashLoss(bits=12, num_classes=6, seed=4, codebook_method="N")
     assert not layer.codebook.trainable and layer.trainable_weights == []
     np.testing.assert_array_equal(
-        layer.codebook.numpy(), codebooks.generate_codebook(6, 12, "N", seed=4)
+        layer.codebook.numpy(), orthohash_targets.generate_codebook(6, 12, "N", seed=4)
     )
     explicit = orthohash.OrthoHashLoss(bits=2, num_classes=2, codebook=[[1, -1], [-1, -1]])
     np.testing.assert_array_equal(explicit.codebook.numpy(), [[1, -1], [-1, -1]])

@@ -120,7 +120,7 @@ def test_golden_formulas_match_published_totals():
 
 
 def test_registry_names():
-    assert BACKBONES.names() == sorted(GOLDEN)
+    assert BACKBONES.names() == sorted([*GOLDEN, "features"])
 
 
 @pytest.mark.parametrize("name", sorted(GOLDEN))

@@ -19,7 +19,8 @@ import tensorflow as tf
 
 from wsdhash import serving
 from wsdhash.data import preprocessing
-from wsdhash.training import trainer
+from wsdhash.models.assembly import build_model
+from wsdhash.training.config import TrainConfig
 
 CROP = 28
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
@@ -75,8 +76,8 @@ def png_claiming_size(width: int, height: int) -> bytes:
 
 @pytest.fixture(scope="module")
 def module_and_model():
-    config = trainer.TrainConfig(bits=16, crop_size=CROP, image_size=32, seed=3)
-    model, _, _ = trainer.build_model(config)
+    config = TrainConfig(bits=16, crop_size=CROP, image_size=32, seed=3)
+    model, _, _ = build_model(config, config.bits)
     # Non-trivial batch-norm statistics, so a variable left uninitialised would show.
     for variable in model.non_trainable_variables:
         variable.assign(np.random.default_rng(1).uniform(0.5, 1.5, variable.shape))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from gensim.models import KeyedVectors
 
-from wsdhash.data.list_files import DataFormatError
+from wsdhash.data.types import DataFormatError
 from wsdhash.tagging import files, processing
 
 

@@ -1,13 +1,12 @@
 """Restricted streaming readers vs gensim on fixture files in the real formats."""
 
 import gzip
-import os
 
 import numpy as np
 import pytest
 from gensim.models import KeyedVectors
 
-from wsdhash.data.list_files import DataFormatError
+from wsdhash.data.types import DataFormatError
 from wsdhash.tagging import word_vectors
 
 _WORDS = ["the", "circle", "round", "New_York", "new_york", "café", "x", "dup"]

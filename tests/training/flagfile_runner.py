@@ -15,14 +15,15 @@ import keras
 from absl import flags
 
 from wsdhash import train
+from wsdhash.methods import METHODS
 
+# The flags recorded: the run's settings and every registered method's options.
 RECORDED = (
     "method", "hash_bit", "head", "optimizer", "lr", "backbone_lr_multiplier", "momentum",
     "weight_decay", "lr_decay", "lr_decay_every", "lr_decay_unit", "topk", "empty",
-    "normalization", "hyp2_beta", "orthohash_codebook", "orthohash_margin",
-    "orthohash_scale", "orthohash_multiclass", "triplet_margin", "seed", "dataset",
-    "data_dir", "backbone", "weights", "image_size", "crop_size", "batch_size", "epochs",
-    "sampler", "classes_per_batch", "images_per_class",
+    "normalization", "seed", "dataset", "data_dir", "backbone", "weights", "image_size",
+    "crop_size", "batch_size", "epochs", "sampler", "classes_per_batch", "images_per_class",
+    *(option.flag for name in METHODS.names() for option in METHODS.get(name).options),
 )  # fmt: skip
 
 

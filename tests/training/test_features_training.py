@@ -15,10 +15,11 @@ from train_helpers import read_json
 from wsdhash.data import datasets, features_file, pipeline
 from wsdhash.data.builtin import generate_builtin
 from wsdhash.eval import read_codes_file
+from wsdhash.methods import wsdhq_quantizer as quantized
 from wsdhash.models import build_backbone
+from wsdhash.models.assembly import with_normalization
+from wsdhash.models.encoder import Encoder
 from wsdhash.tagging.files import write_final_embeddings, write_merge_map
-from wsdhash.training import quantized
-from wsdhash.training.trainer import Encoder, with_normalization
 
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
 SIZES = {"num_train": 320, "num_query": 30, "num_database": 80}  # > 256 for WSDHQ's k-means

@@ -83,7 +83,7 @@ def test_wsdhq_trains_from_tags_and_writes_aqd_codes(tagged, tmp_path, quantizer
     assert result.returncode == 0, result.stderr[-2000:]
     import tensorflow as tf
 
-    from wsdhash.training import quantized
+    from wsdhash.methods import wsdhq_quantizer as quantized
 
     served = tf.saved_model.load(str(exported)).signatures["encode_images"]
     crops = np.random.default_rng(0).uniform(0, 255, (40, 28, 28, 3)).astype(np.float32)

@@ -63,7 +63,7 @@ def main(argv):
     if len(argv) > 1:
         raise cli.UsageError(f"Unexpected arguments: {argv[1:]}")
     from wsdhash.data import features_file
-    from wsdhash.data.list_files import DataFormatError
+    from wsdhash.data.types import DataFormatError
     from wsdhash.eval import CodesFile, CodesSplit, pack_codes, write_codes_file
 
     bits_list = _bits()

@@ -13,34 +13,8 @@ from collections.abc import Callable
 
 from wsdhash.data import features_file, list_files
 from wsdhash.data import protocols as protocols_lib
+from wsdhash.data.types import RetrievalDataset, SplitData
 from wsdhash.registry import Registry
-
-
-@dataclasses.dataclass(frozen=True)
-class RetrievalDataset:
-    """A dataset with its retrieval protocol.
-
-    Attributes:
-        name: registry name.
-        load_split: split name -> `SplitData` (file order).
-        splits: the split names that exist.
-        topk: the protocol's mAP cut-off R (None = the whole database).
-        image_size: the size images are resized to before cropping (square).
-        crop_size: the training / evaluation crop.
-    """
-
-    name: str
-    load_split: Callable[[str], list_files.SplitData]
-    splits: tuple[str, ...] = ("train", "query", "database")
-    topk: int | None = None
-    image_size: int = 256
-    crop_size: int = 224
-
-    def split(self, name: str) -> list_files.SplitData:
-        if name not in self.splits:
-            raise KeyError(f"Dataset {self.name!r} has no split {name!r}; splits: {self.splits}.")
-        return self.load_split(name)
-
 
 DATASETS: Registry[Callable[..., RetrievalDataset]] = Registry("dataset")
 
@@ -75,7 +49,7 @@ def builtin(
         num_database=num_database,
     )
 
-    def load_split(split: str) -> list_files.SplitData:
+    def load_split(split: str) -> SplitData:
         return list_files.read_wsdhq_split(
             data_dir,
             data_dir,
@@ -110,7 +84,7 @@ def wsdhq_lists(
     """
     root = image_root if image_root is not None else data_dir
 
-    def load_split(split: str) -> list_files.SplitData:
+    def load_split(split: str) -> SplitData:
         return list_files.read_wsdhq_split(
             data_dir, root, split=split, tag_vocab=tag_vocab, check_files=check_files
         )
@@ -140,7 +114,7 @@ def hashnet_lists(
     """
     root = image_root if image_root is not None else data_dir
 
-    def load_split(split: str) -> list_files.SplitData:
+    def load_split(split: str) -> SplitData:
         return list_files.read_hashnet_list(
             os.path.join(data_dir, HASHNET_FILES[split]), root, split=split, check_files=check_files
         )
@@ -216,7 +190,7 @@ def prepared_lists(
             layout = "wsdhq" if wsdhq else "hashnet"
         if layout == "wsdhq":
 
-            def load_split(split: str) -> list_files.SplitData:
+            def load_split(split: str) -> SplitData:
                 data = list_files.read_wsdhq_split(
                     data_dir,
                     root,
@@ -228,7 +202,7 @@ def prepared_lists(
 
         else:
 
-            def load_split(split: str) -> list_files.SplitData:
+            def load_split(split: str) -> SplitData:
                 return list_files.read_hashnet_list(
                     os.path.join(data_dir, HASHNET_FILES[split]),
                     root,

@@ -45,7 +45,7 @@ import h5py
 import numpy as np
 
 from wsdhash import file_lock
-from wsdhash.data.list_files import DataFormatError, SplitData
+from wsdhash.data.types import DataFormatError, RetrievalDataset, SplitData
 from wsdhash.eval.codes_file import create_checked_dataset, read_checked_dataset
 
 FORMAT = "wsdhash-features"
@@ -425,7 +425,6 @@ def features_dataset(data_dir: str, *, image_root=None, check_files=True):
     dataset is only read for the final evaluation.
     """
     del image_root, check_files  # nothing to read but the file
-    from wsdhash.data.datasets import RetrievalDataset  # pylint: disable=g-import-not-at-top
 
     attrs = read_attributes(data_dir)
     loaded = {}
@@ -443,4 +442,5 @@ def features_dataset(data_dir: str, *, image_root=None, check_files=True):
         topk=None if topk < 0 else topk,
         image_size=1,
         crop_size=1,
+        image_files=False,
     )

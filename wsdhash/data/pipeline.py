@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from wsdhash.data import preprocessing
-from wsdhash.data.list_files import SplitData
+from wsdhash.data.types import SplitData
 
 
 @dataclasses.dataclass(frozen=True)

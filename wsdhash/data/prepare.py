@@ -128,7 +128,7 @@ def main(argv):
     import tqdm  # pylint: disable=g-import-not-at-top
 
     from wsdhash.data import preparation, protocols
-    from wsdhash.data.list_files import DataFormatError
+    from wsdhash.data.types import DataFormatError
 
     try:
         preparer = preparation.PREPARERS.get(FLAGS.dataset)

@@ -112,3 +112,21 @@ def images_for_query(paths: list[str], key: str, model, batch_size: int = 64):
     return rows
 
 
+def model_index_layout(model, kind: str = "auto", source: str = "the model"):
+    """How an exported model's codes go into an index: (kind, output key, codebooks).
+
+    A model with a quantizer (WSDHQ's `quantization_encoder`) fills an AQD index with
+    its `quantization_codes` and carries the index's codebooks; any other fills a binary
+    index (`flat` unless `kind` names another) with its `packed_codes`. A `kind` of
+    "aqd" for a model without a quantizer is a UsageError naming `source`.
+    """
+    encoder = getattr(model, "quantization_encoder", None)
+    if kind == "auto":
+        kind = "aqd" if encoder is not None else "flat"
+    if kind != "aqd":
+        return kind, "packed_codes", None
+    if encoder is None or not hasattr(encoder, "codebooks_additive"):
+        raise cli.UsageError(
+            f"{source} has no quantizer (not a WSDHQ model); use a binary --kind."
+        )
+    return kind, "quantization_codes", encoder.codebooks_additive.numpy()

@@ -1,9 +1,12 @@
-"""Binary-hashing losses: OrthoHash, HyP2 and batch-all triplet (DNNH).
+"""The methods' loss layers: OrthoHash, HyP2, batch-all triplet (DNNH) and WSDHQ.
 
 Each family is a set of pure functions returning one value per example, (B,), and one
-`keras.layers.Layer` that owns the family's state and is what the trainer calls:
+`keras.layers.Layer` that owns the family's state and is what the trainer calls. The
+method registry (`wsdhash.methods.METHODS`) names each method's loss; there is no
+second registry of losses:
 
-    layer = LOSSES.get(name)(bits=K, num_classes=C, seed=seed, **hyperparameters)
+    layer = METHODS.get(name)(config).build_loss(C)   # the run's method builds it
+    layer = OrthoHashLoss(bits=K, num_classes=C, seed=seed, **hyperparameters)
     terms = layer(codes, labels, ref_codes=None, ref_labels=None, anchor_offset=0)
     # terms["loss"] is (B,); the other keys are the separate terms, for logging.
 
@@ -19,12 +22,5 @@ from wsdhash.losses.hyp2 import HyP2Loss
 from wsdhash.losses.orthohash import OrthoHashLoss
 from wsdhash.losses.triplet import TripletLoss
 from wsdhash.losses.wsdhq import WSDHQLoss
-from wsdhash.registry import Registry
 
-LOSSES: Registry[type] = Registry("loss")
-LOSSES.register("orthohash")(OrthoHashLoss)
-LOSSES.register("hyp2")(HyP2Loss)
-LOSSES.register("triplet")(TripletLoss)
-LOSSES.register("wsdhq")(WSDHQLoss)
-
-__all__ = ["LOSSES", "HyP2Loss", "OrthoHashLoss", "TripletLoss", "WSDHQLoss"]
+__all__ = ["HyP2Loss", "OrthoHashLoss", "TripletLoss", "WSDHQLoss"]

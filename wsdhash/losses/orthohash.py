@@ -37,7 +37,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from wsdhash.losses import codebooks
+from wsdhash.losses import orthohash_targets, references
 
 MARGIN_TYPES = ("cos", "arc")
 MULTICLASS_LOSSES = ("label_smoothing", "bce")
@@ -304,7 +304,7 @@ class OrthoHashLoss(keras.layers.Layer):
     ):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
-        _check_choice("codebook_method", codebook_method, codebooks.CODEBOOK_METHODS)
+        _check_choice("codebook_method", codebook_method, orthohash_targets.CODEBOOK_METHODS)
         self.settings = OrthoHashSettings(
             scale, margin, margin_type, multiclass, multiclass_loss, ce_weight,
             quantization_weight, quantization_type,
@@ -320,7 +320,7 @@ class OrthoHashLoss(keras.layers.Layer):
 
         values = self.explicit_codebook
         if values is None:
-            values = codebooks.generate_codebook(
+            values = orthohash_targets.generate_codebook(
                 self.num_classes, self.bits, self.codebook_method, self.seed
             )
         self.codebook = self.add_weight(
@@ -345,6 +345,7 @@ class OrthoHashLoss(keras.layers.Layer):
         anchor_offset: int | tf.Tensor = 0,
     ) -> dict[str, tf.Tensor]:
         # The references are unused: every OrthoHash term is per example.
+        references.check_pair(ref_codes, ref_labels)
         del ref_codes, ref_labels, anchor_offset
         ce = orthohash_cross_entropy(
             codes, labels, tf.convert_to_tensor(self.codebook),

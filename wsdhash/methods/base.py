@@ -68,12 +68,22 @@ class Option:
         return raw if self.convert is None else self.convert(raw, flag_values)
 
 
+class _ClassAttribute:
+    """A read-only attribute computed from the class, read on the class or an instance."""
+
+    def __init__(self, compute: Callable[[type], Any]):
+        self.compute = compute
+
+    def __get__(self, instance, owner: type):
+        return self.compute(owner)
+
+
 class Method:
     """The interface (module doc). Subclasses set `name`, `options`, `loss_class` and
     override what differs from binary hashing.
 
     Args:
-        config: the run's `TrainConfig` (wsdhash.training.trainer).
+        config: the run's `TrainConfig` (wsdhash.training.config).
     """
 
     name = "method"
@@ -82,9 +92,10 @@ class Method:
     # entry points can read every method's options before TensorFlow is imported.
     loss: str = ""
 
-    @property
-    def loss_class(self) -> type:
-        module, _, name = self.loss.partition(":")
+    @_ClassAttribute
+    def loss_class(cls) -> type:
+        """The loss layer class (`loss` imported), on the class or an instance."""
+        module, _, name = cls.loss.partition(":")
         return getattr(importlib.import_module(module), name)
 
     def __init__(self, config):

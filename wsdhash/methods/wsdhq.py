@@ -17,8 +17,8 @@ import numpy as np
 from wsdhash.eval import CodesFile, CodesSplit
 from wsdhash.eval.metrics import RetrievalMetrics, evaluate_retrieval
 from wsdhash.eval.scorers import FeatureScorer
+from wsdhash.methods import wsdhq_quantizer
 from wsdhash.methods.base import Method, Option
-from wsdhash.training import quantized
 
 # The checkpoint key of the loss's stored training codes (the run's checkpoint tracks
 # the loss layer as `loss`); its rows are the number of training examples.
@@ -26,7 +26,7 @@ _TRAIN_CODES_KEY = "loss/train_codes/.ATTRIBUTES/VARIABLE_VALUE"
 
 
 def _quantization_form(value, flags):
-    return quantized.default_quantization_form(flags.quantizer) if value == "auto" else value
+    return wsdhq_quantizer.default_quantization_form(flags.quantizer) if value == "auto" else value
 
 
 class WSDHQ(Method):
@@ -54,7 +54,7 @@ class WSDHQ(Method):
         super().__init__(config)
         if config.supervision != "tags":
             raise ValueError("WSDHQ trains from user tags: use --supervision=tags.")
-        self.tag_embeddings, self.merge_map = quantized.load_tag_model(config.tag_dir)
+        self.tag_embeddings, self.merge_map = wsdhq_quantizer.load_tag_model(config.tag_dir)
         self.quantizer = None
         self.num_train = None
 
@@ -63,15 +63,15 @@ class WSDHQ(Method):
         return self.config.method_options.get("quantization_form", "faithful")
 
     def prepare_splits(self, train, validation):
-        train = quantized.with_merged_tags(train, self.merge_map)
-        validation = quantized.with_merged_tags(validation, self.merge_map)
+        train = wsdhq_quantizer.with_merged_tags(train, self.merge_map)
+        validation = wsdhq_quantizer.with_merged_tags(validation, self.merge_map)
         config = self.config
         self.num_train = len(train)
-        self.quantizer = quantized.TrainingQuantizer(
+        self.quantizer = wsdhq_quantizer.TrainingQuantizer(
             config.bits,
             self.tag_embeddings,
             config.quantizer_update_every
-            or quantized.TrainingQuantizer.default_period(len(train), config.batch_size),
+            or wsdhq_quantizer.TrainingQuantizer.default_period(len(train), config.batch_size),
             config.seed,
             kind=config.quantizer,
             form=self.form,
@@ -146,7 +146,7 @@ class WSDHQ(Method):
         checkpoint had one)."""
         import tensorflow as tf
 
-        quantizer = quantized.TrainingQuantizer(
+        quantizer = wsdhq_quantizer.TrainingQuantizer(
             self.config.bits, self.tag_embeddings, 1, self.config.seed,
             kind=self.config.quantizer, form=self.form,
         )  # fmt: skip

@@ -6,8 +6,9 @@ spec = build_backbone("alexnet", weights="alexnet_torchvision.npz")
 model = build_hashing_model(spec, "linear_bn", bits=64, seed=0)
 """
 
-from wsdhash.models.backbones import BACKBONES, BackboneSpec, build_backbone
+from wsdhash.models.backbones import BACKBONES, build_backbone
 from wsdhash.models.heads import HEADS, build_hashing_model, split_hashing_model
+from wsdhash.models.spec import BackboneSpec
 from wsdhash.models.weights import (
     LoadReport,
     PickleNotAllowedError,

@@ -14,6 +14,7 @@
 | efficientnet_b0 | keras.applications            | raw_pixels        | 256/224 | 1280 |
 | small_cnn       | tests and the CPU demo        | unit_range        | 64/56   | 128  |
 | keras_hub:P     | keras-hub preset P (name or folder; keras_hub_presets.py) | in the model | preset | any |
+| features        | precomputed features (`--features=F.h5`; features.py) | at extraction | - | file's |
 
 `weights` is "none" (seeded random initialisation), "imagenet" (Keras' download for
 keras.applications backbones; for the others an error explains how to convert the
@@ -25,34 +26,16 @@ See `wsdhash.models.weights` for the formats.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 
 import keras
 
 from wsdhash.models import alexnet, keras_applications, keras_hub_presets, resnet18, small_cnn
 from wsdhash.models import weights as weights_lib
+from wsdhash.models.features import NAME as FEATURES
+from wsdhash.models.features import features_backbone
+from wsdhash.models.spec import BackboneSpec
 from wsdhash.registry import Registry
-
-
-@dataclasses.dataclass(frozen=True)
-class BackboneSpec:
-    """A feature extractor and the input pipeline its weights expect.
-
-    Attributes:
-        model: float images (B, S, S, 3), already normalised -> features (B, F).
-        normalization: name in `wsdhash.data.preprocessing.NORMALIZATIONS`.
-        image_size: default resize side before cropping.
-        crop_size: default crop side (the model's input side where it is fixed).
-        feature_dim: F.
-    """
-
-    model: keras.Model
-    normalization: str
-    image_size: int
-    crop_size: int
-    feature_dim: int
-
 
 BackboneFactory = Callable[..., BackboneSpec]
 BACKBONES: Registry[BackboneFactory] = Registry("backbone")
@@ -66,6 +49,7 @@ def build_backbone(
     dropout: float | None = None,
     seed: int = 0,
     allow_pickle: bool = False,
+    data_dir: str = "",
 ) -> BackboneSpec:
     """Builds the backbone registered as `name`.
 
@@ -79,6 +63,8 @@ def build_backbone(
         seed: seeds the random initialisation and the dropout masks.
         allow_pickle: allow reading a pickled `.npy` dict (DeepHash's `alexnet.npy`).
             Pickles can execute code; only pass True for files you trust.
+        data_dir: the dataset's location, for a backbone shaped by its data (`features`:
+            the features file, whose width it takes).
 
     Returns:
         A `BackboneSpec`.
@@ -105,6 +91,7 @@ def build_backbone(
         dropout=dropout,
         seed=seed,
         allow_pickle=allow_pickle,
+        data_dir=data_dir,
     )
 
 
@@ -142,7 +129,7 @@ def _own_backbone(
 ) -> BackboneFactory:
     """A factory for a backbone defined in this package (not keras.applications)."""
 
-    def factory(*, weights, crop_size=None, dropout=None, seed=0, allow_pickle=False):
+    def factory(*, weights, crop_size=None, dropout=None, seed=0, allow_pickle=False, **unused):
         crop = crop_size or default_crop_size
         rate = default_dropout if dropout is None else dropout
         size_kwargs = {"crop_size": crop} if fixed_input else {}
@@ -162,7 +149,7 @@ def _own_backbone(
 def _keras_application_backbone(name: str) -> BackboneFactory:
     application = keras_applications.KERAS_APPLICATIONS[name]
 
-    def factory(*, weights, crop_size=None, dropout=None, seed=0, allow_pickle=False):
+    def factory(*, weights, crop_size=None, dropout=None, seed=0, allow_pickle=False, **unused):
         crop = crop_size or application.crop_size
         built_with = weights if weights in ("none", "imagenet") else "none"
         model = keras_applications.keras_application(
@@ -179,18 +166,6 @@ def _keras_application_backbone(name: str) -> BackboneFactory:
         )
 
     return factory
-
-
-FEATURES = "features"
-
-
-def features_backbone(feature_dim: int) -> BackboneSpec:
-    """The backbone of `--backbone=features`: precomputed (B, F) features pass through
-    unchanged (no variables), so only the head trains. Not in BACKBONES: its width comes
-    from the features file, not from a name."""
-    inputs = keras.Input((feature_dim,), name="features")
-    model = keras.Model(inputs, keras.layers.Identity()(inputs), name="features")
-    return BackboneSpec(model, "raw_pixels", 1, 1, feature_dim)
 
 
 # -----------------------------------------------------------------------------
@@ -252,6 +227,7 @@ BACKBONES.register("small_cnn")(
         ),
     )
 )
+BACKBONES.register(FEATURES)(features_backbone)
 BACKBONES.register("resnet50")(_keras_application_backbone("resnet50"))
 BACKBONES.register("inception_v3")(_keras_application_backbone("inception_v3"))
 BACKBONES.register("mobilenet_v2")(_keras_application_backbone("mobilenet_v2"))

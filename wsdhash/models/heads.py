@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import keras
 
-from wsdhash.models.backbones import BackboneSpec
+from wsdhash.models.spec import BackboneSpec
 from wsdhash.registry import Registry
 
 HeadFactory = Callable[..., keras.Sequential]

@@ -35,6 +35,7 @@ import numpy as np
 from absl import logging
 
 from wsdhash.models import weights as weights_lib
+from wsdhash.models.spec import BackboneSpec
 
 PREFIX = "keras_hub:"
 PRETRAINED = ("preset", "imagenet")
@@ -91,7 +92,6 @@ def keras_hub_backbone(
     allow_pickle: bool = False,
 ):
     """The `BackboneSpec` of a keras-hub preset (module doc)."""
-    from wsdhash.models.backbones import BackboneSpec  # the spec type lives there
 
     keras_hub = _keras_hub()
     pretrained = weights in PRETRAINED

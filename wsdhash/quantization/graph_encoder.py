@@ -14,7 +14,7 @@ exported WSDHQ model can encode database images without wsdhash:
   the graph keeps one order. Both are ICM local optima of the same distortion.
 
 The features are first mapped into the quantizer's space (`hypersphere` form: unit
-rows, as `training.quantized.quantizer_features`).
+rows, as `methods.wsdhq_quantizer.quantizer_features`).
 
 Shapes: B batch, M codebooks, K codewords, D dimension, P projected dimension, S = D/M.
 """

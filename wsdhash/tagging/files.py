@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from wsdhash import atomic_files
-from wsdhash.data.list_files import DataFormatError
+from wsdhash.data.types import DataFormatError
 from wsdhash.tagging.processing import TagProcessingResult
 
 FINAL_EMBEDDINGS_FILE = "FinalTagEmbs.txt"

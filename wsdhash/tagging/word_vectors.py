@@ -30,7 +30,7 @@ from typing import IO, Iterable, Sequence
 import numpy as np
 from gensim.models import KeyedVectors, Word2Vec
 
-from wsdhash.data.list_files import DataFormatError
+from wsdhash.data.types import DataFormatError
 
 VECTOR_FORMATS = ("auto", "word2vec_binary", "word2vec_text", "glove")
 

@@ -11,51 +11,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Sequence
 
 import keras
 import tensorflow as tf
 
-OPTIMIZERS = ("sgd", "adam")
-
-
-@dataclasses.dataclass(frozen=True)
-class OptimizerConfig:
-    """Attributes:
-    name: "sgd" (with momentum) or "adam".
-    learning_rate: base learning rate (head and loss variables).
-    backbone_lr_multiplier: the backbone's learning rate is this times the base.
-    momentum: SGD momentum.
-    beta_1, beta_2, epsilon: Adam.
-    weight_decay: coupled L2 coefficient.
-    boundaries: update numbers (0-based) from which the learning rate is multiplied
-        by `decay` once more.
-    decay: the multiplier.
-    """
-
-    name: str = "sgd"
-    learning_rate: float = 0.01
-    backbone_lr_multiplier: float = 1.0
-    momentum: float = 0.9
-    beta_1: float = 0.9
-    beta_2: float = 0.999
-    epsilon: float = 1e-8
-    weight_decay: float = 0.0
-    boundaries: tuple[int, ...] = ()
-    decay: float = 0.1
-
-    def __post_init__(self):
-        if self.name not in OPTIMIZERS:
-            raise ValueError(f"Unknown optimizer {self.name!r}; expected one of {OPTIMIZERS}.")
-        if list(self.boundaries) != sorted(self.boundaries):
-            raise ValueError(f"Learning-rate boundaries must increase: {self.boundaries}.")
-
-    def learning_rate_at(self, step: int, multiplier: float = 1.0) -> float:
-        """The learning rate of update number `step` (0-based): decayed once for every
-        boundary <= step, as PyTorch's StepLR does at epoch boundaries."""
-        passed = sum(1 for boundary in self.boundaries if step >= boundary)
-        return self.learning_rate * multiplier * self.decay**passed
+from wsdhash.training.config import OPTIMIZERS, OptimizerConfig  # noqa: F401 (re-export)
 
 
 def learning_rate_schedule(config: OptimizerConfig, multiplier: float = 1.0):

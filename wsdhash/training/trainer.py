@@ -50,137 +50,19 @@ import tensorflow as tf
 from absl import logging
 
 from wsdhash import atomic_files, file_lock
-from wsdhash.data import datasets, features_file, pipeline
-from wsdhash.data.list_files import SplitData
+from wsdhash.data import datasets, pipeline
 from wsdhash.data.preprocessing import CorruptImageError
-from wsdhash.eval import (
-    write_codes_file,
-)
-from wsdhash.losses.class_balanced_sampler import ClassBalancedSampler
+from wsdhash.data.samplers import ClassBalancedSampler
+from wsdhash.data.types import SplitData
+from wsdhash.eval import write_codes_file
 from wsdhash.methods import METHODS
-from wsdhash.models import build_backbone, build_hashing_model
-from wsdhash.models.backbones import FEATURES, features_backbone
-from wsdhash.models.normalization import ImageNormalization
+from wsdhash.models.assembly import build_model
+from wsdhash.models.encoder import Encoder
 from wsdhash.training import run_info
 from wsdhash.training.checkpoints import CheckpointKeeper
-from wsdhash.training.optimization import GroupedOptimizer, OptimizerConfig
+from wsdhash.training.config import SELECT_ON, TrainConfig, config_from_dict  # noqa: F401
+from wsdhash.training.optimization import GroupedOptimizer, OptimizerConfig  # noqa: F401
 from wsdhash.training.run_info import check_resume
-
-SELECT_ON = ("validation", "test")
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Everything one training run needs; `wsdhash.train` fills it from flags.
-
-    Attributes:
-        dataset, data_dir, dataset_options: the registered dataset and its options.
-        backbone, weights, allow_pickle, head, bits: the model.
-        method, method_options: the registered loss and its hyperparameters.
-        supervision: "labels" (ground-truth classes) or "tags" (user tags).
-        batch_size: the global batch size.
-        steps: training steps.
-        optimizer: see `OptimizerConfig`.
-        seed: seeds the model, the data order, the augmentation and the loss.
-        workdir: checkpoints, logs, codes file and metrics go here.
-        image_size, crop_size: override the backbone's defaults (0 = keep).
-        ten_crop: evaluation averages the codes of WSDHQ's 10 crops.
-        eval_every: validation period in steps (0 = only at the end).
-        checkpoint_every: checkpoint period in steps (a checkpoint is also written at
-            every validation and at the end).
-        keep_checkpoints: how many of the latest checkpoints to keep.
-        validation_size: validation queries carved from the training split (their
-            database is the rest of the training split, which is also what trains).
-        select_on: "validation" or "test" (the originals' test-set selection; results
-            are then labelled as selected on test).
-        topk: mAP cut-off R (None = the dataset's protocol value; 0 = all).
-        mixed_precision: "none" or "bfloat16" (no loss scaling needed).
-        log_every: console and TensorBoard period in steps.
-        sampler: "uniform" (seeded shuffle) or "class_balanced" (P classes x Q images
-            per batch, single-label data; DNNH re-implementation).
-        classes_per_batch, images_per_class: P and Q of the class-balanced sampler; the
-            batch size must be P * Q.
-        tag_dir: WSDHQ: the output folder of `python -m wsdhash.tags`.
-        quantizer_update_every: WSDHQ: steps between quantizer updates (0 = 2 epochs).
-        quantizer: WSDHQ: "additive" (the original's) or "product" (PQ on the
-            hypersphere); the loss's quantization form must match (quantized.py).
-        normalization: input normalisation (NORMALIZATIONS name); "" = the backbone's.
-        empty: evaluation policy for queries with no relevant item ("zero" or "skip";
-            WSDHQ's published numbers skip them).
-    """
-
-    dataset: str = "builtin"
-    data_dir: str = "data/builtin"
-    dataset_options: dict[str, Any] = dataclasses.field(default_factory=dict)
-    backbone: str = "small_cnn"
-    weights: str = "none"
-    allow_pickle: bool = False
-    head: str = "linear_bn"
-    bits: int = 32
-    method: str = "orthohash"
-    method_options: dict[str, Any] = dataclasses.field(default_factory=dict)
-    supervision: str = "labels"
-    batch_size: int = 64
-    steps: int = 1000
-    optimizer: OptimizerConfig = OptimizerConfig()
-    seed: int = 0
-    workdir: str = "checkpoints/run"
-    image_size: int = 0
-    crop_size: int = 0
-    ten_crop: bool = False
-    eval_every: int = 0
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 3
-    validation_size: int = 500
-    select_on: str = "validation"
-    topk: int | None = None
-    mixed_precision: str = "none"
-    log_every: int = 50
-    sampler: str = "uniform"
-    classes_per_batch: int = 10
-    images_per_class: int = 8
-    tag_dir: str = ""
-    quantizer_update_every: int = 0
-    quantizer: str = "additive"
-    normalization: str = ""
-    empty: str = "zero"
-
-    def __post_init__(self):
-        if self.select_on not in SELECT_ON:
-            raise ValueError(f"--select_on must be one of {SELECT_ON}, got {self.select_on!r}.")
-        if self.supervision not in ("labels", "tags"):
-            raise ValueError(f"--supervision must be 'labels' or 'tags', got {self.supervision!r}.")
-        if self.mixed_precision not in ("none", "bfloat16"):
-            raise ValueError(
-                f"--mixed_precision must be 'none' or 'bfloat16', got {self.mixed_precision!r}."
-            )
-        if self.sampler not in ("uniform", "class_balanced"):
-            raise ValueError(
-                f"--sampler must be 'uniform' or 'class_balanced', got {self.sampler!r}."
-            )
-        if self.sampler == "class_balanced" and (
-            self.batch_size != self.classes_per_batch * self.images_per_class
-        ):
-            raise ValueError(
-                "--batch_size: the class-balanced sampler needs batch_size = "
-                "classes_per_batch * images_per_class = "
-                f"{self.classes_per_batch * self.images_per_class}, "
-                f"got {self.batch_size}."
-            )
-        for name, minimum in _MINIMUMS.items():
-            value = getattr(self, name)
-            if value < minimum:
-                flag = _FLAG_NAMES.get(name, name)
-                raise ValueError(f"--{flag} must be >= {minimum}, got {value}.")
-
-
-# The smallest value of TrainConfig's integer fields, and the flags that set them.
-_MINIMUMS = {
-    "steps": 1, "batch_size": 1, "bits": 1, "checkpoint_every": 1, "log_every": 1,
-    "keep_checkpoints": 1, "eval_every": 0, "validation_size": 0,
-    "quantizer_update_every": 0, "classes_per_batch": 1, "images_per_class": 1,
-}  # fmt: skip
-_FLAG_NAMES = {"bits": "hash_bit"}
 
 
 def gather_across_replicas(context: tf.distribute.ReplicaContext, values: tf.Tensor) -> tf.Tensor:
@@ -205,66 +87,6 @@ def gather_across_replicas(context: tf.distribute.ReplicaContext, values: tf.Ten
 
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
-
-
-# -----------------------------------------------------------------------------
-# Model
-# -----------------------------------------------------------------------------
-
-
-def build_model(config: TrainConfig, sync_batch_norm: bool = False, output_dim: int | None = None):
-    """The model a run trains: uint8 images -> normalisation -> backbone -> head.
-
-    Returns:
-        (model, backbone spec, hashing model without the normalisation layer).
-    """
-    if config.backbone == FEATURES:  # precomputed features; the dataset is the file
-        feature_dim = features_file.read_attributes(config.data_dir)["feature_dim"]
-        backbone = features_backbone(int(feature_dim))
-    else:
-        backbone = build_backbone(
-            config.backbone,
-            weights=config.weights,
-            crop_size=config.crop_size or None,
-            allow_pickle=config.allow_pickle,
-            seed=config.seed,
-        )
-    output_dim = output_dim or model_output_dim(config)
-    hashing = build_hashing_model(backbone, config.head, output_dim, seed=config.seed)
-    if sync_batch_norm:
-        # Batch statistics over the global batch, so replicas train like one device.
-        for layer in hashing._flatten_layers(include_self=False, recursive=True):
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.synchronized = True
-    normalization = config.normalization or backbone.normalization
-    input_dtype = "uint8"
-    if config.backbone == FEATURES:  # normalised at extraction; the input is used as is
-        normalization, input_dtype = backbone.normalization, "float32"
-    return with_normalization(hashing, normalization, input_dtype), backbone, hashing
-
-
-def model_output_dim(config: TrainConfig) -> int:
-    """The width of the model's output, as the run's method says (K for binary codes;
-    WSDHQ's tag-embedding dimension D)."""
-    return METHODS.get(config.method)(config).output_dim()
-
-
-def pipeline_config_for(config: TrainConfig, backbone) -> pipeline.PipelineConfig:
-    if config.backbone == FEATURES:  # crops (and their 10-crop mean) fixed at extraction
-        return pipeline.PipelineConfig(image_size=1, crop_size=1, normalization=None)
-    return pipeline.PipelineConfig(
-        image_size=config.image_size or max(backbone.image_size, backbone.crop_size),
-        crop_size=config.crop_size or backbone.crop_size,
-        normalization=None,  # uint8 crops; the model's first layer normalises.
-        ten_crop=config.ten_crop,
-    )
-
-
-def config_from_dict(values: dict) -> TrainConfig:
-    """Rebuilds a `TrainConfig` from `run_info.json`'s "config" entry."""
-    values = dict(values)
-    optimizer = OptimizerConfig(**{**values.pop("optimizer"), "boundaries": ()})
-    return TrainConfig(**values, optimizer=optimizer)
 
 
 # -----------------------------------------------------------------------------
@@ -342,15 +164,6 @@ def _naming_undecodable_images(output_dir: str) -> Iterator[None]:
         ) from error
 
 
-def with_normalization(
-    hashing: keras.Model, normalization: str, input_dtype: str = "uint8"
-) -> keras.Model:
-    """uint8 images (float32 features) -> normalisation -> `hashing` -> relaxed codes."""
-    images = keras.Input(hashing.input_shape[1:], dtype=input_dtype, name="image")
-    codes = hashing(ImageNormalization(normalization, name="normalization")(images))
-    return keras.Model(images, codes, name="wsdhash_model")
-
-
 # -----------------------------------------------------------------------------
 # Data
 # -----------------------------------------------------------------------------
@@ -377,43 +190,6 @@ def relevance_labels(split: SplitData) -> np.ndarray:
     """Ground-truth labels when the split has them, else its tags (weak supervision:
     validation then measures tag overlap, which is all a tags-only dataset offers)."""
     return split.labels if split.num_classes else split.tags
-
-
-# -----------------------------------------------------------------------------
-# Encoding and evaluation
-# -----------------------------------------------------------------------------
-
-
-class Encoder:
-    """Relaxed codes of whole splits, in file order; 10-crop codes are averaged.
-
-    One traced forward function per model (and shape), reused across calls.
-    """
-
-    def __init__(self, model: keras.Model, config: pipeline.PipelineConfig, batch_size: int):
-        self.config, self.batch_size = config, batch_size
-
-        @tf.function(reduce_retracing=True)
-        def forward(images):
-            if config.ten_crop:
-                shape = tf.shape(images)
-                flat = tf.reshape(images, tf.concat([[-1], shape[2:]], 0))
-                codes = tf.cast(model(flat, training=False), tf.float32)
-                return tf.reduce_mean(tf.reshape(codes, [shape[0], 10, -1]), axis=1)
-            return tf.cast(model(images, training=False), tf.float32)
-
-        self._forward = forward
-
-    def batches(self, split: SplitData):
-        """The split's codes batch by batch, in file order."""
-        dataset = pipeline.make_dataset(
-            split, self.config, training=False, batch_size=self.batch_size
-        )
-        for batch in dataset:
-            yield self._forward(batch["image"]).numpy()
-
-    def __call__(self, split: SplitData) -> np.ndarray:
-        return np.concatenate(list(self.batches(split)))
 
 
 # -----------------------------------------------------------------------------
@@ -467,16 +243,133 @@ def _train(
     keras.utils.set_random_seed(config.seed)
     if config.mixed_precision == "bfloat16":
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
-
-    # --- Data ---------------------------------------------------------------
-    dataset = datasets.get_dataset(config.dataset, config.data_dir, **config.dataset_options)
-    train_split, validation = carve_validation(
-        dataset.split("train"), config.validation_size, config.seed
+    data = _RunData.load(config)
+    method = data.method
+    state = _TrainingState.build(config, strategy, method, data.num_targets)
+    pipeline_config = state.backbone.pipeline_config(
+        config.image_size, config.crop_size, config.ten_crop
     )
-    targets_key = config.supervision
-    method = METHODS.get(config.method)(config)
-    train_split, validation = method.prepare_splits(train_split, validation)
-    targets = getattr(train_split, targets_key)
+    keeper = CheckpointKeeper(
+        os.path.join(output_dir, "checkpoints"), keep=config.keep_checkpoints,
+        model=state.model, loss=state.loss, step=state.step, **state.optimizer.optimizers,
+    )  # fmt: skip
+    restored = keeper.restore_latest()
+    method.after_restore(state.loss)
+    start = int(state.step.numpy())
+    _record_start(config, output_dir, restored, start, resume)
+    iterator = iter(
+        strategy.distribute_datasets_from_function(
+            _training_input(config, strategy, data.train, pipeline_config, start)
+        )
+    )
+    train_step = _make_train_step(strategy, state, method, config)
+    encode = Encoder(state.model, pipeline_config, max(config.batch_size, 32))
+    evaluation = _Evaluation(config, data, encode)
+    writer = tf.summary.create_file_writer(os.path.join(output_dir, "logs"))
+
+    def is_validation_step(current: int) -> bool:
+        return bool(config.eval_every and current % config.eval_every == 0) or (
+            current == config.steps
+        )
+
+    def validate_and_select(current: int) -> None:
+        """Validates the state of step `current`, whose checkpoint is written."""
+        scores = evaluation.selection_scores()
+        with writer.as_default(step=current):
+            for name in ("validation", "test"):
+                if name in scores:
+                    tf.summary.scalar(f"map/{name}", scores[name])
+        name = config.select_on
+        if name in scores and keeper.offer_best(current, scores[name], name):
+            logging.info("step %d: new best %s mAP %.4f", current, name, scores[name])
+
+    if restored and (is_validation_step(start) or (resume and start == resume[0]["steps"])):
+        # Stopped during (or right after) this step's validation: it is run again
+        # (a repeat changes nothing: the score must beat the best to count).
+        validate_and_select(start)
+    progress = _Progress(config.steps, start)
+    while int(state.step.numpy()) < config.steps:
+        terms = train_step(iterator)
+        state.step.assign_add(1)
+        current = int(state.step.numpy())
+        values = {name: float(value) for name, value in terms.items()}
+        if not math.isfinite(values["loss"]):
+            raise NonFiniteLossError(
+                f"Loss is {values['loss']} at step {current}; stopping. The last good "
+                f"checkpoint in {keeper.directory} is kept ({keeper.latest.latest_checkpoint})."
+            )
+        if current % config.log_every == 0 or current == config.steps:
+            progress.report(current, values)
+            _write_summaries(writer, current, values, state.optimizer)
+        method.after_step(current, lambda: encode(data.train), state.loss)
+        if is_validation_step(current):
+            keeper.save(current)  # first: a failure in validation loses no training
+            validate_and_select(current)
+        elif current % config.checkpoint_every == 0:
+            keeper.save(current)
+    writer.flush()
+
+    # --- Final evaluation with the selected checkpoint -----------------------------
+    selected = keeper.restore_best()
+    method.before_final(lambda: encode(data.train), state.loss)
+    result, features = evaluation.test()
+    query, database = data.dataset.split("query"), data.dataset.split("database")
+    contents = method.codes_file(query, features["query"], database, features["database"])
+    write_codes_file(os.path.join(output_dir, "codes.h5"), contents)
+    metrics = {
+        **result.to_dict(include_radius_curve=False),
+        "selected_on": config.select_on,
+        "selected_checkpoint": selected,
+        "best_selection_score": keeper.best_score(),
+        "steps": config.steps,
+    }
+    if config.select_on == "test":
+        metrics["note"] = (
+            "checkpoint selected on the test queries, as the original code does; "
+            "optimistic compared with validation selection"
+        )
+    atomic_files.write_json(os.path.join(output_dir, "metrics.json"), metrics)
+    logging.info("%s = %.4f (selected on %s)", result.map_name, result.map, config.select_on)
+    return metrics
+
+
+# -----------------------------------------------------------------------------
+# The stages of a run
+# -----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _RunData:
+    """The run's dataset and method, with the training split as the method trains on
+    it and the validation queries carved from it."""
+
+    dataset: datasets.RetrievalDataset
+    method: Any
+    train: SplitData
+    validation: SplitData | None
+    topk: int | None
+
+    @property
+    def num_targets(self) -> int:
+        return getattr(self.train, self.method.config.supervision).shape[1]
+
+    @classmethod
+    def load(cls, config: TrainConfig) -> _RunData:
+        dataset = datasets.get_dataset(config.dataset, config.data_dir, **config.dataset_options)
+        train_split, validation = carve_validation(
+            dataset.split("train"), config.validation_size, config.seed
+        )
+        method = METHODS.get(config.method)(config)
+        train_split, validation = method.prepare_splits(train_split, validation)
+        _check_targets(config, getattr(train_split, config.supervision))
+        if dataset.image_files:
+            check_image_files([dataset.split(name) for name in ("train", "query", "database")])
+        topk = dataset.topk if config.topk is None else (config.topk or None)
+        return cls(dataset, method, train_split, validation, topk)
+
+
+def _check_targets(config: TrainConfig, targets: np.ndarray) -> None:
+    """Refuses training targets that are missing or all zero (nothing would train)."""
     other = "tags" if config.supervision == "labels" else "labels"
     if targets.shape[1] == 0:
         raise ValueError(
@@ -489,42 +382,43 @@ def _train(
             f"split has all-zero {config.supervision}, so the loss would be 0 and nothing "
             f"would train; check its list files (--data_dir) or use --supervision={other}."
         )
-    if config.backbone != FEATURES:
-        check_image_files([dataset.split(name) for name in ("train", "query", "database")])
-    topk = dataset.topk if config.topk is None else (config.topk or None)
 
-    # --- Model, loss, optimiser (created in the strategy's scope) -------------
-    with strategy.scope():
-        model, backbone, hashing = build_model(
-            config, sync_batch_norm=strategy.num_replicas_in_sync > 1,
-            output_dim=method.output_dim(),
-        )  # fmt: skip
-        loss_layer = method.build_loss(targets.shape[1])
-        output_dim = model.output_shape[-1]
-        loss_layer(
-            tf.zeros([1, output_dim]), tf.zeros([1, targets.shape[1]])
-        )  # Builds its variables (e.g. HyP2 proxies) before the optimiser sees them.
-        backbone_variables = hashing.backbone.trainable_variables
-        head_variables = [
-            v for v in model.trainable_variables if not any(v is b for b in backbone_variables)
-        ] + list(loss_layer.trainable_variables)
-        optimizer = GroupedOptimizer(config.optimizer, backbone_variables, head_variables)
-        step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
 
-    pipeline_config = pipeline_config_for(config, backbone)
+@dataclasses.dataclass
+class _TrainingState:
+    """What trains and is checkpointed: model, loss layer, optimisers, step."""
 
-    # --- Checkpoints and resume ------------------------------------------------
-    keeper = CheckpointKeeper(
-        os.path.join(output_dir, "checkpoints"),
-        keep=config.keep_checkpoints,
-        model=model,
-        loss=loss_layer,
-        step=step,
-        **optimizer.optimizers,
-    )
-    restored = keeper.restore_latest()
-    method.after_restore(loss_layer)
-    start = int(step.numpy())
+    model: keras.Model
+    backbone: Any  # BackboneSpec
+    hashing: keras.Model
+    loss: keras.layers.Layer
+    optimizer: GroupedOptimizer
+    step: tf.Variable
+
+    @classmethod
+    def build(cls, config, strategy, method, num_targets: int) -> _TrainingState:
+        """Creates everything in the strategy's scope."""
+        with strategy.scope():
+            model, backbone, hashing = build_model(
+                config, method.output_dim(), sync_batch_norm=strategy.num_replicas_in_sync > 1
+            )
+            loss_layer = method.build_loss(num_targets)
+            output_dim = model.output_shape[-1]
+            loss_layer(
+                tf.zeros([1, output_dim]), tf.zeros([1, num_targets])
+            )  # Builds its variables (e.g. HyP2 proxies) before the optimiser sees them.
+            backbone_variables = hashing.backbone.trainable_variables
+            head_variables = [
+                v for v in model.trainable_variables
+                if not any(v is b for b in backbone_variables)
+            ] + list(loss_layer.trainable_variables)  # fmt: skip
+            optimizer = GroupedOptimizer(config.optimizer, backbone_variables, head_variables)
+            step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        return cls(model, backbone, hashing, loss_layer, optimizer, step)
+
+
+def _record_start(config, output_dir: str, restored, start: int, resume) -> None:
+    """Logs a resume and writes run_info.json with the run's resume history."""
     resumes = []
     if restored:
         logging.info("Resumed from %s at step %d.", restored, start)
@@ -535,8 +429,11 @@ def _train(
             resumes.append({"step": start, "changes": changes})
     run_info.write_run_info(output_dir, config, resumes=resumes)
 
-    num_pipelines = max(strategy.num_replicas_in_sync // _replicas_per_worker(strategy), 1)
 
+def _training_input(config, strategy, train_split: SplitData, pipeline_config, start: int):
+    """The input function of `distribute_datasets_from_function`, positioned at step
+    `start` (seeded order: resuming continues the same sequence of batches)."""
+    num_pipelines = max(strategy.num_replicas_in_sync // _replicas_per_worker(strategy), 1)
     index_stream = None
     if config.sampler == "class_balanced":
         sampler = ClassBalancedSampler(
@@ -562,10 +459,14 @@ def _train(
             index_stream=index_stream,
         )
 
-    iterator = iter(strategy.distribute_datasets_from_function(input_fn))
-    global_batch = float(config.batch_size)
+    return input_fn
 
-    # --- One step --------------------------------------------------------------
+
+def _make_train_step(strategy, state: _TrainingState, method, config: TrainConfig):
+    """One optimisation step over the global batch; returns the loss terms' means."""
+    model, loss_layer, optimizer = state.model, state.loss, state.optimizer
+    targets_key, global_batch = config.supervision, float(config.batch_size)
+
     @tf.function
     def train_step(iterator):
         def step_fn(batch):
@@ -594,108 +495,52 @@ def _train(
             for name, value in per_replica.items()
         }
 
-    # --- Validation --------------------------------------------------------------
-    encode = Encoder(model, pipeline_config, max(config.batch_size, 32))
+    return train_step
 
-    def evaluate_test():
-        query, database = dataset.split("query"), dataset.split("database")
-        features = {"query": encode(query), "database": encode(database)}
-        result = method.evaluate(
-            features["query"], query.labels, features["database"], database.labels, topk,
-            config.empty,
+
+class _Evaluation:
+    """Validation (checkpoint selection) and the test evaluation, through the method's
+    scorer."""
+
+    def __init__(self, config: TrainConfig, data: _RunData, encode: Encoder):
+        self.config, self.data, self.encode = config, data, encode
+
+    def test(self):
+        """(metrics, {"query": features, "database": features}) on the test splits."""
+        query, database = self.data.dataset.split("query"), self.data.dataset.split("database")
+        features = {"query": self.encode(query), "database": self.encode(database)}
+        result = self.data.method.evaluate(
+            features["query"], query.labels, features["database"], database.labels,
+            self.data.topk, self.config.empty,
         )  # fmt: skip
         return result, features
 
-    def validate() -> dict[str, float]:
+    def selection_scores(self) -> dict[str, float]:
+        """The scores checkpoints are selected on: validation and, with
+        `--select_on=test`, the test mAP."""
         scores = {}
+        validation, train = self.data.validation, self.data.train
         if validation is not None:
-            result = method.evaluate(
-                encode(validation),
-                relevance_labels(validation),
-                encode(train_split),
-                relevance_labels(train_split),
-                topk,
-                config.empty,
-            )
+            result = self.data.method.evaluate(
+                self.encode(validation), relevance_labels(validation),
+                self.encode(train), relevance_labels(train),
+                self.data.topk, self.config.empty,
+            )  # fmt: skip
             scores["validation"] = result.map
             scores["validation_name"] = result.map_name
-        if config.select_on == "test":
-            result = evaluate_test()[0]
+        if self.config.select_on == "test":
+            result = self.test()[0]
             scores["test"] = result.map
             scores["test_name"] = result.map_name
         return scores
 
-    # --- Loop ----------------------------------------------------------------------
-    writer = tf.summary.create_file_writer(os.path.join(output_dir, "logs"))
 
-    def is_validation_step(current: int) -> bool:
-        return bool(config.eval_every and current % config.eval_every == 0) or (
-            current == config.steps
-        )
-
-    def validate_and_select(current: int) -> None:
-        """Validates the state of step `current`, whose checkpoint is written."""
-        scores = validate()
-        with writer.as_default(step=current):
-            for name in ("validation", "test"):
-                if name in scores:
-                    tf.summary.scalar(f"map/{name}", scores[name])
-        name = config.select_on
-        if name in scores and keeper.offer_best(current, scores[name], name):
-            logging.info("step %d: new best %s mAP %.4f", current, name, scores[name])
-
-    if restored and (is_validation_step(start) or (resume and start == resume[0]["steps"])):
-        # Stopped during (or right after) this step's validation: it is run again
-        # (a repeat changes nothing: the score must beat the best to count).
-        validate_and_select(start)
-    progress = _Progress(config.steps, start)
-    while int(step.numpy()) < config.steps:
-        terms = train_step(iterator)
-        step.assign_add(1)
-        current = int(step.numpy())
-        values = {name: float(value) for name, value in terms.items()}
-        if not math.isfinite(values["loss"]):
-            raise NonFiniteLossError(
-                f"Loss is {values['loss']} at step {current}; stopping. The last good "
-                f"checkpoint in {keeper.directory} is kept ({keeper.latest.latest_checkpoint})."
-            )
-        if current % config.log_every == 0 or current == config.steps:
-            progress.report(current, values)
-            with writer.as_default(step=current):
-                for name, value in values.items():
-                    tf.summary.scalar(f"loss/{name}", value)
-                for name, rate in optimizer.learning_rates(current - 1).items():
-                    tf.summary.scalar(f"learning_rate/{name}", rate)
-        method.after_step(current, lambda: encode(train_split), loss_layer)
-        if is_validation_step(current):
-            keeper.save(current)  # first: a failure in validation loses no training
-            validate_and_select(current)
-        elif current % config.checkpoint_every == 0:
-            keeper.save(current)
-    writer.flush()
-
-    # --- Final evaluation with the selected checkpoint -----------------------------
-    selected = keeper.restore_best()
-    method.before_final(lambda: encode(train_split), loss_layer)
-    result, features = evaluate_test()
-    query, database = dataset.split("query"), dataset.split("database")
-    contents = method.codes_file(query, features["query"], database, features["database"])
-    write_codes_file(os.path.join(output_dir, "codes.h5"), contents)
-    metrics = {
-        **result.to_dict(include_radius_curve=False),
-        "selected_on": config.select_on,
-        "selected_checkpoint": selected,
-        "best_selection_score": keeper.best_score(),
-        "steps": config.steps,
-    }
-    if config.select_on == "test":
-        metrics["note"] = (
-            "checkpoint selected on the test queries, as the original code does; "
-            "optimistic compared with validation selection"
-        )
-    atomic_files.write_json(os.path.join(output_dir, "metrics.json"), metrics)
-    logging.info("%s = %.4f (selected on %s)", result.map_name, result.map, config.select_on)
-    return metrics
+def _write_summaries(writer, current: int, values: dict, optimizer: GroupedOptimizer) -> None:
+    with writer.as_default(step=current):
+        for name, value in values.items():
+            tf.summary.scalar(f"loss/{name}", value)
+        for name, rate in optimizer.learning_rates(current - 1).items():
+            tf.summary.scalar(f"learning_rate/{name}", rate)
 
 
 def _replicas_per_worker(strategy: tf.distribute.Strategy) -> int:

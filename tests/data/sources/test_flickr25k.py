@@ -9,8 +9,8 @@ from fixtures import write_jpeg, write_text
 
 from wsdhash.data import preparation, protocols
 from wsdhash.data.datasets import get_dataset
-from wsdhash.data.list_files import DataFormatError
 from wsdhash.data.sources import flickr25k
+from wsdhash.data.types import DataFormatError
 
 NUM = 40
 

@@ -8,8 +8,8 @@ from fixtures import write_jpeg, write_text
 
 from wsdhash.data import preparation, protocols
 from wsdhash.data.datasets import get_dataset
-from wsdhash.data.list_files import DataFormatError
 from wsdhash.data.sources import hashnet_lists, nuswide
+from wsdhash.data.types import DataFormatError
 
 
 def _hashnet_tree(root, classes, sizes):

@@ -12,8 +12,8 @@ from fixtures import write_jpeg, write_png_bytes, write_text
 
 from wsdhash.data import preparation, protocols
 from wsdhash.data.datasets import get_dataset
-from wsdhash.data.list_files import DataFormatError
 from wsdhash.data.sources import cifar10, cub200, stanford_dogs, voc
+from wsdhash.data.types import DataFormatError
 
 # split -> number of mocked examples; example n of a split has label n % classes.
 SIZES = {"train": 6, "validation": 4, "test": 5, "train+validation": 10, "train+test": 11}

@@ -18,9 +18,10 @@ import os
 
 import numpy as np
 
-from wsdhash.data import list_files, protocols
+from wsdhash.data import protocols
 from wsdhash.data.sources import splits as splits_lib
 from wsdhash.data.sources import tfds_images
+from wsdhash.data.types import DataFormatError
 
 NUM_CLASSES = 200
 WHERE_TO_GET = (
@@ -39,7 +40,7 @@ def _id_table(path: str, value_name: str) -> dict[int, str]:
                 continue
             head, _, value = line.strip().partition(" ")
             if not head.isdigit() or not value.strip():
-                raise list_files.DataFormatError(
+                raise DataFormatError(
                     f"{path}:{number}: expected '<id> <{value_name}>', found {line.strip()!r}."
                 )
             table[int(head)] = value.strip()
@@ -58,13 +59,13 @@ def read_official(root: str):
     for table, name in ((classes, "image_class_labels.txt"), (split, "train_test_split.txt")):
         missing = [i for i in ids if i not in table]
         if missing:
-            raise list_files.DataFormatError(
+            raise DataFormatError(
                 f"{os.path.join(base, name)}: no entry for image id {missing[0]} "
                 f"({len(missing)} ids missing)."
             )
     labels = np.array([int(classes[i]) - 1 for i in ids])
     if labels.min() < 0 or labels.max() >= NUM_CLASSES:
-        raise list_files.DataFormatError(
+        raise DataFormatError(
             f"{os.path.join(base, 'image_class_labels.txt')}: classes must be 1..{NUM_CLASSES}."
         )
     is_train = np.array([split[i] == "1" for i in ids])

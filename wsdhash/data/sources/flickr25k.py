@@ -34,6 +34,7 @@ import numpy as np
 
 from wsdhash.data import list_files, protocols
 from wsdhash.data.sources import splits as splits_lib
+from wsdhash.data.types import DataFormatError
 
 POTENTIAL = (
     "animals", "baby", "bird", "car", "clouds", "dog", "female", "flower", "food", "indoor",
@@ -80,7 +81,7 @@ def read_annotations(root: str, concepts, num_images: int = NUM_IMAGES) -> np.nd
                 if not text:
                     continue
                 if not text.isdigit() or not 1 <= int(text) <= num_images:
-                    raise list_files.DataFormatError(
+                    raise DataFormatError(
                         f"{path}:{line_number}: expected an image number in 1..{num_images}, "
                         f"found {text!r}."
                     )
@@ -258,21 +259,21 @@ def _read_hyp2_files(img_path: str, targets_path: str, order_path: str):
         for number, line in enumerate(f, start=1):
             values = line.split()
             if len(values) != 38 or any(v not in ("0", "1") for v in values):
-                raise list_files.DataFormatError(
+                raise DataFormatError(
                     f"{targets_path}:{number}: expected 38 values 0/1, found {line.strip()!r}."
                 )
             rows.append([int(v) for v in values])
     if len(rows) != len(image_names):
-        raise list_files.DataFormatError(
+        raise DataFormatError(
             f"{targets_path}: {len(rows)} rows but {img_path} lists {len(image_names)} images."
         )
     with open(order_path, encoding="utf-8") as f:
         try:
             order = np.asarray(json.load(f), np.int64)
         except json.JSONDecodeError as error:
-            raise list_files.DataFormatError(f"{order_path}: not a JSON list ({error}).") from None
+            raise DataFormatError(f"{order_path}: not a JSON list ({error}).") from None
     if sorted(order.tolist()) != list(range(len(image_names))):
-        raise list_files.DataFormatError(
+        raise DataFormatError(
             f"{order_path}: not a permutation of 0..{len(image_names) - 1}."
         )
     return image_names, np.asarray(rows, np.uint8), order

@@ -32,6 +32,7 @@ import numpy as np
 from wsdhash.data import list_files, protocols
 from wsdhash.data.sources import hashnet_lists
 from wsdhash.data.sources import splits as splits_lib
+from wsdhash.data.types import DataFormatError
 
 WHERE_TO_GET = (
     "Download ImageList, NUS_WID_Tags, Groundtruth and the images from "
@@ -44,7 +45,7 @@ NUM_CONCEPTS = 21
 def _read_matrix(path: str, rows: int, columns: int | None = None) -> np.ndarray:
     matrix = list_files.read_binary_matrix(path, columns=columns)
     if matrix.shape[0] != rows:
-        raise list_files.DataFormatError(
+        raise DataFormatError(
             f"{path}: {matrix.shape[0]} rows, but the image list has {rows} images."
         )
     return matrix
@@ -56,7 +57,7 @@ def _relative_image_path(line: str, path: str, number: int) -> str:
     if marker in text:
         text = text.split(marker, 1)[1]
     if not text or " " in text:
-        raise list_files.DataFormatError(f"{path}:{number}: unexpected image path {line!r}.")
+        raise DataFormatError(f"{path}:{number}: unexpected image path {line!r}.")
     return text
 
 
@@ -100,7 +101,7 @@ def prepare(
         if f.startswith("Labels_") and f.endswith(".txt")
     )
     if len(concepts) < NUM_CONCEPTS:
-        raise list_files.DataFormatError(
+        raise DataFormatError(
             f"{label_dir}: {len(concepts)} Labels_<concept>.txt files; NUS-WIDE has 81."
         )
     all_labels = np.concatenate(

@@ -17,9 +17,10 @@ import os
 
 import numpy as np
 
-from wsdhash.data import list_files, protocols
+from wsdhash.data import protocols
 from wsdhash.data.sources import splits as splits_lib
 from wsdhash.data.sources import tfds_images
+from wsdhash.data.types import DataFormatError
 
 NUM_CLASSES = 120
 WHERE_TO_GET = (
@@ -38,18 +39,18 @@ def read_mat_list(path: str) -> tuple[list[str], np.ndarray]:
     try:
         contents = scipy.io.loadmat(path)
     except (ValueError, OSError) as error:
-        raise list_files.DataFormatError(f"{path}: not a MATLAB file ({error}).") from None
+        raise DataFormatError(f"{path}: not a MATLAB file ({error}).") from None
     if "file_list" not in contents or "labels" not in contents:
-        raise list_files.DataFormatError(
+        raise DataFormatError(
             f"{path}: expected variables file_list and labels; found "
             f"{sorted(k for k in contents if not k.startswith('__'))}."
         )
     names = [str(np.asarray(item).ravel()[0]) for item in np.asarray(contents["file_list"]).ravel()]
     labels = np.asarray(contents["labels"]).ravel().astype(np.int64) - 1
     if len(labels) != len(names):
-        raise list_files.DataFormatError(f"{path}: {len(names)} files but {len(labels)} labels.")
+        raise DataFormatError(f"{path}: {len(names)} files but {len(labels)} labels.")
     if labels.size and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
-        raise list_files.DataFormatError(f"{path}: labels must be 1..{NUM_CLASSES}.")
+        raise DataFormatError(f"{path}: labels must be 1..{NUM_CLASSES}.")
     return names, labels
 
 

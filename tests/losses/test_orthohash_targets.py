@@ -1,9 +1,9 @@
-"""Tests for wsdhash.losses.codebooks: B/N/O (MaxHD) OrthoHash codebooks."""
+"""Tests for wsdhash.losses.orthohash_targets: B/N/O (MaxHD) OrthoHash codebooks."""
 
 import numpy as np
 import pytest
 
-from wsdhash.losses import codebooks
+from wsdhash.losses import orthohash_targets as codebooks
 
 
 @pytest.mark.parametrize("method", ["B", "N"])

@@ -1,11 +1,11 @@
-"""Tests for wsdhash.losses.class_balanced_sampler.ClassBalancedSampler."""
+"""Tests for wsdhash.data.samplers.ClassBalancedSampler."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from wsdhash.data.samplers import ClassBalancedSampler, class_ids_from_labels
 from wsdhash.losses import triplet
-from wsdhash.losses.class_balanced_sampler import ClassBalancedSampler, class_ids_from_labels
 
 
 def _class_ids(seed=0, classes=30, per_class=(8, 20)):

@@ -22,10 +22,10 @@ import os
 import numpy as np
 from absl import logging
 
-from wsdhash.data.list_files import SplitData
+from wsdhash.data.types import SplitData
 from wsdhash.eval import metrics as metrics_lib
-from wsdhash.quantization.additive import AdditiveQuantizer
 from wsdhash.eval.aqd_metrics import aqd_evaluate
+from wsdhash.quantization.additive import AdditiveQuantizer
 from wsdhash.quantization.product import ProductQuantizer
 from wsdhash.tagging.files import load_merge_map, merged_labels, read_final_embeddings
 

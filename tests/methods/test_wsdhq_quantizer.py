@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from wsdhash.losses.wsdhq import WSDHQLoss
+from wsdhash.methods.wsdhq_quantizer import TrainingQuantizer, quantizer_features
 from wsdhash.quantization.aqd import reconstruct
-from wsdhash.training.quantized import TrainingQuantizer, quantizer_features
 
 TAGS, DIM, TRAIN = 5, 8, 300
 

@@ -1,0 +1,285 @@
+"""Contract tests as helpers: the checks every registered component must pass, written
+once and called from each component's tests (keras-hub's `run_layer_test` idea).
+
+    run_method_test(method, tmp_path, data_dir, **config)   # a registered method
+    run_loss_test(loss_class, labels_kind=..., **kwargs)      # its loss layer
+    run_scorer_test(scorer, reference_distances)              # a scorer
+    run_dataset_test(dataset)                                 # a registered dataset
+
+Each takes the component and tiny inputs, and asserts properties that hold for every
+component of the family, so a new method, loss, scorer or dataset is covered by one
+call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# ---------------------------------------------------------------------------------------
+# Methods
+# ---------------------------------------------------------------------------------------
+
+# What a method contract trains: a small CNN on 32 px built-in images, 4 steps of 16,
+# validation every 2 steps (so the resumed run validates where the full one does).
+CONTRACT_CONFIG = dict(
+    dataset="builtin", backbone="small_cnn", bits=16, batch_size=16, steps=4,
+    eval_every=2, checkpoint_every=2, log_every=2, validation_size=32, image_size=32,
+    crop_size=28,
+)  # fmt: skip
+
+
+def run_method_test(method: str, tmp_path, data_dir, sizes=(160, 30, 80), **config) -> dict:
+    """Trains `method` on the built-in dataset at `data_dir` (one subprocess,
+    tests/method_contract_run.py) and checks what every method must do:
+
+    - two replicas (MirroredStrategy over two logical CPUs) train like one device: the
+      network's variables agree to float rounding, the database codes nearly all;
+    - a run stopped halfway and resumed ends where the uninterrupted run ends;
+    - the exported SavedModel runs in a process without wsdhash and encodes database
+      images into what the run's codes file (and so the index) holds for them;
+    - the run's mAP is its codes file's, through the file's scorer, and equals a
+      brute-force ranking of the scorer's distances.
+
+    Returns the one-device run's metrics.
+    """
+    import tensorflow as tf
+
+    from wsdhash.eval import read_codes_file
+    from wsdhash.training.config import TrainConfig
+
+    train, query, database = sizes
+    options = dict(seed=0, num_train=train, num_query=query, num_database=database,
+                   image_size=32)  # fmt: skip
+    settings = {**CONTRACT_CONFIG, "method": method, "data_dir": str(data_dir),
+                "dataset_options": options, **config}  # fmt: skip
+    train_config = TrainConfig(**settings)
+    config_path = tmp_path / "config.json"
+    config_path.write_text(json.dumps(dataclasses.asdict(train_config)))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    script = os.path.join(HERE, "method_contract_run.py")
+    result = subprocess.run(
+        [sys.executable, script, str(config_path), str(tmp_path)],
+        capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+
+    # 1 vs 2 replicas, and resumed vs uninterrupted.
+    readers = {
+        name: tf.train.load_checkpoint(tf.train.latest_checkpoint(str(tmp_path / name / "checkpoints")))
+        for name in ("one", "two", "resumed")
+    }  # fmt: skip
+    names = [n for n in readers["one"].get_variable_to_shape_map() if n.startswith("model/")]
+    assert names, "no model variables in the checkpoint"
+    for name in names:
+        a = readers["one"].get_tensor(name)
+        if not (isinstance(a, np.ndarray) and a.dtype.kind == "f"):
+            continue
+        np.testing.assert_allclose(a, readers["two"].get_tensor(name), rtol=1e-4, atol=1e-5,
+                                   err_msg=f"{method}: 2 replicas, {name}")  # fmt: skip
+        np.testing.assert_allclose(a, readers["resumed"].get_tensor(name), rtol=1e-6,
+                                   atol=1e-6, err_msg=f"{method}: resumed, {name}")  # fmt: skip
+    files = {name: read_codes_file(tmp_path / name / "codes.h5") for name in readers}
+    held = {name: _index_codes(contents) for name, contents in files.items()}
+    np.testing.assert_array_equal(held["one"], held["resumed"], err_msg=f"{method}: resumed")
+    agreement = np.mean(held["one"] == held["two"])
+    assert agreement >= 0.98, f"{method}: 2 replicas agree on {agreement:.3f} of the codes"
+
+    # Export and serve without wsdhash.
+    contents = files["one"]
+    _check_served_codes(tmp_path / "one" / "saved_model", contents, held["one"], tmp_path)
+
+    # Evaluation through the codes file's scorer, against a brute-force ranking.
+    metrics = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    _check_evaluation(contents, metrics)
+    return metrics
+
+
+def _index_codes(contents) -> np.ndarray:
+    """What an index of the codes file's database holds (the scorer kind says)."""
+    from wsdhash.eval.scorers import scorer_kind
+
+    return np.asarray(scorer_kind(contents).index_codes(contents.database))
+
+
+def _check_served_codes(saved_model, contents, held, tmp_path, count: int = 6) -> None:
+    paths = [str(p) for p in contents.database.ids[:count]]
+    outputs = tmp_path / "served.npz"
+    script = textwrap.dedent(f"""
+        import sys
+        sys.modules["wsdhash"] = None  # plain TensorFlow must suffice
+        import numpy as np, tensorflow as tf
+        loaded = tf.saved_model.load({str(saved_model)!r})
+        data = tf.constant([open(p, "rb").read() for p in {paths!r}])
+        result = loaded.signatures["serving_default"](images=data)
+        quantized = getattr(loaded, "quantization_encoder", None) is not None
+        np.savez({str(outputs)!r}, quantized=quantized,
+                 **{{k: v.numpy() for k, v in result.items()}})
+    """)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env=env)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    served = np.load(outputs)
+    assert served["valid"].all()
+    key = "quantization_codes" if bool(served["quantized"]) else "packed_codes"
+    np.testing.assert_array_equal(served[key], held[:count], err_msg=f"served {key}")
+    np.testing.assert_allclose(served["embedding"], contents.database.features[:count],
+                               rtol=1e-4, atol=1e-4)  # fmt: skip
+
+
+def _check_evaluation(contents, metrics: dict) -> None:
+    from wsdhash.eval.file_evaluation import evaluate_codes_file
+    from wsdhash.eval.scorers import scorer_for_codes_file
+
+    # The metrics name their conventions: "mAP@1000[ties=index,empty=zero]".
+    cutoff = metrics["map_name"].split("@", 1)[1].split("[", 1)[0]
+    topk = None if cutoff == "all" else int(cutoff)
+    empty = "skip" if "empty=skip" in metrics["map_name"] else "zero"
+    again = evaluate_codes_file(contents, topk=topk, empty=empty, tie_bounds=False)
+    assert again.map_name == metrics["map_name"]
+    assert abs(again.map - metrics["map"]) <= 1e-9
+    keys = scorer_for_codes_file(contents).keys(0, len(contents.query.labels))
+    reference = brute_force_map(keys, contents.query.labels, contents.database.labels, topk,
+                                empty)  # fmt: skip
+    assert abs(reference - metrics["map"]) <= 1e-6, (reference, metrics["map"])
+
+
+def brute_force_map(keys, query_labels, database_labels, topk, empty="zero") -> float:
+    """mAP@topk by a plain loop: each query ranks the database by its keys (smaller
+    first, ties in database order), relevant = sharing a label (docs/evaluation.md)."""
+    aps = []
+    for q in range(len(query_labels)):
+        order = np.argsort(np.asarray(keys[q]), kind="stable")
+        relevant = (database_labels[order] @ query_labels[q]) > 0
+        total = relevant.sum()
+        if total == 0:
+            if empty == "skip":
+                continue
+            aps.append(0.0)
+            continue
+        ranked = relevant[: topk or len(relevant)]
+        hits = np.cumsum(ranked)
+        precision = hits / np.arange(1, len(ranked) + 1)
+        found = ranked.sum()
+        aps.append(float((precision * ranked).sum() / found) if found else 0.0)
+    return float(np.mean(aps)) if aps else 0.0
+
+
+# ---------------------------------------------------------------------------------------
+# Losses
+# ---------------------------------------------------------------------------------------
+
+
+def run_loss_test(loss_class, labels_kind: str = "multi", bits: int = 16, classes: int = 4,
+                  batch: int = 10, keys=None, output_dim=None, **kwargs) -> None:  # fmt: skip
+    """What every loss layer must do for the trainer: (B,) float32 finite terms with a
+    "loss" key; references given as (codes, labels) pairs or not at all; the batch
+    split into two halves against the whole batch as references (two replicas) gives
+    the same per-example values and gradients; config round trip."""
+    import pytest
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    # The model's output width: K for binary codes (WSDHQ: its embedding dimension).
+    width = output_dim or bits
+    codes = tf.Variable(np.tanh(rng.normal(size=(batch, width))).astype(np.float32))
+    if labels_kind == "single":
+        labels = np.eye(classes, dtype=np.float32)[rng.integers(0, classes, batch)]
+    else:
+        labels = (rng.random((batch, classes)) < 0.4).astype(np.float32)
+        labels[0, :2] = 1
+    labels = tf.constant(labels)
+    layer = loss_class(bits=bits, num_classes=classes, seed=3, **kwargs)
+    with tf.GradientTape() as tape:
+        whole = layer(codes, labels)
+        total = tf.reduce_sum(whole["loss"])
+    want = tape.gradient(total, codes).numpy()
+    assert "loss" in whole and (keys is None or set(whole) == set(keys)), sorted(whole)
+    for value in whole.values():
+        assert value.shape == (batch,) and value.dtype == tf.float32
+        assert np.all(np.isfinite(value.numpy()))
+    with pytest.raises(ValueError, match="both"):
+        layer(codes, labels, ref_codes=codes)
+    half = batch // 2
+    with tf.GradientTape() as tape:
+        parts = [
+            layer(codes[s : s + half], labels[s : s + half], ref_codes=codes, ref_labels=labels,
+                  anchor_offset=s)  # fmt: skip
+            for s in (0, half)
+        ]
+        split_total = tf.reduce_sum([tf.reduce_sum(p["loss"]) for p in parts])
+    got = tape.gradient(split_total, codes).numpy()
+    for name in whole:
+        np.testing.assert_allclose(
+            np.concatenate([p[name].numpy() for p in parts]), whole[name].numpy(),
+            rtol=1e-5, atol=1e-6, err_msg=name,
+        )  # fmt: skip
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    clone = loss_class.from_config(layer.get_config())
+    again = clone(codes, labels)
+    np.testing.assert_allclose(again["loss"].numpy(), whole["loss"].numpy(), rtol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------
+# Scorers
+# ---------------------------------------------------------------------------------------
+
+
+def run_scorer_test(scorer, reference_distances, labels=None, topk=None) -> None:
+    """A scorer's ranking keys order every query's items as `reference_distances` (a
+    (Q, N) matrix from a slow formula) do, block by block and after a column
+    permutation, and the chunked evaluator's mAP over it equals a brute-force one."""
+    from wsdhash.eval import evaluate_retrieval
+
+    reference = np.asarray(reference_distances, np.float64)
+    queries, items = reference.shape
+    keys = np.concatenate([scorer.keys(s, min(s + 3, queries)) for s in range(0, queries, 3)])
+    assert keys.shape == (queries, items)
+    for q in range(queries):
+        np.testing.assert_array_equal(
+            np.argsort(keys[q], kind="stable"), np.argsort(reference[q], kind="stable")
+        )
+    permutation = np.random.default_rng(1).permutation(items)
+    np.testing.assert_array_equal(scorer.permuted(permutation).keys(0, queries),
+                                  keys[:, permutation])  # fmt: skip
+    if labels is not None:
+        query_labels, database_labels = labels
+        result = evaluate_retrieval(query_labels, database_labels, scorer=scorer, topk=topk)
+        want = brute_force_map(reference, query_labels, database_labels, topk)
+        assert abs(result.map - want) <= 1e-9, (result.map, want)
+
+
+# ---------------------------------------------------------------------------------------
+# Datasets
+# ---------------------------------------------------------------------------------------
+
+
+def run_dataset_test(dataset, check_images: bool = True) -> None:
+    """A registered dataset's splits: the protocol's three splits exist, each is a
+    `SplitData` whose rows agree, labels are 0/1, query and database share the label
+    space, train and query hold different items, and the image files exist."""
+    from wsdhash.data.types import SplitData
+
+    for name in ("train", "query", "database"):
+        assert name in dataset.splits, (dataset.name, name)
+    splits = {name: dataset.split(name) for name in ("train", "query", "database")}
+    for name, split in splits.items():
+        assert isinstance(split, SplitData) and len(split) > 0, name
+        for matrix in (split.labels, split.tags):
+            assert matrix.shape[0] == len(split)
+            assert set(np.unique(matrix)) <= {0, 1}, name
+        if check_images and dataset.image_files:
+            assert all(os.path.isfile(p) for p in split.paths), name
+    assert splits["query"].num_classes == splits["database"].num_classes > 0
+    assert not set(map(str, splits["train"].paths)) & set(map(str, splits["query"].paths))
+    if dataset.topk is not None:
+        assert 0 < dataset.topk

@@ -1,0 +1,63 @@
+"""The model a run trains and serves: inputs -> normalisation -> backbone -> head.
+
+    model, backbone, hashing = build_model(config, output_dim=64)
+    pipeline_config = backbone.pipeline_config(config.image_size, config.crop_size)
+
+Training, serving (export) and feature extraction build their models here, from the
+run's settings, so the three agree by construction. `config` is any object with the
+model fields of `wsdhash.training.config.TrainConfig` (backbone, weights,
+allow_pickle, crop_size, head, normalization, seed, data_dir).
+"""
+
+from __future__ import annotations
+
+import keras
+
+from wsdhash.models.backbones import build_backbone
+from wsdhash.models.heads import build_hashing_model
+from wsdhash.models.normalization import ImageNormalization
+from wsdhash.models.spec import BackboneSpec
+
+
+def build_backbone_for(config) -> BackboneSpec:
+    """The run's backbone (see `build_backbone`)."""
+    return build_backbone(
+        config.backbone,
+        weights=config.weights,
+        crop_size=config.crop_size or None,
+        allow_pickle=config.allow_pickle,
+        seed=config.seed,
+        data_dir=config.data_dir,
+    )
+
+
+def build_model(
+    config, output_dim: int, sync_batch_norm: bool = False
+) -> tuple[keras.Model, BackboneSpec, keras.Model]:
+    """The model of a run with `output_dim` outputs (the method's `output_dim()`).
+
+    Args:
+        sync_batch_norm: batch statistics over the global batch, so that replicas of a
+            `tf.distribute` strategy train like one device.
+
+    Returns:
+        (model taking the backbone's input dtype, backbone spec, hashing model without
+        the normalisation layer).
+    """
+    backbone = build_backbone_for(config)
+    hashing = build_hashing_model(backbone, config.head, output_dim, seed=config.seed)
+    if sync_batch_norm:
+        for layer in hashing._flatten_layers(include_self=False, recursive=True):
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.synchronized = True
+    normalization = backbone.input_normalization(config.normalization)
+    return with_normalization(hashing, normalization, backbone.input_dtype), backbone, hashing
+
+
+def with_normalization(
+    hashing: keras.Model, normalization: str, input_dtype: str = "uint8"
+) -> keras.Model:
+    """uint8 images (float32 features) -> normalisation -> `hashing` -> relaxed codes."""
+    images = keras.Input(hashing.input_shape[1:], dtype=input_dtype, name="image")
+    codes = hashing(ImageNormalization(normalization, name="normalization")(images))
+    return keras.Model(images, codes, name="wsdhash_model")

@@ -1,0 +1,172 @@
+"""The settings of one training run: `TrainConfig`, filled by `wsdhash.train` from
+flags and stored in the run's `run_info.json` (which `config_from_dict` reads back for
+resuming and export). Importing it does not import TensorFlow."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+OPTIMIZERS = ("sgd", "adam")
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+    """Attributes:
+    name: "sgd" (with momentum) or "adam".
+    learning_rate: base learning rate (head and loss variables).
+    backbone_lr_multiplier: the backbone's learning rate is this times the base.
+    momentum: SGD momentum.
+    beta_1, beta_2, epsilon: Adam.
+    weight_decay: coupled L2 coefficient.
+    boundaries: update numbers (0-based) from which the learning rate is multiplied
+        by `decay` once more.
+    decay: the multiplier.
+    """
+
+    name: str = "sgd"
+    learning_rate: float = 0.01
+    backbone_lr_multiplier: float = 1.0
+    momentum: float = 0.9
+    beta_1: float = 0.9
+    beta_2: float = 0.999
+    epsilon: float = 1e-8
+    weight_decay: float = 0.0
+    boundaries: tuple[int, ...] = ()
+    decay: float = 0.1
+
+    def __post_init__(self):
+        if self.name not in OPTIMIZERS:
+            raise ValueError(f"Unknown optimizer {self.name!r}; expected one of {OPTIMIZERS}.")
+        if list(self.boundaries) != sorted(self.boundaries):
+            raise ValueError(f"Learning-rate boundaries must increase: {self.boundaries}.")
+
+    def learning_rate_at(self, step: int, multiplier: float = 1.0) -> float:
+        """The learning rate of update number `step` (0-based): decayed once for every
+        boundary <= step, as PyTorch's StepLR does at epoch boundaries."""
+        passed = sum(1 for boundary in self.boundaries if step >= boundary)
+        return self.learning_rate * multiplier * self.decay**passed
+
+
+SELECT_ON = ("validation", "test")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything one training run needs; `wsdhash.train` fills it from flags.
+
+    Attributes:
+        dataset, data_dir, dataset_options: the registered dataset and its options.
+        backbone, weights, allow_pickle, head, bits: the model.
+        method, method_options: the registered loss and its hyperparameters.
+        supervision: "labels" (ground-truth classes) or "tags" (user tags).
+        batch_size: the global batch size.
+        steps: training steps.
+        optimizer: see `OptimizerConfig`.
+        seed: seeds the model, the data order, the augmentation and the loss.
+        workdir: checkpoints, logs, codes file and metrics go here.
+        image_size, crop_size: override the backbone's defaults (0 = keep).
+        ten_crop: evaluation averages the codes of WSDHQ's 10 crops.
+        eval_every: validation period in steps (0 = only at the end).
+        checkpoint_every: checkpoint period in steps (a checkpoint is also written at
+            every validation and at the end).
+        keep_checkpoints: how many of the latest checkpoints to keep.
+        validation_size: validation queries carved from the training split (their
+            database is the rest of the training split, which is also what trains).
+        select_on: "validation" or "test" (the originals' test-set selection; results
+            are then labelled as selected on test).
+        topk: mAP cut-off R (None = the dataset's protocol value; 0 = all).
+        mixed_precision: "none" or "bfloat16" (no loss scaling needed).
+        log_every: console and TensorBoard period in steps.
+        sampler: "uniform" (seeded shuffle) or "class_balanced" (P classes x Q images
+            per batch, single-label data; DNNH re-implementation).
+        classes_per_batch, images_per_class: P and Q of the class-balanced sampler; the
+            batch size must be P * Q.
+        tag_dir: WSDHQ: the output folder of `python -m wsdhash.tags`.
+        quantizer_update_every: WSDHQ: steps between quantizer updates (0 = 2 epochs).
+        quantizer: WSDHQ: "additive" (the original's) or "product" (PQ on the
+            hypersphere); the loss's quantization form must match (quantized.py).
+        normalization: input normalisation (NORMALIZATIONS name); "" = the backbone's.
+        empty: evaluation policy for queries with no relevant item ("zero" or "skip";
+            WSDHQ's published numbers skip them).
+    """
+
+    dataset: str = "builtin"
+    data_dir: str = "data/builtin"
+    dataset_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    backbone: str = "small_cnn"
+    weights: str = "none"
+    allow_pickle: bool = False
+    head: str = "linear_bn"
+    bits: int = 32
+    method: str = "orthohash"
+    method_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    supervision: str = "labels"
+    batch_size: int = 64
+    steps: int = 1000
+    optimizer: OptimizerConfig = OptimizerConfig()
+    seed: int = 0
+    workdir: str = "checkpoints/run"
+    image_size: int = 0
+    crop_size: int = 0
+    ten_crop: bool = False
+    eval_every: int = 0
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3
+    validation_size: int = 500
+    select_on: str = "validation"
+    topk: int | None = None
+    mixed_precision: str = "none"
+    log_every: int = 50
+    sampler: str = "uniform"
+    classes_per_batch: int = 10
+    images_per_class: int = 8
+    tag_dir: str = ""
+    quantizer_update_every: int = 0
+    quantizer: str = "additive"
+    normalization: str = ""
+    empty: str = "zero"
+
+    def __post_init__(self):
+        if self.select_on not in SELECT_ON:
+            raise ValueError(f"--select_on must be one of {SELECT_ON}, got {self.select_on!r}.")
+        if self.supervision not in ("labels", "tags"):
+            raise ValueError(f"--supervision must be 'labels' or 'tags', got {self.supervision!r}.")
+        if self.mixed_precision not in ("none", "bfloat16"):
+            raise ValueError(
+                f"--mixed_precision must be 'none' or 'bfloat16', got {self.mixed_precision!r}."
+            )
+        if self.sampler not in ("uniform", "class_balanced"):
+            raise ValueError(
+                f"--sampler must be 'uniform' or 'class_balanced', got {self.sampler!r}."
+            )
+        if self.sampler == "class_balanced" and (
+            self.batch_size != self.classes_per_batch * self.images_per_class
+        ):
+            raise ValueError(
+                "--batch_size: the class-balanced sampler needs batch_size = "
+                "classes_per_batch * images_per_class = "
+                f"{self.classes_per_batch * self.images_per_class}, "
+                f"got {self.batch_size}."
+            )
+        for name, minimum in _MINIMUMS.items():
+            value = getattr(self, name)
+            if value < minimum:
+                flag = _FLAG_NAMES.get(name, name)
+                raise ValueError(f"--{flag} must be >= {minimum}, got {value}.")
+
+
+# The smallest value of TrainConfig's integer fields, and the flags that set them.
+_MINIMUMS = {
+    "steps": 1, "batch_size": 1, "bits": 1, "checkpoint_every": 1, "log_every": 1,
+    "keep_checkpoints": 1, "eval_every": 0, "validation_size": 0,
+    "quantizer_update_every": 0, "classes_per_batch": 1, "images_per_class": 1,
+}  # fmt: skip
+_FLAG_NAMES = {"bits": "hash_bit"}
+
+
+def config_from_dict(values: dict) -> TrainConfig:
+    """Rebuilds a `TrainConfig` from `run_info.json`'s "config" entry."""
+    values = dict(values)
+    optimizer = OptimizerConfig(**{**values.pop("optimizer"), "boundaries": ()})
+    return TrainConfig(**values, optimizer=optimizer)
