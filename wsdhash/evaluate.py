@@ -8,9 +8,19 @@ Usage:
 are rejected). Conventions are those of docs/evaluation.md and `wsdhash.eval.metrics`.
 
 Output: a readable table, or with `--json` exactly one JSON object on stdout whose
-key `map` holds mAP@R. The optimistic and pessimistic mAP (relevant items first / last
-within ties) are always in the JSON and are printed in the table when either differs
-from the headline by more than 0.005.
+key `map` holds mAP@R.
+
+What is computed (the JSON keys stay the same; a figure not computed is null or absent):
+- always: mAP@R and precision@N (`--precision_at`);
+- `--tie_bounds` (default on): the optimistic and pessimistic mAP (relevant items first /
+  last within ties), `map_optimistic` and `map_pessimistic`, printed in the table when
+  either differs from the headline by more than 0.005; `--notie_bounds` leaves them null;
+- `--hamming_radius=2` (default; binary codes): precision within that radius,
+  `precision_within_radius_2`; a negative value skips it;
+- `--pr_curve` (alias `--radius_curve`; default off; binary codes): precision and recall
+  for every radius 0..K, `radius_curve`. It needs every item's relevance to every query
+  and costs about as much again as everything else; the others cost little on top of
+  mAP (a few per cent each for Hamming codes).
 
 Errors in the input (missing, corrupted or empty file, bad layout, bad flag) print one
 line on stderr, `wsdhash.evaluate: error: ...`, and exit with status 2 (wsdhash/cli.py).
@@ -46,8 +56,24 @@ flags.DEFINE_list(
     [str(n) for n in metrics.DEFAULT_PRECISION_AT],
     "The N of the precision@N curve (clipped to the database size).",
 )
-flags.DEFINE_integer("hamming_radius", 2, "Radius of the 'precision within radius' figure.")
-flags.DEFINE_boolean("pr_curve", False, "Also print precision and recall for every radius 0..K.")
+flags.DEFINE_integer(
+    "hamming_radius",
+    2,
+    "Radius of the 'precision within radius' figure (binary codes); negative: skip it.",
+)
+flags.DEFINE_boolean(
+    "tie_bounds",
+    True,
+    "Also compute the optimistic and pessimistic mAP (relevant items first / last within "
+    "ties); --notie_bounds leaves them null.",
+)
+flags.DEFINE_boolean(
+    "pr_curve",
+    False,
+    "Also compute and print precision and recall for every Hamming radius 0..K (binary "
+    "codes; needs the full relevance matrix, about doubling the time).",
+)
+flags.DEFINE_alias("radius_curve", "pr_curve")
 flags.DEFINE_boolean("json", False, "Print one JSON object instead of a table.")
 flags.DEFINE_integer("num_threads", 0, "Worker threads; 0 picks min(4, available cores).")
 flags.mark_flag_as_required("codes")
@@ -136,7 +162,9 @@ def main(argv: list[str]) -> int:
             empty=FLAGS.empty,
             seed=FLAGS.seed,
             precision_at=precision_at,
-            hamming_radius=FLAGS.hamming_radius,
+            hamming_radius=FLAGS.hamming_radius if FLAGS.hamming_radius >= 0 else None,
+            tie_bounds=FLAGS.tie_bounds,
+            radius_curve=FLAGS.pr_curve,
             num_threads=FLAGS.num_threads or None,
             source=f"Codes file {FLAGS.codes!r}",
         )

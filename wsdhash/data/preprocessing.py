@@ -7,6 +7,9 @@ declares the one its pretrained weights expect.
 
 from __future__ import annotations
 
+import atexit
+import gc
+import sys
 import threading
 from collections.abc import Callable
 
@@ -62,6 +65,30 @@ def decode_and_resize(data: bytes, path: str, size: int) -> np.ndarray | None:
     if image.shape[:2] != (size, size):
         image = cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _release_iterators_before_shutdown() -> None:
+    """Destroys unreferenced `tf.data` iterators while their decodes can still finish.
+
+    An iterator over `make_image_loader` images has OpenCV decodes (`tf.numpy_function`)
+    in flight on tf.data threads, and its destructor cancels those threads and waits for
+    them. Destroyed during interpreter shutdown (the final garbage collection or module
+    teardown), it waits forever: by then a thread that needs the GIL to finish its
+    decode can no longer take it (tensorflow/tensorflow#21277; an infinite iterator
+    left in a reference cycle hangs the exit every time). atexit functions run before
+    that point, while every thread can still run Python, so this drops the last uncaught
+    exception (whose traceback keeps the frames, and their iterators, alive) and
+    collects garbage there. Iterators still referenced from module globals or other
+    live objects are not covered: delete them (and `gc.collect()`) before exiting.
+    """
+    for name in ("last_exc", "last_value", "last_traceback"):
+        if getattr(sys, name, None) is not None:
+            setattr(sys, name, None)
+    gc.collect()
+
+
+# Registered after TensorFlow's own atexit functions (imported above), so it runs first.
+atexit.register(_release_iterators_before_shutdown)
 
 
 def make_image_loader(

@@ -25,12 +25,15 @@ def evaluate_codes_file(
     precision_at: Sequence[int] = metrics.DEFAULT_PRECISION_AT,
     hamming_radius: int | None = 2,
     tie_bounds: bool = True,
+    radius_curve: bool = True,
     num_threads: int | None = None,
     source: str = "codes file",
 ) -> metrics.RetrievalMetrics:
     """mAP@R and the curves of one codes file (module doc); `source` names it in errors.
 
-    `hamming_radius` and the radius curve apply to Hamming codes only.
+    `hamming_radius` and the radius curve (precision and recall at every radius; it
+    needs every item's relevance, so `radius_curve=False` saves that work) apply to
+    Hamming codes only.
     """
     scorer = scorer_for_codes_file(contents, source)
     return metrics.evaluate_retrieval(
@@ -43,7 +46,7 @@ def evaluate_codes_file(
         seed=seed,
         precision_at=precision_at,
         hamming_radius=hamming_radius if scorer.radius_bits is not None else None,
-        radius_metrics=scorer.radius_bits is not None,
+        radius_metrics=radius_curve and scorer.radius_bits is not None,
         tie_bounds=tie_bounds,
         num_threads=num_threads,
     )

@@ -155,32 +155,119 @@ def _average_precision(top_relevance: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return average_precision, num_relevant
 
 
-def _evaluate_chunk(
-    start: int,
-    stop: int,
-    *,
-    source: scorers.Scorer,
-    radius_bits: int | None,
-    query_masks: np.ndarray,
+def _candidate_relevance(
+    chunk_query_masks: np.ndarray,
     database_masks: np.ndarray,
+    columns: np.ndarray,
+    counts: np.ndarray,
+) -> np.ndarray:
+    """Relevance of block candidates (grouped by row, `counts` per row) to their query."""
+    relevant = np.zeros(len(columns), dtype=np.bool_)
+    for word in range(database_masks.shape[0]):
+        query_words = np.repeat(chunk_query_masks[word], counts)
+        relevant |= (database_masks[word, columns] & query_words) != 0
+    return relevant
+
+
+def _rank_block(
+    keys: np.ndarray,
+    chunk_query_masks: np.ndarray,
+    database_masks: np.ndarray,
+    *,
+    radius_bits: int | None,
+    radius_curve: bool,
+    hamming_radius: int | None,
     policies: tuple[str, ...],
     depth: int,
-    map_depth: int,
-    precision_depths: tuple[int, ...],
-) -> dict:
-    """Ranks queries start..stop-1 and returns their per-query figures."""
-    keys = source.keys(start, stop)  # (rows, N)
-    ranking.check_no_nan(keys)
-    num_rows = stop - start
-    chunk_query_masks = query_masks[:, start:stop]
+) -> tuple[np.ndarray, dict]:
+    """Ranks a block of uint8/uint16 keys (Hamming distances) without a loop over queries.
+
+    Returns the (policies, rows, depth) relevance by rank and the radius counts: for the
+    curve (radius_curve) "retrieved", "relevant_retrieved" (rows, K+1) and
+    "total_relevant" (rows,); else, for `hamming_radius`, "retrieved_within" and
+    "relevant_within" (rows,). Equal to `_rank_per_query` (module doc of ranking.py).
+    """
+    num_rows, num_items = keys.shape
+    radius = {}
+    full_relevance = None
+    if radius_curve:
+        # Every item's relevance and the histogram of (distance, relevant) per row.
+        full_relevance = relevance_lib.relevance_from_masks(chunk_query_masks, database_masks)
+        num_radii = radius_bits + 1
+        combined = keys.astype(np.uint16 if keys.dtype == np.uint8 else np.uint32)
+        combined <<= 1
+        combined |= full_relevance
+        retrieved = np.empty((num_rows, num_radii), dtype=np.int64)
+        relevant_retrieved = np.empty((num_rows, num_radii), dtype=np.int64)
+        total_relevant = np.empty(num_rows, dtype=np.int64)
+        thresholds = np.empty(num_rows, dtype=np.int64)
+        for row_index in range(num_rows):
+            levels = np.bincount(combined[row_index], minlength=2 * num_radii)
+            levels = levels.reshape(-1, 2)  # (distance, [irrelevant, relevant])
+            counts = levels.sum(axis=1)
+            thresholds[row_index] = ranking.histogram_threshold(counts, depth)
+            # Distances above K cannot occur with zero padding bits; clip defensively.
+            np.cumsum(counts[:num_radii], out=retrieved[row_index])
+            np.cumsum(levels[:num_radii, 1], out=relevant_retrieved[row_index])
+            total_relevant[row_index] = levels[:, 1].sum()
+        del combined
+        radius.update(
+            retrieved=retrieved,
+            relevant_retrieved=relevant_retrieved,
+            total_relevant=total_relevant,
+        )
+        floor = 0
+    else:
+        # Items within the radius are always candidates, so the radius counts come from them.
+        floor = 0 if hamming_radius is None else hamming_radius
+        thresholds = ranking.estimated_histogram_thresholds(keys, depth)
+        np.maximum(thresholds, floor, out=thresholds)
+    rows, columns, candidate_keys, counts = ranking.block_candidates(keys, depth, thresholds, floor)
+    if full_relevance is None:
+        # Candidates past the R-th smallest key (the bound may exceed it) rank after it,
+        # so they stay: sorting them is cheaper than filtering them out.
+        relevance = _candidate_relevance(chunk_query_masks, database_masks, columns, counts)
+        if hamming_radius is not None:
+            starts = np.zeros(num_rows, dtype=np.int64)
+            np.cumsum(counts[:-1], out=starts[1:])
+            within = candidate_keys <= hamming_radius
+            radius["retrieved_within"] = np.add.reduceat(within, starts, dtype=np.int64)
+            radius["relevant_within"] = np.add.reduceat(within & relevance, starts, dtype=np.int64)
+    else:
+        relevance = full_relevance.reshape(-1)[rows * num_items + columns]
+    top_relevance = np.empty((len(policies), num_rows, depth), dtype=np.bool_)
+    for policy_index, policy in enumerate(policies):
+        ranking.ranked_block_relevance(
+            rows, candidate_keys, relevance, counts, depth, policy, top_relevance[policy_index]
+        )
+    return top_relevance, radius
+
+
+def _rank_per_query(
+    keys: np.ndarray,
+    chunk_query_masks: np.ndarray,
+    database_masks: np.ndarray,
+    *,
+    radius_bits: int | None,
+    policies: tuple[str, ...],
+    depth: int,
+) -> tuple[np.ndarray, dict]:
+    """Ranks a block one query at a time; any keys. Returns what `_rank_block` does,
+    with the radius curve whenever `radius_bits` is given."""
+    num_rows = keys.shape[0]
     # The radius curve needs every item's relevance; mAP alone only the candidates'.
     full_relevance = None
     num_radii = 0 if radius_bits is None else radius_bits + 1
+    radius = {}
     if radius_bits is not None:
         full_relevance = relevance_lib.relevance_from_masks(chunk_query_masks, database_masks)
         retrieved = np.empty((num_rows, num_radii), dtype=np.int64)
         relevant_retrieved = np.empty((num_rows, num_radii), dtype=np.int64)
-        total_relevant = full_relevance.sum(axis=1)
+        radius.update(
+            retrieved=retrieved,
+            relevant_retrieved=relevant_retrieved,
+            total_relevant=full_relevance.sum(axis=1),
+        )
     histogram = ranking.uses_histogram(keys)
     if not histogram:
         thresholds = ranking.partition_thresholds(keys, depth)
@@ -208,6 +295,59 @@ def _evaluate_chunk(
             relevant_counts = np.bincount(row[full_relevance[row_index]], minlength=num_radii)
             retrieved[row_index] = np.cumsum(counts[:num_radii])
             relevant_retrieved[row_index] = np.cumsum(relevant_counts[:num_radii])
+    return top_relevance, radius
+
+
+# Blocks of uint8/uint16 keys are ranked by `_rank_block`; False sends every block
+# through `_rank_per_query` (the reference the tests compare it with).
+_BLOCK_RANKING = True
+
+
+def _evaluate_chunk(
+    start: int,
+    stop: int,
+    *,
+    source: scorers.Scorer,
+    radius_bits: int | None,
+    radius_curve: bool,
+    hamming_radius: int | None,
+    query_masks: np.ndarray,
+    database_masks: np.ndarray,
+    policies: tuple[str, ...],
+    depth: int,
+    map_depth: int,
+    precision_depths: tuple[int, ...],
+) -> dict:
+    """Ranks queries start..stop-1 and returns their per-query figures.
+
+    `radius_bits` is K when a radius figure is wanted: the curve (`radius_curve`) and/or
+    the precision within `hamming_radius` (already clipped to K).
+    """
+    keys = source.keys(start, stop)  # (rows, N)
+    ranking.check_no_nan(keys)
+    num_rows = stop - start
+    chunk_query_masks = query_masks[:, start:stop]
+    if _BLOCK_RANKING and ranking.uses_histogram(keys):
+        top_relevance, radius = _rank_block(
+            keys,
+            chunk_query_masks,
+            database_masks,
+            radius_bits=radius_bits,
+            radius_curve=radius_curve and radius_bits is not None,
+            hamming_radius=hamming_radius if radius_bits is not None else None,
+            policies=policies,
+            depth=depth,
+        )
+    else:
+        top_relevance, radius = _rank_per_query(
+            keys,
+            chunk_query_masks,
+            database_masks,
+            radius_bits=radius_bits,
+            policies=policies,
+            depth=depth,
+        )
+    del keys
 
     result = {"ap": [], "num_relevant": []}
     for policy_index in range(len(policies)):
@@ -222,15 +362,26 @@ def _evaluate_chunk(
         if precision_depths
         else np.zeros((num_rows, 0))
     )
-    if radius_bits is not None:
-        result["radius_precision"] = np.divide(
+    if "retrieved" in radius:
+        retrieved, relevant_retrieved = radius["retrieved"], radius["relevant_retrieved"]
+        total_relevant = radius["total_relevant"]
+        radius_precision = np.divide(
             relevant_retrieved, retrieved, out=np.zeros(retrieved.shape), where=retrieved > 0
         )
-        result["radius_recall"] = np.divide(
-            relevant_retrieved,
-            total_relevant[:, None],
-            out=np.zeros(retrieved.shape),
-            where=total_relevant[:, None] > 0,
+        if radius_curve:
+            result["radius_precision"] = radius_precision
+            result["radius_recall"] = np.divide(
+                relevant_retrieved,
+                total_relevant[:, None],
+                out=np.zeros(retrieved.shape),
+                where=total_relevant[:, None] > 0,
+            )
+        if hamming_radius is not None:
+            result["within_radius"] = radius_precision[:, hamming_radius].copy()
+    elif "retrieved_within" in radius:
+        retrieved, relevant_retrieved = radius["retrieved_within"], radius["relevant_within"]
+        result["within_radius"] = np.divide(
+            relevant_retrieved, retrieved, out=np.zeros(retrieved.shape), where=retrieved > 0
         )
     return result
 
@@ -355,6 +506,10 @@ def evaluate_retrieval(
     radius_bits = scorer.radius_bits
     if not radius_metrics and hamming_radius is None:
         radius_bits = None
+    radius_curve = radius_metrics and radius_bits is not None
+    within_radius_at = None
+    if radius_bits is not None and hamming_radius is not None:
+        within_radius_at = min(hamming_radius, radius_bits)
 
     query_masks = relevance_lib.pack_label_masks(query_labels)  # (W, Q)
     database_masks = relevance_lib.pack_label_masks(database_labels)  # (W, N)
@@ -388,6 +543,8 @@ def evaluate_retrieval(
             *chunk_bounds,
             source=source,
             radius_bits=radius_bits,
+            radius_curve=radius_curve,
+            hamming_radius=within_radius_at,
             query_masks=query_masks,
             database_masks=database_masks,
             policies=policies,
@@ -417,16 +574,12 @@ def evaluate_retrieval(
 
     radii = radius_precision = radius_recall = None
     within_radius = None
-    if radius_bits is not None:
-        per_radius_precision = gather("radius_precision")  # (Q, K+1)
-        if radius_metrics:
-            radii = np.arange(radius_bits + 1)
-            radius_precision = per_radius_precision.mean(axis=0)
-            radius_recall = gather("radius_recall").mean(axis=0)
-        if hamming_radius is not None:
-            within_radius = float(
-                per_radius_precision[:, min(hamming_radius, radius_bits)].mean()
-            )
+    if radius_curve:
+        radii = np.arange(radius_bits + 1)
+        radius_precision = gather("radius_precision").mean(axis=0)  # over (Q, K+1)
+        radius_recall = gather("radius_recall").mean(axis=0)
+    if within_radius_at is not None:
+        within_radius = float(gather("within_radius").mean())
 
     return RetrievalMetrics(
         map=headline_map,

@@ -159,6 +159,7 @@ class Method:
             topk=topk,
             empty=empty,
             tie_bounds=True,
+            radius_metrics=False,  # the run's metrics keep no radius curve
         )
 
     def codes_file(self, query, query_features, database, database_features) -> CodesFile:
