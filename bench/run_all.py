@@ -47,6 +47,8 @@ BENCHMARKS = {
         ["--num_database=20000", "--num_queries=100", "--num_clustered=10000"],
     ),
     "features_training": ([], ["--quick"]),
+    # Needs the main job's model and index (python -m wsdhash.demo).
+    "serve_load": ([], ["--queries=10", "--rounds=1", "--clients=2", "--seconds=3"]),
 }
 
 FLAGS = flags.FLAGS

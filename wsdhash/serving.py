@@ -305,39 +305,47 @@ class HashingServingModule(tf.Module):
         )
         return index, pixels, tf.cast(status, tf.int32)
 
-    def _encode_bytes(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
-        # Each item is decoded as one element of a tf.data pipeline whose failing
-        # elements are dropped (ignore_errors): an op error in one item's decoding then
-        # only marks that item, where a map over the batch would fail the whole call.
+    def _decode_all(self, images: tf.Tensor, parallel: bool):
+        """(indices, pixels, statuses) of the items of `images` that decoded, in any
+        order, followed by one sentinel row with index -1.
+
+        Each item is one element of a tf.data pipeline whose failing elements are
+        dropped (ignore_errors): an op error in one item's decoding then only marks that
+        item, where a map over the batch would fail the whole call. The survivors are
+        collected by a single `batch` (the sentinel makes sure there is exactly one
+        batch, even when every item fails). A `Dataset.reduce` with TensorArrays, as
+        here before, instantiates its reduce function on every call: 0.7-1 s per call
+        at batch 1 on 2 busy CPU cores, against about 1 ms for this whole pipeline.
+        """
         count = tf.shape(images)[0]
         crop = self.crop_size
-        decoded = (
-            tf.data.Dataset.from_tensor_slices((tf.range(count), images))
-            .map(self._decode_one, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
-            .ignore_errors()
-        )
-        state = (
-            tf.TensorArray(tf.int32, size=0, dynamic_size=True, element_shape=[]),
-            tf.TensorArray(tf.float32, size=0, dynamic_size=True, element_shape=[crop, crop, 3]),
-            tf.TensorArray(tf.int32, size=0, dynamic_size=True, element_shape=[]),
-        )
-
-        def collect(state, element):
-            indices, pixels, statuses = state
-            index, image, status = element
-            position = indices.size()
-            return (
-                indices.write(position, index),
-                pixels.write(position, image),
-                statuses.write(position, status),
+        items = tf.data.Dataset.from_tensor_slices((tf.range(count), images))
+        if parallel:
+            items = items.map(
+                self._decode_one, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False
             )
+        else:  # one item: a parallel map's threads only add to the call's fixed cost
+            items = items.map(self._decode_one)
+        sentinel = tf.data.Dataset.from_tensors(
+            (tf.constant(-1), tf.zeros([crop, crop, 3], tf.float32), tf.constant(STATUS_OK))
+        )
+        decoded = items.ignore_errors().concatenate(sentinel)
+        return decoded.batch(tf.cast(count, tf.int64) + 1).get_single_element()
 
-        indices, pixels, statuses = decoded.reduce(state, collect)
-        where = indices.stack()[:, None]
-        pixels = tf.scatter_nd(where, pixels.stack(), [count, crop, crop, 3])
+    def _encode_bytes(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+        count = tf.shape(images)[0]
+        crop = self.crop_size
+        indices, pixels, statuses = tf.cond(
+            count > 1,
+            lambda: self._decode_all(images, parallel=True),
+            lambda: self._decode_all(images, parallel=False),
+        )
+        decoded = indices >= 0  # all but the sentinel
+        where = tf.boolean_mask(indices, decoded)[:, None]
+        pixels = tf.scatter_nd(where, tf.boolean_mask(pixels, decoded), [count, crop, crop, 3])
         # Items missing from the pipeline's output failed to decode.
         status = tf.tensor_scatter_nd_update(
-            tf.fill([count], STATUS_UNDECODABLE), where, statuses.stack()
+            tf.fill([count], STATUS_UNDECODABLE), where, tf.boolean_mask(statuses, decoded)
         )
         return self._outputs(pixels, status)
 

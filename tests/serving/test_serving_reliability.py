@@ -213,12 +213,15 @@ def test_session_loader_runs_both_signatures_without_wsdhash(
         results = {{}}
         with tf.Graph().as_default(), tf.compat.v1.Session() as session:
             graph = tf.compat.v1.saved_model.load(session, ["serve"], {str(saved_model)!r})
-            for name, feed in (("serving_default", items), ("encode_images", pixels)):
+            runs = (("serving_default", "serving_default", items),
+                    ("one_item", "serving_default", items[:1]),  # the sequential branch
+                    ("encode_images", "encode_images", pixels))
+            for result, name, feed in runs:
                 signature = graph.signature_def[name]
                 (key,) = signature.inputs
                 fetches = {{k: v.name for k, v in signature.outputs.items()}}
                 out = session.run(fetches, {{signature.inputs[key].name: feed}})
-                results.update({{f"{{name}}/{{k}}": v for k, v in out.items()}})
+                results.update({{f"{{result}}/{{k}}": v for k, v in out.items()}})
         np.savez({str(tmp_path / "session.npz")!r}, **results)
     """)
     result = subprocess.run(
@@ -229,6 +232,7 @@ def test_session_loader_runs_both_signatures_without_wsdhash(
     eager = _run(module, items)
     for key, value in eager.items():
         np.testing.assert_allclose(session[f"serving_default/{key}"], value, atol=1e-5)
+        np.testing.assert_allclose(session[f"one_item/{key}"], value[:1], atol=1e-5)
     direct = module.encode_images(tf.constant(pixels))
     for key, value in direct.items():
         np.testing.assert_allclose(session[f"encode_images/{key}"], value.numpy(), atol=1e-5)
@@ -252,3 +256,109 @@ def test_saved_model_cli_run(saved_model, module_and_model, tmp_path):
     for key in ("embedding", "codes", "packed_codes", "valid", "status"):
         np.testing.assert_allclose(np.load(tmp_path / "out" / f"{key}.npy"), eager[key], atol=1e-5)
     assert eager["valid"].tolist() == [True, False]
+
+
+def _reference_encode_bytes(module, images):
+    """The image signature as it was collected before (tf.data `reduce` into
+    TensorArrays, ~1 s per call at batch 1): the reference its replacement must equal
+    bit for bit."""
+    crop = module.crop_size
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+    def encode(images):
+        count = tf.shape(images)[0]
+        decoded = (
+            tf.data.Dataset.from_tensor_slices((tf.range(count), images))
+            .map(module._decode_one, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+            .ignore_errors()
+        )
+        state = (
+            tf.TensorArray(tf.int32, size=0, dynamic_size=True, element_shape=[]),
+            tf.TensorArray(tf.float32, size=0, dynamic_size=True, element_shape=[crop, crop, 3]),
+            tf.TensorArray(tf.int32, size=0, dynamic_size=True, element_shape=[]),
+        )
+
+        def collect(state, element):
+            position = state[0].size()
+            return tuple(array.write(position, value) for array, value in zip(state, element))
+
+        indices, pixels, statuses = decoded.reduce(state, collect)
+        where = indices.stack()[:, None]
+        pixels = tf.scatter_nd(where, pixels.stack(), [count, crop, crop, 3])
+        status = tf.tensor_scatter_nd_update(
+            tf.fill([count], serving.STATUS_UNDECODABLE), where, statuses.stack()
+        )
+        return module._outputs(pixels, status)
+
+    return {key: value.numpy() for key, value in encode(tf.constant(images)).items()}
+
+
+def _varied_images():
+    """Valid files of every kind the signature meets: the built-in dataset's scenes as
+    the demo writes them (64 x 64 PNG) and as JPEG, photo-like JPEGs (4:2:0, 4:4:4,
+    progressive, EXIF-rotated, not square), grey, RGBA and 16-bit PNGs."""
+    from wsdhash.data.builtin.rendering import render_scene
+
+    scenes = [render_scene(np.random.default_rng(seed), [seed % 16, (seed * 5) % 16], 64)
+              for seed in range(4)]  # fmt: skip
+    rng = np.random.default_rng(11)
+    photo = cv2.GaussianBlur(rng.integers(0, 256, (45, 70, 3), dtype=np.uint8), (5, 5), 0)
+    grey = cv2.imencode(".png", photo[:, :, 0])[1].tobytes()
+    rgba = cv2.imencode(".png", np.dstack([photo, photo[:, :, :1]]))[1].tobytes()
+    deep = cv2.imencode(".png", photo.astype(np.uint16) * 257)[1].tobytes()
+    progressive = cv2.imencode(
+        ".jpg", photo, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1, cv2.IMWRITE_JPEG_QUALITY, 80]
+    )[1].tobytes()
+    full_chroma = cv2.imencode(
+        ".jpg", photo, [cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]
+    )[1].tobytes()
+    return (
+        [_png(scene) for scene in scenes]
+        + [_jpeg(scene, quality=90) for scene in scenes[:2]]
+        + [_jpeg(photo, quality=75), progressive, full_chroma, grey, rgba, deep]
+        + [
+            with_exif_orientation(_jpeg(photo), o, bo)
+            for o, bo in ((3, "MM"), (6, "II"), (8, "MM"))
+        ]
+    )
+
+
+def test_outputs_equal_the_reduce_based_reference(module_and_model):
+    module, _ = module_and_model
+    images = _varied_images()
+    jpeg = _jpeg(_pattern(seed=12))
+    broken = [jpeg[: len(jpeg) // 2], jpeg[:200] + b"\x17" * 300, b"GIF89a", _png(_pattern())[:40]]
+    batches = [images, images[::-1] + broken, broken[1::2] + images[:3]]
+    batches += [[item] for item in images + broken]  # batch 1 takes the sequential pipeline
+    for items in batches:
+        served, expected = _run(module, items), _reference_encode_bytes(module, items)
+        assert served.keys() == expected.keys()
+        for key, value in expected.items():
+            np.testing.assert_array_equal(served[key], value, err_msg=key)
+    assert _run(module, images)["valid"].all()
+
+
+def test_batches_where_every_item_is_invalid(module_and_model):
+    module, _ = module_and_model
+    png = _png(_pattern())
+    for items in ([png[:40]], [png[:40], b"x", png[:100]]):
+        served = _run(module, items)
+        assert served["status"].tolist()[0] == serving.STATUS_UNDECODABLE
+        assert not served["valid"].any() and not served["embedding"].any()
+
+
+def _graph_ops(function) -> set[str]:
+    graph = function.get_concrete_function().graph.as_graph_def()
+    ops = {node.op for node in graph.node}
+    for library_function in graph.library.function:
+        ops.update(node.op for node in library_function.node_def)
+    return ops
+
+
+def test_the_image_signature_gathers_without_a_per_call_reduce(module_and_model):
+    """The per-item error isolation must not come back as a `Dataset.reduce`, whose
+    set-up cost 0.7-1 s per call (`bench/serve_load.py` measures the speed); the
+    decoded items are gathered by one batch instead."""
+    module, _ = module_and_model
+    ops = _graph_ops(module.serving_default)
+    assert "ReduceDataset" not in ops and "DatasetToSingleElement" in ops

@@ -101,3 +101,19 @@ def test_export_refuses_to_overwrite_and_names_missing_runs(exported, tmp_path):
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0 and "no run_info.json" in result.stderr
+
+
+def test_image_signature_collects_items_without_a_dataset_reduce(exported):
+    """The per-item isolation (tf.data + ignore_errors) is collected with one batch: a
+    `Dataset.reduce` re-instantiates its function on every call (about 1 s at batch 1)."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    _, _, output = exported
+    saved = saved_model_pb2.SavedModel()
+    saved.ParseFromString((output / "saved_model.pb").read_bytes())
+    graph = saved.meta_graphs[0].graph_def
+    ops = {node.op for node in graph.node}
+    for function in graph.library.function:
+        ops.update(node.op for node in function.node_def)
+    assert "ReduceDataset" not in ops
+    assert {"DatasetToSingleElement", "IgnoreErrorsDataset"} <= ops
