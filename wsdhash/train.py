@@ -113,7 +113,12 @@ flags.DEFINE_string("workdir", None, "Run folder (default: checkpoints/<run name
 flags.DEFINE_integer("eval_every", 0, "Validation period in steps (0: end only).")
 flags.DEFINE_integer("checkpoint_every", 500, "Checkpoint period in steps.")
 flags.DEFINE_integer("keep_checkpoints", 3, "Latest checkpoints to keep.")
-flags.DEFINE_integer("validation_size", 500, "Validation queries carved from train.")
+flags.DEFINE_integer(
+    "validation_size", -1,
+    "Validation queries carved from the training split, for checkpoint selection: -1 (a "
+    "tenth of the split, at most 500), 0 (none: the final weights are kept) or a count; a "
+    "carve that leaves less than half of the split to train on is refused.",
+)  # fmt: skip
 flags.DEFINE_enum("select_on", "validation", ["validation", "test"], "Checkpoint selection.")
 flags.DEFINE_enum(
     "empty", "zero", ["zero", "skip"], "Queries with no relevant item: AP 0 or skipped."
@@ -222,9 +227,10 @@ def validate_flags() -> None:
     for name in ("hash_bit", "batch_size", "checkpoint_every", "log_every", "keep_checkpoints",
                  "builtin_image_size", "classes_per_batch", "images_per_class"):  # fmt: skip
         _positive(name)
-    for name in ("steps", "eval_every", "validation_size", "quantizer_update_every",
+    for name in ("steps", "eval_every", "quantizer_update_every",
                  "cpu_replicas", "lr_decay_every", "image_size", "crop_size"):  # fmt: skip
         _positive(name, 0)
+    _positive("validation_size", -1)
     if not FLAGS.steps and not FLAGS.epochs > 0:
         raise cli.UsageError(
             f"--epochs must be > 0 when --steps=0 (the default), got {FLAGS.epochs}."
@@ -257,6 +263,7 @@ def main(argv):
     from wsdhash.data import datasets
     from wsdhash.training import strategy as strategy_lib
     from wsdhash.training import trainer
+    from wsdhash.training.config import validation_count
     from wsdhash.training.optimization import OptimizerConfig
 
     if FLAGS.cpu_replicas:
@@ -294,8 +301,16 @@ def main(argv):
         train_size = len(
             datasets.get_dataset(FLAGS.dataset, FLAGS.data_dir, **options).split("train")
         )
-        steps_per_epoch = max((train_size - FLAGS.validation_size) // FLAGS.batch_size, 1)
+        trained_on = train_size - validation_count(train_size, FLAGS.validation_size)
+        steps_per_epoch = max(trained_on // FLAGS.batch_size, 1)
         steps = steps or max(int(round(FLAGS.epochs * steps_per_epoch)), 1)
+        # An epoch is one pass over the training items, whether they are images or the
+        # rows of a features file (one row per image: the same passes as on images).
+        logging.info(
+            "An epoch is %d steps of %d: one pass over the %d training %s of %s (after "
+            "validation); %d steps in all.", steps_per_epoch, FLAGS.batch_size, trained_on,
+            "feature rows" if FLAGS.dataset == "features" else "items", FLAGS.data_dir, steps,
+        )  # fmt: skip
     boundaries = ()
     if FLAGS.lr_decay_every:
         every = FLAGS.lr_decay_every * (steps_per_epoch if FLAGS.lr_decay_unit == "epochs" else 1)
@@ -367,7 +382,10 @@ def main(argv):
             if f.value is not None and f.name != "resume_with_changes"
         )
         atomic_files.write_text(os.path.join(workdir, "flags.txt"), replay)
-        metrics = trainer.train(config, strategy, allow_changes=allow)
+        try:
+            metrics = trainer.train(config, strategy, allow_changes=allow)
+        except trainer.ValidationCarveError as error:
+            raise cli.UsageError(str(error)) from None
     print(f"{metrics['map_name']} = {metrics['map']:.4f} (selected on {metrics['selected_on']})")
     codes, metrics_file = (os.path.join(workdir, n) for n in ("codes.h5", "metrics.json"))
     print(f"codes: {codes}  metrics: {metrics_file}")

@@ -1,5 +1,6 @@
 """`python -m wsdhash.train` end to end: outputs, replay, resume after kill -9, NaN stop,
-and 1 replica vs 2 replicas on two logical CPUs."""
+validation carving. (1 replica vs 2 and resume equality of every method:
+tests/methods/test_method_contracts.py.)"""
 
 import os
 import signal
@@ -122,25 +123,6 @@ def test_resume_after_kill_matches_an_uninterrupted_run(data_dir, tmp_path):
     )
 
 
-@pytest.mark.parametrize("method", ["orthohash", "hyp2", "triplet"])
-def test_two_replicas_train_like_one_device(data_dir, tmp_path, method):
-    common = ["--steps=4", "--cpu_replicas=2", "--deterministic", f"--method={method}"]
-    run_train(data_dir, tmp_path / "one", *common, "--strategy=one_device")
-    run_train(data_dir, tmp_path / "two", *common, "--strategy=mirrored")
-    one = tf.train.load_checkpoint(
-        tf.train.latest_checkpoint(str(tmp_path / "one" / "checkpoints"))
-    )
-    two = tf.train.load_checkpoint(
-        tf.train.latest_checkpoint(str(tmp_path / "two" / "checkpoints"))
-    )
-    names = [n for n in one.get_variable_to_shape_map() if "model/" in n]
-    assert names and set(names) <= set(two.get_variable_to_shape_map())
-    for name in names:
-        a, b = one.get_tensor(name), two.get_tensor(name)
-        if isinstance(a, np.ndarray) and a.dtype.kind == "f":
-            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5, err_msg=name)
-
-
 def test_triplet_with_class_balanced_batches_on_single_label_lists(tmp_path):
     from wsdhash.data.builtin import generate_builtin
 
@@ -169,3 +151,41 @@ def test_bfloat16_mixed_precision_trains(data_dir, tmp_path):
     assert 0.0 <= metrics["map"] <= 1.0
     codes = read_codes_file(tmp_path / "run" / "codes.h5")
     assert codes.query.features.dtype == np.float32
+
+
+def test_no_validation_keeps_the_final_weights_and_epochs_are_passes(data_dir, tmp_path):
+    """--validation_size=0: nothing is selected, and the metrics say so; --epochs=1 is
+    one pass over the 160 training items (10 steps of 16), as the log says."""
+    workdir = tmp_path / "run"
+    result = run_train(data_dir, workdir, "--validation_size=0", "--steps=0", "--epochs=1",
+                       "--eval_every=0")  # fmt: skip
+    metrics = read_json(workdir / "metrics.json")
+    assert metrics["selected_on"] == "final" and metrics["selected_checkpoint"] is None
+    assert metrics["steps"] == 10 and "(selected on final)" in result.stdout
+    assert "An epoch is 10 steps of 16: one pass over the 160 training items" in result.stderr
+
+
+def test_validation_carve_scales_with_the_split_and_keeps_half(data_dir, tmp_path):
+    from wsdhash.data.types import SplitData
+    from wsdhash.training.trainer import carve_validation
+
+    def split(n):
+        return SplitData("train", np.array([f"{i}.png" for i in range(n)]),
+                         np.eye(2, dtype=np.uint8)[np.arange(n) % 2], np.zeros((n, 0)))  # fmt: skip
+
+    # -1: a tenth of the split, at most 500 (the 530-image split once lost 500 to it).
+    train, validation = carve_validation(split(530), -1, seed=0)
+    assert (len(train), len(validation)) == (477, 53)
+    assert len(carve_validation(split(20000), -1, seed=0)[1]) == 500
+    assert not set(train.paths) & set(validation.paths)
+    assert carve_validation(split(530), 0, seed=0)[1] is None
+    with pytest.raises(ValueError, match=r"--validation_size=500 would leave 30 of the 530"):
+        carve_validation(split(530), 500, seed=0)
+    assert len(carve_validation(split(530), 265, seed=0)[1]) == 265  # exactly half is kept
+    result = run_train(data_dir, tmp_path / "r", "--validation_size=100", "--steps=1",
+                       check=False)  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "wsdhash.train: error: --validation_size=100 would leave 60 of the 160"
+    )
+

@@ -72,7 +72,10 @@ class TrainConfig:
             every validation and at the end).
         keep_checkpoints: how many of the latest checkpoints to keep.
         validation_size: validation queries carved from the training split (their
-            database is the rest of the training split, which is also what trains).
+            database is the rest of the training split, which is also what trains);
+            -1 (the default): `validation_count`'s choice, which scales with the split;
+            0: none (the final weights are kept). A carve that leaves less than half
+            of the split to train on is refused.
         select_on: "validation" or "test" (the originals' test-set selection; results
             are then labelled as selected on test).
         topk: mAP cut-off R (None = the dataset's protocol value; 0 = all).
@@ -113,7 +116,7 @@ class TrainConfig:
     eval_every: int = 0
     checkpoint_every: int = 500
     keep_checkpoints: int = 3
-    validation_size: int = 500
+    validation_size: int = -1
     select_on: str = "validation"
     topk: int | None = None
     mixed_precision: str = "none"
@@ -159,7 +162,7 @@ class TrainConfig:
 # The smallest value of TrainConfig's integer fields, and the flags that set them.
 _MINIMUMS = {
     "steps": 1, "batch_size": 1, "bits": 1, "checkpoint_every": 1, "log_every": 1,
-    "keep_checkpoints": 1, "eval_every": 0, "validation_size": 0,
+    "keep_checkpoints": 1, "eval_every": 0, "validation_size": -1,
     "quantizer_update_every": 0, "classes_per_batch": 1, "images_per_class": 1,
 }  # fmt: skip
 _FLAG_NAMES = {"bits": "hash_bit"}
@@ -170,3 +173,17 @@ def config_from_dict(values: dict) -> TrainConfig:
     values = dict(values)
     optimizer = OptimizerConfig(**{**values.pop("optimizer"), "boundaries": ()})
     return TrainConfig(**values, optimizer=optimizer)
+
+
+VALIDATION_CAP = 500
+
+
+def validation_count(train_size: int, validation_size: int) -> int:
+    """The number of validation queries carved from a training split of `train_size`
+    items: `validation_size` itself, or with -1 (auto) a tenth of the split, at most
+    500 (the published protocols' 500 queries whenever the split has 5,000 items or
+    more)."""
+    if validation_size >= 0:
+        return validation_size
+    return min(VALIDATION_CAP, train_size // 10)
+

@@ -60,7 +60,13 @@ from wsdhash.models.assembly import build_model
 from wsdhash.models.encoder import Encoder
 from wsdhash.training import run_info
 from wsdhash.training.checkpoints import CheckpointKeeper
-from wsdhash.training.config import SELECT_ON, TrainConfig, config_from_dict  # noqa: F401
+from wsdhash.training.config import (  # noqa: F401
+    SELECT_ON,
+    VALIDATION_CAP,
+    TrainConfig,
+    config_from_dict,
+    validation_count,
+)
 from wsdhash.training.optimization import GroupedOptimizer, OptimizerConfig  # noqa: F401
 from wsdhash.training.run_info import check_resume
 
@@ -83,6 +89,10 @@ def gather_across_replicas(context: tf.distribute.ReplicaContext, values: tf.Ten
     # placed: (replicas, B, ...), zero except at this replica's row.
     gathered = context.all_reduce(tf.distribute.ReduceOp.SUM, placed)
     return tf.reshape(gathered, tf.concat([[-1], tf.shape(values)[1:]], 0))
+
+
+class ValidationCarveError(ValueError):
+    """--validation_size asks for more validation queries than the split can spare."""
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -170,19 +180,32 @@ def _naming_undecodable_images(output_dir: str) -> Iterator[None]:
 
 
 def carve_validation(train: SplitData, size: int, seed: int) -> tuple[SplitData, SplitData]:
-    """Splits `size` seeded random items off the training split as validation queries.
+    """Splits seeded random items off the training split as validation queries:
+    `validation_count(len(train), size)` of them (-1: a tenth, at most 500).
 
     Returns:
-        (the remaining training items, the validation queries).
+        (the remaining training items, the validation queries or None).
+
+    Raises:
+        ValidationCarveError: the carve would leave less than half of the split to
+            train on.
     """
-    if size <= 0:
+    count = validation_count(len(train), size)
+    if count <= 0:
         return train, None
-    if size >= len(train):
-        raise ValueError(
-            f"--validation_size={size} leaves no training data ({len(train)} training items)."
+    if 2 * count > len(train):
+        raise ValidationCarveError(
+            f"--validation_size={count} would leave {len(train) - count} of the "
+            f"{len(train)} training items to train on, less than half; use at most "
+            f"{len(train) // 2}, -1 (a tenth of the split, at most {VALIDATION_CAP}) or 0 "
+            "(no validation: the final weights are kept)."
         )
-    held_out = np.sort(np.random.default_rng(seed).choice(len(train), size, replace=False))
+    held_out = np.sort(np.random.default_rng(seed).choice(len(train), count, replace=False))
     keep = np.setdiff1d(np.arange(len(train)), held_out)
+    logging.info(
+        "Validation: %d queries carved from the %d training items (--validation_size=%d).",
+        count, len(train), size,
+    )  # fmt: skip
     return train.take(keep, "train"), train.take(held_out, "validation")
 
 
@@ -316,9 +339,11 @@ def _train(
     query, database = data.dataset.split("query"), data.dataset.split("database")
     contents = method.codes_file(query, features["query"], database, features["database"])
     write_codes_file(os.path.join(output_dir, "codes.h5"), contents)
+    # Without validation queries nothing is selected: the final weights are evaluated.
+    selected_on = "final" if selected is None else config.select_on
     metrics = {
         **result.to_dict(include_radius_curve=False),
-        "selected_on": config.select_on,
+        "selected_on": selected_on,
         "selected_checkpoint": selected,
         "best_selection_score": keeper.best_score(),
         "steps": config.steps,
@@ -329,7 +354,7 @@ def _train(
             "optimistic compared with validation selection"
         )
     atomic_files.write_json(os.path.join(output_dir, "metrics.json"), metrics)
-    logging.info("%s = %.4f (selected on %s)", result.map_name, result.map, config.select_on)
+    logging.info("%s = %.4f (selected on %s)", result.map_name, result.map, selected_on)
     return metrics
 
 
