@@ -31,7 +31,7 @@ def test_default_options_give_the_published_loss_arguments():
             "quantization_form": "faithful",
         },
     }  # fmt: skip
-    assert METHODS.names() == sorted(expected)
+    assert set(expected) <= set(METHODS.names())  # later methods have their own tests
     for name, arguments in expected.items():
         method = METHODS.get(name)
         assert method.name == name
