@@ -8,6 +8,8 @@ its loss and options, and one line here.
 
 from wsdhash.methods.base import BinaryHashMethod, Method, Option
 from wsdhash.methods.binary_methods import HyP2, OrthoHash, Triplet
+from wsdhash.methods.csq import CSQ
+from wsdhash.methods.greedyhash import GreedyHash
 from wsdhash.methods.wsdhq import WSDHQ
 from wsdhash.registry import Registry
 
@@ -16,5 +18,7 @@ METHODS.register("orthohash")(OrthoHash)
 METHODS.register("hyp2")(HyP2)
 METHODS.register("triplet")(Triplet)
 METHODS.register("wsdhq")(WSDHQ)
+METHODS.register("csq")(CSQ)
+METHODS.register("greedyhash")(GreedyHash)
 
 __all__ = ["METHODS", "BinaryHashMethod", "Method", "Option"]
