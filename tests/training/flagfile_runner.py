@@ -2,9 +2,11 @@
 
     python flagfile_runner.py SPEC.json
 
-SPEC: {"runs": [{"flagfile": F, "workdir": W, "overrides": [...]}, ...]}. For each run
-it records the flag values the flagfile alone resolves to (no overrides) in
-W/flagfile_values.json, then trains `wsdhash.train` with the overrides appended.
+SPEC: {"runs": [{"flagfile": F, "workdir": W, "overrides": [...], "train": true}, ...]}.
+For each run it records the flag values the flagfile alone resolves to (no overrides) in
+W/flagfile_values.json, then trains `wsdhash.train` with the overrides appended; with
+"train": false it only parses the flagfile with the overrides and checks the flags
+(`train.validate_flags`).
 """
 
 import json
@@ -42,6 +44,9 @@ def main(spec_path):
             ["train", f"--flagfile={run['flagfile']}", *run["overrides"],
              f"--workdir={run['workdir']}"]
         )  # fmt: skip
+        if not run.get("train", True):
+            train.validate_flags()
+            continue
         keras.backend.clear_session()
         train.main(["train"])
 

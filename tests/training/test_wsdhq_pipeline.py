@@ -2,6 +2,7 @@
 quantizer -> AQD codes file; and every published-experiment flagfile runs with tiny
 overrides, so no script rots."""
 
+import json
 import os
 import subprocess
 import sys
@@ -132,26 +133,36 @@ def test_wsdhq_needs_tags_and_a_tag_dir(tagged, tmp_path):
     assert result.returncode != 0 and "--supervision=tags" in result.stderr
 
 
-@pytest.mark.parametrize("flagfile", RUN_FLAGFILES, ids=os.path.basename)
-def test_published_flagfile_runs_on_the_builtin_dataset(tagged, tmp_path, flagfile):
+def test_published_flagfiles_run_on_the_builtin_dataset(tagged, tmp_path):
+    """run0001-run0008 with tiny overrides (their method, loss, optimiser and evaluation
+    stay), in one process (tests/training/flagfile_runner.py)."""
     data_dir, tag_dir = tagged
-    workdir = tmp_path / "run"
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-    command = [
-        sys.executable, "-m", "wsdhash.train", f"--flagfile={flagfile}",
-        # Tiny overrides: the flagfile's method, loss, optimiser and evaluation stay.
+    overrides = [
         "--dataset=builtin", f"--data_dir={data_dir}", "--builtin_sizes=320,30,80",
         "--builtin_image_size=32", f"--tag_dir={tag_dir}", "--validation_size=32",
         "--backbone=small_cnn", "--weights=none", "--image_size=32", "--crop_size=28",
-        "--batch_size=16", "--steps=2", "--quantizer_update_every=1", f"--workdir={workdir}",
+        "--batch_size=16", "--steps=2", "--quantizer_update_every=1",
     ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+    runs = [
+        {"flagfile": path, "workdir": str(tmp_path / os.path.basename(path)[:7]),
+         "overrides": overrides}
+        for path in RUN_FLAGFILES
+    ]  # fmt: skip
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"runs": runs}))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    runner = os.path.join(ROOT, "tests", "training", "flagfile_runner.py")
+    result = subprocess.run([sys.executable, runner, str(spec)], capture_output=True,
+                            text=True, env=env, cwd=ROOT)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    config = read_json(workdir / "run_info.json")["config"]
-    bits = int(os.path.basename(flagfile)[3:7]) % 4 or 4
-    assert config["bits"] == 8 * bits and config["method"] == "wsdhq" and config["ten_crop"]
-    assert config["optimizer"]["name"] == "adam" and config["empty"] == "skip"
-    assert read_json(workdir / "metrics.json")["map_name"].endswith("empty=skip]")
+    for run in runs:
+        workdir = run["workdir"]
+        config = read_json(os.path.join(workdir, "run_info.json"))["config"]
+        bits = int(os.path.basename(run["flagfile"])[3:7]) % 4 or 4
+        assert config["bits"] == 8 * bits and config["method"] == "wsdhq" and config["ten_crop"]
+        assert config["optimizer"]["name"] == "adam" and config["empty"] == "skip"
+        metrics = read_json(os.path.join(workdir, "metrics.json"))
+        assert metrics["map_name"].endswith("empty=skip]")
 
 
 def test_run_scripts_are_valid_bash_and_name_their_flagfile():
