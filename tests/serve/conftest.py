@@ -9,19 +9,10 @@ import sys
 
 import pytest
 
-TRAIN = [
-    "--builtin_sizes=160,30,80",
-    "--builtin_image_size=32",
-    "--image_size=32",
-    "--crop_size=28",
-    "--validation_size=32",
-    "--batch_size=16",
-    "--log_every=5",
-    "--checkpoint_every=5",
-    "--hash_bit=16",
-    "--steps=3",
-    "--method=orthohash",
-]
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "training"))
+from train_helpers import TINY  # noqa: E402  (the tests' tiny training settings)
+
+TRAIN = [*TINY, "--steps=3", "--method=orthohash"]
 
 
 def _run(*arguments):

@@ -88,7 +88,7 @@ def unpack_codes(packed: np.ndarray, bits: int) -> np.ndarray:
     Returns:
       (N, K) int8 array of +1 and -1.
     """
-    packed = _check_packed(packed, "packed")
+    packed = check_packed(packed, "packed")
     if not 0 < bits <= 8 * packed.shape[1] or packed.shape[1] != -(-bits // 8):
         raise ValueError(
             f"bits={bits} does not match packed width {packed.shape[1]} bytes "
@@ -98,12 +98,14 @@ def unpack_codes(packed: np.ndarray, bits: int) -> np.ndarray:
     return (unpacked.astype(np.int8) * 2 - 1).astype(np.int8)
 
 
-def _check_packed(packed: np.ndarray, name: str) -> np.ndarray:
+def check_packed(packed: np.ndarray, name: str) -> np.ndarray:
+    """`packed` as an array, or a ValueError naming it unless it is (rows, ceil(K/8))
+    uint8 packed codes."""
     packed = np.asarray(packed)
     if packed.dtype != np.uint8 or packed.ndim != 2:
         raise ValueError(
-            f"{name} must be a 2-D uint8 array of packed codes; got dtype {packed.dtype} "
-            f"and shape {packed.shape}."
+            f"{name} must be (rows, ceil(K/8)) uint8 packed codes (see pack_codes); got "
+            f"dtype {packed.dtype} and shape {packed.shape}."
         )
     return packed
 
@@ -118,7 +120,7 @@ def packed_to_words(packed: np.ndarray) -> np.ndarray:
       (W, N) uint64 array, W = ceil(B/8), each word row contiguous so that one word of
       every database item can be XOR-ed in a single vectorised pass.
     """
-    packed = _check_packed(packed, "packed codes")
+    packed = check_packed(packed, "packed codes")
     num_rows, num_bytes = packed.shape
     num_words = max(1, -(-num_bytes // 8))
     padded = np.zeros((num_rows, num_words * 8), dtype=np.uint8)
@@ -203,8 +205,8 @@ def hamming_distances(query_packed: np.ndarray, db_packed: np.ndarray) -> np.nda
     Returns:
       (Q, N) array of distances, uint8 for K <= 255 bits, else uint16.
     """
-    query_packed = _check_packed(query_packed, "query_packed")
-    db_packed = _check_packed(db_packed, "db_packed")
+    query_packed = check_packed(query_packed, "query_packed")
+    db_packed = check_packed(db_packed, "db_packed")
     if query_packed.shape[1] != db_packed.shape[1]:
         raise ValueError(
             f"Query codes have {query_packed.shape[1]} bytes per row but database codes "

@@ -69,16 +69,6 @@ class _PermutedColumns(Scorer):
         return self.inner.keys(start, stop)[:, self.permutation]
 
 
-def _check_packed(codes: np.ndarray, name: str) -> np.ndarray:
-    codes = np.asarray(codes)
-    if codes.dtype != np.uint8 or codes.ndim != 2:
-        raise ValueError(
-            f"{name} must be (rows, ceil(K/8)) uint8 packed codes (see pack_codes); got "
-            f"dtype {codes.dtype} and shape {codes.shape}."
-        )
-    return codes
-
-
 class HammingScorer(Scorer):
     """Hamming distances between packed binary codes (popcount over 64-bit words).
 
@@ -91,8 +81,8 @@ class HammingScorer(Scorer):
     name = "hamming"
 
     def __init__(self, query_codes: np.ndarray, database_codes: np.ndarray, bits=None):
-        query_codes = _check_packed(query_codes, "query_codes")
-        database_codes = _check_packed(database_codes, "database_codes")
+        query_codes = binary.check_packed(query_codes, "query_codes")
+        database_codes = binary.check_packed(database_codes, "database_codes")
         num_bytes = database_codes.shape[1]
         if query_codes.shape[1] != num_bytes:
             raise ValueError(
