@@ -9,6 +9,7 @@ import h5py
 import numpy as np
 import pytest
 import tensorflow as tf
+from contracts import run_dataset_test
 
 from wsdhash import file_lock
 from wsdhash.data import datasets, features_file, pipeline
@@ -125,6 +126,7 @@ def test_registered_dataset_feeds_the_features_to_the_pipeline(setup):
     assert batch["image"].dtype == tf.float32 and batch["image"].shape == (8, 128)
     np.testing.assert_array_equal(batch["image"].numpy(), train.features[batch["index"].numpy()])
     np.testing.assert_array_equal(batch["labels"].numpy(), train.labels[batch["index"].numpy()])
+    run_dataset_test(data)
 
 
 def test_mismatched_foreign_truncated_and_damaged_files_are_refused(setup, tmp_path):
