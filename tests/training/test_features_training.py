@@ -63,15 +63,20 @@ def test_orthohash_head_on_two_replicas_evaluates_and_exports_features(features)
     workdir, exported = root / "orthohash", root / "exported"
     result = _run(
         "wsdhash.train", "--backbone=features", f"--features={path}", "--method=orthohash",
-        "--steps=4", "--batch_size=32", "--validation_size=32", "--hash_bit=16",
+        "--steps=0", "--epochs=0.5", "--batch_size=32", "--validation_size=32", "--hash_bit=16",
         "--strategy=mirrored", "--cpu_replicas=2", "--ten_crop", "--crop_size=28",
         f"--workdir={workdir}",
     )  # fmt: skip
     # Image flags (e.g. from a published flagfile) are reported and left to the file.
     assert "--backbone=features ignores --crop_size, --ten_crop" in result.stderr
+    # An epoch on a features file is a pass over its training rows, as on the images.
+    assert "An epoch is 9 steps of 32: one pass over the 288 training feature rows" in (
+        result.stderr
+    )
     metrics = read_json(workdir / "metrics.json")
     assert metrics["map_name"].startswith("mAP@1000")  # the protocol R the file records
     assert metrics["selected_on"] == "validation" and 0 <= metrics["map"] <= 1
+    assert metrics["steps"] == 4  # round(0.5 x 9)
     codes = read_codes_file(workdir / "codes.h5")
     assert codes.query.codes.shape == (30, 2) and codes.database.codes.shape == (80, 2)
 
