@@ -1,0 +1,137 @@
+"""DPSH loss: pairwise likelihood of the labels given inner products, plus quantization.
+
+Deep Pairwise-Supervised Hashing models the probability that two examples are similar
+as sigmoid(theta_ij), theta_ij = 0.5 u_i . u_j, with u the model's real-valued output
+(K). Per anchor i against a reference set of R rows (default the batch itself):
+
+    likelihood_i   = mean_{j in refs} [ log(1 + exp(theta_ij)) - s_ij theta_ij ]
+    quantization_i = sum_k (u_ik - b_ik)^2,   b_ik = +1 where u_ik >= 0, else -1
+    loss_i         = likelihood_i + eta * quantization_i     (eta = `quantization_weight`)
+
+s_ij = 1 when the two label rows share at least one label (multi-hot labels, or class
+ids), else 0. The anchor's own row is one of its references (theta_ii = 0.5 ||u_i||^2,
+s_ii = 1 for a labelled row), as in the authors' code, where the memory bank holds the
+anchor's own current code. log(1 + exp(.)) is computed stably (softplus).
+
+Scales. The mean over R anchors of loss_i is (sum over the R x R pairs) / R^2 plus
+eta / R * sum_i ||u_i - b_i||^2. The authors' DPSH_CIFAR_10.py divides both sums by
+N x B (N training images in the bank, B the batch) and weights the quantization by
+lambda = 50, so their setting is eta = lambda / N (CIFAR-10, N = 5,000: eta = 0.01, the
+default). DeepHash-pytorch's DPSH.py averages the quantization over the B x K entries
+with alpha = 0.1: eta = alpha / K.
+
+Departures from the authors' code (jiangqy/DPSH-pytorch, DPSH_CIFAR_10.py, and
+DeepHash-pytorch DPSH.py):
+    * references: both keep a memory bank of every training code (updated with the
+      batch's codes each step, stale elsewhere) and compare the batch with all N of
+      them; wsdhash compares the anchors with the codes of the global batch (all
+      replicas), all fresh. The pair average is the same quantity on a sample of the
+      references; a bank is not implemented because it would be per-run state updated
+      inside the replicated step (see the method's docstring);
+    * gradients reach both codes of a pair (the paper's gradient, where u_i appears as
+      anchor and as reference); the bank is detached, so the authors' pair gradient
+      with the bank equal to the batch is half of wsdhash's, at the same loss value;
+    * b = sign(u) with sign(0) = +1 (torch.sign gives 0); only exact zeros differ.
+
+Reference:
+    Li, Wang and Kang, "Feature Learning based Deep Supervised Hashing with Pairwise
+    Labels", IJCAI 2016.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from wsdhash.losses import references
+
+
+def positive_labels(labels: tf.Tensor, num_classes: int) -> tf.Tensor:
+    """(N, C) float 0/1 from (N, C) labels (positive where > 0) or (N,) class ids."""
+    labels = tf.convert_to_tensor(labels)
+    if labels.shape.rank == 1:
+        return tf.one_hot(tf.cast(labels, tf.int32), num_classes, dtype=tf.float32)
+    return tf.cast(tf.cast(labels, tf.float32) > 0, tf.float32)
+
+
+def pair_similarity(labels: tf.Tensor, ref_labels: tf.Tensor) -> tf.Tensor:
+    """(B, R) float 0/1: 1 where the rows share at least one label."""
+    return tf.cast(tf.matmul(labels, ref_labels, transpose_b=True) > 0, tf.float32)
+
+
+def resolve_references(codes, labels, ref_codes, ref_labels, num_classes):
+    """(codes, 0/1 labels, ref codes, ref 0/1 labels) as float32; references default to
+    the anchors."""
+    references.check_pair(ref_codes, ref_labels)
+    codes = tf.cast(tf.convert_to_tensor(codes), tf.float32)
+    labels = positive_labels(labels, num_classes)
+    if ref_codes is None:
+        return codes, labels, codes, labels
+    ref_codes = tf.cast(tf.convert_to_tensor(ref_codes), tf.float32)
+    return codes, labels, ref_codes, positive_labels(ref_labels, num_classes)
+
+
+def sign_codes(u: tf.Tensor) -> tf.Tensor:
+    """+1 where u >= 0, else -1 (wsdhash's binarisation)."""
+    return tf.where(u >= 0, tf.ones_like(u), -tf.ones_like(u))
+
+
+def dpsh_terms(codes, labels, ref_codes=None, ref_labels=None, num_classes: int | None = None):
+    """DPSH's per-anchor terms (module doc), unweighted.
+
+    Args:
+        codes: (B, K) real-valued codes u of the anchors.
+        labels: (B, C) labels or (B,) class ids (then `num_classes` is required).
+        ref_codes, ref_labels: the references (R rows); default the anchors.
+        num_classes: C for class ids.
+
+    Returns:
+        (likelihood (B,), quantization (B,)) float32.
+    """
+    u, y, ref_u, ref_y = resolve_references(codes, labels, ref_codes, ref_labels, num_classes)
+    theta = 0.5 * tf.matmul(u, ref_u, transpose_b=True)  # (B, R)
+    s = pair_similarity(y, ref_y)
+    likelihood = tf.reduce_mean(tf.nn.softplus(theta) - s * theta, axis=1)
+    quantization = tf.reduce_sum(tf.square(u - sign_codes(u)), axis=1)
+    return likelihood, quantization
+
+
+class DPSHLoss(keras.layers.Layer):
+    """DPSH loss layer (no variables).
+
+    `call` returns {"loss", "likelihood", "quantization"}, each (B,), with
+    loss = likelihood + quantization_weight * quantization (terms unweighted).
+
+    Args:
+        bits: K.
+        num_classes: C.
+        seed: unused (no random state).
+        quantization_weight: eta on sum_k (u - sign u)^2 (0.01 = the authors' lambda 50
+            over their N = 5,000 CIFAR-10 training images).
+    """
+
+    def __init__(self, bits: int, num_classes: int, seed: int = 0,
+                 quantization_weight: float = 0.01, **kwargs: Any):  # fmt: skip
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.bits = int(bits)
+        self.num_classes = int(num_classes)
+        self.seed = int(seed)
+        self.quantization_weight = float(quantization_weight)
+        self.built = True
+
+    def call(self, codes, labels, ref_codes=None, ref_labels=None, anchor_offset=0):
+        # The anchor's own row counts (module doc), so the offset is not needed.
+        del anchor_offset
+        likelihood, quantization = dpsh_terms(codes, labels, ref_codes, ref_labels,
+                                              self.num_classes)  # fmt: skip
+        loss = likelihood + self.quantization_weight * quantization
+        return {"loss": loss, "likelihood": likelihood, "quantization": quantization}
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(bits=self.bits, num_classes=self.num_classes, seed=self.seed,
+                      quantization_weight=self.quantization_weight)  # fmt: skip
+        return config
