@@ -47,6 +47,12 @@ BENCHMARKS = {
         ["--num_database=20000", "--num_queries=100", "--num_clustered=10000"],
     ),
     "features_training": ([], ["--quick"]),
+    "methods": (
+        [],
+        ["--steps=4", "--bits=16", "--builtin_sizes=300,30,100",
+         "--data_dir=bench_results/quick_builtin", "--workdir=bench_results/quick_methods",
+         "--output=bench_results/quick_methods.md"],
+    ),
     # Needs the main job's model and index (python -m wsdhash.demo).
     "serve_load": ([], ["--queries=10", "--rounds=1", "--clients=2", "--seconds=3"]),
 }
