@@ -288,3 +288,53 @@ def test_metrics_count_requests_and_latencies(engine, query_image):
     assert "wsdhash_search_queries_total 2.0" in text
     assert 'wsdhash_rejected_requests_total{reason="input"} 2.0' in text
     assert "wsdhash_index_items 270.0" in text
+
+
+def test_the_search_answer_is_the_json_fastapi_would_render(client, engine, query_image):
+    """/search renders its answer in the worker thread (app.json_bytes): the same bytes
+    and headers as a returned dict through JSONResponse."""
+    from fastapi.responses import JSONResponse
+
+    from wsdhash.service.app import json_bytes
+
+    response = _upload(client, query_image, k=5)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert response.content == JSONResponse(response.json()).body
+    assert int(response.headers["content-length"]) == len(response.content)
+    body = response.json()
+    assert set(body) == {"predictions", "k", "metric", "kind"} and body["k"] == 5
+    assert all(type(d) is int for d in body["predictions"][0]["distances"])  # hamming
+    content = {"a": [1, 2.5, -0.1234567, None, "ü é", True], "b": {"c": []}}
+    assert json_bytes(content) == JSONResponse(content).body
+    with pytest.raises(ValueError):
+        json_bytes({"x": float("nan")})  # as JSONResponse: no NaN in an answer
+
+
+def test_item_paths_are_remembered(engine, monkeypatch):
+    position = 5
+    expected = engine.item_path(position)
+    assert expected and not os.path.isabs(expected)
+    calls = []
+    item_file = engine.item_file
+    monkeypatch.setattr(engine, "item_file", lambda p: calls.append(p) or item_file(p))
+    assert engine.item_path(position) == expected and calls == []
+    assert engine.position(str(engine.index.ids[position])) == position
+
+
+def test_predictions_code_and_distances_match_the_per_item_formulas(engine):
+    """predictions() reads whole rows at once: the same values as item by item."""
+    import types
+
+    codes = np.array([[1.5, -2.0, 0.0, np.nan, 3.0], [-1.0, 0.5, 2.0, -0.0, -7.0]], np.float32)
+    positions = np.array([[4, 0, -1], [2, -1, -1]], np.int64)
+    distances = np.array([[1.0, 2.0, 99.0], [0.0, 99.0, 99.0]], np.float32)
+    result = types.SimpleNamespace(positions=positions, distances=distances)
+    first, second = engine.predictions({"codes": codes}, result)
+    for row, answer in zip(codes, (first, second), strict=True):
+        assert answer["code"] == "".join("1" if c > 0 else "0" for c in row)
+    assert first["positions"] == [4, 0] and second["positions"] == [2]
+    assert first["distances"] == [1, 2] and all(type(d) is int for d in first["distances"])
+    assert first["ids"] == [str(engine.index.ids[4]), str(engine.index.ids[0])]
+    assert first["paths"] == [engine.item_path(4), engine.item_path(0)]
+    assert engine.predictions({}, result)[0]["code"] is None

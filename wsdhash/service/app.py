@@ -203,6 +203,13 @@ async def _multipart(request: Request):
     return names, images, k
 
 
+def json_bytes(content) -> bytes:
+    """`content` as JSONResponse renders it (the same bytes), for a body built ahead."""
+    return json.dumps(
+        content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
+    ).encode("utf-8")
+
+
 def _read_page() -> str:
     return (importlib.resources.files("wsdhash.service") / "static" / "index.html").read_text(
         encoding="utf-8"
@@ -247,16 +254,25 @@ def create_app(engine, limits: Limits | None = None, thumbnail_cache: int = 4096
         return JSONResponse({"error": problems, "input": "request"}, status_code=400)
 
     def _search(names, images, k):
+        """Model, index and the answer's JSON in one worker-thread hop."""
         started = time.perf_counter()
         outputs = engine.encode(images)
         metrics.model_seconds.observe(time.perf_counter() - started)
         for name, valid, status in zip(names, outputs["valid"], outputs["status"], strict=True):
             if not valid:
                 raise status_error(name, int(status))
+        k = min(k, engine.index.num_items)
         started = time.perf_counter()
-        result = engine.neighbours(outputs, min(k, engine.index.num_items))
+        result = engine.neighbours(outputs, k)
         metrics.index_seconds.observe(time.perf_counter() - started)
-        return engine.predictions(outputs, result)
+        return json_bytes(
+            {
+                "predictions": engine.predictions(outputs, result),
+                "k": k,
+                "metric": engine.metric,
+                "kind": engine.kind,
+            }
+        )
 
     @app.post("/search")
     async def search(request: Request):
@@ -293,7 +309,7 @@ def create_app(engine, limits: Limits | None = None, thumbnail_cache: int = 4096
         metrics.queries.inc(len(images))
         try:
             with anyio.fail_after(limits.request_timeout_s):
-                predictions = await anyio.to_thread.run_sync(
+                body = await anyio.to_thread.run_sync(
                     _search, names, images, k, abandon_on_cancel=True
                 )
         except TimeoutError:
@@ -302,12 +318,8 @@ def create_app(engine, limits: Limits | None = None, thumbnail_cache: int = 4096
                 f"the search took longer than request_timeout_s={limits.request_timeout_s}.",
                 maximum=limits.request_timeout_s, status=408,
             ) from None  # fmt: skip
-        return {
-            "predictions": predictions,
-            "k": min(k, engine.index.num_items),
-            "metric": engine.metric,
-            "kind": engine.kind,
-        }
+        # Already JSON (rendered in the worker thread): FastAPI sends it as it is.
+        return Response(body, media_type="application/json")
 
     def _item_file(item: str) -> tuple[int, str]:
         position = engine.position(item)

@@ -124,7 +124,9 @@ class SearchEngine:
         self._source = os.path.normpath(source) if isinstance(source, str) else None
         self._files: dict[int, str | None] = {}
         self._files_lock = threading.Lock()
-        self._positions = {str(item): p for p, item in enumerate(index.ids)}
+        self._paths: dict[int, str | None] = {}  # item_path's answers (they never change)
+        self._ids = [str(item) for item in index.ids]  # the answer's "ids", by position
+        self._positions = {item: p for p, item in enumerate(self._ids)}
         self.labels = self._read_labels(index.manifest.get("labels"))
         self.bits, self.quantizer_shape = self._check_fit()
         self.checked = self._spot_check(check_images) if check_images else None
@@ -265,20 +267,24 @@ class SearchEngine:
     def predictions(self, outputs, result) -> list[dict]:
         """Per query: ids, positions, paths, distances, labels and the query's code."""
         answers = []
+        ids, item_path, hamming = self._ids, self.item_path, self.metric == "hamming"
+        bits = None  # the codes' signs as ASCII "0"/"1" bytes, row by row
+        if "codes" in outputs:
+            bits = (np.asarray(outputs["codes"]) > 0).astype(np.uint8) + ord("0")
         for row in range(len(result.positions)):
             keep = result.positions[row] >= 0
-            positions = [int(p) for p in result.positions[row][keep]]
-            distances = result.distances[row][keep]
+            positions = [int(p) for p in np.asarray(result.positions[row])[keep].tolist()]
+            distances = np.asarray(result.distances[row])[keep].tolist()  # Python numbers
             answer = {
-                "ids": [str(self.index.ids[p]) for p in positions],
+                "ids": [ids[p] for p in positions],
                 "positions": positions,
-                "paths": [self.item_path(p) for p in positions],
-                "distances": [
-                    int(d) if self.metric == "hamming" else round(float(d), 6) for d in distances
-                ],
-                "code": "".join("1" if c > 0 else "0" for c in outputs["codes"][row])
-                if "codes" in outputs
-                else None,
+                "paths": [item_path(p) for p in positions],
+                "distances": (
+                    [int(d) for d in distances]
+                    if hamming
+                    else [round(float(d), 6) for d in distances]
+                ),
+                "code": None if bits is None else bits[row].tobytes().decode("ascii"),
             }
             if self.labels is not None:
                 answer["labels"] = [self.labels[p] for p in positions]
@@ -321,8 +327,15 @@ class SearchEngine:
         return found
 
     def item_path(self, position: int) -> str | None:
+        """`item_file` relative to `images_root` (remembered: a search answers with it)."""
+        try:
+            return self._paths[position]
+        except KeyError:
+            pass
         found = self.item_file(position)
-        return None if found is None else os.path.relpath(found, self.images_root)
+        path = None if found is None else os.path.relpath(found, self.images_root)
+        self._paths[position] = path
+        return path
 
     def describe(self) -> dict:
         """Model and index: method, bits, size, build date, checksum (`GET /info`)."""
