@@ -123,14 +123,6 @@ def generate_centers(num_classes: int, bits: int, method: str = "auto", seed: in
     return centers, tie
 
 
-def _positive_labels(labels: tf.Tensor, num_classes: int) -> tf.Tensor:
-    """(B, C) float 0/1 from (B, C) labels (positive where > 0) or (B,) class ids."""
-    labels = tf.convert_to_tensor(labels)
-    if labels.shape.rank == 1:
-        return tf.one_hot(tf.cast(labels, tf.int32), num_classes, dtype=tf.float32)
-    return tf.cast(tf.cast(labels, tf.float32) > 0, tf.float32)
-
-
 def example_centers(labels: tf.Tensor, centers: tf.Tensor, tie_center: tf.Tensor):
     """Each example's centre and whether it has one.
 
@@ -143,7 +135,7 @@ def example_centers(labels: tf.Tensor, centers: tf.Tensor, tie_center: tf.Tensor
         ((B, K) float32 +-1 centres, (B,) bool labelled).
     """
     centers = tf.cast(centers, tf.float32)
-    positive = _positive_labels(labels, tf.shape(centers)[0])
+    positive = references.positive_labels(labels, tf.shape(centers)[0])
     total = tf.matmul(positive, centers)  # (B, K), exact small integers
     tie = tf.broadcast_to(tf.cast(tie_center, tf.float32)[None, :], tf.shape(total))
     signs = tf.where(total > 0, 1.0, tf.where(total < 0, -1.0, tie))

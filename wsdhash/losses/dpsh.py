@@ -48,31 +48,6 @@ import tensorflow as tf
 from wsdhash.losses import references
 
 
-def positive_labels(labels: tf.Tensor, num_classes: int) -> tf.Tensor:
-    """(N, C) float 0/1 from (N, C) labels (positive where > 0) or (N,) class ids."""
-    labels = tf.convert_to_tensor(labels)
-    if labels.shape.rank == 1:
-        return tf.one_hot(tf.cast(labels, tf.int32), num_classes, dtype=tf.float32)
-    return tf.cast(tf.cast(labels, tf.float32) > 0, tf.float32)
-
-
-def pair_similarity(labels: tf.Tensor, ref_labels: tf.Tensor) -> tf.Tensor:
-    """(B, R) float 0/1: 1 where the rows share at least one label."""
-    return tf.cast(tf.matmul(labels, ref_labels, transpose_b=True) > 0, tf.float32)
-
-
-def resolve_references(codes, labels, ref_codes, ref_labels, num_classes):
-    """(codes, 0/1 labels, ref codes, ref 0/1 labels) as float32; references default to
-    the anchors."""
-    references.check_pair(ref_codes, ref_labels)
-    codes = tf.cast(tf.convert_to_tensor(codes), tf.float32)
-    labels = positive_labels(labels, num_classes)
-    if ref_codes is None:
-        return codes, labels, codes, labels
-    ref_codes = tf.cast(tf.convert_to_tensor(ref_codes), tf.float32)
-    return codes, labels, ref_codes, positive_labels(ref_labels, num_classes)
-
-
 def sign_codes(u: tf.Tensor) -> tf.Tensor:
     """+1 where u >= 0, else -1 (wsdhash's binarisation)."""
     return tf.where(u >= 0, tf.ones_like(u), -tf.ones_like(u))
@@ -90,9 +65,9 @@ def dpsh_terms(codes, labels, ref_codes=None, ref_labels=None, num_classes: int 
     Returns:
         (likelihood (B,), quantization (B,)) float32.
     """
-    u, y, ref_u, ref_y = resolve_references(codes, labels, ref_codes, ref_labels, num_classes)
+    u, y, ref_u, ref_y = references.resolve(codes, labels, ref_codes, ref_labels, num_classes)
     theta = 0.5 * tf.matmul(u, ref_u, transpose_b=True)  # (B, R)
-    s = pair_similarity(y, ref_y)
+    s = references.pair_similarity(y, ref_y)
     likelihood = tf.reduce_mean(tf.nn.softplus(theta) - s * theta, axis=1)
     quantization = tf.reduce_sum(tf.square(u - sign_codes(u)), axis=1)
     return likelihood, quantization

@@ -34,7 +34,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from wsdhash.losses.dpsh import pair_similarity, resolve_references
+from wsdhash.losses import references
 
 
 def dsh_terms(codes, labels, ref_codes=None, ref_labels=None, *, margin=None,
@@ -44,11 +44,11 @@ def dsh_terms(codes, labels, ref_codes=None, ref_labels=None, *, margin=None,
     Returns:
         (contrastive (B,), regularization (B,)) float32.
     """
-    u, y, ref_u, ref_y = resolve_references(codes, labels, ref_codes, ref_labels, num_classes)
+    u, y, ref_u, ref_y = references.resolve(codes, labels, ref_codes, ref_labels, num_classes)
     margin = 2.0 * u.shape[-1] if margin is None else float(margin)
     # Squared distances by differences (exact 0 on the self pair, unlike the expanded form).
     distance = tf.reduce_sum(tf.square(u[:, None, :] - ref_u[None, :, :]), axis=2)  # (B, R)
-    s = pair_similarity(y, ref_y)
+    s = references.pair_similarity(y, ref_y)
     pair = 0.5 * s * distance + 0.5 * (1.0 - s) * tf.nn.relu(margin - distance)
     contrastive = tf.reduce_mean(pair, axis=1)
     regularization = tf.reduce_mean(tf.abs(tf.abs(u) - 1.0), axis=1)

@@ -58,18 +58,10 @@ def straight_through_sign(h: tf.Tensor):
     return signs, grad
 
 
-def _positive_labels(labels: tf.Tensor, num_classes: int) -> tf.Tensor:
-    """(B, C) float 0/1 from (B, C) labels (positive where > 0) or (B,) class ids."""
-    labels = tf.convert_to_tensor(labels)
-    if labels.shape.rank == 1:
-        return tf.one_hot(tf.cast(labels, tf.int32), num_classes, dtype=tf.float32)
-    return tf.cast(tf.cast(labels, tf.float32) > 0, tf.float32)
-
-
 def classification_loss(logits: tf.Tensor, labels: tf.Tensor, multiclass: bool = False):
     """(B,) classification term on (B, C) logits (module doc)."""
     logits = tf.cast(logits, tf.float32)
-    positive = _positive_labels(labels, tf.shape(logits)[1])
+    positive = references.positive_labels(labels, tf.shape(logits)[1])
     if multiclass:
         bce = tf.nn.sigmoid_cross_entropy_with_logits(labels=positive, logits=logits)
         return tf.reduce_mean(bce, axis=1)

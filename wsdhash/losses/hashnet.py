@@ -49,7 +49,6 @@ import keras
 import tensorflow as tf
 
 from wsdhash.losses import references
-from wsdhash.losses.dpsh import pair_similarity, resolve_references
 
 
 def scale_at(step: int, step_size: int = 200, gamma: float = 0.005, power: float = 0.5) -> float:
@@ -78,13 +77,13 @@ def hashnet_terms(codes, labels, ref_codes=None, ref_labels=None, anchor_offset=
     Returns:
         (B,) float32.
     """
-    z, y, ref_z, ref_y = resolve_references(codes, labels, ref_codes, ref_labels, num_classes)
+    z, y, ref_z, ref_y = references.resolve(codes, labels, ref_codes, ref_labels, num_classes)
     bits = z.shape[-1]
     alpha = 10.0 / bits if alpha is None else float(alpha)
     scale = tf.cast(scale, tf.float32)
     u, ref_u = tf.tanh(scale * z), tf.tanh(scale * ref_z)
     theta = alpha * tf.matmul(u, ref_u, transpose_b=True)  # (B, R)
-    s = pair_similarity(y, ref_y)
+    s = references.pair_similarity(y, ref_y)
     pair = tf.nn.softplus(theta) - s * theta
     num_anchors, num_refs = tf.shape(z)[0], tf.shape(ref_z)[0]
     if include_self:
@@ -94,7 +93,7 @@ def hashnet_terms(codes, labels, ref_codes=None, ref_labels=None, anchor_offset=
         valid = tf.cast(references.not_self(num_anchors, num_refs, anchor_offset), tf.float32)
         ref_valid = 1.0 - tf.eye(num_refs)
     # Pair counts over every R x R reference pair, whichever rows are anchors here.
-    ref_s = pair_similarity(ref_y, ref_y)
+    ref_s = references.pair_similarity(ref_y, ref_y)
     num_pos = tf.reduce_sum(ref_s * ref_valid)
     num_neg = tf.reduce_sum((1.0 - ref_s) * ref_valid)
     pos_sum = tf.reduce_sum(pair * s * valid, axis=1)
