@@ -72,3 +72,19 @@ def test_loss_contract(method):
     kwargs = LOSS_ARGUMENTS.get(method, dict)()
     width = len(kwargs["tag_embeddings"][0]) if "tag_embeddings" in kwargs else None
     run_loss_test(METHODS.get(method).loss_class, output_dim=width, **kwargs)
+
+
+@pytest.mark.parametrize("method", METHODS.names())
+def test_loss_config_names_every_constructor_argument(method):
+    # get_config comes from HashingLoss and the layer's `hyperparameters`: a constructor
+    # argument missing there would silently take its default in from_config.
+    import inspect
+
+    from wsdhash.losses.base import HashingLoss
+
+    loss_class = METHODS.get(method).loss_class
+    assert issubclass(loss_class, HashingLoss)
+    parameters = inspect.signature(loss_class.__init__).parameters
+    arguments = {name for name, p in parameters.items()
+                 if name != "self" and p.kind is not p.VAR_KEYWORD}  # fmt: skip
+    assert arguments == {"bits", "num_classes", "seed", *loss_class.hyperparameters}

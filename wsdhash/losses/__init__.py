@@ -1,7 +1,8 @@
 """The methods' loss layers: OrthoHash, HyP2, batch-all triplet (DNNH) and WSDHQ.
 
 Each family is a set of pure functions returning one value per example, (B,), and one
-`keras.layers.Layer` that owns the family's state and is what the trainer calls. The
+layer (a `losses.base.HashingLoss`: constructor contract and config) that owns the
+family's state and is what the trainer calls. The
 method registry (`wsdhash.methods.METHODS`) names each method's loss; there is no
 second registry of losses:
 

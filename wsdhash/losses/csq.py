@@ -61,6 +61,7 @@ import numpy as np
 import tensorflow as tf
 
 from wsdhash.losses import references
+from wsdhash.losses.base import HashingLoss
 
 CENTER_METHODS = ("auto", "random")
 _RANDOM_DRAWS = 20
@@ -189,7 +190,7 @@ def csq_terms(
     return center, quantization
 
 
-class CSQLoss(keras.layers.Layer):
+class CSQLoss(HashingLoss):
     """CSQ loss layer; owns the fixed (C, K) hash centres and the (K,) tie vector as
     non-trainable weights, rebuilt identically from (C, K, center_method, seed).
 
@@ -210,6 +211,8 @@ class CSQLoss(keras.layers.Layer):
         Retrieval", CVPR 2020.
     """
 
+    hyperparameters = ("quantization_weight", "center_method", "apply_tanh")
+
     def __init__(
         self,
         bits: int,
@@ -220,11 +223,7 @@ class CSQLoss(keras.layers.Layer):
         apply_tanh: bool = True,
         **kwargs: Any,
     ):
-        kwargs.setdefault("dtype", "float32")
-        super().__init__(**kwargs)
-        self.bits = int(bits)
-        self.num_classes = int(num_classes)
-        self.seed = int(seed)
+        super().__init__(bits, num_classes, seed, **kwargs)
         self.quantization_weight = float(quantization_weight)
         self.center_method = center_method
         self.apply_tanh = bool(apply_tanh)
@@ -239,7 +238,6 @@ class CSQLoss(keras.layers.Layer):
             trainable=False,
         )  # fmt: skip
         self.tie_center.assign(tie)
-        self.built = True
 
     def call(
         self,
@@ -258,15 +256,3 @@ class CSQLoss(keras.layers.Layer):
         )  # fmt: skip
         loss = center + self.quantization_weight * quantization
         return {"loss": loss, "center": center, "quantization": quantization}
-
-    def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        config.update(
-            bits=self.bits,
-            num_classes=self.num_classes,
-            seed=self.seed,
-            quantization_weight=self.quantization_weight,
-            center_method=self.center_method,
-            apply_tanh=self.apply_tanh,
-        )
-        return config

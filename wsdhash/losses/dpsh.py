@@ -42,10 +42,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import keras
 import tensorflow as tf
 
 from wsdhash.losses import references
+from wsdhash.losses.base import HashingLoss
 
 
 def sign_codes(u: tf.Tensor) -> tf.Tensor:
@@ -73,7 +73,7 @@ def dpsh_terms(codes, labels, ref_codes=None, ref_labels=None, num_classes: int 
     return likelihood, quantization
 
 
-class DPSHLoss(keras.layers.Layer):
+class DPSHLoss(HashingLoss):
     """DPSH loss layer (no variables).
 
     `call` returns {"loss", "likelihood", "quantization"}, each (B,), with
@@ -87,15 +87,12 @@ class DPSHLoss(keras.layers.Layer):
             over their N = 5,000 CIFAR-10 training images).
     """
 
+    hyperparameters = ("quantization_weight",)
+
     def __init__(self, bits: int, num_classes: int, seed: int = 0,
                  quantization_weight: float = 0.01, **kwargs: Any):  # fmt: skip
-        kwargs.setdefault("dtype", "float32")
-        super().__init__(**kwargs)
-        self.bits = int(bits)
-        self.num_classes = int(num_classes)
-        self.seed = int(seed)
+        super().__init__(bits, num_classes, seed, **kwargs)
         self.quantization_weight = float(quantization_weight)
-        self.built = True
 
     def call(self, codes, labels, ref_codes=None, ref_labels=None, anchor_offset=0):
         # The anchor's own row counts (module doc), so the offset is not needed.
@@ -104,9 +101,3 @@ class DPSHLoss(keras.layers.Layer):
                                               self.num_classes)  # fmt: skip
         loss = likelihood + self.quantization_weight * quantization
         return {"loss": loss, "likelihood": likelihood, "quantization": quantization}
-
-    def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        config.update(bits=self.bits, num_classes=self.num_classes, seed=self.seed,
-                      quantization_weight=self.quantization_weight)  # fmt: skip
-        return config

@@ -31,10 +31,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import keras
 import tensorflow as tf
 
 from wsdhash.losses import references
+from wsdhash.losses.base import HashingLoss
 
 
 def dsh_terms(codes, labels, ref_codes=None, ref_labels=None, *, margin=None,
@@ -55,7 +55,7 @@ def dsh_terms(codes, labels, ref_codes=None, ref_labels=None, *, margin=None,
     return contrastive, regularization
 
 
-class DSHLoss(keras.layers.Layer):
+class DSHLoss(HashingLoss):
     """DSH loss layer (no variables).
 
     `call` returns {"loss", "contrastive", "regularization"}, each (B,), with
@@ -69,16 +69,13 @@ class DSHLoss(keras.layers.Layer):
         regularization_weight: alpha (0.1, DeepHash-pytorch).
     """
 
+    hyperparameters = ("margin", "regularization_weight")
+
     def __init__(self, bits: int, num_classes: int, seed: int = 0, margin: float = 0.0,
                  regularization_weight: float = 0.1, **kwargs: Any):  # fmt: skip
-        kwargs.setdefault("dtype", "float32")
-        super().__init__(**kwargs)
-        self.bits = int(bits)
-        self.num_classes = int(num_classes)
-        self.seed = int(seed)
+        super().__init__(bits, num_classes, seed, **kwargs)
         self.margin = float(margin)
         self.regularization_weight = float(regularization_weight)
-        self.built = True
 
     def call(self, codes, labels, ref_codes=None, ref_labels=None, anchor_offset=0):
         del anchor_offset  # the self pair counts and costs 0 (module doc)
@@ -88,14 +85,3 @@ class DSHLoss(keras.layers.Layer):
         )  # fmt: skip
         loss = contrastive + self.regularization_weight * regularization
         return {"loss": loss, "contrastive": contrastive, "regularization": regularization}
-
-    def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        config.update(
-            bits=self.bits,
-            num_classes=self.num_classes,
-            seed=self.seed,
-            margin=self.margin,
-            regularization_weight=self.regularization_weight,
-        )
-        return config

@@ -45,6 +45,7 @@ import keras
 import tensorflow as tf
 
 from wsdhash.losses import references
+from wsdhash.losses.base import HashingLoss
 
 
 @tf.custom_gradient
@@ -83,7 +84,7 @@ def greedyhash_terms(codes, labels, weights, multiclass: bool = False):
     return classification_loss(logits, labels, multiclass), cubic_penalty(codes)
 
 
-class GreedyHashLoss(keras.layers.Layer):
+class GreedyHashLoss(HashingLoss):
     """GreedyHash loss layer; owns the trainable (K, C) classification weights.
 
     `call` returns {"loss", "classification", "penalty"}, each (B,), with
@@ -101,6 +102,8 @@ class GreedyHashLoss(keras.layers.Layer):
         CNN", NeurIPS 2018.
     """
 
+    hyperparameters = ("alpha", "multiclass")
+
     def __init__(
         self,
         bits: int,
@@ -110,11 +113,7 @@ class GreedyHashLoss(keras.layers.Layer):
         multiclass: bool = False,
         **kwargs: Any,
     ):
-        kwargs.setdefault("dtype", "float32")
-        super().__init__(**kwargs)
-        self.bits = int(bits)
-        self.num_classes = int(num_classes)
-        self.seed = int(seed)
+        super().__init__(bits, num_classes, seed, **kwargs)
         self.alpha = float(alpha)
         self.multiclass = bool(multiclass)
         bound = 1.0 / math.sqrt(self.bits)  # PyTorch's nn.Linear default, fan_in = K
@@ -124,7 +123,6 @@ class GreedyHashLoss(keras.layers.Layer):
             initializer=keras.initializers.RandomUniform(-bound, bound, seed=self.seed),
             trainable=True,
         )
-        self.built = True
 
     def logits(self, codes: tf.Tensor) -> tf.Tensor:
         """(B, K) relaxed codes -> (B, C) class logits of their sign codes."""
@@ -147,14 +145,3 @@ class GreedyHashLoss(keras.layers.Layer):
         )
         loss = classification + self.alpha * penalty
         return {"loss": loss, "classification": classification, "penalty": penalty}
-
-    def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        config.update(
-            bits=self.bits,
-            num_classes=self.num_classes,
-            seed=self.seed,
-            alpha=self.alpha,
-            multiclass=self.multiclass,
-        )
-        return config

@@ -49,6 +49,7 @@ import keras
 import tensorflow as tf
 
 from wsdhash.losses import references
+from wsdhash.losses.base import HashingLoss
 
 
 def scale_at(step: int, step_size: int = 200, gamma: float = 0.005, power: float = 0.5) -> float:
@@ -106,7 +107,7 @@ def hashnet_terms(codes, labels, ref_codes=None, ref_labels=None, anchor_offset=
     return refs * total
 
 
-class HashNetLoss(keras.layers.Layer):
+class HashNetLoss(HashingLoss):
     """HashNet loss layer; owns the non-trainable continuation scale beta (`scale`).
 
     `call` returns {"loss", "scale"}, each (B,): the loss and beta (for the logs).
@@ -122,14 +123,12 @@ class HashNetLoss(keras.layers.Layer):
         step_size, gamma, power: the beta schedule (200, 0.005, 0.5).
     """
 
+    hyperparameters = ("alpha", "class_num", "include_self", "step_size", "gamma", "power")
+
     def __init__(self, bits: int, num_classes: int, seed: int = 0, alpha: float = 0.0,
                  class_num: float = 0.0, include_self: bool = False, step_size: int = 200,
                  gamma: float = 0.005, power: float = 0.5, **kwargs: Any):  # fmt: skip
-        kwargs.setdefault("dtype", "float32")
-        super().__init__(**kwargs)
-        self.bits = int(bits)
-        self.num_classes = int(num_classes)
-        self.seed = int(seed)
+        super().__init__(bits, num_classes, seed, **kwargs)
         self.alpha = float(alpha)
         self.class_num = float(class_num)
         self.include_self = bool(include_self)
@@ -140,7 +139,6 @@ class HashNetLoss(keras.layers.Layer):
             raise ValueError(f"step_size must be >= 1; got {step_size}.")
         self.scale = self.add_weight(name="scale", shape=(), trainable=False,
                                      initializer=keras.initializers.Ones())  # fmt: skip
-        self.built = True
 
     def scale_at(self, step: int) -> float:
         """beta of the step-th training forward pass (1-based)."""
@@ -154,11 +152,3 @@ class HashNetLoss(keras.layers.Layer):
             num_classes=self.num_classes,
         )  # fmt: skip
         return {"loss": loss, "scale": tf.fill(tf.shape(loss), tf.convert_to_tensor(self.scale))}
-
-    def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        config.update(bits=self.bits, num_classes=self.num_classes, seed=self.seed,
-                      alpha=self.alpha, class_num=self.class_num,
-                      include_self=self.include_self, step_size=self.step_size,
-                      gamma=self.gamma, power=self.power)  # fmt: skip
-        return config

@@ -35,6 +35,7 @@ import keras
 import tensorflow as tf
 
 from wsdhash.losses import references
+from wsdhash.losses.base import HashingLoss
 
 _ZETA_TABLE = "hyp2_zeta.csv"
 
@@ -230,7 +231,7 @@ def hyp2_loss(
     return total
 
 
-class HyP2Loss(keras.layers.Layer):
+class HyP2Loss(HashingLoss):
     """HyP2 loss layer; owns the trainable (C, K) proxies.
 
     `call` returns {"loss", "proxy", "pair"}, each (B,), with loss = proxy + pair (the
@@ -249,6 +250,9 @@ class HyP2Loss(keras.layers.Layer):
         Retrieval", ACM MM 2022.
     """
 
+    hyperparameters = ("beta", "zeta")
+    config_attributes = {"zeta": "zeta_override"}
+
     def __init__(
         self,
         bits: int,
@@ -258,11 +262,7 @@ class HyP2Loss(keras.layers.Layer):
         zeta: float | None = None,
         **kwargs: Any,
     ):
-        kwargs.setdefault("dtype", "float32")
-        super().__init__(**kwargs)
-        self.bits = int(bits)
-        self.num_classes = int(num_classes)
-        self.seed = int(seed)
+        super().__init__(bits, num_classes, seed, **kwargs)
         self.beta = float(beta)
         self.zeta_override = None if zeta is None else float(zeta)
         self.zeta = hyp2_zeta(self.bits, self.num_classes) if zeta is None else self.zeta_override
@@ -276,7 +276,6 @@ class HyP2Loss(keras.layers.Layer):
             ),
             trainable=True,
         )
-        self.built = True
 
     def call(
         self,
@@ -296,14 +295,3 @@ class HyP2Loss(keras.layers.Layer):
         else:
             pair = tf.zeros_like(proxy)
         return {"loss": proxy + pair, "proxy": proxy, "pair": pair}
-
-    def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        config.update(
-            bits=self.bits,
-            num_classes=self.num_classes,
-            seed=self.seed,
-            beta=self.beta,
-            zeta=self.zeta_override,
-        )
-        return config

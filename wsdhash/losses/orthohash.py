@@ -38,6 +38,7 @@ import numpy as np
 import tensorflow as tf
 
 from wsdhash.losses import orthohash_targets, references
+from wsdhash.losses.base import HashingLoss
 
 MARGIN_TYPES = ("cos", "arc")
 MULTICLASS_LOSSES = ("label_smoothing", "bce")
@@ -258,7 +259,7 @@ class OrthoHashSettings:
             setattr(owner, name, value)
 
 
-class OrthoHashLoss(keras.layers.Layer):
+class OrthoHashLoss(HashingLoss):
     """OrthoHash loss layer; owns the fixed (C, K) +-1 codebook as a non-trainable weight.
 
     `call` returns {"loss", "ce", "quantization"}, each (B,), with
@@ -285,6 +286,9 @@ class OrthoHashLoss(keras.layers.Layer):
         Learning Objective", NeurIPS 2021.
     """
 
+    hyperparameters = ("codebook_method", "codebook", *OrthoHashSettings.__dataclass_fields__)
+    config_attributes = {"codebook": "explicit_codebook"}
+
     def __init__(
         self,
         bits: int,
@@ -302,17 +306,13 @@ class OrthoHashLoss(keras.layers.Layer):
         quantization_type: str = "cs",
         **kwargs: Any,
     ):
-        kwargs.setdefault("dtype", "float32")
-        super().__init__(**kwargs)
+        super().__init__(bits, num_classes, seed, **kwargs)
         _check_choice("codebook_method", codebook_method, orthohash_targets.CODEBOOK_METHODS)
         self.settings = OrthoHashSettings(
             scale, margin, margin_type, multiclass, multiclass_loss, ce_weight,
             quantization_weight, quantization_type,
         )  # fmt: skip
         self.settings.expose_on(self)
-        self.bits = int(bits)
-        self.num_classes = int(num_classes)
-        self.seed = int(seed)
         self.codebook_method = codebook_method
         self.explicit_codebook = (
             None if codebook is None else _checked_codebook(codebook, self.num_classes, self.bits)
@@ -330,7 +330,6 @@ class OrthoHashLoss(keras.layers.Layer):
             trainable=False,
         )
         self.codebook.assign(values)
-        self.built = True
 
     def logits(self, codes: tf.Tensor) -> tf.Tensor:
         """(B, K) codes -> (B, C) cosines to the class targets (no margin, no scale)."""
@@ -356,18 +355,6 @@ class OrthoHashLoss(keras.layers.Layer):
         if self.quantization_weight != 0:
             loss += self.quantization_weight * quantization
         return {"loss": loss, "ce": ce, "quantization": quantization}
-
-    def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        config.update(
-            bits=self.bits,
-            num_classes=self.num_classes,
-            seed=self.seed,
-            codebook_method=self.codebook_method,
-            codebook=None if self.explicit_codebook is None else self.explicit_codebook.tolist(),
-            **self.settings.as_dict(),
-        )
-        return config
 
 
 def _checked_codebook(codebook: Any, num_classes: int, bits: int) -> np.ndarray:

@@ -63,4 +63,3 @@ def resolve(codes, labels, ref_codes, ref_labels, num_classes):
         return codes, labels, codes, labels
     ref_codes = tf.cast(tf.convert_to_tensor(ref_codes), tf.float32)
     return codes, labels, ref_codes, positive_labels(ref_labels, num_classes)
-

@@ -41,6 +41,7 @@ import keras
 import tensorflow as tf
 
 from wsdhash.losses import references
+from wsdhash.losses.base import HashingLoss
 
 
 def default_margin(bits: int, dnnh_sigmoid: bool = False) -> float:
@@ -150,7 +151,7 @@ def triplet_loss(
     return num_refs * tf.math.divide_no_nan(per_anchor, num_triplets)
 
 
-class TripletLoss(keras.layers.Layer):
+class TripletLoss(HashingLoss):
     """Batch-all triplet loss layer (stateless; a layer for the trainer's uniform interface).
 
     `call` returns {"loss", "triplet"}, each (B,), equal to each other.
@@ -167,6 +168,9 @@ class TripletLoss(keras.layers.Layer):
         Networks", CVPR 2015.
     """
 
+    hyperparameters = ("margin", "dnnh_sigmoid")
+    config_attributes = {"margin": "margin_override"}
+
     def __init__(
         self,
         bits: int,
@@ -176,17 +180,12 @@ class TripletLoss(keras.layers.Layer):
         dnnh_sigmoid: bool = False,
         **kwargs: Any,
     ):
-        kwargs.setdefault("dtype", "float32")
-        super().__init__(**kwargs)
-        self.bits = int(bits)
-        self.num_classes = int(num_classes)
-        self.seed = int(seed)
+        super().__init__(bits, num_classes, seed, **kwargs)
         self.margin_override = None if margin is None else float(margin)
         self.dnnh_sigmoid = bool(dnnh_sigmoid)
         self.margin = (
             default_margin(self.bits, self.dnnh_sigmoid) if margin is None else float(margin)
         )
-        self.built = True
 
     def call(
         self,
@@ -198,17 +197,6 @@ class TripletLoss(keras.layers.Layer):
     ) -> dict[str, tf.Tensor]:
         loss = triplet_loss(codes, labels, self.margin, ref_codes, ref_labels, anchor_offset)
         return {"loss": loss, "triplet": loss}
-
-    def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        config.update(
-            bits=self.bits,
-            num_classes=self.num_classes,
-            seed=self.seed,
-            margin=self.margin_override,
-            dnnh_sigmoid=self.dnnh_sigmoid,
-        )
-        return config
 
 
 class BatchAllTripletLoss(keras.losses.Loss):

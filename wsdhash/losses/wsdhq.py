@@ -61,6 +61,7 @@ import numpy as np
 import tensorflow as tf
 
 from wsdhash.losses import references
+from wsdhash.losses.base import HashingLoss
 
 MARGINS = ("adaptive", "fixed")
 VARIANTS = ("wsdhq", "wdht")
@@ -269,7 +270,7 @@ def wsdhq_quantization_loss(
     return tf.reduce_sum(tf.square(projected), axis=1)
 
 
-class WSDHQLoss(keras.layers.Layer):
+class WSDHQLoss(HashingLoss):
     """WSDHQ loss layer; owns the quantizer state as non-trainable weights.
 
     Weights: `codebooks` (M * K, D) float32, `train_codes` (N, M) int32 (the stored codes of
@@ -302,6 +303,19 @@ class WSDHQLoss(keras.layers.Layer):
         Retrieval", AAAI 2021.
     """
 
+    hyperparameters = (
+        "tag_embeddings",
+        "num_train_examples",
+        "gamma",
+        "margin",
+        "fixed_margin",
+        "hardest_negatives",
+        "variant",
+        "quantization_weight",
+        "num_codewords",
+        "quantization_form",
+    )
+
     def __init__(
         self,
         bits: int,
@@ -320,8 +334,7 @@ class WSDHQLoss(keras.layers.Layer):
         quantization_form: str = "faithful",
         **kwargs: Any,
     ):
-        kwargs.setdefault("dtype", "float32")
-        super().__init__(**kwargs)
+        super().__init__(bits, num_classes, seed, **kwargs)
         _check_choice("margin", margin, MARGINS)
         _check_choice("variant", variant, VARIANTS)
         _check_choice("quantization_form", quantization_form, QUANTIZATION_FORMS)
@@ -345,9 +358,6 @@ class WSDHQLoss(keras.layers.Layer):
                 f"quantization_form='product' splits D={embeddings.shape[1]} into M="
                 f"{int(bits) // 8} sub-spaces; M must divide D."
             )
-        self.bits = int(bits)
-        self.num_classes = int(num_classes)
-        self.seed = int(seed)
         self.tag_embeddings = embeddings
         self.num_train_examples = int(num_train_examples)
         self.gamma = float(gamma)
@@ -383,7 +393,6 @@ class WSDHQLoss(keras.layers.Layer):
             initializer=keras.initializers.Zeros(),
             trainable=False,
         )
-        self.built = True
 
     def set_quantizer(self, codebooks: np.ndarray, train_codes: np.ndarray) -> None:
         """Stores new codebooks and training codes and switches the quantization term on.
@@ -476,22 +485,3 @@ class WSDHQLoss(keras.layers.Layer):
         quantization = self._quantization(codes, example_index)
         loss = embedding + self.quantization_weight * quantization
         return {"loss": loss, "embedding": embedding, "quantization": quantization}
-
-    def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        config.update(
-            bits=self.bits,
-            num_classes=self.num_classes,
-            seed=self.seed,
-            tag_embeddings=self.tag_embeddings.tolist(),
-            num_train_examples=self.num_train_examples,
-            gamma=self.gamma,
-            margin=self.margin,
-            fixed_margin=self.fixed_margin,
-            hardest_negatives=self.hardest_negatives,
-            variant=self.variant,
-            quantization_weight=self.quantization_weight,
-            num_codewords=self.num_codewords,
-            quantization_form=self.quantization_form,
-        )
-        return config
