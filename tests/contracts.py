@@ -14,6 +14,7 @@ call.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import os
 import subprocess
@@ -184,7 +185,9 @@ def run_loss_test(loss_class, labels_kind: str = "multi", bits: int = 16, classe
     """What every loss layer must do for the trainer: (B,) float32 finite terms with a
     "loss" key; references given as (codes, labels) pairs or not at all; the batch
     split into two halves against the whole batch as references (two replicas) gives
-    the same per-example values and gradients; config round trip."""
+    the same per-example values and gradients; config round trip. A loss whose call
+    takes `features` gets random backbone features (and the references' as
+    `ref_features`)."""
     import pytest
     import tensorflow as tf
 
@@ -199,8 +202,21 @@ def run_loss_test(loss_class, labels_kind: str = "multi", bits: int = 16, classe
         labels[0, :2] = 1
     labels = tf.constant(labels)
     layer = loss_class(bits=bits, num_classes=classes, seed=3, **kwargs)
+    # Losses that compare codes with the backbone's features (unsupervised methods)
+    # take them as `features`, and the references' as `ref_features`.
+    features = None
+    if "features" in inspect.signature(layer.call).parameters:
+        features = tf.constant(rng.normal(size=(batch, 7)).astype(np.float32))
+
+    def with_features(rows=None):
+        if features is None:
+            return {}
+        if rows is None:
+            return {"features": features}
+        return {"features": features[rows], "ref_features": features}
+
     with tf.GradientTape() as tape:
-        whole = layer(codes, labels)
+        whole = layer(codes, labels, **with_features())
         total = tf.reduce_sum(whole["loss"])
     want = tape.gradient(total, codes).numpy()
     assert "loss" in whole and (keys is None or set(whole) == set(keys)), sorted(whole)
@@ -208,12 +224,12 @@ def run_loss_test(loss_class, labels_kind: str = "multi", bits: int = 16, classe
         assert value.shape == (batch,) and value.dtype == tf.float32
         assert np.all(np.isfinite(value.numpy()))
     with pytest.raises(ValueError, match="both"):
-        layer(codes, labels, ref_codes=codes)
+        layer(codes, labels, ref_codes=codes, **with_features())
     half = batch // 2
     with tf.GradientTape() as tape:
         parts = [
             layer(codes[s : s + half], labels[s : s + half], ref_codes=codes, ref_labels=labels,
-                  anchor_offset=s)  # fmt: skip
+                  anchor_offset=s, **with_features(slice(s, s + half)))  # fmt: skip
             for s in (0, half)
         ]
         split_total = tf.reduce_sum([tf.reduce_sum(p["loss"]) for p in parts])
@@ -225,7 +241,7 @@ def run_loss_test(loss_class, labels_kind: str = "multi", bits: int = 16, classe
         )  # fmt: skip
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     clone = loss_class.from_config(layer.get_config())
-    again = clone(codes, labels)
+    again = clone(codes, labels, **with_features())
     np.testing.assert_allclose(again["loss"].numpy(), whole["loss"].numpy(), rtol=1e-6)
 
 

@@ -100,3 +100,23 @@ def test_split_after_keras_reload(tmp_path):
     )
     images = np.random.default_rng(2).uniform(0, 1, (2, 32, 32, 3)).astype(np.float32)
     np.testing.assert_array_equal(reloaded(images).numpy(), model(images).numpy())
+
+
+def test_with_backbone_features_shares_the_model():
+    # The features model reuses the run model's layers: same codes, the backbone's own
+    # output as features, and no variable of its own.
+    from types import SimpleNamespace
+
+    from wsdhash.models.assembly import build_model, with_backbone_features
+
+    config = SimpleNamespace(backbone="small_cnn", weights="none", crop_size=28,
+                             allow_pickle=False, seed=0, data_dir="", head="linear_bn",
+                             normalization="")  # fmt: skip
+    model, _, hashing = build_model(config, BITS)
+    both = with_backbone_features(model, hashing)
+    images = np.random.default_rng(0).integers(0, 256, (3, 28, 28, 3)).astype(np.uint8)
+    codes, features = both(images, training=False)
+    np.testing.assert_allclose(codes, model(images, training=False), rtol=1e-6, atol=1e-6)
+    normalized = model.get_layer("normalization")(images)
+    np.testing.assert_allclose(features, hashing.backbone(normalized), rtol=1e-6, atol=1e-6)
+    assert {id(v) for v in both.weights} == {id(v) for v in model.weights}

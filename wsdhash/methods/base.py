@@ -10,6 +10,7 @@ quantizer). The life of a run:
     output_dim = method.output_dim()                               # K, or WSDHQ's D
     loss = method.build_loss(num_targets)                          # a losses/ layer
     ... each step: loss(codes, targets, refs..., **method.loss_inputs(batch))
+                   # + features, ref_features if method.uses_backbone_features
     method.after_restore(loss)                                     # resume
     method.after_step(step, encode_train, loss)                    # e.g. quantizer
     method.evaluate(query_features, ..., topk, empty)              # its scorer
@@ -88,6 +89,9 @@ class Method:
 
     name = "method"
     options: tuple[Option, ...] = ()
+    # The loss also takes the backbone's features of the batch: `features` (B, F) and
+    # `ref_features` (R, F, every replica's), e.g. to preserve their similarities.
+    uses_backbone_features: bool = False
     # "module:Class" of the loss layer, imported when the loss is built, so that the
     # entry points can read every method's options before TensorFlow is imported.
     loss: str = ""

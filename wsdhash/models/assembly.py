@@ -1,6 +1,7 @@
 """The model a run trains and serves: inputs -> normalisation -> backbone -> head.
 
     model, backbone, hashing = build_model(config, output_dim=64)
+    features_model = with_backbone_features(model, hashing)  # images -> (codes, features)
     pipeline_config = backbone.pipeline_config(config.image_size, config.crop_size)
 
 Training, serving (export) and feature extraction build their models here, from the
@@ -14,7 +15,7 @@ from __future__ import annotations
 import keras
 
 from wsdhash.models.backbones import build_backbone
-from wsdhash.models.heads import build_hashing_model
+from wsdhash.models.heads import build_hashing_model, split_hashing_model
 from wsdhash.models.normalization import ImageNormalization
 from wsdhash.models.spec import BackboneSpec
 
@@ -61,3 +62,17 @@ def with_normalization(
     images = keras.Input(hashing.input_shape[1:], dtype=input_dtype, name="image")
     codes = hashing(ImageNormalization(normalization, name="normalization")(images))
     return keras.Model(images, codes, name="wsdhash_model")
+
+
+def with_backbone_features(model: keras.Model, hashing: keras.Model) -> keras.Model:
+    """The same layers as `model` (weights shared), returning (codes, backbone features):
+    for losses that compare codes with what the backbone sees (unsupervised methods).
+
+    Args:
+        model: from `with_normalization` (or `build_model`).
+        hashing: its hashing model (`.backbone`, `.head`).
+    """
+    backbone, head = split_hashing_model(hashing)
+    images = keras.Input(model.input_shape[1:], dtype=model.inputs[0].dtype, name="image")
+    features = backbone(model.get_layer("normalization")(images))
+    return keras.Model(images, (head(features), features), name="wsdhash_features_model")

@@ -56,7 +56,7 @@ from wsdhash.data.samplers import ClassBalancedSampler
 from wsdhash.data.types import SplitData
 from wsdhash.eval import write_codes_file
 from wsdhash.methods import METHODS
-from wsdhash.models.assembly import build_model
+from wsdhash.models.assembly import build_model, with_backbone_features
 from wsdhash.models.encoder import Encoder
 from wsdhash.training import run_info
 from wsdhash.training.checkpoints import CheckpointKeeper
@@ -416,6 +416,9 @@ class _TrainingState:
     model: keras.Model
     backbone: Any  # BackboneSpec
     hashing: keras.Model
+    # What the step calls: `model`, or its layers returning (codes, backbone features)
+    # when the method's loss uses the features.
+    forward: keras.Model
     loss: keras.layers.Layer
     optimizer: GroupedOptimizer
     step: tf.Variable
@@ -439,7 +442,10 @@ class _TrainingState:
             ] + list(loss_layer.trainable_variables)  # fmt: skip
             optimizer = GroupedOptimizer(config.optimizer, backbone_variables, head_variables)
             step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-        return cls(model, backbone, hashing, loss_layer, optimizer, step)
+            forward = (
+                with_backbone_features(model, hashing) if method.uses_backbone_features else model
+            )
+        return cls(model, backbone, hashing, forward, loss_layer, optimizer, step)
 
 
 def _record_start(config, output_dir: str, restored, start: int, resume) -> None:
@@ -489,15 +495,24 @@ def _training_input(config, strategy, train_split: SplitData, pipeline_config, s
 
 def _make_train_step(strategy, state: _TrainingState, method, config: TrainConfig):
     """One optimisation step over the global batch; returns the loss terms' means."""
-    model, loss_layer, optimizer = state.model, state.loss, state.optimizer
+    forward, loss_layer, optimizer = state.forward, state.loss, state.optimizer
     targets_key, global_batch = config.supervision, float(config.batch_size)
+    with_features = method.uses_backbone_features
 
     @tf.function
     def train_step(iterator):
         def step_fn(batch):
             context = tf.distribute.get_replica_context()
             with tf.GradientTape() as tape:
-                codes = tf.cast(model(batch["image"], training=True), tf.float32)
+                extra = dict(method.loss_inputs(batch))
+                if with_features:
+                    codes, features = forward(batch["image"], training=True)
+                    features = tf.cast(features, tf.float32)
+                    extra["features"] = features
+                    extra["ref_features"] = gather_across_replicas(context, features)
+                else:
+                    codes = forward(batch["image"], training=True)
+                codes = tf.cast(codes, tf.float32)
                 labels = batch[targets_key]
                 # References from every replica, so pairwise terms see the global batch;
                 # gradients flow back to the replica that owns each code.
@@ -507,7 +522,7 @@ def _make_train_step(strategy, state: _TrainingState, method, config: TrainConfi
                     ref_codes=gather_across_replicas(context, codes),
                     ref_labels=gather_across_replicas(context, labels),
                     anchor_offset=context.replica_id_in_sync_group * tf.shape(codes)[0],
-                    **method.loss_inputs(batch),
+                    **extra,
                 )
                 loss = tf.reduce_sum(terms["loss"]) / global_batch
             gradients = tape.gradient(loss, optimizer.variables)
