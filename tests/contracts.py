@@ -17,11 +17,10 @@ import dataclasses
 import inspect
 import json
 import os
-import subprocess
 import sys
-import textwrap
 
 import numpy as np
+from worker_process import worker
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -65,13 +64,11 @@ def run_method_test(method: str, tmp_path, data_dir, sizes=(160, 30, 80), **conf
     train_config = TrainConfig(**settings)
     config_path = tmp_path / "config.json"
     config_path.write_text(json.dumps(dataclasses.asdict(train_config)))
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    # One long-lived helper per test process trains every method's contract runs.
     script = os.path.join(HERE, "method_contract_run.py")
-    result = subprocess.run(
-        [sys.executable, script, str(config_path), str(tmp_path)],
-        capture_output=True, text=True, env=env,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-4000:]
+    worker("method_contract", [sys.executable, script, "--serve"], env=_helper_env()).call(
+        {"config": str(config_path), "output": str(tmp_path)}
+    )
 
     # 1 vs 2 replicas, and resumed vs uninterrupted.
     readers = {
@@ -104,6 +101,10 @@ def run_method_test(method: str, tmp_path, data_dir, sizes=(160, 30, 80), **conf
     return metrics
 
 
+def _helper_env() -> dict:
+    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+
+
 def _index_codes(contents) -> np.ndarray:
     """What an index of the codes file's database holds (the scorer kind says)."""
     from wsdhash.eval.scorers import scorer_kind
@@ -114,21 +115,10 @@ def _index_codes(contents) -> np.ndarray:
 def _check_served_codes(saved_model, contents, held, tmp_path, count: int = 6) -> None:
     paths = [str(p) for p in contents.database.ids[:count]]
     outputs = tmp_path / "served.npz"
-    script = textwrap.dedent(f"""
-        import sys
-        sys.modules["wsdhash"] = None  # plain TensorFlow must suffice
-        import numpy as np, tensorflow as tf
-        loaded = tf.saved_model.load({str(saved_model)!r})
-        data = tf.constant([open(p, "rb").read() for p in {paths!r}])
-        result = loaded.signatures["serving_default"](images=data)
-        quantized = getattr(loaded, "quantization_encoder", None) is not None
-        np.savez({str(outputs)!r}, quantized=quantized,
-                 **{{k: v.numpy() for k, v in result.items()}})
-    """)
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            env=env)  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
+    script = os.path.join(HERE, "serving_check_run.py")  # plain TensorFlow, no wsdhash
+    worker("serving_check", [sys.executable, script], env=_helper_env()).call(
+        {"saved_model": str(saved_model), "images": paths, "output": str(outputs)}
+    )
     served = np.load(outputs)
     assert served["valid"].all()
     key = "quantization_codes" if bool(served["quantized"]) else "packed_codes"

@@ -1,7 +1,9 @@
-"""The training half of `contracts.run_method_test`, run in a subprocess of its own
+"""The training half of `contracts.run_method_test`, run in a process of its own
 (logical CPU devices must be configured before TensorFlow initialises them):
 
     python tests/method_contract_run.py CONFIG.json OUTPUT_DIR
+    python tests/method_contract_run.py --serve   # {"config", "output"} requests on stdin
+                                                  # (tests/worker_process.py)
 
 trains the method of CONFIG (a `TrainConfig` as JSON) four times in this one process
 and exports the first run:
@@ -17,23 +19,30 @@ import json
 import os
 import sys
 
+STRATEGIES = {}
 
-def main(config_path: str, output: str) -> None:
+
+def setup() -> None:
+    """Two logical CPUs, deterministic ops and the two strategies, once per process
+    (MirroredStrategy objects made anew per request would reuse collective keys)."""
     import tensorflow as tf
 
     from wsdhash.training import strategy as strategy_lib
 
     strategy_lib.split_cpu(2)
     tf.config.experimental.enable_op_determinism()
+    STRATEGIES["one"] = tf.distribute.OneDeviceStrategy("/cpu:0")
+    STRATEGIES["two"] = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 
+
+def main(config_path: str, output: str) -> None:
     from wsdhash import serving
     from wsdhash.training import trainer
     from wsdhash.training.config import config_from_dict
 
     with open(config_path) as f:
         config = config_from_dict(json.load(f))
-    one_device = tf.distribute.OneDeviceStrategy("/cpu:0")
-    mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    one_device, mirrored = STRATEGIES["one"], STRATEGIES["two"]
 
     def run(name, strategy, **changes):
         workdir = os.path.join(output, name)
@@ -55,4 +64,10 @@ def main(config_path: str, output: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    setup()
+    if sys.argv[1:] == ["--serve"]:
+        from worker_process import serve_requests
+
+        serve_requests(lambda request: main(request["config"], request["output"]))
+    else:
+        main(*sys.argv[1:])

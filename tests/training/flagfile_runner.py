@@ -1,6 +1,7 @@
 """Trains several flagfiles in one process, amortising TensorFlow's start-up.
 
     python flagfile_runner.py SPEC.json
+    python flagfile_runner.py --serve   # SPEC dicts on stdin (tests/worker_process.py)
 
 SPEC: {"runs": [{"flagfile": F, "workdir": W, "overrides": [...], "train": true}, ...]}.
 For each run it records the flag values the flagfile alone resolves to (no overrides) in
@@ -31,7 +32,10 @@ RECORDED = (
 
 def main(spec_path):
     with open(spec_path) as f:
-        spec = json.load(f)
+        run_spec(json.load(f))
+
+
+def run_spec(spec: dict) -> None:
     for run in spec["runs"]:
         flags.FLAGS.unparse_flags()
         flags.FLAGS(["train", f"--flagfile={run['flagfile']}"])
@@ -52,4 +56,10 @@ def main(spec_path):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    if sys.argv[1:] == ["--serve"]:
+        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        from worker_process import serve_requests
+
+        serve_requests(run_spec)
+    else:
+        main(sys.argv[1])

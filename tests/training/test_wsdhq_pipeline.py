@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 from train_helpers import read_json, run_train
+from worker_process import worker
 
 from wsdhash.data.builtin import generate_builtin
 from wsdhash.eval import read_codes_file
@@ -71,7 +72,6 @@ def test_wsdhq_trains_from_tags_and_writes_aqd_codes(tagged, tmp_path, quantizer
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    import json
 
     assert json.loads(result.stdout)["map"] == pytest.approx(metrics["map"], abs=1e-9)
 
@@ -135,7 +135,7 @@ def test_wsdhq_needs_tags_and_a_tag_dir(tagged, tmp_path):
 
 def test_published_flagfiles_run_on_the_builtin_dataset(tagged, tmp_path):
     """run0001-run0008 with tiny overrides (their method, loss, optimiser and evaluation
-    stay), in one process (tests/training/flagfile_runner.py)."""
+    stay), in the test process's flagfile runner (tests/training/flagfile_runner.py)."""
     data_dir, tag_dir = tagged
     overrides = [
         "--dataset=builtin", f"--data_dir={data_dir}", "--builtin_sizes=320,30,80",
@@ -148,13 +148,10 @@ def test_published_flagfiles_run_on_the_builtin_dataset(tagged, tmp_path):
          "overrides": overrides}
         for path in RUN_FLAGFILES
     ]  # fmt: skip
-    spec = tmp_path / "spec.json"
-    spec.write_text(json.dumps({"runs": runs}))
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-    runner = os.path.join(ROOT, "tests", "training", "flagfile_runner.py")
-    result = subprocess.run([sys.executable, runner, str(spec)], capture_output=True,
-                            text=True, env=env, cwd=ROOT)  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
+    runner = [sys.executable, os.path.join(ROOT, "tests", "training", "flagfile_runner.py"),
+              "--serve"]  # fmt: skip
+    worker("flagfile_runner", runner, env=env, cwd=ROOT).call({"runs": runs})
     for run in runs:
         workdir = run["workdir"]
         config = read_json(os.path.join(workdir, "run_info.json"))["config"]
