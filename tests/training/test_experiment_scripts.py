@@ -5,7 +5,6 @@ overrides, so no script rots. WSDHQ's run0001-run0008 are covered in
 test_wsdhq_pipeline.py. A new method's flagfiles are picked up with no edit here."""
 
 import glob
-import json
 import os
 import re
 import subprocess
@@ -13,6 +12,7 @@ import sys
 
 import pytest
 from train_helpers import read_json, single_label_lists
+from worker_process import worker
 
 from wsdhash.data.builtin import generate_builtin
 from wsdhash.data.datasets import DATASETS
@@ -109,14 +109,10 @@ def test_flagfiles_train_on_the_builtin_dataset(data, tmp_path, method):
         runs.append({"flagfile": path, "workdir": str(tmp_path / os.path.basename(path)[:7]),
                      "overrides": [*TINY, *dataset], "train": train})  # fmt: skip
     assert runs
-    spec = tmp_path / "spec.json"
-    spec.write_text(json.dumps({"runs": runs}))
+    # One long-lived runner per test process trains every method's flagfiles.
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-    result = subprocess.run(
-        [sys.executable, os.path.join(HERE, "flagfile_runner.py"), str(spec)],
-        capture_output=True, text=True, timeout=900, env=env, cwd=ROOT,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
+    runner = [sys.executable, os.path.join(HERE, "flagfile_runner.py"), "--serve"]
+    worker("flagfile_runner", runner, env=env, cwd=ROOT).call({"runs": runs})
     for run in runs:
         workdir = run["workdir"]
         values = read_json(os.path.join(workdir, "flagfile_values.json"))

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# run0071: BiHalf, CIFAR-10, 32 bits. Usage: bash scripts/run0071.sh GPU_ID [extra flags]
+# Trains into checkpoints/run0071 (or --workdir=...), then evaluates its codes (Hamming, mAP@1000).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+gpu="${1:?usage: bash scripts/run0071.sh GPU_ID [extra flags]}"
+shift
+python="${PYTHON:-python}"
+workdir=checkpoints/run0071
+for arg in "$@"; do
+  case "$arg" in --workdir=*) workdir="${arg#--workdir=}" ;; esac
+done
+"$python" -m wsdhash.train --flagfile=scripts/flags/run0071.flags --gpu="$gpu" "$@"
+"$python" -m wsdhash.evaluate --codes="$workdir/codes.h5" --topk=1000 --empty=zero

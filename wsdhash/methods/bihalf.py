@@ -1,0 +1,19 @@
+"""BiHalf (Li and van Gemert, AAAI 2021) as a binary-code method: unsupervised, its loss
+(wsdhash/losses/bihalf.py) compares the bi-half codes' pair similarities with the
+backbone features', so the trainer passes it the features of the global batch. Test-time
+codes are sign(u), as every binary method's; labels serve only evaluation."""
+
+from __future__ import annotations
+
+from wsdhash.methods.base import BinaryHashMethod, Option
+
+
+class BiHalf(BinaryHashMethod):
+    name = "bihalf"
+    loss = "wsdhash.losses.bihalf:BiHalfLoss"
+    uses_backbone_features = True
+    options = (
+        Option("bihalf_gamma", "gamma", "float", 6.0,
+               "BiHalf gamma: the bi-half layer's backward adds gamma (u - b) / (R K) "
+               "(the authors' code: 6)."),
+    )  # fmt: skip

@@ -1,0 +1,18 @@
+"""GreedyHash-unsupervised (Su et al., NeurIPS 2018, the authors' unsupervised script) as
+a binary-code method: its loss (wsdhash/losses/greedyhash_unsupervised.py) compares the
+sign codes' pair similarities with the backbone features', so the trainer passes it the
+features of the global batch. Labels serve only evaluation."""
+
+from __future__ import annotations
+
+from wsdhash.methods.base import BinaryHashMethod, Option
+
+
+class GreedyHashUnsupervised(BinaryHashMethod):
+    name = "greedyhash_unsupervised"
+    loss = "wsdhash.losses.greedyhash_unsupervised:GreedyHashUnsupervisedLoss"
+    uses_backbone_features = True
+    options = (
+        Option("greedyhash_unsupervised_alpha", "alpha", "float", 0.1,
+               "GreedyHash-unsupervised cubic-penalty weight alpha (the authors: 0.1)."),
+    )  # fmt: skip
