@@ -43,6 +43,11 @@ setup(
         "uvicorn>=0.29",
         "python-multipart>=0.0.9",
         "prometheus-client>=0.20",
+        # uvicorn's C HTTP parser and libuv event loop: the service's batch-1 overhead went
+        # from 1.62x to 1.55x the direct path (bench/serve_load.py); serve falls back to
+        # h11 / asyncio where they are missing.
+        "httptools>=0.6",
+        "uvloop>=0.19; sys_platform != 'win32'",
         "anyio>=4.1",  # abandon_on_cancel: a search past --request_timeout_s answers 408 at once.
     ],
     extras_require={

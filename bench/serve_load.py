@@ -12,6 +12,22 @@
    concurrent clients for `--seconds` seconds: requests/s, p50/p99 latency, errors,
    and the service's resident memory (VmRSS) before and after the load.
 
+The client is httpx (a `Client` per thread: one kept-alive connection, a multipart
+upload per query, as a Python program would call the service). At batch 1 the same
+multipart request is also sent through the standard library's http.client on one
+kept-alive connection, interleaved with the other two: httpx itself costs about a
+millisecond per request on a 2-core machine, so the second ratio is closer to what the
+service adds. `--intra_op_threads` / `--inter_op_threads` apply to both the direct path
+and the service; `--serve_flags` passes more flags to the service (e.g.
+`--serve_flags=--http=h11,--loop=asyncio`). The report names the service's HTTP parser,
+event loop and TensorFlow threads.
+
+The quickest honest model and index: the demo's architecture and data at a few
+training steps (speed does not depend on the weights), about 80 s on 2 cores:
+`python -m wsdhash.demo --workdir=/tmp/demo --data_dir=/tmp/builtin --bits=32
+--methods=lsh --trained=wsdhq --train_steps=20`, then
+`--model=/tmp/demo/wsdhq_32/saved_model --index=/tmp/demo/index`.
+
 Only 127.0.0.1 is contacted; every loop is bounded in time and the child is stopped
 at the end, so the benchmark stops by itself. The defaults are the main job's outputs
 (`python -m wsdhash.demo`).
@@ -21,6 +37,7 @@ round, 2 clients for 3 s).
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import socket
@@ -43,6 +60,17 @@ _SECONDS = flags.DEFINE_float("seconds", 10.0, "Seconds of concurrent load.")
 _K = flags.DEFINE_integer("k", 10, "Neighbours per query.")
 _QUERIES = flags.DEFINE_integer("queries", 30, "Query images (database images, spread out).")
 _ROUNDS = flags.DEFINE_integer("rounds", 3, "Passes over the query images, direct and batch 1.")
+_INTRA = flags.DEFINE_integer(
+    "intra_op_threads", 0,
+    "TensorFlow's intra-op threads, in this process (the direct path) and the service's "
+    "--intra_op_threads alike (0: TensorFlow's choice).",
+)  # fmt: skip
+_INTER = flags.DEFINE_integer(
+    "inter_op_threads", 0, "TensorFlow's inter-op threads, both sides alike (0: its choice)."
+)
+_SERVE_FLAGS = flags.DEFINE_list(
+    "serve_flags", [], "More flags for the service, e.g. --serve_flags=--http=h11,--loop=asyncio."
+)
 _STARTUP_S = 600  # the service loads TensorFlow and the model: generous on a busy machine
 _REQUEST_S = 120  # a single request's ceiling (the service's own limit is 30 s)
 
@@ -70,7 +98,8 @@ def _start_service(port: int, log_path: str):
     command = [
         sys.executable, "-m", "wsdhash.serve", f"--model={_MODEL.value}",
         f"--index={_INDEX.value}", "--host=127.0.0.1", f"--port={port}",
-        f"--max_k={max(_K.value, 100)}",
+        f"--max_k={max(_K.value, 100)}", f"--intra_op_threads={_INTRA.value}",
+        f"--inter_op_threads={_INTER.value}", *_SERVE_FLAGS.value,
     ]  # fmt: skip
     if _IMAGES_ROOT.value:
         command.append(f"--images_root={_IMAGES_ROOT.value}")
@@ -99,6 +128,41 @@ def _wait_until_up(client, url: str, child) -> None:
 
 def _post(client, url: str, blob: bytes):
     return client.post(url + "search", params={"k": _K.value}, files={"image": ("query.jpg", blob)})
+
+
+class _PlainClient:
+    """The same multipart request through the standard library's http.client on one
+    kept-alive connection: what the service itself adds, with a lean client."""
+
+    _BOUNDARY = "wsdhash-serve-load-boundary"
+
+    def __init__(self, port: int):
+        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=_REQUEST_S)
+
+    def post(self, blob: bytes) -> None:
+        head = (
+            f'--{self._BOUNDARY}\r\nContent-Disposition: form-data; name="image"; '
+            'filename="query.jpg"\r\nContent-Type: application/octet-stream\r\n\r\n'
+        )
+        body = head.encode() + blob + f"\r\n--{self._BOUNDARY}--\r\n".encode()
+        kind = f"multipart/form-data; boundary={self._BOUNDARY}"
+        self.connection.request("POST", f"/search?k={_K.value}", body, {"Content-Type": kind})
+        response = self.connection.getresponse()
+        answer = response.read()
+        if response.status != 200:
+            raise SystemExit(f"http.client: HTTP {response.status}: {answer[:200]!r}")
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+def _served_by(log_path: str) -> str:
+    """The service's start-up line naming its HTTP parser, loop and TensorFlow threads."""
+    with open(log_path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if "uvicorn with" in line:
+                return line.split(": ", 1)[1].strip()
+    return "(its start-up line was not found)"
 
 
 def _load(url: str, blobs: list[bytes]):
@@ -153,6 +217,14 @@ def main(argv):
                 f"serve_load: {name}={path} does not exist: run `python -m wsdhash.demo` "
                 "first (it writes both), or pass --model and --index"
             )
+    import tensorflow as tf
+
+    # The direct path runs with the service's thread settings: the ratio compares the
+    # same model call with and without HTTP.
+    if _INTRA.value:
+        tf.config.threading.set_intra_op_parallelism_threads(_INTRA.value)
+    if _INTER.value:
+        tf.config.threading.set_inter_op_parallelism_threads(_INTER.value)
     engine = engine_lib.load(_MODEL.value, _INDEX.value, _IMAGES_ROOT.value, check_images=0)
     count = min(_QUERIES.value, engine.index.num_items)
     positions = np.unique(np.linspace(0, engine.index.num_items - 1, count).astype(int))
@@ -177,10 +249,13 @@ def main(argv):
                 _wait_until_up(client, url, child)
                 for blob in blobs[:5]:
                     _post(client, url, blob).raise_for_status()  # warm-up
+                plain = _PlainClient(port)
+                for blob in blobs[:5]:
+                    plain.post(blob)  # warm-up
                 memory_before = _rss_mib(child.pid)
                 # Direct and HTTP alternate query by query, so a change in the machine's
-                # load (it is shared) reaches both sides of the ratio alike.
-                direct, sequential = [], []
+                # load (it is shared) reaches every side of the ratios alike.
+                direct, sequential, lean = [], [], []
                 for _ in range(_ROUNDS.value):
                     for blob in blobs:
                         started = time.perf_counter()
@@ -189,6 +264,11 @@ def main(argv):
                         started = time.perf_counter()
                         _post(client, url, blob).raise_for_status()
                         sequential.append(time.perf_counter() - started)
+                        started = time.perf_counter()
+                        plain.post(blob)
+                        lean.append(time.perf_counter() - started)
+                plain.close()
+                served_by = _served_by(os.path.join(scratch, "serve.log"))
             latencies, errors, elapsed = _load(url, blobs)
             memory_after = _rss_mib(child.pid)
         finally:
@@ -202,14 +282,18 @@ def main(argv):
 
     direct_p50, direct_p99 = _percentiles(direct)
     http_p50, http_p99 = _percentiles(sequential)
+    lean_p50, lean_p99 = _percentiles(lean)
+    lean_ratio = lean_p50 / direct_p50
+    lean_added = float(np.median(np.subtract(lean, direct)) * 1000)
     load_p50, load_p99 = _percentiles(latencies) if latencies else (float("nan"),) * 2
     ratio = http_p50 / direct_p50
     # What HTTP adds to a query (same image, back to back): the ratio alone hides it
     # once the model call is a few milliseconds.
     added = float(np.median(np.subtract(sequential, direct)) * 1000)
     rate = len(latencies) / elapsed
+    print(f"\nservice: {served_by}")
     print(
-        f"\n{engine.kind} index of {engine.index.num_items} items, {engine.bits}-bit model, "
+        f"{engine.kind} index of {engine.index.num_items} items, {engine.bits}-bit model, "
         f"{len(blobs)} query images, k={_K.value}"
     )
     rows = [
@@ -217,9 +301,11 @@ def main(argv):
             "direct (SavedModel + index), batch 1",
             f"p50 {direct_p50:.1f} ms  p99 {direct_p99:.1f} ms",
         ),
-        ("HTTP, one client, batch 1", f"p50 {http_p50:.1f} ms  p99 {http_p99:.1f} ms"),
+        ("HTTP (httpx), one client, batch 1", f"p50 {http_p50:.1f} ms  p99 {http_p99:.1f} ms"),
         ("HTTP overhead (p50 HTTP / p50 direct)", f"{ratio:.2f}x (goal < 1.5x)"),
         ("HTTP time added per query (median)", f"{added:.1f} ms"),
+        ("HTTP (http.client), batch 1", f"p50 {lean_p50:.1f} ms  p99 {lean_p99:.1f} ms"),
+        ("  its overhead / time added (median)", f"{lean_ratio:.2f}x / {lean_added:.1f} ms"),
         (
             f"HTTP, {_CLIENTS.value} clients for {_SECONDS.value:g} s",
             f"{rate:.1f} requests/s  p50 {load_p50:.1f} ms  p99 {load_p99:.1f} ms",
@@ -241,6 +327,8 @@ def main(argv):
     results.record("serve", "HTTP p50 latency, batch 1", http_p50, "ms")
     results.record("serve", "HTTP overhead vs direct", ratio, "x")
     results.record("serve", "HTTP time added per query", added, "ms")
+    results.record("serve", "HTTP overhead vs direct, http.client", lean_ratio, "x")
+    results.record("serve", "HTTP time added per query, http.client", lean_added, "ms")
     results.record("serve", "requests/s", rate, "1/s", f"{_CLIENTS.value} clients")
     results.record("serve", "p99 latency under load", load_p99, "ms", f"{_CLIENTS.value} clients")
     results.record("serve", "errors", len(errors), "requests")

@@ -8,6 +8,14 @@ build --images=FOLDER --model=EXPORTED --output=INDEX`'s folder; FOLDER (default
 one the index was built from) holds the database images the thumbnails show. Open
 http://HOST:PORT/ for the page; the endpoints are listed in wsdhash/service/app.py.
 
+Serving settings: `--http` and `--loop` pick uvicorn's HTTP parser and event loop
+(auto: httptools and uvloop when installed, else h11 and asyncio's loop; on 2 shared
+cores httptools on uvloop took the batch-1 overhead of bench/serve_load.py from 1.62x
+to 1.55x the direct path, medians of 9 interleaved runs each). `--intra_op_threads`
+and `--inter_op_threads` size TensorFlow's thread pools before any op runs (0:
+TensorFlow's choice, the default: one intra-op thread was not measurably faster at
+batch 1). The start-up output names the settings in force.
+
 The service refuses to start, with one line, when the model and the index do not fit
 (wsdhash/service/engine.py: code width, quantizer, codebooks, and a few database images
 re-encoded). One process serves (uvicorn); its requests share one loaded model.
@@ -15,6 +23,7 @@ re-encoded). One process serves (uvicorn); its requests share one loaded model.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
 from absl import flags
@@ -37,6 +46,22 @@ flags.DEFINE_float("request_timeout_s", 30.0, "Longest search (model and index),
 flags.DEFINE_integer(
     "check_images", 8, "Database images re-encoded at start-up to check the pair (0: none)."
 )
+flags.DEFINE_integer(
+    "intra_op_threads", 0,
+    "Threads one TensorFlow op may use (0: TensorFlow's choice, one per core).",
+)  # fmt: skip
+flags.DEFINE_integer(
+    "inter_op_threads", 0,
+    "TensorFlow ops run at once (0: TensorFlow's choice).",
+)  # fmt: skip
+flags.DEFINE_enum(
+    "http", "auto", ["auto", "httptools", "h11"],
+    "uvicorn's HTTP parser (auto: httptools when installed, else h11).",
+)  # fmt: skip
+flags.DEFINE_enum(
+    "loop", "auto", ["auto", "uvloop", "asyncio"],
+    "The event loop (auto: uvloop when installed, else asyncio's own).",
+)  # fmt: skip
 
 
 def limits_from_flags():
@@ -54,6 +79,49 @@ def limits_from_flags():
         raise cli.UsageError(str(error)) from None
 
 
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def server_choices(http: str, loop: str) -> tuple[str, str]:
+    """uvicorn's HTTP parser and event loop for the flags' values: `auto` picks
+    httptools and uvloop when they are installed, h11 and asyncio otherwise; a named
+    one that is not installed is a usage error."""
+    chosen = []
+    for flag, value, fast, fallback in (
+        ("http", http, "httptools", "h11"),
+        ("loop", loop, "uvloop", "asyncio"),
+    ):
+        if value == "auto":
+            value = fast if _installed(fast) else fallback
+        elif value == fast and not _installed(fast):
+            raise cli.UsageError(f"--{flag}={fast}: {fast} is not installed (pip install {fast}).")
+        chosen.append(value)
+    return chosen[0], chosen[1]
+
+
+def configure_tensorflow(intra_op_threads: int, inter_op_threads: int) -> tuple[int, int]:
+    """Sets TensorFlow's thread pools (0: its own choice); call before any op runs.
+
+    Returns the settings TensorFlow reports (0 where it chooses)."""
+    for flag, value in (
+        ("intra_op_threads", intra_op_threads),
+        ("inter_op_threads", inter_op_threads),
+    ):
+        if value < 0:
+            raise cli.UsageError(f"--{flag} must be 0 (TensorFlow's choice) or more; got {value}.")
+    import tensorflow as tf
+
+    if intra_op_threads:
+        tf.config.threading.set_intra_op_parallelism_threads(intra_op_threads)
+    if inter_op_threads:
+        tf.config.threading.set_inter_op_parallelism_threads(inter_op_threads)
+    return (
+        tf.config.threading.get_intra_op_parallelism_threads(),
+        tf.config.threading.get_inter_op_parallelism_threads(),
+    )
+
+
 def main(argv):
     if len(argv) > 1:
         raise cli.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -63,7 +131,9 @@ def main(argv):
     if not 0 <= FLAGS.port <= 65535:
         raise cli.UsageError(f"--port must be 0..65535; got {FLAGS.port}.")
     limits = limits_from_flags()
+    http, loop = server_choices(FLAGS.http, FLAGS.loop)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    threads = configure_tensorflow(FLAGS.intra_op_threads, FLAGS.inter_op_threads)
     from wsdhash.index.index_file import IndexFileError
     from wsdhash.service import engine as engine_lib
 
@@ -85,7 +155,16 @@ def main(argv):
         f"page and API at {where}",
         flush=True,
     )
-    uvicorn.run(app, host=FLAGS.host, port=FLAGS.port, log_level="warning", access_log=False)
+    intra, inter = (str(value) if value else "auto" for value in threads)
+    print(
+        f"wsdhash.serve: uvicorn with {http} on {loop}; TensorFlow threads: "
+        f"intra-op {intra}, inter-op {inter}",
+        flush=True,
+    )
+    uvicorn.run(
+        app, host=FLAGS.host, port=FLAGS.port, http=http, loop=loop, log_level="warning",
+        access_log=False,
+    )  # fmt: skip
 
 
 def run():
