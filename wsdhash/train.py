@@ -263,7 +263,7 @@ def main(argv):
     from wsdhash.data import datasets
     from wsdhash.training import strategy as strategy_lib
     from wsdhash.training import trainer
-    from wsdhash.training.config import validation_count
+    from wsdhash.training.config import TrainConfig, validation_count
     from wsdhash.training.optimization import OptimizerConfig
 
     if FLAGS.cpu_replicas:
@@ -316,7 +316,7 @@ def main(argv):
         every = FLAGS.lr_decay_every * (steps_per_epoch if FLAGS.lr_decay_unit == "epochs" else 1)
         boundaries = tuple(range(every, steps, every))
 
-    config = trainer.TrainConfig(
+    config = TrainConfig(
         dataset=FLAGS.dataset,
         data_dir=FLAGS.data_dir,
         dataset_options=options,

@@ -24,6 +24,8 @@ from wsdhash.data.preprocessing import CorruptImageError
 from wsdhash.methods.base import Method
 from wsdhash.training import run_info, trainer
 from wsdhash.training.checkpoints import CheckpointKeeper
+from wsdhash.training.config import TrainConfig
+from wsdhash.training.optimization import OptimizerConfig
 
 FLAGS = flags.FLAGS
 SIZES = {"num_train": 96, "num_query": 20, "num_database": 40}
@@ -45,7 +47,7 @@ def tiny_config(data_dir, workdir, **overrides):
         checkpoint_every=2, log_every=2, workdir=str(workdir),
     )  # fmt: skip
     values.update(overrides)
-    return trainer.TrainConfig(**values)
+    return TrainConfig(**values)
 
 
 def train_in_process(config, **kwargs):
@@ -173,7 +175,7 @@ def test_another_training_holding_the_workdir_stops_this_one(data_dir, tmp_path)
 
 def test_resume_refuses_other_settings_and_names_them(data_dir, tmp_path):
     workdir = tmp_path / "run"
-    stored = tiny_config(data_dir, workdir, optimizer=trainer.OptimizerConfig(boundaries=(2,)))
+    stored = tiny_config(data_dir, workdir, optimizer=OptimizerConfig(boundaries=(2,)))
     os.makedirs(workdir / "checkpoints")
     (workdir / "checkpoints" / "checkpoint").write_text('model_checkpoint_path: "ckpt-4"\n')
     run_info.write_run_info(str(workdir), stored)
@@ -181,7 +183,7 @@ def test_resume_refuses_other_settings_and_names_them(data_dir, tmp_path):
     def changed(**overrides):
         return tiny_config(data_dir, workdir, optimizer=stored.optimizer, **overrides)
 
-    lr = tiny_config(data_dir, workdir, optimizer=trainer.OptimizerConfig(learning_rate=0.02))
+    lr = tiny_config(data_dir, workdir, optimizer=OptimizerConfig(learning_rate=0.02))
     with pytest.raises(run_info.ResumeMismatchError) as raised:
         run_info.check_resume(lr, str(workdir))
     assert [str(c) for c in raised.value.changes] == [
@@ -199,7 +201,7 @@ def test_resume_refuses_other_settings_and_names_them(data_dir, tmp_path):
     with pytest.raises(run_info.ResumeMismatchError, match="steps: 4 -> 8"):
         run_info.check_resume(longer, str(workdir))
     longer = tiny_config(data_dir, workdir, steps=8,
-                         optimizer=trainer.OptimizerConfig(boundaries=(2, 6)))  # fmt: skip
+                         optimizer=OptimizerConfig(boundaries=(2, 6)))  # fmt: skip
     assert [str(c) for c in run_info.check_resume(longer, str(workdir), ["steps"])[1]] == [
         "optimizer.boundaries: 2 -> 2,6", "steps: 4 -> 8",
     ]  # fmt: skip

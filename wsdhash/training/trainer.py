@@ -60,14 +60,8 @@ from wsdhash.models.assembly import build_model, with_backbone_features
 from wsdhash.models.encoder import Encoder
 from wsdhash.training import run_info
 from wsdhash.training.checkpoints import CheckpointKeeper
-from wsdhash.training.config import (  # noqa: F401
-    SELECT_ON,
-    VALIDATION_CAP,
-    TrainConfig,
-    config_from_dict,
-    validation_count,
-)
-from wsdhash.training.optimization import GroupedOptimizer, OptimizerConfig  # noqa: F401
+from wsdhash.training.config import VALIDATION_CAP, TrainConfig, validation_count
+from wsdhash.training.optimization import GroupedOptimizer
 from wsdhash.training.run_info import check_resume
 
 
