@@ -20,7 +20,9 @@ seeded model on the same images, and the loss of the first training step.
         --peer_python=/tmp/torchenv/bin/python --steps=5 --repeats=3
 
 `--keras_grouped_conv` builds CaffeNet with Keras' own grouped `Conv2D` (the layout
-before issue 15), to time the split convolutions against it.
+before issue 15), to time the split convolutions against it. `--resnet18_keras_layers`
+builds ResNet-18 with Keras' unfused `BatchNormalization` and `ZeroPadding2D` + "valid"
+convolutions (the layout before issue 15), to time the fused layers against it.
 """
 
 from __future__ import annotations
@@ -55,6 +57,11 @@ flags.DEFINE_string(
 flags.DEFINE_bool(
     "keras_grouped_conv", False, "CaffeNet with Keras' grouped Conv2D (the former layout)."
 )
+flags.DEFINE_bool(
+    "resnet18_keras_layers",
+    False,
+    "ResNet-18 with Keras' BatchNormalization and ZeroPadding2D (the former layout).",
+)
 flags.DEFINE_string("child_output", None, "Internal: write this process's results as JSON.")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -77,6 +84,10 @@ def time_backbone(name: str) -> dict:
         from wsdhash.models import alexnet
 
         alexnet.Conv2D = keras.layers.Conv2D  # This process only.
+    if FLAGS.resnet18_keras_layers:
+        from wsdhash.models import resnet18
+
+        resnet18._FORMER_LAYOUT = True  # This process only.
     config = TrainConfig(backbone=name, head="linear_bn", bits=FLAGS.bits)
     model, backbone, hashing = build_model(config, config.bits)
     size = backbone.crop_size
@@ -146,6 +157,8 @@ def _child(setting: str, names: list[str]) -> list[dict]:
         command += [f"--backbones={','.join(names)}", f"--child_output={output}"]
         if FLAGS.keras_grouped_conv:
             command.append("--keras_grouped_conv")
+        if FLAGS.resnet18_keras_layers:
+            command.append("--resnet18_keras_layers")
         done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
         if done.returncode:
             raise RuntimeError(f"oneDNN {setting} run failed: {done.stderr.strip()[-2000:]}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from wsdhash.models import weights as weights_lib
 
@@ -27,13 +28,97 @@ BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9
 
 
+@keras.saving.register_keras_serializable(package="wsdhash")
+class BatchNormalization(keras.layers.BatchNormalization):
+    """Keras' `BatchNormalization`, computed by TensorFlow's fused kernel where it can be.
+
+    Keras 3 computes batch normalisation from elementwise ops (moments, then
+    `tf.nn.batch_normalization`), forward and backward; TensorFlow's `FusedBatchNormV3`
+    (oneDNN's batch normalisation on the CPU) does the same in one pass each way
+    (issue 15: ResNet-18's training step). This layer computes the same function with
+    the same variables (`gamma`, `beta`, `moving_mean`, `moving_variance`) and the same
+    moving-average update, with the *biased* batch variance as Keras does (the fused
+    kernel returns the unbiased one; it is scaled back by (n - 1) / n). Results equal
+    Keras' layer up to float32 rounding (tests/models/test_resnet18_layout.py).
+
+    It falls back to Keras' computation where the fused kernel does not apply: another
+    backend, an input that is not 4-D float32 normalised over its last axis, a mask,
+    `synchronized=True` (statistics over all replicas, set by
+    `wsdhash.models.assembly.build_model`), batch renormalisation, or `scale`/`center`
+    off.
+
+    The class is named `BatchNormalization` on purpose: Keras names a layer's entries in
+    a `.weights.h5` file after its class, so files written with Keras' own layer load
+    (and the other way round). It is serialized in `.keras` files as
+    `wsdhash>BatchNormalization`.
+    """
+
+    def _fusable(self, inputs, mask) -> bool:
+        return (
+            keras.backend.backend() == "tensorflow"
+            and mask is None
+            and not self.synchronized
+            and not self.renorm
+            and self.scale
+            and self.center
+            and len(inputs.shape) == 4
+            and self.axis in (-1, 3)
+            and keras.backend.standardize_dtype(inputs.dtype) == "float32"
+            and self.compute_dtype == "float32"
+            and self.variable_dtype == "float32"
+        )
+
+    def call(self, inputs, training=None, mask=None):
+        if not self._fusable(inputs, mask):
+            return super().call(inputs, training=training, mask=mask)
+        empty = tf.constant([], tf.float32)
+        if training and self.trainable:
+            outputs, mean, variance = tf.raw_ops.FusedBatchNormV3(
+                x=inputs,
+                scale=self.gamma,
+                offset=self.beta,
+                mean=empty,
+                variance=empty,
+                epsilon=self.epsilon,
+                data_format="NHWC",
+                is_training=True,
+            )[:3]
+            # The kernel's variance is the unbiased one (times n / (n - 1)); Keras
+            # averages the biased one. For n = 1 both are 0.
+            count = tf.cast(tf.reduce_prod(tf.shape(inputs)[:3]), tf.float32)
+            variance = variance * ((count - 1.0) / tf.maximum(count, 1.0))
+            self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+            self.moving_variance.assign(
+                self.moving_variance * self.momentum + variance * (1.0 - self.momentum)
+            )
+            return outputs
+        return tf.raw_ops.FusedBatchNormV3(
+            x=inputs,
+            scale=self.gamma,
+            offset=self.beta,
+            mean=self.moving_mean,
+            variance=self.moving_variance,
+            epsilon=self.epsilon,
+            data_format="NHWC",
+            is_training=False,
+        )[0]
+
+
+# Builds the layout before issue 15 (Keras' BatchNormalization; ZeroPadding2D + "valid"
+# for stride-1 convolutions too): the reference of tests/models/test_resnet18_layout.py and of
+# `bench/train_speed.py --resnet18_keras_layers`. The same variables either way.
+_FORMER_LAYOUT = False
+
+
 def resnet18(*, dropout: float | None = None, seed: int = 0) -> keras.Model:
     """torchvision ResNet-18 up to global average pooling.
 
-    Strided convolutions pad explicitly (ZeroPadding2D + "valid"), because Keras'
-    "same" padding of a stride-2 convolution on an even input pads only at the bottom
-    and right, unlike PyTorch, and pretrained weights would see shifted maps. Inputs
-    are expected normalised with `torch_imagenet` (or `torch_cifar10` for the DNNH
+    Convolutions pad symmetrically, as PyTorch does: stride-1 ones with "same" padding,
+    strided ones explicitly (ZeroPadding2D + "valid"), because Keras' "same" padding of
+    a stride-2 convolution on an even input pads only at the bottom and right, unlike
+    PyTorch, and pretrained weights would see shifted maps. Batch normalisation uses
+    TensorFlow's fused kernel (this module's `BatchNormalization`). Inputs are
+    expected normalised with `torch_imagenet` (or `torch_cifar10` for the DNNH
     re-implementation). The input size is free.
 
     Args:
@@ -47,13 +132,21 @@ def resnet18(*, dropout: float | None = None, seed: int = 0) -> keras.Model:
     generator = keras.random.SeedGenerator(seed)
 
     def conv(x, filters, size, strides, name):
-        if size > 1:
+        padding = "valid"
+        if size > 1 and strides == 1 and not _FORMER_LAYOUT:
+            # At stride 1 "same" pads size // 2 on every side, as PyTorch does, in the
+            # convolution itself. A no-op layer stands where the ZeroPadding2D was:
+            # `tf.train.Checkpoint` numbers a functional model's layers, so checkpoints
+            # written before restore only if the layer list keeps its length and order.
+            x = keras.layers.Identity(name=f"{name}_pad")(x)
+            padding = "same"
+        elif size > 1:
             x = keras.layers.ZeroPadding2D(size // 2, name=f"{name}_pad")(x)
         return keras.layers.Conv2D(
             filters,
             size,
             strides=strides,
-            padding="valid",
+            padding=padding,
             use_bias=False,
             kernel_initializer=keras.initializers.VarianceScaling(
                 2.0, "fan_out", "untruncated_normal", seed=generator
@@ -62,9 +155,8 @@ def resnet18(*, dropout: float | None = None, seed: int = 0) -> keras.Model:
         )(x)
 
     def batch_norm(x, name):
-        return keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)(
-            x
-        )
+        layer = keras.layers.BatchNormalization if _FORMER_LAYOUT else BatchNormalization
+        return layer(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)(x)
 
     def basic_block(x, filters, strides, name):
         shortcut = x
