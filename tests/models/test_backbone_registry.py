@@ -48,6 +48,13 @@ def _torchvision_alexnet_params():
     )
 
 
+def _torchvision_vgg16_params():
+    """torchvision vgg16() up to fc7 (without classifier.6)."""
+    widths = [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]
+    convs = sum(_conv(3, a, b) for a, b in zip([3, *widths[:-1]], widths))
+    return convs + _dense(7 * 7 * 512, 4096) + _dense(4096, 4096)
+
+
 def _resnet18_params():
     """(trainable, BN moving statistics) of torchvision resnet18() without fc (with fc:
     11,689,512 parameters)."""
@@ -91,6 +98,7 @@ EFFICIENTNET_B0 = 5_330_571 - _dense(1280, 1000)
 GOLDEN = {  # name: (total parameters incl. BN statistics, crop size, feature dim)
     "alexnet_caffe": (_caffenet_params(), 227, 4096),
     "alexnet": (_torchvision_alexnet_params(), 224, 4096),
+    "vgg16": (_torchvision_vgg16_params(), 224, 4096),
     "resnet18": (_resnet18_params()[0], 224, 512),
     "resnet50": (_keras_resnet50_params()[0], 224, 2048),
     "inception_v3": (INCEPTION_V3, 299, 2048),
@@ -111,6 +119,7 @@ def test_golden_formulas_match_published_totals():
     """The hand formulas agree with the published whole-network totals."""
     assert _caffenet_params() == 56_868_224 == 60_965_224 - _dense(4096, 1000)
     assert _torchvision_alexnet_params() == 57_003_840 == 61_100_840 - _dense(4096, 1000)
+    assert _torchvision_vgg16_params() == 134_260_544 == 138_357_544 - _dense(4096, 1000)
     total, statistics = _resnet18_params()
     assert total - statistics == 11_176_512 == 11_689_512 - _dense(512, 1000)
     assert _keras_resnet50_params()[0] == 23_587_712 == 25_636_712 - _dense(2048, 1000)

@@ -7,6 +7,7 @@
 |-----------------|-------------------------------|-------------------|---------|------|
 | alexnet_caffe   | CaffeNet (DeepHash, WSDHQ)    | caffe_mean_on_rgb | 256/227 | 4096 |
 | alexnet         | torchvision (HyP², OrthoHash) | torch_imagenet    | 256/224 | 4096 |
+| vgg16           | torchvision (BiHalf, GreedyHash-unsup.) | torch_imagenet | 256/224 | 4096 |
 | resnet18        | torchvision (DNNH re-impl.)   | torch_imagenet    | 256/224 | 512  |
 | resnet50        | keras.applications            | caffe_bgr         | 256/224 | 2048 |
 | inception_v3    | keras.applications            | minus_one_to_one  | 342/299 | 2048 |
@@ -19,7 +20,7 @@
 `weights` is "none" (seeded random initialisation), "imagenet" (Keras' download for
 keras.applications backbones; for the others an error explains how to convert the
 published weights), or a file: `.weights.h5`, legacy `.h5`, `.npz` of named arrays
-(Keras variable paths, or a torchvision `state_dict` for alexnet/resnet18) or a pickled
+(Keras variable paths, or a torchvision `state_dict` for alexnet/vgg16/resnet18) or a pickled
 `.npy` dict as DeepHash's `alexnet.npy` (needs `allow_pickle=True`).
 See `wsdhash.models.weights` for the formats.
 """
@@ -30,7 +31,14 @@ from collections.abc import Callable
 
 import keras
 
-from wsdhash.models import alexnet, keras_applications, keras_hub_presets, resnet18, small_cnn
+from wsdhash.models import (
+    alexnet,
+    keras_applications,
+    keras_hub_presets,
+    resnet18,
+    small_cnn,
+    vgg16,
+)
 from wsdhash.models import weights as weights_lib
 from wsdhash.models.features import NAME as FEATURES
 from wsdhash.models.features import features_backbone
@@ -57,7 +65,7 @@ def build_backbone(
         name: a name in `BACKBONES` (see the module docstring), or `keras_hub:PRESET`.
         weights: "none", "imagenet", or a weights file path.
         crop_size: input side; default: the backbone's `crop_size`.
-        dropout: dropout rate. For the AlexNets the fc6/fc7 dropout (default 0.5, as
+        dropout: dropout rate. For the AlexNets and VGG16 the fc6/fc7 dropout (default 0.5, as
             published); for the others an optional dropout on the pooled features
             (default none).
         seed: seeds the random initialisation and the dropout masks.
@@ -196,6 +204,19 @@ BACKBONES.register("alexnet")(
         fixed_input=True,
         converter=alexnet.convert_torchvision_alexnet,
         imagenet_help=alexnet.TORCHVISION_ALEXNET_IMAGENET_HELP,
+    )
+)
+BACKBONES.register("vgg16")(
+    _own_backbone(
+        vgg16.vgg16,
+        normalization="torch_imagenet",
+        image_size=256,
+        default_crop_size=224,
+        feature_dim=vgg16.FEATURE_DIM,
+        default_dropout=0.5,
+        fixed_input=True,
+        converter=vgg16.convert_torchvision_vgg16,
+        imagenet_help=vgg16.TORCHVISION_VGG16_IMAGENET_HELP,
     )
 )
 BACKBONES.register("resnet18")(
