@@ -1,6 +1,27 @@
 """CSQ loss (wsdhash/losses/csq.py): values by hand, a numpy loop, gradients, the hash
 centres (Hadamard distances, random centres, the multi-label rule), pointwise
-references, and one tiny training through the CLI."""
+references, fixtures from the reference PyTorch code, and one tiny training through the
+CLI.
+
+Fixtures, produced once by a scratch script outside the repository on Z, Y_SINGLE and
+Y_MULTI below (K = 8, C = 3), with the reference centres set to ours (generate_centers(3,
+8, seed=0): Hadamard rows 0-2, tie vector TIE8):
+
+    python3 -m venv /tmp/torchenv && /tmp/torchenv/bin/pip install torch==2.13.0 numpy scipy
+    .venv/bin/python /tmp/fixtures_csq_gh/make_ours.py  # our centres, tie, W8 -> ours.json
+    /tmp/torchenv/bin/python /tmp/fixtures_csq_gh/make_fixtures.py csq
+
+    * TORCH_*: the CSQLoss class of swuxyj/DeepHash-pytorch CSQ.py (class source executed
+      unchanged on CPU; hash_targets = our centres, multi_label_random_center = (TIE8 + 1)/2,
+      its {0, 1} form) on u = Z (it applies tanh itself), dataset "cifar10-1" (single-label
+      rule, argmax) for Y_SINGLE and "coco" (multi-label rule) for Y_MULTI, config["lambda"]
+      1e-4 and 0.5: loss.item() and Z's .grad.
+    * AUTHORS_*: yuanli2333/Hadamard-Matrix-for-hashing train.py, the loss lines of
+      train() (BCELoss on (y + 1)/2, Q_loss, lambda0 = 1, lambda2 = 0.05, lambda1 pair
+      term off) with Hash_center_multilables executed unchanged (random_center = (TIE8 +
+      1)/2) for Y_MULTI and the imagenet indexing for Y_SINGLE, on the network's tanh
+      output y = tanh(Z) as the leaf: loss.item() and y's .grad.
+"""
 
 import math
 import os
@@ -27,6 +48,89 @@ from wsdhash.losses.csq import (
 
 CENTERS = np.array([[1, 1, 1, 1], [1, -1, 1, -1], [1, 1, -1, -1]], np.float32)
 TIE = np.array([1, -1, -1, -1], np.float32)
+
+Z = np.array([[0.5, -1.0, 0.25, 2.0, -0.75, 1.5, -0.25, 0.1],
+              [-0.75, 0.5, 1.5, -0.25, 1.25, -2.0, 0.3, -0.6],
+              [1.25, 0.75, -0.5, 0.5, -1.5, 0.2, 0.9, -1.1],
+              [0.1, -0.3, -1.2, 0.8, 0.4, -0.9, 2.5, -0.05]], np.float32)  # fmt: skip
+Y_SINGLE = np.eye(3, dtype=np.float32)[[0, 1, 2, 1]]
+# Rows 1 and 2 have two labels: the sum of two Hadamard centres is 0 on half the bits,
+# which then come from the tie vector.
+Y_MULTI = np.array([[1, 0, 0], [0, 1, 1], [1, 0, 1], [0, 1, 0]], np.float32)
+LABELS = {"single": Y_SINGLE, "multi": Y_MULTI}
+# generate_centers(3, 8, seed=0)[1], the tie vector the fixtures were made with.
+TIE8 = np.array([1, -1, -1, -1, 1, 1, 1, 1], np.float32)
+
+# DeepHash-pytorch CSQLoss(u=Z, y): keys (labels, config["lambda"]); loss.item(), Z.grad.
+TORCH_VALUE = {
+    ("single", 0.0001): 0.7687087059020996,
+    ("single", 0.5): 0.9016860723495483,
+    ("multi", 0.0001): 0.9999587535858154,
+    ("multi", 0.5): 1.1329361200332642,
+}
+TORCH_GRAD = {
+    ("single", 0.0001):
+      [[-0.01681148260831833, -0.055049192160367966, -0.023600727319717407, -0.001124153845012188,
+        -0.05109703913331032, -0.002964223735034466, -0.038899268954992294, -0.028140945360064507],
+       [-0.05109703913331032, 0.04568851739168167, -0.002964223735034466, 0.023600729182362556,
+        -0.004741401877254248, 0.001124153845012188, -0.02215053327381611, 0.014469258487224579],
+       [-0.004741401877254248, -0.011402955278754234, 0.01681148260831833, 0.04568851739168167,
+        -0.05953577533364296, -0.025086842477321625, 0.053633444011211395, 0.006234853062778711],
+       [-0.028140945360064507, 0.02215053327381611, -0.057301390916109085, 0.05199997499585152,
+        -0.019379911944270134, 0.00886655505746603, -0.00041830577538348734, 0.029694724828004837]],
+    ("single", 0.5):
+      [[-0.03002810850739479, -0.05192093551158905, -0.045777153223752975, -0.0012035591062158346,
+        -0.04429636895656586, -0.0034997521433979273, -0.016722841188311577, -0.05599126219749451],
+       [-0.04429636895656586, 0.03247188776731491, -0.0034997521433979273, 0.045777156949043274,
+        -0.006070620846003294, 0.0012035591062158346, -0.04241354018449783, 0.024761738255620003],
+       [-0.006070620846003294, -0.018203625455498695, 0.03002810850739479, 0.03247188776731491,
+        -0.059000249952077866, -0.04918692260980606, 0.04931744933128357, 0.00847381167113781],
+       [-0.05599126219749451, 0.04241354018449783, -0.055716127157211304, 0.04613171145319939,
+        -0.03595596179366112, 0.01318255066871643, -0.0004294271639082581, 0.05930350348353386]],
+    ("multi", 0.0001):
+      [[-0.01681148260831833, -0.055049192160367966, -0.023600727319717407, -0.001124153845012188,
+        -0.05109703913331032, -0.002964223735034466, -0.038899268954992294, -0.028140945360064507],
+       [-0.05109703913331032, 0.04568851739168167, 0.05953577533364296, 0.023600729182362556,
+        -0.004741401877254248, -0.06137584149837494, -0.02215053327381611, 0.014469258487224579],
+       [-0.004741401877254248, -0.011402955278754234, 0.01681148260831833, 0.04568851739168167,
+        -0.05953577533364296, -0.025086842477321625, -0.00886655505746603, -0.05626514181494713],
+       [-0.028140945360064507, 0.02215053327381611, -0.057301390916109085, 0.05199997499585152,
+        -0.019379911944270134, 0.00886655505746603, -0.00041830577538348734, 0.029694724828004837]],
+    ("multi", 0.5):
+      [[-0.03002810850739479, -0.05192093551158905, -0.045777153223752975, -0.0012035591062158346,
+        -0.04429636895656586, -0.0034997521433979273, -0.016722841188311577, -0.05599126219749451],
+       [-0.04429636895656586, 0.03247188776731491, 0.059000249952077866, 0.045777156949043274,
+        -0.006070620846003294, -0.061296433210372925, -0.04241354018449783, 0.024761738255620003],
+       [-0.006070620846003294, -0.018203625455498695, 0.03002810850739479, 0.03247188776731491,
+        -0.059000249952077866, -0.04918692260980606, -0.01318255066871643, -0.05402618274092674],
+       [-0.05599126219749451, 0.04241354018449783, -0.055716127157211304, 0.04613171145319939,
+        -0.03595596179366112, 0.01318255066871643, -0.0004294271639082581, 0.05930350348353386]],
+}  # fmt: skip
+# Authors' train.py loss on y = tanh(Z) (lambda2 = 0.05): loss.item(), y.grad.
+AUTHORS_VALUE = {
+    "single": 0.7819825410842896,
+    "multi": 1.0132325887680054,
+}
+AUTHORS_GRAD = {
+    "single":
+      [[-0.023053999990224838, -0.1303340047597885, -0.027461668476462364, -0.01602359488606453,
+        -0.08451122045516968, -0.016699334606528282, -0.039026640355587006, -0.03123120404779911],
+       [-0.08451122045516968, 0.05641727149486542, -0.016699334606528282, 0.027461670339107513,
+        -0.017381692305207253, 0.01602359488606453, -0.02641482837498188, 0.02177787944674492],
+       [-0.017381692305207253, -0.020251568406820297, 0.023053999990224838, 0.05641727149486542,
+        -0.32916513085365295, -0.028606953099370003, 0.10926417261362076, 0.017979739233851433],
+       [-0.03123120404779911, 0.02641482837498188, -0.1873423457145691, 0.09196624159812927,
+        -0.024583423510193825, 0.01909436285495758, -0.01577211171388626, 0.03273196518421173]],
+    "multi":
+      [[-0.023053999990224838, -0.1303340047597885, -0.027461668476462364, -0.01602359488606453,
+        -0.08451122045516968, -0.016699334606528282, -0.039026640355587006, -0.03123120404779911],
+       [-0.08451122045516968, 0.05641727149486542, 0.32916513085365295, 0.027461670339107513,
+        -0.017381692305207253, -0.8686087131500244, -0.02641482837498188, 0.02177787944674492],
+       [-0.017381692305207253, -0.020251568406820297, 0.023053999990224838, 0.05641727149486542,
+        -0.32916513085365295, -0.028606953099370003, -0.01909436285495758, -0.15601739287376404],
+       [-0.03123120404779911, 0.02641482837498188, -0.1873423457145691, 0.09196624159812927,
+        -0.024583423510193825, 0.01909436285495758, -0.01577211171388626, 0.03273196518421173]],
+}  # fmt: skip
 
 
 def test_values_by_hand_on_tanh_codes():
@@ -109,6 +213,44 @@ def test_gradients_match_the_tanh_bce_form():
     with tf.GradientTape() as tape:
         center = tf.reduce_sum(csq_terms(z, labels, centers, tie)[0])
     np.testing.assert_allclose(tape.gradient(center, z), want, rtol=1e-5, atol=1e-7)
+
+
+def _fixture_layer(**kwargs):
+    layer = CSQLoss(bits=8, num_classes=3, seed=0, **kwargs)
+    # The centres the fixtures were made with (their Hadamard rows, our tie vector).
+    np.testing.assert_array_equal(layer.centers.numpy(), sylvester_hadamard(8)[:3])
+    np.testing.assert_array_equal(layer.tie_center.numpy(), TIE8)
+    return layer
+
+
+@pytest.mark.parametrize("kind", ["single", "multi"])
+@pytest.mark.parametrize("lam", [1e-4, 0.5])
+def test_matches_deephash_pytorch(kind, lam):
+    # Same value and gradient w.r.t. the pre-tanh output: our centre term is softplus(-2zc)
+    # (a sigmoid cross-entropy on logits 2z), the same function as their BCELoss on
+    # (tanh z + 1)/2, written so that it stays finite where tanh saturates (|z| > ~9, not
+    # reached here). Their B x K means equal our mean over the batch of per-example means.
+    z = tf.Variable(Z)
+    layer = _fixture_layer(quantization_weight=lam)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(layer(z, tf.constant(LABELS[kind]))["loss"])
+    np.testing.assert_allclose(loss.numpy(), TORCH_VALUE[kind, lam], rtol=1e-5)
+    np.testing.assert_allclose(tape.gradient(loss, z), TORCH_GRAD[kind, lam], rtol=1e-5,
+                               atol=1e-7)  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["single", "multi"])
+def test_matches_authors_train_loss_on_tanh_outputs(kind):
+    # The authors' network ends in tanh and their loss takes y = tanh output: our
+    # apply_tanh=False form (BCE on (u + 1)/2, logs clamped at -100 as BCELoss) with
+    # lambda = lambda2. The multi-label centre (mean of the label centres, sign, ties from
+    # their random {-1, 1} vector) is our sign of the sum with ties from TIE8.
+    u = tf.Variable(tf.tanh(tf.constant(Z)))
+    layer = _fixture_layer(quantization_weight=0.05, apply_tanh=False)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(layer(u, tf.constant(LABELS[kind]))["loss"])
+    np.testing.assert_allclose(loss.numpy(), AUTHORS_VALUE[kind], rtol=1e-5)
+    np.testing.assert_allclose(tape.gradient(loss, u), AUTHORS_GRAD[kind], rtol=1e-5, atol=1e-7)
 
 
 def test_saturated_codes_stay_finite():
