@@ -1,0 +1,367 @@
+"""ADSH loss: asymmetric inner-product fit of the query network to learned database codes.
+
+Notation: the database holds N items with labels y_j and codes V (N, K) that are learned
+directly (no network encodes them during training); each outer iteration samples m rows
+Omega = (omega_1, ..., omega_m) of the database, and the query network u = tanh(F(x)) is
+trained on those items for a few epochs. The objective is
+
+    J = sum_i sum_j (u_i . v_j - K S_ij)^2 + gamma sum_i ||v_{omega_i} - u_i||^2
+
+over the sampled items i and all database items j. Per anchor i of a batch (its database
+row omega_i = `example_index`), with u_i the model's real output:
+
+    similarity_i   = sum_j (u_i . v_j - K S_ij)^2 / N
+    quantization_i = sum_k (v_{omega_i, k} - u_ik)^2 / N
+    loss_i         = similarity_i + gamma * quantization_i
+
+so the mean of loss_i over a batch of B is the authors' batch loss
+(sum square + gamma sum quant) / (N * B) (ADSH_pytorch/utils/adsh_loss.py, `num_train` =
+the database size there). V and the database labels are constants here: no gradient
+reaches them. Each anchor's terms involve only its own row and V, so the references
+(another replica's codes) are not needed; 2 replicas give one device's values.
+
+S convention ("soft constraint" of both reference codes, not in the paper, whose S is
++-1): S_ij = 1 when i and j share a label, else -r, with r = #similar / #dissimilar pairs
+of a label matrix (the "sample" r, which makes the entries of S sum to 0). Choices
+(`soft_constraint`):
+  "sample" (default; jiangqy/ADSH-AAAI2018, PyTorch and MATLAB): r over the m x N
+      sampled-vs-database pairs, fixed for the outer iteration (`ADSHLoss.set_sample`
+      sets it; 1 until then, i.e. +-1);
+  "batch" (swuxyj/DeepHash-pytorch): r over the batch-vs-database pairs of every step,
+      here over the references (the global batch under tf.distribute), so replicas agree;
+  "none": r = 1, the paper's +-1.
+Departure: r = 0 where no pair is dissimilar (the originals divide by zero there).
+
+Discrete cyclic coordinate descent (`dcc_update`), after each outer iteration's epochs:
+with U (m, K) the sampled items' recorded outputs, Ubar (N, K) zero except rows Omega = U,
+Q = -2 K S^T U - 2 gamma Ubar (S: the m x N soft matrix, r over m x N in both codes), and
+for k = 1..K in turn, with the bits updated so far already in V:
+
+    V[:, k] = -sign(2 V_{-k} (U_{-k}^T U[:, k]) + Q[:, k])
+
+Each bit update minimises J over that column with the others fixed (J is linear in a
++-1 column), so it never increases J when V is +-1. sign(0): the originals use
+torch/np/MATLAB sign, sign(0) = 0, so V can hold 0 (and starts all 0); departure: here a
+zero argument gives +1 (the repo's `>= 0 -> +1` binarisation, wsdhash.eval.binary), so
+V is always +-1 after an update; either value is optimal for that entry. The MATLAB code
+uses sign(U) in the S^T term of Q; the PyTorch codes, the paper and this module use U.
+
+Initial V: zeros (all three codes), so until the first update the similarity term is
+the constant (K S)^2 and the quantization term pulls u towards 0; `database_codes` starts
+at 0 too. U: the outputs recorded during the epochs (the last value seen for each sampled
+item, taken at its forward pass before the step).
+
+Defaults: gamma = 200, m = 2,000 sampled items, 3 epochs per outer iteration and
+50 outer iterations (the authors' ADSH_pytorch and MATLAB demo; the paper's values);
+DeepHash-pytorch uses the same gamma, m and epochs with 150 outer iterations (Adam 1e-4).
+The sampling (a fresh random permutation's first m rows every outer iteration), the
+epochs and the update schedule belong to the method's trainer, not to this layer.
+
+Departures in normalisation: DeepHash-pytorch divides by its train-split size
+(`num_train`, 5,000 on cifar10-1) times the batch, not by N (59,000); that is a constant
+factor on the loss and its gradient. The MATLAB code divides the gradient by N * batch in
+its update (the same scale as here). `apply_tanh=True` applies tanh to the codes in the
+loss (DeepHash-pytorch's network returns raw outputs and tanh is applied before the
+loss); the default False takes the codes as given (the authors' network ends in tanh, as
+the repo's "tanh" head does).
+
+Reference:
+    Jiang and Li, "Asymmetric Deep Supervised Hashing", AAAI 2018 (code:
+    jiangqy/ADSH-AAAI2018; re-implementation: swuxyj/DeepHash-pytorch ADSH.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from wsdhash.losses import references
+from wsdhash.losses.base import HashingLoss
+
+SOFT_CONSTRAINTS = ("sample", "batch", "none")
+
+
+def soft_ratio(sample_labels: np.ndarray, database_labels: np.ndarray) -> float:
+    """r = #similar / #dissimilar pairs between (m, C) and (N, C) 0/1 labels (0 if none
+    is dissimilar)."""
+    similar = (
+        np.asarray(sample_labels, np.float32) @ np.asarray(database_labels, np.float32).T
+    ) > 0
+    dissimilar = similar.size - int(similar.sum())
+    return float(similar.sum()) / dissimilar if dissimilar else 0.0
+
+
+def similarity_matrix(
+    sample_labels: np.ndarray, database_labels: np.ndarray, soft: bool = True
+) -> np.ndarray:
+    """(m, N) float32 S: 1 where the rows share a label, else -r (soft) or -1."""
+    similar = (
+        np.asarray(sample_labels, np.float32) @ np.asarray(database_labels, np.float32).T
+    ) > 0
+    r = soft_ratio(sample_labels, database_labels) if soft else 1.0
+    return np.where(similar, 1.0, -r).astype(np.float32)
+
+
+def _batch_soft_ratio(labels: tf.Tensor, database_labels: tf.Tensor) -> tf.Tensor:
+    similar = references.pair_similarity(labels, database_labels)  # (R, N)
+    return tf.math.divide_no_nan(tf.reduce_sum(similar), tf.reduce_sum(1.0 - similar))
+
+
+def adsh_terms(
+    codes: tf.Tensor,
+    example_index: tf.Tensor,
+    database_codes: tf.Tensor,
+    database_labels: tf.Tensor,
+    labels: tf.Tensor,
+    dissimilar_value: float | tf.Tensor = 1.0,
+    apply_tanh: bool = False,
+) -> dict[str, tf.Tensor]:
+    """ADSH's per-anchor similarity and quantization terms (module doc).
+
+    Args:
+        codes: (B, K) model outputs u (tanh'd here if `apply_tanh`).
+        example_index: (B,) int database rows omega_i of the anchors.
+        database_codes: (N, K) V; no gradient reaches it.
+        database_labels: (N, C) 0/1 labels of the database.
+        labels: (B, C) 0/1 labels of the anchors.
+        dissimilar_value: r, so that S_ij = -r for dissimilar pairs (1: the paper's +-1).
+        apply_tanh: apply tanh to `codes` first.
+
+    Returns:
+        {"similarity": (B,), "quantization": (B,)} float32, each divided by N; the batch
+        mean of similarity + gamma * quantization is the authors' loss.
+    """
+    u = tf.cast(tf.convert_to_tensor(codes), tf.float32)
+    if apply_tanh:
+        u = tf.tanh(u)
+    v = tf.stop_gradient(tf.cast(tf.convert_to_tensor(database_codes), tf.float32))  # (N, K)
+    db_labels = tf.cast(tf.convert_to_tensor(database_labels), tf.float32)
+    labels = tf.cast(tf.convert_to_tensor(labels), tf.float32)
+    bits = tf.cast(tf.shape(v)[1], tf.float32)
+    num_items = tf.cast(tf.shape(v)[0], tf.float32)
+    r = tf.cast(dissimilar_value, tf.float32)
+
+    similar = references.pair_similarity(labels, db_labels)  # (B, N)
+    targets = bits * (similar * (1.0 + r) - r)  # K S
+    residual = tf.matmul(u, v, transpose_b=True) - targets  # (B, N)
+    similarity = tf.reduce_sum(tf.square(residual), axis=1) / num_items
+    own = tf.gather(v, tf.cast(example_index, tf.int32))  # (B, K)
+    quantization = tf.reduce_sum(tf.square(own - u), axis=1) / num_items
+    return {"similarity": similarity, "quantization": quantization}
+
+
+def dcc_update(
+    database_codes: np.ndarray,
+    sampled_codes: np.ndarray,
+    sampled_rows: np.ndarray,
+    similarity: np.ndarray,
+    gamma: float,
+) -> np.ndarray:
+    """One pass of ADSH's discrete cyclic coordinate descent over the K bits of V.
+
+    Args:
+        database_codes: (N, K) current V (+-1, or 0 before the first update).
+        sampled_codes: (m, K) the sampled items' recorded outputs U.
+        sampled_rows: (m,) their database rows Omega (distinct).
+        similarity: (m, N) S between sampled and database items (soft or +-1).
+        gamma: the quantization weight.
+
+    Returns:
+        (N, K) float32 new V in {-1, +1}: bit k = -sign(2 V_{-k} U_{-k}^T U_k + Q_k), bits
+        updated in order 0..K-1 with the earlier ones already new; a zero argument gives +1
+        (the originals' sign(0) = 0 would give 0; either value is optimal for that entry).
+    """
+    v = np.array(database_codes, dtype=np.float64)  # (N, K)
+    u = np.asarray(sampled_codes, np.float64)  # (m, K)
+    rows = np.asarray(sampled_rows, np.int64)
+    s = np.asarray(similarity, np.float64)  # (m, N)
+    num_items, bits = v.shape
+    if u.shape != (len(rows), bits) or s.shape != (len(rows), num_items):
+        raise ValueError(
+            f"sampled_codes must be ({len(rows)}, {bits}) and similarity ({len(rows)}, "
+            f"{num_items}); got {u.shape} and {s.shape}."
+        )
+    if len(np.unique(rows)) != len(rows):
+        raise ValueError("sampled_rows must be distinct.")
+    u_bar = np.zeros_like(v)
+    u_bar[rows] = u
+    q = -2.0 * bits * (s.T @ u) - 2.0 * gamma * u_bar  # (N, K)
+    for k in range(bits):
+        others = np.arange(bits) != k
+        argument = 2.0 * v[:, others] @ (u[:, others].T @ u[:, k]) + q[:, k]  # (N,)
+        v[:, k] = np.where(-argument >= 0, 1.0, -1.0)
+    return v.astype(np.float32)
+
+
+def dcc_objective(
+    database_codes: np.ndarray,
+    sampled_codes: np.ndarray,
+    sampled_rows: np.ndarray,
+    similarity: np.ndarray,
+    gamma: float,
+) -> float:
+    """J = ||U V^T - K S||^2 + gamma ||V_Omega - U||^2 (float64), what `dcc_update` lowers."""
+    v = np.asarray(database_codes, np.float64)
+    u = np.asarray(sampled_codes, np.float64)
+    s = np.asarray(similarity, np.float64)
+    fit = np.sum((u @ v.T - v.shape[1] * s) ** 2)
+    return float(fit + gamma * np.sum((v[np.asarray(sampled_rows)] - u) ** 2))
+
+
+class ADSHLoss(HashingLoss):
+    """ADSH loss layer; owns the database codes V and the database labels.
+
+    Weights (non-trainable): `database_codes` (N, K) float32 V (0 until the first
+    `dcc_update`, as in the originals; then +-1), `database_labels` (N, C) float32 (set by
+    `set_database_labels`) and `soft_ratio` () float32 r of the "sample" soft constraint
+    (1 until `set_sample`).
+
+    `call` needs `example_index`, the anchors' database rows, and returns {"loss",
+    "similarity", "quantization"}, each (B,), loss = similarity + gamma * quantization.
+
+    Args:
+        bits: K.
+        num_classes: C.
+        seed: unused (nothing is random); kept for the common loss signature.
+        num_database_items: N, rows of V (the normaliser of both terms).
+        gamma: the quantization weight (200).
+        soft_constraint: "sample", "batch" or "none" (module doc).
+        apply_tanh: apply tanh to the codes in the loss (False: they are tanh outputs).
+
+    Reference:
+        Jiang and Li, "Asymmetric Deep Supervised Hashing", AAAI 2018.
+    """
+
+    hyperparameters = ("num_database_items", "gamma", "soft_constraint", "apply_tanh")
+
+    def __init__(
+        self,
+        bits: int,
+        num_classes: int,
+        seed: int = 0,
+        *,
+        num_database_items: int,
+        gamma: float = 200.0,
+        soft_constraint: str = "sample",
+        apply_tanh: bool = False,
+        **kwargs: Any,
+    ):
+        super().__init__(bits, num_classes, seed, **kwargs)
+        if soft_constraint not in SOFT_CONSTRAINTS:
+            raise ValueError(
+                f"soft_constraint must be one of {SOFT_CONSTRAINTS}; got {soft_constraint!r}."
+            )
+        if int(num_database_items) < 1:
+            raise ValueError(f"num_database_items must be >= 1; got {num_database_items}.")
+        self.num_database_items = int(num_database_items)
+        self.gamma = float(gamma)
+        self.soft_constraint = soft_constraint
+        self.apply_tanh = bool(apply_tanh)
+        self.database_codes = self.add_weight(
+            name="database_codes",
+            shape=(self.num_database_items, self.bits),
+            initializer=keras.initializers.Zeros(),
+            trainable=False,
+        )
+        self.database_labels = self.add_weight(
+            name="database_labels",
+            shape=(self.num_database_items, self.num_classes),
+            initializer=keras.initializers.Zeros(),
+            trainable=False,
+        )
+        self.soft_ratio = self.add_weight(
+            name="soft_ratio",
+            shape=(),
+            initializer=keras.initializers.Ones(),
+            trainable=False,
+        )
+
+    def _check_rows(self, name: str, value: np.ndarray, width: int) -> np.ndarray:
+        value = np.asarray(value)
+        if value.shape != (self.num_database_items, width):
+            raise ValueError(
+                f"{name} must be ({self.num_database_items}, {width}); got {value.shape}."
+            )
+        return value
+
+    def set_database_labels(self, labels: np.ndarray) -> None:
+        """Stores the (N, C) database labels (positive where > 0; or (N,) class ids)."""
+        labels = np.asarray(labels)
+        if labels.ndim == 1:
+            labels = np.eye(self.num_classes, dtype=np.float32)[labels.astype(np.int64)]
+        labels = self._check_rows("database labels", labels, self.num_classes)
+        self.database_labels.assign((labels > 0).astype(np.float32))
+
+    def set_database_codes(self, codes: np.ndarray) -> None:
+        """Stores (N, K) database codes V."""
+        codes = self._check_rows("database codes", codes, self.bits)
+        self.database_codes.assign(codes.astype(np.float32))
+
+    def sample_similarity(self, sampled_rows: np.ndarray) -> np.ndarray:
+        """(m, N) S between the sampled rows and the database (soft unless "none")."""
+        db = self.database_labels.numpy()
+        return similarity_matrix(
+            db[np.asarray(sampled_rows)], db, soft=self.soft_constraint != "none"
+        )
+
+    def set_sample(self, sampled_rows: np.ndarray) -> None:
+        """Starts an outer iteration (after `set_database_labels`): for "sample", stores r
+        over the m x N sampled-vs-database pairs; the other conventions store nothing."""
+        if self.soft_constraint == "sample":
+            db = self.database_labels.numpy()
+            self.soft_ratio.assign(soft_ratio(db[np.asarray(sampled_rows)], db))
+
+    def update_database_codes(
+        self, sampled_codes: np.ndarray, sampled_rows: np.ndarray
+    ) -> np.ndarray:
+        """Runs `dcc_update` on the stored V and labels, stores and returns the new V."""
+        new = dcc_update(
+            self.database_codes.numpy(),
+            sampled_codes,
+            sampled_rows,
+            self.sample_similarity(sampled_rows),
+            self.gamma,
+        )
+        self.database_codes.assign(new)
+        return new
+
+    def call(
+        self,
+        codes: tf.Tensor,
+        labels: tf.Tensor,
+        ref_codes: tf.Tensor | None = None,
+        ref_labels: tf.Tensor | None = None,
+        anchor_offset: int | tf.Tensor = 0,
+        example_index: tf.Tensor | None = None,
+    ) -> dict[str, tf.Tensor]:
+        references.check_pair(ref_codes, ref_labels)
+        del ref_codes, anchor_offset  # each anchor's terms involve only its row and V
+        if example_index is None:
+            raise ValueError("ADSHLoss needs example_index: the database rows of the batch.")
+        labels = references.positive_labels(labels, self.num_classes)
+        db_labels = tf.convert_to_tensor(self.database_labels)
+        if self.soft_constraint == "sample":
+            r = tf.convert_to_tensor(self.soft_ratio)
+        elif self.soft_constraint == "batch":
+            refs = (
+                labels
+                if ref_labels is None
+                else references.positive_labels(ref_labels, self.num_classes)
+            )
+            r = _batch_soft_ratio(refs, db_labels)
+        else:
+            r = 1.0
+        terms = adsh_terms(
+            codes,
+            example_index,
+            tf.convert_to_tensor(self.database_codes),
+            db_labels,
+            labels,
+            dissimilar_value=r,
+            apply_tanh=self.apply_tanh,
+        )
+        loss = terms["similarity"] + self.gamma * terms["quantization"]
+        return {"loss": loss, **terms}
