@@ -45,7 +45,8 @@ def run_method_test(method: str, tmp_path, data_dir, sizes=(160, 30, 80), **conf
       network's variables agree to float rounding, the database codes nearly all;
     - a run stopped halfway and resumed ends where the uninterrupted run ends;
     - the exported SavedModel runs in a process without wsdhash and encodes database
-      images into what the run's codes file (and so the index) holds for them;
+      images into what the run's codes file (and so the index) holds for them (for a
+      method with learned database codes: the sign of the file's network features);
     - the run's mAP is its codes file's, through the file's scorer, and equals a
       brute-force ranking of the scorer's distances.
 
@@ -91,9 +92,16 @@ def run_method_test(method: str, tmp_path, data_dir, sizes=(160, 30, 80), **conf
     agreement = np.mean(held["one"] == held["two"])
     assert agreement >= 0.98, f"{method}: 2 replicas agree on {agreement:.3f} of the codes"
 
-    # Export and serve without wsdhash.
+    # Export and serve without wsdhash. A method that learns the database's codes (ADSH)
+    # serves the network's codes, so those are what the served model must reproduce.
     contents = files["one"]
-    _check_served_codes(tmp_path / "one" / "saved_model", contents, held["one"], tmp_path)
+    from wsdhash.eval import binarize, pack_codes
+    from wsdhash.methods import METHODS
+
+    served_codes = held["one"]
+    if METHODS.get(method).learned_database_codes:
+        served_codes = pack_codes(binarize(contents.database.features))
+    _check_served_codes(tmp_path / "one" / "saved_model", contents, served_codes, tmp_path)
 
     # Evaluation through the codes file's scorer, against a brute-force ranking.
     metrics = json.loads((tmp_path / "one" / "metrics.json").read_text())
@@ -177,7 +185,7 @@ def run_loss_test(loss_class, labels_kind: str = "multi", bits: int = 16, classe
     split into two halves against the whole batch as references (two replicas) gives
     the same per-example values and gradients; config round trip. A loss whose call
     takes `features` gets random backbone features (and the references' as
-    `ref_features`)."""
+    `ref_features`), one that takes `example_index` the rows 0..B-1."""
     import pytest
     import tensorflow as tf
 
@@ -194,16 +202,21 @@ def run_loss_test(loss_class, labels_kind: str = "multi", bits: int = 16, classe
     layer = loss_class(bits=bits, num_classes=classes, seed=3, **kwargs)
     # Losses that compare codes with the backbone's features (unsupervised methods)
     # take them as `features`, and the references' as `ref_features`.
+    # A loss with per-example state (ADSH's database codes) takes the rows as
+    # `example_index`.
+    parameters = inspect.signature(layer.call).parameters
     features = None
-    if "features" in inspect.signature(layer.call).parameters:
+    if "features" in parameters:
         features = tf.constant(rng.normal(size=(batch, 7)).astype(np.float32))
+    index = tf.range(batch, dtype=tf.int64) if "example_index" in parameters else None
 
     def with_features(rows=None):
+        extra = {} if index is None else {"example_index": index[rows or slice(None)]}
         if features is None:
-            return {}
+            return extra
         if rows is None:
-            return {"features": features}
-        return {"features": features[rows], "ref_features": features}
+            return {**extra, "features": features}
+        return {**extra, "features": features[rows], "ref_features": features}
 
     with tf.GradientTape() as tape:
         whole = layer(codes, labels, **with_features())

@@ -298,9 +298,9 @@ def main(argv):
     steps = FLAGS.steps
     steps_per_epoch = None
     if not steps or FLAGS.lr_decay_unit == "epochs":
-        train_size = len(
-            datasets.get_dataset(FLAGS.dataset, FLAGS.data_dir, **options).split("train")
-        )
+        split = METHODS.get(FLAGS.method).training_split  # ADSH trains on the database
+        dataset = datasets.get_dataset(FLAGS.dataset, FLAGS.data_dir, **options)
+        train_size = len(dataset.split(split))
         trained_on = train_size - validation_count(train_size, FLAGS.validation_size)
         steps_per_epoch = max(trained_on // FLAGS.batch_size, 1)
         steps = steps or max(int(round(FLAGS.epochs * steps_per_epoch)), 1)

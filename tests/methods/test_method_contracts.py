@@ -49,6 +49,10 @@ SETTINGS = {
         supervision="tags", tag_dir=_tags(data_dir, tag_dir), head="tanh",
         quantizer_update_every=2, method_options={"quantization_weight": 0.1},
     ),
+    # Two outer iterations of 2 steps in 4 (V is updated at steps 2 and 4).
+    "adsh": lambda *_: dict(head="tanh", method_options={
+        "num_samples": 32, "epochs_per_iteration": 1, "gamma": 200.0,
+        "soft_constraint": "sample"}),
 }  # fmt: skip
 
 
@@ -62,6 +66,7 @@ def test_method_contract(method, builtin, tmp_path):
 
 # Loss keyword arguments for the loss contract (tiny tag embeddings for WSDHQ).
 LOSS_ARGUMENTS = {
+    "adsh": lambda: {"num_database_items": 10},
     "wsdhq": lambda: {"tag_embeddings": [[1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 1.0, 0],
                                          [0, 0, 0, 1.0]], "num_train_examples": 10},
 }  # fmt: skip

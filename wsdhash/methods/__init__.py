@@ -6,6 +6,7 @@ Adding a method: a module defining a `Method` (or `BinaryHashMethod`) subclass w
 its loss and options, and one line here.
 """
 
+from wsdhash.methods.adsh import ADSH
 from wsdhash.methods.base import BinaryHashMethod, Method, Option
 from wsdhash.methods.bihalf import BiHalf
 from wsdhash.methods.binary_methods import HyP2, OrthoHash, Triplet
@@ -40,5 +41,6 @@ METHODS.register("dtsh")(DTSH)
 METHODS.register("dpn")(DPN)
 METHODS.register("dfh")(DFH)
 METHODS.register("idhn")(IDHN)
+METHODS.register("adsh")(ADSH)
 
 __all__ = ["METHODS", "BinaryHashMethod", "Method", "Option"]

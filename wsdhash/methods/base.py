@@ -92,6 +92,13 @@ class Method:
     # The loss also takes the backbone's features of the batch: `features` (B, F) and
     # `ref_features` (R, F, every replica's), e.g. to preserve their similarities.
     uses_backbone_features: bool = False
+    # The dataset split it trains on: "train", or "database" for a method that learns the
+    # database's codes themselves (ADSH).
+    training_split: str = "train"
+    # Whether the codes file's database codes are learned (ADSH) rather than the
+    # network's codes of the database images; served models then encode queries, and
+    # an index of the database is built from the codes file.
+    learned_database_codes: bool = False
     # "module:Class" of the loss layer, imported when the loss is built, so that the
     # entry points can read every method's options before TensorFlow is imported.
     loss: str = ""
@@ -133,6 +140,12 @@ class Method:
             **self.loss_arguments(),
         )
 
+    def index_stream(self, train):
+        """A callable giving an endless iterator of `train` rows in the order the method
+        trains on them (e.g. ADSH's sampled subsets), or None: the trainer shuffles (or
+        forms class-balanced batches)."""
+        del train
+
     def loss_inputs(self, batch: dict) -> dict:
         """Extra per-batch keyword inputs of the loss (e.g. the examples' indices)."""
         return {}
@@ -143,7 +156,8 @@ class Method:
         """After a checkpoint was restored into the loss (resume, final selection)."""
 
     def after_step(self, step: int, encode_train: Callable[[], np.ndarray], loss) -> None:
-        """After training step `step`; `encode_train()` gives the training features."""
+        """After training step `step`; `encode_train(rows=None)` gives the model's
+        outputs for the training split (or those rows)."""
 
     def before_final(self, encode_train: Callable[[], np.ndarray], loss) -> None:
         """Before the final evaluation, with the selected checkpoint restored."""
@@ -151,9 +165,11 @@ class Method:
     # --- Evaluation and outputs ------------------------------------------------------
 
     def evaluate(
-        self, query_features, query_labels, database_features, database_labels, topk, empty
+        self, query_features, query_labels, database_features, database_labels, topk, empty,
+        database_ids=None,
     ) -> RetrievalMetrics:
-        """Metrics of the model's relaxed outputs under the method's scorer."""
+        """Metrics of the model's relaxed outputs under the method's scorer
+        (`database_ids`: the database items' paths, for learned database codes)."""
         return evaluate_retrieval(
             query_labels,
             database_labels,

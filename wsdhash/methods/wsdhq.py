@@ -106,7 +106,8 @@ class WSDHQ(Method):
         self.quantizer.ensure_ready(encode_train(), loss)
 
     def evaluate(
-        self, query_features, query_labels, database_features, database_labels, topk, empty
+        self, query_features, query_labels, database_features, database_labels, topk, empty,
+        database_ids=None,
     ) -> RetrievalMetrics:
         if not self.quantizer.ready:  # early validation: continuous features
             return evaluate_retrieval(

@@ -276,12 +276,16 @@ def _train(
     _record_start(config, output_dir, restored, start, resume)
     iterator = iter(
         strategy.distribute_datasets_from_function(
-            _training_input(config, strategy, data.train, pipeline_config, start)
+            _training_input(config, strategy, data.train, pipeline_config, start, method)
         )
     )
     train_step = _make_train_step(strategy, state, method, config)
     encode = Encoder(state.model, pipeline_config, max(config.batch_size, 32))
     evaluation = _Evaluation(config, data, encode)
+
+    def encode_train(rows=None) -> np.ndarray:
+        """The model's outputs for the training split (or its `rows`, in that order)."""
+        return encode(data.train if rows is None else data.train.take(rows))
     writer = tf.summary.create_file_writer(os.path.join(output_dir, "logs"))
 
     def is_validation_step(current: int) -> bool:
@@ -318,7 +322,7 @@ def _train(
         if current % config.log_every == 0 or current == config.steps:
             progress.report(current, values)
             _write_summaries(writer, current, values, state.optimizer)
-        method.after_step(current, lambda: encode(data.train), state.loss)
+        method.after_step(current, encode_train, state.loss)
         if is_validation_step(current):
             keeper.save(current)  # first: a failure in validation loses no training
             validate_and_select(current)
@@ -328,7 +332,7 @@ def _train(
 
     # --- Final evaluation with the selected checkpoint -----------------------------
     selected = keeper.restore_best()
-    method.before_final(lambda: encode(data.train), state.loss)
+    method.before_final(encode_train, state.loss)
     result, features = evaluation.test()
     query, database = data.dataset.split("query"), data.dataset.split("database")
     contents = method.codes_file(query, features["query"], database, features["database"])
@@ -375,10 +379,12 @@ class _RunData:
     @classmethod
     def load(cls, config: TrainConfig) -> _RunData:
         dataset = datasets.get_dataset(config.dataset, config.data_dir, **config.dataset_options)
-        train_split, validation = carve_validation(
-            dataset.split("train"), config.validation_size, config.seed
-        )
         method = METHODS.get(config.method)(config)
+        # The split the method trains on: "train", or "database" for a method that learns
+        # the database's codes (ADSH).
+        train_split, validation = carve_validation(
+            dataset.split(method.training_split), config.validation_size, config.seed
+        )
         train_split, validation = method.prepare_splits(train_split, validation)
         _check_targets(config, getattr(train_split, config.supervision))
         if dataset.image_files:
@@ -424,11 +430,9 @@ class _TrainingState:
             model, backbone, hashing = build_model(
                 config, method.output_dim(), sync_batch_norm=strategy.num_replicas_in_sync > 1
             )
+            # A HashingLoss creates its variables (e.g. HyP2 proxies) in its constructor,
+            # so the optimiser sees them.
             loss_layer = method.build_loss(num_targets)
-            output_dim = model.output_shape[-1]
-            loss_layer(
-                tf.zeros([1, output_dim]), tf.zeros([1, num_targets])
-            )  # Builds its variables (e.g. HyP2 proxies) before the optimiser sees them.
             backbone_variables = hashing.backbone.trainable_variables
             head_variables = [
                 v for v in model.trainable_variables
@@ -455,11 +459,18 @@ def _record_start(config, output_dir: str, restored, start: int, resume) -> None
     run_info.write_run_info(output_dir, config, resumes=resumes)
 
 
-def _training_input(config, strategy, train_split: SplitData, pipeline_config, start: int):
+def _training_input(config, strategy, train_split: SplitData, pipeline_config, start: int,
+                    method):  # fmt: skip
     """The input function of `distribute_datasets_from_function`, positioned at step
-    `start` (seeded order: resuming continues the same sequence of batches)."""
+    `start` (seeded order: resuming continues the same sequence of batches). The order
+    is the method's own (`Method.index_stream`), class-balanced batches, or shuffled."""
     num_pipelines = max(strategy.num_replicas_in_sync // _replicas_per_worker(strategy), 1)
-    index_stream = None
+    index_stream = method.index_stream(train_split)
+    if index_stream is not None and config.sampler == "class_balanced":
+        raise ValueError(
+            f"--method={config.method} orders its own training items; it cannot use "
+            "--sampler=class_balanced."
+        )
     if config.sampler == "class_balanced":
         sampler = ClassBalancedSampler(
             train_split.labels,
@@ -545,7 +556,7 @@ class _Evaluation:
         features = {"query": self.encode(query), "database": self.encode(database)}
         result = self.data.method.evaluate(
             features["query"], query.labels, features["database"], database.labels,
-            self.data.topk, self.config.empty,
+            self.data.topk, self.config.empty, database_ids=database.paths,
         )  # fmt: skip
         return result, features
 
@@ -558,7 +569,7 @@ class _Evaluation:
             result = self.data.method.evaluate(
                 self.encode(validation), relevance_labels(validation),
                 self.encode(train), relevance_labels(train),
-                self.data.topk, self.config.empty,
+                self.data.topk, self.config.empty, database_ids=train.paths,
             )  # fmt: skip
             scores["validation"] = result.map
             scores["validation_name"] = result.map_name
