@@ -104,17 +104,7 @@ def dch_terms(codes, labels, ref_codes=None, ref_labels=None, anchor_offset=0, *
     s = references.pair_similarity(y, ref_y)
     pair = s * tf.math.log1p(distance / gamma) + (1.0 - s) * tf.math.log1p(gamma / distance)
 
-    num_anchors, num_refs = tf.shape(u)[0], tf.shape(ref_u)[0]
-    if include_self:
-        valid = tf.ones_like(s)
-        ref_valid = tf.ones([num_refs, num_refs], tf.float32)
-    else:
-        valid = tf.cast(references.not_self(num_anchors, num_refs, anchor_offset), tf.float32)
-        ref_valid = 1.0 - tf.eye(num_refs)
-    # Pair counts over every R x R reference pair (the same on every replica).
-    ref_s = references.pair_similarity(ref_y, ref_y)
-    num_pos = tf.reduce_sum(ref_s * ref_valid)
-    num_neg = tf.reduce_sum((1.0 - ref_s) * ref_valid)
+    valid, num_pos, num_neg = references.counted_pairs(s, ref_y, anchor_offset, include_self)
     num_all = num_pos + num_neg
     balanced = s * tf.math.divide_no_nan(num_all, num_pos) + (1.0 - s) * tf.math.divide_no_nan(
         num_all, num_neg

@@ -86,20 +86,10 @@ def hashnet_terms(codes, labels, ref_codes=None, ref_labels=None, anchor_offset=
     theta = alpha * tf.matmul(u, ref_u, transpose_b=True)  # (B, R)
     s = references.pair_similarity(y, ref_y)
     pair = tf.nn.softplus(theta) - s * theta
-    num_anchors, num_refs = tf.shape(z)[0], tf.shape(ref_z)[0]
-    if include_self:
-        valid = tf.ones_like(s)
-        ref_valid = tf.ones([num_refs, num_refs], tf.float32)
-    else:
-        valid = tf.cast(references.not_self(num_anchors, num_refs, anchor_offset), tf.float32)
-        ref_valid = 1.0 - tf.eye(num_refs)
-    # Pair counts over every R x R reference pair, whichever rows are anchors here.
-    ref_s = references.pair_similarity(ref_y, ref_y)
-    num_pos = tf.reduce_sum(ref_s * ref_valid)
-    num_neg = tf.reduce_sum((1.0 - ref_s) * ref_valid)
+    valid, num_pos, num_neg = references.counted_pairs(s, ref_y, anchor_offset, include_self)
     pos_sum = tf.reduce_sum(pair * s * valid, axis=1)
     neg_sum = tf.reduce_sum(pair * (1.0 - s) * valid, axis=1)
-    refs = tf.cast(num_refs, tf.float32)
+    refs = tf.cast(tf.shape(ref_z)[0], tf.float32)
     if class_num > 0:
         total = tf.math.divide_no_nan(class_num * pos_sum + neg_sum, class_num * num_pos + num_neg)
     else:

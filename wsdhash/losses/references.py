@@ -63,3 +63,30 @@ def resolve(codes, labels, ref_codes, ref_labels, num_classes):
         return codes, labels, codes, labels
     ref_codes = tf.cast(tf.convert_to_tensor(ref_codes), tf.float32)
     return codes, labels, ref_codes, positive_labels(ref_labels, num_classes)
+
+
+def counted_pairs(s, ref_labels, anchor_offset, include_self: bool):
+    """The pairs a class-balanced pairwise loss counts, and their counts.
+
+    Args:
+        s: (B, R) 0/1 similarity of the anchors to the references.
+        ref_labels: (R, C) 0/1 labels of the references.
+        anchor_offset: the anchors' first row in the references.
+        include_self: whether each row's pair with itself counts.
+
+    Returns:
+        (valid (B, R) float 0/1: the anchors' pairs that count, number of similar and
+        number of dissimilar pairs over every R x R reference pair, whichever rows are
+        anchors here, so every replica weighs its pairs alike).
+    """
+    num_anchors, num_refs = tf.shape(s)[0], tf.shape(s)[1]
+    if include_self:
+        valid = tf.ones_like(s)
+        ref_valid = tf.ones([num_refs, num_refs], tf.float32)
+    else:
+        valid = tf.cast(not_self(num_anchors, num_refs, anchor_offset), tf.float32)
+        ref_valid = 1.0 - tf.eye(num_refs)
+    ref_s = pair_similarity(ref_labels, ref_labels)
+    num_pos = tf.reduce_sum(ref_s * ref_valid)
+    num_neg = tf.reduce_sum((1.0 - ref_s) * ref_valid)
+    return valid, num_pos, num_neg
