@@ -137,6 +137,10 @@ def build():
             codes = split.codes
         ids = split.ids if split.ids is not None else np.arange(len(codes)).astype(str)
         source = {"codes": os.path.abspath(FLAGS.codes), "split": FLAGS.split or "database"}
+        if source["split"] == "database" and contents.database_codes == "learned":
+            # The method learned these codes (ADSH's V): the service must not expect
+            # the model to reproduce them from the images.
+            source["database_codes"] = "learned"
     else:
         raise cli.UsageError("build needs --codes=FILE or --images=FOLDER --model=DIR.")
     manifest = build_index(

@@ -11,7 +11,7 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "training"))
 from train_helpers import run_train  # noqa: E402
 
-from wsdhash.eval import CodesFile, CodesSplit, write_codes_file  # noqa: E402
+from wsdhash.eval import CodesFile, CodesSplit, read_codes_file, write_codes_file  # noqa: E402
 from wsdhash.eval.binary import hamming_distances, pack_codes  # noqa: E402
 from wsdhash.quantization.aqd import aqd_scores  # noqa: E402
 
@@ -42,7 +42,13 @@ def _codes_file(path, quantized):
             codes, labels(n), ids=np.array([f"{name}/{i}.jpg" for i in range(n)]), **kwargs
         )
     codebooks = rng.normal(size=(2, 256, 8)).astype(np.float32) if quantized else None
-    write_codes_file(path, CodesFile(16 if quantized else 32, **split, codebooks=codebooks))
+    # The binary file's database codes stand for codes a method learned (ADSH's V).
+    origin = "network" if quantized else "learned"
+    write_codes_file(
+        path,
+        CodesFile(16 if quantized else 32, **split, codebooks=codebooks, database_codes=origin),
+    )
+    assert read_codes_file(path).database_codes == origin
     return split, codebooks
 
 
@@ -55,6 +61,10 @@ def test_build_and_query_a_codes_file(tmp_path, quantized):
     )
     assert built.returncode == 0, built.stderr[-2000:]
     assert ("aqd" if quantized else "flat") in built.stdout and "4 shard(s)" in built.stdout
+    manifest = json.loads((index / "index.json").read_text())
+    # Learned database codes are recorded, so the service does not expect the model to
+    # reproduce them (tests/serve/test_serve_fit.py).
+    assert manifest.get("database_codes") == (None if quantized else "learned")
     result = _search(
         "query", f"--index={index}", f"--codes={tmp_path / 'codes.h5'}", "--k=5", "--json"
     )

@@ -153,6 +153,23 @@ def test_a_trained_model_and_an_index_that_do_not_fit(tmp_path, served_files, en
     other = _binary_index(tmp_path / "other", flipped, ids, images)
     with pytest.raises(engine_lib.MismatchError, match="does not reproduce the codes"):
         engine_lib.SearchEngine(model, ShardedIndex(other))
+    # Codes the method learned (ADSH's V, said so in the manifest) are not expected to
+    # be the model's codes of the images: the same codes are served, with the check
+    # skipped; the width is still checked.
+    learned = tmp_path / "learned"
+    build_index(
+        str(learned), [(flipped, np.asarray(ids))], kind="flat",
+        metadata={"images": images, "database_codes": "learned"},
+    )  # fmt: skip
+    served = engine_lib.SearchEngine(model, ShardedIndex(str(learned)))
+    assert served.checked == {"skipped": "the index holds database codes the method learned"}
+    assert TestClient(create_app(served)).get("/info").json()["start_check"] == served.checked
+    build_index(
+        str(learned), [(np.zeros((len(ids), 4), np.uint8), np.asarray(ids))], kind="flat",
+        metadata={"images": images, "database_codes": "learned"},
+    )  # fmt: skip
+    with pytest.raises(engine_lib.MismatchError, match="gives 16-bit codes .* holds 32-bit"):
+        engine_lib.SearchEngine(model, ShardedIndex(str(learned)))
 
 
 def test_serve_refuses_to_start_with_one_line(tmp_path, served_files):

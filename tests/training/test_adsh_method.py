@@ -76,6 +76,7 @@ def test_trains_and_writes_its_learned_database_codes(tmp_path):
     import tensorflow as tf
 
     contents = read_codes_file(workdir / "codes.h5")
+    assert contents.database_codes == "learned"  # an index of it says so to the service
     # The codes file is written from the checkpoint selected on validation.
     selected = read_json(workdir / "metrics.json")["selected_checkpoint"]
     reader = tf.train.load_checkpoint(selected)

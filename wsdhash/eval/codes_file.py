@@ -4,7 +4,11 @@ Layout (h5py):
   /                 attribute `bits` (int): the code length K; attribute `scorer`
                     (str): how the file ranks, a `scorers.SCORERS` name ("hamming"
                     for binary codes, "aqd" for quantization codes; files without it
-                    are "aqd" when they hold codebooks, else "hamming").
+                    are "aqd" when they hold codebooks, else "hamming"); optional
+                    attribute `database_codes` (str): "network" (default: the
+                    database codes are what the model gives its images) or "learned"
+                    (the method learned them directly, as ADSH's V: a model
+                    re-encoding the database images does not reproduce them).
   /codebooks        optional float32 (M, 256, D): quantization codebooks.
   /query, /database groups, each with
     codes           uint8 (N, ceil(K/8)): packed binary codes (see `binary.pack_codes`).
@@ -36,6 +40,7 @@ import numpy as np
 from wsdhash import atomic_files
 
 SPLITS = ("query", "database")
+DATABASE_CODES = ("network", "learned")  # where a file's database codes come from
 _CODEWORDS_PER_CODEBOOK = 256
 
 
@@ -73,6 +78,8 @@ class CodesFile:
       codebooks: optional (M, 256, D) float32 quantization codebooks.
       scorer: how the codes rank (`wsdhash.eval.scorers.SCORERS`); None: "aqd" when
         there are codebooks, else "hamming".
+      database_codes: "network" (the model's codes for the database images) or
+        "learned" (codes the method learned directly, ADSH's V).
     """
 
     bits: int
@@ -80,6 +87,7 @@ class CodesFile:
     database: CodesSplit
     codebooks: np.ndarray | None = None
     scorer: str | None = None
+    database_codes: str = "network"
 
     def __post_init__(self):
         if self.scorer is None:
@@ -103,6 +111,11 @@ def validate_codes_file(contents: CodesFile, path) -> None:
 
     if contents.scorer not in SCORERS:
         _fail(path, f"unknown scorer {contents.scorer!r}; known: {', '.join(SCORERS.names())}.")
+    if contents.database_codes not in DATABASE_CODES:
+        _fail(
+            path,
+            f"database_codes must be one of {DATABASE_CODES}; got {contents.database_codes!r}.",
+        )
     bits = contents.bits
     if isinstance(bits, (bool, np.bool_)) or not isinstance(bits, (int, np.integer)) or bits < 1:
         _fail(path, f"attribute 'bits' must be a positive integer, got {bits!r}.")
@@ -251,6 +264,7 @@ def write_codes_file(path: str | os.PathLike, contents: CodesFile) -> None:
     with atomic_files.atomic_path(path) as temporary, h5py.File(temporary, "w") as h5:
         h5.attrs["bits"] = int(contents.bits)
         h5.attrs["scorer"] = contents.scorer
+        h5.attrs["database_codes"] = contents.database_codes
         if contents.codebooks is not None:
             create_checked_dataset(h5, "codebooks", contents.codebooks)
         for split_name in SPLITS:
@@ -338,6 +352,11 @@ def read_codes_file(path: str | os.PathLike) -> CodesFile:
             scorer = scorer.decode("utf-8")
         if scorer is not None and not isinstance(scorer, str):
             _fail(path, f"root attribute 'scorer' must be a string; got {scorer!r}.")
-    contents = CodesFile(bits=bits, codebooks=codebooks, scorer=scorer, **splits)
+        database_codes = h5.attrs.get("database_codes", "network")
+        if isinstance(database_codes, bytes):
+            database_codes = database_codes.decode("utf-8")
+    contents = CodesFile(
+        bits=bits, codebooks=codebooks, scorer=scorer, database_codes=database_codes, **splits
+    )
     validate_codes_file(contents, path)
     return contents

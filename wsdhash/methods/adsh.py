@@ -147,6 +147,7 @@ class ADSH(BinaryHashMethod):
                 pack_codes(codes), database.labels, ids=database.paths,
                 features=database_features,
             ),
+            database_codes="learned",
         )  # fmt: skip
 
     def loss_codes(self) -> np.ndarray:

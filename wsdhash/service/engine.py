@@ -10,7 +10,9 @@ fit: a model that takes features rather than images, codes of another width than
 index holds, an AQD index with a model that has no quantizer, or with other
 codebooks than the model's. When the database images can be read, it also encodes a
 few of them and compares their codes with the ones the index holds (an index built
-with another model of the same width does not reproduce them).
+with another model of the same width does not reproduce them). An index whose manifest
+says its database codes were learned by the method (`"database_codes": "learned"`,
+from an ADSH codes file) skips that comparison: the model encodes queries only.
 """
 
 from __future__ import annotations
@@ -129,7 +131,13 @@ class SearchEngine:
         self._positions = {item: p for p, item in enumerate(self._ids)}
         self.labels = self._read_labels(index.manifest.get("labels"))
         self.bits, self.quantizer_shape = self._check_fit()
-        self.checked = self._spot_check(check_images) if check_images else None
+        self.checked = None
+        if index.manifest.get("database_codes") == "learned":
+            # Codes the method learned (ADSH's V), not the model's codes of the images:
+            # re-encoding the images is no test of the pair.
+            self.checked = {"skipped": "the index holds database codes the method learned"}
+        elif check_images:
+            self.checked = self._spot_check(check_images)
 
     # ------------------------------------------------------------------ checks
     @property
