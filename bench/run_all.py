@@ -47,6 +47,7 @@ BENCHMARKS = {
         ["--num_database=20000", "--num_queries=100", "--num_clustered=10000"],
     ),
     "features_training": ([], ["--quick"]),
+    "adsh_update": ([], ["--num_database=20000", "--num_samples=500"]),
     "methods": (
         [],
         ["--steps=4", "--bits=16", "--builtin_sizes=300,30,100",

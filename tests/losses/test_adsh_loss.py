@@ -92,6 +92,23 @@ def test_soft_ratio_and_similarity_matrix():
         adsh.similarity_matrix(sample[:1], database, soft=False), [[1.0, 1.0, -1.0]]
     )
     assert adsh.soft_ratio(database[:2], database[:2]) == 0.0  # no dissimilar pair
+    # Counted block by block (database rows 1 at a time): the same ratios.
+    assert adsh.soft_ratio(sample, database, block_items=1) == 1.0
+    assert adsh.soft_ratio(sample[:1], database, block_items=2) == 2.0
+
+
+@pytest.mark.parametrize("soft", [True, False])
+def test_similarity_products_blocks_equal_the_whole_matrix(soft):
+    rng = np.random.default_rng(3)
+    sample = (rng.random((9, 4)) < 0.4).astype(np.float32)
+    database = (rng.random((23, 4)) < 0.4).astype(np.float32)
+    u = np.tanh(rng.normal(size=(9, 6)))
+    whole = adsh.similarity_matrix(sample, database, soft=soft).astype(np.float64).T @ u
+    for block_items in (1, 5, 23, 100):
+        got = adsh.similarity_products(sample, database, u, soft=soft, block_items=block_items)
+        assert got.shape == (23, 6) and got.dtype == np.float64
+        # The same sums; BLAS may order them differently for another shape.
+        np.testing.assert_allclose(got, whole, rtol=1e-12, atol=1e-12)
 
 
 # ---------------------------------------------------------------------------------------
@@ -180,6 +197,10 @@ def test_dcc_matches_slow_loop_and_never_increases_the_objective(seed, gamma):
     objectives = [adsh.dcc_objective(v, u, rows, s, gamma)]
     want = _slow_dcc(v, u, rows, s, gamma, objectives)
     np.testing.assert_array_equal(adsh.dcc_update(v, u, rows, s, gamma), want)
+    # The bounded-memory path (S^T U over blocks of 4 database rows, S never whole).
+    products = adsh.similarity_products(labels[rows], labels, u, block_items=4)
+    np.testing.assert_allclose(products, s.astype(np.float64).T @ u, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(adsh.dcc_update_from_products(v, u, rows, products, gamma), want)
     # Each bit update minimises J over its column: J never goes up.
     assert all(b <= a + 1e-9 * abs(a) for a, b in zip(objectives, objectives[1:])), objectives
     # And a full pass from the result again does not increase it.
@@ -276,6 +297,9 @@ def test_dcc_fixture(start, gamma, want):
     layer = _layer(v, db_labels, gamma=gamma)
     np.testing.assert_array_equal(layer.update_database_codes(sampled, sample_rows), want)
     np.testing.assert_array_equal(layer.database_codes.numpy(), want)
+    blocked = _layer(v, db_labels, gamma=gamma)
+    blocked.block_items = 3  # 7 database rows in blocks of 3, 3 and 1
+    np.testing.assert_array_equal(blocked.update_database_codes(sampled, sample_rows), want)
 
 
 # ---------------------------------------------------------------------------------------

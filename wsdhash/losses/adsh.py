@@ -39,6 +39,10 @@ for k = 1..K in turn, with the bits updated so far already in V:
 
     V[:, k] = -sign(2 V_{-k} (U_{-k}^T U[:, k]) + Q[:, k])
 
+S^T U is computed over blocks of database rows (`similarity_products`), so the update
+holds m x 4,096 entries of S at a time, not m x N (2,000 x 193,734 float64 would be
+3.1 GB on NUS-WIDE); r is counted the same way.
+
 Each bit update minimises J over that column with the others fixed (J is linear in a
 +-1 column), so it never increases J when V is +-1. sign(0): the originals use
 torch/np/MATLAB sign, sign(0) = 0, so V can hold 0 (and starts all 0); departure: here a
@@ -84,25 +88,64 @@ from wsdhash.losses.base import HashingLoss
 SOFT_CONSTRAINTS = ("sample", "batch", "none")
 
 
-def soft_ratio(sample_labels: np.ndarray, database_labels: np.ndarray) -> float:
+# Database rows per block when S is needed over the whole database (the soft ratio and
+# S^T U of the V update): S is never held whole, an m x block slice at a time (2,000 x
+# 4,096 float64: 64 MiB; smaller blocks were also faster, in cache).
+BLOCK_ITEMS = 4096
+
+
+def _similar_blocks(sample_labels, database_labels, block_items: int):
+    """(start, (m, b) bool "shares a label") for consecutive blocks of database rows."""
+    sample = np.asarray(sample_labels, np.float32)
+    database = np.asarray(database_labels, np.float32)
+    for start in range(0, len(database), block_items):
+        yield start, (sample @ database[start : start + block_items].T) > 0
+
+
+def soft_ratio(
+    sample_labels: np.ndarray, database_labels: np.ndarray, block_items: int = BLOCK_ITEMS
+) -> float:
     """r = #similar / #dissimilar pairs between (m, C) and (N, C) 0/1 labels (0 if none
-    is dissimilar)."""
-    similar = (
-        np.asarray(sample_labels, np.float32) @ np.asarray(database_labels, np.float32).T
-    ) > 0
-    dissimilar = similar.size - int(similar.sum())
-    return float(similar.sum()) / dissimilar if dissimilar else 0.0
+    is dissimilar), counted block by block."""
+    similar = sum(int(block.sum()) for _, block in _similar_blocks(
+        sample_labels, database_labels, block_items))  # fmt: skip
+    dissimilar = len(sample_labels) * len(database_labels) - similar
+    return float(similar) / dissimilar if dissimilar else 0.0
+
+
+def _similarity_values(similar: np.ndarray, r: float) -> np.ndarray:
+    # float32 entries, as the m x N matrix has always been stored.
+    return np.where(similar, np.float32(1.0), np.float32(-r)).astype(np.float32)
 
 
 def similarity_matrix(
     sample_labels: np.ndarray, database_labels: np.ndarray, soft: bool = True
 ) -> np.ndarray:
-    """(m, N) float32 S: 1 where the rows share a label, else -r (soft) or -1."""
+    """(m, N) float32 S: 1 where the rows share a label, else -r (soft) or -1. The V
+    update does not build it (`similarity_products`); small checks and tests do."""
     similar = (
         np.asarray(sample_labels, np.float32) @ np.asarray(database_labels, np.float32).T
     ) > 0
     r = soft_ratio(sample_labels, database_labels) if soft else 1.0
-    return np.where(similar, 1.0, -r).astype(np.float32)
+    return _similarity_values(similar, r)
+
+
+def similarity_products(
+    sample_labels: np.ndarray,
+    database_labels: np.ndarray,
+    sampled_codes: np.ndarray,
+    soft: bool = True,
+    block_items: int = BLOCK_ITEMS,
+) -> np.ndarray:
+    """(N, K) float64 S^T U, computed over blocks of database rows so that memory is
+    O(m x block_items), not O(m x N); equal to `similarity_matrix(...).T @ U`."""
+    u = np.asarray(sampled_codes, np.float64)
+    r = soft_ratio(sample_labels, database_labels, block_items) if soft else 1.0
+    products = np.empty((len(database_labels), u.shape[1]), np.float64)
+    for start, similar in _similar_blocks(sample_labels, database_labels, block_items):
+        s = _similarity_values(similar, r).astype(np.float64)
+        products[start : start + s.shape[1]] = s.T @ u
+    return products
 
 
 def _batch_soft_ratio(labels: tf.Tensor, database_labels: tf.Tensor) -> tf.Tensor:
@@ -174,24 +217,43 @@ def dcc_update(
         updated in order 0..K-1 with the earlier ones already new; a zero argument gives +1
         (the originals' sign(0) = 0 would give 0; either value is optimal for that entry).
     """
+    s = np.asarray(similarity, np.float64)  # (m, N)
+    expected = (len(np.asarray(sampled_rows)), np.shape(database_codes)[0])
+    if s.shape != expected:
+        raise ValueError(f"similarity must be {expected}; got {s.shape}.")
+    products = s.T @ np.asarray(sampled_codes, np.float64)
+    return dcc_update_from_products(database_codes, sampled_codes, sampled_rows, products, gamma)
+
+
+def dcc_update_from_products(
+    database_codes: np.ndarray,
+    sampled_codes: np.ndarray,
+    sampled_rows: np.ndarray,
+    products: np.ndarray,
+    gamma: float,
+) -> np.ndarray:
+    """`dcc_update` given S^T U (N, K) instead of S (`similarity_products` computes it
+    in bounded memory)."""
     v = np.array(database_codes, dtype=np.float64)  # (N, K)
     u = np.asarray(sampled_codes, np.float64)  # (m, K)
     rows = np.asarray(sampled_rows, np.int64)
-    s = np.asarray(similarity, np.float64)  # (m, N)
     num_items, bits = v.shape
-    if u.shape != (len(rows), bits) or s.shape != (len(rows), num_items):
+    if u.shape != (len(rows), bits) or np.shape(products) != (num_items, bits):
         raise ValueError(
-            f"sampled_codes must be ({len(rows)}, {bits}) and similarity ({len(rows)}, "
-            f"{num_items}); got {u.shape} and {s.shape}."
+            f"sampled_codes must be ({len(rows)}, {bits}) and S^T U ({num_items}, {bits}); "
+            f"got {u.shape} and {np.shape(products)}."
         )
     if len(np.unique(rows)) != len(rows):
         raise ValueError("sampled_rows must be distinct.")
-    u_bar = np.zeros_like(v)
-    u_bar[rows] = u
-    q = -2.0 * bits * (s.T @ u) - 2.0 * gamma * u_bar  # (N, K)
+    q = -2.0 * bits * np.asarray(products, np.float64)  # (N, K): Q = -2K S^T U - 2 gamma Ubar
+    q[rows] -= 2.0 * gamma * u  # Ubar is U at the sampled rows, 0 elsewhere
+    gram = u.T @ u  # (K, K)
     for k in range(bits):
-        others = np.arange(bits) != k
-        argument = 2.0 * v[:, others] @ (u[:, others].T @ u[:, k]) + q[:, k]  # (N,)
+        # V_{-k} U_{-k}^T U_k as V @ (column k of U^T U with its k-th entry 0): no copy of
+        # V's other columns per bit.
+        weights = gram[:, k].copy()
+        weights[k] = 0.0
+        argument = 2.0 * (v @ weights) + q[:, k]  # (N,)
         v[:, k] = np.where(-argument >= 0, 1.0, -1.0)
     return v.astype(np.float32)
 
@@ -260,6 +322,7 @@ class ADSHLoss(HashingLoss):
         self.gamma = float(gamma)
         self.soft_constraint = soft_constraint
         self.apply_tanh = bool(apply_tanh)
+        self.block_items = BLOCK_ITEMS  # database rows per block of the V update's S
         self.database_codes = self.add_weight(
             name="database_codes",
             shape=(self.num_database_items, self.bits),
@@ -317,13 +380,15 @@ class ADSHLoss(HashingLoss):
     def update_database_codes(
         self, sampled_codes: np.ndarray, sampled_rows: np.ndarray
     ) -> np.ndarray:
-        """Runs `dcc_update` on the stored V and labels, stores and returns the new V."""
-        new = dcc_update(
-            self.database_codes.numpy(),
-            sampled_codes,
-            sampled_rows,
-            self.sample_similarity(sampled_rows),
-            self.gamma,
+        """Runs `dcc_update` on the stored V and labels (S^T U block by block, S never
+        whole: `similarity_products`), stores and returns the new V."""
+        db = self.database_labels.numpy()
+        products = similarity_products(
+            db[np.asarray(sampled_rows)], db, sampled_codes,
+            soft=self.soft_constraint != "none", block_items=self.block_items,
+        )  # fmt: skip
+        new = dcc_update_from_products(
+            self.database_codes.numpy(), sampled_codes, sampled_rows, products, self.gamma
         )
         self.database_codes.assign(new)
         return new
