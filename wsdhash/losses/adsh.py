@@ -56,8 +56,10 @@ at 0 too. U: the outputs recorded during the epochs (the last value seen for eac
 item, taken at its forward pass before the step).
 
 Defaults: gamma = 200, m = 2,000 sampled items, 3 epochs per outer iteration and
-50 outer iterations (the authors' ADSH_pytorch and MATLAB demo; the paper's values);
-DeepHash-pytorch uses the same gamma, m and epochs with 150 outer iterations (Adam 1e-4).
+50 outer iterations (the authors' ADSH_pytorch; their MATLAB demo, at the revision read
+for this module, sets gamma = 100, m = 1,000 and 50 x 3 epochs with a learning rate
+falling from 1e-4 to 1e-6); DeepHash-pytorch uses gamma 200, m 2,000 and 3 epochs with
+150 outer iterations (Adam 1e-4).
 The sampling (a fresh random permutation's first m rows every outer iteration), the
 epochs and the update schedule belong to the method's trainer, not to this layer.
 
