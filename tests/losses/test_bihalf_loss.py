@@ -5,8 +5,8 @@ the bi-half autograd Function's backward), and the loss contract.
 Fixtures: the `hash` autograd Function of liyunqianggyn/Deep-Unsupervised-Image-Hashing
 ImageHashing/Cifar10_I.py (fetched; class source executed with `.cuda()` removed, gamma =
 6 and 0) and the loss lines of its training loop (F.cosine_similarity of the batch's two
-halves, F.mse_loss), on H (8 x 4 outputs) and X (8 x 5 features) below; produced by a
-scratch script outside the repository:
+halves, F.mse_loss), on H (8 x 4 outputs) and X (8 x 5 features) of fixture_checks.py;
+produced by a scratch script outside the repository:
 
     python3 -m venv /tmp/torchenv && /tmp/torchenv/bin/pip install torch==2.13.0 numpy
     /tmp/torchenv/bin/python /tmp/fixtures_unsupervised/make_fixtures.py
@@ -18,18 +18,18 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from contracts import run_loss_test
+from fixture_checks import (
+    LABELS,
+    H,
+    X,
+    check_features_required,
+    check_labels_ignored,
+    check_torch_fixture,
+    feature_loss_with_references,
+    slow_pair_similarity,
+)
 
 from wsdhash.losses.bihalf import BiHalfLoss, bi_half, bihalf_terms, straight_through_bi_half
-
-H = np.array([[0.5, -1.0, 0.25, 2.0], [-0.75, 0.5, 1.5, -0.25],
-              [1.25, 0.75, -0.5, 0.5], [0.1, -0.3, -1.2, 0.8],
-              [-0.6, 1.1, 0.3, -1.5], [0.9, -0.2, -0.8, 0.05],
-              [-1.3, 0.4, 0.7, -0.9], [0.2, -0.65, 1.05, 1.2]], np.float32)  # fmt: skip
-X = np.array([[0.3, 1.2, 0.0, 0.7, 0.1], [1.0, 0.2, 0.4, 0.0, 0.9],
-              [0.0, 0.8, 1.1, 0.3, 0.2], [0.6, 0.0, 0.5, 1.4, 0.3],
-              [0.2, 0.9, 0.1, 0.6, 0.0], [1.3, 0.1, 0.0, 0.2, 0.8],
-              [0.4, 0.3, 0.9, 0.0, 1.1], [0.0, 1.0, 0.2, 0.5, 0.6]], np.float32)  # fmt: skip
-LABELS = np.eye(3, dtype=np.float32)[[0, 1, 2, 0, 1, 2, 0, 1]]
 
 # The authors' hash.apply(H) (the same for both gammas).
 TORCH_B = [[1, -1, -1, 1], [-1, 1, 1, -1], [1, 1, -1, 1], [-1, -1, -1, 1],
@@ -98,36 +98,22 @@ def test_value_by_hand():
 
 def _reference(ref_u, ref_x, offset, count, gamma):
     """Per-anchor loss by loops: bi-half per column, pairs r <-> r + R/2."""
-    ref_u, ref_x = ref_u.astype(np.float64), ref_x.astype(np.float64)
+    ref_u = ref_u.astype(np.float64)
     rows, bits = ref_u.shape
     b = -np.ones_like(ref_u)
     for k in range(bits):
         for r in sorted(range(rows), key=lambda r: -ref_u[r, k])[: rows // 2]:
             b[r, k] = 1.0
-
-    def cos(a, c):
-        return float(a @ c / np.sqrt(max((a @ a) * (c @ c), 1e-16)))
-
-    half, out = rows // 2, []
-    for a in range(offset, offset + count):
-        if a >= 2 * half:
-            similarity = 0.0
-        else:
-            p = a + half if a < half else a - half
-            similarity = (cos(b[a], b[p]) - cos(ref_x[a], ref_x[p])) ** 2
-        out.append(similarity + gamma / 2 * np.mean((ref_u[a] - b[a]) ** 2))
-    return np.array(out)
+    similarity = slow_pair_similarity(b, ref_x, offset, count)
+    anchors = range(offset, offset + count)
+    return np.array([s + gamma / 2 * np.mean((ref_u[a] - b[a]) ** 2)
+                     for s, a in zip(similarity, anchors)])  # fmt: skip
 
 
 @pytest.mark.parametrize("rows", [12, 11])
 def test_matches_slow_loop_with_references(rows):
-    rng = np.random.default_rng(0)
-    refs = rng.normal(size=(rows, 6)).astype(np.float32)
-    feats = np.abs(rng.normal(size=(rows, 9))).astype(np.float32)
-    labels = np.zeros((rows, 2), np.float32)
     layer = BiHalfLoss(bits=6, num_classes=2, gamma=3.0)
-    got = layer(refs[4:11], labels[4:11], ref_codes=refs, ref_labels=labels, anchor_offset=4,
-                features=feats[4:11], ref_features=feats)["loss"]  # fmt: skip
+    got, refs, feats = feature_loss_with_references(layer, rows)
     np.testing.assert_allclose(got, _reference(refs, feats, 4, 7, 3.0), rtol=1e-5, atol=1e-7)
 
 
@@ -137,15 +123,11 @@ def test_bi_half_matches_the_authors_function():
 
 @pytest.mark.parametrize("gamma", [6.0, 0.0])
 def test_matches_the_authors_code(gamma):
-    h = tf.Variable(H)
-    layer = BiHalfLoss(bits=4, num_classes=3, gamma=gamma)
-    with tf.GradientTape() as tape:
-        terms = layer(h, tf.constant(LABELS), features=tf.constant(X))
-        loss = tf.reduce_mean(terms["loss"])
     # The authors' loss value is the similarity term; their gamma lives in the backward,
     # ours in the quantization term: the gradient of the mean loss is theirs.
-    np.testing.assert_allclose(tf.reduce_mean(terms["similarity"]), TORCH_VALUE, rtol=1e-6)
-    np.testing.assert_allclose(tape.gradient(loss, h), TORCH_GRAD[gamma], rtol=1e-5, atol=1e-7)
+    layer = BiHalfLoss(bits=4, num_classes=3, gamma=gamma)
+    check_torch_fixture(layer, H, LABELS, {"similarity": TORCH_VALUE}, TORCH_GRAD[gamma],
+                        features=tf.constant(X))  # fmt: skip
 
 
 def test_backward_is_the_authors_function():
@@ -154,28 +136,20 @@ def test_backward_is_the_authors_function():
     h = tf.Variable(H)
     with tf.GradientTape() as tape:
         upstream = tf.reduce_sum(straight_through_bi_half(h) * tf.constant(TORCH_UPSTREAM))
-        quantization = tf.reduce_mean(bihalf_terms(h)[1])
+        quantization = tf.reduce_mean(bihalf_terms(h, features=X)[1])
         total = upstream + 0.5 * 6.0 * quantization
     np.testing.assert_allclose(tape.gradient(total, h), TORCH_FUNCTION_GRAD, rtol=1e-5,
                                atol=1e-7)  # fmt: skip
 
 
 def test_labels_are_ignored():
-    layer = BiHalfLoss(bits=4, num_classes=3)
-    a = layer(H, tf.constant(LABELS), features=X)["loss"]
-    b = layer(H, tf.constant(LABELS[::-1].copy()), features=X)["loss"]
-    np.testing.assert_array_equal(a, b)
+    check_labels_ignored(BiHalfLoss)
 
 
-def test_features_are_required_with_references():
-    layer = BiHalfLoss(bits=4, num_classes=3)
-    with pytest.raises(ValueError, match="features"):
-        layer(H, LABELS, ref_codes=H, ref_labels=LABELS)
-    with pytest.raises(ValueError, match="ref_features"):
-        layer(H, LABELS, ref_codes=H, ref_labels=LABELS, features=X)
-    # The trainer's variable-building call (codes and labels only): similarity 0.
-    terms = layer(tf.zeros([1, 4]), tf.zeros([1, 3]))
-    np.testing.assert_array_equal(terms["similarity"], [0.0])
+def test_features_are_required():
+    check_features_required(BiHalfLoss, "BiHalfLoss")
+    with pytest.raises(ValueError, match="BiHalfLoss"):
+        bihalf_terms(H)
 
 
 @pytest.mark.parametrize("labels_kind", ["single", "multi"])

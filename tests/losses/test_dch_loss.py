@@ -2,8 +2,8 @@
 reference split, and fixtures from DeepHash-pytorch's DCHLoss.
 
 Fixtures: the DCHLoss class of swuxyj/DeepHash-pytorch DCH.py (fetched, class source
-executed unchanged) on (Z, Y) and (Z2, Y2) below, config batch_size 4 on the CPU;
-produced by a scratch script outside the repository:
+executed unchanged) on (Z, Y) and (Z2, Y2) of fixture_checks.py, config batch_size 4 on
+the CPU; produced by a scratch script outside the repository:
 
     python3 -m venv /tmp/torchenv && /tmp/torchenv/bin/pip install torch==2.13.0 numpy
     /tmp/torchenv/bin/python /tmp/fixtures_dch_dtsh/make_fixtures.py dch
@@ -19,16 +19,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from contracts import run_loss_test
+from fixture_checks import DEEPHASH_INPUTS, check_torch_fixture
 
 from wsdhash.losses.dch import DCHLoss, dch_terms
-
-Z = np.array([[0.5, -1.0, 0.25, 2.0], [-0.75, 0.5, 1.5, -0.25],
-              [1.25, 0.75, -0.5, 0.5], [0.1, -0.3, -1.2, 0.8]], np.float32)  # fmt: skip
-Y = np.array([[1, 0, 0], [1, 1, 0], [0, 0, 1], [0, 1, 0]], np.float32)
-Z2 = np.array([[0.9, 0.2, -0.4, -1.1], [0.3, 0.8, 0.6, -0.2],
-               [-0.5, -0.7, 0.1, 0.4], [1.0, -0.6, -0.9, 0.3]], np.float32)  # fmt: skip
-Y2 = np.array([[1, 0, 1], [0, 1, 0], [1, 0, 0], [0, 1, 1]], np.float32)
-INPUTS = {"Z": (Z, Y), "Z2": (Z2, Y2)}
 
 # DeepHash-pytorch DCHLoss(u, y, ind, config): (input, gamma, lambda) -> loss.item(), u.grad.
 TORCH = {
@@ -155,15 +148,11 @@ def test_identical_and_zero_codes_are_finite():
 @pytest.mark.parametrize("key", sorted(TORCH))
 def test_matches_deephash_pytorch(key):
     name, gamma, lam = key
-    codes, labels = INPUTS[name]
+    codes, labels = DEEPHASH_INPUTS[name]
     value, grad = TORCH[key]
-    z = tf.Variable(codes)
     layer = DCHLoss(bits=4, num_classes=3, gamma=gamma, quantization_weight=lam,
                     include_self=True)  # fmt: skip
-    with tf.GradientTape() as tape:
-        loss = tf.reduce_mean(layer(z, tf.constant(labels))["loss"])
-    np.testing.assert_allclose(loss.numpy(), value, rtol=1e-6)
-    np.testing.assert_allclose(tape.gradient(loss, z), np.array(grad), rtol=1e-5, atol=1e-7)
+    check_torch_fixture(layer, codes, labels, {"loss": value}, grad)
 
 
 @pytest.mark.parametrize(("labels_kind", "include_self"),

@@ -6,7 +6,7 @@ Fixtures: the `hash` autograd Function of ssppp/GreedyHash unsupervised_vgg.py (
 class source executed unchanged) and the loss lines of its training loop (F.cosine_similarity
 of the batch's two halves, F.mse_loss, plus alpha * mean | (|h| - 1)^3 |), on H (8 x 4
 outputs, no zero entry: torch.sign(0) = 0 where wsdhash gives +1) and X (8 x 5 features)
-below; produced by a scratch script outside the repository:
+of fixture_checks.py; produced by a scratch script outside the repository:
 
     python3 -m venv /tmp/torchenv && /tmp/torchenv/bin/pip install torch==2.13.0 numpy
     /tmp/torchenv/bin/python /tmp/fixtures_unsupervised/make_fixtures.py
@@ -18,21 +18,21 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from contracts import run_loss_test
+from fixture_checks import (
+    LABELS,
+    H,
+    X,
+    check_features_required,
+    check_labels_ignored,
+    check_torch_fixture,
+    feature_loss_with_references,
+    slow_pair_similarity,
+)
 
 from wsdhash.losses.greedyhash_unsupervised import (
     GreedyHashUnsupervisedLoss,
     greedyhash_unsupervised_terms,
 )
-
-H = np.array([[0.5, -1.0, 0.25, 2.0], [-0.75, 0.5, 1.5, -0.25],
-              [1.25, 0.75, -0.5, 0.5], [0.1, -0.3, -1.2, 0.8],
-              [-0.6, 1.1, 0.3, -1.5], [0.9, -0.2, -0.8, 0.05],
-              [-1.3, 0.4, 0.7, -0.9], [0.2, -0.65, 1.05, 1.2]], np.float32)  # fmt: skip
-X = np.array([[0.3, 1.2, 0.0, 0.7, 0.1], [1.0, 0.2, 0.4, 0.0, 0.9],
-              [0.0, 0.8, 1.1, 0.3, 0.2], [0.6, 0.0, 0.5, 1.4, 0.3],
-              [0.2, 0.9, 0.1, 0.6, 0.0], [1.3, 0.1, 0.0, 0.2, 0.8],
-              [0.4, 0.3, 0.9, 0.0, 1.1], [0.0, 1.0, 0.2, 0.5, 0.6]], np.float32)  # fmt: skip
-LABELS = np.eye(3, dtype=np.float32)[[0, 1, 2, 0, 1, 2, 0, 1]]
 
 TORCH_SIMILARITY = 1.8405073881149292  # loss1
 TORCH_PENALTY = 0.19840624928474426  # loss2
@@ -73,64 +73,37 @@ def test_value_by_hand():
 
 
 def _reference(ref_h, ref_x, offset, count, alpha):
-    ref_h, ref_x = ref_h.astype(np.float64), ref_x.astype(np.float64)
+    ref_h = ref_h.astype(np.float64)
     b = np.where(ref_h >= 0, 1.0, -1.0)
-
-    def cos(a, c):
-        return float(a @ c / np.sqrt(max((a @ a) * (c @ c), 1e-16)))
-
-    half, out = len(ref_h) // 2, []
-    for a in range(offset, offset + count):
-        if a >= 2 * half:
-            similarity = 0.0
-        else:
-            p = a + half if a < half else a - half
-            similarity = (cos(b[a], b[p]) - cos(ref_x[a], ref_x[p])) ** 2
-        out.append(similarity + alpha * np.mean(np.abs(np.abs(ref_h[a]) - 1) ** 3))
-    return np.array(out)
+    similarity = slow_pair_similarity(b, ref_x, offset, count)
+    anchors = range(offset, offset + count)
+    return np.array([s + alpha * np.mean(np.abs(np.abs(ref_h[a]) - 1) ** 3)
+                     for s, a in zip(similarity, anchors)])  # fmt: skip
 
 
 @pytest.mark.parametrize("rows", [12, 11])
 def test_matches_slow_loop_with_references(rows):
-    rng = np.random.default_rng(0)
-    refs = rng.normal(size=(rows, 6)).astype(np.float32)
-    feats = np.abs(rng.normal(size=(rows, 9))).astype(np.float32)
-    labels = np.zeros((rows, 2), np.float32)
     layer = GreedyHashUnsupervisedLoss(bits=6, num_classes=2, alpha=0.3)
-    got = layer(refs[4:11], labels[4:11], ref_codes=refs, ref_labels=labels, anchor_offset=4,
-                features=feats[4:11], ref_features=feats)["loss"]  # fmt: skip
+    got, refs, feats = feature_loss_with_references(layer, rows)
     np.testing.assert_allclose(got, _reference(refs, feats, 4, 7, 0.3), rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("alpha", [0.1, 0.0])
 def test_matches_the_authors_code(alpha):
-    h = tf.Variable(H)
     layer = GreedyHashUnsupervisedLoss(bits=4, num_classes=3, alpha=alpha)
-    with tf.GradientTape() as tape:
-        terms = layer(h, tf.constant(LABELS), features=tf.constant(X))
-        loss = tf.reduce_mean(terms["loss"])
-    np.testing.assert_allclose(tf.reduce_mean(terms["similarity"]), TORCH_SIMILARITY, rtol=1e-6)
-    np.testing.assert_allclose(tf.reduce_mean(terms["penalty"]), TORCH_PENALTY, rtol=1e-6)
-    np.testing.assert_allclose(loss, TORCH_VALUE[alpha], rtol=1e-6)
-    np.testing.assert_allclose(tape.gradient(loss, h), TORCH_GRAD[alpha], rtol=1e-5, atol=1e-7)
+    means = {"similarity": TORCH_SIMILARITY, "penalty": TORCH_PENALTY,
+             "loss": TORCH_VALUE[alpha]}  # fmt: skip
+    check_torch_fixture(layer, H, LABELS, means, TORCH_GRAD[alpha], features=tf.constant(X))
 
 
 def test_labels_are_ignored():
-    layer = GreedyHashUnsupervisedLoss(bits=4, num_classes=3)
-    a = layer(H, tf.constant(LABELS), features=X)["loss"]
-    b = layer(H, tf.constant(LABELS[::-1].copy()), features=X)["loss"]
-    np.testing.assert_array_equal(a, b)
+    check_labels_ignored(GreedyHashUnsupervisedLoss)
 
 
-def test_features_are_required_with_references():
-    layer = GreedyHashUnsupervisedLoss(bits=4, num_classes=3)
-    with pytest.raises(ValueError, match="features"):
-        layer(H, LABELS, ref_codes=H, ref_labels=LABELS)
-    with pytest.raises(ValueError, match="ref_features"):
-        layer(H, LABELS, ref_codes=H, ref_labels=LABELS, features=X)
-    # The trainer's variable-building call (codes and labels only): similarity 0.
-    terms = layer(tf.zeros([1, 4]), tf.zeros([1, 3]))
-    np.testing.assert_array_equal(terms["similarity"], [0.0])
+def test_features_are_required():
+    check_features_required(GreedyHashUnsupervisedLoss, "GreedyHashUnsupervisedLoss")
+    with pytest.raises(ValueError, match="GreedyHashUnsupervisedLoss"):
+        greedyhash_unsupervised_terms(H)
 
 
 @pytest.mark.parametrize("labels_kind", ["single", "multi"])

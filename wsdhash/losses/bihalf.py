@@ -78,12 +78,14 @@ def bihalf_terms(codes, ref_codes=None, features=None, ref_features=None, anchor
     """(similarity (B,), quantization (B,) without gamma / 2) for the anchors `codes`.
 
     `quantization_i` = mean_k (u_ik - b_ik)^2 with b the anchors' rows of the bi-half of
-    the references (held constant). Without features the similarity is 0 (module doc of
-    feature_similarity: the trainer's variable-building call).
+    the references (held constant).
+
+    Raises:
+        ValueError: `features` missing (feature_similarity.resolve_features).
     """
     codes = tf.cast(tf.convert_to_tensor(codes), tf.float32)
     features, ref_features = feature_similarity.resolve_features(
-        codes, ref_codes, features, ref_features
+        "BiHalfLoss", ref_codes, features, ref_features
     )
     if ref_codes is None:
         ref_codes, anchor_offset = codes, 0
@@ -93,8 +95,6 @@ def bihalf_terms(codes, ref_codes=None, features=None, ref_features=None, anchor
     rows = references.anchor_rows(num_anchors, anchor_offset)
     targets = tf.stop_gradient(tf.gather(ref_binary, rows))
     quantization = tf.reduce_mean(tf.square(codes - targets), axis=1)
-    if features is None:
-        return tf.zeros_like(quantization), quantization
     similarity = feature_similarity.pair_similarity_terms(
         ref_binary, ref_features, num_anchors, anchor_offset
     )
@@ -106,6 +106,9 @@ class BiHalfLoss(HashingLoss):
 
     `call` returns {"loss", "similarity", "quantization"}, each (B,), with
     quantization already weighted by gamma / 2 and loss = similarity + quantization.
+    It needs the backbone's `features` (and `ref_features` with the references), which
+    the trainer passes because the method sets `uses_backbone_features`; a call without
+    them raises ValueError.
 
     Args:
         bits: K.

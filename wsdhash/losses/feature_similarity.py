@@ -30,26 +30,30 @@ from wsdhash.losses import references
 EPSILON = 1e-8  # torch.nn.functional.cosine_similarity's eps
 
 
-def resolve_features(codes, ref_codes, features, ref_features):
-    """(features (B, F), ref_features (R, F)) as float32, or (None, None).
+def resolve_features(loss: str, ref_codes, features, ref_features):
+    """(features (B, F), ref_features (R, F)) as float32; without references the anchors'
+    features serve as both.
 
-    Without features the loss is being called only to build its variables (the
-    trainer's first call passes codes and labels alone, without references); any call
-    with references must carry the features, as the trainer does for a method with
-    `uses_backbone_features`.
+    Every call of these losses must carry the backbone's features: the trainer passes
+    them (and every replica's as `ref_features`) for a method that sets
+    `uses_backbone_features` (wsdhash/methods/base.py).
+
+    Args:
+        loss: the loss's name, for the error messages.
+        ref_codes: the references' codes, or None.
+        features: the anchors' features (B, F).
+        ref_features: the references' features (R, F), given with ref_codes.
 
     Raises:
-        ValueError: features missing in a call with references, ref_features without
-            ref_codes or the other way round.
+        ValueError: features missing, ref_features without ref_codes or the other way
+            round.
     """
     if features is None:
-        if ref_codes is not None or ref_features is not None:
-            raise ValueError(
-                "This loss compares codes with the backbone's features: pass `features` "
-                "(and `ref_features` with the references); the method must set "
-                "uses_backbone_features = True."
-            )
-        return None, None
+        raise ValueError(
+            f"{loss} compares codes with the backbone's features: pass `features` (and "
+            "`ref_features` with the references); the method must set "
+            "uses_backbone_features = True so that the trainer passes them."
+        )
     features = tf.cast(tf.convert_to_tensor(features), tf.float32)
     if ref_codes is None:
         if ref_features is not None:

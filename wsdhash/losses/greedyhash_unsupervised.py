@@ -44,15 +44,16 @@ from wsdhash.losses.greedyhash import cubic_penalty, straight_through_sign
 
 def greedyhash_unsupervised_terms(codes, ref_codes=None, features=None, ref_features=None,
                                   anchor_offset=0):  # fmt: skip
-    """(similarity (B,), penalty (B,)) for the anchors `codes` (module doc). Without
-    features the similarity is 0 (the trainer's variable-building call)."""
+    """(similarity (B,), penalty (B,)) for the anchors `codes` (module doc).
+
+    Raises:
+        ValueError: `features` missing (feature_similarity.resolve_features).
+    """
     codes = tf.cast(tf.convert_to_tensor(codes), tf.float32)
     features, ref_features = feature_similarity.resolve_features(
-        codes, ref_codes, features, ref_features
+        "GreedyHashUnsupervisedLoss", ref_codes, features, ref_features
     )
     penalty = cubic_penalty(codes)
-    if features is None:
-        return tf.zeros_like(penalty), penalty
     if ref_codes is None:
         ref_codes, anchor_offset = codes, 0
     ref_binary = straight_through_sign(tf.cast(tf.convert_to_tensor(ref_codes), tf.float32))
@@ -66,7 +67,10 @@ class GreedyHashUnsupervisedLoss(HashingLoss):
     """GreedyHash-unsupervised loss layer (no variables); `labels` are ignored.
 
     `call` returns {"loss", "similarity", "penalty"}, each (B,), with
-    loss = similarity + alpha * penalty (terms unweighted).
+    loss = similarity + alpha * penalty (terms unweighted). It needs the backbone's
+    `features` (and `ref_features` with the references), which the trainer passes
+    because the method sets `uses_backbone_features`; a call without them raises
+    ValueError.
 
     Args:
         bits: K.
