@@ -24,7 +24,7 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
     "--window-size=1280,900",
 ]
-WAIT_S = 120  # a loaded CI machine: the page's search runs the model on 2 shared cores
+WAIT_S = 600  # a loaded CI machine: the page's search runs the model on 2 shared cores
 
 
 def _browser_paths():

@@ -24,7 +24,7 @@ def exported(tmp_path_factory):
     run_train(data_dir, workdir, "--steps=3", "--method=orthohash")
     result = subprocess.run(
         [sys.executable, "-m", "wsdhash.export", f"--workdir={workdir}", f"--output={output}"],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     return data_dir, workdir, output
@@ -90,7 +90,7 @@ def test_saved_model_cli_lists_the_signatures(exported):
 def test_export_refuses_to_overwrite_and_names_missing_runs(exported, tmp_path):
     _, workdir, output = exported
     command = [sys.executable, "-m", "wsdhash.export", f"--workdir={workdir}", f"--output={output}"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode != 0 and "exists; pass overwrite=True" in result.stderr
     command = [
         sys.executable,
@@ -99,7 +99,7 @@ def test_export_refuses_to_overwrite_and_names_missing_runs(exported, tmp_path):
         f"--workdir={tmp_path}",
         f"--output={tmp_path / 'x'}",
     ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode != 0 and "no run_info.json" in result.stderr
 
 

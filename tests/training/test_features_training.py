@@ -27,7 +27,7 @@ SIZES = {"num_train": 320, "num_query": 30, "num_database": 80}  # > 256 for WSD
 
 def _run(module, *args, check=True):
     result = subprocess.run(
-        [sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=600,
+        [sys.executable, "-m", module, *args], capture_output=True, text=True,
         env=ENV,
     )  # fmt: skip
     if check:

@@ -41,7 +41,9 @@ def test_two_workers_train_and_the_chief_checkpoints(tmp_path):
             )
         )
     for process in processes:
-        _, stderr = process.communicate(timeout=600)
+        # A guard against a collective that never completes, far above any busy
+        # machine's time for 4 steps (about 15 s on a quiet one).
+        _, stderr = process.communicate(timeout=3600)
         assert process.returncode == 0, stderr[-3000:]
 
     latest = tf.train.latest_checkpoint(str(workdir / "checkpoints"))

@@ -33,7 +33,7 @@ def tagged(tmp_path_factory):
             f"--vocab={data_dir / 'tag_vocab.txt'}", f"--tag_matrix={data_dir / 'train_tag.txt'}",
             "--vectors=train", "--w2v_dim=24", "--w2v_epochs=5", f"--output_dir={tag_dir}",
         ],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     return data_dir, tag_dir
@@ -69,7 +69,7 @@ def test_wsdhq_trains_from_tags_and_writes_aqd_codes(tagged, tmp_path, quantizer
     result = subprocess.run(
         [sys.executable, "-m", "wsdhash.evaluate", f"--codes={workdir / 'codes.h5'}",
          "--topk=1000", "--empty=skip", "--json"],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
 
@@ -79,7 +79,7 @@ def test_wsdhq_trains_from_tags_and_writes_aqd_codes(tagged, tmp_path, quantizer
     exported = tmp_path / "exported"
     result = subprocess.run(
         [sys.executable, "-m", "wsdhash.export", f"--workdir={workdir}", f"--output={exported}"],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     import tensorflow as tf
@@ -110,7 +110,7 @@ def test_wsdhq_trains_from_tags_and_writes_aqd_codes(tagged, tmp_path, quantizer
     built = subprocess.run(
         [sys.executable, "-m", "wsdhash.search", "build", f"--images={images}",
          f"--model={exported}", f"--output={index_dir}"],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True,
     )  # fmt: skip
     assert built.returncode == 0, built.stderr[-2000:]
     index = ShardedIndex(str(index_dir))

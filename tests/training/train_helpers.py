@@ -25,11 +25,11 @@ def train_command(data_dir, workdir, *extra):
     ]  # fmt: skip
 
 
-def run_train(data_dir, workdir, *extra, timeout=600, check=True):
+def run_train(data_dir, workdir, *extra, check=True):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
     result = subprocess.run(
         train_command(data_dir, workdir, *extra),
-        capture_output=True, text=True, timeout=timeout, env=env,
+        capture_output=True, text=True, env=env,
     )  # fmt: skip
     if check:
         assert result.returncode == 0, result.stderr[-3000:]
