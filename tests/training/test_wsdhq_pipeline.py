@@ -65,15 +65,16 @@ def test_wsdhq_trains_from_tags_and_writes_aqd_codes(tagged, tmp_path, quantizer
         codes.query.labels, codes.database.labels, topk=1000, empty="skip",
     )  # fmt: skip
     assert again.map == pytest.approx(metrics["map"], abs=1e-9)
-    # The evaluate CLI ranks a quantization codes file by AQD too.
-    result = subprocess.run(
-        [sys.executable, "-m", "wsdhash.evaluate", f"--codes={workdir / 'codes.h5'}",
-         "--topk=1000", "--empty=skip", "--json"],
-        capture_output=True, text=True,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-
-    assert json.loads(result.stdout)["map"] == pytest.approx(metrics["map"], abs=1e-9)
+    # The evaluate CLI ranks a quantization codes file by AQD too (once: it reads the
+    # codes file alone, whichever quantizer wrote it; one TensorFlow start-up fewer).
+    if quantizer == "additive":
+        result = subprocess.run(
+            [sys.executable, "-m", "wsdhash.evaluate", f"--codes={workdir / 'codes.h5'}",
+             "--topk=1000", "--empty=skip", "--json"],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["map"] == pytest.approx(metrics["map"], abs=1e-9)
 
     # The SavedModel assigns database codes in-graph, as the run's quantizer does.
     exported = tmp_path / "exported"
@@ -101,7 +102,10 @@ def test_wsdhq_trains_from_tags_and_writes_aqd_codes(tagged, tmp_path, quantizer
     assert np.mean(got == expected) >= 0.95  # float32 rounding may flip a near tie
 
     # A search index built from the image folder through the SavedModel is an AQD index
-    # with the run's codebooks and the served codes.
+    # with the run's codebooks and the served codes (once: the build reads the model's
+    # outputs and codebooks, whichever quantizer made them).
+    if quantizer != "additive":
+        return
     pytest.importorskip("faiss")
     from wsdhash.index.sharded import ShardedIndex
 
