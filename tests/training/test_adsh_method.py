@@ -4,6 +4,9 @@ through the command line whose codes file holds the learned codes. The loss and 
 update are tested in tests/losses/test_adsh_loss.py; the shared method contract
 (1 vs 2 replicas, resume, export and serve) runs in test_method_contracts.py."""
 
+import os
+import subprocess
+import sys
 import types
 
 import numpy as np
@@ -94,3 +97,29 @@ def test_trains_and_writes_its_learned_database_codes(tmp_path):
     for codes, changed in zip(contents.database.codes, learned):
         if changed:
             assert tuple(codes) in held
+
+    # Searched and served as trained, with the usual commands: `search build --codes`
+    # keeps V and marks it learned in the manifest, and the service starts on the
+    # exported model with its default start-up check (skipped for learned codes: the
+    # network need not reproduce V) and ranks the index's codes for a query image.
+    index_dir = tmp_path / "index"
+    built = subprocess.run(
+        [sys.executable, "-m", "wsdhash.search", "build", f"--codes={workdir / 'codes.h5'}",
+         f"--output={index_dir}"],
+        capture_output=True, text=True, env=dict(os.environ, CUDA_VISIBLE_DEVICES=""),
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr[-2000:]
+    from wsdhash import serving
+    from wsdhash.eval.binary import hamming_distances
+    from wsdhash.service import engine as engine_lib
+
+    model, _, pipeline_config = serving.load_trained_model(str(workdir))
+    exported = serving.export_saved_model(model, pipeline_config, str(tmp_path / "exported"))
+    engine = engine_lib.load(exported, str(index_dir), images_root=str(data_dir))
+    assert engine.checked == {"skipped": "the index holds database codes the method learned"}
+    with open(os.path.join(data_dir, contents.query.ids[0]), "rb") as f:
+        query = f.read()
+    outputs = engine.encode([query])
+    result = engine.neighbours(outputs, 5)
+    expected = np.sort(hamming_distances(outputs["packed_codes"], contents.database.codes)[0])
+    np.testing.assert_array_equal(result.distances[0], expected[:5])
