@@ -102,6 +102,7 @@ def run_method_test(method: str, tmp_path, data_dir, sizes=(160, 30, 80), **conf
     if METHODS.get(method).learned_database_codes:
         served_codes = pack_codes(binarize(contents.database.features))
     _check_served_codes(tmp_path / "one" / "saved_model", contents, served_codes, tmp_path)
+    _check_fingerprints(tmp_path, files)
 
     # Evaluation through the codes file's scorer, against a brute-force ranking.
     metrics = json.loads((tmp_path / "one" / "metrics.json").read_text())
@@ -118,6 +119,19 @@ def _index_codes(contents) -> np.ndarray:
     from wsdhash.eval.scorers import scorer_kind
 
     return np.asarray(scorer_kind(contents).index_codes(contents.database))
+
+
+def _check_fingerprints(tmp_path, files: dict) -> None:
+    """The codes file's network is the export's, and the run's rebuilt model's for the
+    two-replica run too (synchronised batch norm there): the service's provenance check
+    (wsdhash/service/engine.py) then accepts an index of these codes with this model."""
+    from wsdhash import serving
+    from wsdhash.model_fingerprint import export_fingerprint, weights_fingerprint
+
+    one = files["one"].model_fingerprint
+    assert one and export_fingerprint(str(tmp_path / "one" / "saved_model")) == one
+    model = serving.load_trained_model(str(tmp_path / "two"))[0]
+    assert weights_fingerprint(model) == files["two"].model_fingerprint
 
 
 def _check_served_codes(saved_model, contents, held, tmp_path, count: int = 6) -> None:

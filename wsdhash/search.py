@@ -104,6 +104,7 @@ def build():
     from wsdhash.eval.scorers import scorer_kind
     from wsdhash.index.binary import BinaryIndexParams
     from wsdhash.index.sharded import build_index
+    from wsdhash.model_fingerprint import export_fingerprint
 
     if not FLAGS.output:
         raise cli.UsageError("build needs --output (the index directory).")
@@ -119,6 +120,9 @@ def build():
         kind, key, codebooks = model_index_layout(model, FLAGS.kind, FLAGS.model)
         codes, ids = images_for_index(paths, key, model, FLAGS.batch_size)
         source = {"images": FLAGS.images}
+        fingerprint = export_fingerprint(FLAGS.model) if os.path.isdir(FLAGS.model) else None
+        if fingerprint:
+            source["model_fingerprint"] = fingerprint
     elif FLAGS.codes:
         contents = read_codes_file(FLAGS.codes)
         split = _codes_split(contents, FLAGS.split or "database")
@@ -137,6 +141,8 @@ def build():
             codes = split.codes
         ids = split.ids if split.ids is not None else np.arange(len(codes)).astype(str)
         source = {"codes": os.path.abspath(FLAGS.codes), "split": FLAGS.split or "database"}
+        if contents.model_fingerprint:
+            source["model_fingerprint"] = contents.model_fingerprint
         if source["split"] == "database" and contents.database_codes == "learned":
             # The method learned these codes (ADSH's V): the service must not expect
             # the model to reproduce them from the images.

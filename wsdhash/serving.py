@@ -28,6 +28,9 @@ A model trained on precomputed features (`--backbone=features`) has one signatur
 instead, `serving_default(features)`: float32 (B, F) features from the same backbone
 and settings as the features file (`python -m wsdhash.extract`).
 
+Beside the graph, `assets.extra/wsdhash.json` records the network's weights fingerprint
+(wsdhash/model_fingerprint.py), which the service compares with an index's.
+
 The SavedModel needs only TensorFlow to load (not wsdhash), with `tf.saved_model.load`
 or with TensorFlow 1's session loader (`tf.compat.v1.saved_model.load`,
 `saved_model_cli run`), which is the path TensorFlow Serving takes. For the latter the
@@ -47,6 +50,7 @@ import keras
 import tensorflow as tf
 
 from wsdhash.methods import METHODS
+from wsdhash.model_fingerprint import EXPORT_INFO_FILE, weights_fingerprint
 from wsdhash.models.assembly import build_model
 from wsdhash.training.config import config_from_dict
 
@@ -410,6 +414,11 @@ def export_saved_model(
                 }
             ),
         )
+        # Which network this is, for the service's fit check against an index.
+        info_path = os.path.join(temporary, EXPORT_INFO_FILE)
+        os.makedirs(os.path.dirname(info_path), exist_ok=True)
+        with open(info_path, "w", encoding="utf-8") as f:
+            json.dump({"model_fingerprint": weights_fingerprint(model)}, f)
         if os.path.exists(output):
             old = f"{output}.old-{os.getpid()}"
             os.replace(output, old)

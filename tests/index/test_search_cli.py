@@ -44,11 +44,14 @@ def _codes_file(path, quantized):
     codebooks = rng.normal(size=(2, 256, 8)).astype(np.float32) if quantized else None
     # The binary file's database codes stand for codes a method learned (ADSH's V).
     origin = "network" if quantized else "learned"
+    fingerprint = "ab" * 32  # the weights fingerprint of the network a trainer records
     write_codes_file(
         path,
-        CodesFile(16 if quantized else 32, **split, codebooks=codebooks, database_codes=origin),
-    )
-    assert read_codes_file(path).database_codes == origin
+        CodesFile(16 if quantized else 32, **split, codebooks=codebooks, database_codes=origin,
+                  model_fingerprint=fingerprint),
+    )  # fmt: skip
+    again = read_codes_file(path)
+    assert again.database_codes == origin and again.model_fingerprint == fingerprint
     return split, codebooks
 
 
@@ -65,6 +68,7 @@ def test_build_and_query_a_codes_file(tmp_path, quantized):
     # Learned database codes are recorded, so the service does not expect the model to
     # reproduce them (tests/serve/test_serve_fit.py).
     assert manifest.get("database_codes") == (None if quantized else "learned")
+    assert manifest["model_fingerprint"] == "ab" * 32  # the service compares it (engine.py)
     result = _search(
         "query", f"--index={index}", f"--codes={tmp_path / 'codes.h5'}", "--k=5", "--json"
     )

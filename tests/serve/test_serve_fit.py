@@ -172,6 +172,30 @@ def test_a_trained_model_and_an_index_that_do_not_fit(tmp_path, served_files, en
         engine_lib.SearchEngine(model, ShardedIndex(str(learned)))
 
 
+def test_an_index_of_another_networks_codes_is_refused(tmp_path, served_files, engine):
+    # The fixture's index was built through the export: both name the same network.
+    _, images, model_dir, index_dir = served_files
+    fingerprint = engine.model_fingerprint
+    assert fingerprint and engine.index.manifest["model_fingerprint"] == fingerprint
+    assert engine.describe()["model"]["fingerprint"] == fingerprint
+    ids = list(engine.index.ids)
+    codes = np.stack([engine.index.shards[0].index.reconstruct(i) for i in range(len(ids))])
+    for name, recorded in (("same", fingerprint), ("other", "0" * 64)):
+        build_index(
+            str(tmp_path / name), [(codes, np.asarray(ids))], kind="flat",
+            metadata={"images": images, "model_fingerprint": recorded},
+        )  # fmt: skip
+    # The same codes: accepted when the manifest names this network, refused when it
+    # names another, even with the image check off or the codes learned (no re-encoding).
+    engine_lib.SearchEngine(engine.model, ShardedIndex(str(tmp_path / "same")),
+                            model_dir=model_dir)  # fmt: skip
+    with pytest.raises(engine_lib.MismatchError, match="codes of another network .*000000000000"):
+        engine_lib.SearchEngine(engine.model, ShardedIndex(str(tmp_path / "other")),
+                                model_dir=model_dir, check_images=0)  # fmt: skip
+    # Without a recorded fingerprint on either side (older files), nothing is compared.
+    engine_lib.SearchEngine(engine.model, ShardedIndex(str(tmp_path / "other")), check_images=0)
+
+
 def test_serve_refuses_to_start_with_one_line(tmp_path, served_files):
     _, images, model_dir, _ = served_files
     ids = [os.path.join(images, name) for name in sorted(os.listdir(images))[:4]]

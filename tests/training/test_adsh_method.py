@@ -117,6 +117,10 @@ def test_trains_and_writes_its_learned_database_codes(tmp_path):
     exported = serving.export_saved_model(model, pipeline_config, str(tmp_path / "exported"))
     engine = engine_lib.load(exported, str(index_dir), images_root=str(data_dir))
     assert engine.checked == {"skipped": "the index holds database codes the method learned"}
+    # What ties the two instead: the same network's weights fingerprint on both sides.
+    assert contents.model_fingerprint and len(contents.model_fingerprint) == 64
+    assert engine.model_fingerprint == contents.model_fingerprint
+    assert engine.index.manifest["model_fingerprint"] == contents.model_fingerprint
     with open(os.path.join(data_dir, contents.query.ids[0]), "rb") as f:
         query = f.read()
     outputs = engine.encode([query])

@@ -8,7 +8,10 @@ Layout (h5py):
                     attribute `database_codes` (str): "network" (default: the
                     database codes are what the model gives its images) or "learned"
                     (the method learned them directly, as ADSH's V: a model
-                    re-encoding the database images does not reproduce them).
+                    re-encoding the database images does not reproduce them);
+                    optional attribute `model_fingerprint` (str): the weights
+                    fingerprint of the network that wrote the file
+                    (wsdhash/model_fingerprint.py).
   /codebooks        optional float32 (M, 256, D): quantization codebooks.
   /query, /database groups, each with
     codes           uint8 (N, ceil(K/8)): packed binary codes (see `binary.pack_codes`).
@@ -80,6 +83,8 @@ class CodesFile:
         there are codebooks, else "hamming".
       database_codes: "network" (the model's codes for the database images) or
         "learned" (codes the method learned directly, ADSH's V).
+      model_fingerprint: the weights fingerprint of the trained network whose codes these
+        are (`wsdhash.model_fingerprint`), or None (baselines, older files).
     """
 
     bits: int
@@ -88,6 +93,7 @@ class CodesFile:
     codebooks: np.ndarray | None = None
     scorer: str | None = None
     database_codes: str = "network"
+    model_fingerprint: str | None = None
 
     def __post_init__(self):
         if self.scorer is None:
@@ -111,6 +117,8 @@ def validate_codes_file(contents: CodesFile, path) -> None:
 
     if contents.scorer not in SCORERS:
         _fail(path, f"unknown scorer {contents.scorer!r}; known: {', '.join(SCORERS.names())}.")
+    if contents.model_fingerprint is not None and not isinstance(contents.model_fingerprint, str):
+        _fail(path, f"model_fingerprint must be a string; got {contents.model_fingerprint!r}.")
     if contents.database_codes not in DATABASE_CODES:
         _fail(
             path,
@@ -265,6 +273,8 @@ def write_codes_file(path: str | os.PathLike, contents: CodesFile) -> None:
         h5.attrs["bits"] = int(contents.bits)
         h5.attrs["scorer"] = contents.scorer
         h5.attrs["database_codes"] = contents.database_codes
+        if contents.model_fingerprint is not None:
+            h5.attrs["model_fingerprint"] = contents.model_fingerprint
         if contents.codebooks is not None:
             create_checked_dataset(h5, "codebooks", contents.codebooks)
         for split_name in SPLITS:
@@ -352,11 +362,14 @@ def read_codes_file(path: str | os.PathLike) -> CodesFile:
             scorer = scorer.decode("utf-8")
         if scorer is not None and not isinstance(scorer, str):
             _fail(path, f"root attribute 'scorer' must be a string; got {scorer!r}.")
-        database_codes = h5.attrs.get("database_codes", "network")
-        if isinstance(database_codes, bytes):
-            database_codes = database_codes.decode("utf-8")
+        text = {}
+        for name in ("database_codes", "model_fingerprint"):
+            value = h5.attrs.get(name)
+            text[name] = value.decode("utf-8") if isinstance(value, bytes) else value
     contents = CodesFile(
-        bits=bits, codebooks=codebooks, scorer=scorer, database_codes=database_codes, **splits
-    )
+        bits=bits, codebooks=codebooks, scorer=scorer,
+        database_codes=text["database_codes"] or "network",
+        model_fingerprint=text["model_fingerprint"], **splits,
+    )  # fmt: skip
     validate_codes_file(contents, path)
     return contents

@@ -8,11 +8,13 @@ No method is named anywhere here.
 `SearchEngine` refuses (`MismatchError`, one line) a model and an index that do not
 fit: a model that takes features rather than images, codes of another width than the
 index holds, an AQD index with a model that has no quantizer, or with other
-codebooks than the model's. When the database images can be read, it also encodes a
-few of them and compares their codes with the ones the index holds (an index built
-with another model of the same width does not reproduce them). An index whose manifest
-says its database codes were learned by the method (`"database_codes": "learned"`,
-from an ADSH codes file) skips that comparison: the model encodes queries only.
+codebooks than the model's, or an index whose manifest names another network than the
+model's (weights fingerprints, wsdhash/model_fingerprint.py, where both recorded one).
+When the database images can be read, it also encodes a few of them and compares their
+codes with the ones the index holds (an index built with another model of the same
+width does not reproduce them). An index whose manifest says its database codes were
+learned by the method (`"database_codes": "learned"`, from an ADSH codes file) skips
+that comparison: the model encodes queries only, and the fingerprints tie the two.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import threading
 
 import numpy as np
 
+from wsdhash.model_fingerprint import export_fingerprint
 from wsdhash.service.errors import input_error
 
 _OUTPUTS = ("valid", "status", "embedding", "packed_codes")
@@ -131,6 +134,7 @@ class SearchEngine:
         self._positions = {item: p for p, item in enumerate(self._ids)}
         self.labels = self._read_labels(index.manifest.get("labels"))
         self.bits, self.quantizer_shape = self._check_fit()
+        self._check_provenance()
         self.checked = None
         if index.manifest.get("database_codes") == "learned":
             # Codes the method learned (ADSH's V), not the model's codes of the images:
@@ -200,6 +204,23 @@ class SearchEngine:
                 f"{self._rebuild()}."
             )
         return bits, None
+
+    @property
+    def model_fingerprint(self) -> str | None:
+        return export_fingerprint(self.model_dir) if self.model_dir else None
+
+    def _check_provenance(self) -> None:
+        """Refuses an index whose manifest names another network than the model's own
+        (both fingerprints recorded: wsdhash/model_fingerprint.py)."""
+        theirs = self.index.manifest.get("model_fingerprint")
+        ours = self.model_fingerprint
+        if theirs and ours and theirs != ours:
+            raise MismatchError(
+                f"{self._index_name} holds the codes of another network than "
+                f"{self._model_name} (weights fingerprints {str(theirs)[:12]} and "
+                f"{ours[:12]}: another run or checkpoint): {self._rebuild()}, or export the "
+                "checkpoint its codes file was written from (--checkpoint=best)."
+            )
 
     def _stored(self, position: int):
         """The codes the index holds for an item, or None where the kind hides them."""
@@ -360,6 +381,7 @@ class SearchEngine:
                 pass
             model.update(
                 method=method,
+                fingerprint=self.model_fingerprint,
                 built=_modified(os.path.join(self.model_dir, "saved_model.pb")),
                 sha256=folder_sha256(self.model_dir),
             )
@@ -370,6 +392,7 @@ class SearchEngine:
             "num_items": int(self.index.num_items),
             "shards": len(self.index.shards),
             "labels": self.labels is not None,
+            "model_fingerprint": self.index.manifest.get("model_fingerprint"),
         }
         if self.index_dir:
             manifest = os.path.join(self.index_dir, "index.json")

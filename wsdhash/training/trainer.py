@@ -56,6 +56,7 @@ from wsdhash.data.samplers import ClassBalancedSampler
 from wsdhash.data.types import SplitData
 from wsdhash.eval import write_codes_file
 from wsdhash.methods import METHODS
+from wsdhash.model_fingerprint import weights_fingerprint
 from wsdhash.models.assembly import build_model, with_backbone_features
 from wsdhash.models.encoder import Encoder
 from wsdhash.training import run_info
@@ -336,6 +337,8 @@ def _train(
     result, features = evaluation.test()
     query, database = data.dataset.split("query"), data.dataset.split("database")
     contents = method.codes_file(query, features["query"], database, features["database"])
+    # Which network these codes are (the export records the same for its model).
+    contents.model_fingerprint = weights_fingerprint(state.model)
     write_codes_file(os.path.join(output_dir, "codes.h5"), contents)
     # Without validation queries nothing is selected: the final weights are evaluated.
     selected_on = "final" if selected is None else config.select_on
