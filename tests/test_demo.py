@@ -36,6 +36,11 @@ def test_demo_writes_codes_files_whose_metrics_match_the_table(tmp_path):
     assert ("same network, no quantization loss (AQD)", 32) in trained
     assert (workdir / "wsdhq_32" / "saved_model" / "saved_model.pb").exists()
     assert (workdir / "tags" / "FinalTagEmbs.txt").exists()
+    # The index it builds names the network the service will load (its fit check).
+    with open(workdir / "index" / "index.json") as f:
+        manifest = json.load(f)
+    fingerprint = read_codes_file(workdir / "wsdhq_32" / "codes.h5").model_fingerprint
+    assert fingerprint and manifest["model_fingerprint"] == fingerprint
     # WSDHQ's lambda is the published 1e-4 scaled from its 1,178 tags to this dataset's.
     with open(workdir / "tags" / "FinalTagEmbs.txt") as f:
         tags = sum(1 for line in f if line.strip())

@@ -165,6 +165,7 @@ def _build_index(name: str, database) -> str:
     from wsdhash.data import list_files
     from wsdhash.index.images import images_for_index, model_index_layout
     from wsdhash.index.sharded import build_index
+    from wsdhash.model_fingerprint import export_fingerprint
 
     model_dir = os.path.join(FLAGS.workdir, f"{name}_{FLAGS.train_bits}", "saved_model")
     output = os.path.join(FLAGS.workdir, "index")
@@ -194,6 +195,7 @@ def _build_index(name: str, database) -> str:
         metadata={
             "images": os.path.dirname(paths[0]),
             "model": model_dir,
+            "model_fingerprint": export_fingerprint(model_dir),
             "labels": {i: labels[i] for i in ids},
         },
     )
