@@ -28,7 +28,7 @@ import math
 
 import numpy as np
 
-from wsdhash.eval import CodesFile, CodesSplit, binarize, evaluate_retrieval, pack_codes
+from wsdhash.eval import binarize
 from wsdhash.methods.base import BinaryHashMethod, Option
 
 # Options that shape the training schedule, not the loss.
@@ -120,35 +120,10 @@ class ADSH(BinaryHashMethod):
                 codes[position] = np.where(loss_codes[row] >= 0, 1.0, -1.0)
         return codes
 
-    def evaluate(
-        self, query_features, query_labels, database_features, database_labels, topk, empty,
-        database_ids=None,
-    ):  # fmt: skip
+    def database_codes(self, database_features, database_ids=None) -> np.ndarray:
         if database_ids is None:
             raise ValueError("ADSH evaluates against its learned codes: pass database_ids.")
-        database = self._database_codes(self.loss_codes(), database_features, database_ids)
-        return evaluate_retrieval(
-            query_labels, database_labels,
-            query_codes=pack_codes(binarize(query_features)),
-            database_codes=pack_codes(database),
-            bits=query_features.shape[1], topk=topk, empty=empty, tie_bounds=True,
-            radius_metrics=False,
-        )  # fmt: skip
-
-    def codes_file(self, query, query_features, database, database_features) -> CodesFile:
-        codes = self._database_codes(self.loss_codes(), database_features, database.paths)
-        return CodesFile(
-            bits=self.config.bits,
-            query=CodesSplit(
-                pack_codes(binarize(query_features)), query.labels, ids=query.paths,
-                features=query_features,
-            ),
-            database=CodesSplit(
-                pack_codes(codes), database.labels, ids=database.paths,
-                features=database_features,
-            ),
-            database_codes="learned",
-        )  # fmt: skip
+        return self._database_codes(self.loss_codes(), database_features, database_ids)
 
     def loss_codes(self) -> np.ndarray:
         """V as the loss holds it now."""

@@ -167,20 +167,25 @@ class Method:
     def evaluate(
         self, query_features, query_labels, database_features, database_labels, topk, empty,
         database_ids=None,
-    ) -> RetrievalMetrics:
+    ) -> RetrievalMetrics:  # fmt: skip
         """Metrics of the model's relaxed outputs under the method's scorer
         (`database_ids`: the database items' paths, for learned database codes)."""
         return evaluate_retrieval(
             query_labels,
             database_labels,
             query_codes=pack_codes(binarize(query_features)),
-            database_codes=pack_codes(binarize(database_features)),
+            database_codes=pack_codes(self.database_codes(database_features, database_ids)),
             bits=query_features.shape[1],
             topk=topk,
             empty=empty,
             tie_bounds=True,
             radius_metrics=False,  # the run's metrics keep no radius curve
         )
+
+    def database_codes(self, database_features, database_ids=None) -> np.ndarray:
+        """(N, K) +-1 codes of the database items: the signs of the network's outputs;
+        a method with `learned_database_codes` returns the codes it learned."""
+        return binarize(database_features)
 
     def codes_file(self, query, query_features, database, database_features) -> CodesFile:
         """The run's codes file: what search and evaluation read."""
@@ -191,9 +196,10 @@ class Method:
                 features=query_features,
             ),
             database=CodesSplit(
-                pack_codes(binarize(database_features)), database.labels,
-                ids=database.paths, features=database_features,
+                pack_codes(self.database_codes(database_features, database.paths)),
+                database.labels, ids=database.paths, features=database_features,
             ),
+            database_codes="learned" if self.learned_database_codes else "network",
         )  # fmt: skip
 
     def serving_encoder(self, checkpoint: str, workdir: str):
