@@ -365,13 +365,6 @@ class ADSHLoss(HashingLoss):
         codes = self._check_rows("database codes", codes, self.bits)
         self.database_codes.assign(codes.astype(np.float32))
 
-    def sample_similarity(self, sampled_rows: np.ndarray) -> np.ndarray:
-        """(m, N) S between the sampled rows and the database (soft unless "none")."""
-        db = self.database_labels.numpy()
-        return similarity_matrix(
-            db[np.asarray(sampled_rows)], db, soft=self.soft_constraint != "none"
-        )
-
     def set_sample(self, sampled_rows: np.ndarray) -> None:
         """Starts an outer iteration (after `set_database_labels`): for "sample", stores r
         over the m x N sampled-vs-database pairs; the other conventions store nothing."""
