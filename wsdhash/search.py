@@ -120,7 +120,7 @@ def build():
         kind, key, codebooks = model_index_layout(model, FLAGS.kind, FLAGS.model)
         codes, ids = images_for_index(paths, key, model, FLAGS.batch_size)
         source = {"images": FLAGS.images}
-        fingerprint = export_fingerprint(FLAGS.model) if os.path.isdir(FLAGS.model) else None
+        fingerprint = export_fingerprint(FLAGS.model)  # None for a model file or an old export
         if fingerprint:
             source["model_fingerprint"] = fingerprint
     elif FLAGS.codes:
