@@ -287,6 +287,7 @@ def _train(
     def encode_train(rows=None) -> np.ndarray:
         """The model's outputs for the training split (or its `rows`, in that order)."""
         return encode(data.train if rows is None else data.train.take(rows))
+
     writer = tf.summary.create_file_writer(os.path.join(output_dir, "logs"))
 
     def is_validation_step(current: int) -> bool:
