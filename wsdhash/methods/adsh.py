@@ -117,7 +117,7 @@ class ADSH(BinaryHashMethod):
         for position, item in enumerate(ids):
             row = self.rows_of.get(str(item))
             if row is not None:
-                codes[position] = np.where(loss_codes[row] >= 0, 1.0, -1.0)
+                codes[position] = binarize(loss_codes[row])
         return codes
 
     def database_codes(self, database_features, database_ids=None) -> np.ndarray:
