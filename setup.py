@@ -16,7 +16,11 @@ setup(
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["wsdhash", "wsdhash.*"]),
-    package_data={"wsdhash.losses": ["hyp2_zeta.csv"], "wsdhash.service": ["static/*.html"]},
+    package_data={
+        "wsdhash.losses": ["hyp2_zeta.csv"],
+        "wsdhash.service": ["static/*.html"],
+        "wsdhash.recipes": ["*/*.flags"],
+    },
     python_requires=">=3.10",
     install_requires=[
         "tensorflow>=2.16,<3",  # 2.16 is the first release that ships Keras 3.
@@ -48,6 +52,10 @@ setup(
         # h11 / asyncio where they are missing.
         "httptools>=0.6",
         "uvloop>=0.19; sys_platform != 'win32'",
+        # python -m wsdhash.tune: Optuna's TPE sampler and SQLite study storage (an
+        # interrupted search resumes); KerasTuner is built around Model.fit, which
+        # wsdhash's own tf.distribute training loop does not use.
+        "optuna>=3.4",
         "anyio>=4.1",  # abandon_on_cancel: a search past --request_timeout_s answers 408 at once.
     ],
     extras_require={
@@ -75,6 +83,7 @@ setup(
             "wsdhash-baselines=wsdhash.baselines.__main__:run",
             "wsdhash-export=wsdhash.export:run",
             "wsdhash-train=wsdhash.train:run",
+            "wsdhash-tune=wsdhash.tune:run",
             "wsdhash-serve=wsdhash.serve:run",
         ],
     },

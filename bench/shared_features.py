@@ -90,9 +90,9 @@ def write_features_file(
         for name in ("train", "query", "database"):
             split = data[name]
             n = len(split["paths"])
-            split_tags = (
-                tags[name] if tags is not None else np.zeros((n, 0), np.uint8)
-            ).astype(np.uint8)
+            split_tags = (tags[name] if tags is not None else np.zeros((n, 0), np.uint8)).astype(
+                np.uint8
+            )
             item = SplitData(
                 name=name, paths=split["paths"], labels=split["labels"], tags=split_tags,
                 label_names=tuple(label_names), tag_names=tuple(tag_names),

@@ -57,6 +57,12 @@ flags.DEFINE_string(
 flags.DEFINE_string(
     "features", None, "--backbone=features: a features file from `python -m wsdhash.extract`."
 )
+flags.DEFINE_enum(
+    "recipe", "auto", ["auto", "none", "features"],
+    "Settings the flags you do not give fall back to: 'features' is the method's recipe "
+    "for a head on frozen features (wsdhash/recipes/); 'auto' uses it with "
+    "--backbone=features; 'none' keeps the flags' own defaults.",
+)  # fmt: skip
 flags.DEFINE_string("weights", "none", "'none', 'imagenet', or a weights file.")
 flags.DEFINE_bool("allow_pickle", False, "Allow loading a pickled .npy weights dict.")
 flags.DEFINE_string(
@@ -64,6 +70,12 @@ flags.DEFINE_string(
 )
 flags.DEFINE_string("head", "linear_bn", "Registered hash head: linear, tanh, linear_bn.")
 flags.DEFINE_integer("hash_bit", 32, "Code length K.")
+flags.DEFINE_enum(
+    "head_init", "none", ["none", "lsh", "pcah", "itq", "pcarr"],
+    "Start the head from this unsupervised baseline fitted on the training split's "
+    "backbone features (sign(head) = its codes at step 0), or 'none': the head's own "
+    "random initialiser.",
+)  # fmt: skip
 # Method.
 flags.DEFINE_enum(
     "method", "orthohash", METHODS.names(), "Registered method (wsdhash.methods.METHODS)."
@@ -110,7 +122,8 @@ flags.DEFINE_enum("mixed_precision", "none", ["none", "bfloat16"], "Mixed precis
 flags.DEFINE_bool("deterministic", False, "Deterministic ops (exact resume; slower on GPU).")
 flags.DEFINE_integer("seed", 0, "Seeds everything.")
 flags.DEFINE_string("workdir", None, "Run folder (default: checkpoints/<run name>).")
-flags.DEFINE_integer("eval_every", 0, "Validation period in steps (0: end only).")
+flags.DEFINE_integer("eval_every", 0, "Validation period (0: end only).")
+flags.DEFINE_enum("eval_every_unit", "steps", ["steps", "epochs"], "Unit of --eval_every.")
 flags.DEFINE_integer("checkpoint_every", 500, "Checkpoint period in steps.")
 flags.DEFINE_integer("keep_checkpoints", 3, "Latest checkpoints to keep.")
 flags.DEFINE_integer(
@@ -249,45 +262,58 @@ def validate_flags() -> None:
     fields_for_flags(FLAGS.resume_with_changes)
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise cli.UsageError(f"Unexpected arguments: {argv[1:]}")
-    validate_flags()
-    workdir = FLAGS.workdir or os.path.join("checkpoints", run_name())
-    os.makedirs(workdir, exist_ok=True)
-    cli.set_log_file(os.path.join(workdir, "errors.log"))
-    # TensorFlow is imported here, after flag parsing, so that --cpu_replicas and --gpu
-    # can configure devices before TensorFlow initialises them.
-    import tensorflow as tf
+def recipe_kind() -> str | None:
+    """The recipe kind `--recipe` asks for with these flags (None: no recipe)."""
+    if FLAGS.recipe == "auto":
+        return "features" if FLAGS.backbone == "features" else None
+    return None if FLAGS.recipe == "none" else FLAGS.recipe
 
+
+def apply_recipe() -> str:
+    """Gives every flag the method's recipe names and the user did not give the
+    recipe's value (wsdhash/recipes/); returns a line saying what was used."""
+    from wsdhash import recipes
+
+    kind = recipe_kind()
+    if kind is None:
+        return ""
+    recipe = recipes.load_recipe(kind, FLAGS.method)
+    if recipe is None:
+        return f"no {kind} recipe for --method={FLAGS.method}: the flags' defaults apply."
+    applied, kept = [], []
+    for name, value in recipe.values.items():
+        if name not in FLAGS:
+            raise cli.UsageError(f"{recipe.path}: --{name} is not a flag of wsdhash.train.")
+        flag = FLAGS[name]
+        try:
+            parsed = flag._parse(value)  # the flag's own parser
+        except (flags.Error, ValueError) as error:
+            raise cli.UsageError(f"{recipe.path}: --{name}={value}: {error}") from None
+        if flag.present:
+            if flag.value != parsed:
+                kept.append(f"--{name}={flag.value} (recipe: {value})")
+            continue
+        # The value only, not the default: FLAGS.unparse_flags() undoes it (in-process
+        # callers such as the tuner and the tests parse flags more than once).
+        flag.value = parsed
+        applied.append(f"--{name}={value}")
+    line = f"recipe {recipe.name} ({recipe.path}): {' '.join(applied) or 'nothing to set'}"
+    if kept:
+        # Typically a published end-to-end flagfile used with --backbone=features.
+        line += (
+            f"; your flags kept: {', '.join(kept)} (published schedules are sized for "
+            "fine-tuning a CNN on images; drop these flags to use the recipe's)"
+        )
+    return line
+
+
+def build_config(workdir: str):
+    """The `TrainConfig` of the parsed flags (after `apply_recipe` and the features
+    file's substitution of --dataset and --data_dir)."""
     from wsdhash.data import datasets
-    from wsdhash.training import strategy as strategy_lib
-    from wsdhash.training import trainer
     from wsdhash.training.config import TrainConfig, validation_count
     from wsdhash.training.optimization import OptimizerConfig
 
-    if FLAGS.cpu_replicas:
-        strategy_lib.split_cpu(FLAGS.cpu_replicas)
-    if FLAGS.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    strategy = strategy_lib.make_strategy(FLAGS.strategy, FLAGS.gpu)
-
-    if FLAGS.backbone == "features":
-        # The features file holds the splits; it replaces --dataset and --data_dir.
-        from wsdhash.data import features_file
-
-        try:
-            features_file.read_attributes(FLAGS.features)
-        except (OSError, ValueError) as error:
-            raise cli.UsageError(f"--features: {error}") from None
-        FLAGS.dataset, FLAGS.data_dir = "features", FLAGS.features
-        fixed = ("weights", "normalization", "image_size", "crop_size", "ten_crop")
-        ignored = [f"--{name}" for name in fixed if FLAGS[name].present]
-        if ignored:  # e.g. from a published flagfile: the extraction already applied them
-            logging.warning(
-                "--backbone=features ignores %s: the features file fixed them at extraction.",
-                ", ".join(ignored),
-            )
     options = datasets.command_line_options(
         FLAGS.dataset,
         image_root=FLAGS.image_root,
@@ -297,7 +323,7 @@ def main(argv):
     )
     steps = FLAGS.steps
     steps_per_epoch = None
-    if not steps or FLAGS.lr_decay_unit == "epochs":
+    if not steps or "epochs" in (FLAGS.lr_decay_unit, FLAGS.eval_every_unit):
         split = METHODS.get(FLAGS.method).training_split  # ADSH trains on the database
         dataset = datasets.get_dataset(FLAGS.dataset, FLAGS.data_dir, **options)
         train_size = len(dataset.split(split))
@@ -315,8 +341,8 @@ def main(argv):
     if FLAGS.lr_decay_every:
         every = FLAGS.lr_decay_every * (steps_per_epoch if FLAGS.lr_decay_unit == "epochs" else 1)
         boundaries = tuple(range(every, steps, every))
-
-    config = TrainConfig(
+    eval_every = FLAGS.eval_every * (steps_per_epoch if FLAGS.eval_every_unit == "epochs" else 1)
+    return TrainConfig(
         dataset=FLAGS.dataset,
         data_dir=FLAGS.data_dir,
         dataset_options=options,
@@ -344,7 +370,7 @@ def main(argv):
         image_size=FLAGS.image_size,
         crop_size=FLAGS.crop_size,
         ten_crop=FLAGS.ten_crop,
-        eval_every=FLAGS.eval_every,
+        eval_every=eval_every,
         checkpoint_every=FLAGS.checkpoint_every,
         keep_checkpoints=FLAGS.keep_checkpoints,
         validation_size=FLAGS.validation_size,
@@ -360,8 +386,59 @@ def main(argv):
         quantizer=FLAGS.quantizer,
         normalization=FLAGS.normalization,
         empty=FLAGS.empty,
+        head_init="" if FLAGS.head_init == "none" else FLAGS.head_init,
     )
-    from wsdhash import atomic_files, file_lock
+
+
+def use_features_file() -> None:
+    """--backbone=features: the features file replaces --dataset and --data_dir.
+
+    Raises:
+        cli.UsageError: the file cannot be read.
+    """
+    from wsdhash.data import features_file
+
+    try:
+        features_file.read_attributes(FLAGS.features)
+    except (OSError, ValueError) as error:
+        raise cli.UsageError(f"--features: {error}") from None
+    FLAGS.dataset, FLAGS.data_dir = "features", FLAGS.features
+    fixed = ("weights", "normalization", "image_size", "crop_size", "ten_crop")
+    ignored = [f"--{name}" for name in fixed if FLAGS[name].present]
+    if ignored:  # e.g. from a published flagfile: the extraction already applied them
+        logging.warning(
+            "--backbone=features ignores %s: the features file fixed them at extraction.",
+            ", ".join(ignored),
+        )
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise cli.UsageError(f"Unexpected arguments: {argv[1:]}")
+    recipe_line = apply_recipe()
+    validate_flags()
+    workdir = FLAGS.workdir or os.path.join("checkpoints", run_name())
+    os.makedirs(workdir, exist_ok=True)
+    cli.set_log_file(os.path.join(workdir, "errors.log"))
+    if recipe_line:
+        (logging.warning if "your flags kept" in recipe_line else logging.info)("%s", recipe_line)
+    # TensorFlow is imported here, after flag parsing, so that --cpu_replicas and --gpu
+    # can configure devices before TensorFlow initialises them.
+    import tensorflow as tf
+
+    from wsdhash.training import strategy as strategy_lib
+    from wsdhash.training import trainer
+
+    if FLAGS.cpu_replicas:
+        strategy_lib.split_cpu(FLAGS.cpu_replicas)
+    if FLAGS.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    strategy = strategy_lib.make_strategy(FLAGS.strategy, FLAGS.gpu)
+
+    if FLAGS.backbone == "features":
+        use_features_file()
+    config = build_config(workdir)
+    from wsdhash import file_lock
     from wsdhash.training import run_info
 
     allow = fields_for_flags(FLAGS.resume_with_changes)
@@ -375,13 +452,7 @@ def main(argv):
             run_info.check_resume(config, output_dir, allow)
         except run_info.ResumeMismatchError as error:
             raise cli.UsageError(resume_message(workdir, error)) from None
-        own_flags = FLAGS.get_flags_for_module(sys.modules[__name__])
-        replay = "".join(
-            f"{f.serialize()}\n"
-            for f in own_flags
-            if f.value is not None and f.name != "resume_with_changes"
-        )
-        atomic_files.write_text(os.path.join(workdir, "flags.txt"), replay)
+        write_replay_flags(workdir)
         try:
             metrics = trainer.train(config, strategy, allow_changes=allow)
         except trainer.ValidationCarveError as error:
@@ -389,6 +460,24 @@ def main(argv):
     print(f"{metrics['map_name']} = {metrics['map']:.4f} (selected on {metrics['selected_on']})")
     codes, metrics_file = (os.path.join(workdir, n) for n in ("codes.h5", "metrics.json"))
     print(f"codes: {codes}  metrics: {metrics_file}")
+
+
+def training_flag_names() -> set[str]:
+    """The names of this command's own flags (those a flags.txt replays)."""
+    return {f.name for f in FLAGS.get_flags_for_module(sys.modules[__name__])}
+
+
+def write_replay_flags(workdir: str) -> None:
+    """`<workdir>/flags.txt`: every training flag's value, replayable with --flagfile."""
+    from wsdhash import atomic_files
+
+    own_flags = FLAGS.get_flags_for_module(sys.modules[__name__])
+    replay = "".join(
+        f"{f.serialize()}\n"
+        for f in own_flags
+        if f.value is not None and f.name != "resume_with_changes"
+    )
+    atomic_files.write_text(os.path.join(workdir, "flags.txt"), replay)
 
 
 def resume_message(workdir: str, error) -> str:

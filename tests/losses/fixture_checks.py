@@ -124,3 +124,38 @@ def slow_pair_similarity(binary, features, offset: int, count: int) -> list[floa
             p = a + half if a < half else a - half
             out.append((cos(binary[a], binary[p]) - cos(features[a], features[p])) ** 2)
     return out
+
+
+def check_centered_features(loss_class, term: str, code_cosine: float) -> None:
+    """`center_features=True`: the similarity term is the uncentred one computed on the
+    features minus the references' mean (a slow loop), it ignores a constant added to
+    every feature row, and it equals the uncentred term when the features' mean is 0.
+    With references, the mean is the references' (every replica's), not the anchors'."""
+    rng = np.random.default_rng(1)
+    refs = rng.normal(size=(10, 6)).astype(np.float32)
+    feats = np.abs(rng.normal(size=(10, 9))).astype(np.float32) + 2.0  # all positive
+    labels = np.zeros((10, 2), np.float32)
+    centered = loss_class(bits=6, num_classes=2, center_features=True)
+    plain = loss_class(bits=6, num_classes=2)
+
+    def similarity(layer, features):
+        return layer(refs[3:8], labels[3:8], ref_codes=refs, ref_labels=labels,
+                     anchor_offset=3, features=features[3:8],
+                     ref_features=features)[term].numpy()  # fmt: skip
+
+    got = similarity(centered, feats)
+    mean_free = feats - feats.mean(axis=0, keepdims=True)
+    np.testing.assert_allclose(got, similarity(plain, mean_free), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(got, similarity(centered, feats + 5.0), rtol=1e-4, atol=1e-6)
+    assert not np.allclose(got, similarity(plain, feats), atol=1e-3)  # it does change
+    # By hand, two rows: x = (1, 0), (1, 2); mean (1, 1); centred (0, -1), (0, 1): cos -1
+    # (uncentred: 1 / sqrt(5)). h = (0.5, -2), (0.25, 1.5): the codes' cosine is the
+    # loss's `code_cosine` (sign: (1, -1), (1, 1), cos 0; bi-half: (1, -1), (-1, 1), -1).
+    h = tf.constant([[0.5, -2.0], [0.25, 1.5]])
+    x = tf.constant([[1.0, 0.0], [1.0, 2.0]])
+    for center, feature_cosine in ((True, -1.0), (False, 1 / np.sqrt(5))):
+        layer = loss_class(bits=2, num_classes=2, center_features=center)
+        expected = (code_cosine - feature_cosine) ** 2
+        np.testing.assert_allclose(layer(h, labels[:2], features=x)[term], [expected] * 2,
+                                   rtol=1e-6, atol=1e-7)  # fmt: skip
+    assert loss_class.from_config(centered.get_config()).center_features is True

@@ -24,6 +24,7 @@ from fixture_checks import (
     X,
     check_features_required,
     check_labels_ignored,
+    check_centered_features,
     check_torch_fixture,
     feature_loss_with_references,
     slow_pair_similarity,
@@ -161,3 +162,7 @@ def test_loss_contract_and_reference_split(labels_kind):
 def test_config_round_trip():
     clone = BiHalfLoss.from_config(BiHalfLoss(bits=8, num_classes=3, gamma=2.5).get_config())
     assert clone.gamma == 2.5
+
+
+def test_centered_features():
+    check_centered_features(BiHalfLoss, "similarity", code_cosine=-1.0)

@@ -24,6 +24,7 @@ from fixture_checks import (
     X,
     check_features_required,
     check_labels_ignored,
+    check_centered_features,
     check_torch_fixture,
     feature_loss_with_references,
     slow_pair_similarity,
@@ -116,3 +117,7 @@ def test_loss_contract_and_reference_split(labels_kind):
 def test_config_round_trip():
     layer = GreedyHashUnsupervisedLoss(bits=8, num_classes=3, alpha=0.7)
     assert GreedyHashUnsupervisedLoss.from_config(layer.get_config()).alpha == 0.7
+
+
+def test_centered_features():
+    check_centered_features(GreedyHashUnsupervisedLoss, "similarity", code_cosine=0.0)

@@ -77,7 +77,11 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data_dir, tmp_path):
         "--resume_with_changes=steps,hyp2_zeta", check=False,
     )  # fmt: skip
     assert result.returncode != 0
-    assert "NonFiniteLossError: Loss is nan at step 6; stopping" in result.stderr
+    assert (
+        "NonFiniteLossError: Loss is nan at step 6; stopping (the last good checkpoint"
+        in result.stderr
+    )
+    assert "To fix: lower --lr (now " in result.stderr
     latest = tf.train.latest_checkpoint(str(workdir / "checkpoints"))
     assert latest is not None and latest.endswith("ckpt-5")
     reader = tf.train.load_checkpoint(latest)
@@ -185,7 +189,8 @@ def test_validation_carve_scales_with_the_split_and_keeps_half(data_dir, tmp_pat
     result = run_train(data_dir, tmp_path / "r", "--validation_size=100", "--steps=1",
                        check=False)  # fmt: skip
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith(
-        "wsdhash.train: error: --validation_size=100 would leave 60 of the 160"
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith("wsdhash.train: error: --validation_size=100 would leave 60 of the 160")
     )
-

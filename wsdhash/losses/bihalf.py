@@ -74,7 +74,8 @@ def straight_through_bi_half(u: tf.Tensor):
     return bi_half(u), grad
 
 
-def bihalf_terms(codes, ref_codes=None, features=None, ref_features=None, anchor_offset=0):
+def bihalf_terms(codes, ref_codes=None, features=None, ref_features=None, anchor_offset=0,
+                 center_features=False):  # fmt: skip
     """(similarity (B,), quantization (B,) without gamma / 2) for the anchors `codes`.
 
     `quantization_i` = mean_k (u_ik - b_ik)^2 with b the anchors' rows of the bi-half of
@@ -96,7 +97,7 @@ def bihalf_terms(codes, ref_codes=None, features=None, ref_features=None, anchor
     targets = tf.stop_gradient(tf.gather(ref_binary, rows))
     quantization = tf.reduce_mean(tf.square(codes - targets), axis=1)
     similarity = feature_similarity.pair_similarity_terms(
-        ref_binary, ref_features, num_anchors, anchor_offset
+        ref_binary, ref_features, num_anchors, anchor_offset, center_features
     )
     return similarity, quantization
 
@@ -115,25 +116,28 @@ class BiHalfLoss(HashingLoss):
         num_classes: C (unused: unsupervised).
         seed: unused.
         gamma: weight of the bi-half layer's pull of u towards b (6, the authors' code).
+        center_features: compare cosines of the features minus the global batch's mean
+            (feature_similarity.centered_features; False in the authors' code).
 
     Reference:
         Li and van Gemert, "Deep Unsupervised Image Hashing by Maximizing Bit Entropy",
         AAAI 2021.
     """
 
-    hyperparameters = ("gamma",)
+    hyperparameters = ("gamma", "center_features")
 
     def __init__(self, bits: int, num_classes: int, seed: int = 0, gamma: float = 6.0,
-                 **kwargs: Any):  # fmt: skip
+                 center_features: bool = False, **kwargs: Any):  # fmt: skip
         super().__init__(bits, num_classes, seed, **kwargs)
         self.gamma = float(gamma)
+        self.center_features = bool(center_features)
 
     def call(self, codes, labels, ref_codes=None, ref_labels=None, anchor_offset=0,
              features=None, ref_features=None):  # fmt: skip
         references.check_pair(ref_codes, ref_labels)
         del labels  # unsupervised
         similarity, quantization = bihalf_terms(
-            codes, ref_codes, features, ref_features, anchor_offset
+            codes, ref_codes, features, ref_features, anchor_offset, self.center_features
         )
         quantization = 0.5 * self.gamma * quantization
         return {

@@ -78,6 +78,22 @@ def partner_rows(num_refs: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     return partner, tf.cast(paired, tf.float32)
 
 
+def centered_features(ref_features: tf.Tensor) -> tf.Tensor:
+    """(R, F) features minus their mean over the R references (the global batch).
+
+    Why: the authors' targets are cosines of VGG16 fc7 activations. Features after a
+    ReLU and a global average pool (MobileNet's, ResNet's) are non-negative and dense,
+    so every pair's cosine is high and close to every other's (0.57 +- 0.08 for
+    MobileNet-v1 on CIFAR-10 photos, against codes' cosines in [-1, 1]): matching them
+    asks all codes to agree on most bits, and the codes collapse towards one value
+    (GreedyHash-unsupervised's median bit was +1 on 68-71% of the items, below LSH).
+    Centred, the cosines spread around 0 (-0.01 +- 0.14 there) and rank neighbours by
+    what distinguishes them. The mean is the global batch's, so one and two replicas
+    agree. An option (`center_features`), off in the published settings.
+    """
+    return ref_features - tf.reduce_mean(ref_features, axis=0, keepdims=True)
+
+
 def cosine(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
     """(N,) row-wise cosine similarity as torch.nn.functional.cosine_similarity."""
     dot = tf.reduce_sum(a * b, axis=1)
@@ -85,7 +101,8 @@ def cosine(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
     return dot / tf.sqrt(tf.maximum(norms, EPSILON**2))
 
 
-def pair_similarity_terms(ref_binary, ref_features, num_anchors, anchor_offset):
+def pair_similarity_terms(ref_binary, ref_features, num_anchors, anchor_offset,
+                          center_features: bool = False):  # fmt: skip
     """(B,) (cos(b_a, b_p) - cos(x_a, x_p))^2 for the anchors' rows a in the references
     and their partners p (`partner_rows`); 0 for an unpaired row.
 
@@ -94,7 +111,11 @@ def pair_similarity_terms(ref_binary, ref_features, num_anchors, anchor_offset):
         ref_features: (R, F) backbone features.
         num_anchors: B.
         anchor_offset: the anchors' first row in the references.
+        center_features: subtract the references' mean feature before the cosines
+            (`centered_features`).
     """
+    if center_features:
+        ref_features = centered_features(ref_features)
     rows = references.anchor_rows(num_anchors, anchor_offset)
     partner, paired = partner_rows(tf.shape(ref_binary)[0])
     mates = tf.gather(partner, rows)

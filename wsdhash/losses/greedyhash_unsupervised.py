@@ -43,7 +43,7 @@ from wsdhash.losses.greedyhash import cubic_penalty, straight_through_sign
 
 
 def greedyhash_unsupervised_terms(codes, ref_codes=None, features=None, ref_features=None,
-                                  anchor_offset=0):  # fmt: skip
+                                  anchor_offset=0, center_features=False):  # fmt: skip
     """(similarity (B,), penalty (B,)) for the anchors `codes` (module doc).
 
     Raises:
@@ -58,7 +58,7 @@ def greedyhash_unsupervised_terms(codes, ref_codes=None, features=None, ref_feat
         ref_codes, anchor_offset = codes, 0
     ref_binary = straight_through_sign(tf.cast(tf.convert_to_tensor(ref_codes), tf.float32))
     similarity = feature_similarity.pair_similarity_terms(
-        ref_binary, ref_features, tf.shape(codes)[0], anchor_offset
+        ref_binary, ref_features, tf.shape(codes)[0], anchor_offset, center_features
     )
     return similarity, penalty
 
@@ -77,25 +77,28 @@ class GreedyHashUnsupervisedLoss(HashingLoss):
         num_classes: C (unused: unsupervised).
         seed: unused.
         alpha: weight of the cubic penalty (0.1, the authors' unsupervised script).
+        center_features: compare cosines of the features minus the global batch's mean
+            (feature_similarity.centered_features; False in the authors' code).
 
     Reference:
         Su et al., "Greedy Hash: Towards Fast Optimization for Accurate Hash Coding in
         CNN", NeurIPS 2018.
     """
 
-    hyperparameters = ("alpha",)
+    hyperparameters = ("alpha", "center_features")
 
     def __init__(self, bits: int, num_classes: int, seed: int = 0, alpha: float = 0.1,
-                 **kwargs: Any):  # fmt: skip
+                 center_features: bool = False, **kwargs: Any):  # fmt: skip
         super().__init__(bits, num_classes, seed, **kwargs)
         self.alpha = float(alpha)
+        self.center_features = bool(center_features)
 
     def call(self, codes, labels, ref_codes=None, ref_labels=None, anchor_offset=0,
              features=None, ref_features=None):  # fmt: skip
         references.check_pair(ref_codes, ref_labels)
         del labels  # unsupervised
         similarity, penalty = greedyhash_unsupervised_terms(
-            codes, ref_codes, features, ref_features, anchor_offset
+            codes, ref_codes, features, ref_features, anchor_offset, self.center_features
         )
         return {
             "loss": similarity + self.alpha * penalty,

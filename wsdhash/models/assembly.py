@@ -76,3 +76,12 @@ def with_backbone_features(model: keras.Model, hashing: keras.Model) -> keras.Mo
     images = keras.Input(model.input_shape[1:], dtype=model.inputs[0].dtype, name="image")
     features = backbone(model.get_layer("normalization")(images))
     return keras.Model(images, (head(features), features), name="wsdhash_features_model")
+
+
+def backbone_features_model(model: keras.Model, hashing: keras.Model) -> keras.Model:
+    """The same layers as `model` (weights shared) up to the backbone: images (or feature
+    rows) -> the backbone's features, which the head takes."""
+    backbone, _ = split_hashing_model(hashing)
+    images = keras.Input(model.input_shape[1:], dtype=model.inputs[0].dtype, name="image")
+    features = backbone(model.get_layer("normalization")(images))
+    return keras.Model(images, features, name="wsdhash_backbone_features")

@@ -92,6 +92,9 @@ class TrainConfig:
         normalization: input normalisation (NORMALIZATIONS name); "" = the backbone's.
         empty: evaluation policy for queries with no relevant item ("zero" or "skip";
             WSDHQ's published numbers skip them).
+        head_init: "" (the head's own initialiser) or a registered baseline the head
+            starts from, fitted on the training split's backbone features
+            (wsdhash/training/head_init.py).
     """
 
     dataset: str = "builtin"
@@ -129,6 +132,7 @@ class TrainConfig:
     quantizer: str = "additive"
     normalization: str = ""
     empty: str = "zero"
+    head_init: str = ""
 
     def __post_init__(self):
         if self.select_on not in SELECT_ON:

@@ -57,9 +57,10 @@ from wsdhash.data.types import SplitData
 from wsdhash.eval import write_codes_file
 from wsdhash.methods import METHODS
 from wsdhash.model_fingerprint import weights_fingerprint
-from wsdhash.models.assembly import build_model, with_backbone_features
+from wsdhash.models.assembly import backbone_features_model, build_model, with_backbone_features
+from wsdhash.models.heads import split_hashing_model
 from wsdhash.models.encoder import Encoder
-from wsdhash.training import run_info
+from wsdhash.training import head_init, run_info
 from wsdhash.training.checkpoints import CheckpointKeeper
 from wsdhash.training.config import VALIDATION_CAP, TrainConfig, validation_count
 from wsdhash.training.optimization import GroupedOptimizer
@@ -92,6 +93,22 @@ class ValidationCarveError(ValueError):
 
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def non_finite_message(config: TrainConfig, loss: float, step: int, keeper) -> str:
+    """What stopped the run, what was kept and what to change: most divergences are a
+    learning rate too high for the model being trained (e.g. a published end-to-end
+    rate used for a head on frozen features)."""
+    latest = keeper.latest.latest_checkpoint
+    kept = (
+        f"the last good checkpoint {latest} is kept" if latest
+        else "no checkpoint was written yet"
+    )  # fmt: skip
+    rate = config.optimizer.learning_rate
+    hint = f"lower --lr (now {rate:g}; try {rate / 10:g})"
+    if config.backbone == "features":
+        hint += " or drop the flags that override the features recipe (--recipe)"
+    return f"Loss is {loss} at step {step}; stopping ({kept}). To fix: {hint}."
 
 
 # -----------------------------------------------------------------------------
@@ -272,6 +289,8 @@ def _train(
         model=state.model, loss=state.loss, step=state.step, **state.optimizer.optimizers,
     )  # fmt: skip
     restored = keeper.restore_latest()
+    if config.head_init and not restored:
+        _initialize_head(config, state, data, pipeline_config)
     method.after_restore(state.loss)
     start = int(state.step.numpy())
     _record_start(config, output_dir, restored, start, resume)
@@ -317,10 +336,7 @@ def _train(
         current = int(state.step.numpy())
         values = {name: float(value) for name, value in terms.items()}
         if not math.isfinite(values["loss"]):
-            raise NonFiniteLossError(
-                f"Loss is {values['loss']} at step {current}; stopping. The last good "
-                f"checkpoint in {keeper.directory} is kept ({keeper.latest.latest_checkpoint})."
-            )
+            raise NonFiniteLossError(non_finite_message(config, values["loss"], current, keeper))
         if current % config.log_every == 0 or current == config.steps:
             progress.report(current, values)
             _write_summaries(writer, current, values, state.optimizer)
@@ -448,6 +464,21 @@ class _TrainingState:
                 with_backbone_features(model, hashing) if method.uses_backbone_features else model
             )
         return cls(model, backbone, hashing, forward, loss_layer, optimizer, step)
+
+
+def _initialize_head(config, state: _TrainingState, data: _RunData, pipeline_config) -> None:
+    """--head_init: the head starts from a baseline fitted on the training split's
+    backbone features (the stored rows of a features file, or the images encoded once)."""
+    features = data.train.features
+    if features is None:
+        model = backbone_features_model(state.model, state.hashing)
+        features = Encoder(model, pipeline_config, max(config.batch_size, 32))(data.train)
+    _, head = split_hashing_model(state.hashing)
+    head_init.initialize_head(head, features, config.head_init, config.seed)
+    logging.info(
+        "The head starts from %s fitted on %d training rows (--head_init).",
+        config.head_init, len(features),
+    )  # fmt: skip
 
 
 def _record_start(config, output_dir: str, restored, start: int, resume) -> None:
