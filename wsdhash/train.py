@@ -86,7 +86,9 @@ flags.DEFINE_enum(
     ["additive", "product"],
     "WSDHQ quantizer: additive (the original's ICM) or product (PQ on the hypersphere).",
 )
-flags.DEFINE_integer("quantizer_update_every", 0, "WSDHQ quantizer period in steps (0: 2 epochs).")
+flags.DEFINE_integer(
+    "quantizer_update_every", 0, "WSDHQ quantizer period in steps (0: 2 epochs, at least 100)."
+)
 # Optimisation.
 flags.DEFINE_integer("batch_size", 64, "Global batch size.")
 flags.DEFINE_enum("sampler", "uniform", ["uniform", "class_balanced"], "Training batch sampler.")

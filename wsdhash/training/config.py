@@ -86,7 +86,8 @@ class TrainConfig:
         classes_per_batch, images_per_class: P and Q of the class-balanced sampler; the
             batch size must be P * Q.
         tag_dir: WSDHQ: the output folder of `python -m wsdhash.tags`.
-        quantizer_update_every: WSDHQ: steps between quantizer updates (0 = 2 epochs).
+        quantizer_update_every: WSDHQ: steps between quantizer updates (0 = 2 epochs, at
+            least `wsdhq_quantizer.MIN_DEFAULT_PERIOD` = 100 steps).
         quantizer: WSDHQ: "additive" (the original's) or "product" (PQ on the
             hypersphere); the loss's quantization form must match (quantized.py).
         normalization: input normalisation (NORMALIZATIONS name); "" = the backbone's.
