@@ -2,9 +2,9 @@
 
 WSDHQ trains from merged user tags (tag processing's `TagIdMergeMap.json`) with fixed
 tag embeddings (`FinalTagEmbs.txt`), and every `update_every` steps (two epochs by
-default, as the original, but at least `MIN_DEFAULT_PERIOD` steps) re-encodes the training set with ICM and updates the
-codebooks in closed form; the quantization loss then pulls each training feature
-towards its stored reconstruction. Evaluation ranks the database by asymmetric
+default, as the original, but at least `MIN_DEFAULT_PERIOD` steps) re-encodes the
+training set with ICM and updates the codebooks in closed form; the quantization loss
+then pulls each training feature towards its stored reconstruction. Evaluation ranks the database by asymmetric
 quantizer distance (AQD): continuous query features against quantized database items.
 
 Departure from the original: the features used for a quantizer update are computed
