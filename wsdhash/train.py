@@ -49,6 +49,12 @@ flags.DEFINE_integer("builtin_image_size", 64, "Built-in dataset: image side.")
 flags.DEFINE_integer("image_size", 0, "Resize side before cropping (0: the backbone's).")
 flags.DEFINE_integer("crop_size", 0, "Crop side (0: the backbone's).")
 flags.DEFINE_bool("ten_crop", False, "Evaluate with WSDHQ's 10-crop averaging.")
+flags.DEFINE_string(
+    "augment", "random_crop_flip",
+    "Training augmentation (preprocessing.AUGMENTATIONS): random_crop_flip, center_crop "
+    "(no flip), resize (the whole image, no crop or flip) or resize_flip; the last two need "
+    "--image_size equal to --crop_size. Evaluation always takes the centre crop.",
+)  # fmt: skip
 flags.DEFINE_enum("supervision", "labels", ["labels", "tags"], "Train on labels or user tags.")
 # Model.
 flags.DEFINE_string(
@@ -262,7 +268,7 @@ def main(argv):
     # can configure devices before TensorFlow initialises them.
     import tensorflow as tf
 
-    from wsdhash.data import datasets
+    from wsdhash.data import datasets, preprocessing
     from wsdhash.training import strategy as strategy_lib
     from wsdhash.training import trainer
     from wsdhash.training.config import TrainConfig, validation_count
@@ -273,6 +279,11 @@ def main(argv):
     if FLAGS.deterministic:
         tf.config.experimental.enable_op_determinism()
     strategy = strategy_lib.make_strategy(FLAGS.strategy, FLAGS.gpu)
+    if FLAGS.augment not in preprocessing.AUGMENTATIONS:
+        raise cli.UsageError(
+            f"--augment={FLAGS.augment} is not a training augmentation; known: "
+            f"{', '.join(preprocessing.AUGMENTATIONS.names())}."
+        )
 
     if FLAGS.backbone == "features":
         # The features file holds the splits; it replaces --dataset and --data_dir.
@@ -283,7 +294,7 @@ def main(argv):
         except (OSError, ValueError) as error:
             raise cli.UsageError(f"--features: {error}") from None
         FLAGS.dataset, FLAGS.data_dir = "features", FLAGS.features
-        fixed = ("weights", "normalization", "image_size", "crop_size", "ten_crop")
+        fixed = ("weights", "normalization", "image_size", "crop_size", "ten_crop", "augment")
         ignored = [f"--{name}" for name in fixed if FLAGS[name].present]
         if ignored:  # e.g. from a published flagfile: the extraction already applied them
             logging.warning(
@@ -346,6 +357,7 @@ def main(argv):
         image_size=FLAGS.image_size,
         crop_size=FLAGS.crop_size,
         ten_crop=FLAGS.ten_crop,
+        augment=FLAGS.augment,
         eval_every=FLAGS.eval_every,
         checkpoint_every=FLAGS.checkpoint_every,
         keep_checkpoints=FLAGS.keep_checkpoints,

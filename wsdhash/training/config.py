@@ -67,6 +67,9 @@ class TrainConfig:
         workdir: checkpoints, logs, codes file and metrics go here.
         image_size, crop_size: override the backbone's defaults (0 = keep).
         ten_crop: evaluation averages the codes of WSDHQ's 10 crops.
+        augment: the training augmentation (`preprocessing.AUGMENTATIONS` name:
+            random_crop_flip, center_crop, resize, resize_flip); run_info.json files
+            written before it existed resume with "random_crop_flip", the only one then.
         eval_every: validation period in steps (0 = only at the end).
         checkpoint_every: checkpoint period in steps (a checkpoint is also written at
             every validation and at the end).
@@ -114,6 +117,7 @@ class TrainConfig:
     image_size: int = 0
     crop_size: int = 0
     ten_crop: bool = False
+    augment: str = "random_crop_flip"
     eval_every: int = 0
     checkpoint_every: int = 500
     keep_checkpoints: int = 3
