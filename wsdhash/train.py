@@ -49,6 +49,12 @@ flags.DEFINE_integer("builtin_image_size", 64, "Built-in dataset: image side.")
 flags.DEFINE_integer("image_size", 0, "Resize side before cropping (0: the backbone's).")
 flags.DEFINE_integer("crop_size", 0, "Crop side (0: the backbone's).")
 flags.DEFINE_bool("ten_crop", False, "Evaluate with WSDHQ's 10-crop averaging.")
+flags.DEFINE_string(
+    "augment", "random_crop_flip",
+    "Training augmentation (preprocessing.AUGMENTATIONS): random_crop_flip, center_crop "
+    "(no flip), resize (the whole image, no crop or flip) or resize_flip; the last two need "
+    "--image_size equal to --crop_size. Evaluation always takes the centre crop.",
+)  # fmt: skip
 flags.DEFINE_enum("supervision", "labels", ["labels", "tags"], "Train on labels or user tags.")
 # Model.
 flags.DEFINE_string(
@@ -98,7 +104,9 @@ flags.DEFINE_enum(
     ["additive", "product"],
     "WSDHQ quantizer: additive (the original's ICM) or product (PQ on the hypersphere).",
 )
-flags.DEFINE_integer("quantizer_update_every", 0, "WSDHQ quantizer period in steps (0: 2 epochs).")
+flags.DEFINE_integer(
+    "quantizer_update_every", 0, "WSDHQ quantizer period in steps (0: 2 epochs, at least 100)."
+)
 # Optimisation.
 flags.DEFINE_integer("batch_size", 64, "Global batch size.")
 flags.DEFINE_enum("sampler", "uniform", ["uniform", "class_balanced"], "Training batch sampler.")
@@ -310,10 +318,15 @@ def apply_recipe() -> str:
 def build_config(workdir: str):
     """The `TrainConfig` of the parsed flags (after `apply_recipe` and the features
     file's substitution of --dataset and --data_dir)."""
-    from wsdhash.data import datasets
+    from wsdhash.data import datasets, preprocessing
     from wsdhash.training.config import TrainConfig, validation_count
     from wsdhash.training.optimization import OptimizerConfig
 
+    if FLAGS.augment not in preprocessing.AUGMENTATIONS:
+        raise cli.UsageError(
+            f"--augment={FLAGS.augment} is not a training augmentation; known: "
+            f"{', '.join(preprocessing.AUGMENTATIONS.names())}."
+        )
     options = datasets.command_line_options(
         FLAGS.dataset,
         image_root=FLAGS.image_root,
@@ -370,6 +383,7 @@ def build_config(workdir: str):
         image_size=FLAGS.image_size,
         crop_size=FLAGS.crop_size,
         ten_crop=FLAGS.ten_crop,
+        augment=FLAGS.augment,
         eval_every=eval_every,
         checkpoint_every=FLAGS.checkpoint_every,
         keep_checkpoints=FLAGS.keep_checkpoints,
@@ -403,7 +417,7 @@ def use_features_file() -> None:
     except (OSError, ValueError) as error:
         raise cli.UsageError(f"--features: {error}") from None
     FLAGS.dataset, FLAGS.data_dir = "features", FLAGS.features
-    fixed = ("weights", "normalization", "image_size", "crop_size", "ten_crop")
+    fixed = ("weights", "normalization", "image_size", "crop_size", "ten_crop", "augment")
     ignored = [f"--{name}" for name in fixed if FLAGS[name].present]
     if ignored:  # e.g. from a published flagfile: the extraction already applied them
         logging.warning(

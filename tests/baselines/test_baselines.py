@@ -1,4 +1,4 @@
-"""Tests for the classic unsupervised hashing baselines (LSH, PCAH, ITQ)."""
+"""Tests for the classic unsupervised hashing baselines (LSH, PCAH, ITQ, PCA-RR)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import sys
 import numpy as np
 import pytest
 
-from wsdhash.baselines import BASELINES, ITQ, LSH, PCAH
+from wsdhash.baselines import BASELINES, ITQ, LSH, PCAH, PCARR
 
-ALL_BASELINES = [LSH, PCAH, ITQ]
-SEEDED_BASELINES = [LSH, ITQ]
+ALL_BASELINES = [LSH, PCAH, ITQ, PCARR]
+SEEDED_BASELINES = [LSH, ITQ, PCARR]
 
 
 def anisotropic_features(num_samples: int = 400, feature_dim: int = 16, seed: int = 0) -> np.ndarray:
@@ -62,10 +62,11 @@ def hamming_precision_at_k(
 
 
 def test_registry_maps_names_to_classes():
-    assert BASELINES.names() == ["itq", "lsh", "pcah"]
+    assert BASELINES.names() == ["itq", "lsh", "pcah", "pcarr"]
     assert BASELINES.get("lsh") is LSH
     assert BASELINES.get("pcah") is PCAH
     assert BASELINES.get("itq") is ITQ
+    assert BASELINES.get("pcarr") is PCARR
 
 
 def test_import_does_not_pull_in_tensorflow():
@@ -193,6 +194,76 @@ def test_itq_with_zero_iterations_keeps_initial_rotation():
 
 
 # ---------------------------------------------------------------------------
+# PCA-RR
+# ---------------------------------------------------------------------------
+
+
+def _pcarr_reference(train: np.ndarray, features: np.ndarray, bits: int, seed: int):
+    """PCA-RR the slow, plain way: principal directions from the SVD of the centred
+    training matrix (not the covariance's eigh), each signed so that its largest entry
+    is positive; the rotation as the QR of a Gaussian drawn from default_rng(seed)
+    with R's diagonal made positive; codes +1 at >= 0."""
+    mean = train.mean(axis=0)
+    _, _, vt = np.linalg.svd(train - mean, full_matrices=False)
+    directions = vt[:bits].T  # (D, K), decreasing singular values
+    for k in range(bits):
+        column = directions[:, k]
+        if column[np.argmax(np.abs(column))] < 0:
+            directions[:, k] = -column
+    gaussian = np.random.default_rng(seed).standard_normal((bits, bits))
+    q, r = np.linalg.qr(gaussian)
+    for k in range(bits):
+        if r[k, k] < 0:
+            q[:, k] = -q[:, k]
+    relaxed = (features - mean) @ directions @ q
+    return relaxed, np.where(relaxed >= 0, 1, -1).astype(np.int8), q
+
+
+def test_pcarr_equals_a_numpy_reference():
+    train = anisotropic_features(num_samples=60, feature_dim=6, seed=3)
+    queries = anisotropic_features(num_samples=9, feature_dim=6, seed=4)
+    model = PCARR(4, seed=7).fit(train)
+    relaxed, codes, rotation = _pcarr_reference(train, queries, bits=4, seed=7)
+    np.testing.assert_allclose(model.rotation_, rotation, atol=1e-12)
+    np.testing.assert_allclose(model.encode_relaxed(queries), relaxed, rtol=1e-5, atol=1e-5)
+    assert np.min(np.abs(relaxed)) > 1e-3  # no code near a tie, so the codes must agree
+    np.testing.assert_array_equal(model.encode(queries), codes)
+
+
+def test_pcarr_rotation_is_orthogonal_and_keeps_distances():
+    features = anisotropic_features()
+    model = PCARR(12, seed=2).fit(features)
+    np.testing.assert_allclose(model.rotation_.T @ model.rotation_, np.eye(12), atol=1e-10)
+    np.testing.assert_allclose(model.rotation_ @ model.rotation_.T, np.eye(12), atol=1e-10)
+    # A rotation of the PCA projections: every row's norm is PCAH's relaxed code's norm.
+    pca = PCAH(12).fit(features).encode_relaxed(features)
+    np.testing.assert_allclose(
+        np.linalg.norm(model.encode_relaxed(features), axis=1),
+        np.linalg.norm(pca, axis=1), rtol=1e-5,
+    )  # fmt: skip
+    assert not np.allclose(np.abs(model.rotation_), np.eye(12))  # not a signed permutation
+
+
+def test_pcarr_is_itq_before_its_first_update():
+    features = anisotropic_features()
+    for seed in (0, 5):
+        pcarr = PCARR(8, seed=seed).fit(features)
+        itq = ITQ(8, seed=seed, iterations=0).fit(features)
+        np.testing.assert_array_equal(pcarr.rotation_, itq.rotation_)
+        np.testing.assert_array_equal(pcarr.encode(features), itq.encode(features))
+
+
+def test_pcarr_seed_changes_only_the_rotation():
+    features = anisotropic_features()
+    first, second = PCARR(8, seed=0).fit(features), PCARR(8, seed=1).fit(features)
+    np.testing.assert_array_equal(first.components_, second.components_)
+    np.testing.assert_array_equal(first.mean_, second.mean_)
+    assert not np.allclose(first.rotation_, second.rotation_)
+    again = PCARR(8, seed=1).fit(features)
+    np.testing.assert_array_equal(again.rotation_, second.rotation_)
+
+
+# ---------------------------------------------------------------------------
 # LSH
 # ---------------------------------------------------------------------------
 
@@ -270,6 +341,10 @@ def test_from_state_rejects_inconsistent_shapes():
     state["bits"] = 5
     with pytest.raises(ValueError, match=r"components of shape \(16, 4\); expected \(16, 5\)"):
         PCAH.from_state(state)
+    state = PCARR(4).fit(anisotropic_features()).get_state()
+    state["rotation"] = np.eye(3)
+    with pytest.raises(ValueError, match=r"PCA-RR: state has rotation of shape \(3, 3\)"):
+        PCARR.from_state(state)
 
 
 # ---------------------------------------------------------------------------
@@ -328,7 +403,7 @@ def test_lsh_needs_one_sample():
         LSH(4).fit(np.zeros((0, 3)))
 
 
-@pytest.mark.parametrize("baseline", [PCAH, ITQ])
+@pytest.mark.parametrize("baseline", [PCAH, ITQ, PCARR])
 def test_pca_baselines_need_more_samples_than_bits(baseline):
     with pytest.raises(ValueError, match=rf"{baseline.name}: needs more samples than bits .* N=8 samples for bits=8"):
         baseline(8).fit(anisotropic_features(num_samples=8, feature_dim=16))
@@ -336,7 +411,7 @@ def test_pca_baselines_need_more_samples_than_bits(baseline):
         baseline(1).fit(np.ones((1, 4)))
 
 
-@pytest.mark.parametrize("baseline", [PCAH, ITQ])
+@pytest.mark.parametrize("baseline", [PCAH, ITQ, PCARR])
 def test_pca_baselines_need_bits_at_most_dimension(baseline):
     with pytest.raises(ValueError, match=rf"{baseline.name}: bits=20 exceeds the feature dimension D=16"):
         baseline(20).fit(anisotropic_features(feature_dim=16))

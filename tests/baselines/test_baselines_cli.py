@@ -56,7 +56,7 @@ def _run(*args, module="wsdhash.baselines"):
     )
 
 
-@pytest.mark.parametrize("method", ["lsh", "pcah", "itq"])
+@pytest.mark.parametrize("method", ["lsh", "pcah", "itq", "pcarr"])
 def test_codes_equal_the_library_and_evaluate_reads_them(tmp_path, method):
     splits = write_features(tmp_path / "f.h5")
     result = _run(

@@ -62,3 +62,30 @@ def test_pairing_and_size_errors():
         TrainingQuantizer(24, tags, 2, 0, kind="product", form="product")
     with pytest.raises(ValueError, match="quantizer must be one of"):
         TrainingQuantizer(16, tags, 2, 0, kind="residual")
+
+
+@pytest.mark.parametrize(
+    "num_train,batch_size,period",
+    [
+        (250, 64, 100),  # two epochs = 2 x 4 = 8 steps: the floor of 100 steps
+        (3_200, 64, 100),  # two epochs = 2 x 50 = 100 steps: exactly the floor
+        (3_201, 64, 102),  # 2 x 51: just above it, two epochs
+        (18_688, 256, 146),  # WSDHQ's Flickr training split: two epochs, as published
+        (100_000, 256, 782),  # 2 x ceil(390.625)
+    ],
+)
+def test_default_period_is_two_epochs_but_at_least_100_steps(
+    num_train, batch_size, period, caplog
+):
+    from wsdhash.methods.wsdhq import quantizer_period
+    from wsdhash.methods.wsdhq_quantizer import MIN_DEFAULT_PERIOD
+
+    assert MIN_DEFAULT_PERIOD == 100
+    assert TrainingQuantizer.default_period(num_train, batch_size) == period
+    with caplog.at_level("INFO"):
+        assert quantizer_period(0, num_train, batch_size) == period
+    two_epochs = 2 * -(-num_train // batch_size)
+    assert f"updated every {period} steps (two epochs" in caplog.text
+    assert f"are {two_epochs} steps" in caplog.text
+    # An explicit period is used as given, below the floor too.
+    assert quantizer_period(3, num_train, batch_size) == 3

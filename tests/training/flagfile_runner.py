@@ -25,7 +25,8 @@ RECORDED = (
     "method", "hash_bit", "head", "optimizer", "lr", "backbone_lr_multiplier", "momentum",
     "weight_decay", "lr_decay", "lr_decay_every", "lr_decay_unit", "topk", "empty",
     "normalization", "seed", "dataset", "data_dir", "backbone", "weights", "image_size",
-    "crop_size", "batch_size", "epochs", "sampler", "classes_per_batch", "images_per_class",
+    "crop_size", "augment", "batch_size", "epochs", "sampler", "classes_per_batch",
+    "images_per_class",
     *(option.flag for name in METHODS.names() for option in METHODS.get(name).options),
 )  # fmt: skip
 

@@ -16,7 +16,11 @@ from worker_process import worker
 
 from wsdhash.data.builtin import generate_builtin
 from wsdhash.data.datasets import DATASETS
-from wsdhash.data.preprocessing import NORMALIZATIONS
+from wsdhash.data.preprocessing import (
+    AUGMENTATIONS,
+    NORMALIZATIONS,
+    WHOLE_IMAGE_AUGMENTATIONS,
+)
 from wsdhash.methods import METHODS
 from wsdhash.models.backbones import BACKBONES
 
@@ -70,6 +74,27 @@ def test_every_experiment_has_a_script_and_names_registered_components():
         )
 
 
+def test_every_experiment_names_its_training_augmentation():
+    """Every method's common flagfile states its authors' training augmentation, and the
+    whole-image ones (no crop) come with image_size = crop_size, which they need."""
+    for path in glob.glob(os.path.join(ROOT, "scripts", "flags", "*_common.flags")):
+        assert "--augment=" in open(path).read(), path
+    for flagfile in FLAGFILES:
+        values = resolve(flagfile)
+        assert values["augment"] in AUGMENTATIONS, flagfile
+        if values["augment"] in WHOLE_IMAGE_AUGMENTATIONS:
+            assert values["image_size"] == values["crop_size"], flagfile
+    published = {  # the authors' code, read for each (the flagfiles' comments cite it)
+        "run0048": "resize", "run0049": "random_crop_flip",  # GreedyHash CIFAR / ImageNet
+        "run0050": "center_crop", "run0055": "resize",  # DPSH, DTSH
+        "run0070": "resize", "run0073": "resize",  # BiHalf, GreedyHash-unsupervised
+        "run0009": "resize_flip", "run0025": "resize_flip",  # HyP2, OrthoHash CIFAR-10
+    }  # fmt: skip
+    for number, augment in published.items():
+        path = os.path.join(ROOT, "scripts", "flags", f"{number}.flags")
+        assert resolve(path)["augment"] == augment, number
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("experiments")
@@ -106,8 +131,10 @@ def test_flagfiles_train_on_the_builtin_dataset(data, tmp_path, method):
             continue
         train = values["dataset"] not in trained_datasets
         trained_datasets.add(values["dataset"])
+        # A whole-image recipe keeps its augmentation: the image is already the crop.
+        sizes = ["--image_size=28"] if values["augment"] in WHOLE_IMAGE_AUGMENTATIONS else []
         runs.append({"flagfile": path, "workdir": str(tmp_path / os.path.basename(path)[:7]),
-                     "overrides": [*TINY, *dataset], "train": train})  # fmt: skip
+                     "overrides": [*TINY, *sizes, *dataset], "train": train})  # fmt: skip
     assert runs
     # One long-lived runner per test process trains every method's flagfiles.
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
@@ -131,6 +158,7 @@ def test_flagfiles_train_on_the_builtin_dataset(data, tmp_path, method):
             values["backbone_lr_multiplier"]
         )
         assert config["normalization"] == values["normalization"]
+        assert config["augment"] == values["augment"]
         assert config["empty"] == values["empty"]
         # Every option of the method reaches the loss as the flagfile sets it.
         options = config["method_options"]

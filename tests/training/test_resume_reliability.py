@@ -3,6 +3,7 @@ trainings on one workdir, a damaged checkpoint, bad images, all-zero labels, and
 training flags' one-line errors. Trainings run in this process (tiny, few steps)."""
 
 import glob
+import json
 import logging
 import os
 import re
@@ -307,3 +308,61 @@ def test_a_bad_flag_is_one_line_on_stderr_with_exit_status_2(tmp_path):
     )
     assert "Traceback" not in result.stderr
     assert not os.path.exists(tmp_path / "run")  # refused before anything is written
+
+
+# --- The training augmentation (--augment) ----------------------------------------
+
+
+def test_augment_reaches_the_training_pipeline_and_is_a_resume_setting(
+    parse, tmp_path, monkeypatch
+):
+    from wsdhash.data import pipeline
+
+    real, seen = pipeline.make_dataset, []
+
+    def recording_make_dataset(split, config, *, training, **kwargs):
+        seen.append((training, config))
+        return real(split, config, training=training, **kwargs)
+
+    monkeypatch.setattr(pipeline, "make_dataset", recording_make_dataset)
+    data_dir, workdir = str(tmp_path / "builtin"), str(tmp_path / "run")
+    tiny = [f"--data_dir={data_dir}", f"--workdir={workdir}", *TINY, "--steps=1"]
+    parse(*tiny, "--augment=center_crop")
+    keras.backend.clear_session()
+    train.main(["wsdhash.train"])
+    trained = [config for training, config in seen if training]
+    assert trained and {config.augment for config in trained} == {"center_crop"}
+    assert (trained[0].image_size, trained[0].crop_size) == (32, 28)
+    assert read_json(os.path.join(workdir, "run_info.json"))["config"]["augment"] == "center_crop"
+    assert "--augment=center_crop\n" in Path(workdir, "flags.txt").read_text()
+
+    parse(*tiny)  # the default, random_crop_flip: another recipe, refused on resume
+    with pytest.raises(cli.UsageError, match=r"\(--augment: center_crop -> random_crop_flip\)"):
+        train.main(["wsdhash.train"])
+
+
+def test_an_unknown_augment_is_named(parse, tmp_path):
+    parse(f"--workdir={tmp_path / 'run'}", "--augment=jitter")
+    with pytest.raises(cli.UsageError, match=r"^--augment=jitter is not a training "
+                       r"augmentation; known: center_crop, random_crop_flip, resize, resize_flip"):
+        train.main(["wsdhash.train"])  # fmt: skip
+
+
+def test_a_run_recorded_before_augment_resumes_with_random_crop_flip(data_dir, tmp_path):
+    workdir = tmp_path / "old"
+    os.makedirs(workdir / "checkpoints")
+    (workdir / "checkpoints" / "checkpoint").write_text('model_checkpoint_path: "ckpt-4"\n')
+    run_info.write_run_info(str(workdir), tiny_config(data_dir, workdir))
+    info = read_json(workdir / "run_info.json")
+    del info["config"]["augment"]  # as written before the field existed
+    (workdir / "run_info.json").write_text(json.dumps(info))
+
+    from wsdhash.training.config import config_from_dict
+
+    assert config_from_dict(info["config"]).augment == "random_crop_flip"
+    default = tiny_config(data_dir, workdir)
+    assert run_info.check_resume(default, str(workdir))[1] == []
+    other = tiny_config(data_dir, workdir, augment="center_crop")
+    changed = "augment: random_crop_flip -> center_crop"
+    with pytest.raises(run_info.ResumeMismatchError, match=changed):
+        run_info.check_resume(other, str(workdir), allow=["steps", "method_options.*"])

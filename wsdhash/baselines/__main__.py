@@ -2,7 +2,7 @@
 
     python -m wsdhash.baselines --features=F.h5 --method=itq --hash_bit=64 --output=codes.h5
 
-The baseline (`BASELINES`: lsh, pcah, itq) is fitted on one split of the features file
+The baseline (`BASELINES`: lsh, pcah, itq, pcarr) is fitted on one split of the features file
 (`--fit_split`, the training split by default, as the published protocols fit on the
 training images) and encodes the query and database splits. The codes file holds the
 packed codes, the relevance labels (the ground-truth labels; a split without labels

@@ -9,7 +9,7 @@ from wsdhash.eval.binary import binarize
 
 
 class LinearHash:
-    """Base of LSH, PCAH and ITQ: after `fit`, `mean_` (D,) and `projection()` (D, K).
+    """Base of LSH, PCAH, ITQ and PCA-RR: after `fit`, `mean_` (D,) and `projection()` (D, K).
 
     Subclasses set `name`, implement `fit` and `projection`, and set `mean_`.
     """

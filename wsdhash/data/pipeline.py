@@ -11,7 +11,8 @@ Elements are dicts `{"image", "labels", "tags", "index"}`:
 * `index`: int64 position of the item in its split's list file.
 
 `make_dataset` reads as a straight line: records -> shard -> (cache) -> shuffle -> repeat
--> seed -> skip -> decode -> augment / crop -> normalise -> batch -> prefetch.
+-> seed -> skip -> decode -> augment / crop -> normalise -> batch -> prefetch. Training
+augments with the recipe `PipelineConfig.augment` names (`preprocessing.AUGMENTATIONS`).
 Evaluation keeps file order and the last partial batch.
 """
 
@@ -39,12 +40,17 @@ class PipelineConfig:
             host-side throughput (the float conversion is the most expensive step after
             decoding) and sends 4x fewer bytes to the accelerator.
         ten_crop: evaluation yields WSDHQ's 10 crops per image instead of the centre crop.
+        augment: the training augmentation, a name in `preprocessing.AUGMENTATIONS`:
+            "random_crop_flip" (the default), "center_crop" (no flip), "resize" (the
+            whole image, no flip) or "resize_flip"; the last two need image_size ==
+            crop_size. Evaluation always takes the centre crop (or 10 crops).
     """
 
     image_size: int = 256
     crop_size: int = 224
     normalization: str | None = "torch_imagenet"
     ten_crop: bool = False
+    augment: str = "random_crop_flip"
 
     def __post_init__(self):
         if not 0 < self.crop_size <= self.image_size:
@@ -53,6 +59,17 @@ class PipelineConfig:
             )
         if self.normalization is not None:
             preprocessing.NORMALIZATIONS.get(self.normalization)  # Fails early on a typo.
+        preprocessing.AUGMENTATIONS.get(self.augment)
+        if (
+            self.augment in preprocessing.WHOLE_IMAGE_AUGMENTATIONS
+            and self.image_size != self.crop_size
+        ):
+            raise ValueError(
+                f"--augment={self.augment} trains on the whole image, so it needs "
+                f"--image_size equal to --crop_size (evaluation centre-crops crop_size out "
+                f"of image_size); got image_size={self.image_size}, "
+                f"crop_size={self.crop_size}."
+            )
 
 
 def _columns(split: SplitData) -> dict:
@@ -92,7 +109,8 @@ def make_dataset(
     Args:
         split: the items (`SplitData`, file order).
         config: image preprocessing.
-        training: shuffle, repeat forever, random crop + flip, drop the last partial
+        training: shuffle, repeat forever, the config's training augmentation
+            (`config.augment`; random crop + flip by default), drop the last partial
             batch. Otherwise: one pass in file order, centre crop (or 10-crop), keep the
             last partial batch.
         batch_size: the global batch size; with `input_context`, each input pipeline
@@ -131,6 +149,7 @@ def make_dataset(
         pipeline_id = input_context.input_pipeline_id
         batch_size = input_context.get_per_replica_batch_size(batch_size)
     load_image = preprocessing.make_image_loader(config.image_size, corrupt_log)
+    train_augment = preprocessing.AUGMENTATIONS.get(config.augment)
     normalize = None
     if config.normalization is not None:
         normalize = preprocessing.NORMALIZATIONS.get(config.normalization)
@@ -156,7 +175,7 @@ def make_dataset(
         if split.features is not None:  # features are not augmented
             return element
         if training:
-            image = preprocessing.random_crop_and_flip(image, config.crop_size, seed_pair)
+            image = train_augment(image, config.crop_size, seed_pair)
         elif config.ten_crop:
             image = preprocessing.ten_crop(image, config.crop_size)
         else:

@@ -1,8 +1,10 @@
-"""Image preprocessing ops: decoding, crops, flips and per-backbone normalisation.
+"""Image preprocessing ops: decoding, crops, flips, training augmentations and
+per-backbone normalisation.
 
 Each op works on one image (or one element of a `tf.data` pipeline) and is tested both
-eagerly and inside `tf.data`. Normalisations are registered by name so that a backbone
-declares the one its pretrained weights expect.
+eagerly and inside `tf.data`. Training augmentations are registered by name so that
+each method's flagfile names its authors' recipe (`--augment`); normalisations are
+registered by name so that a backbone declares the one its pretrained weights expect.
 """
 
 from __future__ import annotations
@@ -177,6 +179,70 @@ def ten_crop(image: tf.Tensor, crop_size: int) -> tf.Tensor:
         for top, left in ten_crop_offsets(size, crop_size):
             crops.append(view[top : top + crop_size, left : left + crop_size])
     return tf.stack(crops)
+
+
+# -----------------------------------------------------------------------------
+# Training augmentations: one per published input recipe
+# -----------------------------------------------------------------------------
+
+# name -> op(image (S, S, C) as decoded and resized to image_size, crop_size, seed (2,))
+# -> (crop_size, crop_size, C). Each method's flagfile names the one its authors' code
+# trains with (`--augment`); evaluation always takes the centre crop (or 10 crops).
+AUGMENTATIONS: Registry[Callable[[tf.Tensor, int, tf.Tensor], tf.Tensor]] = Registry(
+    "augmentation"
+)
+# Augmentations that train on the whole decoded image (no crop). Evaluation's centre
+# crop sees the same view only when image_size == crop_size, which they require.
+WHOLE_IMAGE_AUGMENTATIONS = ("resize", "resize_flip")
+
+
+def _flip_seed(seed: tf.Tensor) -> tf.Tensor:
+    # The second of two seeds split from the element's seed, as `random_crop_and_flip`
+    # flips: `resize_flip` at image_size == crop_size then equals `random_crop_flip`.
+    return tf.random.experimental.stateless_split(seed, 2)[1]
+
+
+def _check_whole_image(image: tf.Tensor, crop_size: int, name: str) -> None:
+    if image.shape[0] != crop_size or image.shape[1] != crop_size:
+        raise ValueError(
+            f"augment={name!r} trains on the whole image, resized to crop_size={crop_size}; "
+            f"got a {image.shape[0]}x{image.shape[1]} image (set image_size = crop_size)."
+        )
+
+
+def augment_random_crop_flip(image: tf.Tensor, crop_size: int, seed: tf.Tensor) -> tf.Tensor:
+    """A random `crop_size` crop and a random horizontal flip (the default; e.g.
+    DeepHash-pytorch's RandomCrop + RandomHorizontalFlip, WSDHQ's random_crop + flip)."""
+    return random_crop_and_flip(image, crop_size, seed)
+
+
+def augment_center_crop(image: tf.Tensor, crop_size: int, seed: tf.Tensor) -> tf.Tensor:
+    """The evaluation's centre crop in training too, no flip (DPSH's Scale(256) +
+    CenterCrop(224) for every split)."""
+    del seed  # deterministic
+    return center_crop(image, crop_size)
+
+
+def augment_resize(image: tf.Tensor, crop_size: int, seed: tf.Tensor) -> tf.Tensor:
+    """The whole image, resized to `crop_size` when decoded: no crop, no flip
+    (GreedyHash's and BiHalf's CIFAR transforms.Scale(224)). Needs image_size ==
+    crop_size."""
+    del seed  # deterministic
+    _check_whole_image(image, crop_size, "resize")
+    return image
+
+
+def augment_resize_flip(image: tf.Tensor, crop_size: int, seed: tf.Tensor) -> tf.Tensor:
+    """The whole image, resized to `crop_size` when decoded, and a random horizontal
+    flip (HyP2's Resize + RandomHorizontalFlip). Needs image_size == crop_size."""
+    _check_whole_image(image, crop_size, "resize_flip")
+    return tf.image.stateless_random_flip_left_right(image, _flip_seed(seed))
+
+
+AUGMENTATIONS.register("random_crop_flip")(augment_random_crop_flip)
+AUGMENTATIONS.register("center_crop")(augment_center_crop)
+AUGMENTATIONS.register("resize")(augment_resize)
+AUGMENTATIONS.register("resize_flip")(augment_resize_flip)
 
 
 # -----------------------------------------------------------------------------

@@ -35,9 +35,13 @@ on the batch. wsdhash has no memory banks and no per-step state (a state updated
 the replicated step would have to be synchronised across replicas and would also move
 on validation calls): the references are the codes of the global batch (all replicas,
 all fresh), and the centres are fitted afresh on the global batch at every call, from
-V = 0 and B = sign(u), which is exactly DeepHash-pytorch's first step; every replica
-fits the same centres from the same global batch. The push therefore uses the centres
-of the batch's own codes rather than those accumulated over past batches.
+V = 0 and B = sign(u) (the fit DeepHash-pytorch's first call on a batch makes), and
+then quantize in the same call; every replica fits the same centres from the same
+global batch. DeepHash-pytorch quantizes before it refits V, so its first call on a
+batch quantizes with V = 0 (b = sign(u)): the loss here equals its *second* call on
+the same batch (bank = this batch), which quantizes with the V its first call fitted.
+The push therefore uses the centres of the batch's own codes rather than those
+accumulated over past batches.
 
 Other departures from DeepHash-pytorch DFH.py and the authors' code
 (liyunqianggyn/Push-for-Quantization-Deep-Fisher-Hashing, Main.py, center.py,

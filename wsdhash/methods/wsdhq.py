@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+from absl import logging
 
 from wsdhash.eval import CodesFile, CodesSplit
 from wsdhash.eval.metrics import RetrievalMetrics, evaluate_retrieval
@@ -27,6 +28,22 @@ _TRAIN_CODES_KEY = "loss/train_codes/.ATTRIBUTES/VARIABLE_VALUE"
 
 def _quantization_form(value, flags):
     return wsdhq_quantizer.default_quantization_form(flags.quantizer) if value == "auto" else value
+
+
+def quantizer_period(update_every: int, num_train: int, batch_size: int) -> int:
+    """The steps between quantizer updates: `update_every` (`--quantizer_update_every`),
+    or with 0 two epochs, at least `wsdhq_quantizer.MIN_DEFAULT_PERIOD` steps; logged."""
+    if update_every:
+        logging.info("WSDHQ quantizer: updated every %d steps.", update_every)
+        return update_every
+    two_epochs = wsdhq_quantizer.TrainingQuantizer.two_epochs(num_train, batch_size)
+    period = wsdhq_quantizer.TrainingQuantizer.default_period(num_train, batch_size)
+    logging.info(
+        "WSDHQ quantizer: updated every %d steps (two epochs of %d training items at batch "
+        "%d are %d steps; the default period is at least %d steps).", period, num_train,
+        batch_size, two_epochs, wsdhq_quantizer.MIN_DEFAULT_PERIOD,
+    )  # fmt: skip
+    return period
 
 
 class WSDHQ(Method):
@@ -70,8 +87,7 @@ class WSDHQ(Method):
         self.quantizer = wsdhq_quantizer.TrainingQuantizer(
             config.bits,
             self.tag_embeddings,
-            config.quantizer_update_every
-            or wsdhq_quantizer.TrainingQuantizer.default_period(len(train), config.batch_size),
+            quantizer_period(config.quantizer_update_every, len(train), config.batch_size),
             config.seed,
             kind=config.quantizer,
             form=self.form,

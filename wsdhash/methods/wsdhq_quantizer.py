@@ -2,9 +2,9 @@
 
 WSDHQ trains from merged user tags (tag processing's `TagIdMergeMap.json`) with fixed
 tag embeddings (`FinalTagEmbs.txt`), and every `update_every` steps (two epochs by
-default, as the original) re-encodes the training set with ICM and updates the
-codebooks in closed form; the quantization loss then pulls each training feature
-towards its stored reconstruction. Evaluation ranks the database by asymmetric
+default, as the original, but at least `MIN_DEFAULT_PERIOD` steps) re-encodes the
+training set with ICM and updates the codebooks in closed form; the quantization loss
+then pulls each training feature towards its stored reconstruction. Evaluation ranks the database by asymmetric
 quantizer distance (AQD): continuous query features against quantized database items.
 
 Departure from the original: the features used for a quantizer update are computed
@@ -32,6 +32,13 @@ from wsdhash.tagging.files import load_merge_map, merged_labels, read_final_embe
 EMBEDDINGS_FILE = "FinalTagEmbs.txt"
 NUM_CODEWORDS = 256  # Per codebook: one uint8 code byte, 8 bits.
 MERGE_MAP_FILE = "TagIdMergeMap.json"
+# The fewest steps between quantizer updates of the default (two-epoch) schedule. On a
+# small training split two epochs are a handful of steps (250 images at batch 64: 8),
+# and each update re-encodes the whole training split and moves the loss's targets, so
+# the run would spend its time in updates and the network could not follow targets
+# that change every few steps. The published runs are not affected: two epochs are 146
+# steps on WSDHQ's Flickr split at batch 256, and more on NUS-WIDE.
+MIN_DEFAULT_PERIOD = 100
 
 
 def load_tag_model(tag_dir: str) -> tuple[np.ndarray, dict[int, list[int]]]:
@@ -139,7 +146,18 @@ class TrainingQuantizer:
 
     @staticmethod
     def default_period(num_train: int, batch_size: int) -> int:
-        """Two epochs, as WSDHQ's `code_update_epoch_period=2`."""
+        """Steps between quantizer updates when none is given: two epochs, as WSDHQ's
+        `code_update_epoch_period=2`, but never fewer than `MIN_DEFAULT_PERIOD` steps.
+
+        Args:
+            num_train: training items.
+            batch_size: the global batch size.
+        """
+        return max(TrainingQuantizer.two_epochs(num_train, batch_size), MIN_DEFAULT_PERIOD)
+
+    @staticmethod
+    def two_epochs(num_train: int, batch_size: int) -> int:
+        """WSDHQ's `code_update_epoch_period=2` in steps (the last partial batch counted)."""
         return 2 * math.ceil(num_train / batch_size)
 
     @property

@@ -29,9 +29,13 @@ class FeaturesSpec(BackboneSpec):
         return self.normalization
 
     def pipeline_config(
-        self, image_size: int = 0, crop_size: int = 0, ten_crop: bool = False
+        self,
+        image_size: int = 0,
+        crop_size: int = 0,
+        ten_crop: bool = False,
+        augment: str = "random_crop_flip",
     ) -> pipeline.PipelineConfig:
-        del image_size, crop_size, ten_crop  # fixed at extraction
+        del image_size, crop_size, ten_crop, augment  # fixed at extraction
         return pipeline.PipelineConfig(image_size=1, crop_size=1, normalization=None)
 
 

@@ -43,13 +43,19 @@ class BackboneSpec:
         return override or self.normalization
 
     def pipeline_config(
-        self, image_size: int = 0, crop_size: int = 0, ten_crop: bool = False
+        self,
+        image_size: int = 0,
+        crop_size: int = 0,
+        ten_crop: bool = False,
+        augment: str = "random_crop_flip",
     ) -> pipeline.PipelineConfig:
-        """The input pipeline of this backbone; 0 keeps the backbone's sizes. The
-        pipeline yields uint8 crops: the model's first layer normalises."""
+        """The input pipeline of this backbone; 0 keeps the backbone's sizes; `augment`
+        names the training augmentation (`preprocessing.AUGMENTATIONS`). The pipeline
+        yields uint8 crops: the model's first layer normalises."""
         return pipeline.PipelineConfig(
             image_size=image_size or max(self.image_size, self.crop_size),
             crop_size=crop_size or self.crop_size,
             normalization=None,
             ten_crop=ten_crop,
+            augment=augment,
         )

@@ -67,6 +67,9 @@ class TrainConfig:
         workdir: checkpoints, logs, codes file and metrics go here.
         image_size, crop_size: override the backbone's defaults (0 = keep).
         ten_crop: evaluation averages the codes of WSDHQ's 10 crops.
+        augment: the training augmentation (`preprocessing.AUGMENTATIONS` name:
+            random_crop_flip, center_crop, resize, resize_flip); run_info.json files
+            written before it existed resume with "random_crop_flip", the only one then.
         eval_every: validation period in steps (0 = only at the end).
         checkpoint_every: checkpoint period in steps (a checkpoint is also written at
             every validation and at the end).
@@ -86,7 +89,8 @@ class TrainConfig:
         classes_per_batch, images_per_class: P and Q of the class-balanced sampler; the
             batch size must be P * Q.
         tag_dir: WSDHQ: the output folder of `python -m wsdhash.tags`.
-        quantizer_update_every: WSDHQ: steps between quantizer updates (0 = 2 epochs).
+        quantizer_update_every: WSDHQ: steps between quantizer updates (0 = 2 epochs, at
+            least `wsdhq_quantizer.MIN_DEFAULT_PERIOD` = 100 steps).
         quantizer: WSDHQ: "additive" (the original's) or "product" (PQ on the
             hypersphere); the loss's quantization form must match (quantized.py).
         normalization: input normalisation (NORMALIZATIONS name); "" = the backbone's.
@@ -116,6 +120,7 @@ class TrainConfig:
     image_size: int = 0
     crop_size: int = 0
     ten_crop: bool = False
+    augment: str = "random_crop_flip"
     eval_every: int = 0
     checkpoint_every: int = 500
     keep_checkpoints: int = 3

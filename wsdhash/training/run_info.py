@@ -83,6 +83,10 @@ def write_run_info(workdir: str, config, resumes: list[dict] | None = None) -> N
 
 # Fields that do not change what a run computes: a resumed run may differ in them.
 RESUME_FREE_FIELDS = ("workdir", "log_every", "checkpoint_every", "keep_checkpoints")
+# Settings added after runs had been recorded without them, with the value every such
+# run used: a stored run that lacks one is compared as if it had recorded that value
+# (other unrecorded fields are not compared).
+UNRECORDED_DEFAULTS = {"augment": "random_crop_flip"}
 # Fields compared as paths: one file spelled differently is one setting.
 _PATH_FIELDS = ("data_dir", "tag_dir", "weights", "dataset_options.image_root")
 # Fields a resumed run may change when the caller allows it: the schedule and the
@@ -153,8 +157,9 @@ def _same_setting(field: str, stored, new) -> bool:
 
 def resume_differences(stored: dict, config) -> list[SettingChange]:
     """How `config` differs from a stored run's `run_info.json` "config", leaving out
-    `RESUME_FREE_FIELDS` and the fields the stored run did not record."""
-    old = _flatten(stored)
+    `RESUME_FREE_FIELDS` and the fields the stored run did not record (except those of
+    `UNRECORDED_DEFAULTS`, compared with the value such a run used)."""
+    old = {**UNRECORDED_DEFAULTS, **_flatten(stored)}
     new = _flatten(json.loads(json.dumps(dataclasses.asdict(config))))
     changes = []
     for field in sorted(set(old) & set(new)):

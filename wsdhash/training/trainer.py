@@ -282,7 +282,7 @@ def _train(
     method = data.method
     state = _TrainingState.build(config, strategy, method, data.num_targets)
     pipeline_config = state.backbone.pipeline_config(
-        config.image_size, config.crop_size, config.ten_crop
+        config.image_size, config.crop_size, config.ten_crop, augment=config.augment
     )
     keeper = CheckpointKeeper(
         os.path.join(output_dir, "checkpoints"), keep=config.keep_checkpoints,
