@@ -85,7 +85,8 @@ def train_method(path: str, method: str, bits: int, seed: int, workdir: str, ext
     from absl import flags
 
     from wsdhash import train as train_command
-    from wsdhash.eval import evaluate_codes_file, read_codes_file
+    from wsdhash.eval import read_codes_file
+    from wsdhash.eval.file_evaluation import evaluate_codes_file
     from wsdhash.training import trainer
 
     shutil.rmtree(workdir, ignore_errors=True)
@@ -148,14 +149,14 @@ def baseline_rows(path: str, bits_list, seeds, names) -> list[Row]:
                 model = BASELINES.get(name)(bits, seed=seed).fit(splits["train"].features)
                 row.seconds.append(time.perf_counter() - started)
                 codes = {s: pack_codes(model.encode(splits[s].features)) for s in ("query", "database")}
-                for topk, into in ((0, row.map_all), (1000, row.map_1000)):
+                for topk, into in ((None, row.map_all), (1000, row.map_1000)):
                     result = evaluate_retrieval(
                         query.labels, database.labels, query_codes=codes["query"],
                         database_codes=codes["database"], bits=bits, topk=topk,
-                        tie_bounds=topk == 0, radius_metrics=False,
+                        tie_bounds=topk is None, radius_metrics=False,
                     )  # fmt: skip
                     into.append(result.map)
-                    if topk == 0:
+                    if topk is None:
                         row.low.append(result.map_pessimistic)
                         row.high.append(result.map_optimistic)
             rows.append(row)
@@ -166,7 +167,7 @@ def baseline_rows(path: str, bits_list, seeds, names) -> list[Row]:
 
     scorer = FeatureScorer(unit(query.features), unit(database.features))
     cosine = Row("raw-feature cosine", None, [], [], [], [], [0.0])
-    for topk, into in ((0, cosine.map_all), (1000, cosine.map_1000)):
+    for topk, into in ((None, cosine.map_all), (1000, cosine.map_1000)):
         result = evaluate_retrieval(query.labels, database.labels, scorer=scorer, topk=topk,
                                     radius_metrics=False)  # fmt: skip
         into.append(result.map)
@@ -242,7 +243,8 @@ def main(argv) -> None:
                 row.map_1000.append(at_1000)
                 row.seconds.append(seconds)
                 print(f"{method} {bits} bits seed {seed}: mAP@all {metrics['map']:.4f} "
-                      f"mAP@1000 {at_1000:.4f} ({seconds:.0f} s; {recipe})", flush=True)  # fmt: skip
+                      f"mAP@1000 {at_1000:.4f} ({seconds:.0f} s; {recipe.split(' (')[0]})",
+                      flush=True)  # fmt: skip
             rows.append(row)
             results.record(BENCHMARK, f"{method} {bits} bits mAP@all",
                            statistics.fmean(row.map_all), "mAP")  # fmt: skip
