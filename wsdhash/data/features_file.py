@@ -19,10 +19,11 @@ file flushed after each batch: an interrupted extraction resumes at the first ro
 written (after checking that the partial file was made with the same settings and
 lists the same items). The finished file is renamed to `FILE.h5` only when every split
 is complete, so a reader never sees a half-written file under the final name. The
-writer holds `FILE.h5.lock` (wsdhash/file_lock.py): a second extraction into the same
-file fails at once instead of interleaving batches. Free disk space is checked before
-the extraction and before every batch (HDF5 can crash the process on a full disk):
-`DiskFullError` stops it with the partial file intact and resumable.
+writer holds `FILE.h5.lock` (wsdhash/file_lock.py; removed when it closes): a second
+extraction into the same file fails at once instead of interleaving batches. Free disk
+space is checked before the extraction and before every batch (HDF5 can crash the
+process on a full disk): `DiskFullError` stops it with the partial file intact and
+resumable.
 
 Integrity: numeric datasets carry HDF5's Fletcher-32 filter and string datasets a
 SHA-256 attribute (as codes files do, wsdhash/eval/codes_file.py), verified on read:
