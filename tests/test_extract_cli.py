@@ -50,6 +50,7 @@ def test_stopped_extraction_finishes_into_the_uninterrupted_file(data_dir, tmp_p
     result = _extract(data_dir, f"--output={output}")
     assert "train: 100%" in result.stderr  # the progress bar, resumed at 48 of 70
     assert not os.path.exists(f"{output}.partial")
+    assert os.listdir(tmp_path) == ["features.h5"]  # no partial or lock file left behind
 
     attrs, splits = features_file.read_features_file(str(output))
     assert {k: attrs[k] for k in ("backbone", "weights", "normalization", "dataset")} == {

@@ -16,7 +16,8 @@ torch_imagenet), since a model file does not record it.
 
 Images go through the evaluation pipeline (resize, centre crop, or the mean of WSDHQ's
 10 crops with --ten_crop) and the backbone's normalisation, exactly as the trainer
-encodes them. Then `python -m wsdhash.train --backbone=features --features=features.h5
+encodes them; an image listed in several splits (the database holding the training
+images) is encoded once and its row copied. Then `python -m wsdhash.train --backbone=features --features=features.h5
 ...` trains any method's head on the features (cheap on a CPU, fast for sweeps), with
 the same losses, evaluation and export; the export then takes features.
 
