@@ -297,3 +297,10 @@ def test_each_distinct_image_is_encoded_once_and_its_rows_copied(tmp_path, batch
         np.testing.assert_array_equal(split.paths, lists[name])
         np.testing.assert_array_equal(split.features, _path_features(lists[name]))
     assert os.listdir(tmp_path) == ["f.h5"]  # no partial file, no lock file
+    # The collapse check's sample: each image once, whichever splits hold it.
+    distinct = sorted(set(train + query + database))
+    sample = features_file.sample_distinct_rows(path)
+    expected = np.unique(_path_features(distinct), axis=0)
+    np.testing.assert_array_equal(np.unique(sample, axis=0), expected)
+    assert len(sample) == len(distinct)
+    assert len(features_file.sample_distinct_rows(path, max_rows=5)) == 5

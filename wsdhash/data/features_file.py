@@ -484,6 +484,29 @@ def read_split(path: str, name: str) -> SplitData:
     )
 
 
+def sample_distinct_rows(path: str, *, max_rows: int = 1000, seed: int = 0) -> np.ndarray:
+    """Up to `max_rows` feature rows of distinct images (by path; an image in several
+    splits counts once) of a finished features file, drawn at random (seeded), (n, F)."""
+    with _open_finished(path) as file:
+        _check_attributes(path, dict(file.attrs))
+        first = {}
+        for name in SPLITS:
+            if name in file:
+                for row, item in enumerate(file[name]["paths"].asstr()[:]):
+                    first.setdefault(item, (name, row))
+        sources = list(first.values())
+        rng = np.random.default_rng(seed)
+        picked = np.sort(rng.permutation(len(sources))[:max_rows])
+        by_split = collections.defaultdict(list)
+        for i in picked:
+            name, row = sources[i]
+            by_split[name].append(row)
+        rows = [_read_rows(file[name], np.asarray(r)) for name, r in by_split.items()]
+    if not rows:
+        return np.zeros((0, 0), np.float32)
+    return np.concatenate(rows).astype(np.float32)
+
+
 def split_names(path: str) -> tuple[str, ...]:
     """The splits a features file holds, in `SPLITS` order."""
     with _open_finished(path) as file:
