@@ -25,9 +25,10 @@ which a wrong normalisation causes; a warning line says so.
 Images go through the evaluation pipeline (resize, centre crop, or the mean of WSDHQ's
 10 crops with --ten_crop) and the backbone's normalisation, exactly as the trainer
 encodes them; an image listed in several splits (the database holding the training
-images) is encoded once and its row copied. Then `python -m wsdhash.train --backbone=features --features=features.h5
-...` trains any method's head on the features (cheap on a CPU, fast for sweeps), with
-the same losses, evaluation and export; the export then takes features.
+images) is encoded once and its row copied. Then `python -m wsdhash.train
+--backbone=features --features=features.h5 ...` trains any method's head on the
+features (cheap on a CPU, fast for sweeps), with the same losses, evaluation and
+export; the export then takes features.
 
 The file (wsdhash/data/features_file.py) is written resumably: rerun the same command
 after an interruption (or a full disk) and it continues where it stopped; the final

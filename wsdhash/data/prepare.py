@@ -27,14 +27,15 @@ Datasets (`wsdhash.data.preparation.PREPARERS`; protocols in docs/methods.md, "D
 image_folder splits: by default the queries are drawn at random (`--query_size`, 10%),
 the training items from the rest (`--train_size`, default all of them), and the
 database is every non-query item (training items included; with
-`--database_includes_train=false` only the rest). To keep a dataset's own train/test split, put the images in
-`ROOT/<split>/<class>/...` (e.g. `ROOT/train/cat/1.jpg`, `ROOT/test/cat/7.jpg`) or give
-the manifest a `split` column, and name the query split: `--query_from=test`. Then
-query = the test images, train = the images of `--train_from` (default: every other
-split), database = the images of `--database_from` (default: every other split, so the
-training images are in the database; `--database_includes_train=false` removes them);
-`--query_size` / `--train_size` draw that many (or that fraction) of them, seeded.
-Docs: docs/your_own_photos.md.
+`--database_includes_train=false` only the rest). To keep a dataset's own train/test
+split, put the images in `ROOT/<split>/<class>/...` (e.g. `ROOT/train/cat/1.jpg`,
+`ROOT/test/cat/7.jpg`) or give the manifest a `split` column, and name the query split:
+`--query_from=test`. Then query = the test images, train = the images of
+`--train_from` (default: every other split), database = the images of
+`--database_from` (default: every other split, so the training images are in the
+database; `--database_includes_train=false` removes them); `--query_size` /
+`--train_size` draw that many (or that fraction) of them, seeded. Docs:
+docs/your_own_photos.md.
 
 The lists go to `--output_dir` (default `data/<dataset>` or, for datasets with several
 protocols, `data/<dataset>/<protocol>`; CIFAR-10: `data/cifar10/protocol<N>`). Then
