@@ -7,6 +7,8 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 
 import pytest
 
@@ -99,20 +101,63 @@ def test_lock_is_exclusive_across_processes_and_dies_with_its_holder(tmp_path):
     finally:
         os.kill(holder.pid, signal.SIGKILL)
         holder.wait()
-    # The kernel released the lock with the process; the lock file stays, harmless.
+    # The kernel released the lock with the process; the lock file it left behind
+    # blocks no one, and the next holder removes it.
     assert os.path.exists(workdir / ".lock")
     with file_lock.exclusive(str(workdir), "workdir"):
         pass
+    assert not os.path.exists(workdir / ".lock")
 
 
 def test_lock_is_exclusive_within_one_process_and_reusable(tmp_path):
     target = tmp_path / "index"
     with file_lock.exclusive(str(target), "index", folder=False) as lock:
-        assert lock == f"{target}.lock"
+        assert lock == f"{target}.lock" and os.path.exists(lock)
         with (
             pytest.raises(file_lock.LockedError, match="index"),
             file_lock.exclusive(str(target), "index", folder=False),
         ):
             pass
+        assert os.path.exists(lock)  # the refused locker did not remove the holder's file
+    assert os.listdir(tmp_path) == []  # released: no lock file left next to the target
     with file_lock.exclusive(str(target), "index", folder=False):
         pass
+    assert os.listdir(tmp_path) == []
+    with pytest.raises(RuntimeError), file_lock.exclusive(str(tmp_path), "workdir"):
+        raise RuntimeError("the block failed")
+    assert os.listdir(tmp_path) == []  # released on an error too
+
+
+def test_lockers_racing_the_removal_of_the_lock_file_still_exclude_each_other(tmp_path):
+    """Threads lock and release one path as fast as they can (each `exclusive` opens its
+    own descriptor, so they contend as processes do). A locker that opened the lock file
+    just before its holder removed it must not hold the lock at the same time as one
+    that created the next file: at most one thread is ever inside."""
+    target, inside, overlaps, entered = str(tmp_path / "features.h5"), [], [], [0]
+    stop = time.monotonic() + 2.0
+
+    def contend():
+        while time.monotonic() < stop:
+            try:
+                with file_lock.exclusive(target, folder=False):
+                    inside.append(1)
+                    if len(inside) > 1:
+                        overlaps.append(len(inside))
+                    entered[0] += 1
+                    time.sleep(0)  # let the others run while this one holds the lock
+                    inside.pop()
+            except file_lock.LockedError:
+                pass
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often, to widen the race
+    try:
+        threads = [threading.Thread(target=contend) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert entered[0] > 100 and not overlaps, (entered[0], overlaps[:5])
+    assert os.listdir(tmp_path) == []

@@ -7,8 +7,10 @@ import subprocess
 import sys
 
 import h5py
+import keras
 import numpy as np
 import pytest
+from tflite_models import write_quantized_tflite
 
 import wsdhash
 from wsdhash.data import datasets, features_file, pipeline
@@ -50,6 +52,7 @@ def test_stopped_extraction_finishes_into_the_uninterrupted_file(data_dir, tmp_p
     result = _extract(data_dir, f"--output={output}")
     assert "train: 100%" in result.stderr  # the progress bar, resumed at 48 of 70
     assert not os.path.exists(f"{output}.partial")
+    assert os.listdir(tmp_path) == ["features.h5"]  # no partial or lock file left behind
 
     attrs, splits = features_file.read_features_file(str(output))
     assert {k: attrs[k] for k in ("backbone", "weights", "normalization", "dataset")} == {
@@ -103,3 +106,50 @@ def test_errors_name_the_flag_and_the_file(data_dir, tmp_path):
     assert "Traceback" not in result.stderr
     assert "seed: 5 there, 0 now" in line and "crop_size: 24 there, 28 now" in line
     assert "dataset_options: None there, " in line
+
+
+def test_quantized_model_normalization_comes_from_its_input(data_dir, tmp_path):
+    """The user's bug: --normalization=raw_pixels on a uint8 model made for [-1, 1] ran
+    and saturated the inputs. Now it is refused naming both; left out, it is read from
+    the input's scale and zero point."""
+    model = tmp_path / "tiny.tflite"
+    write_quantized_tflite(str(model), side=28)
+    output = tmp_path / "features.h5"
+    result = _extract(
+        data_dir, f"--model={model}", "--normalization=raw_pixels", f"--output={output}",
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-2000:]
+    (line,) = [s for s in result.stderr.splitlines() if s.startswith("wsdhash.extract:")]
+    assert line.startswith(
+        f"wsdhash.extract: error: --normalization=raw_pixels contradicts --model={model}: "
+        "its uint8 input (scale 0.00784"
+    )
+    assert "model's own (minus_one_to_one)" in line and not output.exists()
+
+    result = _extract(data_dir, f"--model={model}", "--splits=query", f"--output={output}")
+    assert "pixels are mapped to it with --normalization=minus_one_to_one" in result.stdout
+    assert "warning" not in result.stderr
+    attrs, splits = features_file.read_features_file(str(output))
+    assert attrs["normalization"] == "minus_one_to_one"
+    assert len(np.unique(splits["query"].features, axis=0)) == 10
+
+
+def test_collapsed_features_give_one_warning_line(data_dir, tmp_path):
+    images = keras.Input((28, 28, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(images)
+    constant = keras.layers.Dense(4, kernel_initializer="zeros", bias_initializer="ones")(pooled)
+    keras.Model(images, constant).save(tmp_path / "constant.keras")
+    output = tmp_path / "features.h5"
+    result = _extract(
+        data_dir, f"--model={tmp_path / 'constant.keras'}", "--normalization=unit_range",
+        "--splits=query", f"--output={output}",
+    )  # fmt: skip
+    assert output.exists()
+    (line,) = [s for s in result.stderr.splitlines() if "warning" in s]
+    assert line == (
+        f"wsdhash.extract: warning: {output}: the features look collapsed: only 1 of 10 "
+        "sampled images have distinct features and 4 of 4 dimensions are near-constant; "
+        "check that --normalization (unit_range) is what the model expects and that the "
+        "images differ."
+    )

@@ -7,7 +7,9 @@ traceback goes to the command's log file (`--log_file`, else the run folder the 
 set with `set_log_file`, else `<tmp>/wsdhash-logs/<command>.log`) and, with
 `--verbose`, to stderr as well.
 
-Entry points call `run(main, name)` instead of `absl.app.run(main)`.
+Entry points call `run(main, name)` instead of `absl.app.run(main)`. It expands
+`--flagfile=` itself (wsdhash/flagfiles.py), so that a flagfile named inside another
+is found beside the file that names it, whatever the working directory.
 
 TensorFlow settings: `run` sets `TF_ENABLE_ONEDNN_OPTS=1` (oneDNN's CPU kernels, off
 by TensorFlow's default on some CPUs) before the command imports TensorFlow, unless the
@@ -29,6 +31,8 @@ import traceback
 from collections.abc import Callable
 
 from absl import app, flags
+
+from wsdhash import flagfiles
 
 FLAGS = flags.FLAGS
 flags.DEFINE_bool("verbose", False, "On an error, also print its traceback on stderr.")
@@ -125,7 +129,7 @@ def run(main: Callable[[list[str]], int | None], name: str) -> None:
 
     def parse(argv: list[str]) -> list[str]:
         try:
-            return FLAGS(argv)
+            return FLAGS(flagfiles.expand(argv))
         except flags.Error as error:
             sys.exit(report_error(name, error))
 

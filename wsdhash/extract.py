@@ -12,13 +12,23 @@ preset name or folder; wsdhash/models/keras_hub_presets.py). `--model` instead t
 any feature model the user has as a file (wsdhash/models/model_files.py): its input
 size comes from the model when fixed (else `--crop_size`), and `--normalization` must
 say how it expects its pixels (e.g. raw_pixels for [0, 255], unit_range for [0, 1],
-torch_imagenet), since a model file does not record it.
+torch_imagenet), since a float model file does not record it. A quantized TFLite
+model's uint8 / int8 input does: its scale s and zero point z say which real values it
+holds, and pixels 0..255 are mapped linearly onto them unless `--normalization` is
+given; one that contradicts them (raw_pixels for an input made for [-1, 1], which
+would saturate) is refused, naming both (wsdhash/models/input_quantization.py).
+
+After writing, a sample of the rows is checked for collapse (many images with nearly
+the same features, or mostly constant dimensions: wsdhash/data/feature_collapse.py),
+which a wrong normalisation causes; a warning line says so.
 
 Images go through the evaluation pipeline (resize, centre crop, or the mean of WSDHQ's
 10 crops with --ten_crop) and the backbone's normalisation, exactly as the trainer
-encodes them. Then `python -m wsdhash.train --backbone=features --features=features.h5
-...` trains any method's head on the features (cheap on a CPU, fast for sweeps), with
-the same losses, evaluation and export; the export then takes features.
+encodes them; an image listed in several splits (the database holding the training
+images) is encoded once and its row copied. Then `python -m wsdhash.train
+--backbone=features --features=features.h5 ...` trains any method's head on the
+features (cheap on a CPU, fast for sweeps), with the same losses, evaluation and
+export; the export then takes features.
 
 The file (wsdhash/data/features_file.py) is written resumably: rerun the same command
 after an interruption (or a full disk) and it continues where it stopped; the final
@@ -52,7 +62,12 @@ flags.DEFINE_string(
     "weights", "none", "'none', 'imagenet' ('preset' for keras_hub:), or a weights file."
 )
 flags.DEFINE_bool("allow_pickle", False, "Allow loading a pickled .npy weights dict.")
-flags.DEFINE_string("normalization", "", "Input normalisation; empty: the backbone's.")
+flags.DEFINE_string(
+    "normalization",
+    "",
+    "Input normalisation; empty: the backbone's (--model: read from a quantized TFLite "
+    "input, else required).",
+)
 flags.DEFINE_integer("image_size", 0, "Resize side before cropping (0: the backbone's).")
 flags.DEFINE_integer("crop_size", 0, "Crop side (0: the backbone's).")
 flags.DEFINE_bool("ten_crop", False, "Average the features of WSDHQ's 10 crops.")
@@ -82,22 +97,43 @@ def _feature_model():
     import tensorflow as tf
 
     from wsdhash.data.preprocessing import NORMALIZATIONS
-    from wsdhash.models import model_files
+    from wsdhash.models import input_quantization, model_files
 
     if FLAGS["backbone"].present:
         raise cli.UsageError("--model replaces --backbone; give one of them.")
-    if not FLAGS.normalization:
+    if FLAGS.normalization and FLAGS.normalization not in NORMALIZATIONS.names():
         raise cli.UsageError(
-            f"--model={FLAGS.model} needs --normalization (how the model expects its "
-            f"pixels; one of {', '.join(NORMALIZATIONS.names())})."
+            f"--normalization={FLAGS.normalization} is not one of "
+            f"{', '.join(NORMALIZATIONS.names())}."
         )
-    normalize = NORMALIZATIONS.get(FLAGS.normalization)
     try:
         feature_model = model_files.load_feature_model(
             FLAGS.model, signature=FLAGS.model_signature, output=FLAGS.model_output
         )
     except model_files.ModelFileError as error:
         raise cli.UsageError(str(error)) from None
+    quantization = feature_model.input_quantization
+    if FLAGS.normalization:
+        normalization = FLAGS.normalization
+        normalize = NORMALIZATIONS.get(normalization)
+        if quantization is not None:
+            try:
+                input_quantization.check_normalization(
+                    normalization, quantization, model=f"--model={FLAGS.model}"
+                )
+            except ValueError as error:
+                raise cli.UsageError(str(error)) from None
+    elif quantization is not None:
+        normalization, normalize = input_quantization.pixel_normalization(quantization)
+        print(
+            f"--model={FLAGS.model}: its {quantization.describe()}; pixels are mapped to it "
+            f"with --normalization={normalization}"
+        )
+    else:
+        raise cli.UsageError(
+            f"--model={FLAGS.model} needs --normalization (how the model expects its "
+            f"pixels; one of {', '.join(NORMALIZATIONS.names())})."
+        )
     crop = feature_model.crop_size
     if crop and FLAGS.crop_size and FLAGS.crop_size != crop:
         raise cli.UsageError(
@@ -110,7 +146,22 @@ def _feature_model():
     def model(images, training=False):
         return feature_model(normalize(tf.cast(images, tf.float32)))
 
-    return model, feature_model.feature_dim, crop, FLAGS.normalization
+    return model, feature_model.feature_dim, crop, normalization
+
+
+def _warn_if_collapsed(path: str, normalization: str) -> None:
+    """One line on stderr when the features written to `path` look collapsed."""
+    import sys
+
+    from wsdhash.data import feature_collapse, features_file
+
+    warning = feature_collapse.collapse_warning(features_file.sample_distinct_rows(path))
+    if warning:
+        print(
+            f"wsdhash.extract: warning: {path}: {warning}; check that --normalization "
+            f"({normalization}) is what the model expects and that the images differ.",
+            file=sys.stderr,
+        )
 
 
 def main(argv):
@@ -217,6 +268,7 @@ def main(argv):
         )
         return
     print(f"features of {', '.join(FLAGS.splits)} ({feature_dim}-d) written to {path}")
+    _warn_if_collapsed(path, normalization)
 
 
 def run():

@@ -24,6 +24,7 @@ import sys
 
 from absl import app, flags
 
+from wsdhash import flagfiles
 from wsdhash.data import list_files
 from wsdhash.tagging import files, processing, word_vectors
 
@@ -184,7 +185,7 @@ def main(argv: list[str]) -> int:
 def _parse_flags(argv: list[str]) -> list[str]:
     """Parses flags; a bad flag gives one line on stderr and exit status 2."""
     try:
-        return FLAGS(argv)
+        return FLAGS(flagfiles.expand(argv))
     except flags.Error as error:
         print(f"tags: error: {_one_line(error)}", file=sys.stderr)
         sys.exit(_EXIT_USAGE)

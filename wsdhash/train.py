@@ -1,8 +1,9 @@
 """Trains a deep hashing model: `python -m wsdhash.train --flagfile=...`.
 
 Flags live only here; they are turned into a `TrainConfig` and handed to
-`wsdhash.training.trainer.train`. Flagfiles nest (`--flagfile=` inside a flagfile) and
-the last value of a flag wins. The resolved flags are written to
+`wsdhash.training.trainer.train`. Flagfiles nest (`--flagfile=` inside a flagfile, a
+relative path read from the including file's folder: wsdhash/flagfiles.py) and the
+last value of a flag wins. The resolved flags are written to
 `<workdir>/flags.txt`, which replays the run: `python -m wsdhash.train
 --flagfile=<workdir>/flags.txt`.
 

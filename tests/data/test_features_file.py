@@ -15,7 +15,7 @@ from wsdhash import file_lock
 from wsdhash.data import datasets, features_file, pipeline
 from wsdhash.data.builtin import generate_builtin
 from wsdhash.data.preprocessing import NORMALIZATIONS
-from wsdhash.data.types import DataFormatError
+from wsdhash.data.types import DataFormatError, RetrievalDataset, SplitData
 from wsdhash.models import build_backbone
 from wsdhash.models.assembly import with_normalization
 from wsdhash.models.encoder import Encoder
@@ -249,3 +249,58 @@ def test_resume_with_another_seed_and_a_concurrent_writer_are_refused(tmp_path):
     finally:
         writer.close()
     features_file.FeaturesWriter(str(tmp_path / "a.h5"), settings).close()  # released
+
+
+def _path_features(paths):
+    """A feature row that depends only on the image path (a stand-in backbone)."""
+    return np.stack(
+        [np.random.default_rng(sum(map(ord, str(p)))).normal(size=4) for p in paths]
+    ).astype(np.float32)
+
+
+@pytest.mark.parametrize("batch_size, stops", [(3, ()), (1, (5, 6, 2))])
+def test_each_distinct_image_is_encoded_once_and_its_rows_copied(tmp_path, batch_size, stops):
+    """The database holds the training images (and one image twice), a query repeats:
+    each path goes through the backbone once over the whole extraction, also when it is
+    stopped and resumed (with batches of 1: in the query split, then after the
+    database's first block), and every row holds its image's features."""
+    train = [f"/img/{c}{i}.jpg" for c in "ab" for i in range(5)]
+    query = ["/img/q0.jpg", "/img/q1.jpg", "/img/q0.jpg"]
+    database = train[:3] + ["/img/d0.jpg", "/img/d1.jpg"] + train[3:] + ["/img/d0.jpg"]
+    lists = {"train": train, "query": query, "database": database}
+
+    def load_split(name):
+        paths = np.asarray(lists[name])
+        labels = np.eye(len(paths), 2, dtype=np.uint8)
+        return SplitData(name, paths, labels, np.zeros((len(paths), 0), np.uint8))
+
+    dataset = RetrievalDataset("toy", load_split)
+    encoded = []
+
+    def encode_batches(split):
+        for start in range(0, len(split), batch_size):
+            encoded.extend(split.paths[start : start + batch_size])
+            yield _path_features(split.paths[start : start + batch_size])
+
+    settings = {**SETTINGS, "feature_dim": 4}
+    output = str(tmp_path / "f.h5")
+    for stop in stops:
+        assert features_file.extract_dataset(
+            output, dataset, ("train", "query", "database"), encode_batches, settings,
+            max_batches=stop,
+        ) is None  # fmt: skip
+    path = features_file.extract_dataset(
+        output, dataset, ("train", "query", "database"), encode_batches, settings
+    )
+    assert sorted(encoded) == sorted(set(train + query + database))
+    for name, split in features_file.read_features_file(path)[1].items():
+        np.testing.assert_array_equal(split.paths, lists[name])
+        np.testing.assert_array_equal(split.features, _path_features(lists[name]))
+    assert os.listdir(tmp_path) == ["f.h5"]  # no partial file, no lock file
+    # The collapse check's sample: each image once, whichever splits hold it.
+    distinct = sorted(set(train + query + database))
+    sample = features_file.sample_distinct_rows(path)
+    expected = np.unique(_path_features(distinct), axis=0)
+    np.testing.assert_array_equal(np.unique(sample, axis=0), expected)
+    assert len(sample) == len(distinct)
+    assert len(features_file.sample_distinct_rows(path, max_rows=5)) == 5

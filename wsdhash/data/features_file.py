@@ -12,17 +12,20 @@ Layout of `FILE.h5` (`python -m wsdhash.extract` writes it):
     /<split>.attrs["done"]  rows written so far
     /label_names, /tag_names  (optional) UTF-8 strings
 
-Splits are the groups `train`, `query` and `database` (those extracted).
+Splits are the groups `train`, `query` and `database` (those extracted). Each distinct
+image (by path) is encoded once: a row of an image already written (the training
+images again in the database, as most protocols have it) is a copy of that row.
 
 Writing goes to `FILE.h5.partial`, one batch at a time, with `done` updated and the
 file flushed after each batch: an interrupted extraction resumes at the first row not
 written (after checking that the partial file was made with the same settings and
 lists the same items). The finished file is renamed to `FILE.h5` only when every split
 is complete, so a reader never sees a half-written file under the final name. The
-writer holds `FILE.h5.lock` (wsdhash/file_lock.py): a second extraction into the same
-file fails at once instead of interleaving batches. Free disk space is checked before
-the extraction and before every batch (HDF5 can crash the process on a full disk):
-`DiskFullError` stops it with the partial file intact and resumable.
+writer holds `FILE.h5.lock` (wsdhash/file_lock.py; removed when it closes): a second
+extraction into the same file fails at once instead of interleaving batches. Free disk
+space is checked before the extraction and before every batch (HDF5 can crash the
+process on a full disk): `DiskFullError` stops it with the partial file intact and
+resumable.
 
 Integrity: numeric datasets carry HDF5's Fletcher-32 filter and string datasets a
 SHA-256 attribute (as codes files do, wsdhash/eval/codes_file.py), verified on read:
@@ -36,6 +39,7 @@ features with NaN or infinite rows, naming the rows.
 
 from __future__ import annotations
 
+import collections
 import errno
 import os
 import shutil
@@ -56,6 +60,8 @@ SPLITS = ("train", "query", "database")
 # built-in dataset; dataset_options are the dataset factory's, as JSON).
 SETTINGS = ("backbone", "weights", "seed", "image_size", "crop_size", "normalization",
             "ten_crop", "dataset", "data_dir", "dataset_options", "feature_dim")  # fmt: skip
+# Rows per write when a stretch of a split only copies rows of images already written.
+COPY_BLOCK_ROWS = 1024
 # Free space kept beyond a batch's rows, for HDF5's metadata and the rest of the system.
 DISK_MARGIN_BYTES = 16 << 20
 
@@ -228,6 +234,24 @@ class FeaturesWriter:
                 self._lock = None
 
 
+def _first_written_rows(writer: FeaturesWriter) -> dict[str, tuple[str, int]]:
+    """Image path -> (split, row) of its first row already written, over every split."""
+    first = {}
+    for name in SPLITS:
+        if name in writer.file:
+            paths = writer.file[name]["paths"].asstr()[: writer.done(name)]
+            for row, path in enumerate(paths):
+                first.setdefault(str(path), (name, row))
+    return first
+
+
+def _read_rows(group: h5py.Group, rows: np.ndarray) -> np.ndarray:
+    """`group["features"][rows]` for any row order and repeats (h5py wants them sorted
+    and distinct)."""
+    unique, inverse = np.unique(rows, return_inverse=True)
+    return group["features"][unique][inverse]
+
+
 def extract_split(
     writer: FeaturesWriter,
     split: SplitData,
@@ -239,34 +263,88 @@ def extract_split(
 ) -> tuple[bool, int]:
     """Writes a split's features, starting after the rows a previous run wrote.
 
+    Each distinct image is encoded once: a row whose image path was already written
+    (in a split extracted before, the database holding the training images as most
+    protocols have it, or earlier in this split) is copied from that row, so the two
+    rows are equal and the image is not decoded and run through the backbone again.
+
     Args:
         writer: the open file.
         split: the items, in file order.
         encode_batches: items -> their (b, F) features batch by batch, in order; only
-            the rows not written yet are encoded.
+            the rows not written yet, and of those only the first row of each image
+            not written elsewhere, are encoded.
         feature_dim: F.
-        max_batches: stop after this many batches (a time-limited job; tests use it
-            to interrupt an extraction at a known point).
-        progress: `(batches, rows already done, rows in the split) -> batches`, e.g. a
+        max_batches: stop after this many blocks of rows (a time-limited job; tests use
+            it to interrupt an extraction at a known point). A block is one encoded
+            batch with the copied rows before it, or `COPY_BLOCK_ROWS` copied rows.
+        progress: `(blocks, rows already done, rows in the split) -> blocks`, e.g. a
             tqdm bar.
 
     Returns:
-        (whether the split is complete, the batches written).
+        (whether the split is complete, the blocks written).
     """
     position = writer.start_split(split, feature_dim)
-    remaining = split.take(np.arange(position, len(split)))
+    n = len(split)
+    first = _first_written_rows(writer)
+    encoded_rows, copied = [], {}  # copied: row -> (split, row) it takes its features from
+    for row in range(position, n):
+        path = str(split.paths[row])
+        if path in first:
+            copied[row] = first[path]
+        else:
+            first[path] = (split.name, row)
+            encoded_rows.append(row)
+
+    def blocks():
+        batches = iter(())
+        if encoded_rows:
+            batches = iter(encode_batches(split.take(np.asarray(encoded_rows, np.int64))))
+        start, done_encoded = position, 0
+        while start < n:
+            block_encoded = []
+            if done_encoded < len(encoded_rows):
+                batch = np.asarray(next(batches), np.float32)
+                block_encoded = encoded_rows[done_encoded : done_encoded + len(batch)]
+                done_encoded += len(batch)
+                # Up to this batch's last row; the copies after it go with the next batch.
+                end = block_encoded[-1] + 1 if done_encoded < len(encoded_rows) else n
+            else:
+                end = min(n, start + COPY_BLOCK_ROWS)
+            block = np.empty((end - start, feature_dim), np.float32)
+            if block_encoded:
+                block[np.asarray(block_encoded) - start] = batch
+            # A row is copied from a row written before (read back from the file) or
+            # from an encoded row of this block (its first occurrence in this split).
+            by_split = collections.defaultdict(lambda: ([], []))  # name -> (rows, sources)
+            for row in range(start, end):
+                if row in copied:
+                    name, source = copied[row]
+                    by_split[name][0].append(row)
+                    by_split[name][1].append(source)
+            for name, (rows, source_rows) in by_split.items():
+                rows, source_rows = np.asarray(rows), np.asarray(source_rows)
+                in_block = (source_rows >= start) if name == split.name else None
+                if in_block is not None and in_block.any():
+                    block[rows[in_block] - start] = block[source_rows[in_block] - start]
+                    rows, source_rows = rows[~in_block], source_rows[~in_block]
+                if len(rows):
+                    block[rows - start] = _read_rows(writer.file[name], source_rows)
+            yield block
+            start = end
+
     count = 0
-    if len(remaining) and max_batches != 0:
-        batches = encode_batches(remaining)
+    if position < n and max_batches != 0:
+        written = blocks()
         if progress is not None:
-            batches = progress(batches, position, len(split))
-        for batch in batches:
-            writer.write_rows(split.name, position, np.asarray(batch, np.float32))
-            position += len(batch)
+            written = progress(written, position, n)
+        for block in written:
+            writer.write_rows(split.name, position, block)
+            position += len(block)
             count += 1
             if max_batches is not None and count >= max_batches:
                 break
-    return writer.done(split.name) == len(split), count
+    return writer.done(split.name) == n, count
 
 
 def extract_dataset(
@@ -404,6 +482,29 @@ def read_split(path: str, name: str) -> SplitData:
         tag_names=tag_names if tags.shape[1] == len(tag_names) else (),
         features=features,
     )
+
+
+def sample_distinct_rows(path: str, *, max_rows: int = 1000, seed: int = 0) -> np.ndarray:
+    """Up to `max_rows` feature rows of distinct images (by path; an image in several
+    splits counts once) of a finished features file, drawn at random (seeded), (n, F)."""
+    with _open_finished(path) as file:
+        _check_attributes(path, dict(file.attrs))
+        first = {}
+        for name in SPLITS:
+            if name in file:
+                for row, item in enumerate(file[name]["paths"].asstr()[:]):
+                    first.setdefault(item, (name, row))
+        sources = list(first.values())
+        rng = np.random.default_rng(seed)
+        picked = np.sort(rng.permutation(len(sources))[:max_rows])
+        by_split = collections.defaultdict(list)
+        for i in picked:
+            name, row = sources[i]
+            by_split[name].append(row)
+        rows = [_read_rows(file[name], np.asarray(r)) for name, r in by_split.items()]
+    if not rows:
+        return np.zeros((0, 0), np.float32)
+    return np.concatenate(rows).astype(np.float32)
 
 
 def split_names(path: str) -> tuple[str, ...]:

@@ -18,8 +18,24 @@ Datasets (`wsdhash.data.preparation.PREPARERS`; protocols in docs/methods.md, "D
 | stanford_dogs  | Images/ + *_list.mat or TFDS data dir   |                       |
 | image_folder   | your photos: ROOT/<class>/*.jpg, or     |                       |
 |                | --manifest=FILE.csv/.jsonl (paths under |                       |
-|                | ROOT, labels, tags); --query_size,      |                       |
+|                | ROOT, labels, tags, split); --query_size|                       |
 |                | --train_size, --database_includes_train |                       |
+|                | or the dataset's own split: ROOT/<split>|                       |
+|                | /<class>/*.jpg or the manifest's split  |                       |
+|                | column, with --query_from (below)       |                       |
+
+image_folder splits: by default the queries are drawn at random (`--query_size`, 10%),
+the training items from the rest (`--train_size`, default all of them), and the
+database is every non-query item (training items included; with
+`--database_includes_train=false` only the rest). To keep a dataset's own train/test
+split, put the images in `ROOT/<split>/<class>/...` (e.g. `ROOT/train/cat/1.jpg`,
+`ROOT/test/cat/7.jpg`) or give the manifest a `split` column, and name the query split:
+`--query_from=test`. Then query = the test images, train = the images of
+`--train_from` (default: every other split), database = the images of
+`--database_from` (default: every other split, so the training images are in the
+database; `--database_includes_train=false` removes them); `--query_size` /
+`--train_size` draw that many (or that fraction) of them, seeded. Docs:
+docs/your_own_photos.md.
 
 The lists go to `--output_dir` (default `data/<dataset>` or, for datasets with several
 protocols, `data/<dataset>/<protocol>`; CIFAR-10: `data/cifar10/protocol<N>`). Then
@@ -66,6 +82,25 @@ flags.DEFINE_bool(
     None,
     "image_folder: the database holds the training items too (default) or only the rest.",
 )
+flags.DEFINE_list(
+    "query_from",
+    None,
+    "image_folder: keep the dataset's own split: the split(s) whose items are the queries "
+    "(top-level folders ROOT/<split>/<class>/..., or the manifest's split column), e.g. "
+    "test. Then train = --train_from, database = --database_from (default for both: every "
+    "other split, so the database includes the training items); --query_size and "
+    "--train_size draw from them (default: all).",
+)
+flags.DEFINE_list(
+    "train_from",
+    None,
+    "image_folder with --query_from: the training split(s) (default: the others).",
+)
+flags.DEFINE_list(
+    "database_from",
+    None,
+    "image_folder with --query_from: the database split(s) (default: the others).",
+)
 flags.DEFINE_multi_string(
     "option", [], "Extra preparer option key=value (e.g. split sizes for small copies)."
 )
@@ -95,6 +130,9 @@ def _options(preparer) -> dict:
         ("query_size", FLAGS.query_size),
         ("train_size", FLAGS.train_size),
         ("database_includes_train", FLAGS.database_includes_train),
+        ("query_from", FLAGS.query_from),
+        ("train_from", FLAGS.train_from),
+        ("database_from", FLAGS.database_from),
     ):
         if value is not None:
             if name not in accepted:

@@ -14,7 +14,8 @@ A build writes into a temporary folder next to the destination (`.<name>.*.build
 and renames it into place at the end, so an interrupted (re)build leaves the previous
 index whole, never a mix of old and new shards; the manifest's checksums catch a
 shard that was swapped or edited afterwards. While building, `<dir>.lock` is held
-(wsdhash/file_lock.py): a second build of the same index fails at once.
+(wsdhash/file_lock.py; removed when the build ends): a second build of the same index
+fails at once.
 """
 
 from __future__ import annotations

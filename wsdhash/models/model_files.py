@@ -6,7 +6,8 @@
     features = feature_model(normalised_images)                # (B, F) float32
 
 Each takes float32 images (B, S, S, 3) already normalised the way the model expects
-(the `--normalization` the user names; a model file does not say how it was trained)
+(the `--normalization` the user names: a float model file does not say how it was
+trained; a quantized TFLite input does, through its scale and zero point)
 and returns (B, F) features: a (B, H, W, C) output is averaged over space, a
 (B, T, C) output gives its first token.
 
@@ -16,7 +17,8 @@ and returns (B, F) features: a (B, H, W, C) output is averaged over space, a
 * `.tflite`: the LiteRT interpreter (`ai_edge_litert`) when installed, else
   TensorFlow's `tf.lite.Interpreter`, run batch by batch; a quantized
   (uint8 / int8) input or output is (de)quantized with the model's own scale and zero
-  point.
+  point. The input's quantization (`FeatureModel.input_quantization`) also tells which
+  normalisation the model expects (wsdhash/models/input_quantization.py).
 
 The crop size S comes from the model's input shape when it is fixed, else from
 `--crop_size`. `fingerprint(path)` (SHA-256 of the file, or of a SavedModel's graph and
@@ -35,6 +37,8 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
+from wsdhash.models.input_quantization import InputQuantization
+
 
 class ModelFileError(ValueError):
     """A model file that cannot serve as a feature extractor; the message names it."""
@@ -50,12 +54,15 @@ class FeatureModel:
         crop_size: S when the model fixes it, else None.
         feature_dim: F.
         kind: "keras", "saved_model" or "tflite".
+        input_quantization: the quantization of a uint8 / int8 input (TFLite), which
+            says how the model expects its pixels; None for a float input.
     """
 
     call: Callable[[tf.Tensor], tf.Tensor]
     crop_size: int | None
     feature_dim: int
     kind: str
+    input_quantization: InputQuantization | None = None
 
     def __call__(self, images, training: bool = False) -> tf.Tensor:
         return self.call(images)
@@ -190,7 +197,12 @@ def _tflite(path: str) -> FeatureModel:
         result.set_shape([None] * rank)
         return _pooled(result, path)
 
-    return FeatureModel(call, crop, _feature_dim(call, crop, path), "tflite")
+    scale, zero = input_detail["quantization"]
+    dtype = np.dtype(input_detail["dtype"])
+    quantization = None
+    if dtype in (np.uint8, np.int8) and scale > 0:
+        quantization = InputQuantization(float(scale), int(zero), dtype.name)
+    return FeatureModel(call, crop, _feature_dim(call, crop, path), "tflite", quantization)
 
 
 def load_feature_model(

@@ -180,3 +180,145 @@ def test_cifar10_on_class_folders_points_to_image_folder(tmp_path):
         write_jpeg(str(tmp_path / "cifar" / name / "0.jpg"))
     with pytest.raises(protocols.MissingDownloadError, match="--dataset=image_folder"):
         cifar10.prepare(str(tmp_path / "cifar"), str(tmp_path / "out"))
+
+
+SPLIT_TREE = {"train": {"cat": 4, "dog": 3}, "test": {"cat": 2, "dog": 2}, "val": {"dog": 2}}
+
+
+def split_tree(root):
+    """root/<split>/<class>/*.jpg, as the CIFAR-10 JPEG folders come."""
+    seed = 0
+    for split, classes in SPLIT_TREE.items():
+        for name, count in classes.items():
+            for i in range(count):
+                write_jpeg(os.path.join(root, split, name, f"{i}.jpg"), seed)
+                seed += 1
+    return root
+
+
+def _relative_paths(split, root):
+    return sorted(os.path.relpath(p, root) for p in split.paths)
+
+
+def _files(root, *splits):
+    return sorted(
+        os.path.join(split, name, f"{i}.jpg")
+        for split in splits
+        for name, count in SPLIT_TREE[split].items()
+        for i in range(count)
+    )
+
+
+def test_split_folders_keep_the_datasets_own_split(tmp_path):
+    root = split_tree(str(tmp_path / "photos"))
+    # Without --query_from the split folders are not taken for two classes.
+    with pytest.raises(ValueError, match=r"look like splits \(test, train, val\), not classes"):
+        image_folder.prepare(root, str(tmp_path / "drawn"))
+
+    prepared = image_folder.prepare(root, str(tmp_path / "lists"), query_from=["test"])
+    splits, _ = _read(tmp_path / "lists")
+    assert _relative_paths(splits["query"], root) == _files(root, "test")
+    assert _relative_paths(splits["train"], root) == _files(root, "train", "val")
+    assert _relative_paths(splits["database"], root) == _files(root, "train", "val")
+    assert splits["query"].label_names == ("cat", "dog")  # classes, not splits
+    for split in splits.values():
+        for path, row in zip(split.paths, split.labels, strict=True):
+            assert split.label_names[int(row.argmax())] == path.split(os.sep)[-2]
+    assert preparation.check_prepared(prepared, str(tmp_path / "lists"), decode=True) == []
+    assert protocols.read_manifest(str(tmp_path / "lists"))["query_from"] == ["test"]
+
+    # Training on train only; the database keeps val too, or val alone without train,
+    # or train alone (val then left out, and said so).
+    image_folder.prepare(root, str(tmp_path / "a"), query_from=["test"], train_from=["train"])
+    splits, _ = _read(tmp_path / "a")
+    assert _relative_paths(splits["train"], root) == _files(root, "train")
+    assert _relative_paths(splits["database"], root) == _files(root, "train", "val")
+    image_folder.prepare(
+        root, str(tmp_path / "b"), query_from=["test"], train_from=["train"],
+        database_includes_train=False,
+    )  # fmt: skip
+    assert _relative_paths(_read(tmp_path / "b")[0]["database"], root) == _files(root, "val")
+    prepared = image_folder.prepare(
+        root, str(tmp_path / "c"), query_from=["test"], train_from=["train"],
+        database_from=["train"],
+    )  # fmt: skip
+    assert _relative_paths(_read(tmp_path / "c")[0]["database"], root) == _files(root, "train")
+    assert any("left out: val (2)" in note for note in prepared.notes)
+
+    # Sizes draw from the given splits, seeded; the database keeps every train item.
+    prepared = image_folder.prepare(
+        root, str(tmp_path / "d"), query_from=["test"], train_from=["train"], query_size=2,
+        train_size=0.5, seed=3,
+    )  # fmt: skip
+    splits, _ = _read(tmp_path / "d")
+    assert len(splits["query"]) == 2 and set(_relative_paths(splits["query"], root)) < set(
+        _files(root, "test")
+    )
+    assert len(splits["train"]) == 4 and set(_relative_paths(splits["train"], root)) < set(
+        _files(root, "train")
+    )
+    assert _relative_paths(splits["database"], root) == _files(root, "train", "val")
+    assert preparation.check_prepared(prepared, str(tmp_path / "d"), decode=False) == []
+
+
+def test_manifest_split_column_keeps_the_datasets_own_split(tmp_path):
+    root, rows = _manifest_tree(tmp_path)
+    lines = ["path,labels,split"] + [
+        f"{p},{'|'.join(lb)},{'test' if i < 3 else 'train'}" for i, (p, lb, _) in enumerate(rows)
+    ]
+    manifest = tmp_path / "photos.csv"
+    manifest.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=r"name their split \(test, train\); keep it with "):
+        image_folder.prepare(str(root), str(tmp_path / "x"), manifest=str(manifest))
+    prepared = image_folder.prepare(
+        str(root), str(tmp_path / "lists"), manifest=str(manifest), query_from=["test"]
+    )
+    splits, _ = _read(tmp_path / "lists")
+    assert _relative_paths(splits["query"], root) == sorted(p for p, _, _ in rows[:3])
+    assert _relative_paths(splits["train"], root) == sorted(p for p, _, _ in rows[3:])
+    assert _relative_paths(splits["database"], root) == sorted(p for p, _, _ in rows[3:])
+    assert preparation.check_prepared(prepared, str(tmp_path / "lists"), decode=False) == []
+
+    jsonl = tmp_path / "photos.jsonl"
+    jsonl.write_text(
+        "\n".join(
+            json.dumps({"path": p, "labels": lb, **({"split": "query"} if i < 2 else {})})
+            for i, (p, lb, _) in enumerate(rows)
+        )
+    )
+    with pytest.raises(ValueError, match="needs every manifest item's split; 10 have none"):
+        image_folder.prepare(str(root), str(tmp_path / "y"), manifest=str(jsonl),
+                             query_from=["query"])  # fmt: skip
+
+
+def test_given_split_errors_name_the_splits(tmp_path):
+    root = split_tree(str(tmp_path / "photos"))
+    cases = {
+        r"query_from=tset: no items in split\(s\) tset; the splits are test, train, val": {
+            "query_from": ["tset"]
+        },
+        "test are both in query_from and train_from": {
+            "query_from": ["test"], "train_from": ["test", "train"]
+        },
+        "train_from / database_from need query_from": {"train_from": ["train"]},
+        "database_includes_train does not apply": {
+            "query_from": ["test"], "database_from": ["val"], "database_includes_train": True
+        },
+    }  # fmt: skip
+    for message, options in cases.items():
+        with pytest.raises(ValueError, match=message):
+            image_folder.prepare(root, str(tmp_path / "out"), **options)
+
+
+def test_prepare_cli_keeps_split_folders(tmp_path):
+    root = split_tree(str(tmp_path / "photos"))
+    result = subprocess.run(
+        [sys.executable, "-m", "wsdhash.data.prepare", "--dataset=image_folder", f"--root={root}",
+         f"--output_dir={tmp_path / 'lists'}", "--query_from=test", "--train_from=train"],
+        check=False, capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "all checks passed" in result.stdout
+    splits, _ = _read(tmp_path / "lists")
+    assert _relative_paths(splits["query"], root) == _files(root, "test")
+    assert _relative_paths(splits["train"], root) == _files(root, "train")

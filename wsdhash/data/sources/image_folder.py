@@ -15,13 +15,32 @@ Only `.jpg`, `.jpeg` and `.png` files are used (what the exported SavedModel dec
 other files are counted in the notes. Paths may not contain whitespace (the list files
 separate fields by spaces); such files are refused with their names.
 
-Split rule (seeded): a random permutation of the items; the first `query_size` are
-the queries, the next `train_size` the training split; the database is every item
-that is not a query (train included, as CIFAR-10 protocol 1 and most published
-protocols have it) or, with `database_includes_train=False`, the items in neither.
-Sizes below 1 are fractions: `query_size` of all items, `train_size` of the
+Split rule, without `query_from` (seeded): a random permutation of the items; the first
+`query_size` are the queries, the next `train_size` the training split; the database
+is every item that is not a query (train included, as CIFAR-10 protocol 1 and most
+published protocols have it) or, with `database_includes_train=False`, the items in
+neither. Sizes below 1 are fractions: `query_size` of all items, `train_size` of the
 non-query items (so 1 means one item). Defaults: 10% queries, train = database = all
 other items.
+
+Keeping the dataset's own split (`query_from`): each item belongs to a named split of
+the dataset (its top-level folder, `ROOT/<split>/<class>/...`, e.g. `ROOT/train/cat/1.jpg`
+and `ROOT/test/cat/7.jpg`; or the manifest's `split` column / key), and
+
+* query = the items of the splits in `query_from` (e.g. `test`);
+* train = the items of the splits in `train_from` (default: every split not in
+  `query_from`);
+* database = the items of the splits in `database_from` (default: every split not in
+  `query_from`, so the training items are in the database; with
+  `database_includes_train=False`, those minus the training items).
+
+`query_size` and `train_size` then draw (seeded) that many, or that fraction, of the
+query and training items (default: all); the database keeps every item of its splits
+(the training items not drawn included). A query split may not also be a training or
+database split. Items of a split named nowhere are left out (counted in the notes).
+Top-level folders that all look like split names (train, test, val, ...) without
+`query_from`, or a manifest with a `split` column without it, are an error rather than
+being taken for classes or ignored.
 
 The lists are written in the HashNet layout, or the WSDHQ layout when the items have
 tags, with a manifest whose image root is `--root`; `--dataset=image_folder
@@ -34,6 +53,7 @@ import collections
 import csv
 import json
 import os
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -41,6 +61,12 @@ from wsdhash.data import protocols
 from wsdhash.data.sources import splits as splits_lib
 
 EXTENSIONS = (".jpg", ".jpeg", ".png")
+# Top-level folder names that mean a split, not a class (scan_class_folders refuses a
+# root whose folders are all such names and hold folders).
+SPLIT_NAMES = frozenset(
+    ("train", "training", "test", "testing", "val", "valid", "validation", "query",
+     "queries", "database", "db", "gallery", "retrieval")
+)  # fmt: skip
 SEPARATOR = "|"
 
 
@@ -56,6 +82,15 @@ def scan_class_folders(root: str) -> tuple[list[str], list[list[str]], collectio
             f"image_folder: {root} has no class subfolders; put each class's images in "
             "ROOT/<class>/, or describe them in a manifest (--manifest=FILE.csv|.jsonl)."
         )
+    if set(classes) <= SPLIT_NAMES and all(
+        any(e.is_dir() for e in os.scandir(os.path.join(root, name))) for name in classes
+    ):
+        raise ValueError(
+            f"image_folder: the folders of {root} look like splits ({', '.join(classes)}), "
+            "not classes; keep them with --query_from=<split of the queries> (e.g. "
+            f"--query_from={'test' if 'test' in classes else classes[-1]}), which reads "
+            "ROOT/<split>/<class>/."
+        )
     paths, labels, skipped = [], [], collections.Counter()
     for name in classes:
         for folder, subfolders, files in os.walk(os.path.join(root, name), followlinks=True):
@@ -69,6 +104,27 @@ def scan_class_folders(root: str) -> tuple[list[str], list[list[str]], collectio
     return paths, labels, skipped
 
 
+def scan_split_folders(
+    root: str,
+) -> tuple[list[str], list[list[str]], list[str], collections.Counter]:
+    """(relative paths, one-label lists, split names, skipped file types) of
+    `ROOT/<split>/<class>/...`."""
+    splits = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    if not splits:
+        raise ValueError(
+            f"image_folder: {root} has no split folders; with --query_from put the images "
+            "in ROOT/<split>/<class>/ (e.g. ROOT/train/cat/1.jpg, ROOT/test/cat/7.jpg)."
+        )
+    paths, labels, item_splits, skipped = [], [], [], collections.Counter()
+    for split in splits:
+        split_paths, split_labels, split_skipped = scan_class_folders(os.path.join(root, split))
+        paths += [os.path.join(split, p) for p in split_paths]
+        labels += split_labels
+        item_splits += [split] * len(split_paths)
+        skipped += split_skipped
+    return paths, labels, item_splits, skipped
+
+
 def _names(value, where: str) -> list[str]:
     if value is None or value == "":
         return []
@@ -79,8 +135,17 @@ def _names(value, where: str) -> list[str]:
     raise ValueError(f"{where}: expected a list of names, got {value!r}.")
 
 
-def read_manifest_file(path: str) -> list[tuple[str, list[str], list[str], str]]:
-    """(path, labels, tags, where) per item of a CSV or JSON Lines manifest."""
+def _split_name(value, where: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str) or any(c.isspace() for c in value.strip()):
+        raise ValueError(f"{where}: expected a split name without spaces, got {value!r}.")
+    return value.strip()
+
+
+def read_manifest_file(path: str) -> list[tuple[str, list[str], list[str], str, str]]:
+    """(path, labels, tags, split, where) per item of a CSV or JSON Lines manifest (split:
+    the optional `split` column or key, "" when absent)."""
     rows = []
     try:
         with open(path, encoding="utf-8", newline="") as f:
@@ -100,6 +165,7 @@ def read_manifest_file(path: str) -> list[tuple[str, list[str], list[str], str]]
                             item["path"],
                             _names(item.get("labels"), where),
                             _names(item.get("tags"), where),
+                            _split_name(item.get("split"), where),
                             where,
                         )
                     )
@@ -109,7 +175,8 @@ def read_manifest_file(path: str) -> list[tuple[str, list[str], list[str], str]]
                 if not {"path", "labels"} <= columns:
                     raise ValueError(
                         f"{path}: a CSV manifest needs a header row with the columns 'path' "
-                        f"and 'labels' (and optionally 'tags'); found {sorted(columns)}."
+                        f"and 'labels' (and optionally 'tags' and 'split'); found "
+                        f"{sorted(columns)}."
                     )
                 for number, row in enumerate(reader, 2):
                     where = f"{path}:{number}"
@@ -118,6 +185,7 @@ def read_manifest_file(path: str) -> list[tuple[str, list[str], list[str], str]]
                             (row["path"] or "").strip(),
                             _names(row["labels"], where),
                             _names(row.get("tags"), where),
+                            _split_name(row.get("split"), where),
                             where,
                         )
                     )
@@ -155,32 +223,146 @@ def _size(value: float, total: int, flag: str) -> int:
     return count
 
 
+def _draw(indices: np.ndarray, size: float | None, flag: str, rng) -> np.ndarray:
+    """`size` of `indices` (a count, or below 1 a fraction) drawn with `rng`, sorted; all
+    of them when `size` is None."""
+    if size is None:
+        return np.sort(indices)
+    count = _size(size, len(indices), flag)
+    return np.sort(rng.permutation(indices)[:count])
+
+
+def _given_splits(
+    item_splits: list[str],
+    *,
+    query_from: Sequence[str],
+    train_from: Sequence[str] | None,
+    database_from: Sequence[str] | None,
+    database_includes_train: bool | None,
+    query_size: float | None,
+    train_size: float | None,
+    seed: int,
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """(split -> item indices, notes) from the items' own splits (module doc)."""
+    found = sorted(set(item_splits))
+    for flag, names in (
+        ("query_from", query_from),
+        ("train_from", train_from),
+        ("database_from", database_from),
+    ):
+        unknown = sorted(set(names or ()) - set(found))
+        if unknown:
+            raise ValueError(
+                f"image_folder: {flag}={','.join(names)}: no items in split(s) "
+                f"{', '.join(unknown)}; the splits are {', '.join(found)}."
+            )
+    if database_from is not None and database_includes_train is not None:
+        raise ValueError(
+            "image_folder: database_from names the database's splits; "
+            "database_includes_train does not apply with it (give one)."
+        )
+    query_names = set(query_from)
+    train_names = set(train_from) if train_from else set(found) - query_names
+    database_names = set(database_from) if database_from else set(found) - query_names
+    for flag, names in (("train_from", train_names), ("database_from", database_names)):
+        shared = sorted(query_names & names)
+        if shared:
+            raise ValueError(
+                f"image_folder: split(s) {', '.join(shared)} are both in query_from and "
+                f"{flag}; queries must stay out of the training split and the database."
+            )
+    split_of = np.asarray(item_splits)
+    rng = np.random.default_rng(seed)
+    query = _draw(np.flatnonzero(np.isin(split_of, sorted(query_names))), query_size,
+                  "query_size", rng)  # fmt: skip
+    train = _draw(np.flatnonzero(np.isin(split_of, sorted(train_names))), train_size,
+                  "train_size", rng)  # fmt: skip
+    database = np.flatnonzero(np.isin(split_of, sorted(database_names)))
+    if database_includes_train is False:
+        database = np.setdiff1d(database, train)
+    notes = []
+    left_out = sorted(set(found) - query_names - train_names - database_names)
+    if left_out:
+        counts = ", ".join(f"{name} ({np.sum(split_of == name)})" for name in left_out)
+        notes.append(f"items of splits named in no list were left out: {counts}")
+    return {"query": query, "train": train, "database": database}, notes
+
+
+def _drawn_splits(
+    num_items: int,
+    *,
+    query_size: float | None,
+    train_size: float | None,
+    database_includes_train: bool | None,
+    seed: int,
+) -> dict[str, np.ndarray]:
+    """split -> item indices, drawn at random (module doc)."""
+    num_query = _size(0.1 if query_size is None else query_size, num_items, "query_size")
+    rest = num_items - num_query
+    num_train = rest if train_size is None else _size(train_size, rest, "train_size")
+    if database_includes_train is False and num_query + num_train >= num_items:
+        raise ValueError(
+            "image_folder: database_includes_train=false leaves no database items "
+            f"({num_query} queries + {num_train} training items of {num_items})."
+        )
+    query, train, rest = splits_lib.permutation_blocks(num_items, [num_query, num_train], seed)
+    train = np.sort(train)
+    database = np.sort(np.concatenate([train, rest]) if database_includes_train is not False
+                       else rest)  # fmt: skip
+    return {"query": np.sort(query), "train": train, "database": database}
+
+
 def prepare(
     root: str,
     output_dir: str,
     *,
     seed: int = 0,
     manifest: str | None = None,
-    query_size: float = 0.1,
+    query_size: float | None = None,
     train_size: float | None = None,
-    database_includes_train: bool = True,
+    database_includes_train: bool | None = None,
+    query_from: Sequence[str] | None = None,
+    train_from: Sequence[str] | None = None,
+    database_from: Sequence[str] | None = None,
 ) -> protocols.Prepared:
-    """Writes the seeded lists of the photos under `root` (module doc)."""
+    """Writes the lists of the photos under `root` (module doc).
+
+    Args:
+        root: the photos (class subfolders, split folders, or the manifest's root).
+        output_dir: where the lists go.
+        seed: seeds every draw.
+        manifest: a CSV or JSON Lines manifest instead of folders.
+        query_size: queries, a count or a fraction (default: 10% drawn at random; with
+            `query_from`, all the query splits' items).
+        train_size: training items, a count or a fraction (default: all candidates).
+        database_includes_train: whether the database keeps the training items
+            (default: yes).
+        query_from: keep the dataset's own splits: the split names whose items are the
+            queries (a top-level folder each, or manifest `split` values).
+        train_from: with `query_from`, the training splits (default: all the others).
+        database_from: with `query_from`, the database splits (default: all the others).
+    """
     if not root or not os.path.isdir(root):
         raise protocols.MissingDownloadError(f"image_folder: --root={root} is not a folder.")
     root = os.path.abspath(root)
+    if not query_from and (train_from or database_from):
+        raise ValueError(
+            "image_folder: train_from / database_from need query_from (the split whose "
+            "items are the queries)."
+        )
     notes = []
     if manifest:
         rows = read_manifest_file(manifest)
-        paths = [_relative(root, p, where) for p, _, _, where in rows]
+        paths = [_relative(root, p, where) for p, _, _, _, where in rows]
         labels = [r[1] for r in rows]
         tags = [r[2] for r in rows]
-        for (p, _, _, where), relative in zip(rows, paths, strict=True):
+        item_splits = [r[3] for r in rows]
+        for (p, _, _, _, where), relative in zip(rows, paths, strict=True):
             if not _is_image(p):
                 raise ValueError(f"{where}: {p} is not a .jpg, .jpeg or .png file.")
             if not os.path.isfile(os.path.join(root, relative)):
                 raise ValueError(f"{where}: {os.path.join(root, relative)} does not exist.")
-        unlabelled = [where for (_, names, _, where) in rows if not names]
+        unlabelled = [where for (_, names, _, _, where) in rows if not names]
         if unlabelled:
             raise ValueError(
                 f"{len(unlabelled)} manifest items have no labels (first: {unlabelled[0]}); "
@@ -189,14 +371,32 @@ def prepare(
         duplicates = [p for p, n in collections.Counter(paths).items() if n > 1]
         if duplicates:
             raise ValueError(f"{manifest}: {len(duplicates)} paths repeat, e.g. {duplicates[0]}.")
+        named = sorted({name for name in item_splits if name})
+        if query_from:
+            unsplit = [where for (*_, name, where) in rows if not name]
+            if unsplit:
+                raise ValueError(
+                    f"image_folder: query_from needs every manifest item's split; "
+                    f"{len(unsplit)} have none (first: {unsplit[0]})."
+                )
+        elif named:
+            raise ValueError(
+                f"{manifest}: items name their split ({', '.join(named)}); keep it with "
+                f"--query_from=<split of the queries> (e.g. --query_from={named[-1]}), or "
+                "drop the split column to draw queries at random."
+            )
         source = f"manifest {os.path.abspath(manifest)}"
+    elif query_from:
+        paths, labels, item_splits, skipped = scan_split_folders(root)
+        tags = [[] for _ in paths]
+        source = f"split folders of {root}"
     else:
         paths, labels, skipped = scan_class_folders(root)
         tags = [[] for _ in paths]
-        if skipped:
-            counts = ", ".join(f"{n} {ext}" for ext, n in sorted(skipped.items()))
-            notes.append(f"files that are not .jpg/.jpeg/.png were left out: {counts}")
         source = f"class subfolders of {root}"
+    if not manifest and skipped:
+        counts = ", ".join(f"{n} {ext}" for ext, n in sorted(skipped.items()))
+        notes.append(f"files that are not .jpg/.jpeg/.png were left out: {counts}")
     if not paths:
         raise ValueError(f"image_folder: no .jpg, .jpeg or .png images under {root}.")
     spaced = [p for p in paths if any(c.isspace() for c in p)]
@@ -207,34 +407,44 @@ def prepare(
         )
     label_names = sorted({n for names in labels for n in names})
     label_matrix = _multi_hot(labels, label_names)
-    num_query = _size(query_size, len(paths), "query_size")
-    rest = len(paths) - num_query
-    num_train = rest if train_size is None else _size(train_size, rest, "train_size")
-    if not database_includes_train and num_query + num_train >= len(paths):
+    if query_from:
+        split_indices, split_notes = _given_splits(
+            item_splits, query_from=query_from, train_from=train_from,
+            database_from=database_from, database_includes_train=database_includes_train,
+            query_size=query_size, train_size=train_size, seed=seed,
+        )  # fmt: skip
+        notes += split_notes
+    else:
+        split_indices = _drawn_splits(
+            len(paths), query_size=query_size, train_size=train_size,
+            database_includes_train=database_includes_train, seed=seed,
+        )  # fmt: skip
+    sizes = {name: len(indices) for name, indices in split_indices.items()}
+    if sizes["query"] < 1 or sizes["train"] < 1 or sizes["database"] < 1:
         raise ValueError(
-            "image_folder: database_includes_train=false leaves no database items "
-            f"({num_query} queries + {num_train} training items of {len(paths)})."
+            f"image_folder: {len(paths)} images give {sizes['query']} queries, "
+            f"{sizes['train']} training and {sizes['database']} database items; each split "
+            "needs at least one (set query_size / train_size"
+            + (", query_from / train_from / database_from)." if query_from else ").")
         )
-    if num_query < 1 or num_train < 1:
-        raise ValueError(
-            f"image_folder: {len(paths)} images give {num_query} queries and {num_train} "
-            "training items; each split needs at least one (set query_size / train_size)."
-        )
-    query, train, rest = splits_lib.permutation_blocks(len(paths), [num_query, num_train], seed)
-    train = np.sort(train)
-    database = np.sort(np.concatenate([train, rest]) if database_includes_train else rest)
-    split_indices = {"query": np.sort(query), "train": train, "database": database}
+    train_in_database = bool(np.isin(split_indices["train"], split_indices["database"]).all())
     manifest_entries = {
         "dataset": "image_folder",
-        "protocol": "seeded",
+        "protocol": "given splits" if query_from else "seeded",
         "image_root": root,
         "seed": seed,
         "label_names": label_names,
         "source": source,
-        "query_size": query_size,
+        "query_size": ("all" if query_from else 0.1) if query_size is None else query_size,
         "train_size": "all" if train_size is None else train_size,
-        "database_includes_train": bool(database_includes_train),
+        "database_includes_train": train_in_database,
     }
+    if query_from:
+        manifest_entries.update(
+            query_from=sorted(query_from),
+            train_from=sorted(train_from) if train_from else "all other splits",
+            database_from=sorted(database_from) if database_from else "all other splits",
+        )
     tag_names = sorted({n for names in tags for n in names})
     if tag_names:
         splits_lib.write_wsdhq_splits(
@@ -254,9 +464,9 @@ def prepare(
         "image_folder",
         {},
         protocols.Protocol(
-            counts={"query": num_query, "train": num_train, "database": len(database)},
+            counts=sizes,
             disjoint=(("query", "train"), ("query", "database")),
-            contained=(("train", "database"),) if database_includes_train else (),
+            contained=(("train", "database"),) if train_in_database else (),
             num_classes=len(label_names),
             topk=None,
         ),
