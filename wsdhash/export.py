@@ -96,9 +96,7 @@ def main(argv):
     from wsdhash import serving
 
     try:
-        model, config, pipeline_config = serving.load_trained_model(
-            FLAGS.workdir, FLAGS.checkpoint
-        )
+        model, config, pipeline_config = serving.load_trained_model(FLAGS.workdir, FLAGS.checkpoint)
         extractor, extraction = _feature_extractor(config)
         info = {}
         if extractor is not None:

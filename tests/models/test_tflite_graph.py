@@ -87,8 +87,10 @@ def test_int8_graph_gives_the_interpreters_integers(files):
     [last] = [inputs[0] for name, inputs, outputs, _ in graph.ops if outputs[0] == graph.output]
     step = float(graph.tensors[last].scale[0])
     difference = np.abs(ours - expected)
-    print(f"int8 model: max |difference| {difference.max():.3g} = "
-          f"{difference.max() / step:.2f} steps, {np.mean(difference > 0):.3f} of values differ")
+    print(
+        f"int8 model: max |difference| {difference.max():.3g} = "
+        f"{difference.max() / step:.2f} steps, {np.mean(difference > 0):.3f} of values differ"
+    )
     # At most one step where MEAN and ADD (float here, fixed point in the interpreter)
     # round the other way; the sign codes of a random head agree.
     assert difference.max() <= 1.01 * step

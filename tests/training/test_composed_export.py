@@ -19,6 +19,7 @@ from wsdhash.data.builtin import generate_builtin
 from wsdhash.eval import read_codes_file
 from wsdhash.model_fingerprint import EXPORT_INFO_FILE
 from wsdhash.models import extraction_model, model_files
+from wsdhash.service import engine
 
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
 SIZES = {"num_train": 96, "num_query": 8, "num_database": 24}
@@ -29,8 +30,8 @@ IMAGE_FLAGS = ["--image_size=32", "--crop_size=28", "--normalization=unit_range"
 
 def _run(module, *args, check=True):
     result = subprocess.run(
-        [sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True,
-        env=ENV,
+        [sys.executable, "-m", module, *map(str, args)],
+        check=False, capture_output=True, text=True, env=ENV,
     )  # fmt: skip
     if check:
         assert result.returncode == 0, result.stderr[-3000:]
@@ -135,7 +136,9 @@ def _serve_without_wsdhash(model_dir, paths, output):
             results.update({{f"session/{{k}}": v for k, v in out.items()}})
         np.savez({str(output)!r}, **results)
     """)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=ENV)
+    result = subprocess.run(
+        [sys.executable, "-c", script], check=False, capture_output=True, text=True, env=ENV
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return np.load(output)
 
@@ -180,9 +183,16 @@ def test_search_by_image_with_a_composed_export_and_a_clear_error_without(runs, 
     # Its own code is in the index's database only by chance; distances are Hamming.
     assert len(answer["results"]) == 3 and answer["results"][0]["distance"] >= 0
 
+    # The service (python -m wsdhash.serve) takes the pair: its start-up re-encodes
+    # database images by photo and finds the index's codes.
+    service = engine.load(str(root / "exported"), str(tmp_path / "index"))
+    assert service.checked["agreement"] == 1.0
+
     features_in = tmp_path / "features_in"
     _run("wsdhash.export", f"--workdir={root / 'run'}", f"--output={features_in}",
          "--input=features")  # fmt: skip
+    with pytest.raises(engine.MismatchError, match="takes \\['features'\\], not encoded images"):
+        engine.load(str(features_in), str(tmp_path / "index"))
     result = _run(
         "wsdhash.search", "query", f"--index={tmp_path / 'index'}",
         f"--images={query.paths[0]}", f"--model={features_in}", check=False,

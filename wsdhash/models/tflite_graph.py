@@ -173,7 +173,9 @@ class TFLiteGraph:
             shape = [1] * len(tensor.shape)
             shape[tensor.axis] = -1
             zero = zero.reshape(shape)
-        return value - tf.constant(zero.astype(np.float64) if zero.size > 1 else float(zero[0]), tf.float64)
+        return value - tf.constant(
+            zero.astype(np.float64) if zero.size > 1 else float(zero[0]), tf.float64
+        )
 
     def _weights(self, index: int) -> np.ndarray:
         """Constant weights: q - z (float64) when quantized, else float32."""
