@@ -185,14 +185,15 @@ def test_search_by_image_with_a_composed_export_and_a_clear_error_without(runs, 
 
     # The service (python -m wsdhash.serve) takes the pair: its start-up re-encodes
     # database images by photo and finds the index's codes.
-    service = engine.load(str(root / "exported"), str(tmp_path / "index"))
-    assert service.checked["agreement"] == 1.0
+    data_dir = root.parent / "builtin"  # the codes file's ids are its image paths
+    service = engine.load(str(root / "exported"), str(tmp_path / "index"), str(data_dir))
+    assert service.checked == {"images": 8, "agreement": 1.0}
 
     features_in = tmp_path / "features_in"
     _run("wsdhash.export", f"--workdir={root / 'run'}", f"--output={features_in}",
          "--input=features")  # fmt: skip
     with pytest.raises(engine.MismatchError, match="takes \\['features'\\], not encoded images"):
-        engine.load(str(features_in), str(tmp_path / "index"))
+        engine.load(str(features_in), str(tmp_path / "index"), str(data_dir))
     result = _run(
         "wsdhash.search", "query", f"--index={tmp_path / 'index'}",
         f"--images={query.paths[0]}", f"--model={features_in}", check=False,
