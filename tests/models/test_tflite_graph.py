@@ -35,6 +35,19 @@ def _network(side=20, softmax=False):
     return keras.Model(images, features)
 
 
+def _network_v3(side=20):
+    """MobileNet v3's other ops: a dilated convolution, hard swish, a squeeze-and-excite
+    block (sigmoid, multiply) and a concatenation."""
+    keras.utils.set_random_seed(0)
+    images = keras.Input((side, side, 3))
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="hard_silu")(images)
+    dilated = keras.layers.Conv2D(8, 3, padding="same", dilation_rate=2)(x)
+    squeeze = keras.layers.GlobalAveragePooling2D(keepdims=True)(dilated)
+    excite = keras.layers.Conv2D(8, 1, activation="sigmoid")(squeeze)
+    x = keras.layers.Concatenate()([x, keras.layers.Multiply()([dilated, excite])])
+    return keras.Model(images, keras.layers.GlobalAveragePooling2D()(x))
+
+
 def _images(count=12, side=20, seed=1):
     return np.random.default_rng(seed).uniform(-1, 1, (count, side, side, 3)).astype(np.float32)
 
@@ -72,23 +85,32 @@ def files(tmp_path_factory):
     network = _network()
     (root / "int8.tflite").write_bytes(_convert(network, quantized=True))
     (root / "float.tflite").write_bytes(_convert(network, quantized=False))
+    (root / "v3.tflite").write_bytes(_convert(_network_v3(), quantized=True))
     return root
 
 
-def test_int8_graph_gives_the_interpreters_integers(files):
+@pytest.mark.parametrize(
+    "name, ops",
+    [
+        ("int8.tflite", {"QUANTIZE", "CONV_2D", "DEPTHWISE_CONV_2D", "ADD",
+                         "AVERAGE_POOL_2D", "MAX_POOL_2D", "MEAN", "FULLY_CONNECTED",
+                         "DEQUANTIZE"}),
+        ("v3.tflite", {"SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND", "HARD_SWISH", "LOGISTIC",
+                       "MUL", "CONCATENATION"}),
+    ],
+)  # fmt: skip
+def test_int8_graph_gives_the_interpreters_integers(files, name, ops):
     images = _images()
-    graph = TFLiteGraph(str(files / "int8.tflite"))
-    ops = {name for name, *_ in graph.ops}
-    assert {"QUANTIZE", "CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "FULLY_CONNECTED",
-            "DEQUANTIZE"} <= ops  # fmt: skip
-    expected = _interpreter_features(files / "int8.tflite", images)
-    ours = _graph_features(files / "int8.tflite", images)
+    graph = TFLiteGraph(str(files / name))
+    assert ops <= {op for op, *_ in graph.ops}
+    expected = _interpreter_features(files / name, images)
+    ours = _graph_features(files / name, images)
     # The float output is a DEQUANTIZE of the last int8 tensor: its scale is one step.
     [last] = [inputs[0] for name, inputs, outputs, _ in graph.ops if outputs[0] == graph.output]
     step = float(graph.tensors[last].scale[0])
     difference = np.abs(ours - expected)
     print(
-        f"int8 model: max |difference| {difference.max():.3g} = "
+        f"{name}: max |difference| {difference.max():.3g} = "
         f"{difference.max() / step:.2f} steps, {np.mean(difference > 0):.3f} of values differ"
     )
     # At most one step where MEAN and ADD (float here, fixed point in the interpreter)

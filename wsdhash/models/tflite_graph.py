@@ -11,9 +11,11 @@ tensor and op details leave out: strides, padding, dilations, fused activations 
 depth multipliers, besides the weights and quantization parameters.
 
 Supported ops: CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, AVERAGE_POOL_2D,
-MAX_POOL_2D, MEAN (over height and width), ADD, PAD, RESHAPE, SQUEEZE, QUANTIZE,
-DEQUANTIZE, RELU, RELU6, in float32 or quantized uint8 / int8 (per-tensor or
-per-channel) form; any other op is refused, naming it.
+MAX_POOL_2D, MEAN (over height and width), ADD, MUL, PAD, CONCATENATION, RESHAPE,
+SQUEEZE, SPACE_TO_BATCH_ND / BATCH_TO_SPACE_ND (dilated convolutions), QUANTIZE,
+DEQUANTIZE, RELU, RELU6, LOGISTIC, HARD_SWISH (MobileNet v3's blocks), in float32 or
+quantized uint8 / int8 (per-tensor or per-channel) form; any other op is refused,
+naming it.
 
 Quantized arithmetic follows the interpreter as `python -m wsdhash.extract` runs it
 (its default XNNPACK delegate for convolutions and fully connected layers):
@@ -24,9 +26,11 @@ Quantized arithmetic follows the interpreter as `python -m wsdhash.extract` runs
   even, plus z_y, clamped to the fused activation's range.
 * AVERAGE_POOL_2D (which the delegate leaves to TensorFlow Lite's own kernel): the sum
   of the window's elements, divided by their count rounding half away from zero.
-* MEAN, ADD and QUANTIZE go through float32 (dequantize, compute, round half to even);
-  the interpreter's kernels use fixed-point multipliers here and may differ by one
-  quantization step.
+* MUL: the product of the centred integers times the float32 scale s_a s_b / s_y.
+* MEAN, ADD, CONCATENATION, QUANTIZE, LOGISTIC and HARD_SWISH go through float32
+  (dequantize, compute, round half to even); the interpreter's kernels use
+  fixed-point multipliers or lookup tables here and may differ by one quantization
+  step.
 
 Measured against the interpreter: tests/models/test_tflite_graph.py (a tiny int8 model
 it converts itself, and the shared uint8 MobileNet v1 when present).
@@ -392,6 +396,64 @@ def _relu(low: float, high: float):
     return op
 
 
+def _mul(graph: TFLiteGraph, values, inputs, output, options):
+    activation = options.fusedActivationFunction if options is not None else _NONE
+    if graph._quantized(output):
+        # XNNPACK's multiply: the product of the centred integers (exact in float64),
+        # requantized with the float32 scale s_a s_b / s_y.
+        a, b, y = (graph.tensors[i] for i in (*inputs[:2], output))
+        product = graph._centred(values, inputs[0]) * graph._centred(values, inputs[1])
+        scale = (a.scale[0] * b.scale[0]) / y.scale[0]
+        scaled = tf.cast(product, tf.float32) * np.float32(scale)
+        low, high = graph._activation_range(output, activation)
+        result = _round_half_even(scaled) + float(y.zero_point[0])
+        return tf.cast(tf.clip_by_value(result, low, high), tf.float64)
+    product = graph._dequantized(values, inputs[0]) * graph._dequantized(values, inputs[1])
+    return graph._float_activation(product, output, activation)
+
+
+def _elementwise(function):
+    """A unary op computed on dequantized values, the result quantized again."""
+
+    def op(graph: TFLiteGraph, values, inputs, output, options):
+        value = function(graph._dequantized(values, inputs[0]))
+        if graph._quantized(output):
+            return graph._quantize_to(value, output)
+        return value
+
+    return op
+
+
+def _concatenation(graph: TFLiteGraph, values, inputs, output, options):
+    axis = options.axis % len(graph.tensors[output].shape)
+    activation = options.fusedActivationFunction
+    if graph._quantized(output):
+        parts = [graph._dequantized(values, i) for i in inputs]
+        return graph._quantize_to(tf.concat(parts, axis), output, activation)
+    parts = [tf.cast(graph._value(values, i), tf.float32) for i in inputs]
+    return graph._float_activation(tf.concat(parts, axis), output, activation)
+
+
+def _space_to_batch_nd(graph: TFLiteGraph, values, inputs, output, options):
+    # How a dilated convolution converts; it moves elements only (exact). Padding
+    # fills with the zero point, the quantized zero.
+    block = graph.tensors[inputs[1]].data.astype(np.int64)
+    paddings = graph.tensors[inputs[2]].data.astype(np.int64)
+    x = graph._value(values, inputs[0])
+    tensor = graph.tensors[inputs[0]]
+    if tensor.quantized and int(tensor.zero_point[0]) != 0:
+        zero = float(tensor.zero_point[0])
+        shifted = tf.space_to_batch_nd(x - zero, block, paddings)
+        return shifted + zero
+    return tf.space_to_batch_nd(x, block, paddings)
+
+
+def _batch_to_space_nd(graph: TFLiteGraph, values, inputs, output, options):
+    block = graph.tensors[inputs[1]].data.astype(np.int64)
+    crops = graph.tensors[inputs[2]].data.astype(np.int64)
+    return tf.batch_to_space(graph._value(values, inputs[0]), block, crops)
+
+
 _OPS = {
     "CONV_2D": _conv_2d,
     "DEPTHWISE_CONV_2D": _depthwise_conv_2d,
@@ -407,4 +469,10 @@ _OPS = {
     "DEQUANTIZE": _dequantize,
     "RELU": _relu(0.0, np.inf),
     "RELU6": _relu(0.0, 6.0),
+    "MUL": _mul,
+    "LOGISTIC": _elementwise(tf.sigmoid),
+    "HARD_SWISH": _elementwise(lambda x: x * tf.nn.relu6(x + 3.0) / 6.0),
+    "CONCATENATION": _concatenation,
+    "SPACE_TO_BATCH_ND": _space_to_batch_nd,
+    "BATCH_TO_SPACE_ND": _batch_to_space_nd,
 }
