@@ -28,13 +28,19 @@ encodes them; an image listed in several splits (the database holding the traini
 images) is encoded once and its row copied. Then `python -m wsdhash.train
 --backbone=features --features=features.h5 ...` trains any method's head on the
 features (cheap on a CPU, fast for sweeps), with the same losses, evaluation and
-export; the export then takes features.
+export; the export takes images when the feature model can be found again (a
+`--model` file), else features.
 
 The file (wsdhash/data/features_file.py) is written resumably: rerun the same command
 after an interruption (or a full disk) and it continues where it stopped; the final
 name appears only when every split is done. A rerun with any setting that changes the
 features (backbone, weights, seed, sizes, normalisation, dataset and its options) is
 refused with one line listing the differences. Errors are one line (wsdhash/cli.py).
+
+With `--model`, the file records the model's absolute path (`backbone="model:PATH"`),
+its SHA-256 (`weights="sha256:HEX"`), its format and, for a SavedModel, the signature
+and output used: `python -m wsdhash.export` then composes that model with the trained
+head into one SavedModel that takes images (wsdhash/models/extraction_model.py).
 """
 
 from __future__ import annotations
@@ -93,7 +99,8 @@ def _progress_bar(name: str):
 
 
 def _feature_model():
-    """(callable on uint8 crops, F, crop size, normalisation) of --model (module doc)."""
+    """(callable on uint8 crops, the FeatureModel, crop size, normalisation) of --model
+    (module doc)."""
     import tensorflow as tf
 
     from wsdhash.data.preprocessing import NORMALIZATIONS
@@ -146,7 +153,7 @@ def _feature_model():
     def model(images, training=False):
         return feature_model(normalize(tf.cast(images, tf.float32)))
 
-    return model, feature_model.feature_dim, crop, normalization
+    return model, feature_model, crop, normalization
 
 
 def _warn_if_collapsed(path: str, normalization: str) -> None:
@@ -197,7 +204,8 @@ def main(argv):
     if unknown:
         raise cli.UsageError(f"--splits: {unknown} not in {FLAGS.dataset}'s {dataset.splits}.")
     if FLAGS.model:
-        model, feature_dim, crop_size, normalization = _feature_model()
+        model, feature_model, crop_size, normalization = _feature_model()
+        feature_dim = feature_model.feature_dim
         backbone, weights = (
             f"model:{os.path.abspath(FLAGS.model)}",
             "sha256:" + (model_files.fingerprint(FLAGS.model)),
@@ -245,6 +253,13 @@ def main(argv):
         "feature_dim": feature_dim,
         "wsdhash_version": wsdhash.__version__,
     }
+    if FLAGS.model:
+        # What `python -m wsdhash.export` needs to load the same model again and put it
+        # in front of the trained head (wsdhash/models/extraction_model.py).
+        settings["model_format"] = feature_model.kind
+        if feature_model.kind == "saved_model":
+            settings["model_signature"] = FLAGS.model_signature
+            settings["model_output"] = FLAGS.model_output or ""
     os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
     encoder = Encoder(model, config, FLAGS.batch_size)
     try:

@@ -33,6 +33,7 @@ from absl import flags
 
 from wsdhash import cli
 from wsdhash.index.images import (  # noqa: F401
+    check_takes_images,
     encode_images,
     images_for_index,
     images_for_query,
@@ -82,7 +83,9 @@ def _load_model():
 
     if not FLAGS.model:
         raise cli.UsageError("--images needs --model (an exported SavedModel).")
-    return tf.saved_model.load(FLAGS.model)
+    model = tf.saved_model.load(FLAGS.model)
+    check_takes_images(model, f"--model={FLAGS.model}")
+    return model
 
 
 def _codes_split(contents, name: str):

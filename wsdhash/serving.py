@@ -24,9 +24,15 @@ AQD search, while queries use `embedding`), and the loaded object's
 * `encode_images(images)`: float32 (B, S, S, 3) RGB in [0, 255], already cropped to
   the run's crop size S (every item valid).
 
-A model trained on precomputed features (`--backbone=features`) has one signature
-instead, `serving_default(features)`: float32 (B, F) features from the same backbone
-and settings as the features file (`python -m wsdhash.extract`).
+A model trained on precomputed features (`--backbone=features`) is exported with its
+feature model in front (`feature_extractor`, wsdhash/models/extraction_model.py): the
+same two signatures, the image preprocessing taking the resize and crop sides and the
+normalisation the extraction recorded, then the feature model, then the head. Without
+one it has a single signature, `serving_default(features)`: float32 (B, F) features
+from the same backbone and settings as the features file (`python -m wsdhash.extract`).
+Features extracted with `--ten_crop` are the mean over WSDHQ's 10 crops of the resized
+image: the composed `serving_default` does the same, and its `encode_images` then takes
+the whole resized image (B, image_size, image_size, 3) rather than a crop.
 
 Beside the graph, `assets.extra/wsdhash.json` records the network's weights fingerprint
 (wsdhash/model_fingerprint.py), which the service compares with an index's.
@@ -221,9 +227,13 @@ class HashingServingModule(tf.Module):
 
     Args:
         model: the run's Keras model (uint8 images or float features -> relaxed codes).
-        image_size, crop_size: the run's resize side and centre-crop side.
+        image_size, crop_size: the run's resize side and centre-crop side (for a model
+            on features with a `feature_extractor`: the extraction's).
         quantization_encoder: `load_quantization_encoder(...)` for WSDHQ runs.
         max_pixels: the largest width x height `serving_default` decodes.
+        feature_extractor: for a model on features, [0, 255] float32 images (B, P, P, 3)
+            -> its input features (`extraction_model.ImageFeatures`, with `variables`
+            and `input_side` P); the module then takes images.
     """
 
     def __init__(
@@ -233,10 +243,14 @@ class HashingServingModule(tf.Module):
         crop_size: int,
         quantization_encoder=None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        feature_extractor=None,
     ):
         super().__init__()
         if max_pixels < 1:
             raise ValueError(f"max_pixels must be >= 1, got {max_pixels}.")
+        on_features = len(model.input_shape) == 2  # (B, F): --backbone=features
+        if feature_extractor is not None and not on_features:
+            raise ValueError("feature_extractor is for a model that takes features.")
         # The model's tf.Variables, tracked directly (see the module doc); the Keras
         # objects stay out of the saved object graph.
         self.model_variables = [variable.value for variable in model.variables]
@@ -247,7 +261,13 @@ class HashingServingModule(tf.Module):
         self.image_size = image_size
         self.crop_size = crop_size
         self.max_pixels = max_pixels
-        self.takes_features = len(model.input_shape) == 2  # (B, F): --backbone=features
+        self._extractor = _Untracked(feature_extractor)
+        if feature_extractor is not None:
+            # Tracked like the head's variables, so that both loaders restore them.
+            self.feature_model_variables = list(feature_extractor.variables)
+            # The decoder hands the extractor P x P images (ten-crop: the whole image).
+            self.crop_size = crop_size = feature_extractor.input_side
+        self.takes_features = on_features and feature_extractor is None
         if self.takes_features:
             spec = tf.TensorSpec([None, model.input_shape[1]], tf.float32, name="features")
             self.serving_default = tf.function(self._encode_features, input_signature=[spec])
@@ -260,7 +280,9 @@ class HashingServingModule(tf.Module):
     def _outputs(self, pixels: tf.Tensor, status: tf.Tensor) -> dict[str, tf.Tensor]:
         normalization, hashing = self._layers.value
         valid = tf.equal(status, STATUS_OK)
-        embedding = tf.cast(hashing(normalization(pixels), training=False), tf.float32)
+        extractor = self._extractor.value
+        inputs = pixels if extractor is None else extractor(pixels)
+        embedding = tf.cast(hashing(normalization(inputs), training=False), tf.float32)
         embedding = tf.where(valid[:, None], embedding, 0.0)
         positive = (embedding >= 0) & valid[:, None]
         sign = tf.where(positive, tf.constant(1, tf.int8), tf.constant(-1, tf.int8))
@@ -376,6 +398,8 @@ def export_saved_model(
     overwrite: bool = False,
     quantization_encoder=None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    feature_extractor=None,
+    info: dict | None = None,
 ) -> str:
     """Writes the SavedModel to `output` atomically (a temporary folder, then a rename).
 
@@ -383,6 +407,9 @@ def export_saved_model(
         quantization_encoder: `load_quantization_encoder(...)` for WSDHQ runs; adds the
             `quantization_codes` output.
         max_pixels: the largest width x height the image signature decodes.
+        feature_extractor: a model on features served by image (`HashingServingModule`);
+            `pipeline_config` then holds the extraction's resize and crop sides.
+        info: more entries for `EXPORT_INFO_FILE` (e.g. the feature model's SHA-256).
 
     Returns:
         `output`.
@@ -396,6 +423,7 @@ def export_saved_model(
         pipeline_config.crop_size,
         quantization_encoder,
         max_pixels=max_pixels,
+        feature_extractor=feature_extractor,
     )
     parent = os.path.dirname(output)
     os.makedirs(parent, exist_ok=True)
@@ -418,7 +446,9 @@ def export_saved_model(
         info_path = os.path.join(temporary, EXPORT_INFO_FILE)
         os.makedirs(os.path.dirname(info_path), exist_ok=True)
         with open(info_path, "w", encoding="utf-8") as f:
-            json.dump({"model_fingerprint": weights_fingerprint(model)}, f)
+            # The head's fingerprint also for a composed model: it is what the run's
+            # codes file (and an index built from it) records.
+            json.dump({"model_fingerprint": weights_fingerprint(model), **(info or {})}, f)
         if os.path.exists(output):
             old = f"{output}.old-{os.getpid()}"
             os.replace(output, old)

@@ -65,3 +65,21 @@ def test_an_invalid_query_image_is_a_one_line_error_naming_it(images):
         search.images_for_query([images[4]], "packed_codes", _StandIn(fail_batches=True))
     with pytest.raises(cli.UsageError, match="none of the 2 images is valid"):
         search.images_for_index([images[1], images[4]], "packed_codes", _StandIn())
+
+
+def test_a_model_that_takes_features_is_a_one_line_error_saying_how_to_export():
+    class FeaturesIn:
+        def __init__(self):
+            spec = tf.TensorSpec([None, 8], tf.float32, name="features")
+            self.structured_input_signature = ((), {"features": spec})
+
+        def __call__(self, **inputs):  # never reached
+            raise AssertionError("called with features")
+
+    model = _StandIn()
+    model.signatures = {"serving_default": FeaturesIn()}
+    with pytest.raises(cli.UsageError) as raised:
+        search.encode_images(["cat.jpg"], "packed_codes", model)
+    message = str(raised.value)
+    assert "\n" not in message and "takes features, not images" in message
+    assert "python -m wsdhash.export --workdir=RUN --output=DIR --feature_model=FILE" in message

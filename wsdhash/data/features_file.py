@@ -4,7 +4,9 @@ Layout of `FILE.h5` (`python -m wsdhash.extract` writes it):
 
     attrs:  format="wsdhash-features", version=1, backbone, weights, seed, image_size,
             crop_size, normalization, ten_crop, dataset, data_dir, dataset_options,
-            topk (-1: all), feature_dim, wsdhash_version
+            topk (-1: all), feature_dim, wsdhash_version; with `extract --model`
+            also model_format (keras, saved_model, tflite) and, for a SavedModel,
+            model_signature and model_output ("" when it has one output)
     /<split>/features  (N, F) float32, chunked by rows
     /<split>/labels    (N, C) uint8       /<split>/tags  (N, T) uint8
     /<split>/paths     (N,) UTF-8 strings /<split>/index (N,) int64: the item's position
@@ -59,7 +61,8 @@ SPLITS = ("train", "query", "database")
 # the features (the seed initialises --weights=none backbones and generates the
 # built-in dataset; dataset_options are the dataset factory's, as JSON).
 SETTINGS = ("backbone", "weights", "seed", "image_size", "crop_size", "normalization",
-            "ten_crop", "dataset", "data_dir", "dataset_options", "feature_dim")  # fmt: skip
+            "ten_crop", "dataset", "data_dir", "dataset_options", "feature_dim",
+            "model_format", "model_signature", "model_output")  # fmt: skip
 # Rows per write when a stretch of a split only copies rows of images already written.
 COPY_BLOCK_ROWS = 1024
 # Free space kept beyond a batch's rows, for HDF5's metadata and the rest of the system.

@@ -22,6 +22,26 @@ def _status_name(status) -> str:
     return STATUS_NAMES.get(int(status), "not a valid JPEG or PNG image")
 
 
+def check_takes_images(model, source: str = "the SavedModel") -> None:
+    """A UsageError unless the SavedModel's `serving_default` takes encoded `images`
+    (a head trained on features and exported without its feature model takes
+    `features`: a one-line error saying how to export one that takes images)."""
+    signatures = getattr(model, "signatures", {})
+    if "serving_default" not in signatures:
+        raise cli.UsageError(f"{source} has no serving_default signature.")
+    # A stand-in without a signature (tests, wrappers) is taken at its word.
+    signature = getattr(signatures["serving_default"], "structured_input_signature", None)
+    inputs = signature[1] if signature is not None else {"images": None}
+    if "images" not in inputs:
+        raise cli.UsageError(
+            f"{source} takes {', '.join(sorted(inputs))}, not images: it is a head trained "
+            "on features (--backbone=features) exported without its feature model; export "
+            "one that takes images with `python -m wsdhash.export --workdir=RUN "
+            "--output=DIR --feature_model=FILE` (FILE: the .keras, SavedModel or .tflite "
+            "model the features were extracted with)."
+        )
+
+
 def encode_images(paths: list[str], key: str, model, batch_size: int = 64):
     """Runs a SavedModel's serving signature over image files.
 
@@ -39,6 +59,7 @@ def encode_images(paths: list[str], key: str, model, batch_size: int = 64):
     import numpy as np
     import tensorflow as tf
 
+    check_takes_images(model)
     serve = model.signatures["serving_default"]
     rows, invalid = [], {}
 

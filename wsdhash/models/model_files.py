@@ -14,6 +14,8 @@ and returns (B, F) features: a (B, H, W, C) output is averaged over space, a
 * `.keras`: `keras.saving.load_model` in safe mode (no arbitrary code from the file).
 * A SavedModel folder: its `serving_default` signature (or `signature`), its single
   input, and its single output, or the output named `output` when there are several.
+* `.tflite` (`savable=True`): the same graph as TensorFlow ops, for export
+  (wsdhash/models/tflite_graph.py).
 * `.tflite`: the LiteRT interpreter (`ai_edge_litert`) when installed, else
   TensorFlow's `tf.lite.Interpreter`, run batch by batch; a quantized
   (uint8 / int8) input or output is (de)quantized with the model's own scale and zero
@@ -56,6 +58,10 @@ class FeatureModel:
         kind: "keras", "saved_model" or "tflite".
         input_quantization: the quantization of a uint8 / int8 input (TFLite), which
             says how the model expects its pixels; None for a float input.
+        variables: the `tf.Variable`s `call` reads, for a `tf.Module` that saves it
+            (empty for a `.tflite` model, whose weights are graph constants).
+        savable: whether `call` can go into a SavedModel: False for the interpreter
+            (`tf.numpy_function` runs Python), True for everything else.
     """
 
     call: Callable[[tf.Tensor], tf.Tensor]
@@ -63,6 +69,8 @@ class FeatureModel:
     feature_dim: int
     kind: str
     input_quantization: InputQuantization | None = None
+    variables: list = dataclasses.field(default_factory=list)
+    savable: bool = True
 
     def __call__(self, images, training: bool = False) -> tf.Tensor:
         return self.call(images)
@@ -110,7 +118,9 @@ def _keras(path: str) -> FeatureModel:
     def call(images):
         return _pooled(model(images, training=False), path)
 
-    return FeatureModel(call, crop, _feature_dim(call, crop, path), "keras")
+    # Keras 3 variables wrap the tf.Variables a SavedModel can track (wsdhash/serving.py).
+    variables = [variable.value for variable in model.variables]
+    return FeatureModel(call, crop, _feature_dim(call, crop, path), "keras", variables=variables)
 
 
 def _saved_model(path: str, signature: str, output: str | None) -> FeatureModel:
@@ -149,7 +159,10 @@ def _saved_model(path: str, signature: str, output: str | None) -> FeatureModel:
         result = function(**{input_name: tf.cast(images, spec.dtype)})
         return _pooled(result[output], path)
 
-    model = FeatureModel(call, crop, _feature_dim(call, crop, path), "saved_model")
+    model = FeatureModel(
+        call, crop, _feature_dim(call, crop, path), "saved_model",
+        variables=list(function.variables),
+    )  # fmt: skip
     model.loaded = loaded  # keeps the variables alive
     return model
 
@@ -202,13 +215,40 @@ def _tflite(path: str) -> FeatureModel:
     quantization = None
     if dtype in (np.uint8, np.int8) and scale > 0:
         quantization = InputQuantization(float(scale), int(zero), dtype.name)
-    return FeatureModel(call, crop, _feature_dim(call, crop, path), "tflite", quantization)
+    return FeatureModel(
+        call, crop, _feature_dim(call, crop, path), "tflite", quantization, savable=False
+    )
+
+
+def _tflite_graph(path: str) -> FeatureModel:
+    from wsdhash.models.tflite_graph import TFLiteGraph, TFLiteGraphError
+
+    try:
+        graph = TFLiteGraph(path)
+    except TFLiteGraphError as error:
+        raise ModelFileError(str(error)) from None
+    crop = _side([None, *graph.input_shape[1:]], path)
+
+    def call(images):
+        return _pooled(graph(images), path)
+
+    return FeatureModel(call, crop, _feature_dim(call, crop, path), "tflite")
 
 
 def load_feature_model(
-    path: str, *, signature: str = "serving_default", output: str | None = None
+    path: str,
+    *,
+    signature: str = "serving_default",
+    output: str | None = None,
+    savable: bool = False,
 ) -> FeatureModel:
-    """Loads a `.keras` file, a SavedModel folder or a `.tflite` file (module doc)."""
+    """Loads a `.keras` file, a SavedModel folder or a `.tflite` file (module doc).
+
+    Args:
+        savable: a model that can be saved inside a SavedModel: a `.tflite` model then
+            runs as TensorFlow ops emulating the interpreter's arithmetic
+            (wsdhash/models/tflite_graph.py) instead of in the interpreter itself.
+    """
     if not os.path.exists(path):
         raise ModelFileError(f"--model={path} does not exist.")
     if os.path.isdir(path):
@@ -219,7 +259,7 @@ def load_feature_model(
     if extension == ".keras":
         return _keras(path)
     if extension == ".tflite":
-        return _tflite(path)
+        return _tflite_graph(path) if savable else _tflite(path)
     raise ModelFileError(
         f"{path}: not a .keras file, a SavedModel folder or a .tflite file (legacy .h5 "
         "models: load them in Keras and save as .keras)."

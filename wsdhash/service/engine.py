@@ -119,8 +119,11 @@ class SearchEngine:
         inputs = getattr(self._serve, "structured_input_signature", None)
         if inputs is not None and "images" not in inputs[1]:
             raise MismatchError(
-                f"{self._model_name} takes {sorted(inputs[1])}, not encoded images: a model "
-                "trained on features (--backbone=features) cannot search by image."
+                f"{self._model_name} takes {sorted(inputs[1])}, not encoded images: a head "
+                "trained on features (--backbone=features) exported without its feature "
+                "model; export one that takes images (python -m wsdhash.export "
+                "--workdir=RUN --output=DIR --feature_model=FILE, FILE: the model the "
+                "features were extracted with)."
             )
         source = index.manifest.get("images")
         if images_root is None and isinstance(source, str) and os.path.isdir(source):
