@@ -71,6 +71,15 @@ flags.DEFINE_integer("tag_dim", 100, "Dimension of the word2vec and PPMI-SVD tag
 flags.DEFINE_string("builtin_dir", "data/builtin", "The built-in dataset (generated if needed).")
 flags.DEFINE_list("builtin_sizes", ["5000", "500", "5000"], "Built-in train,query,database.")
 flags.DEFINE_string("builtin_features", None, "A features file of the built-in dataset.")
+flags.DEFINE_enum(
+    "builtin_backbone", "features", ["features", "small_cnn"],
+    "builtin: learned rows train a head on the features file, or the small CNN from "
+    "scratch on the images (as bench/methods.py; the unsupervised rows keep the features).",
+)  # fmt: skip
+flags.DEFINE_string(
+    "cifar10_npz", shared_features.NPZ,
+    "cifar10: the shared features (../shared/realdata/ beside the repository by default).",
+)  # fmt: skip
 flags.DEFINE_float("p_drop", 0.3, "cifar10: probability a true label tag is dropped.")
 flags.DEFINE_float("p_swap", 0.1, "cifar10: probability it is swapped for another class's.")
 flags.DEFINE_float("noise_mean", 3.0, "cifar10: mean number of noise tags per image.")
@@ -146,7 +155,7 @@ def cifar10_features_file(folder: str) -> str:
     path = os.path.join(folder, name)
     if os.path.exists(path):
         return path
-    arrays = shared_features.load()
+    arrays = shared_features.load(FLAGS.cifar10_npz)
     data = shared_features.splits(arrays)
     label_names = arrays["label_names"].astype(str)
     train_tags, tag_names = simulated_tags(
@@ -187,7 +196,17 @@ def process_tags(train, folder: str, vectors: str) -> str:
 # --- Rows ---------------------------------------------------------------------------
 
 
-def train_row(name: str, path: str, tag_dirs: dict, folder: str, seed: int, topk) -> Row:
+def training_data(data: str, path: str) -> dict:
+    """The TrainConfig fields naming what the learned rows train on."""
+    if data == "builtin" and FLAGS.builtin_backbone == "small_cnn":
+        train, query, database = (int(n) for n in FLAGS.builtin_sizes)
+        options = dict(seed=0, num_train=train, num_query=query, num_database=database)
+        return dict(dataset="builtin", data_dir=FLAGS.builtin_dir, dataset_options=options,
+                    backbone="small_cnn")  # fmt: skip
+    return dict(dataset="features", data_dir=path, backbone="features")
+
+
+def train_row(name: str, data: dict, tag_dirs: dict, folder: str, seed: int, topk) -> Row:
     from wsdhash.training import trainer
     from wsdhash.training.config import OptimizerConfig, TrainConfig
 
@@ -199,11 +218,11 @@ def train_row(name: str, path: str, tag_dirs: dict, folder: str, seed: int, topk
     options = {"quantization_weight": FLAGS.wsdhq_quantization_weight} if method == "wsdhq" else {}
     steps = FLAGS.steps
     config = TrainConfig(
-        dataset="features", data_dir=path, backbone="features",
-        head="tanh" if method == "wsdhq" else "linear_bn", bits=FLAGS.bits, method=method,
+        **data, head="tanh" if method == "wsdhq" else "linear_bn", bits=FLAGS.bits, method=method,
         method_options=options, supervision=supervision, tag_dir=tag_dir, batch_size=64,
         steps=steps, optimizer=OptimizerConfig(name="adam", learning_rate=FLAGS.learning_rate),
-        seed=seed, workdir=os.path.join(folder, f"{name}_{FLAGS.bits}_seed{seed}"),
+        seed=seed,
+        workdir=os.path.join(folder, f"{name}_{data['backbone']}_{FLAGS.bits}_seed{seed}"),
         validation_size=0, quantizer_update_every=max(steps // 3, 1), topk=topk,
         log_every=max(steps // 5, 1), checkpoint_every=steps,
     )  # fmt: skip
@@ -258,16 +277,22 @@ def run_dataset(data: str) -> tuple[str, list[Row]]:
     seeds = [int(s) for s in FLAGS.seeds]
     topk = 0  # mAP@all
     rows = []
+    learned_data = training_data(data, path)
     for name in FLAGS.rows:
         if name in LEARNED:
-            runs = [train_row(name, path, tag_dirs, folder, seed, topk) for seed in seeds]
+            runs = [train_row(name, learned_data, tag_dirs, folder, seed, topk) for seed in seeds]
         else:
             runs = [unsupervised_row(name, splits, seed, topk) for seed in seeds]
         rows.append(_mean(runs))
         print(f"  {name}: {rows[-1].map:.4f} ({rows[-1].seconds:.0f} s)")
         results.record(BENCHMARK, f"{data} {name} mAP", rows[-1].map, "mAP")
     if data == "builtin":
-        source = f"built-in dataset {','.join(FLAGS.builtin_sizes)}, its user tags"
+        source = (
+            f"built-in dataset {','.join(FLAGS.builtin_sizes)}, its user tags; learned rows on "
+            + ("the small CNN from scratch" if FLAGS.builtin_backbone == "small_cnn"
+               else "the hand-made features")
+            + ", unsupervised rows on the hand-made features"
+        )  # fmt: skip
     else:
         source = (
             f"shared CIFAR-10 MobileNet features, simulated tags (p_drop {FLAGS.p_drop}, "
@@ -301,8 +326,8 @@ def main(argv):
         raise app.UsageError(f"--rows: unknown {unknown}; choose from {LEARNED + UNSUPERVISED}.")
     tables = []
     for data in FLAGS.data:
-        if data == "cifar10" and not shared_features.available():
-            print(f"cifar10: {shared_features.NPZ} absent, skipped")
+        if data == "cifar10" and not shared_features.available(FLAGS.cifar10_npz):
+            print(f"cifar10: {FLAGS.cifar10_npz} absent, skipped (--cifar10_npz)")
             continue
         if data not in ("builtin", "cifar10"):
             raise app.UsageError(f"--data: unknown {data!r}; choose builtin, cifar10.")
