@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import statistics
 import time
 
@@ -226,6 +227,9 @@ def train_row(name: str, data: dict, tag_dirs: dict, folder: str, seed: int, top
         validation_size=0, quantizer_update_every=max(steps // 3, 1), topk=topk,
         log_every=max(steps // 5, 1), checkpoint_every=steps,
     )  # fmt: skip
+    # A bench run starts from scratch: an earlier run with other settings would refuse
+    # to resume.
+    shutil.rmtree(config.workdir, ignore_errors=True)
     started = time.perf_counter()
     metrics = trainer.train(config)
     return Row(name, metrics["map"], metrics["map_name"], time.perf_counter() - started)
