@@ -61,11 +61,15 @@ def simulated_tags(
     if len(label_names) != num_classes:
         raise ValueError(f"{len(label_names)} label names for {num_classes} label columns.")
     if min(p_drop, p_swap) < 0 or p_drop + p_swap > 1:
-        raise ValueError(f"Need p_drop, p_swap >= 0 and p_drop + p_swap <= 1, got {p_drop}, {p_swap}.")
+        raise ValueError(
+            f"Need p_drop, p_swap >= 0 and p_drop + p_swap <= 1, got {p_drop}, {p_swap}."
+        )
     if p_swap > 0 and num_classes < 2:
         raise ValueError("Swapping a tag needs at least two classes.")
     if noise_mean < 0 or noise_vocabulary < 0:
-        raise ValueError(f"Need noise_mean, noise_vocabulary >= 0, got {noise_mean}, {noise_vocabulary}.")
+        raise ValueError(
+            f"Need noise_mean, noise_vocabulary >= 0, got {noise_mean}, {noise_vocabulary}."
+        )
     rng = np.random.default_rng(seed)
     tags = np.zeros((num_items, num_classes + noise_vocabulary), dtype=np.uint8)
     weights = 1.0 / np.arange(1, noise_vocabulary + 1) ** zipf_exponent

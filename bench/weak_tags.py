@@ -213,9 +213,7 @@ def train_row(name: str, data: dict, tag_dirs: dict, folder: str, seed: int, top
 
     method, _, targets = name.partition("_")
     supervision = "labels" if targets == "labels" else "tags"
-    tag_dir = {"w2v": tag_dirs["w2v"], "ppmi": tag_dirs["ppmi"], "merged": tag_dirs["ppmi"]}.get(
-        targets, ""
-    )
+    tag_dir = tag_dirs.get("ppmi" if targets == "merged" else targets, "")
     options = {"quantization_weight": FLAGS.wsdhq_quantization_weight} if method == "wsdhq" else {}
     steps = FLAGS.steps
     config = TrainConfig(
@@ -309,8 +307,10 @@ def run_dataset(data: str) -> tuple[str, list[Row]]:
 def table(source: str, rows: list[Row]) -> str:
     name = rows[0].map_name if rows else "mAP"
     lines = [
-        f"Data: {source}; {FLAGS.bits} bits; learned rows: {FLAGS.steps} steps of 64, Adam "
-        f"{FLAGS.learning_rate}, seeds {','.join(FLAGS.seeds)}, no validation carve.",
+        (
+            f"Data: {source}; {FLAGS.bits} bits; learned rows: {FLAGS.steps} steps of 64, Adam "
+            f"{FLAGS.learning_rate}, seeds {','.join(FLAGS.seeds)}, no validation carve."
+        ),
         "",
         f"| codes | {name} on the true labels | time |",
         "|---|---|---|",

@@ -87,7 +87,7 @@ def test_embeddings_reproduce_a_psd_ppmi_and_are_deterministic():
     # W = U S^(1/2) with full rank: W W^T = U S U^T, equal to PPMI up to the sign of its
     # eigenvalues, so |W W^T| = |PPMI| entrywise only when PPMI is PSD; check the general
     # identity instead: W S^(1/2) V^T = PPMI.
-    u, s, vt = ppmi_vectors.truncated_svd(ppmi, 12)
+    _, s, vt = ppmi_vectors.truncated_svd(ppmi, 12)
     np.testing.assert_allclose(first * np.sqrt(s) @ vt, ppmi, atol=1e-9)
 
 
@@ -109,9 +109,7 @@ def test_shared_contexts_make_synonyms_close():
     # "car" and "auto" never co-occur but share their contexts ("road", "wheel"): the
     # second-order similarity that lets synonym merging work without words.
     vocabulary = ["car", "auto", "road", "wheel", "sea", "boat"]
-    rows = (
-        [[1, 0, 1, 1, 0, 0]] * 5 + [[0, 1, 1, 1, 0, 0]] * 5 + [[0, 0, 0, 0, 1, 1]] * 6
-    )
+    rows = [[1, 0, 1, 1, 0, 0]] * 5 + [[0, 1, 1, 1, 0, 0]] * 5 + [[0, 0, 0, 0, 1, 1]] * 6
     vectors = ppmi_vectors.ppmi_svd_vectors(vocabulary, np.array(rows), dim=3)
     unit = {w: vectors[w] / np.linalg.norm(vectors[w]) for w in vocabulary}
     assert unit["car"] @ unit["auto"] > 0.99

@@ -76,7 +76,8 @@ def ppmi_matrix(tag_matrix: np.ndarray, *, context_smoothing: float = 1.0) -> np
     p_context = smoothed / smoothed.sum()
     expected = p_word[:, None] * p_context[None, :]
     with np.errstate(divide="ignore", invalid="ignore"):
-        pmi = np.log(np.where(counts > 0, counts / total, 1.0) / np.where(expected > 0, expected, 1.0))
+        joint = np.where(counts > 0, counts / total, 1.0)
+        pmi = np.log(joint / np.where(expected > 0, expected, 1.0))
     return np.where(counts > 0, np.maximum(pmi, 0.0), 0.0)
 
 
