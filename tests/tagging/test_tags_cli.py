@@ -114,11 +114,7 @@ def test_cli_errors_are_one_line(tmp_path, case, expected):
     args = {
         "columns": [f"--tag_matrix={tmp_path / 'tags2.txt'}", f"--vectors={tmp_path / 'v.txt'}"],
         "missing_vectors": [f"--tag_matrix={tmp_path / 'tags3.txt'}", "--vectors=/nowhere.bin"],
-        "bad_flag": [
-            f"--tag_matrix={tmp_path / 'tags3.txt'}",
-            "--vectors=train",
-            "--merge_method=kmeans",
-        ],
+        "bad_flag": [f"--tag_matrix={tmp_path / 'tags3.txt'}", "--vectors=train", "--merge_method=kmeans"],
         "empty": [f"--tag_matrix={tmp_path / 'tags3.txt'}", f"--vectors={tmp_path / 'v.txt'}"],
     }[case]
     completed = _run(*base, *args)
