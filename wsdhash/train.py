@@ -98,7 +98,12 @@ for _name in METHODS.names():
             flags.DEFINE_enum(_option.flag, _option.default, list(_option.choices), _option.help)
         else:
             _DEFINE[_option.kind](_option.flag, _option.default, _option.help)
-flags.DEFINE_string("tag_dir", "", "WSDHQ: output folder of `python -m wsdhash.tags`.")
+flags.DEFINE_string(
+    "tag_dir",
+    "",
+    "Output folder of `python -m wsdhash.tags`: with --supervision=tags any method trains on "
+    "its merged tags (WSDHQ needs it, for its tag embeddings too).",
+)
 flags.DEFINE_enum(
     "quantizer",
     "additive",

@@ -122,3 +122,31 @@ def test_cli_errors_are_one_line(tmp_path, case, expected):
     error_lines = [l for l in completed.stderr.splitlines() if "error:" in l]
     assert len(error_lines) == 1 and expected in error_lines[0], completed.stderr
     assert not os.path.exists(tmp_path / "out" / files.REPORT_FILE)
+
+
+def test_vectors_ppmi_through_the_cli(tmp_path):
+    # car/auto share their contexts (road, wheel) without sharing an image; sea/boat
+    # co-occur. The command must write what the library computes (centred by default).
+    from wsdhash.tagging import ppmi_vectors, process_tags
+
+    vocabulary = ["car", "auto", "road", "wheel", "sea", "boat"]
+    rows = [[1, 0, 1, 1, 0, 0]] * 4 + [[0, 1, 1, 1, 0, 0]] * 4 + [[0, 0, 0, 0, 1, 1]] * 10
+    (tmp_path / "vocab.txt").write_text("\n".join(vocabulary) + "\n")
+    (tmp_path / "tags.txt").write_text("".join(" ".join(map(str, r)) + "\n" for r in rows))
+    out = tmp_path / "out"
+    completed = _run(
+        f"--vocab={tmp_path / 'vocab.txt'}", f"--tag_matrix={tmp_path / 'tags.txt'}",
+        "--vectors=ppmi", "--ppmi_dim=4", f"--output_dir={out}",
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr
+    expected = process_tags(
+        vocabulary, np.array(rows), ppmi_vectors.ppmi_svd_vectors(vocabulary, rows, dim=4),
+        center=True,
+    )  # fmt: skip
+    np.testing.assert_allclose(
+        files.read_final_embeddings(out / files.FINAL_EMBEDDINGS_FILE),
+        expected.final_embeddings, atol=1e-6,
+    )  # fmt: skip
+    assert files.load_merge_map(out / files.MERGE_MAP_FILE) == expected.merge_map
+    assert [0, 1] in expected.merge_map.values()  # the synonyms merged
+    assert "PPMI-SVD" in (out / files.REPORT_FILE).read_text()

@@ -80,8 +80,14 @@ class WSDHQ(Method):
         return self.config.method_options.get("quantization_form", "faithful")
 
     def prepare_splits(self, train, validation):
-        train = wsdhq_quantizer.with_merged_tags(train, self.merge_map)
-        validation = wsdhq_quantizer.with_merged_tags(validation, self.merge_map)
+        # The trainer has already replaced the raw tags by the merged tags of
+        # --tag_dir (as for any method trained with --supervision=tags --tag_dir), so
+        # column g of the targets is row g of the tag embeddings.
+        if train.tags.shape[1] != len(self.tag_embeddings):
+            raise ValueError(
+                f"--tag_dir={self.config.tag_dir}: {len(self.tag_embeddings)} tag embeddings "
+                f"but {train.tags.shape[1]} training tag columns."
+            )
         config = self.config
         self.num_train = len(train)
         self.quantizer = wsdhq_quantizer.TrainingQuantizer(

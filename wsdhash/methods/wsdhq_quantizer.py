@@ -15,19 +15,17 @@ one encoding pass over the training set.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 
 import numpy as np
 from absl import logging
 
-from wsdhash.data.types import SplitData
 from wsdhash.eval import metrics as metrics_lib
 from wsdhash.eval.aqd_metrics import aqd_evaluate
 from wsdhash.quantization.additive import AdditiveQuantizer
 from wsdhash.quantization.product import ProductQuantizer
-from wsdhash.tagging.files import load_merge_map, merged_labels, read_final_embeddings
+from wsdhash.tagging.files import load_merge_map, read_final_embeddings
 
 EMBEDDINGS_FILE = "FinalTagEmbs.txt"
 NUM_CODEWORDS = 256  # Per codebook: one uint8 code byte, 8 bits.
@@ -56,13 +54,6 @@ def load_tag_model(tag_dir: str) -> tuple[np.ndarray, dict[int, list[int]]]:
             f"{len(embeddings)} rows in {EMBEDDINGS_FILE}."
         )
     return embeddings, merge_map
-
-
-def with_merged_tags(split: SplitData | None, merge_map) -> SplitData | None:
-    """The split with its raw tag columns replaced by the merged tags (OR of members)."""
-    if split is None:
-        return None
-    return dataclasses.replace(split, tags=merged_labels(split.tags, merge_map), tag_names=())
 
 
 QUANTIZER_KINDS = ("additive", "product")

@@ -16,6 +16,7 @@ The original `TagIdMergeMap.pkl` is read only with `allow_pickle=True`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
@@ -25,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from wsdhash import atomic_files
-from wsdhash.data.types import DataFormatError
+from wsdhash.data.types import DataFormatError, SplitData
 from wsdhash.tagging.processing import TagProcessingResult
 
 FINAL_EMBEDDINGS_FILE = "FinalTagEmbs.txt"
@@ -170,6 +171,62 @@ def merged_labels(tag_matrix: np.ndarray, merge_map: Mapping[int, Sequence[int]]
             )
         out[:, g] = tag_matrix[:, members].any(axis=1)
     return out
+
+
+def merged_split(split: SplitData | None, merge_map: Mapping[int, Sequence[int]]):
+    """The split with its raw tag columns replaced by the merged tags (`merged_labels`).
+
+    Merged tags are named by their members joined with "|" when the split names its
+    raw tags. A None split (no validation queries) stays None.
+    """
+    if split is None:
+        return None
+    names = split.tag_names
+    merged_names = (
+        tuple("|".join(names[i] for i in members) for members in merge_map.values())
+        if len(names) == split.tags.shape[1]
+        else ()
+    )
+    return dataclasses.replace(
+        split, tags=merged_labels(split.tags, merge_map), tag_names=merged_names
+    )
+
+
+def load_tag_targets(tag_dir: str | os.PathLike, num_raw_tags: int) -> dict[int, list[int]]:
+    """The merge map of a `python -m wsdhash.tags` folder, checked against the raw tags.
+
+    The merge map is what turns raw tag columns into training targets: merged synonyms
+    become one column, dropped tags (rare, absent, without a vector) none. Any method
+    trained with `--supervision=tags --tag_dir=D` trains on these columns.
+
+    Args:
+        tag_dir: the folder (`TagIdMergeMap.json`; `tag_processing.json` when present
+            records the raw tag count it was made for).
+        num_raw_tags: T, the columns of the dataset's raw tag matrix.
+
+    Returns:
+        Ordered merged id -> raw column indices.
+
+    Raises:
+        FileNotFoundError, DataFormatError; ValueError when the folder was made for
+        another tag vocabulary.
+    """
+    tag_dir = os.fspath(tag_dir)
+    merge_map = load_merge_map(os.path.join(tag_dir, MERGE_MAP_FILE))
+    settings_path = os.path.join(tag_dir, SETTINGS_FILE)
+    made_for = None
+    if os.path.isfile(settings_path):
+        with open(settings_path, encoding="utf-8") as f:
+            made_for = json.load(f).get("num_raw_tags")
+    largest = max((max(members) for members in merge_map.values()), default=-1)
+    if (made_for is not None and int(made_for) != num_raw_tags) or largest >= num_raw_tags:
+        raise ValueError(
+            f"--tag_dir={tag_dir} was made for "
+            f"{made_for if made_for is not None else f'at least {largest + 1}'} raw tags but "
+            f"the dataset has {num_raw_tags}; run `python -m wsdhash.tags` on this dataset's "
+            "training tags."
+        )
+    return merge_map
 
 
 def write_label_matrix(path: str | os.PathLike, matrix: np.ndarray) -> None:

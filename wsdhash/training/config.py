@@ -88,7 +88,9 @@ class TrainConfig:
             per batch, single-label data; DNNH re-implementation).
         classes_per_batch, images_per_class: P and Q of the class-balanced sampler; the
             batch size must be P * Q.
-        tag_dir: WSDHQ: the output folder of `python -m wsdhash.tags`.
+        tag_dir: the output folder of `python -m wsdhash.tags`. With supervision "tags"
+            every method trains on its merged tags (TagIdMergeMap.json) instead of the
+            raw tag columns; WSDHQ, which needs it, also reads its tag embeddings.
         quantizer_update_every: WSDHQ: steps between quantizer updates (0 = 2 epochs, at
             least `wsdhq_quantizer.MIN_DEFAULT_PERIOD` = 100 steps).
         quantizer: WSDHQ: "additive" (the original's) or "product" (PQ on the
@@ -144,6 +146,11 @@ class TrainConfig:
             raise ValueError(f"--select_on must be one of {SELECT_ON}, got {self.select_on!r}.")
         if self.supervision not in ("labels", "tags"):
             raise ValueError(f"--supervision must be 'labels' or 'tags', got {self.supervision!r}.")
+        if self.tag_dir and self.supervision != "tags":
+            raise ValueError(
+                f"--tag_dir={self.tag_dir}: processed tags are training targets only with "
+                "--supervision=tags."
+            )
         if self.mixed_precision not in ("none", "bfloat16"):
             raise ValueError(
                 f"--mixed_precision must be 'none' or 'bfloat16', got {self.mixed_precision!r}."

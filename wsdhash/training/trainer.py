@@ -60,6 +60,7 @@ from wsdhash.model_fingerprint import weights_fingerprint
 from wsdhash.models.assembly import backbone_features_model, build_model, with_backbone_features
 from wsdhash.models.heads import split_hashing_model
 from wsdhash.models.encoder import Encoder
+from wsdhash.tagging import files as tag_files
 from wsdhash.training import head_init, run_info
 from wsdhash.training.checkpoints import CheckpointKeeper
 from wsdhash.training.config import VALIDATION_CAP, TrainConfig, validation_count
@@ -405,12 +406,23 @@ class _RunData:
         train_split, validation = carve_validation(
             dataset.split(method.training_split), config.validation_size, config.seed
         )
+        train_split, validation = _processed_tags(config, train_split, validation)
         train_split, validation = method.prepare_splits(train_split, validation)
         _check_targets(config, getattr(train_split, config.supervision))
         if dataset.image_files:
             check_image_files([dataset.split(name) for name in ("train", "query", "database")])
         topk = dataset.topk if config.topk is None else (config.topk or None)
         return cls(dataset, method, train_split, validation, topk)
+
+
+def _processed_tags(config: TrainConfig, train: SplitData, validation: SplitData | None):
+    """With --supervision=tags and a --tag_dir, every method trains on the tags as tag
+    processing left them (synonyms merged, rare and dropped tags gone), not on the raw
+    columns: the merge map is applied here, once, whatever the method."""
+    if config.supervision != "tags" or not config.tag_dir:
+        return train, validation
+    merge_map = tag_files.load_tag_targets(config.tag_dir, train.tags.shape[1])
+    return tag_files.merged_split(train, merge_map), tag_files.merged_split(validation, merge_map)
 
 
 def _check_targets(config: TrainConfig, targets: np.ndarray) -> None:
