@@ -35,8 +35,8 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import results  # noqa: E402  (bench/ is on the path)
-import shared_features  # noqa: E402
+import results
+import shared_features
 
 BENCHMARK = "realdata"
 
@@ -93,7 +93,7 @@ def train_method(path: str, method: str, bits: int, seed: int, workdir: str, ext
     argv = [
         "train", f"--method={method}", "--backbone=features", f"--features={path}",
         f"--hash_bit={bits}", f"--seed={seed}", f"--workdir={workdir}", "--topk=all",
-        *([f"--supervision=tags", f"--tag_dir={tag_dir}"] if tag_dir else []), *extra,
+        *(["--supervision=tags", f"--tag_dir={tag_dir}"] if tag_dir else []), *extra,
     ]  # fmt: skip
     flag_values = flags.FLAGS
     flag_values.unparse_flags()
@@ -116,7 +116,8 @@ def train_method(path: str, method: str, bits: int, seed: int, workdir: str, ext
 def process_tags(path: str, folder: str) -> str:
     """The training split's tags processed for WSDHQ into `folder` ("" without tags)."""
     from wsdhash.data import features_file
-    from wsdhash.tagging import process_tags as process, word_vectors
+    from wsdhash.tagging import process_tags as process
+    from wsdhash.tagging import word_vectors
     from wsdhash.tagging.files import write_outputs
 
     train = features_file.read_split(path, "train")
@@ -148,7 +149,9 @@ def baseline_rows(path: str, bits_list, seeds, names) -> list[Row]:
                 started = time.perf_counter()
                 model = BASELINES.get(name)(bits, seed=seed).fit(splits["train"].features)
                 row.seconds.append(time.perf_counter() - started)
-                codes = {s: pack_codes(model.encode(splits[s].features)) for s in ("query", "database")}
+                codes = {
+                    s: pack_codes(model.encode(splits[s].features)) for s in ("query", "database")
+                }
                 for topk, into in ((None, row.map_all), (1000, row.map_1000)):
                     result = evaluate_retrieval(
                         query.labels, database.labels, query_codes=codes["query"],

@@ -43,7 +43,10 @@ def test_table_rows_are_the_runs_own_metrics(tmp_path):
         assert row.split("|")[5].strip() == f"{at_1000:.4f}"
         flags_text = (run / "flags.txt").read_text()
         assert "--epochs=2" in flags_text and "--recipe=auto" in flags_text
-    assert "--bihalf_center_features" in (workdir / "runs" / "bihalf_8_seed0" / "flags.txt").read_text()
+    assert (
+        "--bihalf_center_features"
+        in (workdir / "runs" / "bihalf_8_seed0" / "flags.txt").read_text()
+    )
 
 
 def test_shared_features_convert_with_their_protocol(tmp_path):

@@ -288,7 +288,7 @@ def main(argv):
         )  # fmt: skip
         for values in stale_trials_to_retry(study):
             study.enqueue_trial(values)
-        finished = sum(t.state.is_finished() and t.state.name == "COMPLETE" for t in study.trials)
+        finished = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
         remaining = FLAGS.trials - finished
         print(
             f"study {study_dir}: {finished} trials done, {max(remaining, 0)} to run "
