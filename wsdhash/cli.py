@@ -5,7 +5,8 @@ naming the flag, file or value at fault, and exits non-zero: 2 for bad usage (a 
 an argument, an input file the user named: `UsageError`), 1 for anything else. The
 traceback goes to the command's log file (`--log_file`, else the run folder the command
 set with `set_log_file`, else `<tmp>/wsdhash-logs/<command>.log`) and, with
-`--verbose`, to stderr as well.
+`--verbose`, to stderr as well. Every numeric flag is checked against its range
+(wsdhash/flag_bounds.py) right after parsing, before the command starts.
 
 Entry points call `run(main, name)` instead of `absl.app.run(main)`. It expands
 `--flagfile=` itself (wsdhash/flagfiles.py), so that a flagfile named inside another
@@ -32,7 +33,7 @@ from collections.abc import Callable
 
 from absl import app, flags
 
-from wsdhash import flagfiles
+from wsdhash import flag_bounds, flagfiles
 
 FLAGS = flags.FLAGS
 flags.DEFINE_bool("verbose", False, "On an error, also print its traceback on stderr.")
@@ -129,9 +130,13 @@ def run(main: Callable[[list[str]], int | None], name: str) -> None:
 
     def parse(argv: list[str]) -> list[str]:
         try:
-            return FLAGS(flagfiles.expand(argv))
+            rest = FLAGS(flagfiles.expand(argv))
+            flag_bounds.check(FLAGS)
         except flags.Error as error:
             sys.exit(report_error(name, error))
+        except ValueError as error:  # a number out of its range
+            sys.exit(report_error(name, UsageError(str(error))))
+        return rest
 
     def guarded(argv: list[str]) -> int | None:
         try:

@@ -27,7 +27,7 @@ import sys
 
 from absl import app, flags
 
-from wsdhash import flagfiles
+from wsdhash import flag_bounds, flagfiles
 from wsdhash.data import list_files
 from wsdhash.tagging import files, ppmi_vectors, processing, word_vectors
 
@@ -215,10 +215,12 @@ def main(argv: list[str]) -> int:
 def _parse_flags(argv: list[str]) -> list[str]:
     """Parses flags; a bad flag gives one line on stderr and exit status 2."""
     try:
-        return FLAGS(flagfiles.expand(argv))
-    except flags.Error as error:
+        rest = FLAGS(flagfiles.expand(argv))
+        flag_bounds.check(FLAGS)
+    except (flags.Error, ValueError) as error:
         print(f"tags: error: {_one_line(error)}", file=sys.stderr)
         sys.exit(_EXIT_USAGE)
+    return rest
 
 
 def run() -> None:

@@ -34,7 +34,7 @@ import sys
 
 from absl import flags, logging
 
-from wsdhash import cli
+from wsdhash import cli, flag_bounds
 from wsdhash.methods import METHODS
 
 FLAGS = flags.FLAGS
@@ -98,6 +98,8 @@ for _name in METHODS.names():
             flags.DEFINE_enum(_option.flag, _option.default, list(_option.choices), _option.help)
         else:
             _DEFINE[_option.kind](_option.flag, _option.default, _option.help)
+        if _option.bound is not None:
+            flag_bounds.declare(_option.flag, _option.bound)
 flags.DEFINE_string(
     "tag_dir",
     "",
@@ -238,26 +240,16 @@ def fields_for_flags(names: list[str]) -> list[str]:
     return fields
 
 
-def _positive(name: str, minimum: int = 1) -> None:
-    value = FLAGS[name].value
-    if value < minimum:
-        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise cli.UsageError(f"--{name} must be {what}, got {value}.")
-
-
 def validate_flags() -> None:
     """Checks the flags that can be checked alone, before any TensorFlow work.
 
     Raises:
         cli.UsageError: naming the flag.
     """
-    for name in ("hash_bit", "batch_size", "checkpoint_every", "log_every", "keep_checkpoints",
-                 "builtin_image_size", "classes_per_batch", "images_per_class"):  # fmt: skip
-        _positive(name)
-    for name in ("steps", "eval_every", "quantizer_update_every",
-                 "cpu_replicas", "lr_decay_every", "image_size", "crop_size"):  # fmt: skip
-        _positive(name, 0)
-    _positive("validation_size", -1)
+    try:  # each number within its range (cli.run checks this too, at parse time)
+        flag_bounds.check(FLAGS)
+    except ValueError as error:
+        raise cli.UsageError(str(error)) from None
     if not FLAGS.steps and not FLAGS.epochs > 0:
         raise cli.UsageError(
             f"--epochs must be > 0 when --steps=0 (the default), got {FLAGS.epochs}."

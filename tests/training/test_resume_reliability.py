@@ -233,15 +233,16 @@ def parse(monkeypatch):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--checkpoint_every=0"], "--checkpoint_every must be a positive integer, got 0"),
-        (["--log_every=0"], "--log_every must be a positive integer, got 0"),
-        (["--hash_bit=0"], "--hash_bit must be a positive integer, got 0"),
-        (["--keep_checkpoints=0"], "--keep_checkpoints must be a positive integer, got 0"),
+        (["--checkpoint_every=0"], "--checkpoint_every must be >= 1 and <= "),
+        (["--log_every=0"], "--log_every must be >= 1 and <= "),
+        (["--hash_bit=0"], "--hash_bit must be >= 1 and <= "),
+        (["--keep_checkpoints=0"], "--keep_checkpoints must be >= 1 and <= "),
         (["--builtin_sizes=10,5"], ("--builtin_sizes must be three positive integers "
          "train,query,database, got '10,5'")),
         (["--builtin_sizes=10,0,5"], "--builtin_sizes must be three positive integers"),
-        (["--steps=0", "--epochs=-1"], "--epochs must be > 0 when --steps=0"),
-        (["--steps=-2"], "--steps must be an integer >= 0, got -2"),
+        (["--steps=0", "--epochs=0"], "--epochs must be > 0 when --steps=0"),
+        (["--epochs=-1"], "--epochs must be >= 0 and <= 1000000, got -1.0"),
+        (["--steps=-2"], "--steps must be >= 0 and <= 1000000000, got -2"),
         (["--topk=-3"], "--topk must be a positive integer or 'all'"),
         (["--resume_with_changes=hash_bit"], "--resume_with_changes: 'hash_bit' cannot"),
     ],
@@ -304,7 +305,7 @@ def test_a_bad_flag_is_one_line_on_stderr_with_exit_status_2(tmp_path):
     )  # fmt: skip
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
-        "wsdhash.train: error: --checkpoint_every must be a positive integer, got 0."
+        "wsdhash.train: error: --checkpoint_every must be >= 1 and <= 1000000000, got 0."
     )
     assert "Traceback" not in result.stderr
     assert not os.path.exists(tmp_path / "run")  # refused before anything is written

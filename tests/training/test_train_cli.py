@@ -5,6 +5,7 @@ tests/methods/test_method_contracts.py.)"""
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import numpy as np
@@ -72,9 +73,20 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data_dir, tmp_path):
     workdir = tmp_path / "run"
     run_train(data_dir, workdir, "--steps=5", "--method=hyp2")
     # Resume the run for 5 more steps with a NaN threshold: the first new step is NaN.
-    result = run_train(
+    # The command refuses --hyp2_zeta=nan up front (wsdhash/flag_bounds.py), so the
+    # range check is switched off in this process to reach the training loop's guard.
+    command = train_command(
         data_dir, workdir, "--steps=10", "--method=hyp2", "--hyp2_zeta=nan",
-        "--resume_with_changes=steps,hyp2_zeta", check=False,
+        "--resume_with_changes=steps,hyp2_zeta",
+    )  # fmt: skip
+    unchecked = (
+        "import runpy, sys; from wsdhash import flag_bounds; "
+        "flag_bounds.check = lambda flag_values: None; sys.argv[0] = 'wsdhash.train'; "
+        "runpy.run_module('wsdhash.train', run_name='__main__', alter_sys=True)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", unchecked, *command[3:]],
+        capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
     )  # fmt: skip
     assert result.returncode != 0
     assert (

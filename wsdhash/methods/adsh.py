@@ -48,9 +48,11 @@ class ADSH(BinaryHashMethod):
                "per batch (DeepHash-pytorch), or -1 (the paper).",
                choices=("sample", "batch", "none")),
         Option("adsh_num_samples", "num_samples", "integer", 2000,
-               "ADSH m: database items sampled per outer iteration (the authors': 2000)."),
+               "ADSH m: database items sampled per outer iteration (the authors': 2000).",
+               minimum=1),
         Option("adsh_epochs_per_iteration", "epochs_per_iteration", "integer", 3,
-               "ADSH passes over each sample before V is updated (the authors': 3)."),
+               "ADSH passes over each sample before V is updated (the authors': 3).",
+               minimum=1, maximum=1000),
     )  # fmt: skip
 
     def prepare_splits(self, train, validation):

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from wsdhash import flag_bounds
 from wsdhash.eval import CodesFile, CodesSplit, binarize, evaluate_retrieval, pack_codes
 from wsdhash.eval.metrics import RetrievalMetrics
 
@@ -54,6 +55,9 @@ class Option:
         help: the flag's help text.
         choices: the values of an "enum" flag.
         convert: (flag value, all flag values) -> argument value; default: as is.
+        minimum, maximum, above: the range of a "float" or "integer" flag, checked
+            before the command does any work (wsdhash/flag_bounds.py); `above`: the
+            minimum itself excluded. Default: any finite value in [0, 1e6].
     """
 
     flag: str
@@ -63,6 +67,16 @@ class Option:
     help: str
     choices: tuple[str, ...] = ()
     convert: Callable[[Any, Any], Any] | None = None
+    minimum: float = 0.0
+    maximum: float = 1e6
+    above: bool = False
+
+    @property
+    def bound(self) -> flag_bounds.Bound | None:
+        """The flag's range (None for a flag that is not a number)."""
+        if self.kind not in ("float", "integer"):
+            return None
+        return flag_bounds.Bound(self.minimum, self.maximum, self.above)
 
     def value(self, flag_values) -> Any:
         raw = getattr(flag_values, self.flag)

@@ -32,7 +32,8 @@ class HyP2(BinaryHashMethod):
     loss = "wsdhash.losses.hyp2:HyP2Loss"
     options = (
         Option("hyp2_beta", "beta", "float", 0.5, "HyP2 pair-term weight."),
-        Option("hyp2_zeta", "zeta", "float", None, "HyP2 threshold (default: from the code table)."),
+        Option("hyp2_zeta", "zeta", "float", None,
+               "HyP2 cosine threshold (default: from the code table).", minimum=-1, maximum=1),
     )  # fmt: skip
 
 

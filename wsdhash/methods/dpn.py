@@ -22,7 +22,8 @@ class DPN(BinaryHashMethod):
                "DPN class targets: bernoulli (authors) or balanced (DeepHash-pytorch).",
                choices=("bernoulli", "balanced")),
         Option("dpn_target_probability", "target_probability", "float", 0.5,
-               "DPN probability (bernoulli) or fraction (balanced) of -1 target bits."),
+               "DPN probability (bernoulli) or fraction (balanced) of -1 target bits.",
+               maximum=1),
         Option("dpn_multi_label", "multi_label", "enum", "per_class",
                "DPN multi-label rows: per_class hinge sum (authors) or combined target "
                "(DeepHash-pytorch, CSQ's rule).", choices=("per_class", "combined")),

@@ -26,7 +26,8 @@ class HashNet(BinaryHashMethod):
         Option("hashnet_include_self", "include_self", "bool", False,
                "HashNet: count each example's pair with itself (DeepHash-pytorch)."),
         Option("hashnet_step_size", "step_size", "integer", 200,
-               "HashNet: refresh beta = (1 + gamma t)^power every this many steps."),
+               "HashNet: refresh beta = (1 + gamma t)^power every this many steps.",
+               minimum=1, maximum=1e9),
         Option("hashnet_gamma", "gamma", "float", 0.005, "HashNet beta schedule gamma."),
         Option("hashnet_power", "power", "float", 0.5, "HashNet beta schedule power."),
     )  # fmt: skip

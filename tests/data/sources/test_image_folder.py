@@ -169,7 +169,7 @@ def test_prepare_cli(tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "wsdhash.data.prepare: error: image_folder: query_size must be >= 0, got -1.0."
+        "wsdhash.data.prepare: error: --query_size must be >= 0 and <= 1000000000, got -1.0."
     ]
 
 
