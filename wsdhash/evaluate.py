@@ -22,6 +22,9 @@ What is computed (the JSON keys stay the same; a figure not computed is null or 
   and costs about as much again as everything else; the others cost little on top of
   mAP (a few per cent each for Hamming codes).
 
+`--upgrade_codes` rewrites a codes file of an older wsdhash (one without the checksum
+over its contents, which this version refuses to read) in the current format.
+
 Errors in the input (missing, corrupted or empty file, bad layout, bad flag) print one
 line on stderr, `wsdhash.evaluate: error: ...`, and exit with status 2 (wsdhash/cli.py).
 """
@@ -75,6 +78,13 @@ flags.DEFINE_boolean(
 )
 flags.DEFINE_alias("radius_curve", "pr_curve")
 flags.DEFINE_boolean("json", False, "Print one JSON object instead of a table.")
+flags.DEFINE_boolean(
+    "upgrade_codes",
+    False,
+    "Rewrite --codes, a codes file of an older wsdhash (without the checksum over its "
+    "contents), in this version's format, then exit. Only for files you trust: their "
+    "metadata cannot be checked.",
+)
 flags.DEFINE_integer("num_threads", 0, "Worker threads; 0 picks min(4, available cores).")
 flags.mark_flag_as_required("codes")
 
@@ -145,6 +155,13 @@ def format_table(
 def main(argv: list[str]) -> int:
     if len(argv) > 1:
         raise cli.UsageError(f"unexpected arguments {argv[1:]}")
+    if FLAGS.upgrade_codes:
+        try:
+            codes_file.upgrade_codes_file(FLAGS.codes)
+        except (OSError, ValueError) as error:
+            raise cli.UsageError(str(error)) from None
+        print(f"{FLAGS.codes} rewritten in codes file format {codes_file.FORMAT_VERSION}")
+        return 0
     try:
         topk = parse_topk(FLAGS.topk)
         precision_at = _parse_precision_at(FLAGS.precision_at)

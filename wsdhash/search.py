@@ -21,6 +21,12 @@ Images the SavedModel marks `valid = False` (not a JPEG or PNG, truncated, too l
 are never indexed: `build` skips them with one warning line naming them; a query
 image that is invalid is a one-line error naming it. Errors are one line
 (wsdhash/cli.py): bad flags and files exit 2, a missing or damaged index 1.
+
+Index parameters are checked against their bounds (wsdhash/index/binary.py,
+PARAM_BOUNDS) before anything is read or built; an error names the flag. A query
+checks first that the codes file (or the model) fits the index, as the service does
+(wsdhash/index/fit.py): the same network (weights fingerprints, where both recorded
+one), the same code width, the same codebooks for an AQD index; else exit 2.
 """
 
 from __future__ import annotations
@@ -94,6 +100,12 @@ def _codes_split(contents, name: str):
     return getattr(contents, name)
 
 
+def _smallest_block_size(num_items: int) -> int:
+    """Items in the smallest shard (the last): ivf's cells must not outnumber them."""
+    size = FLAGS.shard_size or num_items
+    return num_items % size or size
+
+
 def _blocks(codes, ids):
     size = FLAGS.shard_size or len(codes)
     for start in range(0, len(codes), size):
@@ -111,10 +123,14 @@ def build():
 
     if not FLAGS.output:
         raise cli.UsageError("build needs --output (the index directory).")
+    if FLAGS.shard_size < 0:
+        raise cli.UsageError(f"--shard_size={FLAGS.shard_size}: must be >= 0 (0: one shard).")
     params = BinaryIndexParams(
         nlist=FLAGS.nlist, nprobe=FLAGS.nprobe, hnsw_m=FLAGS.hnsw_m, ef_search=FLAGS.ef_search,
         nhash=FLAGS.nhash, hash_bits=FLAGS.hash_bits, nflip=FLAGS.nflip,
     )  # fmt: skip
+    if FLAGS.kind not in ("auto", "aqd"):
+        params.check(FLAGS.kind)  # before reading or encoding anything
     codebooks = None
     if FLAGS.images:
         files = _image_files(FLAGS.images)
@@ -152,6 +168,9 @@ def build():
             source["database_codes"] = "learned"
     else:
         raise cli.UsageError("build needs --codes=FILE or --images=FOLDER --model=DIR.")
+    if kind not in ("auto", "aqd"):
+        smallest = _smallest_block_size(len(codes)) if len(codes) else None
+        params.check(kind, np.asarray(codes).shape[1], smallest)
     manifest = build_index(
         FLAGS.output, _blocks(codes, np.asarray(ids).astype(str)), kind=kind, params=params,
         codebooks=codebooks, metadata=source,
@@ -164,20 +183,27 @@ def build():
 
 def query():
     from wsdhash.eval import read_codes_file
+    from wsdhash.index.fit import check_codes_fit_index, check_model_fits_index
     from wsdhash.index.sharded import ShardedIndex
+    from wsdhash.model_fingerprint import export_fingerprint
 
     if not FLAGS.index:
         raise cli.UsageError("query needs --index (an index directory).")
     index = ShardedIndex(FLAGS.index)
+    index_name = f"--index={FLAGS.index}"
     if FLAGS.images:
         names = [p for p in FLAGS.images.split(",") if p]
         for name in names:
             if not os.path.isfile(name):
                 raise cli.UsageError(f"--images: {name} does not exist.")
+        model = _load_model()
+        check_model_fits_index(model, export_fingerprint(FLAGS.model), index, index_name,
+                               f"--model={FLAGS.model}")  # fmt: skip
         key = "embedding" if index.kind == "aqd" else "packed_codes"
-        queries = images_for_query(names, key, _load_model(), FLAGS.batch_size)
+        queries = images_for_query(names, key, model, FLAGS.batch_size)
     elif FLAGS.codes:
         contents = read_codes_file(FLAGS.codes)
+        check_codes_fit_index(contents, index, index_name, f"--codes={FLAGS.codes}")
         split = _codes_split(contents, FLAGS.split or "query")
         if index.kind == "aqd":
             if split.features is None:
@@ -224,6 +250,8 @@ def main(argv):
     if len(argv) != 2 or argv[1] not in ("build", "query"):
         raise cli.UsageError("Usage: python -m wsdhash.search build|query --flags (see --help).")
     from wsdhash.file_lock import LockedError
+    from wsdhash.index.binary import IndexParamError
+    from wsdhash.index.fit import MismatchError
     from wsdhash.index.index_file import IndexFileError
 
     try:
@@ -233,6 +261,10 @@ def main(argv):
             query()
     except cli.UsageError:
         raise
+    except IndexParamError as error:  # its name is the flag's
+        raise cli.UsageError(f"--{error.name}={error.value}: {error.problem}") from None
+    except MismatchError as error:  # codes or a model of another network than the index's
+        raise cli.UsageError(str(error)) from None
     except (IndexFileError, FileNotFoundError, ValueError, LockedError) as error:
         # A missing, damaged or busy index or codes file: one line, exit status 1.
         raise cli.UsageError(str(error), exitcode=cli.EXIT_ERROR) from None

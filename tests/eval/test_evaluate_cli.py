@@ -98,6 +98,7 @@ def test_missing_group_gives_one_line_error(tmp_path, codes_path):
     broken.write_bytes(codes_path.read_bytes())
     with h5py.File(broken, "a") as h5:
         del h5["query"]
+    codes_file.seal(broken)  # a matching checksum, to reach the layout check
     completed = run_cli(f"--codes={broken}", "--json")
     assert completed.returncode == 2
     assert "Traceback" not in completed.stderr
@@ -119,3 +120,22 @@ def test_an_empty_database_is_an_error_naming_the_file(tmp_path, codes_path):
         f"wsdhash.evaluate: error: Codes file '{empty}': the database split is empty "
         "(0 items); nothing to evaluate."
     )
+
+
+def test_a_file_of_the_previous_version_is_refused_until_upgraded(tmp_path, codes_path):
+    """Issue 22 (8): files without the content checksum are refused, with the command
+    that rewrites them; after `--upgrade_codes` they evaluate as before."""
+    old = tmp_path / "old.h5"
+    with h5py.File(old, "w") as h5:  # the previous version's layout: no user block
+        codes_file._write_contents(h5, codes_file.read_codes_file(codes_path))
+    refused = run_cli(f"--codes={old}", "--json")
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.stderr.strip() == (
+        f"wsdhash.evaluate: error: Codes file '{old}': written by an older wsdhash, without "
+        "the checksum over its contents that this version needs; rewrite it with `python -m "
+        f"wsdhash.evaluate --codes={old} --upgrade_codes` (or write it again)."
+    )
+    upgraded = run_cli(f"--codes={old}", "--upgrade_codes")
+    assert upgraded.returncode == 0, upgraded.stderr[-2000:]
+    after = json.loads(run_cli(f"--codes={old}", "--json").stdout)
+    assert after["map"] == json.loads(run_cli(f"--codes={codes_path}", "--json").stdout)["map"]

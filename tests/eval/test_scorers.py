@@ -15,6 +15,7 @@ from wsdhash.eval import (
     scorers,
     write_codes_file,
 )
+from wsdhash.eval.codes_file import seal
 from wsdhash.eval.file_evaluation import evaluate_codes_file
 from wsdhash.quantization import aqd
 
@@ -105,11 +106,15 @@ def test_codes_files_name_their_scorer(tmp_path, quantized):
     result = evaluate_codes_file(contents, topk=20)
     assert (result.precision_within_radius is None) == quantized  # radius: Hamming only
     assert result.map_optimistic is not None  # tie bounds for both kinds
-    # A file written before the attribute existed is read by what it holds.
+    # The attribute is required (files of this format always have it); an unknown one
+    # is refused. (Resealed: the edits get a matching checksum.)
     with h5py.File(path, "a") as f:
         del f.attrs["scorer"]
-    assert read_codes_file(path).scorer == name
+    seal(path)
+    with pytest.raises(ValueError, match="missing root attribute 'scorer'"):
+        read_codes_file(path)
     with h5py.File(path, "a") as f:
         f.attrs["scorer"] = "cosine"
+    seal(path)
     with pytest.raises(ValueError, match="unknown scorer 'cosine'"):
         read_codes_file(path)

@@ -7,12 +7,12 @@ import os
 import numpy as np
 import pytest
 
+from wsdhash import file_lock
 from wsdhash.eval.binary import hamming_distances, pack_codes
-from wsdhash.index.binary import BinaryIndex, BinaryIndexParams
+from wsdhash.index.binary import BinaryIndex, BinaryIndexParams, IndexParamError
 from wsdhash.index.index_file import IndexFileError, read_index_file, write_index_file
 from wsdhash.index.quantized import QuantizedIndex
-from wsdhash import file_lock
-from wsdhash.index.sharded import ShardedIndex, build_index
+from wsdhash.index.sharded import ShardedIndex, build_index, sign_manifest
 from wsdhash.quantization.aqd import aqd_scores
 
 pytest.importorskip("faiss")
@@ -165,21 +165,23 @@ def test_bad_kinds_give_an_index_file_error_naming_the_file(tmp_path):
     # A shard written (with valid checksums) under another kind than its FAISS index.
     digest = write_index_file(str(shard), {**header, "kind": "flat"}, arrays)
     manifest["shards"][0]["sha256"] = digest
-    manifest_path.write_text(json.dumps(manifest))
+    # The manifests below are re-signed (their digest recomputed) to reach the checks
+    # behind the digest's.
+    manifest_path.write_text(json.dumps(sign_manifest(manifest)))
     wrong = r"shard-00000.idx: a 'flat' index shard, but the manifest says 'hnsw'"
     with pytest.raises(IndexFileError, match=wrong):
         ShardedIndex(str(directory))
-    manifest_path.write_text(json.dumps({**manifest, "kind": "flat"}))
+    manifest_path.write_text(json.dumps(sign_manifest({**manifest, "kind": "flat"})))
     wrong = r"shard-00000.idx: the header says kind 'flat' but the FAISS index is a IndexBinaryHNSW"
     with pytest.raises(IndexFileError, match=wrong):
         ShardedIndex(str(directory))
-    manifest_path.write_text(json.dumps({**manifest, "kind": "lsh"}))
+    manifest_path.write_text(json.dumps(sign_manifest({**manifest, "kind": "lsh"})))
     with pytest.raises(IndexFileError, match=r"index.json: unknown index kind 'lsh'"):
         ShardedIndex(str(directory))
     manifest["shards"][0]["sha256"] = write_index_file(
         str(shard), {**header, "kind": "lsh"}, arrays
     )
-    manifest_path.write_text(json.dumps({**manifest, "kind": "lsh"}))
+    manifest_path.write_text(json.dumps(sign_manifest({**manifest, "kind": "lsh"})))
     with pytest.raises(IndexFileError, match=r"index.json: unknown index kind 'lsh'"):
         ShardedIndex(str(directory))
 
@@ -237,3 +239,123 @@ def test_build_refuses_a_folder_that_is_not_an_index_and_a_concurrent_build(tmp_
         with pytest.raises(file_lock.LockedError, match="index .*index is in use"):
             build_index(str(tmp_path / "index"), [(codes, ids)], kind="flat")
     assert not (tmp_path / "index").exists()
+
+
+def _signed_index(tmp_path):
+    """A two-shard index with the metadata a build from a codes file records."""
+    codes, ids = _codes(60, 16, 0), np.array([f"{i}.jpg" for i in range(60)])
+    directory = tmp_path / "index"
+    metadata = {"images": "photos", "model_fingerprint": "ab" * 32, "labels": {"0.jpg": ["a"]}}
+    build_index(str(directory), _blocks(codes, ids, 30), kind="flat", metadata=metadata)
+    return directory, json.loads((directory / "index.json").read_text())
+
+
+def _tampered(manifest, change):
+    manifest = json.loads(json.dumps(manifest))
+    change(manifest)
+    return manifest
+
+
+_TAMPERING = {
+    "shard listed twice": lambda m: (m["shards"].append(m["shards"][0]), m.update(num_items=90)),
+    "labels injected": lambda m: m["labels"].update({"1.jpg": ["evil"]}),
+    "fingerprint removed": lambda m: m.pop("model_fingerprint"),
+    "learned codes claimed": lambda m: m.update(database_codes="learned"),
+    "digest removed": lambda m: m.pop("manifest_sha256"),
+}
+
+
+@pytest.mark.parametrize("change", sorted(_TAMPERING))
+def test_an_edited_manifest_is_refused(tmp_path, change):
+    """Issue 22 (9): the manifest carries its own digest; an edit is refused."""
+    directory, manifest = _signed_index(tmp_path)
+    (directory / "index.json").write_text(json.dumps(_tampered(manifest, _TAMPERING[change])))
+    with pytest.raises(IndexFileError, match=r"index/index.json: .*rebuild the index"):
+        ShardedIndex(str(directory))
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        ("[1, 2]", "not a wsdhash index manifest"),
+        ('{"format": "wsdhash-index", "format": "x"}', "'format' appears twice"),
+        ("{" * 100000, "not a valid manifest"),
+        ('"\\ud800', "not a valid manifest"),
+    ],
+)
+def test_a_manifest_that_is_not_an_object_is_one_line_error(tmp_path, content, message):
+    directory, _ = _signed_index(tmp_path)
+    (directory / "index.json").write_text(content)
+    with pytest.raises(IndexFileError, match=message) as raised:
+        ShardedIndex(str(directory))
+    assert "index.json" in str(raised.value) and "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (lambda m: (m["shards"].append(m["shards"][0]), m.update(num_items=90)), "listed twice"),
+        (lambda m: m.update(num_items=59), "the shards hold 60 items, num_items says 59"),
+        (lambda m: m.update(num_items="60"), "num_items must be a positive integer"),
+        (lambda m: m["shards"][0].update(file="../other/shard-00000.idx"), "bad shard file"),
+        (lambda m: m["shards"][0].update(extra=1), "bad shard entry"),
+        (lambda m: m["shards"][0].update(sha256="0" * 63), "bad sha256"),
+        (lambda m: m.update(model_fingerprint=7), "model_fingerprint has type int"),
+        (lambda m: m.update(database_codes="guessed"), "database_codes must be one of"),
+        (lambda m: m.update(version=2), "index version 2; .* Rebuild the index"),
+    ],
+)
+def test_the_manifest_schema_is_checked_behind_its_digest(tmp_path, change, message):
+    """Re-signed manifests (a digest that matches) still need a valid schema."""
+    directory, manifest = _signed_index(tmp_path)
+    edited = sign_manifest(_tampered(manifest, change))
+    (directory / "index.json").write_text(json.dumps(edited))
+    with pytest.raises(IndexFileError, match=message):
+        ShardedIndex(str(directory))
+
+
+@pytest.mark.parametrize(
+    "kind,params,name",
+    [
+        ("hnsw", {"hnsw_m": 0}, "hnsw_m"),
+        ("hnsw", {"hnsw_m": 1}, "hnsw_m"),  # FAISS crashes at search time
+        ("hnsw", {"ef_search": 0}, "ef_search"),
+        ("multihash", {"nhash": 0}, "nhash"),
+        ("multihash", {"hash_bits": 0}, "hash_bits"),
+        ("multihash", {"nhash": 2, "hash_bits": 16}, "nhash"),  # 32 bits of a 16-bit code
+        ("multihash", {"nflip": -1}, "nflip"),
+        ("ivf", {"nprobe": 0}, "nprobe"),
+        ("ivf", {"nlist": 61}, "nlist"),  # more cells than items
+        ("ivf", {"nlist": -1}, "nlist"),
+    ],
+)
+def test_parameters_out_of_bounds_are_refused_before_any_work(tmp_path, kind, params, name):
+    """Issue 22 (10): no FAISS abort, no leftover folder or lock, the old index kept."""
+    directory, _ = _signed_index(tmp_path)
+    before = sorted(os.listdir(tmp_path))
+    codes, ids = _codes(60, 16, 1), np.array([f"new/{i}.jpg" for i in range(60)])
+    with pytest.raises(IndexParamError, match=f"^{name}=") as raised:
+        build_index(str(directory), [(codes, ids)], kind=kind, params=BinaryIndexParams(**params))
+    assert raised.value.name == name
+    assert sorted(os.listdir(tmp_path)) == before
+    assert ShardedIndex(str(directory)).ids[0] == "0.jpg"
+
+
+def test_an_index_that_cannot_be_read_back_replaces_nothing(tmp_path, monkeypatch):
+    """A build FAISS accepted but that cannot be opened and queried is refused before
+    the rename: the old index stays whole."""
+    directory, _ = _signed_index(tmp_path)
+    before = sorted(os.listdir(tmp_path))
+    original = BinaryIndex.to_arrays
+
+    def unreadable(self):
+        header, arrays = original(self)
+        return header, {"faiss": arrays["faiss"][: len(arrays["faiss"]) // 2]}
+
+    monkeypatch.setattr(BinaryIndex, "to_arrays", unreadable)
+    codes, ids = _codes(60, 16, 1), np.array([f"new/{i}.jpg" for i in range(60)])
+    with pytest.raises(ValueError, match="cannot be read or searched back.*nothing was replaced"):
+        build_index(str(directory), [(codes, ids)], kind="hnsw")
+    assert sorted(os.listdir(tmp_path)) == before
+    index = ShardedIndex(str(directory))
+    assert index.ids[0] == "0.jpg" and index.num_items == 60

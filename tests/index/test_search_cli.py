@@ -116,3 +116,64 @@ def test_build_and_query_by_images_through_a_saved_model(tmp_path):
     # The image itself is in the database: its own code is at distance 0.
     assert results[0]["distance"] == 0
     assert str(images / first) in [r["id"] for r in results if r["distance"] == 0]
+
+
+def _one_line_error(result, exit_status, *fragments):
+    assert result.returncode == exit_status, result.stderr[-2000:]
+    # FAISS's loader may log a few INFO lines first.
+    lines = [line for line in result.stderr.splitlines() if "error" in line]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert lines[0].startswith("wsdhash.search: error: "), lines[0]
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_index_flags_out_of_bounds_exit_2_and_keep_the_index(tmp_path):
+    """Issue 22 (10): --hnsw_m=0 aborted inside FAISS (exit 134, a `.building` folder
+    and a lock left); --nhash=0 replaced a working index with one that cannot be read."""
+    codes = tmp_path / "codes.h5"
+    _codes_file(str(codes), quantized=False)
+    index = tmp_path / "index"
+    assert _search("build", f"--codes={codes}", f"--output={index}").returncode == 0
+    before = sorted(os.listdir(tmp_path)), (index / "index.json").read_bytes()
+    for flags, named in (
+        (["--kind=hnsw", "--hnsw_m=0"], "--hnsw_m=0"),
+        (["--kind=multihash", "--nhash=0"], "--nhash=0"),
+        (["--kind=multihash", "--hash_bits=20", "--nhash=2"], "--nhash=2"),
+        (["--kind=ivf", "--nlist=500"], "--nlist=500"),
+        (["--shard_size=-3"], "--shard_size=-3"),
+    ):
+        result = _search("build", f"--codes={codes}", f"--output={index}", *flags)
+        _one_line_error(result, 2, named)
+        assert (sorted(os.listdir(tmp_path)), (index / "index.json").read_bytes()) == before
+    query = _search("query", f"--index={index}", f"--codes={codes}", "--k=1", "--json")
+    assert query.returncode == 0, query.stderr[-2000:]
+
+
+@pytest.mark.parametrize("quantized", [False, True])
+def test_query_codes_of_another_network_exit_2(tmp_path, quantized):
+    """Issue 22 (7): the CLI applies the service's fit checks: another network's codes
+    file (fingerprints differ) or, for AQD, other codebooks, is refused in one line."""
+    _codes_file(str(tmp_path / "a.h5"), quantized)
+    index = tmp_path / "index"
+    assert _search("build", f"--codes={tmp_path / 'a.h5'}", f"--output={index}").returncode == 0
+    other = read_codes_file(tmp_path / "a.h5")
+    other.model_fingerprint = "cd" * 32
+    write_codes_file(tmp_path / "b.h5", other)
+    result = _search("query", f"--index={index}", f"--codes={tmp_path / 'b.h5'}")
+    _one_line_error(result, 2, "another network", "abababababab", "cdcdcdcdcdcd")
+    assert result.stdout == ""
+    if quantized:  # no fingerprint to compare, but the codebooks differ
+        other.model_fingerprint = None
+        other.codebooks = other.codebooks + 0.5
+        write_codes_file(tmp_path / "c.h5", other)
+        result = _search("query", f"--index={index}", f"--codes={tmp_path / 'c.h5'}")
+        _one_line_error(result, 2, "other codebooks", "c.h5")
+    else:  # no fingerprint, codes of another width
+        narrow = CodesFile(
+            16, CodesSplit(other.query.codes[:, :2], other.query.labels),
+            CodesSplit(other.database.codes[:, :2], other.database.labels),
+        )  # fmt: skip
+        write_codes_file(tmp_path / "c.h5", narrow)
+        result = _search("query", f"--index={index}", f"--codes={tmp_path / 'c.h5'}")
+        _one_line_error(result, 2, "16-bit codes (2 bytes)", "32-bit codes (4 bytes)")

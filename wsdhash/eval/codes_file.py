@@ -24,11 +24,28 @@ Files are written atomically (a temporary file in the same directory, then
 `os.replace`), so a reader never sees a half-written file. Reading validates the
 layout and raises a `ValueError` that names the file and what is wrong.
 
-Integrity: every non-empty numeric dataset is chunked with HDF5's Fletcher-32
-checksum filter, which HDF5 verifies on every read; string datasets (`ids`, which
-HDF5 cannot filter) carry a `sha256` attribute over their values, checked on read. A
-flipped byte is then an error naming the file and the dataset instead of a silently
-different mAP. Files written before this (no filter, no attribute) still read.
+Integrity: the file begins with a 512-byte HDF5 user block (bytes HDF5 leaves to the
+application; the HDF5 file proper starts at byte 512):
+
+    bytes 0-15    b"WSDHASH-CODES\n\0\0" (magic)
+    bytes 16-19   format version, uint32 little endian (1)
+    bytes 20-51   SHA-256 of every byte from 512 to the end of the file
+    bytes 52-511  zeros
+
+The digest covers the whole HDF5 content: every dataset's bytes, dtype and shape,
+every attribute, the set of names, and the HDF5 metadata that holds them. A reader
+checks it (one sequential pass, cheap next to reading the data) before HDF5 parses
+a byte, and then lets HDF5 read from the same open file, so a damaged or edited file
+is refused with one line naming it; it never reaches HDF5, which can loop forever,
+or read other values or drop an attribute (`model_fingerprint`) or a dataset
+without an error, on damaged metadata. The root attributes `bits`, `scorer` and
+`database_codes` are required. Numeric datasets also keep HDF5's Fletcher-32 filter
+and string datasets a `sha256` attribute (`create_checked_dataset`, which the features
+file uses as well).
+
+Files written before the user block (an HDF5 signature at byte 0) are refused: their
+metadata was never checked. `python -m wsdhash.evaluate --codes=FILE --upgrade_codes`
+rewrites such a file (once its layout validates) in this format.
 """
 
 from __future__ import annotations
@@ -36,6 +53,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import struct
 
 import h5py
 import numpy as np
@@ -45,6 +63,12 @@ from wsdhash import atomic_files
 SPLITS = ("query", "database")
 DATABASE_CODES = ("network", "learned")  # where a file's database codes come from
 _CODEWORDS_PER_CODEBOOK = 256
+USERBLOCK_SIZE = 512
+MAGIC = b"WSDHASH-CODES\n\0\0"
+FORMAT_VERSION = 1
+_HEADER = struct.Struct("<16sI32s")  # magic, version, SHA-256 of bytes 512..end
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+_BLOCK = 1 << 20
 
 
 @dataclasses.dataclass
@@ -269,30 +293,56 @@ def write_codes_file(path: str | os.PathLike, contents: CodesFile) -> None:
     contents = dataclasses.replace(contents, **splits)
     validate_codes_file(contents, path)
 
-    with atomic_files.atomic_path(path) as temporary, h5py.File(temporary, "w") as h5:
-        h5.attrs["bits"] = int(contents.bits)
-        h5.attrs["scorer"] = contents.scorer
-        h5.attrs["database_codes"] = contents.database_codes
-        if contents.model_fingerprint is not None:
-            h5.attrs["model_fingerprint"] = contents.model_fingerprint
-        if contents.codebooks is not None:
-            create_checked_dataset(h5, "codebooks", contents.codebooks)
-        for split_name in SPLITS:
-            split = getattr(contents, split_name)
-            group = h5.create_group(split_name)
-            create_checked_dataset(group, "codes", split.codes)
-            create_checked_dataset(group, "labels", split.labels)
-            if split.ids is not None:
-                create_checked_dataset(
-                    group,
-                    "ids",
-                    [str(i) for i in split.ids],
-                    dtype=h5py.string_dtype("utf-8"),
-                )
-            if split.features is not None:
-                create_checked_dataset(group, "features", split.features)
-            if split.indices is not None:
-                create_checked_dataset(group, "indices", split.indices)
+    with atomic_files.atomic_path(path) as temporary:
+        with h5py.File(temporary, "w", userblock_size=USERBLOCK_SIZE) as h5:
+            _write_contents(h5, contents)
+        seal(temporary)
+
+
+def _content_digest(f) -> bytes:
+    """SHA-256 of an open file's bytes from USERBLOCK_SIZE to its end."""
+    digest = hashlib.sha256()
+    f.seek(USERBLOCK_SIZE)
+    for block in iter(lambda: f.read(_BLOCK), b""):
+        digest.update(block)
+    return digest.digest()
+
+
+def seal(path: str | os.PathLike) -> None:
+    """Writes the user block (module doc) of an HDF5 file created with a
+    USERBLOCK_SIZE user block: the last step of `write_codes_file`."""
+    with open(path, "r+b") as f:
+        header = _HEADER.pack(MAGIC, FORMAT_VERSION, _content_digest(f))
+        f.seek(0)
+        f.write(header.ljust(USERBLOCK_SIZE, b"\0"))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _write_contents(h5: h5py.File, contents: CodesFile) -> None:
+    h5.attrs["bits"] = int(contents.bits)
+    h5.attrs["scorer"] = contents.scorer
+    h5.attrs["database_codes"] = contents.database_codes
+    if contents.model_fingerprint is not None:
+        h5.attrs["model_fingerprint"] = contents.model_fingerprint
+    if contents.codebooks is not None:
+        create_checked_dataset(h5, "codebooks", contents.codebooks)
+    for split_name in SPLITS:
+        split = getattr(contents, split_name)
+        group = h5.create_group(split_name)
+        create_checked_dataset(group, "codes", split.codes)
+        create_checked_dataset(group, "labels", split.labels)
+        if split.ids is not None:
+            create_checked_dataset(
+                group,
+                "ids",
+                [str(i) for i in split.ids],
+                dtype=h5py.string_dtype("utf-8"),
+            )
+        if split.features is not None:
+            create_checked_dataset(group, "features", split.features)
+        if split.indices is not None:
+            create_checked_dataset(group, "indices", split.indices)
 
 
 def _read_dataset(path, group: h5py.Group, name: str, required: bool) -> np.ndarray | None:
@@ -312,60 +362,123 @@ def _read_dataset(path, group: h5py.Group, name: str, required: bool) -> np.ndar
     return read_checked_dataset(dataset, f"Codes file {os.fspath(path)!r}")
 
 
+def _check_header(path, f) -> None:
+    """Refuses a file whose user block or content digest is not what `seal` wrote."""
+    head = f.read(USERBLOCK_SIZE)
+    if head.startswith(_HDF5_SIGNATURE):
+        _fail(
+            path,
+            "written by an older wsdhash, without the checksum over its contents that this "
+            "version needs; rewrite it with `python -m wsdhash.evaluate --codes="
+            f"{os.fspath(path)} --upgrade_codes` (or write it again).",
+        )
+    if len(head) < USERBLOCK_SIZE or not head.startswith(MAGIC):
+        _fail(path, "not a wsdhash codes file (no wsdhash header before the HDF5 data).")
+    _, version, expected = _HEADER.unpack_from(head)
+    if version != FORMAT_VERSION:
+        _fail(
+            path,
+            f"codes file format version {version}; this wsdhash reads version "
+            f"{FORMAT_VERSION} (or the header is damaged).",
+        )
+    if head[_HEADER.size :].count(0) != USERBLOCK_SIZE - _HEADER.size:
+        _fail(path, "corrupted (non-zero bytes in its header's padding).")
+    if _content_digest(f) != expected:
+        _fail(
+            path,
+            "corrupted or edited (checksum mismatch over its contents); write it again "
+            "from its run or baseline.",
+        )
+
+
 def read_codes_file(path: str | os.PathLike) -> CodesFile:
-    """Reads and validates a codes file.
+    """Reads, checks (module doc) and validates a codes file.
 
     Args:
-      path: an .h5 file written by `write_codes_file` (or anything with its layout).
+      path: an .h5 file written by `write_codes_file`.
 
     Returns:
       The `CodesFile`; ids come back as an object array of `str`.
 
     Raises:
       FileNotFoundError: the file does not exist.
-      ValueError: naming the file, when it is not HDF5 or its layout is wrong.
+      ValueError: naming the file, when it is not a codes file of this version, is
+        damaged or edited, or its layout is wrong.
     """
     if not os.path.exists(path):
         raise FileNotFoundError(f"Codes file {os.fspath(path)!r} does not exist.")
+    with open(path, "rb") as f:
+        _check_header(path, f)
+        f.seek(0)
+        # HDF5 reads the file just checked, whatever has happened to `path` since: by
+        # its descriptor's name where the system has one (Linux; fast), else through
+        # the Python file object (several times slower on string datasets).
+        same_file = f"/proc/self/fd/{f.fileno()}"
+        try:
+            h5 = h5py.File(same_file if os.path.exists(same_file) else f, "r")
+        except OSError as error:
+            _fail(path, f"cannot be opened as HDF5 ({error}).")
+        with h5:
+            return _read_contents(path, h5, required=("bits", "scorer", "database_codes"))
+
+
+def upgrade_codes_file(path: str | os.PathLike, output: str | os.PathLike | None = None):
+    """Rewrites a codes file of an older wsdhash (no user block) in this format.
+
+    Its layout is validated as before; its metadata cannot be checked (it holds no
+    digest), so upgrade only files you trust.
+
+    Args:
+      path: the old file.
+      output: where to write (default: replace `path`).
+    """
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"Codes file {os.fspath(path)!r} does not exist.")
+    with open(path, "rb") as f:
+        if f.read(len(_HDF5_SIGNATURE)) != _HDF5_SIGNATURE:
+            _fail(path, "not a codes file of an older wsdhash (no HDF5 signature at byte 0).")
     try:
         h5 = h5py.File(path, "r")
     except OSError as error:
         _fail(path, f"cannot be opened as HDF5 ({error}).")
     with h5:
-        if "bits" not in h5.attrs:
-            _fail(path, "missing root attribute 'bits'.")
-        bits = h5.attrs["bits"]
-        if isinstance(bits, np.ndarray) and bits.size == 1:
-            bits = bits.item()
-        bits = (
-            int(bits)
-            if isinstance(bits, (int, np.integer)) and not isinstance(bits, bool)
-            else bits
+        contents = _read_contents(path, h5, required=("bits",))
+    write_codes_file(path if output is None else output, contents)
+
+
+def _read_contents(path, h5: h5py.File, required: tuple[str, ...]) -> CodesFile:
+    """The validated contents of an open codes file."""
+    for name in required:
+        if name not in h5.attrs:
+            _fail(path, f"missing root attribute {name!r}.")
+    bits = h5.attrs["bits"]
+    if isinstance(bits, np.ndarray) and bits.size == 1:
+        bits = bits.item()
+    bits = int(bits) if isinstance(bits, (int, np.integer)) and not isinstance(bits, bool) else bits
+    splits = {}
+    for split_name in SPLITS:
+        if split_name not in h5:
+            _fail(path, f"missing group '{split_name}'.")
+        group = h5[split_name]
+        if not isinstance(group, h5py.Group):
+            _fail(path, f"'{split_name}' is not a group.")
+        splits[split_name] = CodesSplit(
+            codes=_read_dataset(path, group, "codes", required=True),
+            labels=_read_dataset(path, group, "labels", required=True),
+            ids=_read_dataset(path, group, "ids", required=False),
+            features=_read_dataset(path, group, "features", required=False),
+            indices=_read_dataset(path, group, "indices", required=False),
         )
-        splits = {}
-        for split_name in SPLITS:
-            if split_name not in h5:
-                _fail(path, f"missing group '{split_name}'.")
-            group = h5[split_name]
-            if not isinstance(group, h5py.Group):
-                _fail(path, f"'{split_name}' is not a group.")
-            splits[split_name] = CodesSplit(
-                codes=_read_dataset(path, group, "codes", required=True),
-                labels=_read_dataset(path, group, "labels", required=True),
-                ids=_read_dataset(path, group, "ids", required=False),
-                features=_read_dataset(path, group, "features", required=False),
-                indices=_read_dataset(path, group, "indices", required=False),
-            )
-        codebooks = _read_dataset(path, h5, "codebooks", required=False)
-        scorer = h5.attrs.get("scorer")
-        if isinstance(scorer, bytes):
-            scorer = scorer.decode("utf-8")
-        if scorer is not None and not isinstance(scorer, str):
-            _fail(path, f"root attribute 'scorer' must be a string; got {scorer!r}.")
-        text = {}
-        for name in ("database_codes", "model_fingerprint"):
-            value = h5.attrs.get(name)
-            text[name] = value.decode("utf-8") if isinstance(value, bytes) else value
+    codebooks = _read_dataset(path, h5, "codebooks", required=False)
+    scorer = h5.attrs.get("scorer")
+    if isinstance(scorer, bytes):
+        scorer = scorer.decode("utf-8")
+    if scorer is not None and not isinstance(scorer, str):
+        _fail(path, f"root attribute 'scorer' must be a string; got {scorer!r}.")
+    text = {}
+    for name in ("database_codes", "model_fingerprint"):
+        value = h5.attrs.get(name)
+        text[name] = value.decode("utf-8") if isinstance(value, bytes) else value
     contents = CodesFile(
         bits=bits, codebooks=codebooks, scorer=scorer,
         database_codes=text["database_codes"] or "network",

@@ -20,6 +20,17 @@ from wsdhash.index.results import SearchResult, sort_rows
 
 KINDS = ("flat", "ivf", "hnsw", "multihash")
 
+# The bounds of every parameter, per kind: (lowest, highest), checked before any work
+# (`BinaryIndexParams.check`). FAISS aborts the process or writes an unreadable index
+# outside them: HNSW with M < 2 (M = 0 aborts, M = 1 crashes), a multi-hash index with
+# no table. The highest values bound the memory and the search work.
+PARAM_BOUNDS: dict[str, dict[str, tuple[int, int]]] = {
+    "flat": {},
+    "ivf": {"nlist": (0, 1 << 20), "nprobe": (1, 1 << 20)},  # nlist 0: about 4 sqrt(N)
+    "hnsw": {"hnsw_m": (2, 256), "ef_search": (1, 1 << 16)},
+    "multihash": {"nhash": (1, 64), "hash_bits": (1, 64), "nflip": (0, 8)},
+}
+
 
 def _faiss():
     try:
@@ -29,9 +40,17 @@ def _faiss():
     return faiss
 
 
+class IndexParamError(ValueError):
+    """A parameter outside its bounds; `name` is the parameter (and the search flag)."""
+
+    def __init__(self, name: str, value, problem: str):
+        self.name, self.value, self.problem = name, value, problem
+        super().__init__(f"{name}={value!r}: {problem}")
+
+
 @dataclasses.dataclass
 class BinaryIndexParams:
-    """Build and search parameters (FAISS's names)."""
+    """Build and search parameters (FAISS's names; `python -m wsdhash.search`'s flags)."""
 
     nlist: int = 0  # ivf: 0 = about 4 * sqrt(N)
     nprobe: int = 16
@@ -40,6 +59,33 @@ class BinaryIndexParams:
     nhash: int = 4
     hash_bits: int = 16
     nflip: int = 2
+
+    def check(self, kind: str, num_bytes: int | None = None, num_items: int | None = None):
+        """Raises IndexParamError for a parameter of `kind` outside PARAM_BOUNDS, or one
+        that does not fit the codes (`num_bytes` wide) or the items (`num_items`)."""
+        if kind not in PARAM_BOUNDS:
+            raise ValueError(f"binary index kind must be one of {KINDS}; got {kind!r}.")
+        for name, (low, high) in PARAM_BOUNDS[kind].items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise IndexParamError(name, value, f"{kind} needs an integer.")
+            if not low <= value <= high:
+                raise IndexParamError(name, value, f"{kind} needs {low} <= {name} <= {high}.")
+        if kind == "multihash":
+            if self.nflip > self.hash_bits:
+                raise IndexParamError(
+                    "nflip", self.nflip, f"at most hash_bits={self.hash_bits} bits can flip."
+                )
+            if num_bytes is not None and self.nhash * self.hash_bits > 8 * num_bytes:
+                raise IndexParamError(
+                    "nhash", self.nhash,
+                    f"nhash * hash_bits = {self.nhash * self.hash_bits} exceeds the "
+                    f"{8 * num_bytes} code bits.",
+                )  # fmt: skip
+        if kind == "ivf" and num_items is not None and self.nlist > num_items:
+            raise IndexParamError(
+                "nlist", self.nlist, f"ivf needs at most one cell per item ({num_items} items)."
+            )
 
 
 class BinaryIndex:
@@ -76,6 +122,9 @@ class BinaryIndex:
         """Trains (ivf) and adds the database codes."""
         faiss = _faiss()
         codes = self._check(codes, "database codes")
+        if not len(codes):
+            raise ValueError("No database codes to index.")
+        self.params.check(self.kind, self.num_bytes, len(codes))  # before FAISS sees them
         bits, p = 8 * self.num_bytes, self.params
         if self.kind == "flat":
             index = faiss.IndexBinaryFlat(bits)
@@ -86,11 +135,6 @@ class BinaryIndex:
         elif self.kind == "hnsw":
             index = faiss.IndexBinaryHNSW(bits, p.hnsw_m)
         else:
-            if p.nhash * p.hash_bits > bits:
-                raise ValueError(
-                    f"multihash: nhash * hash_bits = {p.nhash * p.hash_bits} exceeds the "
-                    f"{bits} code bits."
-                )
             index = faiss.IndexBinaryMultiHash(bits, p.nhash, p.hash_bits)
         index.add(codes)
         self.index = index
@@ -131,8 +175,9 @@ class BinaryIndex:
         """The index a `to_arrays` header and arrays describe.
 
         Raises:
-            ValueError: an unknown kind, or a FAISS index of another kind than the
-                header says (the caller names the file).
+            ValueError: an unknown kind or parameters out of bounds (the caller names
+                the file).
+            TypeError: a FAISS index of another kind than the header says.
         """
         faiss = _faiss()
         kind = header.get("kind")
@@ -143,6 +188,7 @@ class BinaryIndex:
             data = np.array(arrays["faiss"], np.uint8)
         except (KeyError, TypeError) as error:
             raise ValueError(f"incomplete binary index header ({error!r})") from None
+        index.params.check(kind, index.num_bytes)
         try:
             index.index = faiss.deserialize_index_binary(data)
         except RuntimeError as error:
@@ -154,14 +200,13 @@ class BinaryIndex:
             "multihash": faiss.IndexBinaryMultiHash,
         }[kind]
         if not isinstance(index.index, expected):
-            raise ValueError(
+            raise TypeError(
                 f"the header says kind {kind!r} but the FAISS index is a "
                 f"{type(index.index).__name__}"
             )
         if index.index.d != 8 * index.num_bytes:
             raise ValueError(
-                f"the FAISS index has {index.index.d} bits, the header says "
-                f"{8 * index.num_bytes}"
+                f"the FAISS index has {index.index.d} bits, the header says {8 * index.num_bytes}"
             )
         index._apply_search_params()
         return index

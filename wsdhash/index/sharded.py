@@ -1,27 +1,41 @@
 """An index directory: one or more shards plus a manifest, searched by merging.
 
-    <dir>/index.json        {"format": "wsdhash-index", "version": 2, "kind": ...,
+    <dir>/index.json        {"format": "wsdhash-index", "version": 3, "kind": ...,
+                             "num_items": N,
                              "shards": [{"file": "shard-00000.idx", "num_items": n,
-                                         "sha256": <the shard file's SHA-256>}, ...]}
+                                         "sha256": <the shard file's SHA-256>}, ...],
+                             <metadata: "images", "codes", "model_fingerprint", ...>,
+                             "manifest_sha256": <SHA-256 of all the above>}
     <dir>/shard-00000.idx   index_file.py format; holds its items' ids (image paths)
+
+The manifest is checked whole on open (`check_manifest`): its own digest
+(`manifest_digest`: every key but `manifest_sha256`, canonical JSON), so an edit, an
+injected or removed key (labels, `model_fingerprint`, `database_codes`) or a damaged
+byte is refused; then its schema (types and required keys, no key twice), the shards
+(each file once, item counts adding up to `num_items`). Version 2 manifests (no
+digest) are refused with a "rebuild" error. Errors are one line naming the manifest.
 
 A database larger than memory is built shard by shard (`build_index` takes an
 iterator of (codes, ids) blocks) and searched by taking each shard's top-k and merging
 them by (distance, global position): for exact kinds the merged result equals one big
 index, ties aside (results.py). Global positions number the items in build order.
 
-A build writes into a temporary folder next to the destination (`.<name>.*.building`)
-and renames it into place at the end, so an interrupted (re)build leaves the previous
-index whole, never a mix of old and new shards; the manifest's checksums catch a
-shard that was swapped or edited afterwards. While building, `<dir>.lock` is held
+A build checks its parameters before any work (binary.PARAM_BOUNDS), writes into a
+temporary folder next to the destination (`.<name>.*.building`), opens the new index
+from there and queries every shard once with one of its own items, and only then
+renames it into place, so an interrupted or failed (re)build leaves the previous index
+whole, never a mix of old and new shards nor an index that cannot be read; the
+manifest's checksums catch a shard that was swapped or edited afterwards. While building, `<dir>.lock` is held
 (wsdhash/file_lock.py; removed when the build ends): a second build of the same index
 fails at once.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable
@@ -34,11 +48,119 @@ from wsdhash.index.binary import BinaryIndex, BinaryIndexParams
 from wsdhash.index.index_file import IndexFileError, read_index_file, write_index_file
 from wsdhash.index.quantized import QuantizedIndex
 from wsdhash.index.results import SearchResult, sort_rows
+from wsdhash.quantization import aqd
 
 MANIFEST = "index.json"
-VERSION = 2
+VERSION = 3
 KINDS = (*BINARY_KINDS, "aqd")
+DIGEST_KEY = "manifest_sha256"
 _BUILDING = ".building"
+_SHARD_KEYS = {"file", "num_items", "sha256"}
+_SHARD_FILE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*\.idx")  # a name in the folder
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+# Optional metadata a build records, and the types the readers rely on; other keys
+# are kept (the digest covers them) but read by nobody.
+_METADATA_TYPES = {
+    "images": (str,),
+    "model": (str,),
+    "codes": (str,),
+    "split": (str,),
+    "model_fingerprint": (str, type(None)),
+    "database_codes": (str,),
+    "labels": (dict, list),
+}
+_DATABASE_CODES = ("network", "learned")
+
+
+def manifest_digest(manifest: dict) -> str:
+    """SHA-256 (hex) of a manifest's canonical JSON without its `manifest_sha256`."""
+    content = {key: value for key, value in manifest.items() if key != DIGEST_KEY}
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def sign_manifest(manifest: dict) -> dict:
+    """The manifest with its digest (`manifest_sha256`) set."""
+    return {**manifest, DIGEST_KEY: manifest_digest(manifest)}
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _no_duplicate_keys(pairs):
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):
+        repeated = sorted({key for key in keys if keys.count(key) > 1})
+        raise ValueError(f"key {repeated[0]!r} appears twice")
+    return dict(pairs)
+
+
+def read_manifest(path: str) -> dict:
+    """The manifest at `path`, checked (`check_manifest`); IndexFileError naming it."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read().decode("utf-8")
+        manifest = json.loads(text, object_pairs_hook=_no_duplicate_keys)
+    except (UnicodeDecodeError, json.JSONDecodeError, ValueError, RecursionError) as error:
+        raise IndexFileError(
+            f"{path}: not a valid manifest ({error}); rebuild the index."
+        ) from None
+    check_manifest(manifest, path)
+    return manifest
+
+
+def check_manifest(manifest, path: str) -> None:
+    """Digest, schema and shard list of a parsed manifest (module doc)."""
+
+    def fail(problem: str):
+        raise IndexFileError(f"{path}: {problem}; rebuild the index.")
+
+    if not isinstance(manifest, dict) or manifest.get("format") != "wsdhash-index":
+        fail("not a wsdhash index manifest")
+    version = manifest.get("version")
+    if version != VERSION or isinstance(version, bool):
+        raise IndexFileError(
+            f"{path}: index version {version!r}; this wsdhash reads version {VERSION} "
+            "(whose manifest carries its own checksum). Rebuild the index with "
+            "`python -m wsdhash.search build`."
+        )
+    digest = manifest.get(DIGEST_KEY)
+    if not isinstance(digest, str):
+        fail(f"no {DIGEST_KEY!r}")
+    if digest != manifest_digest(manifest):
+        fail("checksum mismatch (the manifest was edited or damaged)")
+    kind = manifest.get("kind")
+    if kind not in KINDS:
+        fail(f"unknown index kind {kind!r} (expected one of {KINDS})")
+    if not _is_count(manifest.get("num_items")):
+        fail(f"num_items must be a positive integer; got {manifest.get('num_items')!r}")
+    shards = manifest.get("shards")
+    if not isinstance(shards, list) or not shards:
+        fail("the manifest lists no shards")
+    for shard in shards:
+        if not isinstance(shard, dict) or shard.keys() != _SHARD_KEYS:
+            fail(f"bad shard entry {str(shard)[:80]!r}")
+        if not isinstance(shard["file"], str) or not _SHARD_FILE.fullmatch(shard["file"]):
+            fail(f"bad shard file name {shard['file']!r}")
+        if not _is_count(shard["num_items"]):
+            fail(f"shard {shard['file']}: num_items must be a positive integer")
+        if not isinstance(shard["sha256"], str) or not _SHA256.fullmatch(shard["sha256"]):
+            fail(f"shard {shard['file']}: bad sha256 {shard['sha256']!r}")
+    for key in ("file", "sha256"):
+        values = [shard[key] for shard in shards]
+        if len(set(values)) != len(values):
+            fail(f"a shard is listed twice (the same {key})")
+    total = sum(shard["num_items"] for shard in shards)
+    if total != manifest["num_items"]:
+        fail(f"the shards hold {total} items, num_items says {manifest['num_items']}")
+    for key, types in _METADATA_TYPES.items():
+        if key in manifest and not isinstance(manifest[key], types):
+            fail(f"{key} has type {type(manifest[key]).__name__}")
+    if manifest.get("database_codes", "network") not in _DATABASE_CODES:
+        fail(f"database_codes must be one of {_DATABASE_CODES}")
+    if manifest.get("split", "database") not in ("query", "database"):
+        fail(f"split must be query or database; got {manifest['split']!r}")
 
 
 def _make(kind: str, first_block: np.ndarray, params, codebooks):
@@ -49,34 +171,59 @@ def _make(kind: str, first_block: np.ndarray, params, codebooks):
     return BinaryIndex(kind, first_block.shape[1], params)
 
 
-def _write_shards(directory, blocks, kind, params, codebooks) -> list[dict]:
-    shards = []
+def _write_shards(directory, blocks, kind, params, codebooks) -> tuple[list[dict], list]:
+    """The manifest's shard entries, and a probe per shard: the query its first item
+    answers (its codes; for aqd its reconstruction)."""
+    shards, probes = [], []
     for number, (codes, ids) in enumerate(blocks):
         ids = np.asarray(ids).astype(str)
         if len(ids) != len(codes):
             raise ValueError(f"shard {number}: {len(codes)} codes but {len(ids)} ids.")
+        if not len(ids):
+            raise ValueError(f"shard {number}: no items.")
         index = _make(kind, np.asarray(codes), params, codebooks).build(codes)
+        if kind == "aqd":
+            probes.append(aqd.reconstruct(index.indices[:1], index.codebooks))
+        else:
+            probes.append(np.ascontiguousarray(np.asarray(codes)[:1]))
         header, arrays = index.to_arrays()
         name = f"shard-{number:05d}.idx"
         digest = write_index_file(
             os.path.join(directory, name), {**header, "ids": ids.tolist()}, arrays
         )
-        shards.append({"file": name, "num_items": int(len(codes)), "sha256": digest})
+        shards.append({"file": name, "num_items": len(codes), "sha256": digest})
     if not shards:
         raise ValueError("No database items to index.")
-    return shards
+    return shards, probes
+
+
+def _check_built(directory: str, probes: list) -> None:
+    """Opens the index just built, as a reader will, and queries each shard with one of
+    its own items: a build FAISS accepted but cannot read or search back is an error
+    before it replaces anything."""
+    try:
+        index = ShardedIndex(directory)
+        for shard, probe in zip(index.shards, probes, strict=True):
+            result = shard.search(probe, 1)
+            position = int(result.positions[0, 0]) if result.positions.size else -1
+            if not 0 <= position < shard.num_items:
+                raise IndexFileError(f"a query of one of its own items found nothing ({position})")
+    except (IndexFileError, ValueError, RuntimeError) as error:
+        raise ValueError(
+            f"The new index cannot be read or searched back ({error}); nothing was replaced."
+        ) from None
 
 
 def _check_destination(output_dir: str) -> None:
     """Refuses to replace a folder that is not an index (or empty): it holds user files."""
     if os.path.lexists(output_dir) and not os.path.isdir(output_dir):
         raise ValueError(f"{output_dir} exists and is not a folder; choose another output.")
-    if os.path.isdir(output_dir) and os.listdir(output_dir):
-        if not os.path.isfile(os.path.join(output_dir, MANIFEST)):
-            raise ValueError(
-                f"{output_dir} exists and is not a wsdhash index (no {MANIFEST}); a build "
-                "replaces the whole folder, so choose another output or empty it."
-            )
+    holds_files = os.path.isdir(output_dir) and os.listdir(output_dir)
+    if holds_files and not os.path.isfile(os.path.join(output_dir, MANIFEST)):
+        raise ValueError(
+            f"{output_dir} exists and is not a wsdhash index (no {MANIFEST}); a build "
+            "replaces the whole folder, so choose another output or empty it."
+        )
 
 
 def _remove_leftovers(parent: str, name: str) -> None:
@@ -89,6 +236,7 @@ def _remove_leftovers(parent: str, name: str) -> None:
             ours = entry.startswith(prefix) and entry.endswith(suffix)
             if ours and len(middle) == 8 and "." not in middle:
                 shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
+
 
 def build_index(
     output_dir: str,
@@ -119,6 +267,8 @@ def build_index(
     """
     if kind not in KINDS:
         raise ValueError(f"index kind must be one of {KINDS}; got {kind!r}.")
+    if kind != "aqd":
+        (params or BinaryIndexParams()).check(kind)  # before the lock and any work
     output_dir = os.path.abspath(output_dir)
     parent, name = os.path.split(output_dir)
     with file_lock.exclusive(output_dir, "index", folder=False):
@@ -127,16 +277,23 @@ def build_index(
         building = tempfile.mkdtemp(dir=parent, prefix=f".{name}.", suffix=_BUILDING)
         try:
             os.chmod(building, atomic_files.default_dir_mode())
-            shards = _write_shards(building, blocks, kind, params, codebooks)
-            manifest = {
-                "format": "wsdhash-index",
-                "version": VERSION,
-                "kind": kind,
-                "num_items": sum(s["num_items"] for s in shards),
-                "shards": shards,
-                **(metadata or {}),
-            }
+            shards, probes = _write_shards(building, blocks, kind, params, codebooks)
+            reserved = {"format", "version", "kind", "num_items", "shards", DIGEST_KEY}
+            if reserved & set(metadata or {}):
+                raise ValueError(f"metadata may not set {sorted(reserved & set(metadata))}.")
+            manifest = sign_manifest(
+                {
+                    "format": "wsdhash-index",
+                    "version": VERSION,
+                    "kind": kind,
+                    "num_items": sum(s["num_items"] for s in shards),
+                    "shards": shards,
+                    **(metadata or {}),
+                }
+            )
+            check_manifest(manifest, os.path.join(output_dir, MANIFEST))
             atomic_files.write_json(os.path.join(building, MANIFEST), manifest)
+            _check_built(building, probes)
             _replace_folder(building, output_dir)
         except BaseException:
             shutil.rmtree(building, ignore_errors=True)
@@ -161,10 +318,9 @@ def _replace_folder(new: str, destination: str) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _load_shard(directory: str, manifest_path: str, shard, kind: str):
-    """(index, ids) of one manifest entry, checked against it; errors name the file."""
-    if not isinstance(shard, dict) or not {"file", "num_items", "sha256"} <= shard.keys():
-        raise IndexFileError(f"{manifest_path}: bad shard entry {shard!r}; rebuild the index.")
+def _load_shard(directory: str, shard: dict, kind: str):
+    """(index, ids) of one (checked) manifest entry, checked against it; errors name
+    the file."""
     shard_path = os.path.join(directory, shard["file"])
     header, arrays = read_index_file(shard_path, expected_sha256=shard["sha256"])
     if header.get("kind") != kind:
@@ -203,31 +359,12 @@ class ShardedIndex:
                 f"{directory} is not a wsdhash index (no {MANIFEST}); build one with "
                 "`python -m wsdhash.search build`."
             )
-        with open(path, encoding="utf-8") as f:
-            try:
-                self.manifest = json.load(f)
-            except json.JSONDecodeError as error:
-                raise IndexFileError(f"{path}: not valid JSON ({error}).") from None
-        if self.manifest.get("format") != "wsdhash-index":
-            raise IndexFileError(f"{path}: not a wsdhash index manifest.")
-        if self.manifest.get("version") != VERSION:
-            raise IndexFileError(
-                f"{path}: index version {self.manifest.get('version')}; this wsdhash reads "
-                f"version {VERSION}. Rebuild the index."
-            )
-        self.kind = self.manifest.get("kind")
-        if self.kind not in KINDS:
-            raise IndexFileError(
-                f"{path}: unknown index kind {self.kind!r} (expected one of {KINDS}); "
-                "rebuild the index."
-            )
-        shards = self.manifest.get("shards")
-        if not isinstance(shards, list) or not shards:
-            raise IndexFileError(f"{path}: the manifest lists no shards; rebuild the index.")
+        self.manifest = read_manifest(path)
+        self.kind = self.manifest["kind"]
         self.shards, self.ids, self.offsets = [], [], []
         offset = 0
-        for shard in shards:
-            index, ids = _load_shard(directory, path, shard, self.kind)
+        for shard in self.manifest["shards"]:
+            index, ids = _load_shard(directory, shard, self.kind)
             self.shards.append(index)
             self.ids.extend(ids)
             self.offsets.append(offset)

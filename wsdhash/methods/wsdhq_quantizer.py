@@ -71,6 +71,9 @@ def quantizer_features(features: np.ndarray, form: str) -> np.ndarray:
     itself), unit rows for "hypersphere"."""
     if form != "hypersphere":
         return features
+    # In float64, as the in-graph encoder normalises (graph_encoder.py), so that both
+    # round the unit rows to the quantizer's dtype alike.
+    features = np.asarray(features, np.float64)
     norms = np.sqrt(np.maximum(np.sum(np.square(features), axis=1, keepdims=True), 1e-12))
     return features / norms
 

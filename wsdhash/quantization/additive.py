@@ -28,11 +28,17 @@ test time):
   codes <- none assigned (the original resets its one-hot codes to 0, so the
            first sweep is greedy: unassigned codebooks contribute nothing)
   repeat max_iter (= 3) times:
-    for m in a random permutation of 0..M-1 (one permutation per sweep and batch):
+    for m in the sweep's permutation of 0..M-1 (`icm_orders`):
       k_m <- argmin_k d_E(x, b with k_m = k)
 Given `init_codes` the sweeps start from those codes instead (not in the original).
-Each permutation comes from a generator seeded by (seed, first item of the batch), so
-`encode` is a pure function of the state and its input (for a fixed batch size).
+The max_iter permutations are drawn once from a generator seeded by `seed` alone, and
+every batch uses the same ones (the original draws new ones per batch): an item's
+codes are then a function of the item and the quantizer's state only, whatever the
+batch size or the item's position, so the codes file, the exported model's in-graph
+encoder (graph_encoder.py) and the service give the same codes for the same feature.
+The arithmetic is float64 whatever `dtype` (features are first rounded to `dtype`),
+so that the graph encoder, doing the same operations in float64, reproduces the codes
+bit for bit instead of flipping float32 near ties.
 
 Codebook update (closed form, the original's `update_centers`), with B the (N, MK)
 one-hot code matrix and X the (N, D) features:
@@ -115,8 +121,8 @@ class AdditiveQuantizer:
       num_rounds: (encode, update) rounds per `fit` (max_iter_update_Cb = 1).
       kmeans_iter: Lloyd iterations of the initial sub-space k-means.
       seed: seeds the k-means initialisation and the ICM orders.
-      dtype: dtype of the codebooks and of the ICM arithmetic (float32 as in the
-        original; float64 for exact checks).
+      dtype: dtype of the codebooks and of the features ICM encodes (float32 as in the
+        original); the ICM arithmetic itself is float64 (module doc).
 
     Reference:
       Wang et al., AAAI 2021 (WSDHQ); Cao et al., CVPR 2017 (DVSQ).
@@ -273,10 +279,11 @@ class AdditiveQuantizer:
 
     # --------------------------------------------------------------- encode
     def _projected(self, vectors: np.ndarray) -> np.ndarray:
-        """F v for rows v (or v itself in the Euclidean metric), in `dtype`."""
+        """F v for rows v (or v itself in the Euclidean metric), in float64."""
+        vectors = np.asarray(vectors, dtype=np.float64)
         if self._factor is None:
-            return vectors.astype(self.dtype, copy=False)
-        return (vectors @ self._factor.T.astype(self.dtype)).astype(self.dtype, copy=False)
+            return vectors
+        return vectors @ self._factor.T
 
     def encode(
         self,
@@ -307,6 +314,7 @@ class AdditiveQuantizer:
         history = [
             np.empty(num_items, dtype=np.float64) for _ in range(self.max_iter * self.num_codebooks)
         ]
+        orders = self.icm_orders()  # the same for every batch (module doc)
         for start in range(0, num_items, self.code_batch_size):
             stop = min(start + self.code_batch_size, num_items)
             batch_codes, batch_history = self._encode_batch(
@@ -314,7 +322,7 @@ class AdditiveQuantizer:
                 projected_codebooks,
                 codeword_sq_norms,
                 None if init_codes is None else init_codes[start:stop],
-                self.icm_orders(start),
+                orders,
                 return_history,
             )
             codes[start:stop] = batch_codes
@@ -322,14 +330,15 @@ class AdditiveQuantizer:
                 history[step][start:stop] = values
         return (codes, history) if return_history else codes
 
-    def icm_orders(self, start: int = 0) -> list[np.ndarray]:
-        """The codebook orders of the `max_iter` ICM sweeps for the batch that begins at
-        item `start` (module doc); an in-graph encoder replays those of `start = 0`."""
-        rng = np.random.default_rng((self.seed, _ICM_SALT, start))
+    def icm_orders(self) -> list[np.ndarray]:
+        """The codebook orders of the `max_iter` ICM sweeps: a function of `seed`,
+        `max_iter` and M only, the same for every batch and every encoder (module doc);
+        the in-graph encoder replays them."""
+        rng = np.random.default_rng((self.seed, _ICM_SALT))
         return [rng.permutation(self.num_codebooks) for _ in range(self.max_iter)]
 
     def projected_codebooks(self) -> np.ndarray:
-        """(M, K, P) codewords in the metric's projected space (F C), in `dtype`."""
+        """(M, K, P) codewords in the metric's projected space (F C), in float64."""
         codebooks = self._require_codebooks()
         flat = self._projected(codebooks.reshape(-1, codebooks.shape[2]))
         return flat.reshape(self.num_codebooks, self.num_codewords, -1)

@@ -7,11 +7,9 @@ exported WSDHQ model can encode database images without wsdhash:
 * product quantizer: every sub-vector is normalised and takes the codeword of largest
   cosine (product.py), exactly as `ProductQuantizer.encode`.
 * additive quantizer: tag-weighted ICM (additive.py) unrolled over the `max_iter`
-  sweeps, with the codebook orders `AdditiveQuantizer.encode` uses for a batch that
-  starts at item 0. A request of at most `code_batch_size` items therefore gets the
-  same codes as `encode` on the same features (up to float rounding in near ties);
-  for longer inputs `encode` draws a new order per chunk of `code_batch_size`, while
-  the graph keeps one order. Both are ICM local optima of the same distortion.
+  sweeps, in the codebook orders of `AdditiveQuantizer.icm_orders`, which `encode`
+  uses for every batch, and in float64 as `encode` computes: the same features get
+  the same codes as `encode` gives them, whatever the batch sizes on either side.
 
 The features are first mapped into the quantizer's space (`hypersphere` form: unit
 rows, as `methods.wsdhq_quantizer.quantizer_features`).
@@ -53,14 +51,17 @@ class QuantizationEncoder(tf.Module):
             self.dtype = tf.float64
             self.codebooks = tf.constant(quantizer.codebooks, tf.float64)  # (M, K, S)
             return
-        dtype = quantizer.dtype
-        self.dtype = tf.as_dtype(dtype)
+        # Features are rounded to the quantizer's dtype, then encoded in float64, as
+        # `AdditiveQuantizer.encode` does.
+        self.dtype = tf.as_dtype(quantizer.dtype)
         factor = quantizer.metric_factor
-        self.factor = None if factor is None else tf.constant(factor.T.astype(dtype))  # (D, P)
-        projected = quantizer.projected_codebooks()  # (M, K, P)
-        self.projected_codebooks = tf.constant(projected)
-        self.codeword_sq_norms = tf.constant(np.einsum("mkp,mkp->mk", projected, projected))
-        self.orders = [[int(m) for m in order] for order in quantizer.icm_orders(0)]
+        self.factor = None if factor is None else tf.constant(factor.T, tf.float64)  # (D, P)
+        projected = quantizer.projected_codebooks()  # (M, K, P) float64
+        self.projected_codebooks = tf.constant(projected, tf.float64)
+        self.codeword_sq_norms = tf.constant(
+            np.einsum("mkp,mkp->mk", projected, projected), tf.float64
+        )
+        self.orders = [[int(m) for m in order] for order in quantizer.icm_orders()]
 
     def __call__(self, features: tf.Tensor) -> tf.Tensor:
         features = tf.convert_to_tensor(features)
@@ -82,6 +83,7 @@ class QuantizationEncoder(tf.Module):
         return tf.cast(tf.argmax(scores, axis=2), tf.uint8)
 
     def _additive(self, features: tf.Tensor) -> tf.Tensor:
+        features = tf.cast(features, tf.float64)
         projected = features if self.factor is None else tf.matmul(features, self.factor)
         codes: list[tf.Tensor | None] = [None] * self.num_codebooks
         reconstruction = tf.zeros_like(projected)  # (B, P): sum of assigned codewords

@@ -28,6 +28,7 @@ import threading
 
 import numpy as np
 
+from wsdhash.index.fit import MismatchError, check_codebooks, check_provenance
 from wsdhash.model_fingerprint import export_fingerprint
 from wsdhash.service.errors import input_error
 
@@ -35,10 +36,6 @@ _OUTPUTS = ("valid", "status", "embedding", "packed_codes")
 # serving.STATUS_NAMES, repeated so that the engine also serves exports whose module
 # is not importable; statuses it does not know read as "not decodable".
 STATUS_OK, STATUS_NOT_AN_IMAGE, STATUS_UNDECODABLE, STATUS_TOO_LARGE = 0, 1, 2, 3
-
-
-class MismatchError(ValueError):
-    """The model and the index do not fit each other (the message says how)."""
 
 
 def _probe_png() -> bytes:
@@ -182,19 +179,8 @@ class SearchEngine:
                     f"{self._model_name} has no quantizer (its {bits}-bit codes need a binary "
                     f"index: {self._rebuild()})."
                 )
-            theirs = self.index.shards[0].codebooks
-            if books.shape != theirs.shape:
-                raise MismatchError(
-                    f"{self._index_name} holds codes of {theirs.shape[0]} codebooks of "
-                    f"{theirs.shape[1]} codewords in {theirs.shape[2]} dimensions, "
-                    f"{self._model_name} has {books.shape[0]} x {books.shape[1]} in "
-                    f"{books.shape[2]}: {self._rebuild()}."
-                )
-            if not np.allclose(books, theirs, rtol=1e-5, atol=1e-6):
-                raise MismatchError(
-                    f"{self._index_name} was built with other codebooks than "
-                    f"{self._model_name}'s (another run or checkpoint): {self._rebuild()}."
-                )
+            check_codebooks(self.index, books, self._index_name, self._model_name,
+                            self._rebuild())  # fmt: skip
             # The code is M codeword indices of log2(K) bits (32 bits = 4 x 256), not
             # the embedding's dimension.
             return int(books.shape[0] * np.ceil(np.log2(books.shape[1]))), list(books.shape)
@@ -215,15 +201,11 @@ class SearchEngine:
     def _check_provenance(self) -> None:
         """Refuses an index whose manifest names another network than the model's own
         (both fingerprints recorded: wsdhash/model_fingerprint.py)."""
-        theirs = self.index.manifest.get("model_fingerprint")
-        ours = self.model_fingerprint
-        if theirs and ours and theirs != ours:
-            raise MismatchError(
-                f"{self._index_name} holds the codes of another network than "
-                f"{self._model_name} (weights fingerprints {str(theirs)[:12]} and "
-                f"{ours[:12]}: another run or checkpoint): {self._rebuild()}, or export the "
-                "checkpoint its codes file was written from (--checkpoint=best)."
-            )
+        check_provenance(
+            self.index, self.model_fingerprint, self._index_name, self._model_name,
+            f"{self._rebuild()}, or export the checkpoint its codes file was written from "
+            "(--checkpoint=best)",
+        )  # fmt: skip
 
     def _stored(self, position: int):
         """The codes the index holds for an item, or None where the kind hides them."""
