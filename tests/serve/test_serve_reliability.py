@@ -423,3 +423,32 @@ def test_images_whose_headers_lie_are_corrupt_not_valid_or_too_large(engine, que
     assert (
         client.post("/search", files={"image": ("flat.jpg", buffer.getvalue())}).status_code == 200
     )
+
+
+def test_the_pool_refuses_past_its_queue_and_never_grows():
+    from wsdhash.service import workers
+
+    gate, dropped = threading.Event(), []
+    pool = workers.WorkerPool(1, 2, on_drop=dropped.append)
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+
+        def submit(function):
+            return pool.submit(function, (), time.monotonic() + WAIT_S, loop, loop.create_future())
+
+        jobs = [submit(lambda job: gate.wait(WAIT_S))]
+        await _until(lambda: pool.busy == 1)  # the one worker took it
+        jobs += [submit(lambda job: gate.wait(WAIT_S)) for _ in range(2)]
+        assert pool.queued == 2
+        with pytest.raises(workers.Overloaded) as refused:
+            submit(lambda job: None)
+        assert 1 <= refused.value.retry_after_s <= 60 and refused.value.queued == 2
+        pool.withdraw(jobs[2])  # a request that gave up: out of the queue at once
+        assert pool.queued == 1 and dropped == ["cancelled"]
+        gate.set()
+        await _until(lambda: pool.busy == 0 and pool.queued == 0)
+
+    asyncio.run(scenario())
+    assert pool.threads == 1
+    pool.close()

@@ -131,9 +131,10 @@ class _Guard:
     method (unknown methods counted as "other", so the labels stay few), and the
     catch-all that turns an unexpected exception into a logged 500 JSON answer."""
 
-    def __init__(self, app, limits: Limits, metrics: Metrics):
-        self.app, self.limits, self.metrics = app, limits, metrics
+    def __init__(self, app, limits: Limits, metrics: Metrics, pool: workers.WorkerPool):
+        self.app, self.limits, self.metrics, self.pool = app, limits, metrics, pool
         self.uploads = 0  # POST /search bodies being read
+        self.searches = 0  # POST /search requests admitted and not answered yet
 
     def _too_large(self, kind: str, size=None) -> ServiceError:
         maximum = self.limits.body_limit(kind)
@@ -168,7 +169,7 @@ class _Guard:
                 status[0] = message["status"]
             await send(message)
 
-        uploading = False
+        uploading = admitted = False
         try:
             headers = dict(scope["headers"])
             kind = _content_kind(headers)
@@ -186,6 +187,21 @@ class _Guard:
                     await self._refuse(self._too_large(kind, size), scope, receive, tracked_send)
                     return
             if upload:
+                # Every search admitted takes a worker or a queue place from its arrival
+                # to its answer: where the process itself is the bottleneck (its event
+                # loop, on a busy machine), the excess is refused here at once rather
+                # than waiting in front of the pool's queue.
+                capacity = self.limits.workers + self.limits.max_queue
+                if self.searches >= capacity:
+                    error = overloaded_error(
+                        "max_queue", f"{self.searches} searches in flight for "
+                        f"{self.limits.workers} workers", self.limits.max_queue,
+                        self.pool.retry_after_s(),
+                    )  # fmt: skip
+                    await self._refuse(error, scope, receive, tracked_send)
+                    return
+                self.searches += 1
+                admitted = True
                 if self.uploads >= self.limits.max_uploads:
                     error = overloaded_error(
                         "max_uploads", f"{self.uploads} request bodies are being read",
@@ -218,6 +234,8 @@ class _Guard:
         finally:
             if uploading:
                 self.uploads -= 1
+            if admitted:
+                self.searches -= 1
             route = scope.get("route")
             handler = getattr(route, "path", None) or "unmatched"
             method = scope["method"] if scope["method"] in KNOWN_METHODS else "other"
@@ -393,7 +411,7 @@ def create_app(engine, limits: Limits | None = None, thumbnail_cache: int = 4096
         title="wsdhash image search", version=wsdhash.__version__, docs_url="/docs",
         lifespan=lifespan,
     )  # fmt: skip
-    app.add_middleware(_Guard, limits=limits, metrics=metrics)
+    app.add_middleware(_Guard, limits=limits, metrics=metrics, pool=pool)
     app.state.engine, app.state.limits, app.state.metrics = engine, limits, metrics
     app.state.pool = pool
 
