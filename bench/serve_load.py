@@ -11,7 +11,15 @@
    goal under 1.5 with the lean client below, and the median time HTTP adds to a
    query, in ms), then `--clients` concurrent clients for `--seconds` seconds:
    requests/s, p50/p99 latency, errors, and the service's resident memory (VmRSS)
-   before and after the load.
+   before and after the load; that rate is its measured capacity.
+3. Overload (load shedding): `--overload_threads` lean clients send requests on an
+   open-loop schedule at `--overload_factor` (2) times the measured capacity, for at
+   most `--overload_seconds` and `--overload_requests` requests. The service must
+   refuse what it cannot take at once (503 with Retry-After, from its bounded queue:
+   `--serve_flags=--workers=N,--max_queue=M` size it): the report gives the offered and
+   answered rates, the share of 503s and how fast they came back (p50/p99), p50/p99 of
+   the admitted requests, and one request right after the load stops (it must be
+   answered normally, at about the batch-1 latency).
 
 At batch 1 each query goes, interleaved with the direct path, through two clients, each
 on one kept-alive connection: the standard library's http.client with a multipart
@@ -30,7 +38,8 @@ training steps (speed does not depend on the weights), about 80 s on 2 cores:
 --methods=lsh --trained=wsdhq --train_steps=20`, then
 `--model=/tmp/demo/wsdhq_32/saved_model --index=/tmp/demo/index`.
 
-Only 127.0.0.1 is contacted; every loop is bounded in time and the child is stopped
+Run it from the repository root (the service is started as `python -m wsdhash.serve`
+in the current folder, so it serves this checkout's code). Only 127.0.0.1 is contacted; every loop is bounded in time and the child is stopped
 at the end, so the benchmark stops by itself. The defaults are the main job's outputs
 (`python -m wsdhash.demo`).
 `bench/run_all.py` runs it among the other benchmarks (`--quick`: 10 query images, one
@@ -72,6 +81,14 @@ _INTER = flags.DEFINE_integer(
 )
 _SERVE_FLAGS = flags.DEFINE_list(
     "serve_flags", [], "More flags for the service, e.g. --serve_flags=--http=h11,--loop=asyncio."
+)
+_OVERLOAD_FACTOR = flags.DEFINE_float(
+    "overload_factor", 2.0, "Overload rate as a multiple of the measured capacity (0: skip)."
+)
+_OVERLOAD_SECONDS = flags.DEFINE_float("overload_seconds", 10.0, "Longest overload, seconds.")
+_OVERLOAD_REQUESTS = flags.DEFINE_integer("overload_requests", 5000, "Most overload requests.")
+_OVERLOAD_THREADS = flags.DEFINE_integer(
+    "overload_threads", 32, "Client threads of the overload (each one connection at a time)."
 )
 _STARTUP_S = 600  # the service loads TensorFlow and the model: generous on a busy machine
 _REQUEST_S = 120  # a single request's ceiling (the service's own limit is 30 s)
@@ -141,7 +158,9 @@ class _PlainClient:
     def __init__(self, port: int):
         self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=_REQUEST_S)
 
-    def post(self, blob: bytes) -> None:
+    def post(self, blob: bytes, check: bool = True) -> int:
+        """Posts one query; returns the HTTP status (with `check`, anything but 200 ends
+        the benchmark)."""
         head = (
             f'--{self._BOUNDARY}\r\nContent-Disposition: form-data; name="image"; '
             'filename="query.jpg"\r\nContent-Type: application/octet-stream\r\n\r\n'
@@ -151,8 +170,11 @@ class _PlainClient:
         self.connection.request("POST", f"/search?k={_K.value}", body, {"Content-Type": kind})
         response = self.connection.getresponse()
         answer = response.read()
-        if response.status != 200:
+        if check and response.status != 200:
             raise SystemExit(f"http.client: HTTP {response.status}: {answer[:200]!r}")
+        if response.will_close:  # a 503 may close the connection: open the next one
+            self.connection.close()
+        return response.status
 
     def close(self) -> None:
         self.connection.close()
@@ -200,6 +222,80 @@ def _load(url: str, blobs: list[bytes]):
     for thread in threads:
         thread.join()
     return latencies, errors, time.perf_counter() - started
+
+
+def _overload(port: int, blobs: list[bytes], rate: float):
+    """Open-loop requests at `rate` per second, bounded in time and count: a list of
+    (status or error text, seconds) and the seconds the schedule took."""
+    answers, lock, counter = [], threading.Lock(), [0]
+    started = time.perf_counter()
+    stop_at = started + _OVERLOAD_SECONDS.value
+
+    def sender():
+        client, mine = _PlainClient(port), []
+        while True:
+            with lock:
+                number = counter[0]
+                counter[0] += 1
+            due = started + number / rate
+            if number >= _OVERLOAD_REQUESTS.value or due >= stop_at:
+                break
+            time.sleep(max(0.0, due - time.perf_counter()))
+            sent = time.perf_counter()
+            try:
+                status = client.post(blobs[number % len(blobs)], check=False)
+            except (OSError, http.client.HTTPException) as error:
+                status = repr(error)[:100]
+                client.close()
+                client = _PlainClient(port)
+            mine.append((status, time.perf_counter() - sent))
+        client.close()
+        with lock:
+            answers.extend(mine)
+
+    threads = [threading.Thread(target=sender) for _ in range(_OVERLOAD_THREADS.value)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return answers, time.perf_counter() - started
+
+
+def _overload_rows(answers, elapsed, capacity, rate, recovery, batch1_p50):
+    admitted = [seconds for status, seconds in answers if status == 200]
+    shed = [seconds for status, seconds in answers if status == 503]
+    other = [status for status, _ in answers if status not in (200, 503)]
+    share = len(shed) / max(1, len(answers))
+    admitted_p50, admitted_p99 = _percentiles(admitted) if admitted else (float("nan"),) * 2
+    shed_p50, shed_p99 = _percentiles(shed) if shed else (float("nan"),) * 2
+    status, seconds = recovery
+    rows = [
+        (
+            f"overload: {_OVERLOAD_FACTOR.value:g}x capacity ({capacity:.0f}/s)",
+            (
+                f"offered {rate:.0f}/s, sent {len(answers) / elapsed:.0f}/s for {elapsed:.1f} s "
+                f"({len(answers)} requests)"
+            ),
+        ),
+        ("  answered 503 (shed)", f"{share:.0%}: p50 {shed_p50:.1f} ms  p99 {shed_p99:.1f} ms"),
+        (
+            "  admitted (200)",
+            (
+                f"{len(admitted)} ({len(admitted) / elapsed:.0f}/s): p50 {admitted_p50:.1f} ms  "
+                f"p99 {admitted_p99:.1f} ms"
+            ),
+        ),
+        ("  other answers or errors", f"{len(other)} {sorted(set(map(str, other)))[:3]}"),
+        (
+            "  first request after the load",
+            f"HTTP {status} in {seconds * 1000:.1f} ms (batch-1 p50 {batch1_p50:.1f} ms)",
+        ),
+    ]
+    results.record("serve", "overload 503 share", share * 100, "%", f"{rate:.0f}/s offered")
+    results.record("serve", "overload 503 p99 latency", shed_p99, "ms")
+    results.record("serve", "overload admitted p99 latency", admitted_p99, "ms")
+    results.record("serve", "first request after overload", seconds * 1000, "ms", f"HTTP {status}")
+    return rows
 
 
 def main(argv):
@@ -273,6 +369,20 @@ def main(argv):
                 served_by = _served_by(os.path.join(scratch, "serve.log"))
             latencies, errors, elapsed = _load(url, blobs)
             memory_after = _rss_mib(child.pid)
+            overload = None
+            if _OVERLOAD_FACTOR.value > 0 and latencies:
+                capacity = len(latencies) / elapsed
+                rate = capacity * _OVERLOAD_FACTOR.value
+                answers, overload_s = _overload(port, blobs, rate)
+                after = _PlainClient(port)  # at once: no pause between the load and it
+                sent = time.perf_counter()
+                try:
+                    status = after.post(blobs[0], check=False)
+                except (OSError, http.client.HTTPException) as error:
+                    status = repr(error)[:100]
+                recovery = (status, time.perf_counter() - sent)
+                after.close()
+                overload = (answers, overload_s, capacity, rate, recovery)
         finally:
             child.send_signal(signal.SIGINT)
             try:
@@ -324,6 +434,8 @@ def main(argv):
             ),
         ),
     ]
+    if overload is not None:
+        rows += _overload_rows(*overload, lean_p50)
     for name, value in rows:
         print(f"  {name:<42} {value}")
     for error in errors[:5]:

@@ -19,6 +19,15 @@ batch 1). The start-up output names the settings in force.
 The service refuses to start, with one line, when the model and the index do not fit
 (wsdhash/service/engine.py: code width, quantizer, codebooks, and a few database images
 re-encoded). One process serves (uvicorn); its requests share one loaded model.
+
+Under load it sheds rather than drowns: `--workers` searches run at once, `--max_queue`
+more wait, and one more is answered 503 with `Retry-After` at once; a request that
+times out (`--request_timeout_s`, counted from the moment it is queued) is taken out
+of the queue, or stops before its next stage (wsdhash/service/workers.py). Request
+bodies are limited while they stream in (`--max_upload_bytes` for an image's raw
+bytes, `--max_batch` of them in JSON or multipart), at most `--max_uploads` are read at
+once, and a request's line and headers may hold `--max_header_bytes` with either
+parser (wsdhash/service/protocols.py).
 """
 
 from __future__ import annotations
@@ -42,7 +51,22 @@ flags.DEFINE_integer("max_upload_bytes", 20 * 2**20, "Largest image upload, in b
 flags.DEFINE_integer("max_pixels", 50_000_000, "Largest image, width x height (from its header).")
 flags.DEFINE_integer("max_k", 100, "Most neighbours a query may ask for.")
 flags.DEFINE_integer("max_batch", 16, "Most images per request (one model call).")
-flags.DEFINE_float("request_timeout_s", 30.0, "Longest search (model and index), in seconds.")
+flags.DEFINE_float(
+    "request_timeout_s", 30.0, "Longest search (queue, model and index), in seconds."
+)
+flags.DEFINE_integer(
+    "workers", 2,
+    "Searches that run at once (threads, each one model call; TensorFlow's own thread "
+    "pools run inside each).",
+)  # fmt: skip
+flags.DEFINE_integer(
+    "max_queue", 16, "Searches that may wait for a worker; one more is answered 503."
+)
+flags.DEFINE_integer("max_uploads", 16, "Request bodies read at once; one more is answered 503.")
+flags.DEFINE_integer(
+    "max_header_bytes", 65536,
+    "Largest request line and headers, in bytes (431 past it), for both HTTP parsers.",
+)  # fmt: skip
 flags.DEFINE_integer(
     "check_images", 8, "Database images re-encoded at start-up to check the pair (0: none)."
 )
@@ -74,8 +98,12 @@ def limits_from_flags():
             max_k=FLAGS.max_k,
             max_batch=FLAGS.max_batch,
             request_timeout_s=FLAGS.request_timeout_s,
+            workers=FLAGS.workers,
+            max_queue=FLAGS.max_queue,
+            max_uploads=FLAGS.max_uploads,
+            max_header_bytes=FLAGS.max_header_bytes,
         )
-    except ValueError as error:
+    except (ValueError, TypeError) as error:
         raise cli.UsageError(str(error)) from None
 
 
@@ -146,6 +174,7 @@ def main(argv):
     import uvicorn
 
     from wsdhash.service.app import create_app
+    from wsdhash.service.protocols import uvicorn_config
 
     app = create_app(engine, limits)
     where = f"http://{FLAGS.host}:{FLAGS.port}/"
@@ -161,10 +190,16 @@ def main(argv):
         f"intra-op {intra}, inter-op {inter}",
         flush=True,
     )
-    uvicorn.run(
-        app, host=FLAGS.host, port=FLAGS.port, http=http, loop=loop, log_level="warning",
-        access_log=False,
+    print(
+        f"wsdhash.serve: {limits.workers} search workers, a queue of {limits.max_queue}, "
+        f"{limits.max_uploads} uploads at once, headers up to {limits.max_header_bytes} bytes",
+        flush=True,
+    )
+    config = uvicorn_config(
+        app, http, limits.max_header_bytes, host=FLAGS.host, port=FLAGS.port, loop=loop,
+        log_level="warning", access_log=False,
     )  # fmt: skip
+    uvicorn.Server(config).run()
 
 
 def run():

@@ -13,6 +13,10 @@ AQD search, while queries use `embedding`), and the loaded object's
   the export's pixel limit (`DEFAULT_MAX_PIXELS` unless `--max_pixels` says otherwise;
   checked before decoding, so a decompression bomb costs nothing) and it decodes
   completely (a truncated JPEG or PNG is invalid, as it is for OpenCV in training).
+  Two broken files are refused from their headers, without decoding: a PNG whose
+  first chunk is not IHDR (e.g. PNG magic followed by a JPEG), and a JPEG far smaller
+  than the size its header claims (`jpeg_too_small`: libjpeg would fill the missing
+  scan with grey and report success).
   `status` says why an item is invalid (`STATUS_NAMES`). An invalid item has
   `valid = False` and all-zero outputs: zero embedding, zero `codes` (neither +1 nor
   -1), zero `packed_codes` and `quantization_codes`; callers must not index or match
@@ -61,6 +65,7 @@ from wsdhash.models.assembly import build_model
 from wsdhash.training.config import config_from_dict
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_PNG_HEADER = b"\x00\x00\x00\x0dIHDR"  # the first chunk after the magic: 13 bytes of IHDR
 _EXIF_MARKER = b"Exif\x00\x00"
 _APP1 = b"\xff\xe1"
 _EXIF_SEARCH_BYTES = 65536  # an APP1 segment (where EXIF lives) is at most 64 KiB
@@ -107,8 +112,10 @@ def load_trained_model(workdir: str, checkpoint: str = "best"):
     tf.train.Checkpoint(model=model).restore(
         path
     ).expect_partial().assert_existing_objects_matched()
-    return model, config, backbone.pipeline_config(
-        config.image_size, config.crop_size, config.ten_crop
+    return (
+        model,
+        config,
+        backbone.pipeline_config(config.image_size, config.crop_size, config.ten_crop),
     )
 
 
@@ -222,6 +229,18 @@ def image_header_size(data: tf.Tensor, is_jpeg: tf.Tensor) -> tf.Tensor:
     return tf.cond(is_jpeg, jpeg, png)
 
 
+def jpeg_too_small(height: tf.Tensor, width: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
+    """True for a JPEG of `size` bytes that cannot hold height x width pixels.
+
+    A Huffman-coded scan (baseline or progressive) spends at least one bit on every
+    8 x 8 block of a component (a DC code is at least a bit long), so a file of fewer
+    bytes than an eighth of its luma blocks is truncated or lies about its size: a
+    64 x 64 image's data under a 7000 x 7000 header decodes to grey without an error.
+    (An arithmetic-coded JPEG, very rare, could be smaller and is refused too.)"""
+    blocks = ((height + 7) // 8) * ((width + 7) // 8)
+    return tf.cast(size, tf.int64) * 8 < blocks
+
+
 class HashingServingModule(tf.Module):
     """Wraps a trained model with in-graph decoding and preprocessing (module doc).
 
@@ -311,9 +330,17 @@ class HashingServingModule(tf.Module):
             known, lambda: image_header_size(data, is_jpeg), lambda: tf.zeros([2], tf.int64)
         )
         too_large = header[0] * header[1] > self.max_pixels
+        start = _PNG_MAGIC + _PNG_HEADER  # (substr from 0: a position past the end raises)
+        no_png_header = is_png & (tf.strings.substr(data, 0, len(start)) != start)
+        too_small = is_jpeg & jpeg_too_small(header[0], header[1], tf.strings.length(data))
         status = tf.where(
-            known, tf.where(too_large, STATUS_TOO_LARGE, STATUS_OK), STATUS_NOT_AN_IMAGE
+            no_png_header,
+            STATUS_UNDECODABLE,
+            tf.where(
+                too_large, STATUS_TOO_LARGE, tf.where(too_small, STATUS_UNDECODABLE, STATUS_OK)
+            ),
         )
+        status = tf.where(known, status, STATUS_NOT_AN_IMAGE)
 
         def decode():
             def jpeg():

@@ -8,6 +8,7 @@ import shutil
 import socket
 import tempfile
 import threading
+import time
 
 import pytest
 
@@ -54,6 +55,10 @@ def server(engine):
     service = uvicorn.Server(config)
     thread = threading.Thread(target=service.run, kwargs={"sockets": [listener]}, daemon=True)
     thread.start()
+    deadline = time.monotonic() + WAIT_S
+    while not service.started:  # listening: the browser must not connect before
+        assert thread.is_alive() and time.monotonic() < deadline, "the service did not start"
+        time.sleep(0.01)
     try:
         yield f"http://127.0.0.1:{listener.getsockname()[1]}/"
     finally:

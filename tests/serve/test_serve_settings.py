@@ -15,7 +15,7 @@ from wsdhash import cli, serve
 
 
 def _start(served_files, tmp_path, *extra):
-    _, images, model_dir, index_dir = served_files
+    _, _, model_dir, index_dir = served_files
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
     return subprocess.Popen(
         [sys.executable, "-m", "wsdhash.serve", f"--model={model_dir}", f"--index={index_dir}",
@@ -95,3 +95,18 @@ def test_negative_threads_and_missing_parsers_are_usage_errors(monkeypatch):
 def test_the_flags_are_documented():
     for name in ("intra_op_threads", "inter_op_threads", "http", "loop"):
         assert flags.FLAGS[name].help
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [("workers", 0), ("workers", 10_000), ("max_queue", 0), ("max_uploads", -1),
+     ("max_header_bytes", 10), ("request_timeout_s", float("nan")), ("max_batch", 0)],
+)  # fmt: skip
+def test_serving_limits_are_bounded_and_name_their_flag(name, value):
+    from wsdhash.service.errors import BOUNDS, Limits
+
+    with pytest.raises(ValueError, match=f"--{name} must be"):
+        Limits(**{name: value})
+    # Every limit is a flag of wsdhash.serve, with the same default.
+    for field in BOUNDS:
+        assert flags.FLAGS[field].help and flags.FLAGS[field].default == getattr(Limits(), field)

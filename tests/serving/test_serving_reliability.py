@@ -20,6 +20,7 @@ import tensorflow as tf
 from wsdhash import serving
 from wsdhash.data import preprocessing
 from wsdhash.models.assembly import build_model
+from wsdhash.serving import _PNG_MAGIC
 from wsdhash.training.config import TrainConfig
 
 CROP = 28
@@ -369,3 +370,35 @@ def test_the_image_signature_gathers_without_a_per_call_reduce(module_and_model)
     module, _ = module_and_model
     ops = _graph_ops(module.serving_default)
     assert "ReduceDataset" not in ops and "DatasetToSingleElement" in ops
+
+
+def _claiming(jpeg: bytes, width: int, height: int) -> bytes:
+    """The JPEG with its frame header (SOF0/1/2) rewritten to claim width x height."""
+    data, position = bytearray(jpeg), 2
+    while data[position + 1] not in (0xC0, 0xC1, 0xC2):
+        position += 2 + struct.unpack(">H", data[position + 2 : position + 4])[0]
+    data[position + 5 : position + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+def test_headers_that_lie_are_undecodable_not_valid_or_too_large(module_and_model):
+    """A 64 x 64 JPEG's data under a 7000 x 7000 header (libjpeg fills the rest with grey
+    and reports success) and PNG magic followed by a JPEG (its "IHDR" is JPEG bytes,
+    read as a huge size) are corrupt; an honest flat JPEG of many pixels and few bytes
+    (one bit per block and component at the least) is not."""
+    module, _ = module_and_model
+    jpeg = _jpeg(_pattern(64, 64, seed=13))
+    flat = cv2.imencode(".jpg", np.full((1600, 1200, 3), 77, np.uint8))[1].tobytes()
+    flat_grey = cv2.imencode(".jpg", np.full((1600, 1200), 200, np.uint8))[1].tobytes()
+    items = [_claiming(jpeg, 7000, 7000), _PNG_MAGIC + jpeg, flat, flat_grey, jpeg]
+    assert _run(module, items)["status"].tolist() == [
+        serving.STATUS_UNDECODABLE,
+        serving.STATUS_UNDECODABLE,
+        serving.STATUS_OK,
+        serving.STATUS_OK,
+        serving.STATUS_OK,
+    ]
+    # The bound: fewer bytes than an eighth of the 8 x 8 blocks.
+    too_small = serving.jpeg_too_small
+    assert bool(too_small(tf.constant(64, tf.int64), tf.constant(64, tf.int64), 8)) is False
+    assert bool(too_small(tf.constant(64, tf.int64), tf.constant(72, tf.int64), 8)) is True

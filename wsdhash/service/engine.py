@@ -24,6 +24,7 @@ import hashlib
 import io
 import json
 import os
+import stat
 import threading
 
 import numpy as np
@@ -71,6 +72,21 @@ def _modified(path: str) -> str | None:
     except OSError:
         return None
     return datetime.datetime.fromtimestamp(stamp, datetime.UTC).isoformat(timespec="seconds")
+
+
+def _opened_path(descriptor: int, path: str) -> str | None:
+    """Where the file open on `descriptor` lies: its /proc/self/fd link (Linux), else
+    `path` resolved now if that is the same file (device and inode), else None."""
+    try:
+        return os.readlink(f"/proc/self/fd/{descriptor}").removesuffix(" (deleted)")
+    except OSError:
+        pass
+    real = os.path.realpath(path)
+    try:
+        same = os.path.samestat(os.stat(real), os.fstat(descriptor))
+    except OSError:
+        return None
+    return real if same else None
 
 
 def _inside(path: str, root: str) -> bool:
@@ -224,11 +240,12 @@ class SearchEngine:
         positions = np.unique(np.linspace(0, self.index.num_items - 1, count).astype(int))
         stored, blobs = [], []
         for position in positions:
-            codes, path = self._stored(int(position)), self.item_file(int(position))
-            if codes is None or path is None:
+            codes = self._stored(int(position))
+            opened = None if codes is None else self.open_item(int(position))
+            if opened is None:
                 continue
-            with open(path, "rb") as f:
-                blobs.append(f.read())
+            with opened:
+                blobs.append(opened.read())
             stored.append(codes)
         if len(blobs) < 2:
             return None
@@ -309,9 +326,14 @@ class SearchEngine:
 
     # ------------------------------------------------------------------ items
     def position(self, item: str) -> int | None:
-        """An item's position from its position number or its exact id, else None."""
-        if item.isdigit() and int(item) < self.index.num_items:
-            return int(item)
+        """An item's position from its position number (ASCII digits) or its exact id,
+        else None."""
+        digits = (item.lstrip("0") or "0") if item.isascii() and item.isdigit() else None
+        # No int() of a long string (Python refuses over 4,300 digits): a position has
+        # at most as many digits as the item count.
+        count = self.index.num_items
+        if digits is not None and len(digits) <= len(str(count)) and int(digits) < count:
+            return int(digits)
         return self._positions.get(item)
 
     def item_file(self, position: int) -> str | None:
@@ -339,6 +361,33 @@ class SearchEngine:
         with self._files_lock:
             self._files[position] = found
         return found
+
+    def open_item(self, position: int):
+        """The database image of an item opened for reading (binary), or None when it
+        has none inside `images_root` now.
+
+        Checked at every open, not only when the item was first looked up: the final
+        component is opened without following a symlink (O_NOFOLLOW), and the file
+        actually opened must lie inside the root (its /proc/self/fd link, or where
+        /proc is missing, the path resolved again and compared by device and inode),
+        so a file or folder swapped for a symlink out of the root later is refused."""
+        path = self.item_file(position)
+        if path is None:
+            return None
+        flags = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        try:
+            file = open(path, "rb", opener=lambda name, mode: os.open(name, mode | flags))  # noqa: SIM115
+        except OSError:  # gone, a symlink now, or unreadable
+            return None
+        try:
+            opened = _opened_path(file.fileno(), path)
+            regular = stat.S_ISREG(os.fstat(file.fileno()).st_mode)
+        except OSError:
+            opened, regular = None, False
+        if opened is None or not regular or not _inside(opened, self.images_root):
+            file.close()
+            return None
+        return file
 
     def item_path(self, position: int) -> str | None:
         """`item_file` relative to `images_root` (remembered: a search answers with it)."""

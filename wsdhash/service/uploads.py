@@ -3,8 +3,12 @@
 An upload is checked from its bytes and header only (nothing is decoded): not empty,
 at most `max_upload_bytes`, JPEG or PNG (another format Pillow recognises, such as GIF,
 WebP or BMP, is a 415 naming it; anything else a 400), and at most `max_pixels`
-(width x height from the header). The model then decodes it (alpha, grayscale and
-CMYK JPEG included); one it cannot decode is a 400 naming it (engine.status_error).
+(width x height from the header). A PNG whose first chunk is not its header (IHDR),
+or a JPEG far too small for the size its header claims (under one bit per 8 x 8
+block, which no Huffman-coded JPEG can be: `serving.jpeg_too_small`, the same rule the
+exported model applies), is a 400 "corrupt or truncated" without reaching the model.
+The model then decodes it (alpha, grayscale and CMYK JPEG included); one it cannot
+decode is a 400 naming it (engine.status_error).
 """
 
 from __future__ import annotations
@@ -15,7 +19,34 @@ import warnings
 from wsdhash.service.errors import Limits, input_error, limit_error
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_PNG_HEADER = b"\x00\x00\x00\x0dIHDR"  # the first chunk: 13 bytes of IHDR
 _JPEG_MAGIC = b"\xff\xd8\xff"
+_CORRUPT = "corrupt or truncated image: it cannot be decoded."
+
+
+def unreadable_errors() -> tuple:
+    """The exceptions of an image file Pillow cannot read (`except unreadable_errors()`)."""
+    from PIL import Image
+
+    return (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
+
+
+def jpeg_too_small(width: int, height: int, size: int) -> bool:
+    """True for a JPEG of `size` bytes that cannot hold width x height pixels: a
+    Huffman-coded scan spends at least one bit on every 8 x 8 block (serving.py)."""
+    blocks = -(-width // 8) * -(-height // 8)
+    return size * 8 < blocks
+
+
+def check_size(size: int, what: str, limits: Limits) -> None:
+    """Raises the 413 for an upload of more than `max_upload_bytes`."""
+    if size > limits.max_upload_bytes:
+        raise limit_error(
+            "max_upload_bytes",
+            f"{what}: {size} bytes, more than max_upload_bytes={limits.max_upload_bytes}.",
+            value=size,
+            maximum=limits.max_upload_bytes,
+        )
 
 
 def check_upload(data: bytes, what: str, limits: Limits) -> None:
@@ -24,13 +55,9 @@ def check_upload(data: bytes, what: str, limits: Limits) -> None:
 
     if not data:
         raise input_error(what, "empty image (0 bytes).")
-    if len(data) > limits.max_upload_bytes:
-        raise limit_error(
-            "max_upload_bytes",
-            f"{what}: {len(data)} bytes, more than max_upload_bytes={limits.max_upload_bytes}.",
-            value=len(data),
-            maximum=limits.max_upload_bytes,
-        )
+    check_size(len(data), what, limits)
+    if data.startswith(_PNG_MAGIC) and data[8:16] != _PNG_HEADER:
+        raise input_error(what, _CORRUPT)  # PNG magic, then no PNG header
     known = data.startswith((_PNG_MAGIC, _JPEG_MAGIC))
     try:
         with warnings.catch_warnings():
@@ -59,13 +86,16 @@ def check_upload(data: bytes, what: str, limits: Limits) -> None:
             value=width * height,
             maximum=limits.max_pixels,
         )
+    if kind == "JPEG" and jpeg_too_small(width, height, len(data)):
+        raise input_error(what, f"{_CORRUPT} (its header claims {width} x {height})")
 
 
-def thumbnail(path: str, size: int) -> tuple[bytes, str]:
-    """(JPEG bytes, media type) of an image file shrunk to fit size x size, upright."""
+def thumbnail(file, size: int) -> tuple[bytes, str]:
+    """(JPEG bytes, media type) of an image file (a path or a file opened in binary
+    mode) shrunk to fit size x size, upright."""
     from PIL import Image, ImageOps
 
-    with Image.open(path) as image:
+    with Image.open(file) as image:
         image.draft("RGB", (size, size))  # JPEG: decode at a reduced scale
         image = ImageOps.exif_transpose(image).convert("RGB")
         image.thumbnail((size, size))
