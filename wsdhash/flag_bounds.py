@@ -3,9 +3,10 @@
 Every entry point's numeric flags are checked against `BOUNDS` right after parsing
 (`wsdhash.cli.run`), before any work: a value outside its range, and any NaN or
 infinity, is refused in one line with exit status 2, naming the flag, the value and
-the range. A method's own flags (`--<method>_<name>`) carry their range in their
-`Option` (wsdhash/methods/base.py), where the method declares them; the entry point
-that defines those flags adds them to the table (`declare`).
+the range. Where the library checks the same value itself, the range lives there once
+and the entry point that defines the flag adds it to the table (`declare`): a method's
+own flags (`--<method>_<name>`, their `Option` in wsdhash/methods/), the index
+parameters (wsdhash/index/binary.py) and the service's limits (wsdhash/service/errors.py).
 
 A flag whose default is None ("not set", e.g. `--hyp2_zeta`) may stay unset. The
 table lists every numeric flag of every command (tests/test_flag_bounds.py walks them
@@ -66,7 +67,7 @@ BOUNDS: dict[str, Bound] = {
     "builtin_image_size": Bound(8, 1024),
     "image_size": IMAGE_SIDE,
     "crop_size": IMAGE_SIDE,
-    "max_pixels": Bound(1, 10**10),
+    "max_pixels": Bound(1, 2**31),  # export's, and serve's Limits
     # train (and tune, which takes train's flags).
     "hash_bit": BITS,
     "quantizer_update_every": OPTIONAL_COUNT,
@@ -109,21 +110,12 @@ BOUNDS: dict[str, Bound] = {
     "ppmi_context_smoothing": Bound(0, 1, above=True),
     # search.
     "shard_size": OPTIONAL_COUNT,
-    "nlist": Bound(0, 10**7),
-    "nprobe": Bound(1, 10**7),
-    "hnsw_m": Bound(2, 256),
-    "ef_search": Bound(1, 10**6),
-    "nhash": Bound(1, 64),
-    "hash_bits": Bound(1, 64),
-    "nflip": Bound(0, 64),
+    # The index parameters' ranges: wsdhash/index/binary.py's PARAM_BOUNDS (declared).
     "k": Bound(1, 10**7),
     "num_queries": OPTIONAL_COUNT,
     # serve.
     "port": Bound(0, 65535),  # 0: any free port
-    "max_upload_bytes": Bound(1, 2**34),
-    "max_k": Bound(1, 10**6),
-    "max_batch": Bound(1, 10**4),
-    "request_timeout_s": Bound(0, 86400, above=True),
+    # The service's limits: wsdhash/service/errors.py's BOUNDS (declared by serve).
     "check_images": Bound(0, 10**6),
     "intra_op_threads": THREADS,
     "inter_op_threads": THREADS,
@@ -143,8 +135,9 @@ BOUNDS: dict[str, Bound] = {
 
 
 def declare(name: str, bound: Bound) -> None:
-    """Adds the bound of a flag declared elsewhere (a method's option, whose entry point
-    defines its flag from the `Option`)."""
+    """Adds the bound of a flag whose range a library module declares beside the value
+    it bounds (a method's `Option`, an index parameter, a service limit); the entry
+    point that defines the flag calls this. The same name twice must agree."""
     if BOUNDS.get(name, bound) != bound:
         raise ValueError(f"--{name}: two bounds, {BOUNDS[name]} and {bound}.")
     BOUNDS[name] = bound

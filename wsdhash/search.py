@@ -37,7 +37,8 @@ import sys
 
 from absl import flags
 
-from wsdhash import cli
+from wsdhash import cli, flag_bounds
+from wsdhash.index.binary import PARAM_BOUNDS
 from wsdhash.index.images import (  # noqa: F401
     check_takes_images,
     encode_images,
@@ -66,6 +67,9 @@ flags.DEFINE_integer("k", 10, "query: neighbours per query.")
 flags.DEFINE_integer("num_queries", 0, "query by codes: the first N queries (0: all).")
 flags.DEFINE_integer("batch_size", 64, "Images per SavedModel call.")
 flags.DEFINE_bool("json", False, "query: print JSON instead of a table.")
+for _kind_bounds in PARAM_BOUNDS.values():
+    for _name, (_low, _high) in _kind_bounds.items():
+        flag_bounds.declare(_name, flag_bounds.Bound(_low, _high))
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 

@@ -37,7 +37,8 @@ import os
 
 from absl import flags
 
-from wsdhash import cli
+from wsdhash import cli, flag_bounds
+from wsdhash.service.errors import BOUNDS as LIMIT_BOUNDS
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "Exported SavedModel (python -m wsdhash.export).")
@@ -67,6 +68,8 @@ flags.DEFINE_integer(
     "max_header_bytes", 65536,
     "Largest request line and headers, in bytes (431 past it), for both HTTP parsers.",
 )  # fmt: skip
+for _name, (_low, _high) in LIMIT_BOUNDS.items():
+    flag_bounds.declare(_name, flag_bounds.Bound(_low, _high))
 flags.DEFINE_integer(
     "check_images", 8, "Database images re-encoded at start-up to check the pair (0: none)."
 )
