@@ -127,8 +127,6 @@ def build():
 
     if not FLAGS.output:
         raise cli.UsageError("build needs --output (the index directory).")
-    if FLAGS.shard_size < 0:
-        raise cli.UsageError(f"--shard_size={FLAGS.shard_size}: must be >= 0 (0: one shard).")
     params = BinaryIndexParams(
         nlist=FLAGS.nlist, nprobe=FLAGS.nprobe, hnsw_m=FLAGS.hnsw_m, ef_search=FLAGS.ef_search,
         nhash=FLAGS.nhash, hash_bits=FLAGS.hash_bits, nflip=FLAGS.nflip,

@@ -137,11 +137,11 @@ def test_index_flags_out_of_bounds_exit_2_and_keep_the_index(tmp_path):
     assert _search("build", f"--codes={codes}", f"--output={index}").returncode == 0
     before = sorted(os.listdir(tmp_path)), (index / "index.json").read_bytes()
     for flags, named in (
-        (["--kind=hnsw", "--hnsw_m=0"], "--hnsw_m=0"),
-        (["--kind=multihash", "--nhash=0"], "--nhash=0"),
+        (["--kind=hnsw", "--hnsw_m=0"], "--hnsw_m must be >= 2"),
+        (["--kind=multihash", "--nhash=0"], "--nhash must be >= 1"),
         (["--kind=multihash", "--hash_bits=20", "--nhash=2"], "--nhash=2"),
         (["--kind=ivf", "--nlist=500"], "--nlist=500"),
-        (["--shard_size=-3"], "--shard_size=-3"),
+        (["--shard_size=-3"], "--shard_size must be >= 0"),
     ):
         result = _search("build", f"--codes={codes}", f"--output={index}", *flags)
         _one_line_error(result, 2, named)
