@@ -27,6 +27,8 @@ import results
 from absl import app, flags
 
 from wsdhash.eval import aqd_metrics, metrics
+from wsdhash.eval.protocol import EvalProtocol
+from wsdhash.eval.scorers import MatrixScorer
 from wsdhash.quantization.additive import AdditiveQuantizer
 
 _NUM_QUERIES = flags.DEFINE_integer("num_queries", 2100, "Q, number of queries.")
@@ -96,21 +98,13 @@ def main(argv):
         f"{encode_seconds:.1f} s (not part of the timed search)"
     )
 
-    evaluate_kwargs = {
-        "topk": _TOPK.value,
-        "ties": "index",
-        "empty": _EMPTY.value,
-        "num_threads": _NUM_THREADS.value or None,
-    }
+    protocol = EvalProtocol(topk=_TOPK.value, ties="index", empty=_EMPTY.value, precision_at=())
+    labels = (query_labels, database_labels)
+    threads = _NUM_THREADS.value or None
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB.
     start = time.perf_counter()
     result = aqd_metrics.aqd_evaluate(
-        query_features,
-        database_indices,
-        codebooks,
-        query_labels,
-        database_labels,
-        **evaluate_kwargs,
+        query_features, database_indices, codebooks, labels, protocol, num_threads=threads
     )
     seconds = time.perf_counter() - start
     rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -120,9 +114,9 @@ def main(argv):
         query_features,
         database_indices,
         codebooks,
-        query_labels,
-        database_labels,
-        **evaluate_kwargs,
+        labels,
+        protocol,
+        num_threads=threads,
     )
     _, traced_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
@@ -131,9 +125,7 @@ def main(argv):
         f"\nAQD {result.map_name}: mAP = {result.map:.6f} "
         f"({result.num_scored_queries} of {len(query_features)} queries scored)"
     )
-    print(
-        f"  wall time: {seconds:.2f} s (query chunks sized by the evaluator's memory budget)"
-    )
+    print(f"  wall time: {seconds:.2f} s (query chunks sized by the evaluator's memory budget)")
     print(
         f"  peak memory: {rss_after:.0f} MiB process peak RSS (ru_maxrss; {rss_before:.0f} MiB "
         f"before the call, data included); {traced_peak / 2**20:.0f} MiB peak allocated inside "
@@ -146,13 +138,10 @@ def main(argv):
     naive_scores = query_features[:checked] @ reconstruction.T  # (checked, N)
     del reconstruction
     naive = metrics.evaluate_retrieval(
-        query_labels[:checked],
-        database_labels,
-        scores=naive_scores,
-        precision_at=(),
-        hamming_radius=None,
-        radius_metrics=False,
-        **evaluate_kwargs,
+        MatrixScorer(scores=naive_scores),
+        (query_labels[:checked], database_labels),
+        protocol,
+        num_threads=threads,
     )
     difference = np.nanmax(np.abs(naive.average_precisions - result.average_precisions[:checked]))
     print(

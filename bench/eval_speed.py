@@ -31,6 +31,7 @@ Usage:
 
 from __future__ import annotations
 
+import dataclasses
 import resource
 import time
 import tracemalloc
@@ -39,6 +40,8 @@ import numpy as np
 from absl import app, flags
 
 from wsdhash.eval import binary, metrics
+from wsdhash.eval.protocol import EvalProtocol
+from wsdhash.eval.scorers import HammingScorer
 import machine_info  # noqa: E402  (bench/ is on the path)
 import results  # noqa: E402
 
@@ -139,23 +142,21 @@ def main(argv):
         f"{query_labels.shape[1]} labels, clustered (generated in {time.perf_counter() - start:.1f} s)"
     )
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB.
-    evaluate_kwargs = {
-        "query_codes": query_codes,
-        "database_codes": database_codes,
-        "topk": topk,
-        "ties": "index",
-        "empty": "zero",
-        "precision_at": (),
-        "hamming_radius": None,
-        "radius_metrics": False,
-        "num_threads": _NUM_THREADS.value or None,
-    }
+    scorer = HammingScorer(query_codes, database_codes)
+    labels = (query_labels, database_labels)
+    threads = _NUM_THREADS.value or None
+    map_protocol = EvalProtocol(
+        topk=topk,
+        ties="index",
+        empty="zero",
+        precision_at=(),
+        hamming_radius=None,
+        radius_curve=False,
+    )
 
-    def run_ours(**overrides):
+    def run_ours(protocol=map_protocol):
         start = time.perf_counter()
-        result = metrics.evaluate_retrieval(
-            query_labels, database_labels, **{**evaluate_kwargs, **overrides}
-        )
+        result = metrics.evaluate_retrieval(scorer, labels, protocol, num_threads=threads)
         return result, time.perf_counter() - start
 
     ours, first_seconds = run_ours()
@@ -195,19 +196,15 @@ def main(argv):
     del query_pm, database_pm, query_int, database_int
 
     tracemalloc.start()
-    metrics.evaluate_retrieval(query_labels, database_labels, **evaluate_kwargs)
+    metrics.evaluate_retrieval(scorer, labels, map_protocol, num_threads=threads)
     _, traced_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
 
-    _, cli_seconds = run_ours(
-        precision_at=metrics.DEFAULT_PRECISION_AT, hamming_radius=2, tie_bounds=True
+    cli_protocol = dataclasses.replace(
+        map_protocol, precision_at=EvalProtocol.precision_at, hamming_radius=2, tie_bounds=True
     )
-    _, curve_seconds = run_ours(
-        precision_at=metrics.DEFAULT_PRECISION_AT,
-        hamming_radius=2,
-        tie_bounds=True,
-        radius_metrics=True,
-    )
+    _, cli_seconds = run_ours(cli_protocol)
+    _, curve_seconds = run_ours(dataclasses.replace(cli_protocol, radius_curve=True))
 
     # Diagnostics of the data: how much ties matter here.
     distances = binary.hamming_distances(query_codes[:50], database_codes)

@@ -137,17 +137,20 @@ def _baseline_features():
 
 def _baseline(name: str, bits: int, seed: int, features, topk) -> Row:
     from wsdhash.baselines import BASELINES
-    from wsdhash.eval import evaluate_retrieval, pack_codes
+    from wsdhash.eval import EvalProtocol, HammingScorer, evaluate_retrieval, pack_codes
 
     started = time.perf_counter()
     model = BASELINES.get(name)(bits, seed=seed).fit(features["train"][0])
     seconds = time.perf_counter() - started
+    scorer = HammingScorer(
+        pack_codes(model.encode(features["query"][0])),
+        pack_codes(model.encode(features["database"][0])),
+        bits,
+    )
+    labels = (features["query"][1], features["database"][1])
     result = evaluate_retrieval(
-        features["query"][1], features["database"][1],
-        query_codes=pack_codes(model.encode(features["query"][0])),
-        database_codes=pack_codes(model.encode(features["database"][0])),
-        bits=bits, topk=topk, tie_bounds=True, radius_metrics=False,
-    )  # fmt: skip
+        scorer, labels, EvalProtocol(topk=topk, tie_bounds=True, radius_curve=False)
+    )
     return Row(name, bits, result.map, result.map_name, result.map_pessimistic,
                result.map_optimistic, result.precision_at_n[100], seconds)  # fmt: skip
 

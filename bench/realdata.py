@@ -85,7 +85,7 @@ def train_method(path: str, method: str, bits: int, seed: int, workdir: str, ext
     from absl import flags
 
     from wsdhash import train as train_command
-    from wsdhash.eval import read_codes_file
+    from wsdhash.eval import EvalProtocol, read_codes_file
     from wsdhash.eval.file_evaluation import evaluate_codes_file
     from wsdhash.training import trainer
 
@@ -109,7 +109,7 @@ def train_method(path: str, method: str, bits: int, seed: int, workdir: str, ext
     metrics = trainer.train(config)
     seconds = time.perf_counter() - started
     codes = read_codes_file(os.path.join(workdir, "codes.h5"))
-    at_1000 = evaluate_codes_file(codes, topk=1000, radius_curve=False, tie_bounds=False).map
+    at_1000 = evaluate_codes_file(codes, EvalProtocol(topk=1000, radius_curve=False)).map
     return metrics, at_1000, seconds, recipe_line
 
 
@@ -136,8 +136,8 @@ def baseline_rows(path: str, bits_list, seeds, names) -> list[Row]:
 
     from wsdhash.baselines import BASELINES
     from wsdhash.data import features_file
-    from wsdhash.eval import evaluate_retrieval, pack_codes
-    from wsdhash.eval.scorers import FeatureScorer
+    from wsdhash.eval import EvalProtocol, evaluate_retrieval, pack_codes
+    from wsdhash.eval.scorers import FeatureScorer, HammingScorer
 
     splits = {name: features_file.read_split(path, name) for name in ("train", "query", "database")}
     query, database = splits["query"], splits["database"]
@@ -154,10 +154,10 @@ def baseline_rows(path: str, bits_list, seeds, names) -> list[Row]:
                 }
                 for topk, into in ((None, row.map_all), (1000, row.map_1000)):
                     result = evaluate_retrieval(
-                        query.labels, database.labels, query_codes=codes["query"],
-                        database_codes=codes["database"], bits=bits, topk=topk,
-                        tie_bounds=topk is None, radius_metrics=False,
-                    )  # fmt: skip
+                        HammingScorer(codes["query"], codes["database"], bits),
+                        (query.labels, database.labels),
+                        EvalProtocol(topk=topk, tie_bounds=topk is None, radius_curve=False),
+                    )
                     into.append(result.map)
                     if topk is None:
                         row.low.append(result.map_pessimistic)
@@ -171,8 +171,9 @@ def baseline_rows(path: str, bits_list, seeds, names) -> list[Row]:
     scorer = FeatureScorer(unit(query.features), unit(database.features))
     cosine = Row("raw-feature cosine", None, [], [], [], [], [0.0])
     for topk, into in ((None, cosine.map_all), (1000, cosine.map_1000)):
-        result = evaluate_retrieval(query.labels, database.labels, scorer=scorer, topk=topk,
-                                    radius_metrics=False)  # fmt: skip
+        result = evaluate_retrieval(
+            scorer, (query.labels, database.labels), EvalProtocol(topk=topk, radius_curve=False)
+        )
         into.append(result.map)
     cosine.low, cosine.high = cosine.map_all, cosine.map_all
     rows.append(cosine)

@@ -235,23 +235,26 @@ def train_row(name: str, data: dict, tag_dirs: dict, folder: str, seed: int, top
 
 def unsupervised_row(name: str, splits, seed: int, topk) -> Row:
     from wsdhash.baselines import BASELINES
-    from wsdhash.eval import evaluate_retrieval, pack_codes
+    from wsdhash.eval import EvalProtocol, evaluate_retrieval, pack_codes
+    from wsdhash.eval.scorers import HammingScorer, MatrixScorer
 
     query, database = splits["query"], splits["database"]
     started = time.perf_counter()
     if name == "cosine":
         q = query.features / np.linalg.norm(query.features, axis=1, keepdims=True)
         d = database.features / np.linalg.norm(database.features, axis=1, keepdims=True)
-        ranking = {"scores": q @ d.T}
+        scorer = MatrixScorer(scores=q @ d.T)
     else:
         model = BASELINES.get(name)(FLAGS.bits, seed=seed).fit(splits["train"].features)
-        ranking = {
-            "query_codes": pack_codes(model.encode(query.features)),
-            "database_codes": pack_codes(model.encode(database.features)),
-            "bits": FLAGS.bits,
-        }
+        scorer = HammingScorer(
+            pack_codes(model.encode(query.features)),
+            pack_codes(model.encode(database.features)),
+            FLAGS.bits,
+        )
     result = evaluate_retrieval(
-        query.labels, database.labels, topk=topk or None, radius_metrics=False, **ranking
+        scorer,
+        (query.labels, database.labels),
+        EvalProtocol(topk=topk or None, radius_curve=False),
     )
     return Row(name, result.map, result.map_name, time.perf_counter() - started)
 

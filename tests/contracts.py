@@ -151,13 +151,14 @@ def _check_served_codes(saved_model, contents, held, tmp_path, count: int = 6) -
 
 def _check_evaluation(contents, metrics: dict) -> None:
     from wsdhash.eval.file_evaluation import evaluate_codes_file
+    from wsdhash.eval.protocol import EvalProtocol
     from wsdhash.eval.scorers import scorer_for_codes_file
 
     # The metrics name their conventions: "mAP@1000[ties=index,empty=zero]".
     cutoff = metrics["map_name"].split("@", 1)[1].split("[", 1)[0]
     topk = None if cutoff == "all" else int(cutoff)
     empty = "skip" if "empty=skip" in metrics["map_name"] else "zero"
-    again = evaluate_codes_file(contents, topk=topk, empty=empty, tie_bounds=False)
+    again = evaluate_codes_file(contents, EvalProtocol(topk=topk, empty=empty))
     assert again.map_name == metrics["map_name"]
     assert abs(again.map - metrics["map"]) <= 1e-9
     keys = scorer_for_codes_file(contents).keys(0, len(contents.query.labels))
@@ -245,8 +246,14 @@ def run_loss_test(loss_class, labels_kind: str = "multi", bits: int = 16, classe
     half = batch // 2
     with tf.GradientTape() as tape:
         parts = [
-            layer(codes[s : s + half], labels[s : s + half], ref_codes=codes, ref_labels=labels,
-                  anchor_offset=s, **with_features(slice(s, s + half)))  # fmt: skip
+            layer(
+                codes[s : s + half],
+                labels[s : s + half],
+                ref_codes=codes,
+                ref_labels=labels,
+                anchor_offset=s,
+                **with_features(slice(s, s + half)),
+            )  # fmt: skip
             for s in (0, half)
         ]
         split_total = tf.reduce_sum([tf.reduce_sum(p["loss"]) for p in parts])
@@ -271,7 +278,7 @@ def run_scorer_test(scorer, reference_distances, labels=None, topk=None) -> None
     """A scorer's ranking keys order every query's items as `reference_distances` (a
     (Q, N) matrix from a slow formula) do, block by block and after a column
     permutation, and the chunked evaluator's mAP over it equals a brute-force one."""
-    from wsdhash.eval import evaluate_retrieval
+    from wsdhash.eval import EvalProtocol, evaluate_retrieval
 
     reference = np.asarray(reference_distances, np.float64)
     queries, items = reference.shape
@@ -286,7 +293,7 @@ def run_scorer_test(scorer, reference_distances, labels=None, topk=None) -> None
                                   keys[:, permutation])  # fmt: skip
     if labels is not None:
         query_labels, database_labels = labels
-        result = evaluate_retrieval(query_labels, database_labels, scorer=scorer, topk=topk)
+        result = evaluate_retrieval(scorer, labels, EvalProtocol(topk=topk))
         want = brute_force_map(reference, query_labels, database_labels, topk)
         assert abs(result.map - want) <= 1e-9, (result.map, want)
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from wsdhash.eval import evaluate_retrieval, read_codes_file
+from wsdhash.eval import EvalProtocol, HammingScorer, evaluate_retrieval, read_codes_file
 
 
 def _run_demo(tmp_path, *extra):
@@ -54,12 +54,9 @@ def test_demo_writes_codes_files_whose_metrics_match_the_table(tmp_path):
         if row["method"] in ("lsh", "pcah", "itq"):
             codes = read_codes_file(os.path.join(workdir, f"{row['method']}_{row['bits']}.h5"))
             again = evaluate_retrieval(
-                codes.query.labels,
-                codes.database.labels,
-                query_codes=codes.query.codes,
-                database_codes=codes.database.codes,
-                bits=codes.bits,
-                topk=row["topk"],
+                HammingScorer(codes.query.codes, codes.database.codes, codes.bits),
+                (codes.query.labels, codes.database.labels),
+                EvalProtocol(topk=row["topk"]),
             )
             assert again.map == pytest.approx(row["map"], abs=1e-12)
             assert f"{row['map']:.4f}" in stdout

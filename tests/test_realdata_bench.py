@@ -12,7 +12,7 @@ import pytest
 from synthetic_features import write_clustered_features
 
 from wsdhash.data import features_file
-from wsdhash.eval import read_codes_file
+from wsdhash.eval import EvalProtocol, read_codes_file
 from wsdhash.eval.file_evaluation import evaluate_codes_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,7 +39,8 @@ def test_table_rows_are_the_runs_own_metrics(tmp_path):
         metrics = json.loads((run / "metrics.json").read_text())
         row = next(line for line in table.splitlines() if line.startswith(f"| {method} |"))
         assert row.split("|")[3].strip() == f"{metrics['map']:.4f}"
-        at_1000 = evaluate_codes_file(read_codes_file(run / "codes.h5"), topk=1000).map
+        codes = read_codes_file(run / "codes.h5")
+        at_1000 = evaluate_codes_file(codes, EvalProtocol(topk=1000)).map
         assert row.split("|")[5].strip() == f"{at_1000:.4f}"
         flags_text = (run / "flags.txt").read_text()
         assert "--epochs=2" in flags_text and "--recipe=auto" in flags_text

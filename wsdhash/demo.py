@@ -54,6 +54,7 @@ import numpy as np
 from absl import flags
 
 from wsdhash import atomic_files, cli
+from wsdhash.eval.protocol import EMPTY_POLICIES, TIE_POLICIES, EvalProtocol
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", "data/builtin", "Where the built-in dataset is (or is generated).")
@@ -64,8 +65,10 @@ flags.DEFINE_integer("seed", 0, "Seeds the dataset and every baseline.")
 flags.DEFINE_integer("num_train", 5000, "Built-in dataset: training images.")
 flags.DEFINE_integer("num_query", 500, "Built-in dataset: query images.")
 flags.DEFINE_integer("num_database", 5000, "Built-in dataset: database images.")
-flags.DEFINE_string("ties", "index", "Tie policy of the evaluation.")
-flags.DEFINE_string("empty", "zero", "Zero-relevant query policy of the evaluation.")
+flags.DEFINE_enum("ties", EvalProtocol.ties, TIE_POLICIES, "Tie policy of the evaluation.")
+flags.DEFINE_enum(
+    "empty", EvalProtocol.empty, EMPTY_POLICIES, "Zero-relevant query policy of the evaluation."
+)
 flags.DEFINE_integer("train_bits", 32, "Code length of the trained model (0: skip training).")
 flags.DEFINE_integer("train_steps", 300, "Training steps of each trained method (batch 64).")
 flags.DEFINE_enum(
@@ -207,19 +210,18 @@ def _build_index(name: str, database) -> str:
     return f"python -m wsdhash.serve --model={model_dir} --index={output}"
 
 
-def _evaluate(query, database, topk, **ranking):
+def _protocol(topk: int | None) -> EvalProtocol:
+    """The protocol of every row of the table: the flags' conventions, the dataset's R,
+    tie bounds (shown when they matter)."""
+    return EvalProtocol(
+        topk=topk, ties=FLAGS.ties, empty=FLAGS.empty, seed=FLAGS.seed, tie_bounds=True
+    )
+
+
+def _evaluate(query, database, topk, scorer):
     from wsdhash.eval import evaluate_retrieval
 
-    return evaluate_retrieval(
-        query.labels,
-        database.labels,
-        topk=topk,
-        ties=FLAGS.ties,
-        empty=FLAGS.empty,
-        seed=FLAGS.seed,
-        tie_bounds=True,
-        **ranking,
-    )
+    return evaluate_retrieval(scorer, (query.labels, database.labels), _protocol(topk))
 
 
 # WSDHQ's published quantization weight, and the number of merged tags it was set for
@@ -371,10 +373,7 @@ def _train_and_export(name: str, tag_dir: str, topk):
     )
     print(f"{name}: model exported to {exported}")
     codes = read_codes_file(os.path.join(workdir, "codes.h5"))
-    return evaluate_codes_file(
-        codes, topk=topk, ties=FLAGS.ties, empty=FLAGS.empty, seed=FLAGS.seed,
-        source=os.path.join(workdir, "codes.h5"),
-    )  # fmt: skip
+    return evaluate_codes_file(codes, _protocol(topk), source=os.path.join(workdir, "codes.h5"))
 
 
 def main(argv):
@@ -387,6 +386,7 @@ def main(argv):
     from wsdhash.baselines import BASELINES
     from wsdhash.data import datasets
     from wsdhash.eval import CodesFile, CodesSplit, pack_codes, write_codes_file
+    from wsdhash.eval.scorers import HammingScorer, MatrixScorer
 
     training = bool(FLAGS.train_bits and FLAGS.trained)
     stage = _Stages(4 + (2 + len(FLAGS.trained) if training else 0))
@@ -425,7 +425,9 @@ def main(argv):
             rows.append((TRAINED_TITLES[name], FLAGS.train_bits, result))
     stage("baselines: features, random codes, " + ", ".join(FLAGS.methods))
     baselines = _bar(len(bits_list) * (1 + len(FLAGS.methods)) + 1, "baselines")
-    reference = _evaluate(query, database, topk, scores=features["query"] @ features["database"].T)
+    reference = _evaluate(
+        query, database, topk, MatrixScorer(scores=features["query"] @ features["database"].T)
+    )
     rows.append(("features, inner product (no hashing)", features["query"].shape[1], reference))
     baselines.update()
     rng = np.random.default_rng(FLAGS.seed)
@@ -438,9 +440,7 @@ def main(argv):
             query,
             database,
             topk,
-            query_codes=random_codes["query"],
-            database_codes=random_codes["database"],
-            bits=bits,
+            HammingScorer(random_codes["query"], random_codes["database"], bits),
         )
         rows.append(("random codes", bits, result))
         baselines.update()
@@ -458,12 +458,7 @@ def main(argv):
                 ),
             )
             result = _evaluate(
-                query,
-                database,
-                topk,
-                query_codes=codes["query"],
-                database_codes=codes["database"],
-                bits=bits,
+                query, database, topk, HammingScorer(codes["query"], codes["database"], bits)
             )
             rows.append((method, bits, result))
             baselines.update()

@@ -5,7 +5,9 @@ Usage:
   python -m wsdhash.evaluate --codes=run/codes.h5 --topk=all --json
 
 `--topk=all` ranks the whole database (the only spelling for it; 0 and negative values
-are rejected). Conventions are those of docs/evaluation.md and `wsdhash.eval.metrics`.
+are rejected). Conventions are those of docs/evaluation.md; the flags make one
+`EvalProtocol` (`wsdhash.eval.protocol`), and the conventions' flags (R, ties, empty,
+seed, N, radius) default to its defaults.
 
 Output: a readable table, or with `--json` exactly one JSON object on stdout whose
 key `map` holds mAP@R.
@@ -36,8 +38,14 @@ import json
 from absl import flags
 
 from wsdhash import cli
-from wsdhash.eval import codes_file, metrics, ranking
+from wsdhash.eval import codes_file, metrics
 from wsdhash.eval.file_evaluation import evaluate_codes_file
+from wsdhash.eval.protocol import (
+    EMPTY_POLICIES,
+    TIE_BOUND_TOLERANCE,
+    TIE_POLICIES,
+    EvalProtocol,
+)
 
 _TOPK_ALL = "all"
 
@@ -46,22 +54,24 @@ flags.DEFINE_string("codes", None, "The HDF5 codes file to evaluate (query and d
 flags.DEFINE_string(
     "topk", _TOPK_ALL, "R of mAP@R: a positive integer, or 'all' for the whole database."
 )
-flags.DEFINE_enum("ties", "index", ranking.TIE_POLICIES, "Order within equal distance.")
+flags.DEFINE_enum("ties", EvalProtocol.ties, TIE_POLICIES, "Order within equal distance.")
 flags.DEFINE_enum(
     "empty",
-    "zero",
-    metrics.EMPTY_POLICIES,
+    EvalProtocol.empty,
+    EMPTY_POLICIES,
     "Queries with no relevant item in the top R: AP 0 or skipped.",
 )
-flags.DEFINE_integer("seed", 0, "Seed of the database permutation used by --ties=random.")
+flags.DEFINE_integer(
+    "seed", EvalProtocol.seed, "Seed of the database permutation used by --ties=random."
+)
 flags.DEFINE_list(
     "precision_at",
-    [str(n) for n in metrics.DEFAULT_PRECISION_AT],
+    [str(n) for n in EvalProtocol.precision_at],
     "The N of the precision@N curve (clipped to the database size).",
 )
 flags.DEFINE_integer(
     "hamming_radius",
-    2,
+    EvalProtocol.hamming_radius,
     "Radius of the 'precision within radius' figure (binary codes); negative: skip it.",
 )
 flags.DEFINE_boolean(
@@ -112,6 +122,20 @@ def _parse_precision_at(values: list[str]) -> tuple[int, ...]:
     return parsed
 
 
+def protocol_from_flags() -> EvalProtocol:
+    """The evaluation protocol the flags ask for; raises ValueError for a bad value."""
+    return EvalProtocol(
+        topk=parse_topk(FLAGS.topk),
+        ties=FLAGS.ties,
+        empty=FLAGS.empty,
+        seed=FLAGS.seed,
+        precision_at=_parse_precision_at(FLAGS.precision_at),
+        hamming_radius=FLAGS.hamming_radius if FLAGS.hamming_radius >= 0 else None,
+        radius_curve=FLAGS.pr_curve,
+        tie_bounds=FLAGS.tie_bounds,
+    )
+
+
 def format_table(
     result: metrics.RetrievalMetrics, contents: codes_file.CodesFile, path: str
 ) -> str:
@@ -131,7 +155,7 @@ def format_table(
     ]
     if result.tie_bounds_matter():
         lines.append(
-            f"  tie-order bounds (differ by > {metrics.TIE_BOUND_TOLERANCE}): "
+            f"  tie-order bounds (differ by > {TIE_BOUND_TOLERANCE}): "
             f"optimistic {result.map_optimistic:.6f}, pessimistic {result.map_pessimistic:.6f}"
         )
     if result.precision_within_radius is not None:
@@ -163,8 +187,7 @@ def main(argv: list[str]) -> int:
         print(f"{FLAGS.codes} rewritten in codes file format {codes_file.FORMAT_VERSION}")
         return 0
     try:
-        topk = parse_topk(FLAGS.topk)
-        precision_at = _parse_precision_at(FLAGS.precision_at)
+        protocol = protocol_from_flags()
         contents = codes_file.read_codes_file(FLAGS.codes)
         for name in codes_file.SPLITS:
             if getattr(contents, name).num_rows == 0:
@@ -174,14 +197,7 @@ def main(argv: list[str]) -> int:
                 )
         result = evaluate_codes_file(
             contents,
-            topk=topk,
-            ties=FLAGS.ties,
-            empty=FLAGS.empty,
-            seed=FLAGS.seed,
-            precision_at=precision_at,
-            hamming_radius=FLAGS.hamming_radius if FLAGS.hamming_radius >= 0 else None,
-            tie_bounds=FLAGS.tie_bounds,
-            radius_curve=FLAGS.pr_curve,
+            protocol,
             num_threads=FLAGS.num_threads or None,
             source=f"Codes file {FLAGS.codes!r}",
         )

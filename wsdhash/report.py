@@ -19,6 +19,7 @@ import sys
 from absl import flags
 
 from wsdhash import cli
+from wsdhash.eval.protocol import EMPTY_POLICIES, TIE_POLICIES, EvalProtocol
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("inputs", [], "Codes files and/or run folders.")
@@ -26,8 +27,10 @@ flags.DEFINE_string("output_dir", "report", "Where report.md and the PNG files g
 flags.DEFINE_string(
     "topk", None, "mAP cut-off R: an integer or 'all' (default: the run's R, else all)."
 )
-flags.DEFINE_string("ties", "index", "Tie policy (see docs/evaluation.md, 'Ties').")
-flags.DEFINE_enum("empty", "zero", ["zero", "skip"], "Queries without a relevant item.")
+flags.DEFINE_enum(
+    "ties", EvalProtocol.ties, TIE_POLICIES, "Tie policy (see docs/evaluation.md, 'Ties')."
+)
+flags.DEFINE_enum("empty", EvalProtocol.empty, EMPTY_POLICIES, "Queries without a relevant item.")
 flags.DEFINE_integer("tsne_points", 1000, "Database items in each t-SNE (0: no t-SNE).")
 flags.DEFINE_integer("seed", 0, "Seeds the t-SNE sample and layout, and random ties.")
 flags.DEFINE_integer("precision_n", 100, "N of the precision@N column.")
@@ -43,13 +46,26 @@ def _topk(entry):
     return entry.run_metrics.get("topk")  # the run's R; None: the whole database
 
 
+def _protocol(entry) -> EvalProtocol:
+    """The protocol `entry` is evaluated under: the flags' conventions, the run's R
+    unless --topk is given, the default precision@N plus --precision_n, tie bounds."""
+    precision_at = sorted(set(EvalProtocol.precision_at) | {FLAGS.precision_n})
+    return EvalProtocol(
+        topk=_topk(entry),
+        ties=FLAGS.ties,
+        empty=FLAGS.empty,
+        seed=FLAGS.seed,
+        precision_at=precision_at,
+        tie_bounds=True,
+    )
+
+
 def main(argv):
     if len(argv) > 1:
         raise cli.UsageError(f"Unexpected arguments: {argv[1:]}")
     if not FLAGS.inputs:
         raise cli.UsageError("--inputs needs at least one codes file or run folder.")
     from wsdhash import atomic_files
-    from wsdhash.eval import DEFAULT_PRECISION_AT
     from wsdhash.eval.file_evaluation import evaluate_codes_file
     from wsdhash.reporting import figures, summary, training_logs, tsne
     from wsdhash.reporting.sources import load_entry
@@ -63,19 +79,7 @@ def main(argv):
     if len(set(names)) != len(names):  # two runs called "codes", say
         for i, entry in enumerate(entries):
             entry.name = f"{i}_{entry.name}"
-    precision_at = tuple(sorted(set(DEFAULT_PRECISION_AT) | {FLAGS.precision_n}))
-    results = [
-        evaluate_codes_file(
-            e.contents,
-            topk=_topk(e),
-            ties=FLAGS.ties,
-            empty=FLAGS.empty,
-            seed=FLAGS.seed,
-            precision_at=precision_at,
-            source=e.codes_path,
-        )  # fmt: skip
-        for e in entries
-    ]
+    results = [evaluate_codes_file(e.contents, _protocol(e), source=e.codes_path) for e in entries]
     os.makedirs(FLAGS.output_dir, exist_ok=True)
     out = lambda name: os.path.join(FLAGS.output_dir, name)  # noqa: E731
     written = {}

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 from wsdhash.eval import binary, metrics, ranking
+from wsdhash.eval.protocol import EvalProtocol
+from wsdhash.eval.scorers import HammingScorer, MatrixScorer
 
 TIES = ("index", "random", "optimistic", "pessimistic")
 
@@ -32,12 +34,12 @@ def clustered_problem(seed, num_queries=37, num_items=3000, bits=16, num_classes
     return query_codes, query_labels, database_codes, database_labels
 
 
-def both(monkeypatch, query_labels, database_labels, **kwargs):
+def both(monkeypatch, scorer, labels, protocol, **options):
     """(block ranking, per-query reference) results of the same call."""
-    block = metrics.evaluate_retrieval(query_labels, database_labels, **kwargs)
+    block = metrics.evaluate_retrieval(scorer, labels, protocol, **options)
     with monkeypatch.context() as patch:
         patch.setattr(metrics, "_BLOCK_RANKING", False)
-        reference = metrics.evaluate_retrieval(query_labels, database_labels, **kwargs)
+        reference = metrics.evaluate_retrieval(scorer, labels, protocol, **options)
     return block, reference
 
 
@@ -76,18 +78,18 @@ def test_block_ranking_equals_per_query_reference(monkeypatch, threshold_mode, t
     query_codes, query_labels, database_codes, database_labels = clustered_problem(1)
     block, reference = both(
         monkeypatch,
-        query_labels,
-        database_labels,
-        query_codes=query_codes,
-        database_codes=database_codes,
-        topk=topk,
-        ties=ties,
-        empty=empty,
-        seed=5,
-        precision_at=(1, 3, 100),
-        hamming_radius=2,
-        radius_metrics=False,
-        tie_bounds=True,
+        HammingScorer(query_codes, database_codes),
+        (query_labels, database_labels),
+        EvalProtocol(
+            topk=topk,
+            ties=ties,
+            empty=empty,
+            seed=5,
+            precision_at=(1, 3, 100),
+            hamming_radius=2,
+            radius_curve=False,
+            tie_bounds=True,
+        ),
         num_threads=2,
         query_chunk_size=8,
     )
@@ -101,37 +103,31 @@ def test_precision_beyond_the_database(monkeypatch, threshold_mode, ties):
     query_codes, query_labels, database_codes, database_labels = clustered_problem(6)
     block, reference = both(
         monkeypatch,
-        query_labels,
-        database_labels,
-        query_codes=query_codes,
-        database_codes=database_codes,
-        topk=30,
-        ties=ties,
-        precision_at=(1, 500, 2999, 3000, 5000),
-        tie_bounds=True,
+        HammingScorer(query_codes, database_codes),
+        (query_labels, database_labels),
+        EvalProtocol(topk=30, ties=ties, precision_at=(1, 500, 2999, 3000, 5000), tie_bounds=True),
     )
     assert_identical(block, reference)
 
 
 @pytest.mark.parametrize("ties", TIES)
 @pytest.mark.parametrize("hamming_radius", [None, 0, 2, 5, 100])
-@pytest.mark.parametrize("radius_metrics", [False, True])
+@pytest.mark.parametrize("radius_curve", [False, True])
 def test_radius_figures_equal_the_reference(
-    monkeypatch, threshold_mode, ties, hamming_radius, radius_metrics
+    monkeypatch, threshold_mode, ties, hamming_radius, radius_curve
 ):
     query_codes, query_labels, database_codes, database_labels = clustered_problem(2, bits=12)
     block, reference = both(
         monkeypatch,
-        query_labels,
-        database_labels,
-        query_codes=query_codes,
-        database_codes=database_codes,
-        bits=12,
-        topk=20,  # Query 0 has 35+ items at distance 0: the radius exceeds its threshold.
-        ties=ties,
-        hamming_radius=hamming_radius,
-        radius_metrics=radius_metrics,
-        tie_bounds=True,
+        HammingScorer(query_codes, database_codes, 12),
+        (query_labels, database_labels),
+        EvalProtocol(
+            topk=20,  # Query 0 has 35+ items at distance 0: the radius exceeds its threshold.
+            ties=ties,
+            hamming_radius=hamming_radius,
+            radius_curve=radius_curve,
+            tie_bounds=True,
+        ),
         num_threads=1,
     )
     assert_identical(block, reference)
@@ -151,14 +147,11 @@ def test_random_problems_with_many_ties(monkeypatch, seed):
     for ties in TIES:
         block, reference = both(
             monkeypatch,
-            query_labels,
-            database_labels,
-            query_codes=query_codes,
-            database_codes=database_codes,
-            topk=int(rng.integers(1, num_items + 50)),
-            ties=ties,
-            seed=seed,
-            tie_bounds=True,
+            HammingScorer(query_codes, database_codes),
+            (query_labels, database_labels),
+            EvalProtocol(
+                topk=int(rng.integers(1, num_items + 50)), ties=ties, seed=seed, tie_bounds=True
+            ),
             num_threads=2,
         )
         assert_identical(block, reference)
@@ -172,13 +165,9 @@ def test_long_codes_rank_uint16_distances(monkeypatch):
     for ties in TIES:
         block, reference = both(
             monkeypatch,
-            query_labels,
-            database_labels,
-            query_codes=query_codes,
-            database_codes=database_codes,
-            topk=50,
-            ties=ties,
-            tie_bounds=True,
+            HammingScorer(query_codes, database_codes),
+            (query_labels, database_labels),
+            EvalProtocol(topk=50, ties=ties, tie_bounds=True),
         )
         assert_identical(block, reference)
 
@@ -193,14 +182,9 @@ def test_distance_matrix_with_values_above_bits(monkeypatch):
     for ties in TIES:
         block, reference = both(
             monkeypatch,
-            query_labels,
-            database_labels,
-            distances=distances,
-            bits=4,
-            topk=120,
-            ties=ties,
-            hamming_radius=3,
-            tie_bounds=True,
+            MatrixScorer(distances=distances, bits=4),
+            (query_labels, database_labels),
+            EvalProtocol(topk=120, ties=ties, hamming_radius=3, tie_bounds=True),
         )
         assert_identical(block, reference)
 

@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
-from wsdhash.eval import binary, codes_file, metrics
+from wsdhash.eval import EvalProtocol, HammingScorer, binary, codes_file, metrics
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -51,13 +51,9 @@ def test_json_output_matches_library(codes_path):
     report = json.loads(completed.stdout)  # Exactly one JSON object on stdout.
     contents = codes_file.read_codes_file(codes_path)
     expected = metrics.mean_average_precision(
-        contents.query.labels,
-        contents.database.labels,
-        query_codes=contents.query.codes,
-        database_codes=contents.database.codes,
-        topk=50,
-        ties="pessimistic",
-        empty="skip",
+        HammingScorer(contents.query.codes, contents.database.codes),
+        (contents.query.labels, contents.database.labels),
+        EvalProtocol(topk=50, ties="pessimistic", empty="skip"),
     )
     assert report["map"] == pytest.approx(expected, abs=1e-12)
     assert report["map_name"] == "mAP@50[ties=pessimistic,empty=skip]"

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 
 from wsdhash.eval import binary, metrics, ranking, relevance
+from wsdhash.eval.protocol import EvalProtocol
+from wsdhash.eval.scorers import HammingScorer, MatrixScorer
 
 TIES = ("index", "random", "optimistic", "pessimistic")
 EMPTIES = ("zero", "skip")
@@ -174,14 +176,9 @@ def test_map_matches_reference(ties, empty):
         expected = reference_map(distances, relevant, topk, ties, empty, seed=11)
         # Two threads and two query chunks, to cover the chunked path.
         fast = metrics.mean_average_precision(
-            query_labels,
-            database_labels,
-            query_codes=query_codes,
-            database_codes=database_codes,
-            topk=topk,
-            ties=ties,
-            empty=empty,
-            seed=11,
+            HammingScorer(query_codes, database_codes),
+            (query_labels, database_labels),
+            EvalProtocol(topk=topk, ties=ties, empty=empty, seed=11),
             num_threads=2,
         )
         assert fast == pytest.approx(expected, abs=1e-12), (topk, fast, expected)
@@ -197,7 +194,9 @@ def test_map_from_scores_matches_reference(ties):
     for topk in (None, 10):
         expected = reference_map((-scores).tolist(), relevant, topk, ties, "zero", seed=5)
         fast = metrics.mean_average_precision(
-            query_labels, database_labels, scores=scores, topk=topk, ties=ties, seed=5
+            MatrixScorer(scores=scores),
+            (query_labels, database_labels),
+            EvalProtocol(topk=topk, ties=ties, seed=5),
         )
         assert fast == pytest.approx(expected, abs=1e-12)
 
@@ -210,19 +209,13 @@ def test_codes_scores_and_distances_agree():
     hamming = binary.hamming_distances(
         binary.pack_codes(query_bits), binary.pack_codes(database_bits)
     )
-    common = {"topk": 25, "ties": "index"}
-    from_codes = metrics.mean_average_precision(
-        query_labels,
-        database_labels,
-        query_codes=binary.pack_codes(query_bits),
-        database_codes=binary.pack_codes(database_bits),
-        **common,
-    )
-    from_scores = metrics.mean_average_precision(
-        query_labels, database_labels, scores=inner, **common
-    )
+    labels = (query_labels, database_labels)
+    protocol = EvalProtocol(topk=25, ties="index")
+    codes = HammingScorer(binary.pack_codes(query_bits), binary.pack_codes(database_bits))
+    from_codes = metrics.mean_average_precision(codes, labels, protocol)
+    from_scores = metrics.mean_average_precision(MatrixScorer(scores=inner), labels, protocol)
     from_distances = metrics.mean_average_precision(
-        query_labels, database_labels, distances=hamming, **common
+        MatrixScorer(distances=hamming), labels, protocol
     )
     assert from_codes == from_scores == from_distances
 
@@ -256,14 +249,11 @@ HAND_AP_ALL = {
 }
 
 
-def hand_metrics(**kwargs):
+def hand_metrics(**conventions):
     return metrics.evaluate_retrieval(
-        HAND_QUERY_LABELS,
-        HAND_DATABASE_LABELS,
-        query_codes=HAND_QUERY_CODES,
-        database_codes=HAND_DATABASE_CODES,
-        bits=2,
-        **kwargs,
+        HammingScorer(HAND_QUERY_CODES, HAND_DATABASE_CODES, 2),
+        (HAND_QUERY_LABELS, HAND_DATABASE_LABELS),
+        EvalProtocol(**conventions),
     )
 
 
@@ -303,11 +293,9 @@ def test_hand_worked_random_ties_take_every_possible_order():
 def test_random_ties_are_index_ties_on_the_permuted_database():
     permutation = np.random.default_rng(6).permutation(5)
     shuffled = metrics.evaluate_retrieval(
-        HAND_QUERY_LABELS,
-        HAND_DATABASE_LABELS[permutation],
-        query_codes=HAND_QUERY_CODES,
-        database_codes=HAND_DATABASE_CODES[permutation],
-        ties="index",
+        HammingScorer(HAND_QUERY_CODES, HAND_DATABASE_CODES[permutation]),
+        (HAND_QUERY_LABELS, HAND_DATABASE_LABELS[permutation]),
+        EvalProtocol(ties="index"),
     )
     assert hand_metrics(ties="random", seed=6).map == shuffled.map
 
@@ -329,9 +317,10 @@ def test_hand_worked_empty_policies_with_a_query_without_relevant_items():
     # Its radius-0 retrieval is item 3 (precision 0, recall 0 by the zero rule).
     query_codes = binary.pack_codes(np.array([[0, 0], [1, 1]]))
     query_labels = np.array([[1, 0], [0, 0]], np.uint8)
-    common = {"query_codes": query_codes, "database_codes": HAND_DATABASE_CODES, "bits": 2}
-    zero = metrics.evaluate_retrieval(query_labels, HAND_DATABASE_LABELS, empty="zero", **common)
-    skip = metrics.evaluate_retrieval(query_labels, HAND_DATABASE_LABELS, empty="skip", **common)
+    scorer = HammingScorer(query_codes, HAND_DATABASE_CODES, 2)
+    labels = (query_labels, HAND_DATABASE_LABELS)
+    zero = metrics.evaluate_retrieval(scorer, labels, EvalProtocol(empty="zero"))
+    skip = metrics.evaluate_retrieval(scorer, labels, EvalProtocol(empty="skip"))
     assert zero.map == pytest.approx(HAND_AP_ALL["index"] / 2)
     assert skip.map == pytest.approx(HAND_AP_ALL["index"])
     assert skip.num_scored_queries == 1 and np.isnan(skip.average_precisions[1])
@@ -341,12 +330,11 @@ def test_hand_worked_empty_policies_with_a_query_without_relevant_items():
 def test_query_retrieving_nothing_within_radius_has_precision_zero():
     # Query 11 vs database {00, 00}: nothing within radius 0 or 1, both items at radius 2.
     result = metrics.evaluate_retrieval(
-        np.array([[1]], np.uint8),
-        np.array([[1], [0]], np.uint8),
-        query_codes=binary.pack_codes(np.array([[1, 1]])),
-        database_codes=binary.pack_codes(np.array([[0, 0], [0, 0]])),
-        bits=2,
-        hamming_radius=1,
+        HammingScorer(
+            binary.pack_codes(np.array([[1, 1]])), binary.pack_codes(np.array([[0, 0], [0, 0]])), 2
+        ),
+        (np.array([[1]], np.uint8), np.array([[1], [0]], np.uint8)),
+        EvalProtocol(hamming_radius=1),
     )
     np.testing.assert_allclose(result.radius_precision, [0.0, 0.0, 0.5])
     np.testing.assert_allclose(result.radius_recall, [0.0, 0.0, 1.0])
@@ -359,15 +347,11 @@ def test_query_retrieving_nothing_within_radius_has_precision_zero():
 @pytest.mark.parametrize("seed", range(4))
 def test_tie_bounds_order_and_r_none_equals_r_n(seed):
     query_bits, database_bits, query_labels, database_labels = random_problem(seed, bits=8)
-    common = {
-        "query_codes": binary.pack_codes(query_bits),
-        "database_codes": binary.pack_codes(database_bits),
-    }
+    scorer = HammingScorer(binary.pack_codes(query_bits), binary.pack_codes(database_bits))
+    labels = (query_labels, database_labels)
     for topk in (None, 30):
         values = {
-            ties: metrics.mean_average_precision(
-                query_labels, database_labels, topk=topk, ties=ties, **common
-            )
+            ties: metrics.mean_average_precision(scorer, labels, EvalProtocol(topk=topk, ties=ties))
             for ties in TIES
         }
         assert values["optimistic"] >= values["index"] >= values["pessimistic"]
@@ -375,11 +359,9 @@ def test_tie_bounds_order_and_r_none_equals_r_n(seed):
         assert values["optimistic"] > values["pessimistic"]  # 8 bits: ties everywhere.
     num_items = len(database_bits)
     for ties in TIES:
-        whole = metrics.mean_average_precision(
-            query_labels, database_labels, topk=None, ties=ties, **common
-        )
+        whole = metrics.mean_average_precision(scorer, labels, EvalProtocol(topk=None, ties=ties))
         at_n = metrics.mean_average_precision(
-            query_labels, database_labels, topk=num_items, ties=ties, **common
+            scorer, labels, EvalProtocol(topk=num_items, ties=ties)
         )
         assert whole == at_n
 
@@ -395,15 +377,9 @@ def test_precision_curves_match_reference(ties):
     num_items = len(database_bits)
     precision_at = (1, 10, 100, num_items, 1000)
     result = metrics.evaluate_retrieval(
-        query_labels,
-        database_labels,
-        query_codes=binary.pack_codes(query_bits),
-        database_codes=binary.pack_codes(database_bits),
-        bits=bits,
-        topk=7,
-        ties=ties,
-        seed=2,
-        precision_at=precision_at,
+        HammingScorer(binary.pack_codes(query_bits), binary.pack_codes(database_bits), bits),
+        (query_labels, database_labels),
+        EvalProtocol(topk=7, ties=ties, seed=2, precision_at=precision_at),
         num_threads=2,
     )
     for n in precision_at:
@@ -437,38 +413,29 @@ def test_precision_curves_match_reference(ties):
 def test_map_is_invariant_to_permuting_label_columns_and_flipping_a_bit_everywhere():
     query_bits, database_bits, query_labels, database_labels = random_problem(9, bits=12)
     base = metrics.mean_average_precision(
-        query_labels,
-        database_labels,
-        query_codes=binary.pack_codes(query_bits),
-        database_codes=binary.pack_codes(database_bits),
-        topk=40,
+        HammingScorer(binary.pack_codes(query_bits), binary.pack_codes(database_bits)),
+        (query_labels, database_labels),
+        EvalProtocol(topk=40),
     )
     columns = np.random.default_rng(0).permutation(query_labels.shape[1])
     query_bits[:, 3] ^= True
     database_bits[:, 3] ^= True
     moved = metrics.mean_average_precision(
-        query_labels[:, columns],
-        database_labels[:, columns],
-        query_codes=binary.pack_codes(query_bits),
-        database_codes=binary.pack_codes(database_bits),
-        topk=40,
+        HammingScorer(binary.pack_codes(query_bits), binary.pack_codes(database_bits)),
+        (query_labels[:, columns], database_labels[:, columns]),
+        EvalProtocol(topk=40),
     )
     assert base == moved
 
 
 def test_chunking_does_not_change_results(monkeypatch):
     query_bits, database_bits, query_labels, database_labels = random_problem(10, bits=8)
-    kwargs = {
-        "query_codes": binary.pack_codes(query_bits),
-        "database_codes": binary.pack_codes(database_bits),
-        "topk": 50,
-        "ties": "random",
-        "seed": 4,
-        "tie_bounds": True,
-    }
-    whole = metrics.evaluate_retrieval(query_labels, database_labels, num_threads=1, **kwargs)
+    scorer = HammingScorer(binary.pack_codes(query_bits), binary.pack_codes(database_bits))
+    labels = (query_labels, database_labels)
+    protocol = EvalProtocol(topk=50, ties="random", seed=4, tie_bounds=True)
+    whole = metrics.evaluate_retrieval(scorer, labels, protocol, num_threads=1)
     monkeypatch.setattr(metrics, "_CHUNK_BYTES", 1)  # One query per chunk.
-    chunked = metrics.evaluate_retrieval(query_labels, database_labels, num_threads=2, **kwargs)
+    chunked = metrics.evaluate_retrieval(scorer, labels, protocol, num_threads=2)
     assert whole.map == chunked.map
     assert whole.map_optimistic == chunked.map_optimistic
     np.testing.assert_array_equal(whole.average_precisions, chunked.average_precisions)
@@ -477,47 +444,42 @@ def test_chunking_does_not_change_results(monkeypatch):
 
 def test_per_query_average_precisions_are_returned():
     query_bits, database_bits, query_labels, database_labels = random_problem(11)
-    value, per_query = metrics.mean_average_precision(
-        query_labels,
-        database_labels,
-        query_codes=binary.pack_codes(query_bits),
-        database_codes=binary.pack_codes(database_bits),
-        topk=20,
-        empty="skip",
-        return_per_query=True,
+    result = metrics.evaluate_retrieval(
+        HammingScorer(binary.pack_codes(query_bits), binary.pack_codes(database_bits)),
+        (query_labels, database_labels),
+        EvalProtocol(topk=20, empty="skip").map_only(),
     )
+    value, per_query = result.map, result.average_precisions
     assert per_query.shape == (len(query_bits),)
     assert np.isnan(per_query[0])  # Query 0 has no label, so X = 0.
     assert value == pytest.approx(np.nanmean(per_query))
 
 
 def test_metric_name():
-    assert metrics.metric_name(5000, "index", "zero") == "mAP@5000[ties=index,empty=zero]"
-    assert (
-        metrics.metric_name(None, "pessimistic", "skip") == "mAP@all[ties=pessimistic,empty=skip]"
-    )
-    assert (
-        metrics.metric_name(10, "random", "zero", seed=3) == "mAP@10[ties=random,seed=3,empty=zero]"
-    )
+    name = EvalProtocol(topk=5000, ties="index", empty="zero").map_name
+    assert name == "mAP@5000[ties=index,empty=zero]"
+    name = EvalProtocol(topk=None, ties="pessimistic", empty="skip").map_name
+    assert name == "mAP@all[ties=pessimistic,empty=skip]"
+    name = EvalProtocol(topk=10, ties="random", empty="zero", seed=3).map_name
+    assert name == "mAP@10[ties=random,seed=3,empty=zero]"
     with pytest.raises(ValueError):
-        metrics.metric_name(-1)
+        EvalProtocol(topk=-1)
 
 
 def test_evaluate_rejects_mismatched_inputs():
     codes = binary.pack_codes(np.ones((3, 8)))
     labels = np.ones((3, 2), np.uint8)
+    scorer = HammingScorer(codes, codes)
     with pytest.raises(ValueError, match="classes"):
-        metrics.evaluate_retrieval(labels, np.ones((3, 3)), query_codes=codes, database_codes=codes)
+        metrics.evaluate_retrieval(scorer, (labels, np.ones((3, 3))))
     with pytest.raises(ValueError, match="labels have"):
-        metrics.evaluate_retrieval(labels, np.ones((4, 2)), query_codes=codes, database_codes=codes)
+        metrics.evaluate_retrieval(scorer, (labels, np.ones((4, 2))))
     with pytest.raises(ValueError, match="bits=9"):
-        metrics.evaluate_retrieval(labels, labels, query_codes=codes, database_codes=codes, bits=9)
+        HammingScorer(codes, codes, bits=9)
     with pytest.raises(ValueError, match="empty policy"):
-        metrics.evaluate_retrieval(
-            labels, labels, query_codes=codes, database_codes=codes, empty="drop"
-        )
-    with pytest.raises(ValueError, match="exactly one"):
-        metrics.evaluate_retrieval(labels, labels)
+        EvalProtocol(empty="drop")
+    with pytest.raises(ValueError, match="tie policy"):
+        EvalProtocol(ties="first")
 
 
 def test_memory_stays_bounded_over_many_chunks(monkeypatch):
@@ -532,12 +494,9 @@ def test_memory_stays_bounded_over_many_chunks(monkeypatch):
     tracemalloc.start()
     try:
         metrics.evaluate_retrieval(
-            query_labels,
-            database_labels,
-            query_codes=query_codes,
-            database_codes=database_codes,
-            topk=None,
-            tie_bounds=True,
+            HammingScorer(query_codes, database_codes),
+            (query_labels, database_labels),
+            EvalProtocol(topk=None, tie_bounds=True),
             num_threads=2,
         )
         _, peak = tracemalloc.get_traced_memory()

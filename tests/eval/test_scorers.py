@@ -17,6 +17,7 @@ from wsdhash.eval import (
 )
 from wsdhash.eval.codes_file import seal
 from wsdhash.eval.file_evaluation import evaluate_codes_file
+from wsdhash.eval.protocol import EvalProtocol
 from wsdhash.quantization import aqd
 
 
@@ -33,15 +34,15 @@ def _problem(seed=0, queries=17, items=60, dim=6, books=3, words=8):
 def test_aqd_scorer_equals_the_full_matrix_with_tie_bounds(ties):
     features, indices, codebooks, query_labels, database_labels = _problem()
     full = aqd.aqd_scores(features, indices, codebooks)
-    common = {"topk": 25, "ties": ties, "seed": 3, "precision_at": (5, 10), "tie_bounds": True}
-    expected = metrics.evaluate_retrieval(query_labels, database_labels, scores=full, **common)
+    protocol = EvalProtocol(topk=25, ties=ties, seed=3, precision_at=(5, 10), tie_bounds=True)
+    labels = (query_labels, database_labels)
+    expected = metrics.evaluate_retrieval(scorers.MatrixScorer(scores=full), labels, protocol)
     for chunk in (1, 4, None):
         got = metrics.evaluate_retrieval(
-            query_labels,
-            database_labels,
-            scorer=scorers.AQDScorer(features, indices, codebooks),
+            scorers.AQDScorer(features, indices, codebooks),
+            labels,
+            protocol,
             query_chunk_size=chunk,
-            **common,
         )
         assert got.map == expected.map
         assert got.map_optimistic == expected.map_optimistic
@@ -57,19 +58,19 @@ def test_hamming_and_feature_scorers_equal_their_matrices():
     bits = rng.integers(0, 2, (30, 12)) * 2 - 1
     packed = pack_codes(bits)
     labels = (rng.random((30, 3)) < 0.4).astype(np.uint8)
+    protocol = EvalProtocol(topk=10)
     by_scorer = metrics.evaluate_retrieval(
-        labels[:9], labels, scorer=scorers.HammingScorer(packed[:9], packed, bits=12), topk=10
+        scorers.HammingScorer(packed[:9], packed, bits=12), (labels[:9], labels), protocol
     )
-    by_codes = metrics.evaluate_retrieval(
-        labels[:9], labels, query_codes=packed[:9], database_codes=packed, bits=12, topk=10
+    distances = scorers.HammingScorer(packed[:9], packed, bits=12).keys(0, 9)
+    by_matrix = metrics.evaluate_retrieval(
+        scorers.MatrixScorer(distances=distances, bits=12), (labels[:9], labels), protocol
     )
-    assert by_scorer.map == by_codes.map and by_scorer.radius_precision is not None
-    np.testing.assert_array_equal(by_scorer.radius_recall, by_codes.radius_recall)
+    assert by_scorer.map == by_matrix.map and by_scorer.radius_precision is not None
+    np.testing.assert_array_equal(by_scorer.radius_recall, by_matrix.radius_recall)
     features = rng.normal(size=(30, 5)).astype(np.float32)
     scorer = scorers.FeatureScorer(features[:9], features)
     np.testing.assert_array_equal(scorer.keys(0, 9), -(features[:9] @ features.T))
-    with pytest.raises(ValueError, match="exactly one ranking"):
-        metrics.evaluate_retrieval(labels, labels, scorer=scorer, scores=np.zeros((30, 30)))
 
 
 def _codes_file(path, quantized):
@@ -103,7 +104,7 @@ def test_codes_files_name_their_scorer(tmp_path, quantized):
     contents = read_codes_file(path)
     assert contents.scorer == name == written.scorer
     assert scorers.scorer_kind(contents).title == ("AQD" if quantized else "Hamming")
-    result = evaluate_codes_file(contents, topk=20)
+    result = evaluate_codes_file(contents, EvalProtocol(topk=20, tie_bounds=True))
     assert (result.precision_within_radius is None) == quantized  # radius: Hamming only
     assert result.map_optimistic is not None  # tie bounds for both kinds
     # The attribute is required (files of this format always have it); an unknown one

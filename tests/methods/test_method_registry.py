@@ -8,6 +8,7 @@ import types
 import numpy as np
 import pytest
 
+from wsdhash.eval import EvalProtocol
 from wsdhash.methods import METHODS, BinaryHashMethod, Option
 
 
@@ -67,7 +68,8 @@ def test_a_binary_method_is_its_loss_and_options():
     assert method.output_dim() == 16 and method.build_loss(5).factor == 3.0
     features = np.array([[0.5, -1.0, 0.0, 2.0] * 4, [-0.5, 1.0, -0.1, -2.0] * 4], np.float32)
     labels = np.eye(2, dtype=np.uint8)
-    result = method.evaluate(features, labels, features, labels, topk=None, empty="zero")
+    protocol = EvalProtocol(topk=None, empty="zero", tie_bounds=True, radius_curve=False)
+    result = method.evaluate(features, labels, features, labels, protocol)
     assert result.map == pytest.approx(1.0) and result.map_optimistic is not None
     contents = method.codes_file(
         types.SimpleNamespace(labels=labels, paths=np.array(["a", "b"])), features,

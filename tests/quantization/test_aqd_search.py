@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 
 from wsdhash.eval import aqd_metrics, metrics
+from wsdhash.eval.protocol import EvalProtocol
+from wsdhash.eval.scorers import MatrixScorer
 from wsdhash.quantization import aqd
 
 
@@ -65,31 +67,21 @@ def test_chunked_map_equals_full_matrix_map(ties, empty):
     queries = np.round(queries)
     query_labels[:3] = 0  # Queries without relevant items exercise `empty`.
     full = aqd.aqd_scores(queries, indices, codebooks)
-    expected_map, expected_per_query = metrics.mean_average_precision(
-        query_labels,
-        database_labels,
-        scores=full,
-        topk=50,
-        ties=ties,
-        empty=empty,
-        seed=7,
-        return_per_query=True,
-    )
+    labels = (query_labels, database_labels)
+    protocol = EvalProtocol(topk=50, ties=ties, empty=empty, seed=7).map_only()
+    expected = metrics.evaluate_retrieval(MatrixScorer(scores=full), labels, protocol)
+    expected_map, expected_per_query = expected.map, expected.average_precisions
     for chunk, threads in ((1, 1), (5, 2), (100, 1)):
-        value, per_query = aqd_metrics.aqd_mean_average_precision(
+        result = aqd_metrics.aqd_evaluate(
             queries,
             indices,
             codebooks,
-            query_labels,
-            database_labels,
-            topk=50,
-            ties=ties,
-            empty=empty,
-            seed=7,
+            labels,
+            protocol,
             query_chunk_size=chunk,
             num_threads=threads,
-            return_per_query=True,
         )
+        value, per_query = result.map, result.average_precisions
         assert value == pytest.approx(expected_map, abs=1e-12)
         np.testing.assert_allclose(per_query, expected_per_query, atol=1e-12)
     assert np.isnan(per_query[:3]).all() == (empty == "skip")
@@ -98,28 +90,15 @@ def test_chunked_map_equals_full_matrix_map(ties, empty):
 def test_evaluate_returns_names_and_counts():
     queries, indices, codebooks, query_labels, database_labels = _problem(seed=4)
     query_labels[0] = 0
+    labels = (query_labels, database_labels)
+    protocol = EvalProtocol(topk=30, empty="skip", precision_at=(10, 20))
     result = aqd_metrics.aqd_evaluate(
-        queries,
-        indices,
-        codebooks,
-        query_labels,
-        database_labels,
-        topk=30,
-        empty="skip",
-        precision_at=(10, 20),
-        query_chunk_size=4,
+        queries, indices, codebooks, labels, protocol, query_chunk_size=4
     )
     assert result.map_name == "mAP@30[ties=index,empty=skip]"
     assert result.num_scored_queries <= len(queries) - 1
     full = metrics.evaluate_retrieval(
-        query_labels,
-        database_labels,
-        scores=aqd.aqd_scores(queries, indices, codebooks),
-        topk=30,
-        empty="skip",
-        precision_at=(10, 20),
-        hamming_radius=None,
-        radius_metrics=False,
+        MatrixScorer(scores=aqd.aqd_scores(queries, indices, codebooks)), labels, protocol
     )
     assert result.num_scored_queries == full.num_scored_queries
     for n in (10, 20):
@@ -132,9 +111,8 @@ def test_all_skipped_gives_zero():
         queries,
         indices,
         codebooks,
-        np.zeros_like(query_labels),
-        database_labels,
-        empty="skip",
+        (np.zeros_like(query_labels), database_labels),
+        EvalProtocol(topk=5000, empty="skip"),
         query_chunk_size=4,
     )
     assert value == 0.0
@@ -143,21 +121,20 @@ def test_all_skipped_gives_zero():
 def test_sqd_and_feature_map_run_through_the_evaluator():
     queries, indices, codebooks, query_labels, database_labels = _problem(seed=6)
     reconstruction = aqd.reconstruct(indices, codebooks)
+    labels = (query_labels, database_labels)
+    protocol = EvalProtocol(topk=40)
     value = aqd_metrics.sqd_mean_average_precision(
-        indices[:23], indices, codebooks, query_labels, database_labels, topk=40, query_chunk_size=6
+        indices[:23], indices, codebooks, labels, protocol, query_chunk_size=6
     )
     expected = metrics.mean_average_precision(
-        query_labels,
-        database_labels,
-        scores=aqd.sqd_scores(indices[:23], indices, codebooks),
-        topk=40,
+        MatrixScorer(scores=aqd.sqd_scores(indices[:23], indices, codebooks)), labels, protocol
     )
     assert value == pytest.approx(expected, abs=1e-12)
     value = aqd_metrics.feature_mean_average_precision(
-        queries, reconstruction, query_labels, database_labels, topk=40, query_chunk_size=6
+        queries, reconstruction, labels, protocol, query_chunk_size=6
     )
     expected = metrics.mean_average_precision(
-        query_labels, database_labels, scores=queries @ reconstruction.T, topk=40
+        MatrixScorer(scores=queries @ reconstruction.T), labels, protocol
     )
     assert value == pytest.approx(expected, abs=1e-12)
 
@@ -172,15 +149,11 @@ def test_clear_errors():
         aqd.aqd_scores(queries, np.full((2, 3), 16), codebooks)
     with pytest.raises(ValueError, match="must match"):
         aqd_metrics.aqd_mean_average_precision(
-            queries, indices, codebooks, query_labels[:3], database_labels
+            queries, indices, codebooks, (query_labels[:3], database_labels), EvalProtocol()
         )
     with pytest.raises(ValueError, match="empty"):
-        aqd_metrics.aqd_mean_average_precision(
-            queries, indices, codebooks, query_labels, database_labels, empty="nan"
-        )
+        EvalProtocol(empty="nan")
     with pytest.raises(ValueError, match="tie"):
-        aqd_metrics.aqd_mean_average_precision(
-            queries, indices, codebooks, query_labels, database_labels, ties="stable"
-        )
+        EvalProtocol(ties="stable")
     with pytest.raises(ValueError, match="product"):
         aqd.lookup_tables(queries, codebooks, layout="product")

@@ -11,7 +11,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from wsdhash.eval import CodesFile, CodesSplit, evaluate_retrieval, pack_codes, write_codes_file
+from wsdhash.eval import (
+    CodesFile,
+    CodesSplit,
+    EvalProtocol,
+    HammingScorer,
+    evaluate_retrieval,
+    pack_codes,
+    write_codes_file,
+)
 from wsdhash.reporting import training_logs, tsne
 
 pytest.importorskip("matplotlib")
@@ -72,7 +80,7 @@ def test_report_numbers_equal_the_evaluator_and_figures_exist(tmp_path):
     text = (out / "report.md").read_text()
     for bits in (16, 32):
         (qc, ql), (dc, dl) = files[bits, "data"]
-        expected = evaluate_retrieval(ql, dl, query_codes=qc, database_codes=dc, bits=bits, topk=50)
+        expected = evaluate_retrieval(HammingScorer(qc, dc, bits), (ql, dl), EvalProtocol(topk=50))
         row = re.search(
             rf"\| codes_{bits} \| .*\| ({re.escape(expected.map_name)}) \| ([0-9.]+) \|", text
         )

@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 from train_helpers import read_json, run_train, single_label_lists, train_command
 
-from wsdhash.eval import evaluate_retrieval, read_codes_file
+from wsdhash.eval import EvalProtocol, HammingScorer, evaluate_retrieval, read_codes_file
 
 
 @pytest.fixture(scope="module")
@@ -31,11 +31,9 @@ def test_train_writes_codes_metrics_logs_and_replayable_flags(data_dir, tmp_path
     assert codes.bits == 16 and codes.query.codes.shape == (30, 2)
     assert codes.query.features.shape == (30, 16)
     again = evaluate_retrieval(
-        codes.query.labels,
-        codes.database.labels,
-        query_codes=codes.query.codes,
-        database_codes=codes.database.codes,
-        topk=1000,
+        HammingScorer(codes.query.codes, codes.database.codes),
+        (codes.query.labels, codes.database.labels),
+        EvalProtocol(topk=1000),
     )
     assert again.map == pytest.approx(metrics["map"], abs=1e-12)
     assert metrics["selected_on"] == "validation" and metrics["selected_checkpoint"]

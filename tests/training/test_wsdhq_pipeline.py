@@ -13,7 +13,7 @@ from train_helpers import read_json, run_train
 from worker_process import worker
 
 from wsdhash.data.builtin import generate_builtin
-from wsdhash.eval import read_codes_file
+from wsdhash.eval import EvalProtocol, read_codes_file
 from wsdhash.eval.aqd_metrics import aqd_evaluate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -62,7 +62,7 @@ def test_wsdhq_trains_from_tags_and_writes_aqd_codes(tagged, tmp_path, quantizer
         np.testing.assert_allclose(np.linalg.norm(codes.codebooks, axis=2), 1.0, rtol=1e-5)
     again = aqd_evaluate(
         codes.query.features, codes.database.indices, codes.codebooks,
-        codes.query.labels, codes.database.labels, topk=1000, empty="skip",
+        (codes.query.labels, codes.database.labels), EvalProtocol(topk=1000, empty="skip"),
     )  # fmt: skip
     assert again.map == pytest.approx(metrics["map"], abs=1e-9)
     # The evaluate CLI ranks a quantization codes file by AQD too (once: it reads the

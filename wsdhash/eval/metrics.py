@@ -1,6 +1,7 @@
 """Retrieval metrics: mAP@R, precision@N, precision-recall over Hamming radius.
 
-Conventions (docs/evaluation.md), each an explicit argument:
+Conventions (docs/evaluation.md), each a field of the one `EvalProtocol` value
+(wsdhash/eval/protocol.py) that `evaluate_retrieval(scorer, labels, protocol)` takes:
 - Relevance: query and item share at least one ground-truth label.
 - Ranking: Hamming distance ascending, or scores descending; tie policy `ties` as in
   `wsdhash.eval.ranking` ("index" default, "random" = one seeded database permutation
@@ -34,45 +35,13 @@ import numpy as np
 
 from wsdhash.eval import ranking, scorers
 from wsdhash.eval import relevance as relevance_lib
+from wsdhash.eval.protocol import TIE_BOUND_TOLERANCE, EvalProtocol
 
-DEFAULT_PRECISION_AT = tuple(range(100, 1001, 100))
-EMPTY_POLICIES = ("zero", "skip")
-# docs/evaluation.md, "Ties": report tie-order bounds next to the headline when they differ by more.
-TIE_BOUND_TOLERANCE = 0.005
+DEFAULT_PROTOCOL = EvalProtocol()
 
 _CHUNK_BYTES = 96 * 2**20
 _MAX_CHUNK_ROWS = 1024
 _MAX_DEFAULT_THREADS = 4
-
-
-def check_empty_policy(empty: str) -> str:
-    """Returns `empty` if it is a known policy for queries without relevant results."""
-    if empty not in EMPTY_POLICIES:
-        raise ValueError(
-            f"Unknown empty policy {empty!r}; expected one of {', '.join(EMPTY_POLICIES)}."
-        )
-    return empty
-
-
-def metric_name(
-    topk: int | None, ties: str = "index", empty: str = "zero", seed: int | None = None
-) -> str:
-    """The full name of an mAP figure, e.g. `mAP@5000[ties=index,empty=zero]`.
-
-    Args:
-      topk: R, or None for the whole database (written "all").
-      ties: the tie policy.
-      empty: the policy for queries with no relevant item in the top R.
-      seed: included for "random" ties, whose value depends on it.
-
-    Returns:
-      The name, to be used in logs, tables and JSON.
-    """
-    cutoff = "all" if ranking.check_topk(topk) is None else str(topk)
-    tie_part = f"ties={ranking.check_tie_policy(ties)}"
-    if ties == "random" and seed is not None:
-        tie_part += f",seed={seed}"
-    return f"mAP@{cutoff}[{tie_part},empty={check_empty_policy(empty)}]"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -303,72 +272,97 @@ def _rank_per_query(
 _BLOCK_RANKING = True
 
 
-def _evaluate_chunk(
-    start: int,
-    stop: int,
-    *,
-    source: scorers.Scorer,
-    radius_bits: int | None,
-    radius_curve: bool,
-    hamming_radius: int | None,
-    query_masks: np.ndarray,
-    database_masks: np.ndarray,
-    policies: tuple[str, ...],
-    depth: int,
-    map_depth: int,
-    precision_depths: tuple[int, ...],
-) -> dict:
-    """Ranks queries start..stop-1 and returns their per-query figures.
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """What every chunk computes, fixed once per evaluation from the protocol, the
+    scorer and N.
 
-    `radius_bits` is K when a radius figure is wanted: the curve (`radius_curve`) and/or
-    the precision within `hamming_radius` (already clipped to K).
+    Attributes:
+      policies: the tie policies ranked: the headline's first ("random" ranks as
+        "index" on the permuted database), then the tie bounds'.
+      depth: ranks kept per query: the largest of `map_depth` and `precision_depths`.
+      map_depth: R clipped to N.
+      precision_depths: the protocol's precision@N, each clipped to N.
+      radius_bits: K when a radius figure is wanted, else None.
+      radius_curve: compute precision-recall over radius 0..K.
+      within_radius_at: the radius of "precision within radius", clipped to K, or None.
     """
-    keys = source.keys(start, stop)  # (rows, N)
-    ranking.check_no_nan(keys)
-    num_rows = stop - start
-    chunk_query_masks = query_masks[:, start:stop]
-    if _BLOCK_RANKING and ranking.uses_histogram(keys):
-        top_relevance, radius = _rank_block(
-            keys,
-            chunk_query_masks,
-            database_masks,
-            radius_bits=radius_bits,
-            radius_curve=radius_curve and radius_bits is not None,
-            hamming_radius=hamming_radius if radius_bits is not None else None,
-            policies=policies,
-            depth=depth,
-        )
-    else:
-        top_relevance, radius = _rank_per_query(
-            keys,
-            chunk_query_masks,
-            database_masks,
-            radius_bits=radius_bits,
-            policies=policies,
-            depth=depth,
-        )
-    del keys
 
-    result = {"ap": [], "num_relevant": []}
-    for policy_index in range(len(policies)):
-        average_precision, num_relevant = _average_precision(
-            top_relevance[policy_index, :, :map_depth]
-        )
-        result["ap"].append(average_precision)
-        result["num_relevant"].append(num_relevant)
-    headline_hits = np.cumsum(top_relevance[0], axis=1, dtype=np.int64)
-    result["precision_at"] = (
-        np.stack([headline_hits[:, n - 1] / n for n in precision_depths], axis=1)
-        if precision_depths
-        else np.zeros((num_rows, 0))
+    policies: tuple[str, ...]
+    depth: int
+    map_depth: int
+    precision_depths: tuple[int, ...]
+    radius_bits: int | None
+    radius_curve: bool
+    within_radius_at: int | None
+
+    @property
+    def headline(self) -> str:
+        return self.policies[0]
+
+
+def _plan(protocol: EvalProtocol, radius_bits: int | None, num_items: int) -> _Plan:
+    """The `_Plan` of `protocol` for a scorer with `radius_bits` over `num_items`."""
+    if not protocol.radius_curve and protocol.hamming_radius is None:
+        radius_bits = None
+    within_radius_at = None
+    if radius_bits is not None and protocol.hamming_radius is not None:
+        within_radius_at = min(protocol.hamming_radius, radius_bits)
+    # "random" was applied by the permutation, so it ranks like "index" from here on.
+    headline = "index" if protocol.ties == "random" else protocol.ties
+    policies = (headline,)
+    if protocol.tie_bounds:
+        policies += tuple(p for p in ("optimistic", "pessimistic") if p != headline)
+    map_depth = ranking.ranking_depth(protocol.topk, num_items)
+    precision_depths = tuple(min(n, num_items) for n in protocol.precision_at)
+    return _Plan(
+        policies=policies,
+        depth=max((map_depth,) + precision_depths),
+        map_depth=map_depth,
+        precision_depths=precision_depths,
+        radius_bits=radius_bits,
+        radius_curve=protocol.radius_curve and radius_bits is not None,
+        within_radius_at=within_radius_at,
     )
+
+
+def _rank_chunk(
+    keys: np.ndarray, chunk_query_masks: np.ndarray, database_masks: np.ndarray, plan: _Plan
+) -> tuple[np.ndarray, dict]:
+    """Relevance by rank and radius counts of one chunk's keys (`_rank_block` for
+    uint8/uint16 keys, else `_rank_per_query`)."""
+    if _BLOCK_RANKING and ranking.uses_histogram(keys):
+        return _rank_block(
+            keys,
+            chunk_query_masks,
+            database_masks,
+            radius_bits=plan.radius_bits,
+            radius_curve=plan.radius_curve,
+            hamming_radius=plan.within_radius_at,
+            policies=plan.policies,
+            depth=plan.depth,
+        )
+    return _rank_per_query(
+        keys,
+        chunk_query_masks,
+        database_masks,
+        radius_bits=plan.radius_bits,
+        policies=plan.policies,
+        depth=plan.depth,
+    )
+
+
+def _radius_figures(radius: dict, plan: _Plan) -> dict:
+    """Per-query radius figures from a chunk's radius counts: "radius_precision" and
+    "radius_recall" (rows, K+1) for the curve, "within_radius" (rows,)."""
+    result = {}
     if "retrieved" in radius:
         retrieved, relevant_retrieved = radius["retrieved"], radius["relevant_retrieved"]
         total_relevant = radius["total_relevant"]
         radius_precision = np.divide(
             relevant_retrieved, retrieved, out=np.zeros(retrieved.shape), where=retrieved > 0
         )
-        if radius_curve:
+        if plan.radius_curve:
             result["radius_precision"] = radius_precision
             result["radius_recall"] = np.divide(
                 relevant_retrieved,
@@ -376,13 +370,48 @@ def _evaluate_chunk(
                 out=np.zeros(retrieved.shape),
                 where=total_relevant[:, None] > 0,
             )
-        if hamming_radius is not None:
-            result["within_radius"] = radius_precision[:, hamming_radius].copy()
+        if plan.within_radius_at is not None:
+            result["within_radius"] = radius_precision[:, plan.within_radius_at].copy()
     elif "retrieved_within" in radius:
         retrieved, relevant_retrieved = radius["retrieved_within"], radius["relevant_within"]
         result["within_radius"] = np.divide(
             relevant_retrieved, retrieved, out=np.zeros(retrieved.shape), where=retrieved > 0
         )
+    return result
+
+
+def _evaluate_chunk(
+    start: int,
+    stop: int,
+    *,
+    source: scorers.Scorer,
+    plan: _Plan,
+    query_masks: np.ndarray,
+    database_masks: np.ndarray,
+) -> dict:
+    """Ranks queries start..stop-1 and returns their per-query figures: "ap" and
+    "num_relevant" (one array per policy), "precision_at" (rows, len(precision_depths))
+    and the radius figures of `_radius_figures`."""
+    keys = source.keys(start, stop)  # (rows, N)
+    ranking.check_no_nan(keys)
+    num_rows = stop - start
+    top_relevance, radius = _rank_chunk(keys, query_masks[:, start:stop], database_masks, plan)
+    del keys
+
+    result = {"ap": [], "num_relevant": []}
+    for policy_index in range(len(plan.policies)):
+        average_precision, num_relevant = _average_precision(
+            top_relevance[policy_index, :, : plan.map_depth]
+        )
+        result["ap"].append(average_precision)
+        result["num_relevant"].append(num_relevant)
+    headline_hits = np.cumsum(top_relevance[0], axis=1, dtype=np.int64)
+    result["precision_at"] = (
+        np.stack([headline_hits[:, n - 1] / n for n in plan.precision_depths], axis=1)
+        if plan.precision_depths
+        else np.zeros((num_rows, 0))
+    )
+    result.update(_radius_figures(radius, plan))
     return result
 
 
@@ -408,68 +437,11 @@ def _mean_average_precision(
     return value, per_query, num_scored
 
 
-def evaluate_retrieval(
-    query_labels: np.ndarray,
-    database_labels: np.ndarray,
-    *,
-    scorer: scorers.Scorer | None = None,
-    query_codes: np.ndarray | None = None,
-    database_codes: np.ndarray | None = None,
-    distances: np.ndarray | None = None,
-    scores: np.ndarray | None = None,
-    bits: int | None = None,
-    topk: int | None = None,
-    ties: str = "index",
-    empty: str = "zero",
-    seed: int = 0,
-    precision_at: tuple[int, ...] = DEFAULT_PRECISION_AT,
-    hamming_radius: int | None = 2,
-    radius_metrics: bool = True,
-    tie_bounds: bool = False,
-    num_threads: int | None = None,
-    query_chunk_size: int | None = None,
-) -> RetrievalMetrics:
-    """Evaluates a ranking of the database for every query.
-
-    Give the ranking as exactly one of: a `scorer` (wsdhash/eval/scorers.py: Hamming,
-    AQD, features), packed codes (`query_codes` and `database_codes`, a Hamming
-    scorer), a `distances` matrix (ascending) or a `scores` matrix (descending).
-
-    Args:
-      query_labels: (Q, C) 0/1 ground-truth labels.
-      database_labels: (N, C) 0/1 ground-truth labels.
-      scorer: the source of the ranking keys, asked one block of queries at a time.
-      query_codes: (Q, ceil(K/8)) uint8 packed codes.
-      database_codes: (N, ceil(K/8)) uint8 packed codes.
-      distances: (Q, N) distances, smaller is closer.
-      scores: (Q, N) scores, larger is closer.
-      bits: K. Defaults to 8 * bytes for codes; with uint8/uint16 `distances` it
-        enables the Hamming-radius metrics.
-      topk: R for mAP@R; None for the whole database. R > N is clipped to N.
-      ties: "index", "random", "optimistic" or "pessimistic".
-      empty: "zero" or "skip" for queries with no relevant item in the top R.
-      seed: seeds the database permutation of "random" ties.
-      precision_at: the N of the precision@N curve (clipped to the database size).
-      hamming_radius: the radius of `precision_within_radius` (None to skip it); a
-        radius above K is clipped to K.
-      radius_metrics: compute precision-recall over radius 0..K (Hamming only).
-        `hamming_radius` and the radius curve apply to Hamming scorers only.
-      tie_bounds: also compute the optimistic and pessimistic mAP.
-      num_threads: worker threads over query chunks; default min(4, available cores).
-      query_chunk_size: queries per chunk; default: as many as fit the chunk's memory
-        budget (about 100 MiB of temporaries).
-
-    Returns:
-      A `RetrievalMetrics`.
-    """
-    ranking.check_tie_policy(ties)
-    check_empty_policy(empty)
-    topk = ranking.check_topk(topk)
-    precision_at = tuple(int(n) for n in precision_at)
-    if any(n < 1 for n in precision_at):
-        raise ValueError(f"precision_at values must be positive; got {precision_at}.")
-    if hamming_radius is not None and hamming_radius < 0:
-        raise ValueError(f"hamming_radius must be >= 0; got {hamming_radius}.")
+def _checked_labels(
+    scorer: scorers.Scorer, labels: tuple[np.ndarray, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(query_labels, database_labels), checked against each other and the scorer."""
+    query_labels, database_labels = labels
     query_labels = relevance_lib.check_labels(query_labels, "query_labels")
     database_labels = relevance_lib.check_labels(database_labels, "database_labels")
     if query_labels.shape[1] != database_labels.shape[1]:
@@ -477,80 +449,128 @@ def evaluate_retrieval(
             f"Query labels have {query_labels.shape[1]} classes but database labels have "
             f"{database_labels.shape[1]}."
         )
-    num_items = database_labels.shape[0]
-    if num_items == 0 or query_labels.shape[0] == 0:
+    num_queries, num_items = query_labels.shape[0], database_labels.shape[0]
+    if num_items == 0 or num_queries == 0:
         raise ValueError("Need at least one query and one database item.")
-    permutation = ranking.random_tie_permutation(num_items, seed) if ties == "random" else None
-
-    codes_given = query_codes is not None or database_codes is not None
-    matrix_given = distances is not None or scores is not None
-    if sum((scorer is not None, codes_given, matrix_given)) != 1:
-        raise ValueError(
-            "Pass exactly one ranking: scorer=, both query_codes and database_codes, or one of "
-            "distances / scores."
-        )
-    if codes_given:
-        if query_codes is None or database_codes is None:
-            raise ValueError(
-                "Pass both query_codes and database_codes, or one of distances / scores."
-            )
-        scorer = scorers.HammingScorer(query_codes, database_codes, bits)
-    elif matrix_given:
-        scorer = scorers.MatrixScorer(distances, scores, bits)
-    if scorer.num_queries != query_labels.shape[0] or scorer.num_items != num_items:
+    if scorer.num_queries != num_queries or scorer.num_items != num_items:
         raise ValueError(
             f"Ranking covers {scorer.num_queries} queries x {scorer.num_items} items but "
-            f"labels have {query_labels.shape[0]} query rows and {num_items} database rows."
+            f"labels have {num_queries} query rows and {num_items} database rows."
         )
-    source = scorer if permutation is None else scorer.permuted(permutation)
-    radius_bits = scorer.radius_bits
-    if not radius_metrics and hamming_radius is None:
-        radius_bits = None
-    radius_curve = radius_metrics and radius_bits is not None
-    within_radius_at = None
-    if radius_bits is not None and hamming_radius is not None:
-        within_radius_at = min(hamming_radius, radius_bits)
+    return query_labels, database_labels
 
-    query_masks = relevance_lib.pack_label_masks(query_labels)  # (W, Q)
-    database_masks = relevance_lib.pack_label_masks(database_labels)  # (W, N)
-    if permutation is not None:
-        database_masks = database_masks[:, permutation]
 
-    # "random" was applied by the permutation, so it ranks like "index" from here on.
-    headline = "index" if ties == "random" else ties
-    policies = (headline,)
-    if tie_bounds:
-        policies += tuple(p for p in ("optimistic", "pessimistic") if p != headline)
-    map_depth = ranking.ranking_depth(topk, num_items)
-    precision_depths = tuple(min(n, num_items) for n in precision_at)
-    depth = max((map_depth,) + precision_depths)
-
-    num_queries = source.num_queries
-    threads = num_threads or _default_threads()
-    bytes_per_row = num_items * (2 * source.key_itemsize + 8 + 10) + depth * (len(policies) + 24)
+def _chunk_bounds(
+    source: scorers.Scorer,
+    plan: _Plan,
+    threads: int,
+    query_chunk_size: int | None,
+) -> list[tuple[int, int]]:
+    """(start, stop) of every query chunk: as many rows as fit the memory budget (about
+    100 MiB of temporaries), at most `_MAX_CHUNK_ROWS`, enough chunks for every thread;
+    or `query_chunk_size` rows when given."""
+    num_queries, num_items = source.num_queries, source.num_items
+    bytes_per_row = num_items * (2 * source.key_itemsize + 8 + 10) + plan.depth * (
+        len(plan.policies) + 24
+    )
     rows_per_chunk = max(1, min(_MAX_CHUNK_ROWS, _CHUNK_BYTES // bytes_per_row))
     rows_per_chunk = min(rows_per_chunk, -(-num_queries // threads))  # Keep every thread busy.
     if query_chunk_size is not None:
         if query_chunk_size < 1:
             raise ValueError(f"query_chunk_size must be >= 1; got {query_chunk_size}.")
         rows_per_chunk = query_chunk_size
-    bounds = [
+    return [
         (s, min(s + rows_per_chunk, num_queries)) for s in range(0, num_queries, rows_per_chunk)
     ]
+
+
+def _summarise(chunks: list[dict], plan: _Plan, protocol: EvalProtocol) -> RetrievalMetrics:
+    """The means over all queries of the chunks' per-query figures."""
+
+    def gather(key: str, index: int | None = None) -> np.ndarray:
+        return np.concatenate([c[key] if index is None else c[key][index] for c in chunks])
+
+    maps = {
+        policy: _mean_average_precision(
+            gather("ap", policy_index), gather("num_relevant", policy_index), protocol.empty
+        )
+        for policy_index, policy in enumerate(plan.policies)
+    }
+    headline_map, per_query, num_scored = maps[plan.headline]
+    precision_curve = gather("precision_at").mean(axis=0)
+    curve = {}
+    if plan.radius_curve:
+        curve = {
+            "radii": np.arange(plan.radius_bits + 1),
+            "radius_precision": gather("radius_precision").mean(axis=0),  # over (Q, K+1)
+            "radius_recall": gather("radius_recall").mean(axis=0),
+        }
+    within_radius = None
+    if plan.within_radius_at is not None:
+        within_radius = float(gather("within_radius").mean())
+    return RetrievalMetrics(
+        map=headline_map,
+        map_name=protocol.map_name,
+        topk=protocol.topk,
+        ties=protocol.ties,
+        empty=protocol.empty,
+        seed=protocol.seed,
+        average_precisions=per_query,
+        num_scored_queries=num_scored,
+        map_optimistic=maps["optimistic"][0] if protocol.tie_bounds else None,
+        map_pessimistic=maps["pessimistic"][0] if protocol.tie_bounds else None,
+        precision_at_n={n: float(v) for n, v in zip(protocol.precision_at, precision_curve)},
+        hamming_radius=protocol.hamming_radius if within_radius is not None else None,
+        precision_within_radius=within_radius,
+        **curve,
+    )
+
+
+def evaluate_retrieval(
+    scorer: scorers.Scorer,
+    labels: tuple[np.ndarray, np.ndarray],
+    protocol: EvalProtocol = DEFAULT_PROTOCOL,
+    *,
+    num_threads: int | None = None,
+    query_chunk_size: int | None = None,
+) -> RetrievalMetrics:
+    """Evaluates `scorer`'s ranking of the database for every query under `protocol`.
+
+    Args:
+      scorer: the source of the ranking keys, asked one block of queries at a time
+        (wsdhash/eval/scorers.py: `HammingScorer` for packed codes, `MatrixScorer` for a
+        distances or scores matrix, `AQDScorer`, `FeatureScorer`).
+      labels: (query_labels (Q, C), database_labels (N, C)), 0/1 ground-truth labels.
+      protocol: the conventions and the figures to compute (`EvalProtocol`).
+      num_threads: worker threads over query chunks; default min(4, available cores).
+      query_chunk_size: queries per chunk; default: as many as fit the chunk's memory
+        budget (about 100 MiB of temporaries).
+
+    Returns:
+      A `RetrievalMetrics`. The numbers do not depend on `num_threads` or
+      `query_chunk_size`.
+    """
+    query_labels, database_labels = _checked_labels(scorer, labels)
+    num_items = database_labels.shape[0]
+    plan = _plan(protocol, scorer.radius_bits, num_items)
+    query_masks = relevance_lib.pack_label_masks(query_labels)  # (W, Q)
+    database_masks = relevance_lib.pack_label_masks(database_labels)  # (W, N)
+    source = scorer
+    if protocol.ties == "random":
+        permutation = ranking.random_tie_permutation(num_items, protocol.seed)
+        source = scorer.permuted(permutation)
+        database_masks = database_masks[:, permutation]
+
+    threads = num_threads or _default_threads()
+    bounds = _chunk_bounds(source, plan, threads, query_chunk_size)
 
     def run_chunk(chunk_bounds: tuple[int, int]) -> dict:
         return _evaluate_chunk(
             *chunk_bounds,
             source=source,
-            radius_bits=radius_bits,
-            radius_curve=radius_curve,
-            hamming_radius=within_radius_at,
+            plan=plan,
             query_masks=query_masks,
             database_masks=database_masks,
-            policies=policies,
-            depth=depth,
-            map_depth=map_depth,
-            precision_depths=precision_depths,
         )
 
     if threads == 1 or len(bounds) == 1:
@@ -558,86 +578,15 @@ def evaluate_retrieval(
     else:
         with ThreadPoolExecutor(max_workers=threads) as pool:
             chunks = list(pool.map(run_chunk, bounds))
-
-    def gather(key: str, index: int | None = None) -> np.ndarray:
-        return np.concatenate([c[key] if index is None else c[key][index] for c in chunks])
-
-    maps = {}
-    for policy_index, policy in enumerate(policies):
-        maps[policy] = _mean_average_precision(
-            gather("ap", policy_index), gather("num_relevant", policy_index), empty
-        )
-    headline_map, per_query, num_scored = maps[headline]
-    optimistic = maps.get("optimistic", (None,))[0] if tie_bounds else None
-    pessimistic = maps.get("pessimistic", (None,))[0] if tie_bounds else None
-    precision_curve = gather("precision_at").mean(axis=0)
-
-    radii = radius_precision = radius_recall = None
-    within_radius = None
-    if radius_curve:
-        radii = np.arange(radius_bits + 1)
-        radius_precision = gather("radius_precision").mean(axis=0)  # over (Q, K+1)
-        radius_recall = gather("radius_recall").mean(axis=0)
-    if within_radius_at is not None:
-        within_radius = float(gather("within_radius").mean())
-
-    return RetrievalMetrics(
-        map=headline_map,
-        map_name=metric_name(topk, ties, empty, seed),
-        topk=topk,
-        ties=ties,
-        empty=empty,
-        seed=seed,
-        average_precisions=per_query,
-        num_scored_queries=num_scored,
-        map_optimistic=optimistic,
-        map_pessimistic=pessimistic,
-        precision_at_n={n: float(v) for n, v in zip(precision_at, precision_curve)},
-        hamming_radius=hamming_radius if within_radius is not None else None,
-        precision_within_radius=within_radius,
-        radii=radii,
-        radius_precision=radius_precision,
-        radius_recall=radius_recall,
-    )
+    return _summarise(chunks, plan, protocol)
 
 
 def mean_average_precision(
-    query_labels: np.ndarray,
-    database_labels: np.ndarray,
+    scorer: scorers.Scorer,
+    labels: tuple[np.ndarray, np.ndarray],
+    protocol: EvalProtocol = DEFAULT_PROTOCOL,
     *,
-    query_codes: np.ndarray | None = None,
-    database_codes: np.ndarray | None = None,
-    distances: np.ndarray | None = None,
-    scores: np.ndarray | None = None,
-    topk: int | None = None,
-    ties: str = "index",
-    empty: str = "zero",
-    seed: int = 0,
-    return_per_query: bool = False,
     num_threads: int | None = None,
-) -> float | tuple[float, np.ndarray]:
-    """mAP@R alone; see `evaluate_retrieval` for the arguments.
-
-    Returns:
-      mAP@R, or (mAP@R, (Q,) per-query AP with NaN for skipped queries) when
-      `return_per_query`.
-    """
-    metrics = evaluate_retrieval(
-        query_labels,
-        database_labels,
-        query_codes=query_codes,
-        database_codes=database_codes,
-        distances=distances,
-        scores=scores,
-        topk=topk,
-        ties=ties,
-        empty=empty,
-        seed=seed,
-        precision_at=(),
-        hamming_radius=None,
-        radius_metrics=False,
-        num_threads=num_threads,
-    )
-    if return_per_query:
-        return metrics.map, metrics.average_precisions
-    return metrics.map
+) -> float:
+    """mAP@R alone: `evaluate_retrieval` under `protocol.map_only()`."""
+    return evaluate_retrieval(scorer, labels, protocol.map_only(), num_threads=num_threads).map

@@ -5,7 +5,7 @@ Every ranking is a sort by the key (distance, tie key, database index), smallest
   scores (e.g. AQD inner products) rank descending, by ranking their negation
   ascending, so both take the same code path.
 - `ties` decides the tie key within equal distance:
-  - "index" (default): none; database order decides.
+  - "index" (the default, `EvalProtocol.ties`): none; database order decides.
   - "random": a seeded random order within ties. One permutation of the database is
     drawn per call (`numpy.random.default_rng(seed).permutation(N)`) and shared by all
     queries, i.e. this is "index" ties on a randomly shuffled database. Being per call,
@@ -37,7 +37,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-TIE_POLICIES = ("index", "random", "optimistic", "pessimistic")
+from wsdhash.eval.protocol import EvalProtocol, check_tie_policy, check_topk
 
 # Distances of these dtypes are counted with a histogram to find the R-th smallest.
 _HISTOGRAM_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
@@ -50,31 +50,6 @@ _SAMPLE_MARGIN = 2.5
 # Sort keys up to this value are sorted as uint16 (numpy's stable sort of 16-bit
 # integers is a radix sort).
 _UINT16_LIMIT = 2**16
-
-
-def check_tie_policy(ties: str) -> str:
-    """Returns `ties` if it is a known tie policy, else raises ValueError."""
-    if ties not in TIE_POLICIES:
-        raise ValueError(f"Unknown tie policy {ties!r}; expected one of {', '.join(TIE_POLICIES)}.")
-    return ties
-
-
-def check_topk(topk: int | None) -> int | None:
-    """Validates a cut-off R: a positive integer, or None for the whole database.
-
-    Raises:
-      ValueError: for 0, negative numbers (no -1 sentinel) and non-integers.
-    """
-    if topk is None:
-        return None
-    if isinstance(topk, (bool, np.bool_)) or not isinstance(topk, (int, np.integer)):
-        raise TypeError(f"topk must be a positive integer or None (whole database); got {topk!r}.")
-    if topk < 1:
-        raise ValueError(
-            f"topk must be a positive integer or None (whole database); got {topk}. "
-            "Use None, not -1 or 0, for the whole database."
-        )
-    return int(topk)
 
 
 def ranking_depth(topk: int | None, num_items: int) -> int:
@@ -358,10 +333,10 @@ def rank_database(
     distances: np.ndarray | None = None,
     *,
     scores: np.ndarray | None = None,
-    topk: int | None = None,
-    ties: str = "index",
+    topk: int | None = EvalProtocol.topk,
+    ties: str = EvalProtocol.ties,
     relevance: np.ndarray | None = None,
-    seed: int = 0,
+    seed: int = EvalProtocol.seed,
 ) -> np.ndarray:
     """Ranks the database for every query and returns the top R indices.
 
@@ -371,7 +346,8 @@ def rank_database(
         of distances and scores.
       topk: R, the number of ranks to return; None for the whole database. R > N is
         clipped to N.
-      ties: "index" (default), "random", "optimistic" or "pessimistic" (module doc).
+      ties: "index", "random", "optimistic" or "pessimistic" (module doc); the default
+        is the protocol's (`EvalProtocol.ties`).
       relevance: (Q, N) bool; required for optimistic and pessimistic ties.
       seed: seeds the one database permutation used by "random" ties.
 

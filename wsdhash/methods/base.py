@@ -13,7 +13,7 @@ quantizer). The life of a run:
                    # + features, ref_features if method.uses_backbone_features
     method.after_restore(loss)                                     # resume
     method.after_step(step, encode_train, loss)                    # e.g. quantizer
-    method.evaluate(query_features, ..., topk, empty)              # its scorer
+    method.evaluate(query_features, ..., protocol)                 # its scorer
     method.before_final(encode_train, loss); method.codes_file(...)
     method.serving_encoder(checkpoint)                             # extra outputs
 
@@ -39,7 +39,15 @@ from typing import Any
 import numpy as np
 
 from wsdhash import flag_bounds
-from wsdhash.eval import CodesFile, CodesSplit, binarize, evaluate_retrieval, pack_codes
+from wsdhash.eval import (
+    CodesFile,
+    CodesSplit,
+    EvalProtocol,
+    HammingScorer,
+    binarize,
+    evaluate_retrieval,
+    pack_codes,
+)
 from wsdhash.eval.metrics import RetrievalMetrics
 
 
@@ -179,22 +187,23 @@ class Method:
     # --- Evaluation and outputs ------------------------------------------------------
 
     def evaluate(
-        self, query_features, query_labels, database_features, database_labels, topk, empty,
+        self,
+        query_features: np.ndarray,
+        query_labels: np.ndarray,
+        database_features: np.ndarray,
+        database_labels: np.ndarray,
+        protocol: EvalProtocol,
         database_ids=None,
-    ) -> RetrievalMetrics:  # fmt: skip
-        """Metrics of the model's relaxed outputs under the method's scorer
-        (`database_ids`: the database items' paths, for learned database codes)."""
-        return evaluate_retrieval(
-            query_labels,
-            database_labels,
-            query_codes=pack_codes(binarize(query_features)),
-            database_codes=pack_codes(self.database_codes(database_features, database_ids)),
-            bits=query_features.shape[1],
-            topk=topk,
-            empty=empty,
-            tie_bounds=True,
-            radius_metrics=False,  # the run's metrics keep no radius curve
+    ) -> RetrievalMetrics:
+        """Metrics of the model's relaxed outputs under the method's scorer and the
+        run's `protocol` (`database_ids`: the database items' paths, for learned
+        database codes)."""
+        scorer = HammingScorer(
+            pack_codes(binarize(query_features)),
+            pack_codes(self.database_codes(database_features, database_ids)),
+            query_features.shape[1],
         )
+        return evaluate_retrieval(scorer, (query_labels, database_labels), protocol)
 
     def database_codes(self, database_features, database_ids=None) -> np.ndarray:
         """(N, K) +-1 codes of the database items: the signs of the network's outputs;

@@ -10,12 +10,13 @@ early steps); the final evaluation always fits the quantizer first.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
 from absl import logging
 
-from wsdhash.eval import CodesFile, CodesSplit
+from wsdhash.eval import CodesFile, CodesSplit, EvalProtocol
 from wsdhash.eval.metrics import RetrievalMetrics, evaluate_retrieval
 from wsdhash.eval.scorers import FeatureScorer
 from wsdhash.methods import wsdhq_quantizer
@@ -128,20 +129,21 @@ class WSDHQ(Method):
         self.quantizer.ensure_ready(encode_train(), loss)
 
     def evaluate(
-        self, query_features, query_labels, database_features, database_labels, topk, empty,
+        self,
+        query_features: np.ndarray,
+        query_labels: np.ndarray,
+        database_features: np.ndarray,
+        database_labels: np.ndarray,
+        protocol: EvalProtocol,
         database_ids=None,
     ) -> RetrievalMetrics:
-        if not self.quantizer.ready:  # early validation: continuous features
+        labels = (query_labels, database_labels)
+        if not self.quantizer.ready:  # early validation: continuous features, no tie bounds
+            scorer = FeatureScorer(query_features, database_features)
             return evaluate_retrieval(
-                query_labels,
-                database_labels,
-                scorer=FeatureScorer(query_features, database_features),
-                topk=topk,
-                empty=empty,
+                scorer, labels, dataclasses.replace(protocol, tie_bounds=False)
             )
-        result, _ = self.quantizer.evaluate(
-            query_features, query_labels, database_features, database_labels, topk, empty
-        )
+        result, _ = self.quantizer.evaluate(query_features, database_features, labels, protocol)
         return result
 
     def codes_file(self, query, query_features, database, database_features) -> CodesFile:

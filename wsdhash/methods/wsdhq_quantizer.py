@@ -23,6 +23,7 @@ from absl import logging
 
 from wsdhash.eval import metrics as metrics_lib
 from wsdhash.eval.aqd_metrics import aqd_evaluate
+from wsdhash.eval.protocol import EvalProtocol
 from wsdhash.quantization.additive import AdditiveQuantizer
 from wsdhash.quantization.product import ProductQuantizer
 from wsdhash.tagging.files import load_merge_map, read_final_embeddings
@@ -220,24 +221,13 @@ class TrainingQuantizer:
     def evaluate(
         self,
         query_features: np.ndarray,
-        query_labels: np.ndarray,
         database_features: np.ndarray,
-        database_labels: np.ndarray,
-        topk: int | None,
-        empty: str,
+        labels: tuple[np.ndarray, np.ndarray],
+        protocol: EvalProtocol,
     ) -> tuple[metrics_lib.RetrievalMetrics, np.ndarray]:
-        """AQD metrics, and the database's codeword indices (N, M). Queries stay raw:
-        AQD ranks by <q, x_hat>, which no positive rescaling of q changes."""
+        """AQD metrics under `protocol` (query and database labels in `labels`), and the
+        database's codeword indices (N, M). Queries stay raw: AQD ranks by <q, x_hat>,
+        which no positive rescaling of q changes."""
         indices = self.encode(database_features)
-        result = aqd_evaluate(
-            query_features,
-            indices,
-            self.codebooks,
-            query_labels,
-            database_labels,
-            topk=topk,
-            empty=empty,
-            precision_at=metrics_lib.DEFAULT_PRECISION_AT,
-            tie_bounds=True,
-        )
+        result = aqd_evaluate(query_features, indices, self.codebooks, labels, protocol)
         return result, indices

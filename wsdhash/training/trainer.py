@@ -54,7 +54,7 @@ from wsdhash.data import datasets, pipeline
 from wsdhash.data.preprocessing import CorruptImageError
 from wsdhash.data.samplers import ClassBalancedSampler
 from wsdhash.data.types import SplitData
-from wsdhash.eval import write_codes_file
+from wsdhash.eval import EvalProtocol, write_codes_file
 from wsdhash.methods import METHODS
 from wsdhash.model_fingerprint import weights_fingerprint
 from wsdhash.models.assembly import backbone_features_model, build_model, with_backbone_features
@@ -391,7 +391,6 @@ class _RunData:
     method: Any
     train: SplitData
     validation: SplitData | None
-    topk: int | None
 
     @property
     def num_targets(self) -> int:
@@ -411,8 +410,7 @@ class _RunData:
         _check_targets(config, getattr(train_split, config.supervision))
         if dataset.image_files:
             check_image_files([dataset.split(name) for name in ("train", "query", "database")])
-        topk = dataset.topk if config.topk is None else (config.topk or None)
-        return cls(dataset, method, train_split, validation, topk)
+        return cls(dataset, method, train_split, validation)
 
 
 def _processed_tags(config: TrainConfig, train: SplitData, validation: SplitData | None):
@@ -596,6 +594,10 @@ class _Evaluation:
 
     def __init__(self, config: TrainConfig, data: _RunData, encode: Encoder):
         self.config, self.data, self.encode = config, data, encode
+        topk = data.dataset.topk if config.topk is None else (config.topk or None)
+        self.protocol = EvalProtocol(
+            topk=topk, empty=config.empty, tie_bounds=True, radius_curve=False
+        )
 
     def test(self):
         """(metrics, {"query": features, "database": features}) on the test splits."""
@@ -603,7 +605,7 @@ class _Evaluation:
         features = {"query": self.encode(query), "database": self.encode(database)}
         result = self.data.method.evaluate(
             features["query"], query.labels, features["database"], database.labels,
-            self.data.topk, self.config.empty, database_ids=database.paths,
+            self.protocol, database_ids=database.paths,
         )  # fmt: skip
         return result, features
 
@@ -616,7 +618,7 @@ class _Evaluation:
             result = self.data.method.evaluate(
                 self.encode(validation), relevance_labels(validation),
                 self.encode(train), relevance_labels(train),
-                self.data.topk, self.config.empty, database_ids=train.paths,
+                self.protocol, database_ids=train.paths,
             )  # fmt: skip
             scores["validation"] = result.map
             scores["validation_name"] = result.map_name
