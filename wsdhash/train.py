@@ -35,6 +35,7 @@ import sys
 from absl import flags, logging
 
 from wsdhash import cli, flag_bounds
+from wsdhash.eval.protocol import EMPTY_POLICIES, TIE_POLICIES, EvalProtocol
 from wsdhash.methods import METHODS
 
 FLAGS = flags.FLAGS
@@ -150,7 +151,13 @@ flags.DEFINE_integer(
 )  # fmt: skip
 flags.DEFINE_enum("select_on", "validation", ["validation", "test"], "Checkpoint selection.")
 flags.DEFINE_enum(
-    "empty", "zero", ["zero", "skip"], "Queries with no relevant item: AP 0 or skipped."
+    "empty", EvalProtocol.empty, EMPTY_POLICIES, "Queries with no relevant item: AP 0 or skipped."
+)
+flags.DEFINE_enum(
+    "ties",
+    EvalProtocol.ties,
+    TIE_POLICIES,
+    "Order within equal distance in validation and the test evaluation (docs/evaluation.md).",
 )
 flags.DEFINE_string("topk", None, "mAP cut-off R: an integer or 'all' (default: protocol).")
 flags.DEFINE_integer("log_every", 50, "Logging period in steps.")
@@ -398,6 +405,7 @@ def build_config(workdir: str):
         quantizer=FLAGS.quantizer,
         normalization=FLAGS.normalization,
         empty=FLAGS.empty,
+        ties=FLAGS.ties,
         head_init="" if FLAGS.head_init == "none" else FLAGS.head_init,
     )
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from wsdhash.eval.protocol import EvalProtocol, check_empty_policy, check_tie_policy
+
 OPTIMIZERS = ("sgd", "adam")
 
 
@@ -98,6 +100,8 @@ class TrainConfig:
         normalization: input normalisation (NORMALIZATIONS name); "" = the backbone's.
         empty: evaluation policy for queries with no relevant item ("zero" or "skip";
             WSDHQ's published numbers skip them).
+        ties: evaluation order within equal distance (`EvalProtocol.ties`); "random"
+            ties are seeded by the protocol's default seed, not by `seed`.
         head_init: "" (the head's own initialiser) or a registered baseline the head
             starts from, fitted on the training split's backbone features
             (wsdhash/training/head_init.py).
@@ -138,10 +142,13 @@ class TrainConfig:
     quantizer_update_every: int = 0
     quantizer: str = "additive"
     normalization: str = ""
-    empty: str = "zero"
+    empty: str = EvalProtocol.empty
+    ties: str = EvalProtocol.ties
     head_init: str = ""
 
     def __post_init__(self):
+        check_empty_policy(self.empty)
+        check_tie_policy(self.ties)
         if self.select_on not in SELECT_ON:
             raise ValueError(f"--select_on must be one of {SELECT_ON}, got {self.select_on!r}.")
         if self.supervision not in ("labels", "tags"):
@@ -174,6 +181,15 @@ class TrainConfig:
                 flag = _FLAG_NAMES.get(name, name)
                 raise ValueError(f"--{flag} must be >= {minimum}, got {value}.")
 
+    def evaluation_protocol(self, dataset_topk: int | None) -> EvalProtocol:
+        """The protocol of validation and of the test evaluation: R (`topk`, else the
+        dataset's `dataset_topk`), `ties` and `empty`, with the tie bounds and without
+        the radius curve (the run's metrics keep none)."""
+        topk = dataset_topk if self.topk is None else (self.topk or None)
+        return EvalProtocol(
+            topk=topk, ties=self.ties, empty=self.empty, tie_bounds=True, radius_curve=False
+        )
+
 
 # The smallest value of TrainConfig's integer fields, and the flags that set them.
 _MINIMUMS = {
@@ -202,4 +218,3 @@ def validation_count(train_size: int, validation_size: int) -> int:
     if validation_size >= 0:
         return validation_size
     return min(VALIDATION_CAP, train_size // 10)
-

@@ -54,7 +54,7 @@ from wsdhash.data import datasets, pipeline
 from wsdhash.data.preprocessing import CorruptImageError
 from wsdhash.data.samplers import ClassBalancedSampler
 from wsdhash.data.types import SplitData
-from wsdhash.eval import EvalProtocol, write_codes_file
+from wsdhash.eval import write_codes_file
 from wsdhash.methods import METHODS
 from wsdhash.model_fingerprint import weights_fingerprint
 from wsdhash.models.assembly import backbone_features_model, build_model, with_backbone_features
@@ -594,10 +594,7 @@ class _Evaluation:
 
     def __init__(self, config: TrainConfig, data: _RunData, encode: Encoder):
         self.config, self.data, self.encode = config, data, encode
-        topk = data.dataset.topk if config.topk is None else (config.topk or None)
-        self.protocol = EvalProtocol(
-            topk=topk, empty=config.empty, tie_bounds=True, radius_curve=False
-        )
+        self.protocol = config.evaluation_protocol(data.dataset.topk)
 
     def test(self):
         """(metrics, {"query": features, "database": features}) on the test splits."""
