@@ -149,6 +149,12 @@ flags.DEFINE_integer(
     "tenth of the split, at most 500), 0 (none: the final weights are kept) or a count; a "
     "carve that leaves less than half of the split to train on is refused.",
 )  # fmt: skip
+flags.DEFINE_enum(
+    "validation_database", "train", ["train", "heldout"],
+    "What validation queries are ranked against: the rest of the training split, or "
+    "'heldout': as many more items carved from it and not trained on (unseen, like most "
+    "of a test database).",
+)  # fmt: skip
 flags.DEFINE_enum("select_on", "validation", ["validation", "test"], "Checkpoint selection.")
 flags.DEFINE_enum(
     "empty", EvalProtocol.empty, EMPTY_POLICIES, "Queries with no relevant item: AP 0 or skipped."
@@ -324,7 +330,7 @@ def build_config(workdir: str):
     """The `TrainConfig` of the parsed flags (after `apply_recipe` and the features
     file's substitution of --dataset and --data_dir)."""
     from wsdhash.data import datasets, preprocessing
-    from wsdhash.training.config import TrainConfig, validation_count
+    from wsdhash.training.config import TrainConfig, carved_count
     from wsdhash.training.optimization import OptimizerConfig
 
     if FLAGS.augment not in preprocessing.AUGMENTATIONS:
@@ -345,7 +351,9 @@ def build_config(workdir: str):
         split = METHODS.get(FLAGS.method).training_split  # ADSH trains on the database
         dataset = datasets.get_dataset(FLAGS.dataset, FLAGS.data_dir, **options)
         train_size = len(dataset.split(split))
-        trained_on = train_size - validation_count(train_size, FLAGS.validation_size)
+        trained_on = train_size - carved_count(
+            train_size, FLAGS.validation_size, FLAGS.validation_database
+        )
         steps_per_epoch = max(trained_on // FLAGS.batch_size, 1)
         steps = steps or max(int(round(FLAGS.epochs * steps_per_epoch)), 1)
         # An epoch is one pass over the training items, whether they are images or the
@@ -393,6 +401,7 @@ def build_config(workdir: str):
         checkpoint_every=FLAGS.checkpoint_every,
         keep_checkpoints=FLAGS.keep_checkpoints,
         validation_size=FLAGS.validation_size,
+        validation_database=FLAGS.validation_database,
         select_on=FLAGS.select_on,
         topk=parse_topk(FLAGS.topk),
         mixed_precision=FLAGS.mixed_precision,

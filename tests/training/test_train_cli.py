@@ -179,6 +179,27 @@ def test_no_validation_keeps_the_final_weights_and_epochs_are_passes(data_dir, t
     assert "An epoch is 10 steps of 16: one pass over the 160 training items" in result.stderr
 
 
+def test_a_heldout_validation_database_is_carved_besides_the_same_queries():
+    """--validation_database=heldout: the same queries as the default carve, and as many
+    more items, none of them trained on, as their database."""
+    from wsdhash.data.types import SplitData
+    from wsdhash.training.config import carved_count
+    from wsdhash.training.trainer import carve_validation
+
+    n = 1000
+    split = SplitData("train", np.array([f"{i}.png" for i in range(n)]),
+                      np.eye(2, dtype=np.uint8)[np.arange(n) % 2], np.zeros((n, 0)))  # fmt: skip
+    _, queries, _ = carve_validation(split, -1, seed=3)
+    train, heldout_queries, database = carve_validation(split, -1, seed=3, database="heldout")
+    assert list(heldout_queries.paths) == list(queries.paths)
+    assert (len(train), len(queries), len(database)) == (800, 100, 100)
+    assert carved_count(n, -1, "heldout") == 200 and carved_count(n, -1, "train") == 100
+    parts = [set(train.paths), set(queries.paths), set(database.paths)]
+    assert sum(map(len, parts)) == n and len(set.union(*parts)) == n  # disjoint, complete
+    with pytest.raises(ValueError, match=r"as many held-out database items\) would leave"):
+        carve_validation(split, 300, seed=0, database="heldout")
+
+
 def test_validation_carve_scales_with_the_split_and_keeps_half(data_dir, tmp_path):
     from wsdhash.data.types import SplitData
     from wsdhash.training.trainer import carve_validation
@@ -188,8 +209,8 @@ def test_validation_carve_scales_with_the_split_and_keeps_half(data_dir, tmp_pat
                          np.eye(2, dtype=np.uint8)[np.arange(n) % 2], np.zeros((n, 0)))  # fmt: skip
 
     # -1: a tenth of the split, at most 500 (the 530-image split once lost 500 to it).
-    train, validation = carve_validation(split(530), -1, seed=0)
-    assert (len(train), len(validation)) == (477, 53)
+    train, validation, database = carve_validation(split(530), -1, seed=0)
+    assert (len(train), len(validation), database) == (477, 53, None)
     assert len(carve_validation(split(20000), -1, seed=0)[1]) == 500
     assert not set(train.paths) & set(validation.paths)
     assert carve_validation(split(530), 0, seed=0)[1] is None

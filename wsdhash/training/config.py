@@ -51,6 +51,7 @@ class OptimizerConfig:
 
 
 SELECT_ON = ("validation", "test")
+VALIDATION_DATABASES = ("train", "heldout")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +82,10 @@ class TrainConfig:
             -1 (the default): `validation_count`'s choice, which scales with the split;
             0: none (the final weights are kept). A carve that leaves less than half
             of the split to train on is refused.
+        validation_database: what the validation queries are ranked against: "train",
+            the rest of the training split (the items the head is fitted to), or
+            "heldout", as many more items carved from the split and not trained on
+            either (the database the test ranks against is mostly unseen items too).
         select_on: "validation" or "test" (the originals' test-set selection; results
             are then labelled as selected on test).
         topk: mAP cut-off R (None = the dataset's protocol value; 0 = all).
@@ -131,6 +136,7 @@ class TrainConfig:
     checkpoint_every: int = 500
     keep_checkpoints: int = 3
     validation_size: int = -1
+    validation_database: str = "train"
     select_on: str = "validation"
     topk: int | None = None
     mixed_precision: str = "none"
@@ -151,6 +157,11 @@ class TrainConfig:
         check_tie_policy(self.ties)
         if self.select_on not in SELECT_ON:
             raise ValueError(f"--select_on must be one of {SELECT_ON}, got {self.select_on!r}.")
+        if self.validation_database not in VALIDATION_DATABASES:
+            raise ValueError(
+                f"--validation_database must be one of {VALIDATION_DATABASES}, got "
+                f"{self.validation_database!r}."
+            )
         if self.supervision not in ("labels", "tags"):
             raise ValueError(f"--supervision must be 'labels' or 'tags', got {self.supervision!r}.")
         if self.tag_dir and self.supervision != "tags":
@@ -208,6 +219,13 @@ def config_from_dict(values: dict) -> TrainConfig:
 
 
 VALIDATION_CAP = 500
+
+
+def carved_count(train_size: int, validation_size: int, validation_database: str) -> int:
+    """How many items of a training split of `train_size` the validation takes away
+    from training: the queries, and with a "heldout" database as many again."""
+    count = validation_count(train_size, validation_size)
+    return 2 * count if validation_database == "heldout" else count
 
 
 def validation_count(train_size: int, validation_size: int) -> int:

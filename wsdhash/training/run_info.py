@@ -87,7 +87,9 @@ RESUME_FREE_FIELDS = ("workdir", "log_every", "checkpoint_every", "keep_checkpoi
 # Settings added after runs had been recorded without them, with the value every such
 # run used: a stored run that lacks one is compared as if it had recorded that value
 # (other unrecorded fields are not compared).
-UNRECORDED_DEFAULTS = {"augment": "random_crop_flip", "ties": EvalProtocol.ties}
+UNRECORDED_DEFAULTS = {
+    "augment": "random_crop_flip", "ties": EvalProtocol.ties, "validation_database": "train",
+}  # fmt: skip
 # Fields compared as paths: one file spelled differently is one setting.
 _PATH_FIELDS = ("data_dir", "tag_dir", "weights", "dataset_options.image_root")
 # Fields a resumed run may change when the caller allows it: the schedule and the

@@ -63,7 +63,7 @@ from wsdhash.models.encoder import Encoder
 from wsdhash.tagging import files as tag_files
 from wsdhash.training import head_init, run_info
 from wsdhash.training.checkpoints import CheckpointKeeper
-from wsdhash.training.config import VALIDATION_CAP, TrainConfig, validation_count
+from wsdhash.training.config import VALIDATION_CAP, TrainConfig, carved_count, validation_count
 from wsdhash.training.optimization import GroupedOptimizer
 from wsdhash.training.run_info import check_resume
 
@@ -192,34 +192,49 @@ def _naming_undecodable_images(output_dir: str) -> Iterator[None]:
 # -----------------------------------------------------------------------------
 
 
-def carve_validation(train: SplitData, size: int, seed: int) -> tuple[SplitData, SplitData]:
+def carve_validation(
+    train: SplitData, size: int, seed: int, database: str = "train"
+) -> tuple[SplitData, SplitData | None, SplitData | None]:
     """Splits seeded random items off the training split as validation queries:
-    `validation_count(len(train), size)` of them (-1: a tenth, at most 500).
+    `validation_count(len(train), size)` of them (-1: a tenth, at most 500); with
+    `database="heldout"`, as many more as their database.
 
     Returns:
-        (the remaining training items, the validation queries or None).
+        (the remaining training items, the validation queries or None, the held-out
+        validation database or None: then the queries rank against the training items).
 
     Raises:
         ValidationCarveError: the carve would leave less than half of the split to
             train on.
     """
-    count = validation_count(len(train), size)
+    queries = validation_count(len(train), size)
+    count = carved_count(len(train), size, database)
     if count <= 0:
-        return train, None
+        return train, None, None
     if 2 * count > len(train):
+        held = "" if count == queries else f" (and as many held-out database items)"
         raise ValidationCarveError(
-            f"--validation_size={count} would leave {len(train) - count} of the "
+            f"--validation_size={queries}{held} would leave {len(train) - count} of the "
             f"{len(train)} training items to train on, less than half; use at most "
             f"{len(train) // 2}, -1 (a tenth of the split, at most {VALIDATION_CAP}) or 0 "
             "(no validation: the final weights are kept)."
         )
-    held_out = np.sort(np.random.default_rng(seed).choice(len(train), count, replace=False))
-    keep = np.setdiff1d(np.arange(len(train)), held_out)
+    # The queries are drawn first, so the same seed carves the same queries whatever
+    # the database.
+    rng = np.random.default_rng(seed)
+    drawn = rng.choice(len(train), queries, replace=False)
+    rest = np.setdiff1d(np.arange(len(train)), drawn)
+    carved = np.concatenate([drawn, rng.choice(rest, count - queries, replace=False)])
+    keep = np.setdiff1d(np.arange(len(train)), carved)
     logging.info(
-        "Validation: %d queries carved from the %d training items (--validation_size=%d).",
-        count, len(train), size,
+        "Validation: %d queries carved from the %d training items (--validation_size=%d), "
+        "ranked against %s.",
+        queries, len(train), size,
+        "the rest" if count == queries else f"{count - queries} more held-out items",
     )  # fmt: skip
-    return train.take(keep, "train"), train.take(held_out, "validation")
+    validation = train.take(np.sort(carved[:queries]), "validation")
+    held_out = train.take(np.sort(carved[queries:]), "validation_database")
+    return train.take(keep, "train"), validation, held_out if count > queries else None
 
 
 def relevance_labels(split: SplitData) -> np.ndarray:
@@ -391,6 +406,8 @@ class _RunData:
     method: Any
     train: SplitData
     validation: SplitData | None
+    # The items the validation queries rank against when not the training split.
+    validation_database: SplitData | None = None
 
     @property
     def num_targets(self) -> int:
@@ -402,15 +419,17 @@ class _RunData:
         method = METHODS.get(config.method)(config)
         # The split the method trains on: "train", or "database" for a method that learns
         # the database's codes (ADSH).
-        train_split, validation = carve_validation(
-            dataset.split(method.training_split), config.validation_size, config.seed
-        )
+        train_split, validation, validation_database = carve_validation(
+            dataset.split(method.training_split), config.validation_size, config.seed,
+            config.validation_database,
+        )  # fmt: skip
         train_split, validation = _processed_tags(config, train_split, validation)
+        validation_database = _processed_tags(config, train_split, validation_database)[1]
         train_split, validation = method.prepare_splits(train_split, validation)
         _check_targets(config, getattr(train_split, config.supervision))
         if dataset.image_files:
             check_image_files([dataset.split(name) for name in ("train", "query", "database")])
-        return cls(dataset, method, train_split, validation)
+        return cls(dataset, method, train_split, validation, validation_database)
 
 
 def _processed_tags(config: TrainConfig, train: SplitData, validation: SplitData | None):
@@ -610,12 +629,13 @@ class _Evaluation:
         """The scores checkpoints are selected on: validation and, with
         `--select_on=test`, the test mAP."""
         scores = {}
-        validation, train = self.data.validation, self.data.train
+        validation, database = self.data.validation, self.data.validation_database
+        database = self.data.train if database is None else database
         if validation is not None:
             result = self.data.method.evaluate(
                 self.encode(validation), relevance_labels(validation),
-                self.encode(train), relevance_labels(train),
-                self.protocol, database_ids=train.paths,
+                self.encode(database), relevance_labels(database),
+                self.protocol, database_ids=database.paths,
             )  # fmt: skip
             scores["validation"] = result.map
             scores["validation_name"] = result.map_name
