@@ -58,8 +58,8 @@ from wsdhash.eval import write_codes_file
 from wsdhash.methods import METHODS
 from wsdhash.model_fingerprint import weights_fingerprint
 from wsdhash.models.assembly import backbone_features_model, build_model, with_backbone_features
-from wsdhash.models.heads import split_hashing_model
 from wsdhash.models.encoder import Encoder
+from wsdhash.models.heads import split_hashing_model
 from wsdhash.tagging import files as tag_files
 from wsdhash.training import head_init, run_info
 from wsdhash.training.checkpoints import CheckpointKeeper
@@ -212,7 +212,7 @@ def carve_validation(
     if count <= 0:
         return train, None, None
     if 2 * count > len(train):
-        held = "" if count == queries else f" (and as many held-out database items)"
+        held = "" if count == queries else " (and as many held-out database items)"
         raise ValidationCarveError(
             f"--validation_size={queries}{held} would leave {len(train) - count} of the "
             f"{len(train)} training items to train on, less than half; use at most "
