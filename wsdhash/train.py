@@ -36,6 +36,7 @@ from absl import flags, logging
 
 from wsdhash import cli, flag_bounds
 from wsdhash.methods import METHODS
+from wsdhash.quantization import QUANTIZERS
 
 FLAGS = flags.FLAGS
 
@@ -109,7 +110,7 @@ flags.DEFINE_string(
 flags.DEFINE_enum(
     "quantizer",
     "additive",
-    ["additive", "product"],
+    QUANTIZERS.names(),
     "WSDHQ quantizer: additive (the original's ICM) or product (PQ on the hypersphere).",
 )
 flags.DEFINE_integer(
