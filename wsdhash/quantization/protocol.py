@@ -1,11 +1,15 @@
 """What every quantizer offers, and the registry that names them.
 
 A quantizer maps (N, D) features to (N, M) uint8 codeword indices. WSDHQ's training
-(`wsdhash.methods.wsdhq_quantizer.TrainingQuantizer`), the codes file, AQD search and
-the exported model's in-graph encoder use a quantizer only through the `Quantizer`
-protocol below, and find its class by the name in `QUANTIZERS` (the `--quantizer`
-flag's choices, and the `kind` of its state). A new quantizer is one class that
-satisfies the protocol and registers itself where it is defined:
+(`wsdhash.methods.wsdhq_quantizer.TrainingQuantizer`) uses one only through the
+`Quantizer` protocol below, for the loss's targets, the codes file's codebooks and
+indices, AQD evaluation and the exported model's in-graph encoder; it finds the class
+by its name in `QUANTIZERS` (the `--quantizer` flag's choices, and the `kind` of its
+state). Everything downstream of training (codes files, AQD search, the service) sees
+only the additive (M, K, D) codebooks and the codes, never the quantizer.
+
+A new quantizer is one class that satisfies the protocol and registers itself where
+it is defined:
 
     @QUANTIZERS.register("residual")
     class ResidualQuantizer:
