@@ -46,6 +46,7 @@ from wsdhash.index.images import (  # noqa: F401
     images_for_query,
     model_index_layout,
 )
+from wsdhash.index.kinds import INDEX_KINDS, KINDS
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("codes", None, "Codes file (codes.h5 of a run, or a baseline's).")
@@ -54,7 +55,7 @@ flags.DEFINE_string("images", None, "build: an image folder; query: comma-separa
 flags.DEFINE_string("model", None, "Exported SavedModel that encodes --images.")
 flags.DEFINE_string("output", None, "build: the index directory to write.")
 flags.DEFINE_string("index", None, "query: the index directory.")
-flags.DEFINE_enum("kind", "auto", ["auto", "flat", "ivf", "hnsw", "multihash", "aqd"], "")
+flags.DEFINE_enum("kind", "auto", ["auto", *KINDS], "")
 flags.DEFINE_integer("shard_size", 0, "Items per shard (0: one shard).")
 flags.DEFINE_integer("nlist", 0, "ivf: cells (0: about 4 sqrt(N)).")
 flags.DEFINE_integer("nprobe", 16, "ivf: cells searched.")
@@ -131,8 +132,8 @@ def build():
         nlist=FLAGS.nlist, nprobe=FLAGS.nprobe, hnsw_m=FLAGS.hnsw_m, ef_search=FLAGS.ef_search,
         nhash=FLAGS.nhash, hash_bits=FLAGS.hash_bits, nflip=FLAGS.nflip,
     )  # fmt: skip
-    if FLAGS.kind not in ("auto", "aqd"):
-        params.check(FLAGS.kind)  # before reading or encoding anything
+    if FLAGS.kind != "auto":
+        INDEX_KINDS.get(FLAGS.kind).check_params(params)  # before reading or encoding anything
     codebooks = None
     if FLAGS.images:
         files = _image_files(FLAGS.images)
@@ -154,12 +155,14 @@ def build():
                 f"{FLAGS.codes} holds {ranked_as.title} codes, which no index searches; "
                 "pass --kind."
             )
-        if kind == "aqd":
-            if contents.codebooks is None or split.indices is None:
-                raise cli.UsageError(f"--kind=aqd: {FLAGS.codes} has no codebooks/indices.")
-            codes, codebooks = split.indices, contents.codebooks
-        else:
-            codes = split.codes
+        index_kind = INDEX_KINDS.get(kind)
+        codes = getattr(split, index_kind.database_field)
+        if index_kind.needs_codebooks:
+            if contents.codebooks is None or codes is None:
+                raise cli.UsageError(
+                    f"--kind={kind}: {FLAGS.codes} has no codebooks/{index_kind.database_field}."
+                )
+            codebooks = contents.codebooks
         ids = split.ids if split.ids is not None else np.arange(len(codes)).astype(str)
         source = {"codes": os.path.abspath(FLAGS.codes), "split": FLAGS.split or "database"}
         if contents.model_fingerprint:
@@ -170,9 +173,8 @@ def build():
             source["database_codes"] = "learned"
     else:
         raise cli.UsageError("build needs --codes=FILE or --images=FOLDER --model=DIR.")
-    if kind not in ("auto", "aqd"):
-        smallest = _smallest_block_size(len(codes)) if len(codes) else None
-        params.check(kind, np.asarray(codes).shape[1], smallest)
+    smallest = _smallest_block_size(len(codes)) if len(codes) else None
+    INDEX_KINDS.get(kind).check_params(params, np.asarray(codes).shape[1], smallest)
     manifest = build_index(
         FLAGS.output, _blocks(codes, np.asarray(ids).astype(str)), kind=kind, params=params,
         codebooks=codebooks, metadata=source,
@@ -201,18 +203,16 @@ def query():
         model = _load_model()
         check_model_fits_index(model, export_fingerprint(FLAGS.model), index, index_name,
                                f"--model={FLAGS.model}")  # fmt: skip
-        key = "embedding" if index.kind == "aqd" else "packed_codes"
+        key = INDEX_KINDS.get(index.kind).query_output
         queries = images_for_query(names, key, model, FLAGS.batch_size)
     elif FLAGS.codes:
         contents = read_codes_file(FLAGS.codes)
         check_codes_fit_index(contents, index, index_name, f"--codes={FLAGS.codes}")
         split = _codes_split(contents, FLAGS.split or "query")
-        if index.kind == "aqd":
-            if split.features is None:
-                raise cli.UsageError(f"{FLAGS.codes}: no query features for an aqd index.")
-            queries = split.features
-        else:
-            queries = split.codes
+        field = INDEX_KINDS.get(index.kind).query_field
+        queries = getattr(split, field)
+        if queries is None:
+            raise cli.UsageError(f"{FLAGS.codes}: no query {field} for an {index.kind} index.")
         count = FLAGS.num_queries or len(queries)
         queries = queries[:count]
         names = list(split.ids[:count]) if split.ids is not None else list(map(str, range(count)))

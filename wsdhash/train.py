@@ -37,6 +37,7 @@ from absl import flags, logging
 from wsdhash import cli, flag_bounds
 from wsdhash.eval.protocol import EMPTY_POLICIES, TIE_POLICIES, EvalProtocol
 from wsdhash.methods import METHODS
+from wsdhash.quantization import QUANTIZERS
 
 FLAGS = flags.FLAGS
 
@@ -110,7 +111,7 @@ flags.DEFINE_string(
 flags.DEFINE_enum(
     "quantizer",
     "additive",
-    ["additive", "product"],
+    QUANTIZERS.names(),
     "WSDHQ quantizer: additive (the original's ICM) or product (PQ on the hypersphere).",
 )
 flags.DEFINE_integer(

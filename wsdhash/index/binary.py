@@ -97,6 +97,8 @@ class BinaryIndex:
         params: build and search parameters.
     """
 
+    HEADER = "binary"  # the shard header's "index" (index_file.py)
+
     def __init__(self, kind: str, num_bytes: int, params: BinaryIndexParams | None = None):
         if kind not in KINDS:
             raise ValueError(f"binary index kind must be one of {KINDS}; got {kind!r}.")
@@ -104,6 +106,17 @@ class BinaryIndex:
         self.num_bytes = int(num_bytes)
         self.params = params or BinaryIndexParams()
         self.index = None
+
+    @classmethod
+    def create(cls, kind: str, codes: np.ndarray, params, codebooks=None) -> BinaryIndex:
+        """An empty `kind` index for (N, B) packed `codes` (codebooks: unused)."""
+        del codebooks
+        return cls(kind, np.asarray(codes).shape[1], params)
+
+    @staticmethod
+    def check_params(kind: str, params, num_bytes=None, num_items=None) -> None:
+        """`BinaryIndexParams.check` (the defaults when `params` is None)."""
+        (params or BinaryIndexParams()).check(kind, num_bytes, num_items)
 
     @property
     def num_items(self) -> int:
@@ -159,11 +172,22 @@ class BinaryIndex:
         distances, positions = self.index.search(queries, k)
         return sort_rows(distances.astype(np.int32), positions, k)
 
+    @staticmethod
+    def probe(codes: np.ndarray) -> np.ndarray:
+        """The query its first item answers: that item's codes (of the `build` input)."""
+        return np.ascontiguousarray(np.asarray(codes)[:1])
+
+    def stored_codes(self, position: int) -> np.ndarray | None:
+        """An item's packed codes where FAISS keeps them readable (flat), else None."""
+        if self.kind != "flat":
+            return None
+        return np.asarray(self.index.reconstruct(position), np.uint8)
+
     # --------------------------------------------------------------- storage
     def to_arrays(self) -> tuple[dict, dict[str, np.ndarray]]:
         faiss = _faiss()
         header = {
-            "index": "binary",
+            "index": self.HEADER,
             "kind": self.kind,
             "num_bytes": self.num_bytes,
             "params": dataclasses.asdict(self.params),

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from wsdhash.index.kinds import INDEX_KINDS
+
 
 class MismatchError(ValueError):
     """Codes or a model and an index that do not fit each other (the message says how)."""
@@ -58,7 +60,7 @@ def check_codes_fit_index(contents, index, index_name: str, codes_name: str) -> 
     network, other codebooks (AQD) or another code width (binary)."""
     remedy = "query with the codes file the index was built from, or rebuild the index"
     check_provenance(index, contents.model_fingerprint, index_name, codes_name, remedy)
-    if index.kind == "aqd":
+    if INDEX_KINDS.get(index.kind).needs_codebooks:
         check_codebooks(index, contents.codebooks, index_name, codes_name, remedy)
         return
     width, theirs = int(contents.query.codes.shape[1]), int(index.shards[0].num_bytes)
@@ -79,7 +81,7 @@ def check_model_fits_index(model, fingerprint: str | None, index, index_name: st
         "--output=INDEX)"
     )
     check_provenance(index, fingerprint, index_name, model_name, remedy)
-    if index.kind == "aqd":
+    if INDEX_KINDS.get(index.kind).needs_codebooks:
         encoder = getattr(model, "quantization_encoder", None)
         books = getattr(encoder, "codebooks_additive", None)
         check_codebooks(

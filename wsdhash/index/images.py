@@ -138,16 +138,18 @@ def model_index_layout(model, kind: str = "auto", source: str = "the model"):
 
     A model with a quantizer (WSDHQ's `quantization_encoder`) fills an AQD index with
     its `quantization_codes` and carries the index's codebooks; any other fills a binary
-    index (`flat` unless `kind` names another) with its `packed_codes`. A `kind` of
-    "aqd" for a model without a quantizer is a UsageError naming `source`.
+    index (`flat` unless `kind` names another) with its `packed_codes`: the kind's
+    `database_output` (wsdhash/index/kinds.py). A `kind` that needs codebooks ("aqd")
+    for a model without a quantizer is a UsageError naming `source`.
     """
+    from wsdhash.index.kinds import INDEX_KINDS, auto_kind
+
     encoder = getattr(model, "quantization_encoder", None)
     if kind == "auto":
-        kind = "aqd" if encoder is not None else "flat"
-    if kind != "aqd":
-        return kind, "packed_codes", None
+        kind = auto_kind(needs_codebooks=encoder is not None).name
+    index_kind = INDEX_KINDS.get(kind)
+    if not index_kind.needs_codebooks:
+        return kind, index_kind.database_output, None
     if encoder is None or not hasattr(encoder, "codebooks_additive"):
-        raise cli.UsageError(
-            f"{source} has no quantizer (not a WSDHQ model); use a binary --kind."
-        )
-    return kind, "quantization_codes", encoder.codebooks_additive.numpy()
+        raise cli.UsageError(f"{source} has no quantizer (not a WSDHQ model); use a binary --kind.")
+    return kind, index_kind.database_output, encoder.codebooks_additive.numpy()

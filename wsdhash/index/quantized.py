@@ -97,6 +97,7 @@ class QuantizedIndex:
     """
 
     kind = "aqd"
+    HEADER = "quantized"  # the shard header's "index" (index_file.py)
 
     def __init__(
         self,
@@ -114,6 +115,28 @@ class QuantizedIndex:
                 f"chunk_items and query_chunk must be >= 1; got {chunk_items}, {query_chunk}."
             )
         self.indices = np.zeros((0, self.codebooks.shape[0]), np.uint8)
+
+    @classmethod
+    def create(cls, kind: str, codes, params, codebooks) -> QuantizedIndex:
+        """An empty index with `codebooks` (kind, codes and params: unused)."""
+        del kind, codes, params
+        if codebooks is None:
+            raise ValueError("An aqd index needs the codebooks (a WSDHQ codes file).")
+        return cls(codebooks)
+
+    @staticmethod
+    def check_params(kind: str, params, num_bytes=None, num_items=None) -> None:
+        """An AQD index takes no index parameters: nothing to check."""
+        del kind, params, num_bytes, num_items
+
+    def probe(self, codes) -> np.ndarray:
+        """The query its first item answers: that item's reconstruction."""
+        del codes
+        return aqd.reconstruct(self.indices[:1], self.codebooks)
+
+    def stored_codes(self, position: int) -> np.ndarray:
+        """An item's (M,) codeword indices."""
+        return np.asarray(self.indices[position])
 
     @property
     def num_items(self) -> int:
@@ -273,7 +296,7 @@ class QuantizedIndex:
         return scores
 
     def to_arrays(self) -> tuple[dict, dict[str, np.ndarray]]:
-        return {"index": "quantized", "kind": self.kind}, {
+        return {"index": self.HEADER, "kind": self.kind}, {
             "codebooks": self.codebooks,
             "indices": self.indices,
         }

@@ -43,16 +43,13 @@ from collections.abc import Iterable
 import numpy as np
 
 from wsdhash import atomic_files, file_lock
-from wsdhash.index.binary import KINDS as BINARY_KINDS
-from wsdhash.index.binary import BinaryIndex, BinaryIndexParams
+from wsdhash.index.binary import BinaryIndexParams
 from wsdhash.index.index_file import IndexFileError, read_index_file, write_index_file
-from wsdhash.index.quantized import QuantizedIndex
+from wsdhash.index.kinds import INDEX_KINDS, KINDS
 from wsdhash.index.results import SearchResult, sort_rows
-from wsdhash.quantization import aqd
 
 MANIFEST = "index.json"
 VERSION = 3
-KINDS = (*BINARY_KINDS, "aqd")
 DIGEST_KEY = "manifest_sha256"
 _BUILDING = ".building"
 _SHARD_KEYS = {"file", "num_items", "sha256"}
@@ -163,17 +160,10 @@ def check_manifest(manifest, path: str) -> None:
         fail(f"split must be query or database; got {manifest['split']!r}")
 
 
-def _make(kind: str, first_block: np.ndarray, params, codebooks):
-    if kind == "aqd":
-        if codebooks is None:
-            raise ValueError("An aqd index needs the codebooks (a WSDHQ codes file).")
-        return QuantizedIndex(codebooks)
-    return BinaryIndex(kind, first_block.shape[1], params)
-
-
 def _write_shards(directory, blocks, kind, params, codebooks) -> tuple[list[dict], list]:
     """The manifest's shard entries, and a probe per shard: the query its first item
     answers (its codes; for aqd its reconstruction)."""
+    index_kind = INDEX_KINDS.get(kind)
     shards, probes = [], []
     for number, (codes, ids) in enumerate(blocks):
         ids = np.asarray(ids).astype(str)
@@ -181,11 +171,8 @@ def _write_shards(directory, blocks, kind, params, codebooks) -> tuple[list[dict
             raise ValueError(f"shard {number}: {len(codes)} codes but {len(ids)} ids.")
         if not len(ids):
             raise ValueError(f"shard {number}: no items.")
-        index = _make(kind, np.asarray(codes), params, codebooks).build(codes)
-        if kind == "aqd":
-            probes.append(aqd.reconstruct(index.indices[:1], index.codebooks))
-        else:
-            probes.append(np.ascontiguousarray(np.asarray(codes)[:1]))
+        index = index_kind.create_shard(np.asarray(codes), params, codebooks).build(codes)
+        probes.append(index.probe(codes))
         header, arrays = index.to_arrays()
         name = f"shard-{number:05d}.idx"
         digest = write_index_file(
@@ -253,9 +240,9 @@ def build_index(
         output_dir: the index directory (created, or replaced when it holds an index).
         blocks: (codes, ids) per shard: packed codes (binary kinds) or codeword indices
             (aqd), and the items' ids (image paths).
-        kind: "flat", "ivf", "hnsw", "multihash" or "aqd".
+        kind: an `INDEX_KINDS` name: "flat", "ivf", "hnsw", "multihash" or "aqd".
         params: binary index parameters.
-        codebooks: (M, K, D) for kind "aqd".
+        codebooks: (M, K, D), for a kind that `needs_codebooks` ("aqd").
         metadata: extra manifest entries (source codes file, bits, ...).
 
     Returns:
@@ -267,8 +254,7 @@ def build_index(
     """
     if kind not in KINDS:
         raise ValueError(f"index kind must be one of {KINDS}; got {kind!r}.")
-    if kind != "aqd":
-        (params or BinaryIndexParams()).check(kind)  # before the lock and any work
+    INDEX_KINDS.get(kind).check_params(params)  # before the lock and any work
     output_dir = os.path.abspath(output_dir)
     parent, name = os.path.split(output_dir)
     with file_lock.exclusive(output_dir, "index", folder=False):
@@ -328,13 +314,12 @@ def _load_shard(directory: str, shard: dict, kind: str):
             f"{shard_path}: a {header.get('kind')!r} index shard, but the manifest says "
             f"{kind!r}; rebuild the index."
         )
-    expected_loader = "quantized" if kind == "aqd" else "binary"
-    if header.get("index") != expected_loader:
+    loader = INDEX_KINDS.get(kind).shard_class
+    if header.get("index") != loader.HEADER:
         raise IndexFileError(
             f"{shard_path}: index type {header.get('index')!r}, expected "
-            f"{expected_loader!r} for kind {kind!r}; rebuild the index."
+            f"{loader.HEADER!r} for kind {kind!r}; rebuild the index."
         )
-    loader = QuantizedIndex if kind == "aqd" else BinaryIndex
     try:
         index = loader.from_arrays(header, arrays)
     except (ValueError, KeyError, TypeError) as error:

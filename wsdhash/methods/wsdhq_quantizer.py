@@ -24,8 +24,7 @@ from absl import logging
 from wsdhash.eval import metrics as metrics_lib
 from wsdhash.eval.aqd_metrics import aqd_evaluate
 from wsdhash.eval.protocol import EvalProtocol
-from wsdhash.quantization.additive import AdditiveQuantizer
-from wsdhash.quantization.product import ProductQuantizer
+from wsdhash.quantization import QUANTIZERS
 from wsdhash.tagging.files import load_merge_map, read_final_embeddings
 
 EMBEDDINGS_FILE = "FinalTagEmbs.txt"
@@ -57,13 +56,11 @@ def load_tag_model(tag_dir: str) -> tuple[np.ndarray, dict[int, list[int]]]:
     return embeddings, merge_map
 
 
-QUANTIZER_KINDS = ("additive", "product")
-
-
 def default_quantization_form(kind: str) -> str:
-    """The loss form that matches a quantizer kind: the original's raw features for the
-    additive quantizer, normalised sub-vectors for the product quantizer."""
-    return {"additive": "faithful", "product": "product"}[kind]
+    """The loss form that matches a quantizer kind (the first of its `loss_forms`): the
+    original's raw features for the additive quantizer, normalised sub-vectors for the
+    product quantizer."""
+    return QUANTIZERS.get(kind).loss_forms[0]
 
 
 def quantizer_features(features: np.ndarray, form: str) -> np.ndarray:
@@ -87,10 +84,12 @@ class TrainingQuantizer:
         tag_embeddings: (T, D) fixed tag embeddings weighting the additive ICM distortion.
         update_every: steps between quantizer updates.
         seed: seeds k-means and the ICM orders.
-        kind: "additive" (WSDHQ's code: full-D codewords, ICM, closed-form update) or
-            "product" (product quantization on the hypersphere, FAISS-compatible).
-        form: the loss's quantization form; it fixes the space the quantizer works in.
-            "product" pairs with the product quantizer and only with it.
+        kind: a `QUANTIZERS` name: "additive" (WSDHQ's code: full-D codewords, ICM,
+            closed-form update) or "product" (product quantization on the hypersphere,
+            FAISS-compatible).
+        form: the loss's quantization form; it fixes the space the quantizer works in
+            and must be one of the quantizer's `loss_forms` ("product" pairs with the
+            product quantizer and only with it).
         num_train: training items; k-means needs at least 256 of them (one per codeword).
     """
 
@@ -109,9 +108,10 @@ class TrainingQuantizer:
             raise ValueError(
                 f"WSDHQ codes are 8 bits per codebook; bits={bits} is not a multiple of 8."
             )
-        if kind not in QUANTIZER_KINDS:
-            raise ValueError(f"quantizer must be one of {QUANTIZER_KINDS}; got {kind!r}.")
-        if (kind == "product") != (form == "product"):
+        if kind not in QUANTIZERS:
+            raise ValueError(f"quantizer must be one of {tuple(QUANTIZERS.names())}; got {kind!r}.")
+        quantizer_class = QUANTIZERS.get(kind)
+        if form not in quantizer_class.loss_forms:
             raise ValueError(
                 f"The {kind} quantizer cannot pair with quantization form {form!r}: the "
                 "product quantizer needs form 'product' (normalised sub-vectors) and that "
@@ -127,17 +127,9 @@ class TrainingQuantizer:
         self.update_every = update_every
         self.kind = kind
         self.form = form
-        if kind == "product":
-            dimension = tag_embeddings.shape[1]
-            if dimension % num_codebooks:
-                raise ValueError(
-                    f"The product quantizer splits D={dimension} (the tag-embedding "
-                    f"dimension) into M={num_codebooks} sub-spaces; M must divide D."
-                )
-            self.quantizer = ProductQuantizer(num_codebooks, NUM_CODEWORDS, seed=seed)
-        else:
-            self.quantizer = AdditiveQuantizer(num_codebooks, NUM_CODEWORDS, seed=seed)
-            self.quantizer.set_tag_embeddings(tag_embeddings)
+        self.quantizer = quantizer_class.for_training(
+            num_codebooks, NUM_CODEWORDS, seed=seed, tag_embeddings=tag_embeddings
+        )
 
     @staticmethod
     def default_period(num_train: int, batch_size: int) -> int:
@@ -163,19 +155,14 @@ class TrainingQuantizer:
     def codebooks(self) -> np.ndarray:
         """(M, 256, D) codebooks whose codewords ADD UP to the reconstruction (the product
         quantizer's block-sparse form), as the loss, AQD and the codes file take them."""
-        if self.kind == "product":
-            return self.quantizer.full_codebooks()
-        return self.quantizer.codebooks
+        return self.quantizer.additive_codebooks()
 
     def set_codebooks(self, codebooks: np.ndarray) -> None:
         """Takes codebooks in the additive (M, 256, D) or flat (M * 256, D) form of
         `codebooks` (the loss layer's, a checkpoint's or a codes file's)."""
         books = np.asarray(codebooks, np.float32)
         books = books.reshape(self.quantizer.num_codebooks, NUM_CODEWORDS, -1)
-        if self.kind == "product":
-            self.quantizer.set_full_codebooks(books)
-        else:
-            self.quantizer.codebooks = books
+        self.quantizer.set_additive_codebooks(books)
 
     def restore(self, loss_layer) -> None:
         """After a resume: take the codebooks back from the loss layer's checkpoint."""
@@ -184,28 +171,18 @@ class TrainingQuantizer:
 
     def graph_encoder(self):
         """The quantizer as TensorFlow ops (features -> codes), for SavedModels."""
-        from wsdhash.quantization.graph_encoder import QuantizationEncoder
-
-        return QuantizationEncoder(self.quantizer, unit_features=self.form == "hypersphere")
+        return self.quantizer.graph_encoder(unit_features=self.form == "hypersphere")
 
     def update(self, features: np.ndarray, loss_layer) -> None:
         """One quantizer round on the training features, then hand it to the loss."""
         features = quantizer_features(features, self.form)
         first = not self.ready
         if first:
-            if self.kind == "product":
-                self.quantizer.fit(features)
-            else:
-                self.quantizer.initialize_codebooks(features)
+            self.quantizer.initialize_codebooks(features)
         codes = self.quantizer.encode(features)
         self.quantizer.update_codebooks(features, codes)
         loss_layer.set_quantizer(self.codebooks, codes)
-        if self.kind == "product":
-            cosine = self.quantizer.summed_cosine(features, codes) / len(codes)
-            quality = f"mean summed sub-space cosine {cosine:.4f}"
-        else:
-            distortion = float(np.mean(self.quantizer.distortion(features, codes)))
-            quality = f"mean tag-weighted distortion {distortion:.4f}"
+        quality = self.quantizer.describe_fit(features, codes)
         logging.info(
             "%s quantizer %s: %d training codes, %s",
             self.kind, "initialised" if first else "updated", len(codes), quality,

@@ -1,5 +1,8 @@
 """WSDHQ's quantizers and asymmetric (AQD) search.
 
+- protocol.py: the `Quantizer` protocol every quantizer satisfies, and `QUANTIZERS`,
+  the registry of quantizer classes by name (each registers itself where defined;
+  importing this package registers them all).
 - `AdditiveQuantizer` (additive.py): the original WSDHQ / DVSQ quantizer: M full-D
   codebooks, tag-weighted ICM encoding, closed-form ridge codebook update.
 - `ProductQuantizer` (product.py): product quantization on the hypersphere.
@@ -22,15 +25,19 @@ from wsdhash.quantization.aqd import (
     sqd_scores,
 )
 from wsdhash.quantization.product import ProductQuantizer, split_subvectors
+from wsdhash.quantization.protocol import QUANTIZERS, Quantizer, quantizer_from_state
 
 __all__ = [
     "LAYOUTS",
+    "QUANTIZERS",
     "AdditiveQuantizer",
     "ProductQuantizer",
+    "Quantizer",
     "aqd_scores",
     "feature_scores",
     "lookup_tables",
     "metric_factor",
+    "quantizer_from_state",
     "reconstruct",
     "scores_from_tables",
     "split_subvectors",

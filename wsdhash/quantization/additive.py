@@ -76,6 +76,7 @@ from typing import Any
 import numpy as np
 
 from wsdhash.quantization import kmeans as kmeans_lib
+from wsdhash.quantization.protocol import QUANTIZERS, check_state_kind, state_codebooks
 
 # A codeword this close to zero after the solve is treated as unused (the original).
 _UNUSED_CODEWORD_SQ_NORM = 1e-8
@@ -106,8 +107,10 @@ def metric_factor(tag_embeddings: np.ndarray | None) -> np.ndarray | None:
     return np.linalg.qr(embeddings, mode="r")  # (D, D); ||E v|| = ||Q R v|| = ||R v||.
 
 
+@QUANTIZERS.register("additive")
 class AdditiveQuantizer:
-    """WSDHQ / DVSQ additive quantizer with tag-weighted ICM encoding.
+    """WSDHQ / DVSQ additive quantizer with tag-weighted ICM encoding; a
+    `protocol.Quantizer`.
 
     Usable from a training callback: `fit` once (initialise, encode, update), then
     every few epochs `codes = encode(features)` and `update_codebooks(features, codes)`.
@@ -127,6 +130,9 @@ class AdditiveQuantizer:
     Reference:
       Wang et al., AAAI 2021 (WSDHQ); Cao et al., CVPR 2017 (DVSQ).
     """
+
+    kind = "additive"
+    loss_forms = ("faithful", "hypersphere")  # raw features (the original's) or unit rows
 
     def __init__(
         self,
@@ -164,6 +170,15 @@ class AdditiveQuantizer:
         self.codebooks: np.ndarray | None = None  # (M, K, D)
         self.tag_embeddings: np.ndarray | None = None  # (T, D) or None
         self._factor: np.ndarray | None = None  # (P, D) or None
+
+    @classmethod
+    def for_training(
+        cls, num_codebooks: int, num_codewords: int, *, seed: int, tag_embeddings: np.ndarray
+    ) -> AdditiveQuantizer:
+        """WSDHQ's additive quantizer, its ICM distortion weighted by `tag_embeddings`."""
+        quantizer = cls(num_codebooks, num_codewords, seed=seed)
+        quantizer.set_tag_embeddings(tag_embeddings)
+        return quantizer
 
     # ----------------------------------------------------------------- checks
     @property
@@ -459,11 +474,31 @@ class AdditiveQuantizer:
             error = error @ self.tag_embeddings.T
         return np.einsum("nt,nt->n", error, error)
 
+    def describe_fit(self, features: np.ndarray, codes: np.ndarray) -> str:
+        """The mean tag-weighted distortion of `codes` for `features`, for the log."""
+        distortion = float(np.mean(self.distortion(features, codes)))
+        return f"mean tag-weighted distortion {distortion:.4f}"
+
+    # ------------------------------------------------------- protocol forms
+    def additive_codebooks(self) -> np.ndarray:
+        """The (M, K, D) codebooks: an additive quantizer's own are additive already."""
+        return self.codebooks
+
+    def set_additive_codebooks(self, codebooks: np.ndarray) -> None:
+        """Takes (M, K, D) codebooks as they are (in this quantizer's dtype)."""
+        self.codebooks = np.asarray(codebooks, self.dtype)
+
+    def graph_encoder(self, unit_features: bool):
+        """The quantizer as TensorFlow ops (graph_encoder.py); imports TensorFlow."""
+        from wsdhash.quantization.graph_encoder import QuantizationEncoder
+
+        return QuantizationEncoder(self, unit_features=unit_features)
+
     # ---------------------------------------------------------------- state
     def get_state(self) -> dict[str, Any]:
         """A dict of plain values and numpy arrays that `from_state` restores."""
         return {
-            "kind": "additive",
+            "kind": self.kind,
             "num_codebooks": self.num_codebooks,
             "num_codewords": self.num_codewords,
             "max_iter": self.max_iter,
@@ -480,8 +515,7 @@ class AdditiveQuantizer:
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> AdditiveQuantizer:
         """Rebuilds a quantizer from `get_state()`."""
-        if state.get("kind") != "additive":
-            raise ValueError(f"Not an additive quantizer state: kind={state.get('kind')!r}.")
+        check_state_kind(state, cls.kind, article="an")
         quantizer = cls(
             state["num_codebooks"],
             state["num_codewords"],
@@ -493,15 +527,9 @@ class AdditiveQuantizer:
             seed=state["seed"],
             dtype=state["dtype"],
         )
-        codebooks = state.get("codebooks")
+        expected = (quantizer.num_codebooks, quantizer.num_codewords)
+        codebooks = state_codebooks(state, expected, quantizer.dtype, "M, K, D")
         if codebooks is not None:
-            codebooks = np.asarray(codebooks, dtype=quantizer.dtype)
-            expected = (quantizer.num_codebooks, quantizer.num_codewords)
-            if codebooks.ndim != 3 or codebooks.shape[:2] != expected:
-                raise ValueError(
-                    f"State codebooks have shape {codebooks.shape}; expected (M, K, D) with "
-                    f"(M, K) = {expected}."
-                )
-            quantizer.codebooks = codebooks.copy()
+            quantizer.codebooks = codebooks
         quantizer.set_tag_embeddings(state.get("tag_embeddings"))
         return quantizer

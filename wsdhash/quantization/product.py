@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from wsdhash.quantization import kmeans as kmeans_lib
+from wsdhash.quantization.protocol import QUANTIZERS, check_state_kind, state_codebooks
 
 
 def split_subvectors(features: np.ndarray, num_codebooks: int) -> np.ndarray:
@@ -54,8 +55,9 @@ def split_subvectors(features: np.ndarray, num_codebooks: int) -> np.ndarray:
     return features.reshape(features.shape[0], num_codebooks, dimension // num_codebooks)
 
 
+@QUANTIZERS.register("product")
 class ProductQuantizer:
-    """Product quantizer on the hypersphere (module doc).
+    """Product quantizer on the hypersphere (module doc); a `protocol.Quantizer`.
 
     Args:
       num_codebooks: M sub-spaces; 8 * M bits when K = 256.
@@ -66,6 +68,9 @@ class ProductQuantizer:
     Reference:
       Jegou et al., TPAMI 2011 (PQ).
     """
+
+    kind = "product"
+    loss_forms = ("product",)  # normalised sub-vectors, and only with this quantizer
 
     def __init__(
         self,
@@ -84,6 +89,20 @@ class ProductQuantizer:
         self.kmeans_iter = int(kmeans_iter)
         self.seed = int(seed)
         self.codebooks: np.ndarray | None = None  # (M, K, S), unit rows.
+
+    @classmethod
+    def for_training(
+        cls, num_codebooks: int, num_codewords: int, *, seed: int, tag_embeddings: np.ndarray
+    ) -> ProductQuantizer:
+        """WSDHQ's product quantizer; M must divide D, the tag-embedding dimension (the
+        tag embeddings do not weight its encoding)."""
+        dimension = tag_embeddings.shape[1]
+        if dimension % num_codebooks:
+            raise ValueError(
+                f"The product quantizer splits D={dimension} (the tag-embedding "
+                f"dimension) into M={num_codebooks} sub-spaces; M must divide D."
+            )
+        return cls(num_codebooks, num_codewords, seed=seed)
 
     @property
     def dimension(self) -> int | None:
@@ -137,6 +156,10 @@ class ProductQuantizer:
         self.codebooks = codebooks
         return self
 
+    def initialize_codebooks(self, features: np.ndarray) -> np.ndarray:
+        """The first training round's codebooks: `fit` (spherical k-means); returns them."""
+        return self.fit(features).codebooks
+
     def encode(self, features: np.ndarray) -> np.ndarray:
         """(N, M) uint8 codes: the codeword of largest cosine in every sub-space."""
         codebooks = self._require_codebooks()
@@ -184,6 +207,11 @@ class ProductQuantizer:
         subvectors = self._subvectors(features)
         return float(np.sum(subvectors * self.reconstruct(codes).reshape(subvectors.shape)))
 
+    def describe_fit(self, features: np.ndarray, codes: np.ndarray) -> str:
+        """The mean summed sub-space cosine of `codes` to `features`, for the log."""
+        cosine = self.summed_cosine(features, codes) / len(codes)
+        return f"mean summed sub-space cosine {cosine:.4f}"
+
     def reconstruct(self, codes: np.ndarray) -> np.ndarray:
         """(N, D) concatenation of the chosen unit sub-codewords."""
         codebooks = self._require_codebooks()
@@ -206,6 +234,8 @@ class ProductQuantizer:
             full[m, :, m * size : (m + 1) * size] = codebooks[m]
         return full
 
+    additive_codebooks = full_codebooks  # the protocol's name
+
     def set_full_codebooks(self, full: np.ndarray) -> None:
         """Inverse of `full_codebooks`: takes sub-codebook m from its own columns."""
         full = np.asarray(full, np.float32)
@@ -219,10 +249,18 @@ class ProductQuantizer:
             [full[m, :, m * size : (m + 1) * size] for m in range(self.num_codebooks)]
         )
 
+    set_additive_codebooks = set_full_codebooks  # the protocol's name
+
+    def graph_encoder(self, unit_features: bool):
+        """The quantizer as TensorFlow ops (graph_encoder.py); imports TensorFlow."""
+        from wsdhash.quantization.graph_encoder import QuantizationEncoder
+
+        return QuantizationEncoder(self, unit_features=unit_features)
+
     def get_state(self) -> dict[str, Any]:
         """A dict of plain values and numpy arrays that `from_state` restores."""
         return {
-            "kind": "product",
+            "kind": self.kind,
             "num_codebooks": self.num_codebooks,
             "num_codewords": self.num_codewords,
             "kmeans_iter": self.kmeans_iter,
@@ -233,22 +271,15 @@ class ProductQuantizer:
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> ProductQuantizer:
         """Rebuilds a quantizer from `get_state()`."""
-        if state.get("kind") != "product":
-            raise ValueError(f"Not a product quantizer state: kind={state.get('kind')!r}.")
+        check_state_kind(state, cls.kind)
         quantizer = cls(
             state["num_codebooks"],
             state["num_codewords"],
             kmeans_iter=state["kmeans_iter"],
             seed=state["seed"],
         )
-        codebooks = state.get("codebooks")
+        expected = (quantizer.num_codebooks, quantizer.num_codewords)
+        codebooks = state_codebooks(state, expected, np.float32, "M, K, S")
         if codebooks is not None:
-            codebooks = np.asarray(codebooks, dtype=np.float32)
-            expected = (quantizer.num_codebooks, quantizer.num_codewords)
-            if codebooks.ndim != 3 or codebooks.shape[:2] != expected:
-                raise ValueError(
-                    f"State codebooks have shape {codebooks.shape}; expected (M, K, S) with "
-                    f"(M, K) = {expected}."
-                )
-            quantizer.codebooks = codebooks.copy()
+            quantizer.codebooks = codebooks
         return quantizer

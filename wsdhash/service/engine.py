@@ -30,6 +30,7 @@ import threading
 import numpy as np
 
 from wsdhash.index.fit import MismatchError, check_codebooks, check_provenance
+from wsdhash.index.kinds import INDEX_KINDS
 from wsdhash.model_fingerprint import export_fingerprint
 from wsdhash.service.errors import input_error
 
@@ -123,9 +124,10 @@ class SearchEngine:
         self.model, self.index = model, index
         self.model_dir, self.index_dir = model_dir, index_dir
         self.kind = index.kind
-        self.metric = "aqd" if self.kind == "aqd" else "hamming"
-        self.query_key = "embedding" if self.kind == "aqd" else "packed_codes"
-        self.database_key = "quantization_codes" if self.kind == "aqd" else "packed_codes"
+        self.index_kind = INDEX_KINDS.get(self.kind)
+        self.metric = self.index_kind.metric
+        self.query_key = self.index_kind.query_output
+        self.database_key = self.index_kind.database_output
         if "serving_default" not in getattr(model, "signatures", {}):
             raise MismatchError(f"{self._model_name}: the SavedModel has no serving_default.")
         self._serve = model.signatures["serving_default"]
@@ -187,7 +189,7 @@ class SearchEngine:
         if not outputs["valid"][0]:
             raise MismatchError(f"{self._model_name} cannot decode a PNG image.")
         bits = int(outputs["embedding"].shape[1])  # sign bits of the embedding
-        if self.kind == "aqd":
+        if self.index_kind.needs_codebooks:
             books = self._codebooks()
             if books is None:
                 raise MismatchError(
@@ -227,12 +229,7 @@ class SearchEngine:
         """The codes the index holds for an item, or None where the kind hides them."""
         for shard, offset in zip(self.index.shards, self.index.offsets, strict=True):
             if offset <= position < offset + shard.num_items:
-                local = position - offset
-                if self.kind == "aqd":
-                    return np.asarray(shard.indices[local])
-                if self.kind != "flat":
-                    return None
-                return np.asarray(shard.index.reconstruct(local), np.uint8)
+                return shard.stored_codes(position - offset)
         return None
 
     def _spot_check(self, count: int) -> dict | None:
@@ -254,18 +251,12 @@ class SearchEngine:
         theirs = np.asarray(stored)[outputs["valid"]]
         if len(ours) < 2:
             return None
-        if self.kind == "aqd":
-            agreement = float(np.mean(ours == theirs))
-            fits = agreement >= 0.5
-        else:
-            differing = np.unpackbits(np.bitwise_xor(ours, theirs), axis=1).sum(1)
-            agreement = float(1 - np.mean(differing) / self.bits)
-            fits = agreement >= 0.75  # another model: about half the bits differ
-        if not fits:
+        agreement = self.index_kind.agreement(ours, theirs, self.bits)
+        if not agreement >= self.index_kind.min_agreement:
             raise MismatchError(
                 f"{self._model_name} does not reproduce the codes of {self._index_name}: "
                 f"{len(ours)} of its database images re-encoded agree in {agreement:.0%} "
-                f"of their {'codewords' if self.kind == 'aqd' else 'bits'}, so the index "
+                f"of their {self.index_kind.code_unit}, so the index "
                 f"was built with another model; {self._rebuild()} (or --check_images=0)."
             )
         return {"images": len(ours), "agreement": round(agreement, 4)}
@@ -298,7 +289,8 @@ class SearchEngine:
     def predictions(self, outputs, result) -> list[dict]:
         """Per query: ids, positions, paths, distances, labels and the query's code."""
         answers = []
-        ids, item_path, hamming = self._ids, self.item_path, self.metric == "hamming"
+        ids, item_path = self._ids, self.item_path
+        integer_distances = self.index_kind.integer_distances
         bits = None  # the codes' signs as ASCII "0"/"1" bytes, row by row
         if "codes" in outputs:
             bits = (np.asarray(outputs["codes"]) > 0).astype(np.uint8) + ord("0")
@@ -312,7 +304,7 @@ class SearchEngine:
                 "paths": [item_path(p) for p in positions],
                 "distances": (
                     [int(d) for d in distances]
-                    if hamming
+                    if integer_distances
                     else [round(float(d), 6) for d in distances]
                 ),
                 "code": None if bits is None else bits[row].tobytes().decode("ascii"),
