@@ -69,8 +69,9 @@ def test_orthohash_head_on_two_replicas_evaluates_and_exports_features(features)
     )  # fmt: skip
     # Image flags (e.g. from a published flagfile) are reported and left to the file.
     assert "--backbone=features ignores --crop_size, --ten_crop" in result.stderr
-    # An epoch on a features file is a pass over its training rows, as on the images.
-    assert "An epoch is 9 steps of 32: one pass over the 288 training feature rows" in (
+    # An epoch on a features file is a pass over its training rows, as on the images:
+    # 320 rows less 32 validation queries and (the recipe's held-out validation) 32 more.
+    assert "An epoch is 8 steps of 32: one pass over the 256 training feature rows" in (
         result.stderr
     )
     metrics = read_json(workdir / "metrics.json")

@@ -108,7 +108,7 @@ def test_an_undecodable_validation_image_keeps_the_last_interval(data_dir, tmp_p
     config = tiny_config(lists, tmp_path / "run", dataset="wsdhq", dataset_options={},
                          steps=2, eval_every=0)  # fmt: skip
     dataset = datasets.get_dataset("wsdhq", str(lists))
-    _, validation = trainer.carve_validation(dataset.split("train"), VALIDATION, 0)
+    _, validation, _ = trainer.carve_validation(dataset.split("train"), VALIDATION, 0)
     bad = str(validation.paths[3])
     data = Path(bad).read_bytes()
     Path(bad).write_bytes(data[: len(data) // 2])  # a PNG header, half a body

@@ -423,8 +423,9 @@ class _RunData:
             dataset.split(method.training_split), config.validation_size, config.seed,
             config.validation_database,
         )  # fmt: skip
-        train_split, validation = _processed_tags(config, train_split, validation)
-        validation_database = _processed_tags(config, train_split, validation_database)[1]
+        train_split, validation, validation_database = _processed_tags(
+            config, train_split, validation, validation_database
+        )
         train_split, validation = method.prepare_splits(train_split, validation)
         _check_targets(config, getattr(train_split, config.supervision))
         if dataset.image_files:
@@ -432,14 +433,15 @@ class _RunData:
         return cls(dataset, method, train_split, validation, validation_database)
 
 
-def _processed_tags(config: TrainConfig, train: SplitData, validation: SplitData | None):
+def _processed_tags(config: TrainConfig, *splits: SplitData | None) -> tuple:
     """With --supervision=tags and a --tag_dir, every method trains on the tags as tag
     processing left them (synonyms merged, rare and dropped tags gone), not on the raw
-    columns: the merge map is applied here, once, whatever the method."""
+    columns: the merge map is applied here, once, whatever the method, to the training
+    split and the validation splits carved from it (None stays None)."""
     if config.supervision != "tags" or not config.tag_dir:
-        return train, validation
-    merge_map = tag_files.load_tag_targets(config.tag_dir, train.tags.shape[1])
-    return tag_files.merged_split(train, merge_map), tag_files.merged_split(validation, merge_map)
+        return splits
+    merge_map = tag_files.load_tag_targets(config.tag_dir, splits[0].tags.shape[1])
+    return tuple(tag_files.merged_split(split, merge_map) for split in splits)
 
 
 def _check_targets(config: TrainConfig, targets: np.ndarray) -> None:
