@@ -143,6 +143,12 @@ def declare(name: str, bound: Bound) -> None:
     BOUNDS[name] = bound
 
 
+def declare_ranges(ranges: dict[str, tuple[float, float]]) -> None:
+    """`declare` for a library's table of inclusive (lowest, highest) ranges."""
+    for name, (low, high) in ranges.items():
+        declare(name, Bound(low, high))
+
+
 def numeric_flags(flag_values) -> list:
     """The integer and float flags the project defines in `flag_values` (absl's own,
     such as `-v`, are absl's business)."""

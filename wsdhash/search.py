@@ -69,8 +69,7 @@ flags.DEFINE_integer("num_queries", 0, "query by codes: the first N queries (0: 
 flags.DEFINE_integer("batch_size", 64, "Images per SavedModel call.")
 flags.DEFINE_bool("json", False, "query: print JSON instead of a table.")
 for _kind_bounds in PARAM_BOUNDS.values():
-    for _name, (_low, _high) in _kind_bounds.items():
-        flag_bounds.declare(_name, flag_bounds.Bound(_low, _high))
+    flag_bounds.declare_ranges(_kind_bounds)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 

@@ -68,8 +68,7 @@ flags.DEFINE_integer(
     "max_header_bytes", 65536,
     "Largest request line and headers, in bytes (431 past it), for both HTTP parsers.",
 )  # fmt: skip
-for _name, (_low, _high) in LIMIT_BOUNDS.items():
-    flag_bounds.declare(_name, flag_bounds.Bound(_low, _high))
+flag_bounds.declare_ranges(LIMIT_BOUNDS)
 flags.DEFINE_integer(
     "check_images", 8, "Database images re-encoded at start-up to check the pair (0: none)."
 )

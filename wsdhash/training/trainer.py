@@ -216,7 +216,7 @@ def carve_validation(
         raise ValidationCarveError(
             f"--validation_size={queries}{held} would leave {len(train) - count} of the "
             f"{len(train)} training items to train on, less than half; use at most "
-            f"{len(train) // 2}, -1 (a tenth of the split, at most {VALIDATION_CAP}) or 0 "
+            f"{len(train) // 2 * queries // count}, -1 (a tenth of the split, at most {VALIDATION_CAP}) or 0 "
             "(no validation: the final weights are kept)."
         )
     # The queries are drawn first, so the same seed carves the same queries whatever
