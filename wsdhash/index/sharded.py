@@ -32,8 +32,6 @@ fails at once.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import re
 import shutil
@@ -42,7 +40,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from wsdhash import atomic_files, file_lock
+from wsdhash import atomic_files, file_lock, signed_json
 from wsdhash.index.binary import BinaryIndexParams
 from wsdhash.index.index_file import IndexFileError, read_index_file, write_index_file
 from wsdhash.index.kinds import INDEX_KINDS, KINDS
@@ -50,7 +48,7 @@ from wsdhash.index.results import SearchResult, sort_rows
 
 MANIFEST = "index.json"
 VERSION = 3
-DIGEST_KEY = "manifest_sha256"
+DIGEST_KEY = signed_json.DIGEST_KEY
 _BUILDING = ".building"
 _SHARD_KEYS = {"file", "num_items", "sha256"}
 _SHARD_FILE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*\.idx")  # a name in the folder
@@ -69,37 +67,20 @@ _METADATA_TYPES = {
 _DATABASE_CODES = ("network", "learned")
 
 
-def manifest_digest(manifest: dict) -> str:
-    """SHA-256 (hex) of a manifest's canonical JSON without its `manifest_sha256`."""
-    content = {key: value for key, value in manifest.items() if key != DIGEST_KEY}
-    text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(text.encode("ascii")).hexdigest()
-
-
-def sign_manifest(manifest: dict) -> dict:
-    """The manifest with its digest (`manifest_sha256`) set."""
-    return {**manifest, DIGEST_KEY: manifest_digest(manifest)}
+manifest_digest = signed_json.digest
+sign_manifest = signed_json.sign
 
 
 def _is_count(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
-def _no_duplicate_keys(pairs):
-    keys = [key for key, _ in pairs]
-    if len(set(keys)) != len(keys):
-        repeated = sorted({key for key in keys if keys.count(key) > 1})
-        raise ValueError(f"key {repeated[0]!r} appears twice")
-    return dict(pairs)
-
-
 def read_manifest(path: str) -> dict:
     """The manifest at `path`, checked (`check_manifest`); IndexFileError naming it."""
     try:
         with open(path, "rb") as f:
-            text = f.read().decode("utf-8")
-        manifest = json.loads(text, object_pairs_hook=_no_duplicate_keys)
-    except (UnicodeDecodeError, json.JSONDecodeError, ValueError, RecursionError) as error:
+            manifest = signed_json.loads(f.read())
+    except ValueError as error:
         raise IndexFileError(
             f"{path}: not a valid manifest ({error}); rebuild the index."
         ) from None
