@@ -62,6 +62,9 @@ setup(
         # keras-hub presets as backbones (--backbone=keras_hub:PRESET); it installs beside
         # TensorFlow 2.21 (with the matching tensorflow-text).
         "hub": ["keras-hub>=0.20"],
+        # Apache Beam alone (its [tensorflow] extra pins an older TensorFlow): the
+        # distributed encode and TFRecord jobs (python -m wsdhash.pipeline).
+        "beam": ["apache-beam>=2.60"],
         # httpx: FastAPI's in-process TestClient; selenium: the service's real-browser
         # test (Debian's chromium and chromium-driver, which .ci/run installs).
         "test": [
@@ -70,6 +73,7 @@ setup(
             "keras-hub>=0.20",
             "httpx>=0.27",
             "selenium>=4.20",
+            "apache-beam>=2.60",
         ],
     },
     entry_points={
@@ -85,6 +89,7 @@ setup(
             "wsdhash-train=wsdhash.train:run",
             "wsdhash-tune=wsdhash.tune:run",
             "wsdhash-serve=wsdhash.serve:run",
+            "wsdhash-pipeline=wsdhash.pipeline:run",
         ],
     },
 )
