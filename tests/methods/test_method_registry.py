@@ -60,7 +60,7 @@ def test_every_flag_name_is_unique_and_prefixed():
 def test_a_binary_method_is_its_loss_and_options():
     class Toy(BinaryHashMethod):
         name = "toy"
-        loss = f"{__name__}:Scaled"
+        loss_path = f"{__name__}:Scaled"
         options = (Option("toy_factor", "factor", "float", 2.0, "A factor."),)
 
     config = types.SimpleNamespace(bits=16, seed=0, method_options={"factor": 3.0})

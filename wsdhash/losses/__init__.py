@@ -1,10 +1,11 @@
-"""The methods' loss layers: OrthoHash, HyP2, batch-all triplet (DNNH) and WSDHQ.
+"""The methods' loss layers: one module per method's loss (17 methods, 17 modules).
 
 Each family is a set of pure functions returning one value per example, (B,), and one
 layer (a `losses.base.HashingLoss`: constructor contract and config) that owns the
 family's state and is what the trainer calls. The
-method registry (`wsdhash.methods.METHODS`) names each method's loss; there is no
-second registry of losses:
+method registry (`wsdhash.methods.METHODS`) names each method's loss by its import path
+(`Method.loss_path`, "module:Class"); there is no second registry of losses. The four
+re-exported below are the seed methods' (OrthoHash, HyP2, batch-all triplet (DNNH), WSDHQ):
 
     layer = METHODS.get(name)(config).build_loss(C)   # the run's method builds it
     layer = OrthoHashLoss(bits=K, num_classes=C, seed=seed, **hyperparameters)

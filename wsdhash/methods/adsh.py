@@ -37,7 +37,7 @@ _SCHEDULE = ("num_samples", "epochs_per_iteration")
 
 class ADSH(BinaryHashMethod):
     name = "adsh"
-    loss = "wsdhash.losses.adsh:ADSHLoss"
+    loss_path = "wsdhash.losses.adsh:ADSHLoss"
     training_split = "database"
     learned_database_codes = True
     options = (
@@ -80,7 +80,7 @@ class ADSH(BinaryHashMethod):
         layer = super().build_loss(num_targets)
         layer.set_database_labels(getattr(self.train, self.config.supervision))
         layer.set_sample(self.sample(0))
-        self.loss = layer
+        self.loss_layer = layer
         return layer
 
     def sample(self, iteration: int) -> np.ndarray:
@@ -129,4 +129,4 @@ class ADSH(BinaryHashMethod):
 
     def loss_codes(self) -> np.ndarray:
         """V as the loss holds it now."""
-        return self.loss.database_codes.numpy()
+        return self.loss_layer.database_codes.numpy()

@@ -123,12 +123,12 @@ class Method:
     learned_database_codes: bool = False
     # "module:Class" of the loss layer, imported when the loss is built, so that the
     # entry points can read every method's options before TensorFlow is imported.
-    loss: str = ""
+    loss_path: str = ""
 
     @_ClassAttribute
     def loss_class(cls) -> type:
-        """The loss layer class (`loss` imported), on the class or an instance."""
-        module, _, name = cls.loss.partition(":")
+        """The loss layer class (`loss_path` imported), on the class or an instance."""
+        module, _, name = cls.loss_path.partition(":")
         return getattr(importlib.import_module(module), name)
 
     def __init__(self, config):

@@ -10,7 +10,7 @@ from wsdhash.methods.base import BinaryHashMethod, Option
 
 class BiHalf(BinaryHashMethod):
     name = "bihalf"
-    loss = "wsdhash.losses.bihalf:BiHalfLoss"
+    loss_path = "wsdhash.losses.bihalf:BiHalfLoss"
     uses_backbone_features = True
     options = (
         Option("bihalf_gamma", "gamma", "float", 6.0,

@@ -11,7 +11,7 @@ from wsdhash.methods.base import BinaryHashMethod, Option
 
 class OrthoHash(BinaryHashMethod):
     name = "orthohash"
-    loss = "wsdhash.losses.orthohash:OrthoHashLoss"
+    loss_path = "wsdhash.losses.orthohash:OrthoHashLoss"
     options = (
         Option("orthohash_codebook", "codebook_method", "enum", "B",
                "OrthoHash codebook method.", choices=("B", "N", "O")),
@@ -29,7 +29,7 @@ class OrthoHash(BinaryHashMethod):
 
 class HyP2(BinaryHashMethod):
     name = "hyp2"
-    loss = "wsdhash.losses.hyp2:HyP2Loss"
+    loss_path = "wsdhash.losses.hyp2:HyP2Loss"
     options = (
         Option("hyp2_beta", "beta", "float", 0.5, "HyP2 pair-term weight."),
         Option("hyp2_zeta", "zeta", "float", None,
@@ -39,7 +39,7 @@ class HyP2(BinaryHashMethod):
 
 class Triplet(BinaryHashMethod):
     name = "triplet"
-    loss = "wsdhash.losses.triplet:TripletLoss"
+    loss_path = "wsdhash.losses.triplet:TripletLoss"
     options = (
         Option("triplet_margin", "margin", "float", None, "Triplet margin (default: the method's)."),
         Option("triplet_dnnh_sigmoid", "dnnh_sigmoid", "bool", False, "Original DNNH [0, 1] form."),

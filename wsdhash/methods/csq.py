@@ -9,7 +9,7 @@ from wsdhash.methods.base import BinaryHashMethod, Option
 
 class CSQ(BinaryHashMethod):
     name = "csq"
-    loss = "wsdhash.losses.csq:CSQLoss"
+    loss_path = "wsdhash.losses.csq:CSQLoss"
     options = (
         Option("csq_quantization_weight", "quantization_weight", "float", 1e-4,
                "CSQ quantization weight lambda."),

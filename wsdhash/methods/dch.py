@@ -12,7 +12,7 @@ from wsdhash.methods.base import BinaryHashMethod, Option
 
 class DCH(BinaryHashMethod):
     name = "dch"
-    loss = "wsdhash.losses.dch:DCHLoss"
+    loss_path = "wsdhash.losses.dch:DCHLoss"
     options = (
         Option("dch_gamma", "gamma", "float", 20.0,
                "DCH Cauchy scale gamma (the authors and DeepHash-pytorch: 20)."),

@@ -15,7 +15,7 @@ from wsdhash.methods.base import BinaryHashMethod, Option
 
 class DFH(BinaryHashMethod):
     name = "dfh"
-    loss = "wsdhash.losses.dfh:DFHLoss"
+    loss_path = "wsdhash.losses.dfh:DFHLoss"
     options = (
         Option("dfh_margin", "margin", "float", 3.0,
                "DFH pair margin m (DeepHash-pytorch 3; the authors' Main.py 0)."),

@@ -11,7 +11,7 @@ from wsdhash.methods.base import BinaryHashMethod, Option
 
 class DPN(BinaryHashMethod):
     name = "dpn"
-    loss = "wsdhash.losses.dpn:DPNLoss"
+    loss_path = "wsdhash.losses.dpn:DPNLoss"
     options = (
         Option("dpn_margin", "margin", "float", 1.0, "DPN polarization margin m."),
         Option("dpn_polarization_weight", "polarization_weight", "float", 1.0,

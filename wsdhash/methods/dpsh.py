@@ -13,7 +13,7 @@ from wsdhash.methods.base import BinaryHashMethod, Option
 
 class DPSH(BinaryHashMethod):
     name = "dpsh"
-    loss = "wsdhash.losses.dpsh:DPSHLoss"
+    loss_path = "wsdhash.losses.dpsh:DPSHLoss"
     options = (
         Option("dpsh_quantization_weight", "quantization_weight", "float", 0.01,
                "DPSH eta on sum_k (u - sign u)^2 per example (the authors' lambda / N: "

@@ -10,7 +10,7 @@ from wsdhash.methods.base import BinaryHashMethod, Option
 
 class DSH(BinaryHashMethod):
     name = "dsh"
-    loss = "wsdhash.losses.dsh:DSHLoss"
+    loss_path = "wsdhash.losses.dsh:DSHLoss"
     options = (
         Option("dsh_margin", "margin", "float", 0.0,
                "DSH contrastive margin m on squared distances; 0 = 2K."),

@@ -12,7 +12,7 @@ from wsdhash.methods.base import BinaryHashMethod, Option
 
 class DTSH(BinaryHashMethod):
     name = "dtsh"
-    loss = "wsdhash.losses.dtsh:DTSHLoss"
+    loss_path = "wsdhash.losses.dtsh:DTSHLoss"
     options = (
         Option("dtsh_margin", "margin", "float", 0.0,
                "DTSH triplet margin alpha; 0 = K / 2 (the authors')."),

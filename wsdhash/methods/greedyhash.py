@@ -9,7 +9,7 @@ from wsdhash.methods.base import BinaryHashMethod, Option
 
 class GreedyHash(BinaryHashMethod):
     name = "greedyhash"
-    loss = "wsdhash.losses.greedyhash:GreedyHashLoss"
+    loss_path = "wsdhash.losses.greedyhash:GreedyHashLoss"
     options = (
         Option("greedyhash_alpha", "alpha", "float", 0.1,
                "GreedyHash cubic-penalty weight alpha (the authors: 0.1 CIFAR-10, 1 ImageNet)."),

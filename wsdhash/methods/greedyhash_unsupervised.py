@@ -10,7 +10,7 @@ from wsdhash.methods.base import BinaryHashMethod, Option
 
 class GreedyHashUnsupervised(BinaryHashMethod):
     name = "greedyhash_unsupervised"
-    loss = "wsdhash.losses.greedyhash_unsupervised:GreedyHashUnsupervisedLoss"
+    loss_path = "wsdhash.losses.greedyhash_unsupervised:GreedyHashUnsupervisedLoss"
     uses_backbone_features = True
     options = (
         Option("greedyhash_unsupervised_alpha", "alpha", "float", 0.1,

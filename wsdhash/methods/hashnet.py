@@ -16,7 +16,7 @@ from wsdhash.methods.base import BinaryHashMethod, Option
 
 class HashNet(BinaryHashMethod):
     name = "hashnet"
-    loss = "wsdhash.losses.hashnet:HashNetLoss"
+    loss_path = "wsdhash.losses.hashnet:HashNetLoss"
     options = (
         Option("hashnet_alpha", "alpha", "float", 0.0,
                "HashNet inner-product scale alpha; 0 = 10 / K (the authors' sigmoid_param)."),

@@ -10,7 +10,7 @@ from wsdhash.methods.base import BinaryHashMethod, Option
 
 class IDHN(BinaryHashMethod):
     name = "idhn"
-    loss = "wsdhash.losses.idhn:IDHNLoss"
+    loss_path = "wsdhash.losses.idhn:IDHNLoss"
     options = (
         Option("idhn_beta", "beta", "float", 5.0,
                "IDHN theta = (beta / K) u_i . u_j (authors 5; DeepHash-pytorch 0.5 K)."),

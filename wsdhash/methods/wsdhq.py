@@ -49,7 +49,7 @@ def quantizer_period(update_every: int, num_train: int, batch_size: int) -> int:
 
 class WSDHQ(Method):
     name = "wsdhq"
-    loss = "wsdhash.losses.wsdhq:WSDHQLoss"
+    loss_path = "wsdhash.losses.wsdhq:WSDHQLoss"
     options = (
         Option("wsdhq_gamma", "gamma", "float", 1.0, "WSDHQ adaptive-margin exponent gamma."),
         Option("wsdhq_margin", "margin", "enum", "adaptive", "WSDHQ margin.",
