@@ -117,6 +117,20 @@ def test_choice_and_int_dimensions_suggest_their_kinds():
         study.tell(trial, 0.0)
 
 
+def test_choices_take_their_flags_types():
+    """A sampled choice is a string; the flag gets it parsed by its own parser (an int
+    flag's "256" was once passed as the string and broke training)."""
+    assert tune.flag_value("batch_size", "256") == 256
+    assert tune.flag_value("greedyhash_unsupervised_center_features", "false") is False
+    assert tune.flag_value("head", "tanh") == "tanh"
+    assert tune.flag_value("lr", 0.5) == 0.5  # numbers pass as sampled
+    dims = tune.parse_space("batch_size=choice:64:big", train_command.training_flag_names())
+    with pytest.raises(cli.UsageError, match="'big' is not a value of --batch_size"):
+        tune.check_choices(dims)
+    tune.check_choices(tune.parse_space("head=choice:tanh:linear_bn",
+                                        train_command.training_flag_names()))  # fmt: skip
+
+
 def test_refuses_to_tune_without_validation_queries(tmp_path):
     for flag in ("--select_on=test", "--validation_size=0"):
         result = run_tune("--method=csq", "--backbone=features", "--features=x.h5", flag,

@@ -117,6 +117,25 @@ def parse_space(text: str, known_flags) -> list[Dimension]:
     return dimensions
 
 
+def flag_value(name: str, value):
+    """`value` as flag `name` holds it: a choice is sampled as its string ("256",
+    "true") and parsed by the flag's own parser; numbers pass as sampled."""
+    return FLAGS[name].parser.parse(value) if isinstance(value, str) else value
+
+
+def check_choices(dimensions: list[Dimension]) -> None:
+    """Each choice parses as its flag's type (`batch_size=choice:64:x` is refused)."""
+    for dimension in dimensions:
+        for choice in dimension.args if dimension.kind == "choice" else ():
+            try:
+                flag_value(dimension.flag, choice)
+            except (ValueError, flags.Error) as error:
+                raise cli.UsageError(
+                    f"--space: {dimension.flag}=choice:{':'.join(dimension.args)}: {choice!r} "
+                    f"is not a value of --{dimension.flag} ({error})."
+                ) from None
+
+
 def trial_id(values: dict) -> str:
     """A run folder name for these values: the same values resume the same run."""
     text = json.dumps(values, sort_keys=True, default=str)
@@ -200,7 +219,7 @@ class Objective:
         started = time.perf_counter()
         try:
             for name, value in values.items():
-                FLAGS[name].value = value
+                FLAGS[name].value = flag_value(name, value)
             config = train_command.build_config(workdir)
             os.makedirs(workdir, exist_ok=True)
             train_command.write_replay_flags(workdir)
@@ -256,6 +275,7 @@ def main(argv):
         raise cli.UsageError("--workdir: each trial has its own in --study_dir; drop it.")
     recipe_line = train_command.apply_recipe()
     dimensions = parse_space(FLAGS.space, train_command.training_flag_names())
+    check_choices(dimensions)
     train_command.validate_flags()
     study_dir = FLAGS.study_dir or os.path.join("tune", train_command.run_name())
     os.makedirs(study_dir, exist_ok=True)
