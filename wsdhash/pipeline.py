@@ -12,6 +12,7 @@ Dataflow, Flink or Spark).
 from __future__ import annotations
 
 import os
+import shutil
 
 from absl import flags
 
@@ -85,7 +86,7 @@ def _encode_job():
     job = encode.EncodeJob(
         output=FLAGS.output, model_dir=FLAGS.model, batch_size=FLAGS.batch_size,
         num_shards=FLAGS.num_shards, staging_dir=FLAGS.staging_dir,
-        metadata={"model": os.path.abspath(FLAGS.model)},
+        metadata={"model": FLAGS.model if "://" in FLAGS.model else os.path.abspath(FLAGS.model)},
     )  # fmt: skip
     dataset_flags = [n for n in ("dataset", "data_dir", "image_root", "splits") if FLAGS[n].present]
     if FLAGS.images:
@@ -148,7 +149,10 @@ def _run_encode(job, options) -> dict:
     from wsdhash.beam import encode, runner
 
     try:
-        layout = encode.model_layout(tf.saved_model.load(job.model_dir), job.model_dir)
+        local = encode.local_model_dir(job.model_dir)  # a gs:// export: copied here
+        layout = encode.model_layout(tf.saved_model.load(local), local)
+        if local != job.model_dir:
+            shutil.rmtree(local, ignore_errors=True)  # loaded: the copy is not needed
     except (OSError, ValueError) as error:
         raise cli.UsageError(f"--model={job.model_dir}: {cli.one_line(error)}") from None
     what = f"{len(job.items)} images of {job.metadata['source'].get('dataset')}" if job.items \

@@ -7,6 +7,7 @@ SIGKILL and then re-run leaves one complete folder; Beam options pass through an
 flags are one-line errors."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -126,6 +127,35 @@ def test_binary_codes_in_process_equal_search_build_images(beam_files, tmp_path)
         np.testing.assert_array_equal(got[path]["codes"], expected[path])
     assert manifest["failed"]["num_items"] == 0
     assert sorted(os.listdir(tmp_path)) == ["codes"]  # no lock, no temporary folder
+
+
+def test_an_object_store_for_images_model_and_staging(beam_files, tmp_path):
+    """What a remote runner does (gs://, s3://): images matched in a bucket, the export
+    copied from it, shards staged in it and copied back by the driver."""
+    import object_store
+
+    object_store.ROOT[0] = str(tmp_path / "bucket")
+    images = object_store.put_folder(beam_files["images"], "b/photos")
+    model = object_store.put_folder(beam_files["binary"], "b/model")
+    local = encode.local_model_dir(model)
+    assert local != model and os.path.isfile(os.path.join(local, "saved_model.pb"))
+    layout = encode.model_layout(_saved_model(local), local)
+    shutil.rmtree(local)
+    assert layout.fingerprint == export_fingerprint(beam_files["binary"])
+    output = tmp_path / "codes"
+    job = encode.EncodeJob(output=str(output), model_dir=model, images=f"{images}/*.png",
+                           staging_dir="store://b/tmp", num_shards=2)  # fmt: skip
+    encode.encode_to_folder(job, layout, runner.pipeline_options([]))
+    # The staged objects were removed (an object store has no folder left to remove).
+    staged = [name for _, _, files in os.walk(tmp_path / "bucket" / "b" / "tmp") for name in files]
+    assert staged == []
+    paths = _image_files(beam_files["images"])
+    expected, _ = _reference(paths, beam_files["binary"], "packed_codes")
+    got = _folder(str(output), "database")
+    names = {f"{images}/{os.path.basename(path)}": path for path in paths}
+    assert set(got) == set(names)
+    for item, row in got.items():
+        np.testing.assert_array_equal(row["codes"], expected[names[item]])
 
 
 def test_wsdhq_dataset_in_process_with_an_unreadable_image(beam_files, tmp_path):

@@ -132,8 +132,9 @@ class ModelLayout:
 
 
 def model_layout(model, model_dir: str) -> ModelLayout:
-    """The layout of a loaded export (`tf.saved_model.load`); ValueError naming
-    `model_dir` when it does not take images or lacks an output."""
+    """The layout of a loaded export (`tf.saved_model.load`; `model_dir`: the local
+    folder it was loaded from); ValueError naming `model_dir` when it does not take
+    images or lacks an output."""
     from wsdhash import cli
     from wsdhash.index.images import check_takes_images, model_index_layout
     from wsdhash.model_fingerprint import export_fingerprint
@@ -161,6 +162,30 @@ def model_layout(model, model_dir: str) -> ModelLayout:
         bits, code_bytes, scorer = feature_dim, -(-feature_dim // 8), "hamming"
     return ModelLayout(scorer, bits, code_bytes, feature_dim, codebooks,
                        export_fingerprint(model_dir))  # fmt: skip
+
+
+def local_model_dir(model_dir: str) -> str:
+    """`model_dir` itself on a local disk; a remote one (gs://, s3://) is copied through
+    Beam's filesystems into a new local temporary folder, whose path is returned, so
+    that TensorFlow loads it without a filesystem plugin of its own for the scheme."""
+    from apache_beam.io.filesystems import FileSystems
+
+    if _is_local(model_dir):
+        return model_dir
+    root = model_dir.rstrip("/") + "/"
+    [matched] = FileSystems.match([root + "**"])
+    if not matched.metadata_list:
+        raise FileNotFoundError(f"{model_dir} holds no files.")
+    local = tempfile.mkdtemp(prefix="wsdhash-model-")
+    for metadata in matched.metadata_list:
+        relative = metadata.path[len(root) :]
+        if not relative or relative.endswith("/"):
+            continue
+        target = os.path.join(local, *relative.split("/"))
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with FileSystems.open(metadata.path) as source, open(target, "wb") as f:
+            shutil.copyfileobj(source, f)
+    return local
 
 
 def stable_shard(item_id: str, num_shards: int) -> int:
@@ -257,7 +282,7 @@ def _model_handler_class():
         def load_model(self):
             import tensorflow as tf
 
-            return tf.saved_model.load(self.model_dir)
+            return tf.saved_model.load(local_model_dir(self.model_dir))
 
         def run_inference(self, batch, model, inference_args=None):
             del inference_args
@@ -507,7 +532,7 @@ def _collect_staged(staging: str, building: str) -> None:
             with FileSystems.open(metadata.path) as f:
                 atomic_files.write_bytes(os.path.join(building, name), f.read())
     try:
-        FileSystems.delete([staging])
+        FileSystems.delete([staging.rstrip("/") + "/"])  # the prefix: every object under it
     except Exception as error:  # noqa: BLE001 (a leftover in a temp location is harmless)
         logging.warning("could not remove the staging folder %s: %s", staging, error)
 
@@ -682,6 +707,8 @@ def encode_to_folder(job: EncodeJob, layout: ModelLayout, options,
             if staging != building:
                 progress(f"copying the shards from {staging}")
                 _collect_staged(staging, building)
+                if _is_local(staging):
+                    shutil.rmtree(staging, ignore_errors=True)
             manifest = _finish_folder(building, layout, splits, job.num_classes, job.metadata)
             codes_folder.read_manifest(building)  # the reader's own checks, before the rename
             _replace_folder(building, output)
