@@ -1,10 +1,12 @@
-"""The Beam tests' fixtures: a tiny built-in dataset and three exports of untrained,
-seeded models (binary codes; WSDHQ's AQD codes with random codebooks; the binary
-model again with a small pixel limit), written once per test session by the same
+"""The Beam tests' fixtures: a tiny built-in dataset and two exports of untrained,
+seeded models (binary codes, with a pixel limit that the dataset's images pass and a
+48 x 48 image does not; WSDHQ's AQD codes with random codebooks), written once per
+test session by the same
 `serving.export_saved_model` that `python -m wsdhash.export` calls. Training would add
 minutes and nothing these tests check: they compare the pipeline's codes with what
 the same export gives through `search build --images`'s code path."""
 
+import fcntl
 import os
 
 import numpy as np
@@ -40,30 +42,42 @@ def _wsdhq_parts(seed):
     return model, quantizer.graph_encoder()
 
 
-@pytest.fixture(scope="session")
-def beam_files(tmp_path_factory):
-    """{"data_dir", "images", "binary", "wsdhq", "small_limit"}: paths."""
+def _shared_folder(tmp_path_factory) -> str:
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the run's folder, shared by its workers
+    return str(base / "beam-fixture")
+
+
+def _write(root: str) -> None:
     from wsdhash import serving
     from wsdhash.data.builtin import generate_builtin
     from wsdhash.data.pipeline import PipelineConfig
 
-    root = tmp_path_factory.mktemp("beam")
-    data_dir = root / "builtin"
-    generate_builtin(data_dir, image_size=SIDE, num_train=8, num_query=10, num_database=30,
-                     num_workers=0)  # fmt: skip
+    generate_builtin(os.path.join(root, "builtin"), image_size=SIDE, num_train=8, num_query=10,
+                     num_database=30, num_workers=0)  # fmt: skip
     config = PipelineConfig(image_size=SIDE, crop_size=CROP, normalization=None)
-    binary = _binary_model(3)
-    serving.export_saved_model(binary, config, str(root / "binary"))
-    serving.export_saved_model(
-        binary, config, str(root / "small_limit"), max_pixels=SMALL_MAX_PIXELS
-    )
+    serving.export_saved_model(_binary_model(3), config, os.path.join(root, "binary"),
+                               overwrite=True, max_pixels=SMALL_MAX_PIXELS)  # fmt: skip
     model, encoder = _wsdhq_parts(5)
-    serving.export_saved_model(model, config, str(root / "wsdhq"), quantization_encoder=encoder)
+    serving.export_saved_model(model, config, os.path.join(root, "wsdhq"), overwrite=True,
+                               quantization_encoder=encoder)  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def beam_files(tmp_path_factory):
+    """{"data_dir", "images", "binary", "wsdhq"}: paths, written once per
+    test run (pytest-xdist workers share them through a lock)."""
+    root = _shared_folder(tmp_path_factory)
+    os.makedirs(root, exist_ok=True)
+    with open(os.path.join(root, "lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one worker writes, the others wait
+        if not os.path.exists(os.path.join(root, "done")):
+            _write(root)
+            open(os.path.join(root, "done"), "w").close()
+    data_dir = os.path.join(root, "builtin")
     return {
-        "root": str(root),
-        "data_dir": str(data_dir),
-        "images": os.path.join(str(data_dir), "images"),
-        "binary": str(root / "binary"),
-        "wsdhq": str(root / "wsdhq"),
-        "small_limit": str(root / "small_limit"),
+        "data_dir": data_dir,
+        "images": os.path.join(data_dir, "images"),
+        **{name: os.path.join(root, name) for name in ("binary", "wsdhq")},
     }

@@ -6,6 +6,7 @@ letters with their reasons and every other image is encoded; a run killed with
 SIGKILL and then re-run leaves one complete folder; Beam options pass through and bad
 flags are one-line errors."""
 
+import functools
 import os
 import shutil
 import signal
@@ -28,6 +29,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 BUILTIN_FLAGS = ["--builtin_sizes=8,10,30", "--builtin_image_size=32"]
 
 
+@functools.cache
 def _saved_model(path):
     import tensorflow as tf
 
@@ -109,29 +111,9 @@ def _image_files(folder):
     return sorted(os.path.join(folder, name) for name in os.listdir(folder))
 
 
-def test_binary_codes_in_process_equal_search_build_images(beam_files, tmp_path):
-    paths = _image_files(beam_files["images"])
-    output = tmp_path / "codes"
-    manifest = _in_process(output, beam_files["binary"], images=os.path.join(
-        beam_files["images"], "*.png"), num_shards=3, batch_size=8)  # fmt: skip
-    assert (manifest["scorer"], manifest["bits"], manifest["num_classes"]) == ("hamming", 16, None)
-    assert manifest["model_fingerprint"] == export_fingerprint(beam_files["binary"])
-    assert [e["file"] for e in manifest["splits"]["database"]["shards"]] == [
-        codes_folder.shard_name("database", n, 3) for n in range(3)
-    ]
-    expected, invalid = _reference(paths, beam_files["binary"], "packed_codes")
-    assert not invalid
-    got = _folder(str(output), "database")
-    assert set(got) == set(paths)
-    for path in paths:
-        np.testing.assert_array_equal(got[path]["codes"], expected[path])
-    assert manifest["failed"]["num_items"] == 0
-    assert sorted(os.listdir(tmp_path)) == ["codes"]  # no lock, no temporary folder
-
-
-def test_an_object_store_for_images_model_and_staging(beam_files, tmp_path):
-    """What a remote runner does (gs://, s3://): images matched in a bucket, the export
-    copied from it, shards staged in it and copied back by the driver."""
+def test_binary_codes_through_an_object_store_equal_search_build_images(beam_files, tmp_path):
+    """In-process, the way a remote runner works (gs://, s3://): images matched in a
+    bucket, the export copied from it, shards staged in it and copied back."""
     import object_store
 
     object_store.ROOT[0] = str(tmp_path / "bucket")
@@ -141,21 +123,28 @@ def test_an_object_store_for_images_model_and_staging(beam_files, tmp_path):
     assert local != model and os.path.isfile(os.path.join(local, "saved_model.pb"))
     layout = encode.model_layout(_saved_model(local), local)
     shutil.rmtree(local)
-    assert layout.fingerprint == export_fingerprint(beam_files["binary"])
-    output = tmp_path / "codes"
+    output = tmp_path / "out" / "codes"
     job = encode.EncodeJob(output=str(output), model_dir=model, images=f"{images}/*.png",
-                           staging_dir="store://b/tmp", num_shards=2)  # fmt: skip
-    encode.encode_to_folder(job, layout, runner.pipeline_options([]))
-    # The staged objects were removed (an object store has no folder left to remove).
-    staged = [name for _, _, files in os.walk(tmp_path / "bucket" / "b" / "tmp") for name in files]
-    assert staged == []
+                           staging_dir="store://b/tmp", num_shards=3, batch_size=8)  # fmt: skip
+    manifest = encode.encode_to_folder(job, layout, runner.pipeline_options([]))
+    assert (manifest["scorer"], manifest["bits"], manifest["num_classes"]) == ("hamming", 16, None)
+    assert manifest["model_fingerprint"] == export_fingerprint(beam_files["binary"])
+    assert [e["file"] for e in manifest["splits"]["database"]["shards"]] == [
+        codes_folder.shard_name("database", n, 3) for n in range(3)
+    ]
+    assert manifest["failed"]["num_items"] == 0
     paths = _image_files(beam_files["images"])
-    expected, _ = _reference(paths, beam_files["binary"], "packed_codes")
+    expected, invalid = _reference(paths, beam_files["binary"], "packed_codes")
+    assert not invalid
     got = _folder(str(output), "database")
     names = {f"{images}/{os.path.basename(path)}": path for path in paths}
     assert set(got) == set(names)
     for item, row in got.items():
         np.testing.assert_array_equal(row["codes"], expected[names[item]])
+    assert os.listdir(tmp_path / "out") == ["codes"]  # no lock, no temporary folder
+    # The staged objects were removed (an object store has no folder left to remove).
+    staged = [name for _, _, files in os.walk(tmp_path / "bucket" / "b" / "tmp") for name in files]
+    assert staged == []
 
 
 def test_wsdhq_dataset_in_process_with_an_unreadable_image(beam_files, tmp_path):
@@ -203,7 +192,7 @@ def test_bad_images_are_dead_letters_with_their_reasons(beam_files, tmp_path):
     for name, data in {**good, **{name: data for name, (data, _) in bad.items()}}.items():
         (folder / name).write_bytes(data)
     output = tmp_path / "codes"
-    manifest = _in_process(output, beam_files["small_limit"], images=str(folder / "*"),
+    manifest = _in_process(output, beam_files["binary"], images=str(folder / "*"),
                            batch_size=4)  # fmt: skip
     failed = codes_folder.read_failed(str(output), manifest)
     reasons = {os.path.basename(f["id"]): f["reason"] for f in failed}
@@ -211,7 +200,7 @@ def test_bad_images_are_dead_letters_with_their_reasons(beam_files, tmp_path):
     assert all(f["path"] == f["id"] and f["split"] == "database" for f in failed)
     # The reference agrees on which are invalid, and why; every good image is encoded.
     paths = _image_files(str(folder))
-    expected, invalid = _reference(paths, beam_files["small_limit"], "packed_codes")
+    expected, invalid = _reference(paths, beam_files["binary"], "packed_codes")
     assert {os.path.basename(p): why for p, why in invalid.items()} == reasons
     got = _folder(str(output), "database")
     assert sorted(os.path.basename(p) for p in got) == sorted(good)
