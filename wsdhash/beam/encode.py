@@ -64,8 +64,15 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple
 
+import apache_beam as beam
 import numpy as np
 from absl import logging
+from apache_beam import pvalue
+from apache_beam.io import fileio
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, RunInference
+from apache_beam.runners.runner import PipelineState
 
 from wsdhash import atomic_files, file_lock
 from wsdhash.eval import codes_folder
@@ -168,8 +175,6 @@ def local_model_dir(model_dir: str) -> str:
     """`model_dir` itself on a local disk; a remote one (gs://, s3://) is copied through
     Beam's filesystems into a new local temporary folder, whose path is returned, so
     that TensorFlow loads it without a filesystem plugin of its own for the scheme."""
-    from apache_beam.io.filesystems import FileSystems
-
     if _is_local(model_dir):
         return model_dir
     root = model_dir.rstrip("/") + "/"
@@ -264,42 +269,31 @@ def serve_batch(serve, data: Sequence[bytes], outputs: Sequence[str]) -> list:
         return results
 
 
-def _model_handler_class():
-    """`SavedModelHandler`, defined once Beam is imported (module doc)."""
-    from apache_beam.ml.inference.base import ModelHandler
+class SavedModelHandler(ModelHandler):
+    """RunInference's handler for a wsdhash export (module doc): encoded images in, one
+    `serve_batch` result out per image. Batches of exactly `batch_size` (fewer at the
+    end of a bundle); one model per worker process, shared by its threads
+    (RunInference's default)."""
 
-    class SavedModelHandler(ModelHandler):
-        """RunInference's handler for a wsdhash export: encoded images in, one
-        `serve_batch` result out per image. Batches of exactly `batch_size` (fewer at
-        the end of a bundle); one model per worker process, shared by its threads
-        (RunInference's default)."""
+    def __init__(self, model_dir: str, outputs: Sequence[str], batch_size: int):
+        super().__init__(min_batch_size=batch_size, max_batch_size=batch_size)
+        self.model_dir = model_dir
+        self.outputs = tuple(outputs)
 
-        def __init__(self, model_dir: str, outputs: Sequence[str], batch_size: int):
-            super().__init__(min_batch_size=batch_size, max_batch_size=batch_size)
-            self.model_dir = model_dir
-            self.outputs = tuple(outputs)
+    def load_model(self):
+        import tensorflow as tf
 
-        def load_model(self):
-            import tensorflow as tf
+        return tf.saved_model.load(local_model_dir(self.model_dir))
 
-            return tf.saved_model.load(local_model_dir(self.model_dir))
+    def run_inference(self, batch, model, inference_args=None):
+        del inference_args
+        return serve_batch(model.signatures["serving_default"], batch, self.outputs)
 
-        def run_inference(self, batch, model, inference_args=None):
-            del inference_args
-            return serve_batch(model.signatures["serving_default"], batch, self.outputs)
+    def get_num_bytes(self, batch) -> int:
+        return sum(len(data) for data in batch)
 
-        def get_num_bytes(self, batch) -> int:
-            return sum(len(data) for data in batch)
-
-        def get_metrics_namespace(self) -> str:
-            return "wsdhash_encode"
-
-    return SavedModelHandler
-
-
-def model_handler(model_dir: str, outputs: Sequence[str], batch_size: int):
-    """A `SavedModelHandler` for `model_dir`, returning `outputs`."""
-    return _model_handler_class()(model_dir, outputs, batch_size)
+    def get_metrics_namespace(self) -> str:
+        return "wsdhash_encode"
 
 
 # --- Pipeline steps (module-level, so that Beam pickles them by reference) --------------
@@ -316,10 +310,6 @@ def matched_item(metadata) -> Item:
 
 def read_image(item: Item):
     """(item, the file's bytes); a dead letter when it cannot be read."""
-    from apache_beam import pvalue
-    from apache_beam.io.filesystem import CompressionTypes
-    from apache_beam.io.filesystems import FileSystems
-
     try:
         with FileSystems.open(item.path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
             data = f.read()
@@ -333,8 +323,6 @@ def read_image(item: Item):
 def route(element, layout: ModelLayout):
     """A model result as a (split, row) or a dead letter. A row is (id, code bytes,
     feature bytes or None, labels or None), all bytes, so it travels cheaply."""
-    from apache_beam import pvalue
-
     item, (reason, values) = element
     if reason is not None:
         yield pvalue.TaggedOutput(FAILED, _failure(item, reason))
@@ -383,8 +371,6 @@ def _write(folder: str, name: str, data: bytes) -> None:
     """Writes a staged file: atomically on a local disk (into a folder that must exist:
     a worker left over from a killed run never recreates a removed one), else through
     Beam's filesystems (an object store writes an object whole)."""
-    from apache_beam.io.filesystems import FileSystems
-
     if _is_local(folder):
         if not os.path.isdir(folder):
             raise FileNotFoundError(f"{folder} is gone (its run was stopped).")
@@ -412,8 +398,6 @@ def write_failed(element, folder: str) -> None:
 
 
 def _is_local(path: str) -> bool:
-    from apache_beam.io.filesystems import FileSystems
-
     return FileSystems.get_scheme(path) in (None, "file")
 
 
@@ -443,10 +427,6 @@ def build_pipeline(
         batch_size: images per model call.
         num_shards: shards per split; 0: `auto_num_shards` of the split's items.
     """
-    import apache_beam as beam
-    from apache_beam.io import fileio
-    from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
-
     if images:
         listed = (
             pipeline
@@ -462,7 +442,7 @@ def build_pipeline(
         | "Count" >> beam.CombinePerKey(sum)
     )
     read = spread | "Read" >> beam.FlatMap(read_image).with_outputs(FAILED, main="read")
-    handler = KeyedModelHandler(model_handler(model_dir, layout.outputs, batch_size))
+    handler = KeyedModelHandler(SavedModelHandler(model_dir, layout.outputs, batch_size))
     encoded = read.read | "Encode" >> RunInference(handler)
     routed = encoded | "Route" >> beam.FlatMap(route, layout).with_outputs(FAILED, main="rows")
     (
@@ -523,8 +503,6 @@ def _replace_folder(new: str, destination: str) -> None:
 def _collect_staged(staging: str, building: str) -> None:
     """Copies the staged shards and failed.jsonl of a remote staging folder into the
     local `building` folder, then removes the staging folder."""
-    from apache_beam.io.filesystems import FileSystems
-
     [matched] = FileSystems.match([FileSystems.join(staging, "*")])
     for metadata in matched.metadata_list:
         name = metadata.path.rstrip("/").rsplit("/", 1)[-1]
@@ -652,9 +630,6 @@ def _staging_for(job: EncodeJob, options, building: str) -> str:
 
 
 def _run_pipeline(job: EncodeJob, layout: ModelLayout, options, staging: str) -> None:
-    import apache_beam as beam
-    from apache_beam.runners.runner import PipelineState
-
     pipeline = beam.Pipeline(options=options)
     build_pipeline(
         pipeline,
