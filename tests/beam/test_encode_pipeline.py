@@ -333,3 +333,50 @@ def test_a_killed_run_then_a_rerun_leave_one_complete_folder(beam_files, tmp_pat
     listed = {e["file"] for part in manifest["splits"].values() for e in part["shards"]}
     listed |= {codes_folder.MANIFEST, codes_folder.FAILED_FILE, codes_folder.CODEBOOKS_FILE}
     assert set(os.listdir(output)) == listed  # nothing of the old binary folder
+
+
+class _FailsWholeBatches:
+    """A signature that fails any batch holding a file starting with b"bad" (an export
+    without per-item validity), else marks b"odd" files invalid."""
+
+    def __init__(self):
+        self.signatures = {"serving_default": self}
+
+    def __call__(self, images):
+        import tensorflow as tf
+
+        data = [bytes(b) for b in images.numpy()]
+        if any(d.startswith(b"bad") for d in data):
+            raise tf.errors.InvalidArgumentError(None, None, "jpeg: premature end of data")
+        valid = np.array([not d.startswith(b"odd") for d in data])
+        codes = np.array([[d[-1]] for d in data], np.uint8) * valid[:, None]
+        return {"valid": tf.constant(valid), "status": tf.constant(np.where(valid, 0, 1)),
+                "packed_codes": tf.constant(codes)}  # fmt: skip
+
+
+def test_a_batch_the_model_fails_is_retried_item_by_item_as_search_build_does(tmp_path):
+    contents = [b"ok1", b"bad-truncated", b"odd", b"ok2"]
+    paths = []
+    for i, data in enumerate(contents):
+        paths.append(str(tmp_path / f"{i}.jpg"))
+        (tmp_path / f"{i}.jpg").write_bytes(data)
+    model = _FailsWholeBatches()
+    results = encode.serve_batch(model, contents, ["packed_codes"])
+    rows, invalid = encode_images(paths, "packed_codes", model, batch_size=4)
+    assert [reason for reason, _ in results] == [invalid.get(path) for path in paths]
+    assert invalid[paths[1]].startswith("the model cannot decode it (")
+    assert invalid[paths[2]] == "not a JPEG or PNG image"
+    kept = [values["packed_codes"] for reason, values in results if reason is None]
+    np.testing.assert_array_equal(kept, rows)
+
+
+def test_shards_by_a_stable_hash_and_their_number_from_the_item_count():
+    import hashlib
+
+    # BLAKE2b-64 of the UTF-8 id, big-endian, modulo the count: the same in every process
+    # (Python's hash() of a str is salted per process).
+    digest = hashlib.blake2b("photos/é.jpg".encode(), digest_size=8).digest()
+    assert encode.stable_shard("photos/é.jpg", 7) == int.from_bytes(digest, "big") % 7
+    assert [encode.auto_num_shards(n) for n in (0, 1, 100_000, 100_001, 10**12)] == [
+        1, 1, 1, 2, encode.MAX_SHARDS,
+    ]  # fmt: skip
