@@ -77,6 +77,28 @@ def test_success_prints_only_the_result(tmp_path):
     assert (result.returncode, result.stdout, result.stderr) == (0, "ok\n", "")
 
 
+def test_unknown_flags_pass_through_when_the_command_asks(tmp_path):
+    script = tmp_path / "relay.py"
+    script.write_text(
+        PROGRAM.replace('print("ok")', "print(argv[1:], FLAGS.every)").replace(
+            'cli.run(main, "wsdhash.toy")', 'cli.run(main, "wsdhash.toy", pass_unknown_flags=True)'
+        )
+    )
+    flagfile = tmp_path / "beam.flags"
+    flagfile.write_text("--runner=X\n--every=3\n")
+
+    def relay(*args):
+        return subprocess.run([sys.executable, str(script), *args], check=False,
+                              capture_output=True, text=True)  # fmt: skip
+
+    result = relay("go", "--num_workers", "2", f"--flagfile={flagfile}", "--zone=z")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "['go', '--num_workers', '2', '--runner=X', '--zone=z'] 3\n"
+    bad = relay("go", "--runner=X", "--every=often")  # its own flags are still checked
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+    assert _toy(tmp_path, "--runner=X").returncode == 2  # without the option: an error
+
+
 HOLDER = textwrap.dedent("""
     import sys, time
     from wsdhash import file_lock

@@ -123,14 +123,22 @@ def report_error(name: str, error: BaseException) -> int:
     return EXIT_ERROR
 
 
-def run(main: Callable[[list[str]], int | None], name: str) -> None:
+def run(
+    main: Callable[[list[str]], int | None], name: str, pass_unknown_flags: bool = False
+) -> None:
     """`absl.app.run(main)` with one-line errors for bad flags and failures, after
-    `set_tensorflow_defaults()`."""
+    `set_tensorflow_defaults()`.
+
+    With `pass_unknown_flags`, a `--flag` the command does not define is not an error:
+    it stays in the `argv` that `main` gets, in order (with its value when that is the
+    next argument), for `main` to hand on (`python -m wsdhash.pipeline` gives them to
+    Beam, which checks them). The command's own flags are parsed and bounded as ever,
+    flagfiles included."""
     set_tensorflow_defaults()
 
     def parse(argv: list[str]) -> list[str]:
         try:
-            rest = FLAGS(flagfiles.expand(argv))
+            rest = FLAGS(flagfiles.expand(argv), known_only=pass_unknown_flags)
             flag_bounds.check(FLAGS)
         except flags.Error as error:
             sys.exit(report_error(name, error))

@@ -110,6 +110,8 @@ BOUNDS: dict[str, Bound] = {
     "ppmi_context_smoothing": Bound(0, 1, above=True),
     # search.
     "shard_size": OPTIONAL_COUNT,
+    # pipeline encode: 0 is automatic; wsdhash/beam/encode.py's MAX_SHARDS.
+    "num_shards": Bound(0, 10_000),
     # The index parameters' ranges: wsdhash/index/binary.py's PARAM_BOUNDS (declared).
     "k": Bound(1, 10**7),
     "num_queries": OPTIONAL_COUNT,

@@ -9,8 +9,9 @@ labelled query and database splits. Layout:
     FOLDER/database-00000-of-00004.npz   one shard: NumPy arrays (no pickles)
     FOLDER/query-00000-of-00001.npz
     FOLDER/codebooks.npy                 float32 (M, 256, D): AQD codes only
-    FOLDER/failed.jsonl                  one JSON line {"id", "path", "reason"} per
-                                         image that got no code (the dead letters)
+    FOLDER/failed.jsonl                  one JSON line {"split", "id", "path",
+                                         "reason"} per image that got no code (the
+                                         dead letters), sorted by split and id
 
 A shard holds, row for row:
     ids       (n,) int64 or unicode: the items' ids (image paths, or list positions)
@@ -338,7 +339,8 @@ def read_codebooks(folder: str, manifest: dict) -> np.ndarray | None:
 
 
 def read_failed(folder: str, manifest: dict) -> list[dict]:
-    """The dead letters: one {"id", "path", "reason"} per image that got no code."""
+    """The dead letters: one {"split", "id", "path", "reason"} per image that got no
+    code."""
     import json
 
     data = _read_checked(folder, manifest["failed"])
