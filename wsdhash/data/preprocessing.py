@@ -93,16 +93,19 @@ def _release_iterators_before_shutdown() -> None:
 atexit.register(_release_iterators_before_shutdown)
 
 
-def make_image_loader(
+def make_image_decoder(
     size: int, corrupt_log: CorruptImageLog | None = None
-) -> Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]:
-    """Returns `path -> (uint8 image (size, size, 3), ok)` for use inside `tf.data`.
+) -> Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]:
+    """Returns `(encoded bytes, name) -> (uint8 image (size, size, 3), ok)` for `tf.data`.
+
+    The bytes are a whole image file as on disk (read from the file, or from a TFRecord
+    shard: wsdhash/data/tfrecords.py); `name` (its path) names it in errors.
 
     Args:
         size: the square size images are resized to.
         corrupt_log: where undecodable images are recorded. When None, an undecodable
             image raises `CorruptImageError` naming its path; otherwise it is logged, and
-            the loader returns a black image with `ok = False` for the caller to filter.
+            the decoder returns a black image with `ok = False` for the caller to filter.
     """
 
     def decode(data: bytes, path: bytes) -> tuple[np.ndarray, bool]:
@@ -114,14 +117,26 @@ def make_image_loader(
         corrupt_log.add(path.decode())
         return np.zeros((size, size, 3), np.uint8), False
 
-    def load(path: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        data = tf.io.read_file(path)
+    def decode_bytes(data: tf.Tensor, path: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         image, ok = tf.numpy_function(
             decode, [data, path], [tf.uint8, tf.bool], stateful=False, name="decode_image"
         )
         image.set_shape([size, size, 3])
         ok.set_shape([])
         return image, ok
+
+    return decode_bytes
+
+
+def make_image_loader(
+    size: int, corrupt_log: CorruptImageLog | None = None
+) -> Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]:
+    """Returns `path -> (uint8 image (size, size, 3), ok)` for use inside `tf.data`: the
+    file read, then `make_image_decoder`'s decoding (see there for `corrupt_log`)."""
+    decode_bytes = make_image_decoder(size, corrupt_log)
+
+    def load(path: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        return decode_bytes(tf.io.read_file(path), path)
 
     return load
 
