@@ -117,7 +117,8 @@ def example_bytes(split: SplitData, index: int, image: bytes) -> bytes:
         "tags": int64s(np.flatnonzero(split.tags[index])),
     }
     example = tf.train.Example(features=tf.train.Features(feature=features))
-    return example.SerializeToString()
+    # Deterministic: map fields in key order, so a shard's bytes do not depend on the run.
+    return example.SerializeToString(deterministic=True)
 
 
 def parse_example(serialized, num_labels: int, num_tags: int) -> dict:
