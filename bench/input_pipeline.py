@@ -31,15 +31,13 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags  # noqa: E402
+import machine_info  # bench/ is on the path
+import numpy as np
+import results
+import tensorflow as tf
+from absl import app, flags
 
-import tensorflow as tf  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-from wsdhash.data import builtin, list_files, pipeline, tfrecords  # noqa: E402
-import machine_info  # noqa: E402  (bench/ is on the path)
-import results  # noqa: E402
+from wsdhash.data import builtin, list_files, pipeline, tfrecords
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("images", 2000, "Number of 256x256 JPEG images to generate.")
@@ -102,7 +100,7 @@ def main(argv):
     print(f"{'pipeline':<10}{'cache':<8}{'output':<24}{'images/s':>10}")
     for name, cache, normalization, rate in rows:
         output = f"float32 {normalization}" if normalization else "uint8 (model normalises)"
-        print(f"{name:<10}{str(cache):<8}{output:<24}{rate:>10.0f}")
+        print(f"{name:<10}{cache!s:<8}{output:<24}{rate:>10.0f}")
         results.record("input pipeline", f"{name}, cache={cache}, {output}", rate, "images/s")
     for _, cache, normalization, rate in rows[:2]:
         verdict = "meets" if rate >= 1000 else "MISSES"
@@ -136,7 +134,7 @@ def shard_rows(root: str, split) -> list[tuple[str, float]]:
     config = pipeline.PipelineConfig(256, 224)
     sources = {
         "files": {},
-        "tfrecord (lookup)": {"image_bytes": images.reader(rows)},
+        "tfrecord (lookup)": {"image_reader": images.reader(rows)},
         "tfrecord_stream": {"stream": tfrecords.stream_records(images, split, rows, seed=0)},
     }
     measured = []

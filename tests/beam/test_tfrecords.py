@@ -13,16 +13,20 @@ import pytest
 
 pytest.importorskip("apache_beam", reason="needs the beam extra: pip install -e '.[beam]'")
 
-import tensorflow as tf  # noqa: E402
+import tensorflow as tf
 
-from wsdhash.data import datasets, list_files  # noqa: E402
-from wsdhash.data import tfrecords as records_lib  # noqa: E402
+from wsdhash.data import datasets, list_files
+from wsdhash.data import tfrecords as records_lib
 
 SIZES = (160, 30, 80)
 IMAGE_SIZE = 32
-OPTIONS = dict(
-    seed=0, image_size=IMAGE_SIZE, num_train=SIZES[0], num_query=SIZES[1], num_database=SIZES[2]
-)
+OPTIONS = {
+    "seed": 0,
+    "image_size": IMAGE_SIZE,
+    "num_train": SIZES[0],
+    "num_query": SIZES[1],
+    "num_database": SIZES[2],
+}
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
 
 
@@ -40,7 +44,12 @@ def shards(tmp_path_factory):
     root = tmp_path_factory.mktemp("tfrecords")
     data_dir, output = root / "builtin", root / "shards"
     result = subprocess.run(
-        _write_command(data_dir, output), capture_output=True, text=True, env=ENV, timeout=300
+        _write_command(data_dir, output),
+        check=False,
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "train: 160 records in 4 shards" in result.stdout
@@ -65,12 +74,18 @@ def test_every_record_holds_its_image_labels_and_tags(shards):
         split = list_files.read_wsdhq_split(data_dir, data_dir, split=name)
         entry = manifest["splits"][name]
         assert entry["num_items"] == len(split)
+        files = [os.path.join(output, shard["file"]) for shard in entry["shards"]]
+        records = {}
+        for record in tf.data.TFRecordDataset(files):  # TensorFlow's own reader
+            fields = _parse(record, entry)
+            records[int(fields["index"])] = fields
+        assert sorted(records) == list(range(len(split)))
         images = records_lib.ShardedImages(output, entry)
-        for i in range(len(split)):
-            fields = _parse(images.read(i), entry)
+        for i, fields in records.items():
             with open(split.paths[i], "rb") as f:
-                assert fields["image"].numpy() == f.read()  # the file's bytes, as on disk
-            assert int(fields["index"]) == i
+                image = f.read()
+            assert fields["image"].numpy() == image  # the file's bytes, as on disk
+            assert images.read(i) == image  # and at its recorded location
             assert fields["split"].numpy().decode() == name
             assert fields["path"].numpy().decode() == split.paths[i]
             np.testing.assert_array_equal(fields["labels"].numpy(), split.labels[i])
@@ -177,9 +192,7 @@ def test_source_rows_match_a_taken_subset_with_repeated_paths():
     paths = np.array(["a", "b", "a", "c", "b"])
     source = SplitData("train", paths, np.zeros((5, 0), np.uint8), np.zeros((5, 0), np.uint8))
     taken = [4, 0, 2, 3]
-    np.testing.assert_array_equal(
-        records_lib.source_rows(source, source.take(taken)), [1, 0, 2, 3]
-    )
+    np.testing.assert_array_equal(records_lib.source_rows(source, source.take(taken)), [1, 0, 2, 3])
     other = source.take([0, 0, 2])  # "a" three times: the source has it twice
     with pytest.raises(records_lib.TFRecordsError, match="not in the shards"):
         records_lib.source_rows(source, other)
@@ -193,11 +206,12 @@ def test_source_rows_match_a_taken_subset_with_repeated_paths():
 def _train_config(data_dir, workdir, **overrides):
     from wsdhash.training.config import TrainConfig
 
-    values = dict(
-        dataset="builtin", data_dir=data_dir, dataset_options=OPTIONS, image_size=32,
-        crop_size=28, validation_size=32, batch_size=16, bits=16, steps=3, log_every=1,
-        checkpoint_every=5, workdir=str(workdir),
-    )  # fmt: skip
+    values = {
+        "dataset": "builtin", "data_dir": data_dir, "dataset_options": OPTIONS,
+        "image_size": 32, "crop_size": 28, "validation_size": 32, "batch_size": 16,
+        "bits": 16, "steps": 3, "log_every": 1, "checkpoint_every": 5,
+        "workdir": str(workdir),
+    }  # fmt: skip
     return TrainConfig(**{**values, **overrides})
 
 
@@ -285,7 +299,7 @@ def test_the_train_command_refuses_a_damaged_shard_in_one_line(shards, tmp_path)
             "--builtin_image_size=32", "--image_size=32", "--crop_size=28", "--steps=2",
             "--validation_size=32", "--batch_size=16", f"--tfrecords={damaged}",
         ],
-        capture_output=True, text=True, env=ENV,
+        check=False, capture_output=True, text=True, env=ENV,
     )  # fmt: skip
     assert result.returncode == 2, result.stderr[-2000:]
     lines = [line for line in result.stderr.splitlines() if line.startswith("wsdhash.train")]
@@ -300,7 +314,7 @@ def test_multi_processing_workers_write_the_same_shards(shards, tmp_path):
             data_dir, tmp_path / "shards", "--direct_num_workers=2",
             "--direct_running_mode=multi_processing",
         ),
-        capture_output=True, text=True, env=ENV, timeout=600,
+        check=False, capture_output=True, text=True, env=ENV, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     ours = records_lib.read_manifest(str(tmp_path / "shards"))["splits"]

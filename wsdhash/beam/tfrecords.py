@@ -47,7 +47,8 @@ def _load_splits(source: dict, names: Sequence[str]) -> dict:
 
 
 class _EncodeItems(beam.DoFn):
-    """(split, index) -> ((split, shard), (index, serialized Example))."""
+    """(split, index) -> ((split, shard), (index, serialized Example, offset and length
+    of the image's bytes in it))."""
 
     def __init__(self, source: dict, num_shards: dict[str, int]):
         self.source = source
@@ -63,12 +64,19 @@ class _EncodeItems(beam.DoFn):
         with open(str(split.paths[index]), "rb") as f:
             image = f.read()
         shard = records_lib.shard_of(name, index, self.num_shards[name])
-        yield (name, shard), (index, records_lib.example_bytes(split, index, image))
+        serialized = records_lib.example_bytes(split, index, image)
+        # The "image" feature is serialized first (keys in order), so its bytes are the
+        # first match, a few header bytes in.
+        position = serialized.find(image)
+        if not 0 <= position < 64:
+            raise RuntimeError(f"{split.paths[index]}: image bytes not found in its record.")
+        yield (name, shard), (index, serialized, position, len(image))
 
 
 class _WriteShard(beam.DoFn):
     """Writes one shard, its records sorted by index, and its summary beside it:
-    `<shard>.json` (items, bytes, SHA-256) and `<shard>.npy` (index, offset, length)."""
+    `<shard>.json` (items, bytes, SHA-256) and `<shard>.npy` (index, offset and length
+    of the item's image bytes in the shard)."""
 
     def __init__(self, folder: str, num_shards: dict[str, int]):
         self.folder = folder
@@ -84,9 +92,13 @@ class _WriteShard(beam.DoFn):
         locations = np.empty((len(items), 3), np.int64)
         offset = 0
         with tf.io.TFRecordWriter(path) as writer:
-            for row, (index, serialized) in enumerate(items):
+            for row, (index, serialized, position, length) in enumerate(items):
                 writer.write(serialized)
-                locations[row] = (index, offset + records_lib.RECORD_HEADER_BYTES, len(serialized))
+                locations[row] = (
+                    index,
+                    offset + records_lib.RECORD_HEADER_BYTES + position,
+                    length,
+                )
                 offset += len(serialized) + records_lib.RECORD_FRAMING_BYTES
         np.save(f"{path}.npy", locations)
         summary = {

@@ -103,7 +103,7 @@ def make_dataset(
     corrupt_log: preprocessing.CorruptImageLog | None = None,
     num_parallel_calls: int = tf.data.AUTOTUNE,
     index_stream: Callable[[], Iterator[int]] | None = None,
-    image_bytes: Callable[[tf.Tensor], tf.Tensor] | None = None,
+    image_reader: Callable[[int], bytes] | None = None,
     stream: tf.data.Dataset | None = None,
 ) -> tf.data.Dataset:
     """Builds the input pipeline of one split.
@@ -137,10 +137,10 @@ def make_dataset(
             seeded shuffle. It must be deterministic for resuming to be exact. With
             several input pipelines, pipeline i takes every i-th index, so each global
             batch is still one batch of the stream.
-        image_bytes: maps an item's `index` (its position in `split`) to its encoded
-            image, e.g. a record of a TFRecord shard (`tfrecords.ShardedImages`);
-            default: the file at its path is read. Nothing else changes: the same
-            elements, order, decoding and augmentation.
+        image_reader: reads the encoded image of the item at `index` (its position in
+            `split`), e.g. from a TFRecord shard (`tfrecords.ShardedImages.reader`),
+            called from `tf.data`'s threads; default: the file at its path is read.
+            Nothing else changes: the same elements, order, decoding and augmentation.
         stream: training only: an endless stream of this pipeline's elements
             `{"path", "labels", "tags", "index", "image_bytes"}`, already shuffled (and
             sharded by `input_context`), used instead of the split's shuffled records,
@@ -160,6 +160,9 @@ def make_dataset(
         pipeline_id = input_context.input_pipeline_id
         batch_size = input_context.get_per_replica_batch_size(batch_size)
     decode_image = preprocessing.make_image_decoder(config.image_size, corrupt_log)
+    decode_indexed = preprocessing.make_image_decoder(
+        config.image_size, corrupt_log, read=image_reader
+    )
     train_augment = preprocessing.AUGMENTATIONS.get(config.augment)
     normalize = None
     if config.normalization is not None:
@@ -172,10 +175,11 @@ def make_dataset(
             element["image"], element["decoded"] = element.pop("features"), tf.constant(True)
             return element
         path = element.pop("path")
-        if "image_bytes" in element:
+        if "image_bytes" in element:  # a stream of records
             data = element.pop("image_bytes")
-        elif image_bytes is not None:
-            data = image_bytes(element["index"])
+        elif image_reader is not None:  # read in the decoder's own Python call
+            element["image"], element["decoded"] = decode_indexed(element["index"], path)
+            return element
         else:
             data = tf.io.read_file(path)
         element["image"], element["decoded"] = decode_image(data, path)

@@ -94,21 +94,28 @@ atexit.register(_release_iterators_before_shutdown)
 
 
 def make_image_decoder(
-    size: int, corrupt_log: CorruptImageLog | None = None
+    size: int,
+    corrupt_log: CorruptImageLog | None = None,
+    read: Callable[[int], bytes] | None = None,
 ) -> Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]:
     """Returns `(encoded bytes, name) -> (uint8 image (size, size, 3), ok)` for `tf.data`.
 
-    The bytes are a whole image file as on disk (read from the file, or from a TFRecord
-    shard: wsdhash/data/tfrecords.py); `name` (its path) names it in errors.
+    The bytes are a whole image file as on disk; `name` (its path) names it in errors.
+    With `read`, the first argument is instead an int64 key and the bytes are
+    `read(key)`, called in the same Python call as the decoding (e.g. a record of a
+    TFRecord shard: wsdhash/data/tfrecords.py).
 
     Args:
         size: the square size images are resized to.
         corrupt_log: where undecodable images are recorded. When None, an undecodable
             image raises `CorruptImageError` naming its path; otherwise it is logged, and
             the decoder returns a black image with `ok = False` for the caller to filter.
+        read: optional key -> encoded image bytes.
     """
 
-    def decode(data: bytes, path: bytes) -> tuple[np.ndarray, bool]:
+    def decode(data, path: bytes) -> tuple[np.ndarray, bool]:
+        if read is not None:
+            data = read(int(data))
         image = decode_and_resize(data, path.decode(), size)
         if image is not None:
             return image, True

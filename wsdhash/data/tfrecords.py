@@ -5,7 +5,8 @@
     <dir>/tfrecords.json                   the manifest (below)
     <dir>/<split>-00003-of-00016.tfrecord  records of one split, by increasing index
     <dir>/<split>-locations.npy            int64 (N, 3): shard number, byte offset and
-                                           length of item i's record, row i
+                                           length of item i's image bytes (inside its
+                                           record), row i
 
 Each record is a `tf.train.Example` with the features of `FIELDS`: the image file's
 bytes exactly as on disk, the item's position in its split's list file, its split, its
@@ -26,7 +27,7 @@ The manifest (JSON):
                           "locations": {"file": ..., "sha256": ...}}}}
 
 Training reads the shards in one of two orders (`open_split`, docs/tfrecords.md):
-`ShardedImages.reader` looks each record up by its location, so the run's items come in
+`ShardedImages.reader` reads each image's bytes at its location, so the run's items come in
 exactly the order the image files would (the same batches); `stream_records` reads the
 shards sequentially, interleaved, through a bounded shuffle buffer (sequential I/O, a
 different order). Labels and tags always come from the dataset's list files (checked
@@ -39,6 +40,7 @@ import hashlib
 import json
 import os
 import threading
+from collections.abc import Callable
 
 import numpy as np
 
@@ -247,7 +249,8 @@ def source_rows(source: SplitData, subset: SplitData) -> np.ndarray:
 
 
 class ShardedImages:
-    """The records of one split's shards, looked up by their locations.
+    """The images of one split's shards, read at their locations (the image bytes
+    inside each record: no parsing).
 
     Reads with `os.pread` on descriptors opened once per shard (thread-safe: `tf.data`
     calls it from many threads): local files, or any file system mounted as one.
@@ -265,7 +268,7 @@ class ShardedImages:
         return len(self.locations)
 
     def read(self, row: int) -> bytes:
-        """The serialized Example of item `row` of the split."""
+        """The encoded image of item `row` of the split, as its file holds it."""
         shard, offset, length = (int(v) for v in self.locations[row])
         descriptor = self._descriptors.get(shard)
         if descriptor is None:
@@ -276,7 +279,7 @@ class ShardedImages:
                     self._descriptors[shard] = descriptor
         data = os.pread(descriptor, length, offset)
         if len(data) != length:
-            raise TFRecordsError(f"{self.files[shard]}: record of item {row} is cut short.")
+            raise TFRecordsError(f"{self.files[shard]}: the image of item {row} is cut short.")
         return data
 
     def close(self) -> None:
@@ -285,25 +288,15 @@ class ShardedImages:
                 os.close(descriptor)
             self._descriptors.clear()
 
-    def reader(self, rows: np.ndarray):
-        """`index -> image bytes` for `make_dataset(image_bytes=...)`: `index` is a
+    def reader(self, rows: np.ndarray) -> Callable[[int], bytes]:
+        """`index -> image bytes` for `make_dataset(image_reader=...)`: `index` is a
         position in a split whose item i is item `rows[i]` of the shards' split."""
-        import tensorflow as tf  # pylint: disable=g-import-not-at-top
+        rows = np.asarray(rows, np.int64)
 
-        rows = tf.constant(np.asarray(rows, np.int64))
+        def read(index: int) -> bytes:
+            return self.read(int(rows[index]))
 
-        def read(row: np.int64) -> bytes:
-            return self.read(int(row))
-
-        def image_bytes(index: tf.Tensor) -> tf.Tensor:
-            record = tf.numpy_function(
-                read, [tf.gather(rows, index)], tf.string, stateful=False, name="read_record"
-            )
-            record.set_shape([])
-            spec = {"image": tf.io.FixedLenFeature([], tf.string)}
-            return tf.io.parse_single_example(record, spec)["image"]
-
-        return image_bytes
+        return read
 
 
 def open_split(

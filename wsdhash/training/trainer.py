@@ -550,7 +550,7 @@ def _training_input(config, strategy, data: _RunData, pipeline_config, start: in
     num_pipelines = max(strategy.num_replicas_in_sync // _replicas_per_worker(strategy), 1)
     index_stream = method.index_stream(train_split)
     shards = _training_shards(config, data)
-    image_bytes = None if shards is None else shards[0].reader(shards[1])
+    image_reader = None if shards is None else shards[0].reader(shards[1])
     streamed = config.data_format == "tfrecord_stream"
     if streamed and (index_stream is not None or config.sampler != "uniform"):
         raise ValueError(
@@ -590,7 +590,7 @@ def _training_input(config, strategy, data: _RunData, pipeline_config, start: in
             input_context=context,
             skip_elements=start * config.batch_size // num_pipelines,
             index_stream=index_stream,
-            image_bytes=None if streamed else image_bytes,
+            image_reader=None if streamed else image_reader,
             stream=stream,
         )
 
