@@ -45,6 +45,8 @@ flags.DEFINE_integer("batch_size", 64, "Batch size.")
 flags.DEFINE_integer("epochs", 2, "Passes timed after one warm-up pass.")
 flags.DEFINE_string("workdir", None, "Where the JPEG files go (default: a temp folder).")
 flags.DEFINE_bool("shards", True, "Also time reading the images from TFRecord shards.")
+flags.DEFINE_integer("rounds", 3, "Shards comparison: interleaved rounds (median).")
+flags.DEFINE_bool("base_rows", True, "Time the file pipelines' variants (cache, eval).")
 
 
 def images_per_second(dataset: tf.data.Dataset, images: int) -> float:
@@ -79,13 +81,14 @@ def main(argv):
     print(f"machine: {machine_info.describe()}")
     print(f"data: {len(split)} JPEG files, 256x256, from {info.root}")
     rows = []
-    for training, cache, normalization in (
+    variants = (
         (True, False, "torch_imagenet"),
         (True, False, None),
         (True, True, "torch_imagenet"),
         (False, False, "torch_imagenet"),
         (False, False, None),
-    ):
+    )
+    for training, cache, normalization in variants if FLAGS.base_rows else ():
         config = pipeline.PipelineConfig(256, 224, normalization=normalization)
         dataset = pipeline.make_dataset(
             split, config, training=training, batch_size=FLAGS.batch_size, cache=cache
@@ -97,7 +100,8 @@ def main(argv):
         rows.append((("train" if training else "eval"), cache, normalization, rate))
     gc.collect()
     measured = shard_rows(root, split) if FLAGS.shards else []
-    print(f"{'pipeline':<10}{'cache':<8}{'output':<24}{'images/s':>10}")
+    if rows:
+        print(f"{'pipeline':<10}{'cache':<8}{'output':<24}{'images/s':>10}")
     for name, cache, normalization, rate in rows:
         output = f"float32 {normalization}" if normalization else "uint8 (model normalises)"
         print(f"{name:<10}{cache!s:<8}{output:<24}{rate:>10.0f}")
@@ -127,26 +131,33 @@ def write_shards(root: str) -> str:
 
 
 def shard_rows(root: str, split) -> list[tuple[str, float]]:
-    """images/s of the training pipeline (float32 output) per source of the images."""
+    """images/s of the training pipeline (float32 output) per source of the images:
+    the median of --rounds measurements, the sources interleaved round by round (the
+    machine's load drifts; interleaving spreads it over all of them)."""
     shards = write_shards(root)
     _, images = tfrecords.open_split(shards, split)
     rows = np.arange(len(split))
     config = pipeline.PipelineConfig(256, 224)
-    sources = {
-        "files": {},
-        "tfrecord (lookup)": {"image_reader": images.reader(rows)},
-        "tfrecord_stream": {"stream": tfrecords.stream_records(images, split, rows, seed=0)},
-    }
-    measured = []
-    for name, source in sources.items():
-        dataset = pipeline.make_dataset(
-            split, config, training=True, batch_size=FLAGS.batch_size, **source
-        )
-        measured.append((name, images_per_second(dataset, len(split))))
-        del dataset, source
-        gc.collect()
+
+    def source(name: str) -> dict:
+        if name == "tfrecord (lookup)":
+            return {"image_reader": images.reader(rows)}
+        if name == "tfrecord_stream":
+            return {"stream": tfrecords.stream_records(images, split, rows, seed=0)}
+        return {}
+
+    names = ("files", "tfrecord (lookup)", "tfrecord_stream")
+    rates = {name: [] for name in names}
+    for _ in range(FLAGS.rounds):
+        for name in names:
+            dataset = pipeline.make_dataset(
+                split, config, training=True, batch_size=FLAGS.batch_size, **source(name)
+            )
+            rates[name].append(images_per_second(dataset, len(split)))
+            del dataset
+            gc.collect()
     images.close()
-    return measured
+    return [(name, float(np.median(rates[name]))) for name in names]
 
 
 def print_shard_rows(measured: list[tuple[str, float]]) -> None:
