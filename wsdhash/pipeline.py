@@ -174,13 +174,15 @@ flags.DEFINE_string("tfrecords_dir", None, "tfrecords: the output folder of shar
 def tfrecords_command(beam_args: list[str]) -> None:
     """`tfrecords`: a dataset's splits as TFRecord shards (wsdhash/beam/tfrecords.py)."""
     from wsdhash import file_lock
-    from wsdhash.beam import runner, tfrecords
-    from wsdhash.data import datasets
+    from wsdhash.beam import runner
 
     if not FLAGS.tfrecords_dir:
         raise cli.UsageError("tfrecords needs --tfrecords_dir=OUTPUT_FOLDER.")
     log = cli.log_file_path("wsdhash.pipeline")
-    runner.log_to_file(log)
+    runner.log_to_file(log)  # before Beam is imported and logs a line
+    from wsdhash.beam import tfrecords
+    from wsdhash.data import datasets
+
     try:
         runner.pipeline_options(beam_args)  # checked before any work
     except ValueError as error:

@@ -30,13 +30,19 @@ from collections.abc import Callable, Iterable, Sequence
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.options.pipeline_options import PipelineOptions
 
 from wsdhash import atomic_files, file_lock
+from wsdhash.beam import runner
 from wsdhash.data import datasets
 from wsdhash.data import tfrecords as records_lib
 
 _BUILDING = ".building"
+
+
+class DestinationError(ValueError):
+    """The output path is a file, or a folder that holds something other than shards."""
+
+
 # Items per `Create` element: the driver sends ranges, the workers expand them.
 _RANGE = 1024
 
@@ -195,13 +201,13 @@ def _remove_leftovers(parent: str, name: str) -> None:
 def _check_destination(output_dir: str) -> None:
     if os.path.isdir(output_dir) and os.listdir(output_dir):
         if not os.path.isfile(os.path.join(output_dir, records_lib.MANIFEST)):
-            raise ValueError(
+            raise DestinationError(
                 f"{output_dir} exists and holds no TFRecord shards (no "
                 f"{records_lib.MANIFEST}); writing replaces the whole folder, so choose "
                 "another output or empty it."
             )
     elif os.path.exists(output_dir) and not os.path.isdir(output_dir):
-        raise ValueError(f"{output_dir} is a file, not a folder.")
+        raise DestinationError(f"{output_dir} is a file, not a folder.")
 
 
 def default_num_shards(num_items: int, records_per_shard: int) -> int:
@@ -228,7 +234,9 @@ def write_tfrecords(
         splits: the splits to write (default: all of the dataset's).
         records_per_shard: the mean number of records per shard; each split gets
             ceil(N / records_per_shard) shards.
-        pipeline_args: Beam pipeline options (`--runner`, `--direct_num_workers`, ...).
+        pipeline_args: Beam pipeline options (`--runner`, `--direct_num_workers`, ...),
+            read by `runner.pipeline_options` (the DirectRunner runs as Beam's
+            FnApiRunner; an unknown option is an error).
         progress: called with a line per stage.
 
     Returns:
@@ -236,9 +244,12 @@ def write_tfrecords(
 
     Raises:
         file_lock.LockedError: another process writes this output.
-        ValueError: a bad split name or output folder; the dataset's own errors.
+        DestinationError: the output is a file or a folder of something else.
+        ValueError: a bad split name or pipeline option; the dataset's own errors.
     """
     output_dir = os.path.abspath(output_dir)
+    _check_destination(output_dir)  # before any work (again under the lock)
+    options = runner.pipeline_options(list(pipeline_args))
     source = {
         "dataset": dataset,
         "data_dir": os.path.abspath(data_dir),
@@ -268,7 +279,7 @@ def write_tfrecords(
         building = tempfile.mkdtemp(dir=parent, prefix=f".{name}.", suffix=_BUILDING)
         try:
             os.chmod(building, atomic_files.default_dir_mode())
-            _run_pipeline(building, source, split_data, num_shards, pipeline_args)
+            _run_pipeline(building, source, split_data, num_shards, options)
             progress("pipeline done; checking the shards and writing the manifest")
             manifest = {
                 "format": records_lib.FORMAT,
@@ -285,8 +296,7 @@ def write_tfrecords(
     return manifest
 
 
-def _run_pipeline(folder, source, split_data, num_shards, pipeline_args) -> None:
-    options = PipelineOptions(list(pipeline_args))
+def _run_pipeline(folder, source, split_data, num_shards, options) -> None:
     sizes = {name: len(split) for name, split in split_data.items()}
     with beam.Pipeline(options=options) as pipeline:
         _ = (
