@@ -308,3 +308,38 @@ def test_multi_processing_workers_write_the_same_shards(shards, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     ours = records_lib.read_manifest(str(tmp_path / "shards"))["splits"]
     assert ours == records_lib.read_manifest(output)["splits"]
+
+
+@pytest.mark.slow
+def test_a_killed_run_leaves_the_old_output_and_a_rerun_completes(shards, tmp_path):
+    import signal
+    import time
+
+    data_dir, output, _ = shards
+    target = tmp_path / "shards"
+    shutil.copytree(output, target)
+    before = records_lib.read_manifest(str(target))
+    process = subprocess.Popen(
+        _write_command(data_dir, target, "--splits=train", "--records_per_shard=20"),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    building = []
+    while not building and process.poll() is None and time.monotonic() < deadline:
+        building = [p for p in os.listdir(tmp_path) if p.endswith(".building")]
+        time.sleep(0.05)
+    assert building, "the run ended before it began to build"
+    time.sleep(1.0)  # mid-pipeline: the workers are reading and writing
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert records_lib.read_manifest(str(target)) == before  # the old output, whole
+    result = subprocess.run(
+        _write_command(data_dir, target, "--splits=train", "--records_per_shard=20"),
+        check=False, capture_output=True, text=True, env=ENV,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(os.listdir(tmp_path)) == ["shards"]  # the killed run's folder is gone
+    manifest = records_lib.read_manifest(str(target))
+    assert list(manifest["splits"]) == ["train"] and len(manifest["splits"]["train"]["shards"]) == 8
+    source = datasets.get_dataset("builtin", data_dir, **OPTIONS).split("train")
+    records_lib.open_split(str(target), source)  # every checksum and count holds
