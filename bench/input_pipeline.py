@@ -5,6 +5,14 @@ Prints images/s for the training pipeline (random crop + flip) and the evaluatio
 pipeline (centre crop), with and without the in-memory cache. Target: >= 1,000
 images/s for the training pipeline on 2 cores.
 
+Then (unless --noshards) it writes the training split as TFRecord shards with the
+public command (`python -m wsdhash.pipeline tfrecords`, DirectRunner) and prints the
+training pipeline's images/s reading the images from the files, from the shards by
+record lookup (`--data_format=tfrecord`: the files' order) and from the shards
+streamed (`--data_format=tfrecord_stream`), with the ratio to files. Every file and
+shard is in the page cache here (just written), so the ratio measures the CPU cost of
+each reader, not the per-file latency of network storage that shards avoid.
+
 Every iterator is deleted (and garbage collected) as soon as its measurement ends, and
 nothing that iterates outlives `main`: an infinite iterator left to the interpreter's
 shutdown is destroyed with OpenCV decodes (`tf.numpy_function`) still in flight, whose
@@ -16,24 +24,29 @@ from __future__ import annotations
 
 import gc
 import os
+import subprocess
+import sys
 import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags  # noqa: E402
+import machine_info  # bench/ is on the path
+import numpy as np
+import results
+import tensorflow as tf
+from absl import app, flags
 
-import tensorflow as tf  # noqa: E402
-
-from wsdhash.data import builtin, list_files, pipeline  # noqa: E402
-import machine_info  # noqa: E402  (bench/ is on the path)
-import results  # noqa: E402
+from wsdhash.data import builtin, list_files, pipeline, tfrecords
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("images", 2000, "Number of 256x256 JPEG images to generate.")
 flags.DEFINE_integer("batch_size", 64, "Batch size.")
 flags.DEFINE_integer("epochs", 2, "Passes timed after one warm-up pass.")
 flags.DEFINE_string("workdir", None, "Where the JPEG files go (default: a temp folder).")
+flags.DEFINE_bool("shards", True, "Also time reading the images from TFRecord shards.")
+flags.DEFINE_integer("rounds", 3, "Shards comparison: interleaved rounds (median).")
+flags.DEFINE_bool("base_rows", True, "Time the file pipelines' variants (cache, eval).")
 
 
 def images_per_second(dataset: tf.data.Dataset, images: int) -> float:
@@ -68,13 +81,14 @@ def main(argv):
     print(f"machine: {machine_info.describe()}")
     print(f"data: {len(split)} JPEG files, 256x256, from {info.root}")
     rows = []
-    for training, cache, normalization in (
+    variants = (
         (True, False, "torch_imagenet"),
         (True, False, None),
         (True, True, "torch_imagenet"),
         (False, False, "torch_imagenet"),
         (False, False, None),
-    ):
+    )
+    for training, cache, normalization in variants if FLAGS.base_rows else ():
         config = pipeline.PipelineConfig(256, 224, normalization=normalization)
         dataset = pipeline.make_dataset(
             split, config, training=training, batch_size=FLAGS.batch_size, cache=cache
@@ -85,10 +99,12 @@ def main(argv):
         del dataset
         rows.append((("train" if training else "eval"), cache, normalization, rate))
     gc.collect()
-    print(f"{'pipeline':<10}{'cache':<8}{'output':<24}{'images/s':>10}")
+    measured = shard_rows(root, split) if FLAGS.shards else []
+    if rows:
+        print(f"{'pipeline':<10}{'cache':<8}{'output':<24}{'images/s':>10}")
     for name, cache, normalization, rate in rows:
         output = f"float32 {normalization}" if normalization else "uint8 (model normalises)"
-        print(f"{name:<10}{str(cache):<8}{output:<24}{rate:>10.0f}")
+        print(f"{name:<10}{cache!s:<8}{output:<24}{rate:>10.0f}")
         results.record("input pipeline", f"{name}, cache={cache}, {output}", rate, "images/s")
     for _, cache, normalization, rate in rows[:2]:
         verdict = "meets" if rate >= 1000 else "MISSES"
@@ -96,6 +112,60 @@ def main(argv):
             f"training, no cache, normalization={normalization}: {rate:.0f} images/s "
             f"({verdict} the 1,000/s target)"
         )
+    if measured:
+        print_shard_rows(measured)
+
+
+def write_shards(root: str) -> str:
+    """The training split as TFRecord shards, written by the public command."""
+    output = os.path.join(root, "shards")
+    command = [
+        sys.executable, "-m", "wsdhash.pipeline", "tfrecords", "--dataset=wsdhq",
+        f"--data_dir={root}", "--splits=train", f"--tfrecords_dir={output}",
+        "--runner=DirectRunner",
+    ]  # fmt: skip
+    started = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True)
+    print(f"shards: {output}, written in {time.perf_counter() - started:.1f} s")
+    return output
+
+
+def shard_rows(root: str, split) -> list[tuple[str, float]]:
+    """images/s of the training pipeline (float32 output) per source of the images:
+    the median of --rounds measurements, the sources interleaved round by round (the
+    machine's load drifts; interleaving spreads it over all of them)."""
+    shards = write_shards(root)
+    _, images = tfrecords.open_split(shards, split)
+    rows = np.arange(len(split))
+    config = pipeline.PipelineConfig(256, 224)
+
+    def source(name: str) -> dict:
+        if name == "tfrecord (lookup)":
+            return {"image_reader": images.reader(rows)}
+        if name == "tfrecord_stream":
+            return {"stream": tfrecords.stream_records(images, split, rows, seed=0)}
+        return {}
+
+    names = ("files", "tfrecord (lookup)", "tfrecord_stream")
+    rates = {name: [] for name in names}
+    for _ in range(FLAGS.rounds):
+        for name in names:
+            dataset = pipeline.make_dataset(
+                split, config, training=True, batch_size=FLAGS.batch_size, **source(name)
+            )
+            rates[name].append(images_per_second(dataset, len(split)))
+            del dataset
+            gc.collect()
+    images.close()
+    return [(name, float(np.median(rates[name]))) for name in names]
+
+
+def print_shard_rows(measured: list[tuple[str, float]]) -> None:
+    files = measured[0][1]
+    print(f"\n{'training images from':<22}{'images/s':>10}{'vs files':>10}")
+    for name, rate in measured:
+        print(f"{name:<22}{rate:>10.0f}{rate / files:>9.2f}x")
+        results.record("input pipeline", f"train from {name}", rate, "images/s")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ import results  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 # name -> (full-scale flags, quick flags)
 BENCHMARKS = {
-    "input_pipeline": ([], ["--images=200", "--epochs=1"]),
+    "input_pipeline": ([], ["--images=200", "--epochs=1", "--rounds=1"]),
     "train_speed": (
         ["--backbones=small_cnn,resnet18,resnet50"],
         ["--backbones=small_cnn", "--steps=3"],

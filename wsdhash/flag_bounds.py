@@ -112,6 +112,8 @@ BOUNDS: dict[str, Bound] = {
     "shard_size": OPTIONAL_COUNT,
     # pipeline encode: 0 is automatic; wsdhash/beam/encode.py's MAX_SHARDS.
     "num_shards": Bound(0, 10_000),
+    # pipeline tfrecords.
+    "records_per_shard": COUNT,
     # The index parameters' ranges: wsdhash/index/binary.py's PARAM_BOUNDS (declared).
     "k": Bound(1, 10**7),
     "num_queries": OPTIONAL_COUNT,

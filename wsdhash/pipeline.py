@@ -169,6 +169,51 @@ def _run_encode(job, options) -> dict:
 
 
 # --- tfrecords flags ---
+# With the dataset flags above (--dataset, --data_dir, --image_root, --builtin_sizes,
+# --builtin_image_size, --seed, --splits; tfrecords' default: every split).
+flags.DEFINE_integer("records_per_shard", 1000, "tfrecords: mean records per shard.")
+flags.DEFINE_string("tfrecords_dir", None, "tfrecords: the output folder of shards.")
+
+
+def tfrecords_command(beam_args: list[str]) -> None:
+    """`tfrecords`: a dataset's splits as TFRecord shards (wsdhash/beam/tfrecords.py)."""
+    from wsdhash import file_lock
+    from wsdhash.beam import runner
+
+    if not FLAGS.tfrecords_dir:
+        raise cli.UsageError("tfrecords needs --tfrecords_dir=OUTPUT_FOLDER.")
+    log = cli.log_file_path("wsdhash.pipeline")
+    runner.log_to_file(log)  # before Beam is imported and logs a line
+    from wsdhash.beam import tfrecords
+    from wsdhash.data import datasets
+
+    try:
+        runner.pipeline_options(beam_args)  # checked before any work
+    except ValueError as error:
+        raise cli.UsageError(str(error)) from None
+    sizes = FLAGS.builtin_sizes
+    if len(sizes) != 3 or not all(n.strip().isdigit() and int(n) > 0 for n in sizes):
+        raise cli.UsageError(f"--builtin_sizes must be three positive integers, got {sizes}.")
+    options = datasets.command_line_options(
+        FLAGS.dataset,
+        image_root=FLAGS.image_root,
+        builtin_sizes=tuple(int(n) for n in sizes),
+        builtin_image_size=FLAGS.builtin_image_size,
+        seed=FLAGS.seed,
+    )
+    try:
+        with runner.stderr_to_file(log):
+            manifest = tfrecords.write_tfrecords(
+                FLAGS.tfrecords_dir, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir,
+                dataset_options=options, splits=FLAGS.splits,
+                records_per_shard=FLAGS.records_per_shard, pipeline_args=beam_args,
+                progress=lambda line: print(line, flush=True),
+            )  # fmt: skip
+    except (file_lock.LockedError, tfrecords.DestinationError) as error:
+        raise cli.UsageError(f"--tfrecords_dir={FLAGS.tfrecords_dir}: {error}") from None
+    for name, entry in manifest["splits"].items():
+        print(f"{name}: {entry['num_items']} records in {len(entry['shards'])} shards")
+    print(f"shards: {FLAGS.tfrecords_dir}  manifest: {FLAGS.tfrecords_dir}/tfrecords.json")
 
 
 def main(argv):
@@ -176,6 +221,8 @@ def main(argv):
         raise cli.UsageError(f"usage: python -m wsdhash.pipeline {{{'|'.join(COMMANDS)}}} [flags]")
     if argv[1] == "encode":
         return encode_command(argv[2:])
+    if argv[1] == "tfrecords":
+        return tfrecords_command(argv[2:])
     raise cli.UsageError(f"wsdhash.pipeline {argv[1]} is not built yet.")
 
 

@@ -58,6 +58,16 @@ flags.DEFINE_string(
     "(no flip), resize (the whole image, no crop or flip) or resize_flip; the last two need "
     "--image_size equal to --crop_size. Evaluation always takes the centre crop.",
 )  # fmt: skip
+flags.DEFINE_enum(
+    "data_format", "auto", ["auto", "files", "tfrecord", "tfrecord_stream"],
+    "Where training images are read: files, tfrecord (the --tfrecords shards, looked up "
+    "in the files' order: the same batches), tfrecord_stream (the shards read "
+    "sequentially through a shuffle buffer: another order) or auto (tfrecord when "
+    "--tfrecords is given, else files). docs/tfrecords.md.",
+)  # fmt: skip
+flags.DEFINE_string(
+    "tfrecords", None, "Folder of TFRecord shards (`python -m wsdhash.pipeline tfrecords`)."
+)
 flags.DEFINE_enum("supervision", "labels", ["labels", "tags"], "Train on labels or user tags.")
 # Model.
 flags.DEFINE_string(
@@ -280,6 +290,34 @@ def validate_flags() -> None:
     if FLAGS.backbone != "features" and FLAGS.features:
         raise cli.UsageError("--features is only used with --backbone=features.")
     fields_for_flags(FLAGS.resume_with_changes)
+    data_format()
+
+
+def data_format() -> str:
+    """--data_format with "auto" resolved: "tfrecord" when --tfrecords names a folder
+    of shards (its manifest is read), else "files"."""
+    if FLAGS.data_format == "files" and FLAGS.tfrecords:
+        raise cli.UsageError("--tfrecords is only read with --data_format=tfrecord*.")
+    resolved = FLAGS.data_format
+    if resolved == "auto":
+        resolved = "tfrecord" if FLAGS.tfrecords else "files"
+    if resolved != "files":
+        if not FLAGS.tfrecords:
+            raise cli.UsageError(f"--data_format={resolved} needs --tfrecords=SHARDS_DIR.")
+        if FLAGS.backbone == "features":
+            raise cli.UsageError("--backbone=features reads a features file, not --tfrecords.")
+        from wsdhash.data import tfrecords
+
+        try:
+            manifest = tfrecords.read_manifest(FLAGS.tfrecords)
+        except tfrecords.TFRecordsError as error:
+            raise cli.UsageError(f"--tfrecords: {error}") from None
+        if manifest["source"]["dataset"] != FLAGS.dataset:
+            raise cli.UsageError(
+                f"--tfrecords={FLAGS.tfrecords} holds dataset "
+                f"{manifest['source']['dataset']!r}, not --dataset={FLAGS.dataset}."
+            )
+    return resolved
 
 
 def recipe_kind() -> str | None:
@@ -417,6 +455,8 @@ def build_config(workdir: str):
         empty=FLAGS.empty,
         ties=FLAGS.ties,
         head_init="" if FLAGS.head_init == "none" else FLAGS.head_init,
+        data_format=data_format(),
+        tfrecords=os.path.abspath(FLAGS.tfrecords) if FLAGS.tfrecords else "",
     )
 
 
@@ -487,6 +527,8 @@ def main(argv):
             metrics = trainer.train(config, strategy, allow_changes=allow)
         except trainer.ValidationCarveError as error:
             raise cli.UsageError(str(error)) from None
+        except trainer.tfrecords.TFRecordsError as error:
+            raise cli.UsageError(f"--tfrecords: {error}") from None
     print(f"{metrics['map_name']} = {metrics['map']:.4f} (selected on {metrics['selected_on']})")
     codes, metrics_file = (os.path.join(workdir, n) for n in ("codes.h5", "metrics.json"))
     print(f"codes: {codes}  metrics: {metrics_file}")

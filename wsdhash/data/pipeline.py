@@ -103,6 +103,8 @@ def make_dataset(
     corrupt_log: preprocessing.CorruptImageLog | None = None,
     num_parallel_calls: int = tf.data.AUTOTUNE,
     index_stream: Callable[[], Iterator[int]] | None = None,
+    image_reader: Callable[[int], bytes] | None = None,
+    stream: tf.data.Dataset | None = None,
 ) -> tf.data.Dataset:
     """Builds the input pipeline of one split.
 
@@ -135,6 +137,15 @@ def make_dataset(
             seeded shuffle. It must be deterministic for resuming to be exact. With
             several input pipelines, pipeline i takes every i-th index, so each global
             batch is still one batch of the stream.
+        image_reader: reads the encoded image of the item at `index` (its position in
+            `split`), e.g. from a TFRecord shard (`tfrecords.ShardedImages.reader`),
+            called from `tf.data`'s threads; default: the file at its path is read.
+            Nothing else changes: the same elements, order, decoding and augmentation.
+        stream: training only: an endless stream of this pipeline's elements
+            `{"path", "labels", "tags", "index", "image_bytes"}`, already shuffled (and
+            sharded by `input_context`), used instead of the split's shuffled records,
+            e.g. `tfrecords.stream_records`; seeds, skipping, decoding and augmentation
+            are as for the records.
 
     Returns:
         A `tf.data.Dataset` of batched element dicts.
@@ -148,7 +159,10 @@ def make_dataset(
         num_pipelines = input_context.num_input_pipelines
         pipeline_id = input_context.input_pipeline_id
         batch_size = input_context.get_per_replica_batch_size(batch_size)
-    load_image = preprocessing.make_image_loader(config.image_size, corrupt_log)
+    decode_image = preprocessing.make_image_decoder(config.image_size, corrupt_log)
+    decode_indexed = preprocessing.make_image_decoder(
+        config.image_size, corrupt_log, read=image_reader
+    )
     train_augment = preprocessing.AUGMENTATIONS.get(config.augment)
     normalize = None
     if config.normalization is not None:
@@ -160,7 +174,15 @@ def make_dataset(
             element.pop("path")
             element["image"], element["decoded"] = element.pop("features"), tf.constant(True)
             return element
-        element["image"], element["decoded"] = load_image(element.pop("path"))
+        path = element.pop("path")
+        if "image_bytes" in element:  # a stream of records
+            data = element.pop("image_bytes")
+        elif image_reader is not None:  # read in the decoder's own Python call
+            element["image"], element["decoded"] = decode_indexed(element["index"], path)
+            return element
+        else:
+            data = tf.io.read_file(path)
+        element["image"], element["decoded"] = decode_image(data, path)
         return element
 
     def drop_undecodable(element):
@@ -191,7 +213,11 @@ def make_dataset(
         )
         return element
 
-    if index_stream is not None:
+    if stream is not None:
+        if not training or cache or index_stream is not None:
+            raise ValueError("stream needs training=True, cache=False and no index_stream.")
+        dataset = stream
+    elif index_stream is not None:
         if not training or cache:
             raise ValueError("index_stream needs training=True and cache=False.")
         columns = {key: tf.constant(value) for key, value in _columns(split).items()}

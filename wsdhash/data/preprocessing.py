@@ -93,19 +93,29 @@ def _release_iterators_before_shutdown() -> None:
 atexit.register(_release_iterators_before_shutdown)
 
 
-def make_image_loader(
-    size: int, corrupt_log: CorruptImageLog | None = None
-) -> Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]:
-    """Returns `path -> (uint8 image (size, size, 3), ok)` for use inside `tf.data`.
+def make_image_decoder(
+    size: int,
+    corrupt_log: CorruptImageLog | None = None,
+    read: Callable[[int], bytes] | None = None,
+) -> Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]:
+    """Returns `(encoded bytes, name) -> (uint8 image (size, size, 3), ok)` for `tf.data`.
+
+    The bytes are a whole image file as on disk; `name` (its path) names it in errors.
+    With `read`, the first argument is instead an int64 key and the bytes are
+    `read(key)`, called in the same Python call as the decoding (e.g. a record of a
+    TFRecord shard: wsdhash/data/tfrecords.py).
 
     Args:
         size: the square size images are resized to.
         corrupt_log: where undecodable images are recorded. When None, an undecodable
             image raises `CorruptImageError` naming its path; otherwise it is logged, and
-            the loader returns a black image with `ok = False` for the caller to filter.
+            the decoder returns a black image with `ok = False` for the caller to filter.
+        read: optional key -> encoded image bytes.
     """
 
-    def decode(data: bytes, path: bytes) -> tuple[np.ndarray, bool]:
+    def decode(data, path: bytes) -> tuple[np.ndarray, bool]:
+        if read is not None:
+            data = read(int(data))
         image = decode_and_resize(data, path.decode(), size)
         if image is not None:
             return image, True
@@ -114,14 +124,26 @@ def make_image_loader(
         corrupt_log.add(path.decode())
         return np.zeros((size, size, 3), np.uint8), False
 
-    def load(path: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        data = tf.io.read_file(path)
+    def decode_bytes(data: tf.Tensor, path: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         image, ok = tf.numpy_function(
             decode, [data, path], [tf.uint8, tf.bool], stateful=False, name="decode_image"
         )
         image.set_shape([size, size, 3])
         ok.set_shape([])
         return image, ok
+
+    return decode_bytes
+
+
+def make_image_loader(
+    size: int, corrupt_log: CorruptImageLog | None = None
+) -> Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]:
+    """Returns `path -> (uint8 image (size, size, 3), ok)` for use inside `tf.data`: the
+    file read, then `make_image_decoder`'s decoding (see there for `corrupt_log`)."""
+    decode_bytes = make_image_decoder(size, corrupt_log)
+
+    def load(path: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        return decode_bytes(tf.io.read_file(path), path)
 
     return load
 

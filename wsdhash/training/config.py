@@ -51,6 +51,7 @@ class OptimizerConfig:
 
 
 SELECT_ON = ("validation", "test")
+DATA_FORMATS = ("files", "tfrecord", "tfrecord_stream")
 VALIDATION_DATABASES = ("train", "heldout")
 
 
@@ -110,6 +111,14 @@ class TrainConfig:
         head_init: "" (the head's own initialiser) or a registered baseline the head
             starts from, fitted on the training split's backbone features
             (wsdhash/training/head_init.py).
+        data_format: where training images are read: "files" (each image's file),
+            "tfrecord" (records of the TFRecord shards in `tfrecords`, looked up in the
+            files' order: the same batches as "files") or "tfrecord_stream" (the shards
+            read sequentially, interleaved, through a bounded shuffle buffer: another
+            order). Evaluation reads files. run_info.json files written before it
+            existed resume with "files" (docs/tfrecords.md).
+        tfrecords: the shards folder (`python -m wsdhash.pipeline tfrecords`); "" with
+            "files".
     """
 
     dataset: str = "builtin"
@@ -151,8 +160,20 @@ class TrainConfig:
     empty: str = EvalProtocol.empty
     ties: str = EvalProtocol.ties
     head_init: str = ""
+    data_format: str = "files"
+    tfrecords: str = ""
 
     def __post_init__(self):
+        if self.data_format not in DATA_FORMATS:
+            raise ValueError(
+                f"--data_format must be one of {DATA_FORMATS}, got {self.data_format!r}."
+            )
+        if (self.data_format == "files") == bool(self.tfrecords):
+            raise ValueError(
+                "--tfrecords=DIR (the shards) goes with --data_format=tfrecord or "
+                f"tfrecord_stream, and only with them; got --data_format={self.data_format} "
+                f"and --tfrecords={self.tfrecords!r}."
+            )
         check_empty_policy(self.empty)
         check_tie_policy(self.ties)
         if self.select_on not in SELECT_ON:

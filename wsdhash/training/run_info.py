@@ -89,9 +89,10 @@ RESUME_FREE_FIELDS = ("workdir", "log_every", "checkpoint_every", "keep_checkpoi
 # (other unrecorded fields are not compared).
 UNRECORDED_DEFAULTS = {
     "augment": "random_crop_flip", "ties": EvalProtocol.ties, "validation_database": "train",
+    "data_format": "files", "tfrecords": "",
 }  # fmt: skip
 # Fields compared as paths: one file spelled differently is one setting.
-_PATH_FIELDS = ("data_dir", "tag_dir", "weights", "dataset_options.image_root")
+_PATH_FIELDS = ("data_dir", "tag_dir", "weights", "dataset_options.image_root", "tfrecords")
 # Fields a resumed run may change when the caller allows it: the schedule and the
 # hyperparameters of the optimiser and the loss. `steps` may only grow; then the
 # learning-rate boundaries may grow with it (the earlier ones unchanged).

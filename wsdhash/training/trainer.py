@@ -50,7 +50,7 @@ import tensorflow as tf
 from absl import logging
 
 from wsdhash import atomic_files, file_lock
-from wsdhash.data import datasets, pipeline
+from wsdhash.data import datasets, pipeline, tfrecords
 from wsdhash.data.preprocessing import CorruptImageError
 from wsdhash.data.samplers import ClassBalancedSampler
 from wsdhash.data.types import SplitData
@@ -312,7 +312,7 @@ def _train(
     _record_start(config, output_dir, restored, start, resume)
     iterator = iter(
         strategy.distribute_datasets_from_function(
-            _training_input(config, strategy, data.train, pipeline_config, start, method)
+            _training_input(config, strategy, data, pipeline_config, start)
         )
     )
     train_step = _make_train_step(strategy, state, method, config)
@@ -525,13 +525,38 @@ def _record_start(config, output_dir: str, restored, start: int, resume) -> None
     run_info.write_run_info(output_dir, config, resumes=resumes)
 
 
-def _training_input(config, strategy, train_split: SplitData, pipeline_config, start: int,
-                    method):  # fmt: skip
+def _training_shards(config: TrainConfig, data: _RunData):
+    """With --data_format=tfrecord*: (the shards of the split the method trains on,
+    checked against the manifest and the list files; the shard row of each training
+    item). None with files."""
+    if config.data_format == "files":
+        return None
+    source = data.dataset.split(data.method.training_split)
+    _, images = tfrecords.open_split(config.tfrecords, source)
+    rows = tfrecords.source_rows(source, data.train)
+    logging.info(
+        "Training images from %d TFRecord shards in %s (%s).",
+        len(images.files), config.tfrecords, config.data_format,
+    )  # fmt: skip
+    return images, rows
+
+
+def _training_input(config, strategy, data: _RunData, pipeline_config, start: int):
     """The input function of `distribute_datasets_from_function`, positioned at step
     `start` (seeded order: resuming continues the same sequence of batches). The order
-    is the method's own (`Method.index_stream`), class-balanced batches, or shuffled."""
+    is the method's own (`Method.index_stream`), class-balanced batches, or shuffled;
+    images come from their files or from TFRecord shards (`config.data_format`)."""
+    train_split, method = data.train, data.method
     num_pipelines = max(strategy.num_replicas_in_sync // _replicas_per_worker(strategy), 1)
     index_stream = method.index_stream(train_split)
+    shards = _training_shards(config, data)
+    image_reader = None if shards is None else shards[0].reader(shards[1])
+    streamed = config.data_format == "tfrecord_stream"
+    if streamed and (index_stream is not None or config.sampler != "uniform"):
+        raise ValueError(
+            "--data_format=tfrecord_stream reads the shards in its own order; --method="
+            f"{config.method} with --sampler={config.sampler} needs --data_format=tfrecord."
+        )
     if index_stream is not None and config.sampler == "class_balanced":
         raise ValueError(
             f"--method={config.method} orders its own training items; it cannot use "
@@ -550,6 +575,12 @@ def _training_input(config, strategy, train_split: SplitData, pipeline_config, s
                 yield from batch
 
     def input_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        stream = None
+        if streamed:
+            stream = tfrecords.stream_records(
+                shards[0], train_split, shards[1], seed=config.seed,
+                num_pipelines=context.num_input_pipelines, pipeline_id=context.input_pipeline_id,
+            )  # fmt: skip
         return pipeline.make_dataset(
             train_split,
             pipeline_config,
@@ -559,6 +590,8 @@ def _training_input(config, strategy, train_split: SplitData, pipeline_config, s
             input_context=context,
             skip_elements=start * config.batch_size // num_pipelines,
             index_stream=index_stream,
+            image_reader=None if streamed else image_reader,
+            stream=stream,
         )
 
     return input_fn
