@@ -124,9 +124,9 @@ def test_index_file_integrity_errors(tmp_path):
     (tmp_path / "foreign.idx").write_bytes(b"PK\x03\x04" + data)
     with pytest.raises(IndexFileError, match="foreign.idx: not a wsdhash index file"):
         read_index_file(str(tmp_path / "foreign.idx"))
-    (tmp_path / "v3.idx").write_bytes(data[:8] + (3).to_bytes(4, "little") + data[12:])
-    with pytest.raises(IndexFileError, match="version 3"):
-        read_index_file(str(tmp_path / "v3.idx"))
+    (tmp_path / "v9.idx").write_bytes(data[:8] + (9).to_bytes(4, "little") + data[12:])
+    with pytest.raises(IndexFileError, match="version 9"):
+        read_index_file(str(tmp_path / "v9.idx"))
     with pytest.raises(FileNotFoundError, match="no index.json"):
         ShardedIndex(str(tmp_path))
     assert not [f for f in os.listdir(tmp_path) if ".tmp" in f]

@@ -301,7 +301,13 @@ class QuantizedIndex:
             "indices": self.indices,
         }
 
+    @staticmethod
+    def reading() -> None:
+        """Nothing to prepare: `read_index_file` reads the arrays into new memory, which
+        the index keeps (no copy)."""
+
     @classmethod
-    def from_arrays(cls, header: dict, arrays: dict[str, np.ndarray]) -> QuantizedIndex:
-        del header
-        return cls(np.array(arrays["codebooks"])).build(np.array(arrays["indices"]))
+    def from_arrays(cls, header: dict, arrays: dict[str, np.ndarray], reading=None
+                    ) -> QuantizedIndex:  # fmt: skip
+        del header, reading
+        return cls(np.asarray(arrays["codebooks"])).build(np.asarray(arrays["indices"]))
