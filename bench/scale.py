@@ -37,11 +37,10 @@ import sys
 import tempfile
 import time
 
+import machine_info
 import numpy as np
+import results
 from absl import app, flags
-
-import machine_info  # noqa: E402  (bench/ is on the path)
-import results  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FLAGS = flags.FLAGS
@@ -59,8 +58,20 @@ def _status_kib(field: str) -> int:
     raise RuntimeError(f"no {field} in /proc/self/status (Linux only)")
 
 
-def _start_measuring() -> int:
-    """The resident memory now (bytes); the peak is reset to it where Linux lets us."""
+def _start_measuring(threads: int) -> int:
+    """Imports what the phases run (so the baseline is the started program's) and sets
+    FAISS's threads; the resident memory now (bytes), the peak reset to it where Linux
+    lets us."""
+    import faiss
+
+    import wsdhash.eval.codes_folder
+    import wsdhash.eval.scorers
+    import wsdhash.index.sharded
+    import wsdhash.model_fingerprint
+    import wsdhash.search  # noqa: F401
+
+    if threads:
+        faiss.omp_set_num_threads(threads)
     try:
         with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
             f.write("5")
@@ -78,6 +89,7 @@ def _child(phase: str, **arguments) -> dict:
     that the search command's parse); its JSON report."""
     arguments.setdefault("num_queries", FLAGS.num_queries)
     arguments.setdefault("repeats", FLAGS.repeats)
+    arguments.setdefault("threads", FLAGS.threads)
     command = [sys.executable, os.path.join(HERE, "scale.py"), _PHASE, phase]
     command.append(json.dumps(arguments))
     done = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -146,12 +158,10 @@ def _folder_bytes(path: str) -> int:
 
 
 # ---------------------------------------------------------------- the phases (children)
-def _phase_build(folder: str, index: str) -> None:
-    import faiss  # noqa: F401  (imported before the baseline, as the build will)
-
+def _phase_build(folder: str, index: str, threads: int) -> None:
     from wsdhash import search
 
-    baseline = _start_measuring()
+    baseline = _start_measuring(threads)
     start = time.perf_counter()
     sys.argv = ["wsdhash.search", "build", f"--codes={folder}", f"--output={index}"]
     try:
@@ -163,13 +173,11 @@ def _phase_build(folder: str, index: str) -> None:
     _report({"seconds": seconds, "peak": _peak_above(baseline), "disk": _folder_bytes(index)})
 
 
-def _phase_load_query(folder: str, index: str, aqd: bool) -> None:
-    import faiss  # noqa: F401
-
+def _phase_load_query(folder: str, index: str, aqd: bool, threads: int) -> None:
     from wsdhash.index.sharded import ShardedIndex
 
     queries = _query_rows(folder, aqd)
-    baseline = _start_measuring()
+    baseline = _start_measuring(threads)
     start = time.perf_counter()
     loaded = ShardedIndex(index)
     seconds = time.perf_counter() - start
@@ -203,10 +211,10 @@ def _faiss_index(folder: str, aqd: bool):
     return index
 
 
-def _phase_faiss_build(folder: str, aqd: bool) -> None:
+def _phase_faiss_build(folder: str, aqd: bool, threads: int) -> None:
     import faiss
 
-    baseline = _start_measuring()
+    baseline = _start_measuring(threads)
     start = time.perf_counter()
     index = _faiss_index(folder, aqd)
     seconds = time.perf_counter() - start
@@ -214,9 +222,10 @@ def _phase_faiss_build(folder: str, aqd: bool) -> None:
     _report({"seconds": seconds, "peak": _peak_above(baseline), "disk": int(data.nbytes)})
 
 
-def _phase_timing(folder: str, index: str, aqd: bool, repeats: int) -> None:
+def _phase_timing(folder: str, index: str, aqd: bool, repeats: int, threads: int) -> None:
     from wsdhash.index.sharded import ShardedIndex
 
+    _start_measuring(threads)
     queries = _query_rows(folder, aqd)
     ours, theirs = ShardedIndex(index), _faiss_index(folder, aqd)
     times = {(name, k): [] for name in ("ours", "faiss") for k in _KS}
@@ -235,14 +244,15 @@ def _phase_timing(folder: str, index: str, aqd: bool, repeats: int) -> None:
 
 def _run_phase(phase: str, arguments: dict) -> None:
     folder, index, aqd = arguments["folder"], arguments.get("index"), arguments["aqd"]
+    threads = arguments["threads"]
     if phase == "build":
-        _phase_build(folder, index)
+        _phase_build(folder, index, threads)
     elif phase == "load_query":
-        _phase_load_query(folder, index, aqd)
+        _phase_load_query(folder, index, aqd, threads)
     elif phase == "faiss_build":
-        _phase_faiss_build(folder, aqd)
+        _phase_faiss_build(folder, aqd, threads)
     elif phase == "timing":
-        _phase_timing(folder, index, aqd, arguments["repeats"])
+        _phase_timing(folder, index, aqd, arguments["repeats"], threads)
     else:
         raise ValueError(f"unknown phase {phase!r}")
 
@@ -258,8 +268,15 @@ def _measure(name: str, folder: str, index: str, aqd: bool, codes_bytes: int) ->
     reference = _child("faiss_build", folder=folder, aqd=aqd)
     print(f"{name}: timing queries (interleaved) ...", flush=True)
     timing = _child("timing", **arguments)
-    return {"name": name, "codes_bytes": codes_bytes, "build": built, "load": loaded,
-            "faiss": reference, "timing": timing}  # fmt: skip
+    shards = len(codes_folder_manifest(folder)["splits"]["database"]["shards"])
+    return {"name": f"{name}, {shards} codes shards", "codes_bytes": codes_bytes,
+            "build": built, "load": loaded, "faiss": reference, "timing": timing}  # fmt: skip
+
+
+def codes_folder_manifest(folder: str) -> dict:
+    from wsdhash.eval import codes_folder
+
+    return codes_folder.read_manifest(folder)
 
 
 def _print_table(run: dict, reference: str) -> None:
@@ -297,6 +314,8 @@ def _define_flags() -> None:
     flags.DEFINE_integer("bits", 64, "Bits per binary code.")
     flags.DEFINE_integer("shard_items", 1_000_000, "Items per codes shard.")
     flags.DEFINE_integer("aqd_items", 1_000_000, "AQD items indexed (0: skip).")
+    flags.DEFINE_integer("aqd_shard_items", 100_000, "AQD items per codes shard.")
+    flags.DEFINE_integer("threads", 0, "FAISS (OpenMP) threads, ours and FAISS's (0: default).")
     flags.DEFINE_integer("aqd_codebooks", 8, "AQD codebooks M (256 codewords each).")
     flags.DEFINE_integer("aqd_dim", 64, "AQD codeword dimension D.")
     flags.DEFINE_integer("num_queries", 100, "Queries per timed batch.")
@@ -308,7 +327,8 @@ def main(argv):
     del argv
     import faiss
 
-    print(f"machine: {machine_info.describe()}; faiss {faiss.__version__}")
+    print(f"machine: {machine_info.describe()}; faiss {faiss.__version__}, "
+          f"{FLAGS.threads or faiss.omp_get_max_threads()} thread(s)")  # fmt: skip
     workdir = FLAGS.workdir or tempfile.mkdtemp(prefix="wsdhash-scale-")
     try:
         runs = []
@@ -325,7 +345,7 @@ def main(argv):
             folder = os.path.join(workdir, "aqd-codes")
             if not os.path.isdir(folder):
                 print(f"writing {m} AQD codes (M={books}, D={FLAGS.aqd_dim}) ...")
-                _write_folder(folder, m, FLAGS.shard_items, aqd=True, seed=1)
+                _write_folder(folder, m, FLAGS.aqd_shard_items, aqd=True, seed=1)
             index = os.path.join(workdir, "aqd-index")
             runs.append((_measure(f"aqd, {m} x M={books}", folder, index, True, m * books),
                          "IndexFlatIP (reconstructions)"))  # fmt: skip

@@ -95,7 +95,7 @@ def test_a_folder_builds_the_index_its_codes_file_builds(folder_and_file):
         assert f"{kind} index of 260 items" in built.stdout
     from_folder = ShardedIndex(str(root / "index-folder"))
     from_file = ShardedIndex(str(root / "index-codes.h5"))
-    assert len(from_folder.shards) == 3  # 100 + 100 + 60: regrouped across codes shards
+    assert len(from_folder.manifest["shards"]) == 3  # 100 + 100 + 60: regrouped
     assert from_folder.manifest["model_fingerprint"] == "cd" * 32
     assert from_folder.manifest["codes"] == str(root / "folder")
     queries = splits["query"]["features" if kind == "aqd" else "codes"]
@@ -183,7 +183,7 @@ def test_a_folder_is_indexed_one_shard_at_a_time(tmp_path, kind):
                 codebooks=books)  # fmt: skip
     assert alive == [0, 0, 0, 0, 0]  # no earlier shard alive when the next is read
     index = ShardedIndex(str(tmp_path / "index"))
-    assert len(index.shards) == 4 and index.ids[3999] == 3 * 3999
+    assert len(index.manifest["shards"]) == 4 and index.ids[3999] == 3 * 3999
 
 
 def test_integer_ids_round_trip_as_integers(tmp_path):

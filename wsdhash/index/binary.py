@@ -200,9 +200,10 @@ class BinaryIndex:
         return {**header, "storage": "faiss"}, {"faiss": faiss.serialize_index_binary(self.index)}
 
     @staticmethod
-    def reading() -> FlatReading:
-        """Where `read_index_file` puts a flat shard's codes (`FlatReading`)."""
-        return FlatReading()
+    def reading(total: int | None = None) -> FlatReading:
+        """Where `read_index_file` puts a flat shard's codes (`FlatReading`); with
+        `total`, the codes of every shard file of an index, one after another."""
+        return FlatReading(total)
 
     @classmethod
     def from_arrays(
@@ -250,31 +251,53 @@ def _flat_codes(index) -> np.ndarray:
 
 
 class FlatReading:
-    """Reads a flat shard's codes straight into a new IndexBinaryFlat's memory, so a
-    loaded shard holds its codes once (index_file.read_index_file's `allocate`)."""
+    """Reads flat shards' codes straight into an IndexBinaryFlat's memory, so a loaded
+    index holds its codes once (index_file.read_index_file's `allocate`).
 
-    def __init__(self):
-        self.index = None
+    Args:
+        total: None: each shard read gets a new index of its own rows; else the rows of
+            all the shards read with this, one after another, in one index of `total`
+            rows (searched by one FAISS call, as fast as FAISS's own index).
+
+    Attributes:
+        index: the FAISS index the last shard's codes went into (None: not read here).
+        rows: the rows of the last shard read into it.
+    """
+
+    def __init__(self, total: int | None = None):
+        self.total, self.index, self.rows, self.filled = total, None, 0, 0
 
     def allocate(self, header: dict, entry: dict) -> np.ndarray | None:
+        if entry.get("name") != "codes":
+            return None  # the ids: new arrays
         shape = entry.get("shape")
         fits = (
             header.get("kind") == "flat"
             and header.get("storage") == "codes"
-            and entry.get("name") == "codes"
             and entry.get("dtype") == "|u1"
             and isinstance(shape, list)
             and len(shape) == 2
             and all(isinstance(n, int) and n >= 1 for n in shape)
         )
         if not fits:
+            self.rows = 0
             return None  # read into a new array (and checked by from_arrays)
         count, width = shape
-        index = _faiss().IndexBinaryFlat(8 * width)
-        index.xb.resize(count * width)
-        index.ntotal = count
-        self.index = index
-        return _flat_codes(index)
+        if self.total is None or self.index is None:
+            index = _faiss().IndexBinaryFlat(8 * width)
+            rows = count if self.total is None else max(self.total, count)
+            index.xb.resize(rows * width)
+            index.ntotal = rows
+            self.index, self.filled = index, 0
+        self.rows = count
+        start, self.filled = self.filled, self.filled + count
+        # A shard of another width or beyond `total` gets a view of the wrong shape,
+        # which the reader refuses.
+        return _flat_codes(self.index)[start : start + count]
+
+    def shares(self, index) -> bool:
+        """Whether `index` wraps the one FAISS index this reading fills."""
+        return self.total is not None and self.index is not None and index.index is self.index
 
 
 def _flat_from_codes(codes: np.ndarray, kind: str, num_bytes: int, reading):
@@ -282,7 +305,7 @@ def _flat_from_codes(codes: np.ndarray, kind: str, num_bytes: int, reading):
         raise ValueError(f"a {kind} index stores FAISS's serialization, not codes")
     if codes.dtype != np.uint8 or codes.ndim != 2 or codes.shape[1] != num_bytes:
         raise ValueError(f"the codes are {codes.dtype} {codes.shape}, not (N, {num_bytes})")
-    if reading is not None and reading.index is not None:
+    if reading is not None and reading.index is not None and reading.rows:
         return reading.index
     index = _faiss().IndexBinaryFlat(8 * num_bytes)
     index.add(np.ascontiguousarray(codes))

@@ -24,9 +24,10 @@ index, ties aside (results.py). Global positions number the items in build order
 
 Memory: a build holds one block and the shard made of it at a time (a flat shard's
 codes are written from FAISS's own memory, index_file.py); its read-back check opens
-one shard at a time. A loaded index holds each shard's codes once (a flat shard's read
-straight into FAISS's memory) and its ids in their stored form (ids.py: nothing for
-consecutive integers), so loading costs about the codes' size.
+one shard at a time. A loaded index holds each shard's codes once (a flat index's shard files
+are read straight into one FAISS index's memory, an aqd index's into one array of
+codeword indices, one after another, so a query is one search with no merge) and its ids in their stored form (ids.py: nothing for consecutive
+integers), so loading costs about the codes' size.
 
 A build checks its parameters before any work (binary.PARAM_BOUNDS), writes into a
 temporary folder next to the destination (`.<name>.*.building`), opens the new index
@@ -312,12 +313,12 @@ def _replace_folder(new: str, destination: str) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _load_shard(directory: str, shard: dict, kind: str):
+def _load_shard(directory: str, shard: dict, kind: str, reading=None):
     """(index, stored ids) of one (checked) manifest entry, checked against it; errors
-    name the file."""
+    name the file. `reading`: the shard class's `reading()` (default: a new one)."""
     shard_path = os.path.join(directory, shard["file"])
     loader = INDEX_KINDS.get(kind).shard_class
-    reading = loader.reading()
+    reading = reading or loader.reading()
     header, arrays = read_index_file(
         shard_path,
         expected_sha256=shard["sha256"],
@@ -335,14 +336,22 @@ def _load_shard(directory: str, shard: dict, kind: str):
         )
     try:
         index = loader.from_arrays(header, arrays, reading)
-        ids = decode_ids(header.get("ids"), arrays, index.num_items)
+        shared = _shares_index(reading, index)
+        count = reading.rows if shared else index.num_items
+        ids = decode_ids(header.get("ids"), arrays, count)
     except (ValueError, KeyError, TypeError) as error:
         raise IndexFileError(f"{shard_path}: {error}; rebuild the index.") from None
-    if index.num_items != shard["num_items"]:
+    if count != shard["num_items"]:
         raise IndexFileError(
-            f"{shard_path}: {index.num_items} items, the manifest says {shard['num_items']}."
+            f"{shard_path}: {count} items, the manifest says {shard['num_items']}."
         )
     return index, ids
+
+
+def _shares_index(reading, index) -> bool:
+    """Whether `index` is the one a combining `reading` fills (binary.FlatReading,
+    quantized.QuantizedReading)."""
+    return reading is not None and reading.shares(index)
 
 
 class ShardedIndex:
@@ -351,8 +360,9 @@ class ShardedIndex:
     Attributes:
         manifest: the checked index.json.
         kind: its `INDEX_KINDS` name.
-        shards: the loaded shards, in position order.
-        offsets: each shard's first global position.
+        shards: the loaded shards, in position order: one per shard file, except for
+            flat and aqd indexes, whose shard files load into one (one search).
+        offsets: each loaded shard's first global position.
         ids: the items' ids by global position (`ids.ItemIds`: integers or names).
     """
 
@@ -365,14 +375,23 @@ class ShardedIndex:
             )
         self.manifest = read_manifest(path)
         self.kind = self.manifest["kind"]
-        self.shards, self.offsets, parts = [], [], []
+        self.shards, self.offsets, parts, shared = [], [], [], []
+        # Flat and aqd shard files are read into one index (binary.FlatReading,
+        # quantized.QuantizedReading): one search, no merge.
+        reading = INDEX_KINDS.get(self.kind).shard_class.reading(self.manifest["num_items"])
         offset = 0
         for shard in self.manifest["shards"]:
-            index, ids = _load_shard(directory, shard, self.kind)
-            self.shards.append(index)
-            parts.append((ids, index.num_items))
-            self.offsets.append(offset)
-            offset += index.num_items
+            index, ids = _load_shard(directory, shard, self.kind, reading)
+            parts.append((ids, shard["num_items"]))
+            shared.append(_shares_index(reading, index))
+            if not shared[-1]:
+                self.shards.append(index)
+                self.offsets.append(offset)
+            offset += shard["num_items"]
+        if any(shared):
+            if not all(shared) or index.num_items != offset:
+                raise IndexFileError(f"{path}: the shards do not fit together; rebuild the index.")
+            self.shards, self.offsets = [index], [0]
         self.ids = ItemIds(self.manifest["ids"], parts)
 
     @property
