@@ -15,7 +15,8 @@
    - load + query: opening the index and answering a batch of queries at k=10 and
      k=1000;
    - FAISS build: the same codes read shard by shard into one IndexBinaryFlat (for AQD:
-     an IndexFlatIP over the items' reconstructions, the same inner products);
+     an IndexResidualQuantizer given the same codebooks and codeword indices, whose
+     LUT search ranks by the same inner products; as bench/aqd_search_speed.py);
    - timing: ours and FAISS loaded side by side, the same query batch at each k timed
      in turn (ours, FAISS, ours, FAISS, ...), medians per query.
 3. Prints a table and the ratios against the goals: query time within 1.2x FAISS's,
@@ -188,25 +189,35 @@ def _phase_load_query(folder: str, index: str, aqd: bool, threads: int) -> None:
 
 
 def _faiss_index(folder: str, aqd: bool):
-    """FAISS's exact index of the folder's database, read shard by shard."""
+    """FAISS's exact index of the folder's database, read shard by shard: an
+    IndexBinaryFlat, or for AQD an IndexResidualQuantizer given the same codebooks and
+    codeword indices (its LUT search ranks by the same inner products)."""
     import faiss
 
     from wsdhash.eval import codes_folder as cf
-    from wsdhash.quantization import aqd as aqd_lib
 
     manifest = cf.read_manifest(folder)
+    total = manifest["splits"]["database"]["num_items"]
     if aqd:
         books = cf.read_codebooks(folder, manifest)
-        index = faiss.IndexFlatIP(books.shape[2])
-    else:
-        index = faiss.IndexBinaryFlat(manifest["bits"])
+        m, _, dimension = books.shape
+        index = faiss.IndexResidualQuantizer(
+            dimension, m, 8, faiss.METRIC_INNER_PRODUCT, faiss.AdditiveQuantizer.ST_LUT_nonorm
+        )
+        faiss.copy_array_to_vector(books.ravel(), index.rq.codebooks)
+        index.rq.is_trained = index.is_trained = True
+        index.codes.resize(total * m)
+        codes = faiss.rev_swig_ptr(index.codes.data(), total * m).reshape(total, m)
+        filled = 0
+        for shard in cf.iter_shards(folder, "database", manifest):
+            codes[filled : filled + len(shard["indices"])] = shard["indices"]
+            filled += len(shard["indices"])
+            del shard
+        index.ntotal = total
+        return index
+    index = faiss.IndexBinaryFlat(manifest["bits"])
     for shard in cf.iter_shards(folder, "database", manifest):
-        if aqd:
-            for start in range(0, len(shard["indices"]), 100_000):
-                part = shard["indices"][start : start + 100_000]
-                index.add(aqd_lib.reconstruct(part, books).astype(np.float32))
-        else:
-            index.add(shard["codes"])
+        index.add(shard["codes"])
         del shard
     return index
 
@@ -348,7 +359,7 @@ def main(argv):
                 _write_folder(folder, m, FLAGS.aqd_shard_items, aqd=True, seed=1)
             index = os.path.join(workdir, "aqd-index")
             runs.append((_measure(f"aqd, {m} x M={books}", folder, index, True, m * books),
-                         "IndexFlatIP (reconstructions)"))  # fmt: skip
+                         "IndexResidualQuantizer"))  # fmt: skip
         for run, reference in runs:
             _print_table(run, reference)
     finally:

@@ -260,3 +260,20 @@ def test_an_index_of_the_old_format_is_refused_in_one_line(tmp_path):
     queried = _run("wsdhash.search", "query", f"--index={old}", "--images=x.jpg")
     assert queried.returncode == 1 and "Rebuild the index" in queried.stderr
     assert len([line for line in queried.stderr.splitlines() if line.strip()]) == 1
+
+
+def test_shard_files_of_other_widths_do_not_load_as_one_index(tmp_path):
+    """A flat index's shard files load into one FAISS index; a shard of another code
+    width (a re-signed manifest listing another index's shard) is refused."""
+    rng = np.random.default_rng(0)
+    narrow, wide = (rng.integers(0, 256, (20, w), dtype=np.uint8) for w in (2, 4))
+    build_index(str(tmp_path / "a"), [(narrow, np.arange(20))], kind="flat")
+    build_index(str(tmp_path / "b"), [(wide, np.arange(20, 40))], kind="flat")
+    os.replace(tmp_path / "b" / "shard-00000.idx", tmp_path / "a" / "shard-00001.idx")
+    manifest = json.loads((tmp_path / "a" / "index.json").read_text())
+    other = json.loads((tmp_path / "b" / "index.json").read_text())["shards"][0]
+    manifest["shards"].append({**other, "file": "shard-00001.idx"})
+    manifest["num_items"] = 40
+    (tmp_path / "a" / "index.json").write_text(json.dumps(sign_manifest(manifest)))
+    with pytest.raises(IndexFileError, match=r"shard-00001.idx: array 'codes' is not the"):
+        ShardedIndex(str(tmp_path / "a"))
