@@ -46,6 +46,9 @@ from absl import app, flags
 HERE = os.path.dirname(os.path.abspath(__file__))
 FLAGS = flags.FLAGS
 _KS = (10, 1000)
+# Wall time, and the process's CPU time (all its threads): on a machine shared with
+# other work the CPU time varies less; with --threads=1 it is the cleaner comparison.
+_CLOCKS = ("wall", "cpu")
 _PHASE = "--phase"
 MB = 1e6
 
@@ -239,16 +242,17 @@ def _phase_timing(folder: str, index: str, aqd: bool, repeats: int, threads: int
     _start_measuring(threads)
     queries = _query_rows(folder, aqd)
     ours, theirs = ShardedIndex(index), _faiss_index(folder, aqd)
-    times = {(name, k): [] for name in ("ours", "faiss") for k in _KS}
+    times = {(name, k, clock): [] for name in ("ours", "faiss") for k in _KS for clock in _CLOCKS}
     for _ in range(repeats):
         for k in _KS:
             for name, search in (("ours", ours.search), ("faiss", theirs.search)):
-                start = time.perf_counter()
+                wall, cpu = time.perf_counter(), time.process_time()
                 search(queries, k)
-                times[name, k].append(time.perf_counter() - start)
+                times[name, k, "wall"].append(time.perf_counter() - wall)
+                times[name, k, "cpu"].append(time.process_time() - cpu)
     per_query = {
-        f"{name}@{k}": 1000 * statistics.median(values) / len(queries)
-        for (name, k), values in times.items()
+        f"{name}@{k}:{clock}": 1000 * statistics.median(values) / len(queries)
+        for (name, k, clock), values in times.items()
     }
     _report(per_query)
 
@@ -306,15 +310,17 @@ def _print_table(run: dict, reference: str) -> None:
         print(f"  {label:<34}{seconds:>9.2f}{peak / MB:>20.1f}{peak / codes:>9.2f}{disk_text}")
     timing = run["timing"]
     print(f"  {'query (ms per query, medians)':<34}{'wsdhash':>9}{'FAISS':>9}{'ratio':>9}")
-    for k in _KS:
-        ours, theirs = timing[f"ours@{k}"], timing[f"faiss@{k}"]
-        print(f"  {'k=' + str(k):<34}{ours:>9.3f}{theirs:>9.3f}{ours / theirs:>9.2f}")
-        results.record("scale", f"{run['name']} query k={k} vs FAISS", ours / theirs, "x",
-                       "goal <= 1.2")  # fmt: skip
+    for clock in _CLOCKS:
+        for k in _KS:
+            ours, theirs = timing[f"ours@{k}:{clock}"], timing[f"faiss@{k}:{clock}"]
+            label = f"k={k}, {clock} time"
+            print(f"  {label:<34}{ours:>9.3f}{theirs:>9.3f}{ours / theirs:>9.2f}")
+            results.record("scale", f"{run['name']} query k={k} vs FAISS ({clock})",
+                           ours / theirs, "x", "goal <= 1.2")  # fmt: skip
     worst = max(build["peak"], load["peak"]) / codes
-    slowest = max(timing[f"ours@{k}"] / timing[f"faiss@{k}"] for k in _KS)
+    slowest = max(timing[f"ours@{k}:wall"] / timing[f"faiss@{k}:wall"] for k in _KS)
     print(f"  goals: peak <= 2x codes: {worst:.2f}x {'met' if worst <= 2 else 'MISSED'}; "
-          f"query <= 1.2x FAISS: {slowest:.2f}x {'met' if slowest <= 1.2 else 'MISSED'}")  # fmt: skip
+          f"query <= 1.2x FAISS (wall): {slowest:.2f}x {'met' if slowest <= 1.2 else 'MISSED'}")  # fmt: skip
     results.record("scale", f"{run['name']} build", build["seconds"], "s")
     results.record("scale", f"{run['name']} peak memory vs codes", worst, "x", "goal <= 2")
     results.record("scale", f"{run['name']} index on disk", build["disk"] / MB, "MB")

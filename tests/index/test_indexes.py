@@ -360,3 +360,24 @@ def test_an_index_that_cannot_be_read_back_replaces_nothing(tmp_path, monkeypatc
     assert sorted(os.listdir(tmp_path)) == before
     index = ShardedIndex(str(directory))
     assert index.ids[0] == "0.jpg" and index.num_items == 60
+
+
+def test_sort_rows_orders_by_distance_then_position_with_padding_last():
+    """The packed-key path for integer distances against a plain sort of each row."""
+    from wsdhash.index.results import sort_rows
+
+    rng = np.random.default_rng(0)
+    distances = rng.integers(0, 5, (6, 40)).astype(np.int32)
+    positions = rng.permutation(6 * 40).reshape(6, 40).astype(np.int64) * 1000
+    positions[:, -3:] = -1  # padding, as FAISS pads with its own distance
+    distances[:, -3:] = np.iinfo(np.int32).max
+    for k in (1, 7, 40):
+        result = sort_rows(distances, positions, k)
+        for row in range(6):
+            pairs = sorted(
+                zip(distances[row].tolist(), positions[row].tolist()),
+                key=lambda pair: (pair[1] < 0, pair[0], pair[1]),
+            )[:k]
+            assert (
+                list(zip(result.distances[row].tolist(), result.positions[row].tolist())) == pairs
+            )
