@@ -46,6 +46,11 @@ BENCHMARKS = {
         [],
         ["--num_database=20000", "--num_queries=100", "--num_clustered=10000"],
     ),
+    "scale": (
+        [],
+        ["--num_items=200000", "--shard_items=50000", "--aqd_items=50000",
+         "--aqd_shard_items=10000", "--repeats=3"],
+    ),
     "features_training": ([], ["--quick"]),
     "adsh_update": ([], ["--num_database=20000", "--num_samples=500"]),
     "methods": (

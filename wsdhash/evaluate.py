@@ -3,6 +3,11 @@
 Usage:
   python -m wsdhash.evaluate --codes=run/codes.h5 --topk=5000 --ties=index --empty=zero
   python -m wsdhash.evaluate --codes=run/codes.h5 --topk=all --json
+  python -m wsdhash.evaluate --codes=CODES_FOLDER     # `python -m wsdhash.pipeline encode`
+
+A codes folder (wsdhash/eval/codes_folder.py) with labelled query and database splits
+is read whole, its shards in order, as the codes file holding the same rows
+(`codes_folder.read_codes_folder`), so it evaluates exactly as that file would.
 
 `--topk=all` ranks the whole database (the only spelling for it; 0 and negative values
 are rejected). Conventions are those of docs/evaluation.md; the flags make one
@@ -38,7 +43,7 @@ import json
 from absl import flags
 
 from wsdhash import cli
-from wsdhash.eval import codes_file, metrics
+from wsdhash.eval import codes_file, codes_folder, metrics
 from wsdhash.eval.file_evaluation import evaluate_codes_file
 from wsdhash.eval.protocol import (
     EMPTY_POLICIES,
@@ -50,7 +55,10 @@ from wsdhash.eval.protocol import (
 _TOPK_ALL = "all"
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("codes", None, "The HDF5 codes file to evaluate (query and database groups).")
+flags.DEFINE_string(
+    "codes", None,
+    "The HDF5 codes file to evaluate (query and database groups), or a codes folder.",
+)  # fmt: skip
 flags.DEFINE_string(
     "topk", _TOPK_ALL, "R of mAP@R: a positive integer, or 'all' for the whole database."
 )
@@ -180,6 +188,8 @@ def main(argv: list[str]) -> int:
     if len(argv) > 1:
         raise cli.UsageError(f"unexpected arguments {argv[1:]}")
     if FLAGS.upgrade_codes:
+        if codes_folder.is_codes_folder(FLAGS.codes):
+            raise cli.UsageError(f"--upgrade_codes: {FLAGS.codes} is a codes folder, not a file.")
         try:
             codes_file.upgrade_codes_file(FLAGS.codes)
         except (OSError, ValueError) as error:
@@ -188,18 +198,23 @@ def main(argv: list[str]) -> int:
         return 0
     try:
         protocol = protocol_from_flags()
-        contents = codes_file.read_codes_file(FLAGS.codes)
+        folder = codes_folder.is_codes_folder(FLAGS.codes)
+        if folder:
+            contents = codes_folder.read_codes_folder(FLAGS.codes)
+        else:
+            contents = codes_file.read_codes_file(FLAGS.codes)
+        what = "Codes folder" if folder else "Codes file"
         for name in codes_file.SPLITS:
             if getattr(contents, name).num_rows == 0:
                 raise ValueError(
-                    f"Codes file {FLAGS.codes!r}: the {name} split is empty (0 items); "
+                    f"{what} {FLAGS.codes!r}: the {name} split is empty (0 items); "
                     "nothing to evaluate."
                 )
         result = evaluate_codes_file(
             contents,
             protocol,
             num_threads=FLAGS.num_threads or None,
-            source=f"Codes file {FLAGS.codes!r}",
+            source=f"{what} {FLAGS.codes!r}",
         )
     except (OSError, ValueError) as error:
         raise cli.UsageError(str(error)) from None

@@ -2,9 +2,10 @@
 
     python -m wsdhash.search build --codes=RUN/codes.h5 --output=INDEX [--kind=auto]
         [--shard_size=N] [--nlist=0 --nprobe=16 --hnsw_m=32 --ef_search=64 ...]
+    python -m wsdhash.search build --codes=CODES_FOLDER --output=INDEX [--shard_size=N]
     python -m wsdhash.search build --images=FOLDER --model=EXPORTED --output=INDEX
-    python -m wsdhash.search query --index=INDEX --codes=RUN/codes.h5 [--num_queries=5]
-        [--k=10] [--json]
+    python -m wsdhash.search query --index=INDEX --codes=RUN/codes.h5|CODES_FOLDER
+        [--num_queries=5] [--k=10] [--json]
     python -m wsdhash.search query --index=INDEX --images=a.jpg,b.jpg --model=EXPORTED
 
 Kinds: `flat` (exact Hamming), `ivf`, `hnsw`, `multihash` (approximate FAISS binary
@@ -13,9 +14,15 @@ codebooks; queries use their continuous features). `auto` picks `aqd` when the c
 file has codebooks (or the SavedModel a quantizer), else `flat`. Images are encoded
 with an exported SavedModel (`python -m wsdhash.export`): packed codes, or for a WSDHQ
 model its quantization codes and the codebooks it carries (queries: its embedding).
-Results: ids (image paths),
+Results: ids (image paths, or integers where the codes carry no names),
 positions and distances (Hamming, or minus the AQD inner product), ties in ascending
 position (wsdhash/index/results.py).
+
+A codes folder (wsdhash/eval/codes_folder.py: the sharded output of `python -m
+wsdhash.pipeline encode`) is read one codes shard at a time, and each becomes one
+index shard (or, with --shard_size, the items are regrouped into shards of that many),
+so a build holds about one shard's codes, never the whole database: memory is bounded
+by the shard size. Its items keep the folder's ids (integers stay integers).
 
 Images the SavedModel marks `valid = False` (not a JPEG or PNG, truncated, too large)
 are never indexed: `build` skips them with one warning line naming them; a query
@@ -49,14 +56,18 @@ from wsdhash.index.images import (  # noqa: F401
 from wsdhash.index.kinds import INDEX_KINDS, KINDS
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("codes", None, "Codes file (codes.h5 of a run, or a baseline's).")
+flags.DEFINE_string(
+    "codes", None, "Codes file (codes.h5 of a run, or a baseline's), or a codes folder."
+)
 flags.DEFINE_string("split", None, "Codes-file split (build: database, query: query).")
 flags.DEFINE_string("images", None, "build: an image folder; query: comma-separated images.")
 flags.DEFINE_string("model", None, "Exported SavedModel that encodes --images.")
 flags.DEFINE_string("output", None, "build: the index directory to write.")
 flags.DEFINE_string("index", None, "query: the index directory.")
 flags.DEFINE_enum("kind", "auto", ["auto", *KINDS], "")
-flags.DEFINE_integer("shard_size", 0, "Items per shard (0: one shard).")
+flags.DEFINE_integer(
+    "shard_size", 0, "Items per shard (0: one shard; from a codes folder, one per codes shard)."
+)
 flags.DEFINE_integer("nlist", 0, "ivf: cells (0: about 4 sqrt(N)).")
 flags.DEFINE_integer("nprobe", 16, "ivf: cells searched.")
 flags.DEFINE_integer("hnsw_m", 32, "hnsw: links per node.")
@@ -96,6 +107,12 @@ def _load_model():
     model = tf.saved_model.load(FLAGS.model)
     check_takes_images(model, f"--model={FLAGS.model}")
     return model
+
+
+def is_codes_folder(path: str) -> bool:
+    from wsdhash.eval import codes_folder
+
+    return codes_folder.is_codes_folder(path)
 
 
 def _codes_split(contents, name: str):
@@ -144,6 +161,9 @@ def build():
         fingerprint = export_fingerprint(FLAGS.model)  # None for a model file or an old export
         if fingerprint:
             source["model_fingerprint"] = fingerprint
+    elif FLAGS.codes and is_codes_folder(FLAGS.codes):
+        _build_from_folder(params)
+        return
     elif FLAGS.codes:
         contents = read_codes_file(FLAGS.codes)
         split = _codes_split(contents, FLAGS.split or "database")
@@ -162,7 +182,7 @@ def build():
                     f"--kind={kind}: {FLAGS.codes} has no codebooks/{index_kind.database_field}."
                 )
             codebooks = contents.codebooks
-        ids = split.ids if split.ids is not None else np.arange(len(codes)).astype(str)
+        ids = split.ids if split.ids is not None else np.arange(len(codes))
         source = {"codes": os.path.abspath(FLAGS.codes), "split": FLAGS.split or "database"}
         if contents.model_fingerprint:
             source["model_fingerprint"] = contents.model_fingerprint
@@ -175,13 +195,99 @@ def build():
     smallest = _smallest_block_size(len(codes)) if len(codes) else None
     INDEX_KINDS.get(kind).check_params(params, np.asarray(codes).shape[1], smallest)
     manifest = build_index(
-        FLAGS.output, _blocks(codes, np.asarray(ids).astype(str)), kind=kind, params=params,
+        FLAGS.output, _blocks(codes, np.asarray(ids)), kind=kind, params=params,
         codebooks=codebooks, metadata=source,
     )  # fmt: skip
+    _print_built(manifest)
+
+
+def _print_built(manifest: dict) -> None:
     print(
-        f"{kind} index of {manifest['num_items']} items in {len(manifest['shards'])} "
-        f"shard(s) written to {FLAGS.output}"
+        f"{manifest['kind']} index of {manifest['num_items']} items in "
+        f"{len(manifest['shards'])} shard(s) written to {FLAGS.output}"
     )
+
+
+def _folder_kind(folder: str, manifest: dict) -> str:
+    from wsdhash.eval.scorers import SCORERS
+
+    if FLAGS.kind != "auto":
+        return FLAGS.kind
+    kind = SCORERS.get(manifest["scorer"]).index_kind
+    if kind is None:
+        raise cli.UsageError(f"{folder} holds codes no index searches; pass --kind.")
+    return kind
+
+
+def _build_from_folder(params) -> None:
+    """`build --codes=FOLDER`: one codes shard at a time (module doc)."""
+    from wsdhash.eval import codes_folder
+    from wsdhash.index.sharded import build_index
+
+    folder, split = FLAGS.codes, FLAGS.split or "database"
+    if split not in ("query", "database"):
+        raise cli.UsageError(f"--split must be query or database; got {split!r}.")
+    manifest = codes_folder.read_manifest(folder)
+    if split not in manifest["splits"]:
+        raise cli.UsageError(f"--codes={folder} has no {split} split.")
+    kind = _folder_kind(folder, manifest)
+    index_kind = INDEX_KINDS.get(kind)
+    codebooks = None
+    if index_kind.needs_codebooks:
+        codebooks = codes_folder.read_codebooks(folder, manifest)
+        if codebooks is None:
+            raise cli.UsageError(f"--kind={kind}: {folder} has no codebooks (binary codes).")
+    counts = [s["num_items"] for s in manifest["splits"][split]["shards"] if s["num_items"]]
+    total = sum(counts)
+    smallest = (
+        (total % FLAGS.shard_size or FLAGS.shard_size)
+        if FLAGS.shard_size
+        else min(counts, default=None)
+    )
+    width = -(-manifest["bits"] // 8) if index_kind.database_field == "codes" else None
+    index_kind.check_params(params, width, smallest)
+    print(
+        f"building a {kind} index of {total} items from {len(counts)} codes shard(s) "
+        f"of {folder} ({split} split)"
+    )
+    source = {"codes": os.path.abspath(folder), "split": split}
+    if manifest["model_fingerprint"]:
+        source["model_fingerprint"] = manifest["model_fingerprint"]
+    shards = codes_folder.iter_shards(folder, split, manifest)
+    blocks = _regrouped(shards, index_kind.database_field, FLAGS.shard_size)
+    built = build_index(FLAGS.output, blocks, kind=kind, params=params, codebooks=codebooks,
+                        metadata=source)  # fmt: skip
+    _print_built(built)
+
+
+def _regrouped(shards, field: str, size: int):
+    """(codes, ids) blocks of `size` items (0: one per non-empty codes shard) from the
+    codes shards, keeping no more than one codes shard and one block in memory."""
+    import numpy as np
+
+    codes, ids, held = [], [], 0
+    for arrays in shards:
+        shard_codes, shard_ids = arrays[field], arrays["ids"]
+        del arrays  # features and labels are not needed
+        if not size:
+            if len(shard_ids):
+                yield shard_codes, shard_ids
+            del shard_codes, shard_ids
+            continue
+        start = 0
+        while start < len(shard_ids):
+            take = min(size - held, len(shard_ids) - start)
+            codes.append(shard_codes[start : start + take])
+            ids.append(shard_ids[start : start + take])
+            held, start = held + take, start + take
+            if held == size:
+                block = np.concatenate(codes), np.concatenate(ids)
+                codes, ids, held = [], [], 0
+                yield block
+                del block
+        del shard_codes, shard_ids
+    if held:
+        yield np.concatenate(codes), np.concatenate(ids)
 
 
 def query():
@@ -205,7 +311,10 @@ def query():
         key = INDEX_KINDS.get(index.kind).query_output
         queries = images_for_query(names, key, model, FLAGS.batch_size)
     elif FLAGS.codes:
-        contents = read_codes_file(FLAGS.codes)
+        if is_codes_folder(FLAGS.codes):
+            contents = _folder_queries(FLAGS.codes, FLAGS.split or "query", FLAGS.num_queries)
+        else:
+            contents = read_codes_file(FLAGS.codes)
         check_codes_fit_index(contents, index, index_name, f"--codes={FLAGS.codes}")
         split = _codes_split(contents, FLAGS.split or "query")
         field = INDEX_KINDS.get(index.kind).query_field
@@ -245,6 +354,43 @@ def query():
             print(
                 f"  {row['rank']:>4}  {row['distance']:>10.4g}  {row['position']:>9}  {row['id']}"
             )
+
+
+def _folder_queries(folder: str, split: str, count: int):
+    """The first `count` (0: all) items of a codes folder's `split`, as the parts of a
+    codes file that a query reads (codes, features, ids; model fingerprint,
+    codebooks). Reads shards until it has them."""
+    import types
+
+    import numpy as np
+
+    from wsdhash.eval import codes_folder
+
+    if split not in ("query", "database"):
+        raise cli.UsageError(f"--split must be query or database; got {split!r}.")
+    manifest = codes_folder.read_manifest(folder)
+    parts, held = [], 0
+    for arrays in codes_folder.iter_shards(folder, split, manifest):
+        parts.append(arrays)
+        held += len(arrays["ids"])
+        if count and held >= count:
+            break
+
+    def stacked(name):
+        found = [part[name] for part in parts if name in part]
+        return np.concatenate(found)[: count or None] if found else None
+
+    rows = types.SimpleNamespace(
+        codes=stacked("codes"), features=stacked("features"), indices=stacked("indices")
+    )
+    ids = stacked("ids")
+    rows.ids = ids.astype(str) if ids is not None else None
+    if rows.codes is None:
+        rows.codes = np.zeros((0, -(-manifest["bits"] // 8)), np.uint8)
+    return types.SimpleNamespace(
+        bits=manifest["bits"], model_fingerprint=manifest["model_fingerprint"],
+        codebooks=codes_folder.read_codebooks(folder, manifest), query=rows, database=rows,
+    )  # fmt: skip
 
 
 def main(argv):

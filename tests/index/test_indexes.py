@@ -99,7 +99,8 @@ def test_shards_merge_like_one_index(tmp_path, kind):
     build_index(str(tmp_path / "sharded"), blocks, kind=kind, codebooks=codebooks)
     build_index(str(tmp_path / "one"), [(database, ids)], kind=kind, codebooks=codebooks)
     sharded, one = ShardedIndex(str(tmp_path / "sharded")), ShardedIndex(str(tmp_path / "one"))
-    assert len(sharded.shards) == 4 and sharded.num_items == one.num_items == 900
+    assert len(sharded.manifest["shards"]) == 4 and sharded.num_items == one.num_items == 900
+    assert len(sharded.shards) == 1  # flat and aqd shard files load as one index
     a, b = sharded.search(queries, 20), one.search(queries, 20)
     np.testing.assert_allclose(a.distances, b.distances, rtol=1e-6)
     cut = a.distances[:, -1:]
@@ -124,9 +125,9 @@ def test_index_file_integrity_errors(tmp_path):
     (tmp_path / "foreign.idx").write_bytes(b"PK\x03\x04" + data)
     with pytest.raises(IndexFileError, match="foreign.idx: not a wsdhash index file"):
         read_index_file(str(tmp_path / "foreign.idx"))
-    (tmp_path / "v3.idx").write_bytes(data[:8] + (3).to_bytes(4, "little") + data[12:])
-    with pytest.raises(IndexFileError, match="version 3"):
-        read_index_file(str(tmp_path / "v3.idx"))
+    (tmp_path / "v9.idx").write_bytes(data[:8] + (9).to_bytes(4, "little") + data[12:])
+    with pytest.raises(IndexFileError, match="version 9"):
+        read_index_file(str(tmp_path / "v9.idx"))
     with pytest.raises(FileNotFoundError, match="no index.json"):
         ShardedIndex(str(tmp_path))
     assert not [f for f in os.listdir(tmp_path) if ".tmp" in f]
@@ -359,3 +360,24 @@ def test_an_index_that_cannot_be_read_back_replaces_nothing(tmp_path, monkeypatc
     assert sorted(os.listdir(tmp_path)) == before
     index = ShardedIndex(str(directory))
     assert index.ids[0] == "0.jpg" and index.num_items == 60
+
+
+def test_sort_rows_orders_by_distance_then_position_with_padding_last():
+    """The packed-key path for integer distances against a plain sort of each row."""
+    from wsdhash.index.results import sort_rows
+
+    rng = np.random.default_rng(0)
+    distances = rng.integers(0, 5, (6, 40)).astype(np.int32)
+    positions = rng.permutation(6 * 40).reshape(6, 40).astype(np.int64) * 1000
+    positions[:, -3:] = -1  # padding, as FAISS pads with its own distance
+    distances[:, -3:] = np.iinfo(np.int32).max
+    for k in (1, 7, 40):
+        result = sort_rows(distances, positions, k)
+        for row in range(6):
+            pairs = sorted(
+                zip(distances[row].tolist(), positions[row].tolist()),
+                key=lambda pair: (pair[1] < 0, pair[0], pair[1]),
+            )[:k]
+            assert (
+                list(zip(result.distances[row].tolist(), result.positions[row].tolist())) == pairs
+            )

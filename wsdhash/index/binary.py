@@ -174,8 +174,9 @@ class BinaryIndex:
 
     @staticmethod
     def probe(codes: np.ndarray) -> np.ndarray:
-        """The query its first item answers: that item's codes (of the `build` input)."""
-        return np.ascontiguousarray(np.asarray(codes)[:1])
+        """The query its first item answers: that item's codes (of the `build` input; a
+        copy, which does not keep the input alive)."""
+        return np.array(np.asarray(codes)[:1], order="C")
 
     def stored_codes(self, position: int) -> np.ndarray | None:
         """An item's packed codes where FAISS keeps them readable (flat), else None."""
@@ -185,6 +186,8 @@ class BinaryIndex:
 
     # --------------------------------------------------------------- storage
     def to_arrays(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """The shard's header and arrays: a flat index's codes as they lie in FAISS's
+        memory (no copy; storage "codes"), other kinds FAISS's serialization."""
         faiss = _faiss()
         header = {
             "index": self.HEADER,
@@ -192,45 +195,137 @@ class BinaryIndex:
             "num_bytes": self.num_bytes,
             "params": dataclasses.asdict(self.params),
         }
-        return header, {"faiss": faiss.serialize_index_binary(self.index)}
+        if self.kind == "flat":
+            return {**header, "storage": "codes"}, {"codes": _flat_codes(self.index)}
+        return {**header, "storage": "faiss"}, {"faiss": faiss.serialize_index_binary(self.index)}
+
+    @staticmethod
+    def reading(total: int | None = None) -> FlatReading:
+        """Where `read_index_file` puts a flat shard's codes (`FlatReading`); with
+        `total`, the codes of every shard file of an index, one after another."""
+        return FlatReading(total)
 
     @classmethod
-    def from_arrays(cls, header: dict, arrays: dict[str, np.ndarray]) -> BinaryIndex:
-        """The index a `to_arrays` header and arrays describe.
+    def from_arrays(
+        cls, header: dict, arrays: dict[str, np.ndarray], reading: FlatReading | None = None
+    ) -> BinaryIndex:
+        """The index a `to_arrays` header and arrays describe; `reading`: the
+        `FlatReading` the arrays were read with, whose index holds the codes already.
 
         Raises:
             ValueError: an unknown kind or parameters out of bounds (the caller names
                 the file).
             TypeError: a FAISS index of another kind than the header says.
         """
-        faiss = _faiss()
         kind = header.get("kind")
         if kind not in KINDS:
             raise ValueError(f"unknown binary index kind {kind!r} (expected one of {KINDS})")
         try:
             index = cls(kind, header["num_bytes"], BinaryIndexParams(**header["params"]))
-            data = np.array(arrays["faiss"], np.uint8)
+            storage = header["storage"]
+            data = arrays["codes" if storage == "codes" else "faiss"]
         except (KeyError, TypeError) as error:
             raise ValueError(f"incomplete binary index header ({error!r})") from None
         index.params.check(kind, index.num_bytes)
-        try:
-            index.index = faiss.deserialize_index_binary(data)
-        except RuntimeError as error:
-            raise ValueError(f"the FAISS index cannot be read ({error})") from None
-        expected = {
-            "flat": faiss.IndexBinaryFlat,
-            "ivf": faiss.IndexBinaryIVF,
-            "hnsw": faiss.IndexBinaryHNSW,
-            "multihash": faiss.IndexBinaryMultiHash,
-        }[kind]
-        if not isinstance(index.index, expected):
-            raise TypeError(
-                f"the header says kind {kind!r} but the FAISS index is a "
-                f"{type(index.index).__name__}"
-            )
+        if storage == "codes":
+            index.index = _flat_from_codes(data, kind, index.num_bytes, reading)
+        elif storage == "faiss":
+            index.index = _deserialized(data, kind)
+        else:
+            raise ValueError(f"unknown storage {storage!r}")
         if index.index.d != 8 * index.num_bytes:
             raise ValueError(
                 f"the FAISS index has {index.index.d} bits, the header says {8 * index.num_bytes}"
             )
         index._apply_search_params()
         return index
+
+
+def _flat_codes(index) -> np.ndarray:
+    """(N, B) view of an IndexBinaryFlat's codes in FAISS's own memory (no copy)."""
+    faiss = _faiss()
+    count, width = int(index.ntotal), int(index.code_size)
+    if not count:
+        return np.zeros((0, width), np.uint8)
+    return faiss.rev_swig_ptr(index.xb.data(), count * width).reshape(count, width)
+
+
+class FlatReading:
+    """Reads flat shards' codes straight into an IndexBinaryFlat's memory, so a loaded
+    index holds its codes once (index_file.read_index_file's `allocate`).
+
+    Args:
+        total: None: each shard read gets a new index of its own rows; else the rows of
+            all the shards read with this, one after another, in one index of `total`
+            rows (searched by one FAISS call, as fast as FAISS's own index).
+
+    Attributes:
+        index: the FAISS index the last shard's codes went into (None: not read here).
+        rows: the rows of the last shard read into it.
+    """
+
+    def __init__(self, total: int | None = None):
+        self.total, self.index, self.rows, self.filled = total, None, 0, 0
+
+    def allocate(self, header: dict, entry: dict) -> np.ndarray | None:
+        if entry.get("name") != "codes":
+            return None  # the ids: new arrays
+        shape = entry.get("shape")
+        fits = (
+            header.get("kind") == "flat"
+            and header.get("storage") == "codes"
+            and entry.get("dtype") == "|u1"
+            and isinstance(shape, list)
+            and len(shape) == 2
+            and all(isinstance(n, int) and n >= 1 for n in shape)
+        )
+        if not fits:
+            self.rows = 0
+            return None  # read into a new array (and checked by from_arrays)
+        count, width = shape
+        if self.total is None or self.index is None:
+            index = _faiss().IndexBinaryFlat(8 * width)
+            rows = count if self.total is None else max(self.total, count)
+            index.xb.resize(rows * width)
+            index.ntotal = rows
+            self.index, self.filled = index, 0
+        self.rows = count
+        start, self.filled = self.filled, self.filled + count
+        # A shard of another width or beyond `total` gets a view of the wrong shape,
+        # which the reader refuses.
+        return _flat_codes(self.index)[start : start + count]
+
+    def shares(self, index) -> bool:
+        """Whether `index` wraps the one FAISS index this reading fills."""
+        return self.total is not None and self.index is not None and index.index is self.index
+
+
+def _flat_from_codes(codes: np.ndarray, kind: str, num_bytes: int, reading):
+    if kind != "flat":
+        raise ValueError(f"a {kind} index stores FAISS's serialization, not codes")
+    if codes.dtype != np.uint8 or codes.ndim != 2 or codes.shape[1] != num_bytes:
+        raise ValueError(f"the codes are {codes.dtype} {codes.shape}, not (N, {num_bytes})")
+    if reading is not None and reading.index is not None and reading.rows:
+        return reading.index
+    index = _faiss().IndexBinaryFlat(8 * num_bytes)
+    index.add(np.ascontiguousarray(codes))
+    return index
+
+
+def _deserialized(data: np.ndarray, kind: str):
+    faiss = _faiss()
+    try:
+        index = faiss.deserialize_index_binary(np.asarray(data, np.uint8))
+    except RuntimeError as error:
+        raise ValueError(f"the FAISS index cannot be read ({error})") from None
+    expected = {
+        "flat": faiss.IndexBinaryFlat,
+        "ivf": faiss.IndexBinaryIVF,
+        "hnsw": faiss.IndexBinaryHNSW,
+        "multihash": faiss.IndexBinaryMultiHash,
+    }[kind]
+    if not isinstance(index, expected):
+        raise TypeError(
+            f"the header says kind {kind!r} but the FAISS index is a {type(index).__name__}"
+        )
+    return index

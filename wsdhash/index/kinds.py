@@ -9,8 +9,10 @@ values written to index.json and shard headers; they never change.
 A new kind is one registration here (or, for another FAISS binary index, one entry in
 `wsdhash.index.binary`, whose kinds are all registered below) plus its shard class,
 which offers `create`, `check_params`, `build`, `search`, `probe`, `stored_codes`,
-`to_arrays`, `from_arrays`, `num_items` and the class attribute `HEADER` (the shard
-header's `index` value).
+`to_arrays`, `from_arrays(header, arrays, reading)`, `reading(total)` (how a loaded
+index reads its shard files: an object with `allocate`, for index_file's reader, and
+`shares(index)`, true when the shards go into one index), `num_items` and the class
+attribute `HEADER` (the shard header's `index` value).
 """
 
 from __future__ import annotations

@@ -301,7 +301,64 @@ class QuantizedIndex:
             "indices": self.indices,
         }
 
+    @staticmethod
+    def reading(total: int | None = None) -> QuantizedReading:
+        """Where `read_index_file` puts shards' indices (`QuantizedReading`)."""
+        return QuantizedReading(total)
+
     @classmethod
-    def from_arrays(cls, header: dict, arrays: dict[str, np.ndarray]) -> QuantizedIndex:
+    def from_arrays(
+        cls, header: dict, arrays: dict[str, np.ndarray], reading: QuantizedReading | None = None
+    ) -> QuantizedIndex:
+        """The index a `to_arrays` header and arrays describe; with a combining
+        `reading`, the one index all its shards' indices were read into."""
         del header
-        return cls(np.array(arrays["codebooks"])).build(np.array(arrays["indices"]))
+        codebooks = np.asarray(arrays["codebooks"])
+        if reading is None or not reading.rows:
+            return cls(codebooks).build(np.asarray(arrays["indices"]))
+        if reading.index is None:
+            reading.index = cls(codebooks)
+            reading.index.indices = reading.buffer  # filled shard by shard
+        elif not np.array_equal(reading.index.codebooks, codebooks):
+            raise ValueError("its codebooks differ from the first shard's")
+        aqd.check_indices(arrays["indices"], reading.index.codebooks, "database indices")
+        return reading.index
+
+
+class QuantizedReading:
+    """Reads the indices of all an index's shards, one after another, into one array
+    of `total` rows searched as one index (one search; one copy of the codebooks).
+
+    Args:
+        total: the items of all the shards read with this; None (or more than one
+            index holds): each shard is an index of its own.
+    """
+
+    def __init__(self, total: int | None = None):
+        self.total = total if total is not None and total <= _POSITION_MASK + 1 else None
+        self.buffer, self.index, self.rows, self.filled = None, None, 0, 0
+
+    def allocate(self, header: dict, entry: dict) -> np.ndarray | None:
+        del header
+        shape = entry.get("shape")
+        fits = (
+            self.total is not None
+            and entry.get("name") == "indices"
+            and entry.get("dtype") == "|u1"
+            and isinstance(shape, list)
+            and len(shape) == 2
+            and all(isinstance(n, int) and n >= 1 for n in shape)
+        )
+        if not fits:
+            return None
+        count, width = shape
+        if self.buffer is None:
+            self.buffer = np.empty((max(self.total, count), width), np.uint8)
+        self.rows = count
+        start, self.filled = self.filled, self.filled + count
+        # Another width, or rows beyond `total`: a view of the wrong shape, refused.
+        return self.buffer[start : start + count]
+
+    def shares(self, index) -> bool:
+        """Whether `index` is the one index this reading fills."""
+        return self.total is not None and self.index is not None and index is self.index

@@ -1,24 +1,33 @@
 """An index directory: one or more shards plus a manifest, searched by merging.
 
-    <dir>/index.json        {"format": "wsdhash-index", "version": 3, "kind": ...,
-                             "num_items": N,
+    <dir>/index.json        {"format": "wsdhash-index", "version": 4, "kind": ...,
+                             "num_items": N, "ids": "int" | "str",
                              "shards": [{"file": "shard-00000.idx", "num_items": n,
                                          "sha256": <the shard file's SHA-256>}, ...],
                              <metadata: "images", "codes", "model_fingerprint", ...>,
                              "manifest_sha256": <SHA-256 of all the above>}
-    <dir>/shard-00000.idx   index_file.py format; holds its items' ids (image paths)
+    <dir>/shard-00000.idx   index_file.py format; holds its items' ids (ids.py:
+                            integers, or names such as image paths)
 
 The manifest is checked whole on open (`check_manifest`): its own digest
 (`manifest_digest`: every key but `manifest_sha256`, canonical JSON), so an edit, an
 injected or removed key (labels, `model_fingerprint`, `database_codes`) or a damaged
 byte is refused; then its schema (types and required keys, no key twice), the shards
-(each file once, item counts adding up to `num_items`). Version 2 manifests (no
-digest) are refused with a "rebuild" error. Errors are one line naming the manifest.
+(each file once, item counts adding up to `num_items`). Manifests of other versions
+(2: no digest; 3: ids in each shard's JSON header) are refused with a "rebuild"
+error. Errors are one line naming the manifest.
 
 A database larger than memory is built shard by shard (`build_index` takes an
 iterator of (codes, ids) blocks) and searched by taking each shard's top-k and merging
 them by (distance, global position): for exact kinds the merged result equals one big
 index, ties aside (results.py). Global positions number the items in build order.
+
+Memory: a build holds one block and the shard made of it at a time (a flat shard's
+codes are written from FAISS's own memory, index_file.py); its read-back check opens
+one shard at a time. A loaded index holds each shard's codes once (a flat index's shard files
+are read straight into one FAISS index's memory, an aqd index's into one array of
+codeword indices, one after another, so a query is one search with no merge) and its ids in their stored form (ids.py: nothing for consecutive
+integers), so loading costs about the codes' size.
 
 A build checks its parameters before any work (binary.PARAM_BOUNDS), writes into a
 temporary folder next to the destination (`.<name>.*.building`), opens the new index
@@ -42,12 +51,13 @@ import numpy as np
 
 from wsdhash import atomic_files, file_lock, signed_json
 from wsdhash.index.binary import BinaryIndexParams
+from wsdhash.index.ids import ID_TYPES, ItemIds, decode_ids, encode_ids, id_type
 from wsdhash.index.index_file import IndexFileError, read_index_file, write_index_file
 from wsdhash.index.kinds import INDEX_KINDS, KINDS
 from wsdhash.index.results import SearchResult, sort_rows
 
 MANIFEST = "index.json"
-VERSION = 3
+VERSION = 4
 DIGEST_KEY = signed_json.DIGEST_KEY
 _BUILDING = ".building"
 _SHARD_KEYS = {"file", "num_items", "sha256"}
@@ -137,45 +147,61 @@ def check_manifest(manifest, path: str) -> None:
             fail(f"{key} has type {type(manifest[key]).__name__}")
     if manifest.get("database_codes", "network") not in _DATABASE_CODES:
         fail(f"database_codes must be one of {_DATABASE_CODES}")
+    if manifest.get("ids") not in ID_TYPES:
+        fail(f"ids must be one of {ID_TYPES}; got {manifest.get('ids')!r}")
     if manifest.get("split", "database") not in ("query", "database"):
         fail(f"split must be query or database; got {manifest['split']!r}")
 
 
-def _write_shards(directory, blocks, kind, params, codebooks) -> tuple[list[dict], list]:
-    """The manifest's shard entries, and a probe per shard: the query its first item
-    answers (its codes; for aqd its reconstruction)."""
+def _write_shards(directory, blocks, kind, params, codebooks) -> tuple[list[dict], list, str]:
+    """The manifest's shard entries, a probe per shard (the query its first item
+    answers: its codes; for aqd its reconstruction) and the ids' type. One block and
+    its shard are in memory at a time."""
     index_kind = INDEX_KINDS.get(kind)
-    shards, probes = [], []
-    for number, (codes, ids) in enumerate(blocks):
-        ids = np.asarray(ids).astype(str)
+    shards, probes, types = [], [], set()
+    # Not enumerate(): it keeps its last result (and so the last block) alive while
+    # the next block is read.
+    for block in blocks:
+        number = len(shards)
+        codes, ids = block
+        del block
         if len(ids) != len(codes):
             raise ValueError(f"shard {number}: {len(codes)} codes but {len(ids)} ids.")
         if not len(ids):
             raise ValueError(f"shard {number}: no items.")
+        types.add(id_type(ids))
+        if len(types) > 1:
+            raise ValueError(f"shard {number}: integer and string ids mixed in one index.")
         index = index_kind.create_shard(np.asarray(codes), params, codebooks).build(codes)
         probes.append(index.probe(codes))
+        del codes  # the shard holds what it needs
+        ids_entry, id_arrays = encode_ids(ids)
+        del ids
         header, arrays = index.to_arrays()
         name = f"shard-{number:05d}.idx"
         digest = write_index_file(
-            os.path.join(directory, name), {**header, "ids": ids.tolist()}, arrays
+            os.path.join(directory, name), {**header, "ids": ids_entry}, {**arrays, **id_arrays}
         )
-        shards.append({"file": name, "num_items": len(codes), "sha256": digest})
+        shards.append({"file": name, "num_items": index.num_items, "sha256": digest})
+        del index, arrays, id_arrays  # before the next block is read
     if not shards:
         raise ValueError("No database items to index.")
-    return shards, probes
+    return shards, probes, types.pop()
 
 
 def _check_built(directory: str, probes: list) -> None:
-    """Opens the index just built, as a reader will, and queries each shard with one of
-    its own items: a build FAISS accepted but cannot read or search back is an error
-    before it replaces anything."""
+    """Opens the index just built, as a reader will, one shard at a time, and queries
+    each with one of its own items: a build FAISS accepted but cannot read or search
+    back is an error before it replaces anything."""
     try:
-        index = ShardedIndex(directory)
-        for shard, probe in zip(index.shards, probes, strict=True):
+        manifest = read_manifest(os.path.join(directory, MANIFEST))
+        for entry, probe in zip(manifest["shards"], probes, strict=True):
+            shard, _ = _load_shard(directory, entry, manifest["kind"])
             result = shard.search(probe, 1)
             position = int(result.positions[0, 0]) if result.positions.size else -1
             if not 0 <= position < shard.num_items:
                 raise IndexFileError(f"a query of one of its own items found nothing ({position})")
+            del shard
     except (IndexFileError, ValueError, RuntimeError) as error:
         raise ValueError(
             f"The new index cannot be read or searched back ({error}); nothing was replaced."
@@ -219,8 +245,9 @@ def build_index(
 
     Args:
         output_dir: the index directory (created, or replaced when it holds an index).
-        blocks: (codes, ids) per shard: packed codes (binary kinds) or codeword indices
-            (aqd), and the items' ids (image paths).
+        blocks: (codes, ids) per shard, read one at a time: packed codes (binary kinds)
+            or codeword indices (aqd), and the items' ids: integers, or names such as
+            image paths (ids.py), one type in an index.
         kind: an `INDEX_KINDS` name: "flat", "ivf", "hnsw", "multihash" or "aqd".
         params: binary index parameters.
         codebooks: (M, K, D), for a kind that `needs_codebooks` ("aqd").
@@ -244,8 +271,8 @@ def build_index(
         building = tempfile.mkdtemp(dir=parent, prefix=f".{name}.", suffix=_BUILDING)
         try:
             os.chmod(building, atomic_files.default_dir_mode())
-            shards, probes = _write_shards(building, blocks, kind, params, codebooks)
-            reserved = {"format", "version", "kind", "num_items", "shards", DIGEST_KEY}
+            shards, probes, ids = _write_shards(building, blocks, kind, params, codebooks)
+            reserved = {"format", "version", "kind", "num_items", "ids", "shards", DIGEST_KEY}
             if reserved & set(metadata or {}):
                 raise ValueError(f"metadata may not set {sorted(reserved & set(metadata))}.")
             manifest = sign_manifest(
@@ -254,6 +281,7 @@ def build_index(
                     "version": VERSION,
                     "kind": kind,
                     "num_items": sum(s["num_items"] for s in shards),
+                    "ids": ids,
                     "shards": shards,
                     **(metadata or {}),
                 }
@@ -285,38 +313,58 @@ def _replace_folder(new: str, destination: str) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _load_shard(directory: str, shard: dict, kind: str):
-    """(index, ids) of one (checked) manifest entry, checked against it; errors name
-    the file."""
+def _load_shard(directory: str, shard: dict, kind: str, reading=None):
+    """(index, stored ids) of one (checked) manifest entry, checked against it; errors
+    name the file. `reading`: the shard class's `reading()` (default: a new one)."""
     shard_path = os.path.join(directory, shard["file"])
-    header, arrays = read_index_file(shard_path, expected_sha256=shard["sha256"])
+    loader = INDEX_KINDS.get(kind).shard_class
+    reading = reading or loader.reading()
+    header, arrays = read_index_file(
+        shard_path,
+        expected_sha256=shard["sha256"],
+        allocate=reading.allocate if reading is not None else None,
+    )
     if header.get("kind") != kind:
         raise IndexFileError(
             f"{shard_path}: a {header.get('kind')!r} index shard, but the manifest says "
             f"{kind!r}; rebuild the index."
         )
-    loader = INDEX_KINDS.get(kind).shard_class
     if header.get("index") != loader.HEADER:
         raise IndexFileError(
             f"{shard_path}: index type {header.get('index')!r}, expected "
             f"{loader.HEADER!r} for kind {kind!r}; rebuild the index."
         )
     try:
-        index = loader.from_arrays(header, arrays)
+        index = loader.from_arrays(header, arrays, reading)
+        shared = _shares_index(reading, index)
+        count = reading.rows if shared else index.num_items
+        ids = decode_ids(header.get("ids"), arrays, count)
     except (ValueError, KeyError, TypeError) as error:
         raise IndexFileError(f"{shard_path}: {error}; rebuild the index.") from None
-    ids = header.get("ids")
-    if not isinstance(ids, list) or len(ids) != index.num_items:
-        raise IndexFileError(f"{shard_path}: the ids do not match the {index.num_items} items.")
-    if index.num_items != shard["num_items"]:
+    if count != shard["num_items"]:
         raise IndexFileError(
-            f"{shard_path}: {index.num_items} items, the manifest says {shard['num_items']}."
+            f"{shard_path}: {count} items, the manifest says {shard['num_items']}."
         )
     return index, ids
 
 
+def _shares_index(reading, index) -> bool:
+    """Whether `index` is the one a combining `reading` fills (binary.FlatReading,
+    quantized.QuantizedReading)."""
+    return reading is not None and reading.shares(index)
+
+
 class ShardedIndex:
-    """A loaded index directory (module doc)."""
+    """A loaded index directory (module doc).
+
+    Attributes:
+        manifest: the checked index.json.
+        kind: its `INDEX_KINDS` name.
+        shards: the loaded shards, in position order: one per shard file, except for
+            flat and aqd indexes, whose shard files load into one (one search).
+        offsets: each loaded shard's first global position.
+        ids: the items' ids by global position (`ids.ItemIds`: integers or names).
+    """
 
     def __init__(self, directory: str):
         path = os.path.join(directory, MANIFEST)
@@ -327,15 +375,24 @@ class ShardedIndex:
             )
         self.manifest = read_manifest(path)
         self.kind = self.manifest["kind"]
-        self.shards, self.ids, self.offsets = [], [], []
+        self.shards, self.offsets, parts, shared = [], [], [], []
+        # Flat and aqd shard files are read into one index (binary.FlatReading,
+        # quantized.QuantizedReading): one search, no merge.
+        reading = INDEX_KINDS.get(self.kind).shard_class.reading(self.manifest["num_items"])
         offset = 0
         for shard in self.manifest["shards"]:
-            index, ids = _load_shard(directory, shard, self.kind)
-            self.shards.append(index)
-            self.ids.extend(ids)
-            self.offsets.append(offset)
-            offset += index.num_items
-        self.ids = np.asarray(self.ids)
+            index, ids = _load_shard(directory, shard, self.kind, reading)
+            parts.append((ids, shard["num_items"]))
+            shared.append(_shares_index(reading, index))
+            if not shared[-1]:
+                self.shards.append(index)
+                self.offsets.append(offset)
+            offset += shard["num_items"]
+        if any(shared):
+            if not all(shared) or index.num_items != offset:
+                raise IndexFileError(f"{path}: the shards do not fit together; rebuild the index.")
+            self.shards, self.offsets = [index], [0]
+        self.ids = ItemIds(self.manifest["ids"], parts)
 
     @property
     def num_items(self) -> int:
@@ -344,8 +401,12 @@ class ShardedIndex:
     def search(self, queries: np.ndarray, k: int) -> SearchResult:
         """Every shard's top-k, merged by (distance, global position)."""
         parts = [shard.search(queries, k) for shard in self.shards]
+        if len(parts) == 1:
+            return parts[0]  # sorted by the shard, positions global already
         distances = np.concatenate([p.distances for p in parts], axis=1)
-        positions = np.concatenate(
-            [p.positions + o for p, o in zip(parts, self.offsets, strict=True)], axis=1
-        )
+        shifted = [
+            np.where(p.positions < 0, -1, p.positions + o)  # padding stays -1
+            for p, o in zip(parts, self.offsets, strict=True)
+        ]
+        positions = np.concatenate(shifted, axis=1)
         return sort_rows(distances, positions, min(k, self.num_items))

@@ -416,7 +416,7 @@ class SearchEngine:
             "kind": self.kind,
             "metric": self.metric,
             "num_items": int(self.index.num_items),
-            "shards": len(self.index.shards),
+            "shards": len(self.index.manifest["shards"]),  # files (they load as one)
             "labels": self.labels is not None,
             "model_fingerprint": self.index.manifest.get("model_fingerprint"),
         }
