@@ -380,3 +380,50 @@ def test_shards_by_a_stable_hash_and_their_number_from_the_item_count():
     assert [encode.auto_num_shards(n) for n in (0, 1, 100_000, 100_001, 10**12)] == [
         1, 1, 1, 2, encode.MAX_SHARDS,
     ]  # fmt: skip
+
+
+def _search_build(*args):
+    command = [sys.executable, "-m", "wsdhash.search", "build", *args]
+    result = subprocess.run(command, capture_output=True, text=True, env=_environment(),
+                            cwd=ROOT, check=False)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.mark.parametrize("method", ["wsdhq", pytest.param("binary", marks=pytest.mark.slow)])
+def test_the_index_built_from_the_shards_answers_as_the_one_built_from_the_images(
+    beam_files, tmp_path, method
+):
+    """`search build --codes=FOLDER` over the pipeline's shards and `search build
+    --images` in one process (the same export): every query's top-k, ids and
+    distances, is the same (AQD: queries are the export's embeddings)."""
+    from wsdhash.index.sharded import ShardedIndex
+
+    images, model = beam_files["images"], beam_files[method]
+    folder = tmp_path / "codes"
+    _in_process(folder, model, images=f"{images}/*.png", num_shards=3, batch_size=6)
+    _search_build(f"--codes={folder}", f"--output={tmp_path / 'from_shards'}")
+    _search_build(f"--images={images}", f"--model={model}", f"--output={tmp_path / 'direct'}")
+    from_shards = ShardedIndex(str(tmp_path / "from_shards"))
+    direct = ShardedIndex(str(tmp_path / "direct"))
+    assert from_shards.kind == direct.kind == ("aqd" if method == "wsdhq" else "flat")
+    assert from_shards.num_items == direct.num_items == len(_image_files(images))
+    key = "embedding" if method == "wsdhq" else "packed_codes"
+    queries, _ = _reference(_image_files(images)[:12], model, key)
+    queries = np.stack(list(queries.values()))
+    for k in (1, 5, from_shards.num_items):
+        got, expected = from_shards.search(queries, k), direct.search(queries, k)
+        np.testing.assert_array_equal(got.distances, expected.distances)
+        got_ids = np.asarray(from_shards.ids.take(got.positions.ravel())).astype(str)
+        expected_ids = np.asarray(direct.ids.take(expected.positions.ravel())).astype(str)
+        # Equal distances may list their items in another order (each index numbers
+        # its items in its own build order): compare the sets per distance.
+        for row in range(len(queries)):
+            cut = slice(row * k, (row + 1) * k)
+            pairs = sorted(zip(got.distances[row].tolist(), got_ids[cut].tolist(), strict=True))
+            wanted = sorted(zip(expected.distances[row].tolist(), expected_ids[cut].tolist(),
+                                strict=True))  # fmt: skip
+            if k == from_shards.num_items:
+                assert pairs == wanted
+            else:  # ties at the cut-off may pick different items of the last distance
+                last = got.distances[row, -1]
+                assert [p for p in pairs if p[0] < last] == [p for p in wanted if p[0] < last]
