@@ -100,9 +100,11 @@ def create_app(engine, limits: Limits | None = None, thumbnail_cache: int = 4096
     page.read_page()  # a missing page fails here, at start
 
     app = FastAPI(
-        title="wsdhash image search", version=wsdhash.__version__, docs_url="/docs",
+        title="wsdhash image search",
+        version=wsdhash.__version__,
+        docs_url="/docs",
         lifespan=_lifespan,
-    )  # fmt: skip
+    )
     app.state.engine, app.state.limits, app.state.metrics = engine, limits, metrics
     app.state.pool = pool
     app.state.thumbnails = items.ThumbnailCache(thumbnail_cache)
