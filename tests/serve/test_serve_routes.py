@@ -124,7 +124,7 @@ def test_search_answers_with_the_engines_predictions_for_each_form():
     ]
     assert engine.encoded == [[first], [first, second]]  # one model call per request
     assert pool.timeouts == [Limits().request_timeout_s] * 2
-    assert metrics.queries._value.get() == 3
+    assert metrics.registry.get_sample_value("wsdhash_search_queries_total") == 3
 
 
 def test_search_refusals_are_the_documented_answers():
@@ -134,7 +134,12 @@ def test_search_refusals_are_the_documented_answers():
     )
     body = client.post("/search", files={"image": ("big.png", image)}).json()
     assert body["limit"] == "max_pixels" and "image 'big.png'" in body["error"]
-    assert metrics.rejected.labels("max_pixels")._value.get() == 1
+    assert (
+        metrics.registry.get_sample_value(
+            "wsdhash_rejected_requests_total", {"reason": "max_pixels"}
+        )
+        == 1
+    )
     busy, _ = _client(
         search.router,
         engine=StubEngine(),
