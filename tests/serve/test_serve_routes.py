@@ -160,6 +160,14 @@ def test_search_refusals_are_the_documented_answers():
     instances = [{"b64": base64.b64encode(image).decode()}] * 2
     response = few.post("/search", json={"instances": instances})
     assert response.status_code == 413 and response.json()["limit"] == "max_batch"
+    # Multipart too: Starlette turns its parser's "too many files" into a 400 of its
+    # own inside request.form(); the service must still answer its documented 413.
+    files = [("a", ("a.png", image, "image/png")), ("b", ("b.png", image, "image/png"))]
+    response = few.post("/search", files=files)
+    assert response.status_code == 413, response.text
+    assert response.json() == {
+        "error": "more than max_batch=1 images.", "limit": "max_batch", "maximum": 1
+    }
 
 
 def test_a_stopped_job_calls_neither_model_nor_index():

@@ -14,6 +14,7 @@ import time
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 
 from wsdhash.service import uploads, workers
@@ -112,13 +113,16 @@ async def _read_form(request: Request, limits: Limits):
         return await request.form(max_files=limits.max_batch, max_fields=64)
     except ServiceError:
         raise
-    except MultiPartException as error:
-        if "files" in str(error).lower():
+    except (MultiPartException, HTTPException) as error:
+        # Starlette re-raises its parser's MultiPartException as a 400 HTTPException
+        # inside an app; either way "too many files" is the max_batch limit.
+        text = str(getattr(error, "detail", None) or error)
+        if "too many files" in text.lower():
             raise limit_error(
                 "max_batch", f"more than max_batch={limits.max_batch} images.",
                 maximum=limits.max_batch,
             ) from None  # fmt: skip
-        raise input_error("request", f"a malformed multipart body ({error}).") from None
+        raise input_error("request", f"a malformed multipart body ({text}).") from None
     except Exception as error:  # noqa: BLE001 (python-multipart's parse errors)
         raise input_error("request", f"a malformed multipart body ({error}).") from None
 
