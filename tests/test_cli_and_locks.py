@@ -15,6 +15,7 @@ import pytest
 from wsdhash import file_lock
 
 PROGRAM = textwrap.dedent("""
+    import os
     import sys
     from absl import flags
     from wsdhash import cli
@@ -27,6 +28,9 @@ PROGRAM = textwrap.dedent("""
             raise cli.UsageError(f"--every must be >= 1, got {FLAGS.every}.")
         if FLAGS.every == 7:
             raise ValueError("a library error\\nspread over\\n  three lines")
+        if FLAGS.every == 3:  # a library writing to fd 2 (TensorFlow's C++ logs)
+            os.write(2, b"I0000 native start-up line\\n")
+            print("wsdhash.toy: warning: our own line", file=sys.stderr)
         print("ok")
 
     cli.run(main, "wsdhash.toy")
@@ -75,6 +79,15 @@ def test_failure_is_one_line_and_the_traceback_goes_to_the_log(tmp_path):
 def test_success_prints_only_the_result(tmp_path):
     result = _toy(tmp_path)
     assert (result.returncode, result.stdout, result.stderr) == (0, "ok\n", "")
+
+
+def test_native_stderr_goes_to_the_log_and_our_lines_to_the_terminal(tmp_path):
+    result = _toy(tmp_path, "--every=3")
+    assert result.returncode == 0 and result.stdout == "ok\n"
+    assert result.stderr == "wsdhash.toy: warning: our own line\n"
+    assert "I0000 native start-up line" in (tmp_path / "toy.log").read_text()
+    verbose = _toy(tmp_path, "--every=3", "--verbose")  # everything on the terminal
+    assert "I0000 native start-up line" in verbose.stderr
 
 
 def test_unknown_flags_pass_through_when_the_command_asks(tmp_path):

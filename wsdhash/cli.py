@@ -8,6 +8,12 @@ set with `set_log_file`, else `<tmp>/wsdhash-logs/<command>.log`) and, with
 `--verbose`, to stderr as well. Every numeric flag is checked against its range
 (wsdhash/flag_bounds.py) right after parsing, before the command starts.
 
+Native logs: TensorFlow's C++ start-up lines (oneDNN, CUDA, CPU features), absl's C++
+logging and anything else written to file descriptor 2 by a library go to the log file
+while a command runs; the command's own lines (`sys.stderr`: errors, warnings,
+progress) still reach the terminal (`native_logs_to_file`). `--verbose` leaves them on
+stderr. Processes the command starts inherit the redirection.
+
 Entry points call `run(main, name)` instead of `absl.app.run(main)`. It expands
 `--flagfile=` itself (wsdhash/flagfiles.py), so that a flagfile named inside another
 is found beside the file that names it, whatever the working directory.
@@ -24,6 +30,7 @@ module imports TensorFlow only inside `main`, after `run` has set the variable.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import sys
@@ -32,6 +39,7 @@ import traceback
 from collections.abc import Callable
 
 from absl import app, flags
+from absl import logging as absl_logging
 
 from wsdhash import flag_bounds, flagfiles
 
@@ -123,6 +131,50 @@ def report_error(name: str, error: BaseException) -> int:
     return EXIT_ERROR
 
 
+@contextlib.contextmanager
+def native_logs_to_file(name: str):
+    """File descriptor 2 appended to the command's log file inside the block, with
+    `sys.stderr` kept on the terminal (module doc); a no-op where fd 2 cannot be
+    duplicated or the log file opened."""
+    path = log_file_path(name)
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        log = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+    except OSError:
+        yield
+        return
+    try:
+        terminal = os.dup(2)
+    except OSError:
+        os.close(log)
+        yield
+        return
+    previous = sys.stderr
+    previous.flush()
+    encoding = getattr(previous, "encoding", None) or "utf-8"
+    # Closed in the finally below (a `with` cannot span the yield's caller).
+    sys.stderr = open(terminal, "w", buffering=1, encoding=encoding,  # noqa: SIM115
+                      errors="backslashreplace", closefd=False)  # fmt: skip
+    os.dup2(log, 2)
+    os.close(log)
+    # absl's Python handler (the commands' own INFO lines: stages, "Resumed from ...")
+    # keeps writing where `sys.stderr` goes.
+    handler = absl_logging.get_absl_handler().python_handler
+    repointed = handler.stream is previous
+    if repointed:
+        handler.stream = sys.stderr
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        if repointed and handler.stream is sys.stderr:
+            handler.stream = previous
+        os.dup2(terminal, 2)
+        sys.stderr.close()
+        os.close(terminal)
+        sys.stderr = previous
+
+
 def run(
     main: Callable[[list[str]], int | None], name: str, pass_unknown_flags: bool = False
 ) -> None:
@@ -148,7 +200,10 @@ def run(
 
     def guarded(argv: list[str]) -> int | None:
         try:
-            return main(argv)
+            if FLAGS.verbose:
+                return main(argv)
+            with native_logs_to_file(name):
+                return main(argv)
         except SystemExit:
             raise
         except KeyboardInterrupt:
