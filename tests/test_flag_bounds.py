@@ -11,7 +11,8 @@ import sys
 
 import pytest
 
-from wsdhash import flag_bounds
+from wsdhash import flag_bounds, settings
+from wsdhash.training.config import TrainConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROBE = os.path.join(ROOT, "tests", "flag_probe.py")
@@ -35,6 +36,7 @@ REQUIRED = {
     "wsdhash.tags": ["output_dir=x"],
     "wsdhash.baselines.__main__": ["features=x.h5", "method=itq", "output=x.h5"],
 }
+SETTING_BOUNDS = settings.flag_bounds_of(TrainConfig)
 # The flags where -1 is a documented value.
 MINUS_ONE_ALLOWED = {"validation_size", "hyp2_zeta"}  # -1: auto; a cosine threshold
 
@@ -69,7 +71,8 @@ def test_every_numeric_flag_is_bounded_and_refuses_bad_values(probe):
             assert f"--{name}" in results[case], results[case]
         if name not in MINUS_ONE_ALLOWED:
             assert results["minus_one"] != "accepted", f"{where}: -1 accepted"
-        bound = flag_bounds.BOUNDS.get(name)
+        # A training setting's range is in its field's metadata (declared by train).
+        bound = flag_bounds.BOUNDS.get(name) or SETTING_BOUNDS.get(name)
         if bound is not None:  # method options are declared by train at import
             assert (results["zero"] == "accepted") == bound.contains(0), (where, results)
             if results["zero"] != "accepted":

@@ -5,13 +5,15 @@ Every entry point's numeric flags are checked against `BOUNDS` right after parsi
 infinity, is refused in one line with exit status 2, naming the flag, the value and
 the range. Where the library checks the same value itself, the range lives there once
 and the entry point that defines the flag adds it to the table (`declare`): a method's
-own flags (`--<method>_<name>`, their `Option` in wsdhash/methods/), the index
-parameters (wsdhash/index/binary.py) and the service's limits (wsdhash/service/errors.py).
+own flags (`--<method>_<name>`, their `Option` in wsdhash/methods/), the training
+settings' flags (`bound` in a `TrainConfig` field's metadata, wsdhash/settings.py,
+declared by `wsdhash.setting_flags.define_flags`), the index parameters
+(wsdhash/index/binary.py) and the service's limits (wsdhash/service/errors.py).
 
 A flag whose default is None ("not set", e.g. `--hyp2_zeta`) may stay unset. The
 table lists every numeric flag of every command (tests/test_flag_bounds.py walks them
 all with 0, -1, NaN, a huge value and a wrong type), so a new numeric flag needs a
-line here before its tests pass. The same name means the same quantity in every
+line here (or a declared range) before its tests pass. The same name means the same quantity in every
 command (`--seed`, `--batch_size`), so one line covers them all.
 
 The upper bounds are not limits of the algorithms: they are values past which a run
@@ -68,25 +70,11 @@ BOUNDS: dict[str, Bound] = {
     "image_size": IMAGE_SIDE,
     "crop_size": IMAGE_SIDE,
     "max_pixels": Bound(1, 2**31),  # export's, and serve's Limits
-    # train (and tune, which takes train's flags).
-    "hash_bit": BITS,
-    "quantizer_update_every": OPTIONAL_COUNT,
-    "classes_per_batch": Bound(1, 2**16),
-    "images_per_class": Bound(1, 2**16),
-    "steps": OPTIONAL_COUNT,
+    # train (and tune, which takes train's flags): the flags that are not settings; a
+    # TrainConfig field's flag has its range in the field's metadata (declared by train).
     "epochs": Bound(0, 10**6),
-    "lr": Bound(0, 100),
-    "backbone_lr_multiplier": Bound(0, 1000),
-    "momentum": FRACTION,
-    "weight_decay": FRACTION,
     "lr_decay_every": OPTIONAL_COUNT,
-    "lr_decay": Bound(0, 1, above=True),
     "cpu_replicas": Bound(0, 256),
-    "eval_every": OPTIONAL_COUNT,
-    "checkpoint_every": COUNT,
-    "keep_checkpoints": Bound(1, 10**4),
-    "validation_size": Bound(-1, BIG),
-    "log_every": COUNT,
     # tune.
     "trials": Bound(1, 10**6),
     "timeout_s": OPTIONAL_COUNT,

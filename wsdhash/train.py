@@ -34,45 +34,24 @@ import sys
 
 from absl import flags, logging
 
-from wsdhash import cli, flag_bounds
-from wsdhash.eval.protocol import EMPTY_POLICIES, TIE_POLICIES, EvalProtocol
+from wsdhash import cli, flag_bounds, setting_flags, settings
 from wsdhash.methods import METHODS
-from wsdhash.quantization import QUANTIZERS
+from wsdhash.training.config import TrainConfig, carved_count
 
 FLAGS = flags.FLAGS
+# The module absl files this command's flags under (`--helpfull`, flags.txt).
+_MODULE = sys.argv[0] if __name__ == "__main__" else __name__
 
-# Data.
-flags.DEFINE_string("dataset", "builtin", "Registered dataset name.")
-flags.DEFINE_string("data_dir", "data/builtin", "Dataset folder (list files).")
+# Every TrainConfig field's flag, from the field's metadata (wsdhash/training/config.py):
+# --dataset, --hash_bit, --lr, --steps, --workdir, --tfrecords, ...
+setting_flags.define_flags(TrainConfig, FLAGS, _MODULE)
+# The flags that are not settings themselves. Data: what the dataset factory takes.
 flags.DEFINE_string("image_root", None, "Folder image paths are relative to (list datasets).")
 flags.DEFINE_list(
     "builtin_sizes", ["5000", "500", "5000"], "Built-in dataset: train,query,database."
 )
 flags.DEFINE_integer("builtin_image_size", 64, "Built-in dataset: image side.")
-flags.DEFINE_integer("image_size", 0, "Resize side before cropping (0: the backbone's).")
-flags.DEFINE_integer("crop_size", 0, "Crop side (0: the backbone's).")
-flags.DEFINE_bool("ten_crop", False, "Evaluate with WSDHQ's 10-crop averaging.")
-flags.DEFINE_string(
-    "augment", "random_crop_flip",
-    "Training augmentation (preprocessing.AUGMENTATIONS): random_crop_flip, center_crop "
-    "(no flip), resize (the whole image, no crop or flip) or resize_flip; the last two need "
-    "--image_size equal to --crop_size. Evaluation always takes the centre crop.",
-)  # fmt: skip
-flags.DEFINE_enum(
-    "data_format", "auto", ["auto", "files", "tfrecord", "tfrecord_stream"],
-    "Where training images are read: files, tfrecord (the --tfrecords shards, looked up "
-    "in the files' order: the same batches), tfrecord_stream (the shards read "
-    "sequentially through a shuffle buffer: another order) or auto (tfrecord when "
-    "--tfrecords is given, else files). docs/tfrecords.md.",
-)  # fmt: skip
-flags.DEFINE_string(
-    "tfrecords", None, "Folder of TFRecord shards (`python -m wsdhash.pipeline tfrecords`)."
-)
-flags.DEFINE_enum("supervision", "labels", ["labels", "tags"], "Train on labels or user tags.")
 # Model.
-flags.DEFINE_string(
-    "backbone", "small_cnn", "Registered backbone, or 'features' to train on --features."
-)
 flags.DEFINE_string(
     "features", None, "--backbone=features: a features file from `python -m wsdhash.extract`."
 )
@@ -82,23 +61,6 @@ flags.DEFINE_enum(
     "for a head on frozen features (wsdhash/recipes/); 'auto' uses it with "
     "--backbone=features; 'none' keeps the flags' own defaults.",
 )  # fmt: skip
-flags.DEFINE_string("weights", "none", "'none', 'imagenet', or a weights file.")
-flags.DEFINE_bool("allow_pickle", False, "Allow loading a pickled .npy weights dict.")
-flags.DEFINE_string(
-    "normalization", "", "Input normalisation (NORMALIZATIONS name); empty: the backbone's."
-)
-flags.DEFINE_string("head", "linear_bn", "Registered hash head: linear, tanh, linear_bn.")
-flags.DEFINE_integer("hash_bit", 32, "Code length K.")
-flags.DEFINE_enum(
-    "head_init", "none", ["none", "lsh", "pcah", "itq", "pcarr"],
-    "Start the head from this unsupervised baseline fitted on the training split's "
-    "backbone features (sign(head) = its codes at step 0), or 'none': the head's own "
-    "random initialiser.",
-)  # fmt: skip
-# Method.
-flags.DEFINE_enum(
-    "method", "orthohash", METHODS.names(), "Registered method (wsdhash.methods.METHODS)."
-)
 # Each method's own flags, from its options (wsdhash/methods/): --<method>_<name>.
 _DEFINE = {
     "float": flags.DEFINE_float, "integer": flags.DEFINE_integer, "bool": flags.DEFINE_bool,
@@ -112,72 +74,16 @@ for _name in METHODS.names():
             _DEFINE[_option.kind](_option.flag, _option.default, _option.help)
         if _option.bound is not None:
             flag_bounds.declare(_option.flag, _option.bound)
-flags.DEFINE_string(
-    "tag_dir",
-    "",
-    "Output folder of `python -m wsdhash.tags`: with --supervision=tags any method trains on "
-    "its merged tags (WSDHQ needs it, for its tag embeddings too).",
-)
-flags.DEFINE_enum(
-    "quantizer",
-    "additive",
-    QUANTIZERS.names(),
-    "WSDHQ quantizer: additive (the original's ICM) or product (PQ on the hypersphere).",
-)
-flags.DEFINE_integer(
-    "quantizer_update_every", 0, "WSDHQ quantizer period in steps (0: 2 epochs, at least 100)."
-)
-# Optimisation.
-flags.DEFINE_integer("batch_size", 64, "Global batch size.")
-flags.DEFINE_enum("sampler", "uniform", ["uniform", "class_balanced"], "Training batch sampler.")
-flags.DEFINE_integer("classes_per_batch", 10, "Class-balanced sampler: classes per batch.")
-flags.DEFINE_integer("images_per_class", 8, "Class-balanced sampler: images per class.")
-flags.DEFINE_integer("steps", 0, "Training steps (0: use --epochs).")
+# The schedule's units (TrainConfig keeps steps).
 flags.DEFINE_float("epochs", 10, "Training epochs, used when --steps=0.")
-flags.DEFINE_enum("optimizer", "sgd", ["sgd", "adam"], "Optimizer.")
-flags.DEFINE_float("lr", 0.01, "Base learning rate (head and loss variables).")
-flags.DEFINE_float("backbone_lr_multiplier", 1.0, "Backbone learning-rate multiplier.")
-flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
-flags.DEFINE_float("weight_decay", 0.0, "Coupled L2 weight decay (PyTorch style).")
 flags.DEFINE_integer("lr_decay_every", 0, "Multiply the lr by --lr_decay every N units.")
 flags.DEFINE_enum("lr_decay_unit", "steps", ["steps", "epochs"], "Unit of --lr_decay_every.")
-flags.DEFINE_float("lr_decay", 0.1, "Learning-rate step factor.")
+flags.DEFINE_enum("eval_every_unit", "steps", ["steps", "epochs"], "Unit of --eval_every.")
 # Runtime.
 flags.DEFINE_enum("strategy", "auto", ["auto", "one_device", "mirrored", "multi_worker"], "")
 flags.DEFINE_string("gpu", None, "Comma-separated GPU ids to use (default: all).")
 flags.DEFINE_integer("cpu_replicas", 0, "Split the CPU into N logical devices (testing).")
-flags.DEFINE_enum("mixed_precision", "none", ["none", "bfloat16"], "Mixed precision.")
 flags.DEFINE_bool("deterministic", False, "Deterministic ops (exact resume; slower on GPU).")
-flags.DEFINE_integer("seed", 0, "Seeds everything.")
-flags.DEFINE_string("workdir", None, "Run folder (default: checkpoints/<run name>).")
-flags.DEFINE_integer("eval_every", 0, "Validation period (0: end only).")
-flags.DEFINE_enum("eval_every_unit", "steps", ["steps", "epochs"], "Unit of --eval_every.")
-flags.DEFINE_integer("checkpoint_every", 500, "Checkpoint period in steps.")
-flags.DEFINE_integer("keep_checkpoints", 3, "Latest checkpoints to keep.")
-flags.DEFINE_integer(
-    "validation_size", -1,
-    "Validation queries carved from the training split, for checkpoint selection: -1 (a "
-    "tenth of the split, at most 500), 0 (none: the final weights are kept) or a count; a "
-    "carve that leaves less than half of the split to train on is refused.",
-)  # fmt: skip
-flags.DEFINE_enum(
-    "validation_database", "train", ["train", "heldout"],
-    "What validation queries are ranked against: the rest of the training split, or "
-    "'heldout': as many more items carved from it and not trained on (unseen, like most "
-    "of a test database).",
-)  # fmt: skip
-flags.DEFINE_enum("select_on", "validation", ["validation", "test"], "Checkpoint selection.")
-flags.DEFINE_enum(
-    "empty", EvalProtocol.empty, EMPTY_POLICIES, "Queries with no relevant item: AP 0 or skipped."
-)
-flags.DEFINE_enum(
-    "ties",
-    EvalProtocol.ties,
-    TIE_POLICIES,
-    "Order within equal distance in validation and the test evaluation (docs/evaluation.md).",
-)
-flags.DEFINE_string("topk", None, "mAP cut-off R: an integer or 'all' (default: protocol).")
-flags.DEFINE_integer("log_every", 50, "Logging period in steps.")
 flags.DEFINE_list(
     "resume_with_changes",
     [],
@@ -186,12 +92,10 @@ flags.DEFINE_list(
     "lr_decay, lr_decay_every and the method's own flags (e.g. hyp2_zeta).",
 )
 
-# The flags that set each TrainConfig field (dotted for nested ones), for messages.
+# The flags that set each TrainConfig field (dotted for nested ones), for messages:
+# the fields' own, and the dataset options' (wsdhash.data.datasets.command_line_options).
 _FIELD_FLAGS = {
-    "bits": "hash_bit", "optimizer.name": "optimizer", "optimizer.learning_rate": "lr",
-    "optimizer.backbone_lr_multiplier": "backbone_lr_multiplier",
-    "optimizer.momentum": "momentum", "optimizer.weight_decay": "weight_decay",
-    "optimizer.boundaries": "lr_decay_every", "optimizer.decay": "lr_decay",
+    **settings.message_flags(TrainConfig),
     "dataset_options.num_train": "builtin_sizes", "dataset_options.num_query": "builtin_sizes",
     "dataset_options.num_database": "builtin_sizes",
     "dataset_options.image_size": "builtin_image_size", "dataset_options.seed": "seed",
@@ -369,8 +273,6 @@ def build_config(workdir: str):
     """The `TrainConfig` of the parsed flags (after `apply_recipe` and the features
     file's substitution of --dataset and --data_dir)."""
     from wsdhash.data import datasets, preprocessing
-    from wsdhash.training.config import TrainConfig, carved_count
-    from wsdhash.training.optimization import OptimizerConfig
 
     if FLAGS.augment not in preprocessing.AUGMENTATIONS:
         raise cli.UsageError(
@@ -394,7 +296,7 @@ def build_config(workdir: str):
             train_size, FLAGS.validation_size, FLAGS.validation_database
         )
         steps_per_epoch = max(trained_on // FLAGS.batch_size, 1)
-        steps = steps or max(int(round(FLAGS.epochs * steps_per_epoch)), 1)
+        steps = steps or max(round(FLAGS.epochs * steps_per_epoch), 1)
         # An epoch is one pass over the training items, whether they are images or the
         # rows of a features file (one row per image: the same passes as on images).
         logging.info(
@@ -407,57 +309,19 @@ def build_config(workdir: str):
         every = FLAGS.lr_decay_every * (steps_per_epoch if FLAGS.lr_decay_unit == "epochs" else 1)
         boundaries = tuple(range(every, steps, every))
     eval_every = FLAGS.eval_every * (steps_per_epoch if FLAGS.eval_every_unit == "epochs" else 1)
-    return TrainConfig(
-        dataset=FLAGS.dataset,
-        data_dir=FLAGS.data_dir,
-        dataset_options=options,
-        backbone=FLAGS.backbone,
-        weights=FLAGS.weights,
-        allow_pickle=FLAGS.allow_pickle,
-        head=FLAGS.head,
-        bits=FLAGS.hash_bit,
-        method=FLAGS.method,
-        method_options=method_options(),
-        supervision=FLAGS.supervision,
-        batch_size=FLAGS.batch_size,
-        steps=steps,
-        optimizer=OptimizerConfig(
-            name=FLAGS.optimizer,
-            learning_rate=FLAGS.lr,
-            backbone_lr_multiplier=FLAGS.backbone_lr_multiplier,
-            momentum=FLAGS.momentum,
-            weight_decay=FLAGS.weight_decay,
-            boundaries=boundaries,
-            decay=FLAGS.lr_decay,
-        ),
-        seed=FLAGS.seed,
-        workdir=workdir,
-        image_size=FLAGS.image_size,
-        crop_size=FLAGS.crop_size,
-        ten_crop=FLAGS.ten_crop,
-        augment=FLAGS.augment,
-        eval_every=eval_every,
-        checkpoint_every=FLAGS.checkpoint_every,
-        keep_checkpoints=FLAGS.keep_checkpoints,
-        validation_size=FLAGS.validation_size,
-        validation_database=FLAGS.validation_database,
-        select_on=FLAGS.select_on,
-        topk=parse_topk(FLAGS.topk),
-        mixed_precision=FLAGS.mixed_precision,
-        log_every=FLAGS.log_every,
-        sampler=FLAGS.sampler,
-        classes_per_batch=FLAGS.classes_per_batch,
-        images_per_class=FLAGS.images_per_class,
-        tag_dir=FLAGS.tag_dir,
-        quantizer_update_every=FLAGS.quantizer_update_every,
-        quantizer=FLAGS.quantizer,
-        normalization=FLAGS.normalization,
-        empty=FLAGS.empty,
-        ties=FLAGS.ties,
-        head_init="" if FLAGS.head_init == "none" else FLAGS.head_init,
-        data_format=data_format(),
-        tfrecords=os.path.abspath(FLAGS.tfrecords) if FLAGS.tfrecords else "",
-    )
+    computed = {  # the fields whose flags are not their values
+        "dataset_options": options,
+        "method_options": method_options(),
+        "steps": steps,
+        "optimizer.boundaries": boundaries,
+        "workdir": workdir,
+        "eval_every": eval_every,
+        "topk": parse_topk(FLAGS.topk),
+        "head_init": "" if FLAGS.head_init == "none" else FLAGS.head_init,
+        "data_format": data_format(),
+        "tfrecords": os.path.abspath(FLAGS.tfrecords) if FLAGS.tfrecords else "",
+    }
+    return setting_flags.config_from_flags(TrainConfig, FLAGS, computed)
 
 
 def use_features_file() -> None:

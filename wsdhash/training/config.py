@@ -1,15 +1,43 @@
 """The settings of one training run: `TrainConfig`, filled by `wsdhash.train` from
 flags and stored in the run's `run_info.json` (which `config_from_dict` reads back for
-resuming and export). Importing it does not import TensorFlow."""
+resuming and export). Importing it does not import TensorFlow.
+
+Each field is declared once, with `wsdhash.settings.setting`: its flag (name, kind,
+default, choices, help), the flag's range, the field's minimum and its resume policy
+live in the field's metadata, which `wsdhash.setting_flags` (the flags),
+`wsdhash.training.run_info` (resuming) and `flag_bounds` (the ranges) read.
+docs/contributing.md ("Adding a training setting") shows a new one."""
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Any
 
-from wsdhash.eval.protocol import EvalProtocol, check_empty_policy, check_tie_policy
+from wsdhash import settings
+from wsdhash.eval.protocol import (
+    EMPTY_POLICIES,
+    TIE_POLICIES,
+    EvalProtocol,
+    check_empty_policy,
+    check_tie_policy,
+)
+from wsdhash.flag_bounds import BITS, COUNT, FRACTION, OPTIONAL_COUNT, Bound
+from wsdhash.settings import CHANGEABLE, FREE, PATH, setting
 
 OPTIMIZERS = ("sgd", "adam")
+HEAD_INITS = ("lsh", "pcah", "itq", "pcarr")
+
+
+def _method_names() -> list[str]:
+    from wsdhash.methods import METHODS  # read when the flag is defined
+
+    return METHODS.names()
+
+
+def _quantizer_names() -> list[str]:
+    from wsdhash.quantization import QUANTIZERS
+
+    return QUANTIZERS.names()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,22 +54,33 @@ class OptimizerConfig:
     decay: the multiplier.
     """
 
-    name: str = "sgd"
-    learning_rate: float = 0.01
-    backbone_lr_multiplier: float = 1.0
-    momentum: float = 0.9
-    beta_1: float = 0.9
-    beta_2: float = 0.999
-    epsilon: float = 1e-8
-    weight_decay: float = 0.0
-    boundaries: tuple[int, ...] = ()
-    decay: float = 0.1
+    name: str = setting("sgd", flag="optimizer", flag_choices=OPTIMIZERS, help="Optimizer.")
+    learning_rate: float = setting(
+        0.01, flag="lr", help="Base learning rate (head and loss variables).",
+        bound=Bound(0, 100), resume=CHANGEABLE,
+    )  # fmt: skip
+    backbone_lr_multiplier: float = setting(
+        1.0, help="Backbone learning-rate multiplier.", bound=Bound(0, 1000), resume=CHANGEABLE
+    )
+    momentum: float = setting(0.9, help="SGD momentum.", bound=FRACTION, resume=CHANGEABLE)
+    beta_1: float = setting(0.9, flag=None)
+    beta_2: float = setting(0.999, flag=None)
+    epsilon: float = setting(1e-8, flag=None)
+    weight_decay: float = setting(
+        0.0, help="Coupled L2 weight decay (PyTorch style).", bound=FRACTION, resume=CHANGEABLE
+    )
+    boundaries: tuple[int, ...] = setting((), flag=None, set_by="lr_decay_every", resume=CHANGEABLE)
+    decay: float = setting(
+        0.1, flag="lr_decay", help="Learning-rate step factor.",
+        bound=Bound(0, 1, above=True), resume=CHANGEABLE,
+    )  # fmt: skip
 
     def __post_init__(self):
         if self.name not in OPTIMIZERS:
             raise ValueError(f"Unknown optimizer {self.name!r}; expected one of {OPTIMIZERS}.")
         if list(self.boundaries) != sorted(self.boundaries):
             raise ValueError(f"Learning-rate boundaries must increase: {self.boundaries}.")
+        settings.check(self)
 
     def learning_rate_at(self, step: int, multiplier: float = 1.0) -> float:
         """The learning rate of update number `step` (0-based): decayed once for every
@@ -53,6 +92,9 @@ class OptimizerConfig:
 SELECT_ON = ("validation", "test")
 DATA_FORMATS = ("files", "tfrecord", "tfrecord_stream")
 VALIDATION_DATABASES = ("train", "heldout")
+SUPERVISIONS = ("labels", "tags")
+MIXED_PRECISIONS = ("none", "bfloat16")
+SAMPLERS = ("uniform", "class_balanced")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,53 +163,129 @@ class TrainConfig:
             "files".
     """
 
-    dataset: str = "builtin"
-    data_dir: str = "data/builtin"
-    dataset_options: dict[str, Any] = dataclasses.field(default_factory=dict)
-    backbone: str = "small_cnn"
-    weights: str = "none"
-    allow_pickle: bool = False
-    head: str = "linear_bn"
-    bits: int = 32
-    method: str = "orthohash"
-    method_options: dict[str, Any] = dataclasses.field(default_factory=dict)
-    supervision: str = "labels"
-    batch_size: int = 64
-    steps: int = 1000
+    # Data.
+    dataset: str = setting("builtin", help="Registered dataset name.")
+    data_dir: str = setting("data/builtin", help="Dataset folder (list files).", resume=PATH)
+    # Computed by the entry point from --image_root, --builtin_* and --seed; the
+    # strings in it are compared as paths on resume.
+    dataset_options: dict[str, Any] = setting(default_factory=dict, flag=None, resume=PATH)  # noqa: RUF009
+    # Model.
+    backbone: str = setting(
+        "small_cnn", help="Registered backbone, or 'features' to train on --features."
+    )
+    weights: str = setting("none", help="'none', 'imagenet', or a weights file.", resume=PATH)
+    allow_pickle: bool = setting(False, help="Allow loading a pickled .npy weights dict.")
+    head: str = setting("linear_bn", help="Registered hash head: linear, tanh, linear_bn.")
+    bits: int = setting(32, flag="hash_bit", help="Code length K.", bound=BITS)
+    method: str = setting(
+        "orthohash", flag_choices=_method_names,
+        help="Registered method (wsdhash.methods.METHODS).",
+    )  # fmt: skip
+    # The method's own flags (--<method>_<name>, their Option in wsdhash/methods/).
+    method_options: dict[str, Any] = setting(default_factory=dict, flag=None, resume=CHANGEABLE)  # noqa: RUF009
+    supervision: str = setting("labels", choices=SUPERVISIONS, help="Train on labels or user tags.")
+    batch_size: int = setting(64, help="Global batch size.", minimum=1)  # range: flag_bounds
+    steps: int = setting(
+        1000, flag_default=0, help="Training steps (0: use --epochs).",
+        bound=OPTIONAL_COUNT, minimum=1, resume=CHANGEABLE,
+    )  # fmt: skip
     optimizer: OptimizerConfig = OptimizerConfig()
-    seed: int = 0
-    workdir: str = "checkpoints/run"
-    image_size: int = 0
-    crop_size: int = 0
-    ten_crop: bool = False
-    augment: str = "random_crop_flip"
-    eval_every: int = 0
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 3
-    validation_size: int = -1
-    validation_database: str = "train"
-    select_on: str = "validation"
-    topk: int | None = None
-    mixed_precision: str = "none"
-    log_every: int = 50
-    sampler: str = "uniform"
-    classes_per_batch: int = 10
-    images_per_class: int = 8
-    tag_dir: str = ""
-    quantizer_update_every: int = 0
-    quantizer: str = "additive"
-    normalization: str = ""
-    empty: str = EvalProtocol.empty
-    ties: str = EvalProtocol.ties
-    head_init: str = ""
-    data_format: str = "files"
-    tfrecords: str = ""
+    seed: int = setting(0, help="Seeds everything.")  # range: flag_bounds (shared)
+    workdir: str = setting(
+        "checkpoints/run", kind="string", flag_default=None,
+        help="Run folder (default: checkpoints/<run name>).", resume=FREE,
+    )  # fmt: skip
+    image_size: int = setting(0, help="Resize side before cropping (0: the backbone's).")
+    crop_size: int = setting(0, help="Crop side (0: the backbone's).")
+    ten_crop: bool = setting(False, help="Evaluate with WSDHQ's 10-crop averaging.")
+    augment: str = setting(
+        "random_crop_flip", unrecorded="random_crop_flip",
+        help="Training augmentation (preprocessing.AUGMENTATIONS): random_crop_flip, "
+        "center_crop (no flip), resize (the whole image, no crop or flip) or resize_flip; the "
+        "last two need --image_size equal to --crop_size. Evaluation always takes the centre "
+        "crop.",
+    )  # fmt: skip
+    eval_every: int = setting(
+        0, help="Validation period (0: end only).", bound=OPTIONAL_COUNT, resume=CHANGEABLE
+    )
+    checkpoint_every: int = setting(
+        500, help="Checkpoint period in steps.", bound=COUNT, resume=FREE
+    )
+    keep_checkpoints: int = setting(
+        3, help="Latest checkpoints to keep.", bound=Bound(1, 10**4), resume=FREE
+    )
+    validation_size: int = setting(
+        -1, bound=Bound(-1, 10**9),
+        help="Validation queries carved from the training split, for checkpoint selection: "
+        "-1 (a tenth of the split, at most 500), 0 (none: the final weights are kept) or a "
+        "count; a carve that leaves less than half of the split to train on is refused.",
+    )  # fmt: skip
+    validation_database: str = setting(
+        "train", choices=VALIDATION_DATABASES, unrecorded="train",
+        help="What validation queries are ranked against: the rest of the training split, "
+        "or 'heldout': as many more items carved from it and not trained on (unseen, like "
+        "most of a test database).",
+    )  # fmt: skip
+    select_on: str = setting("validation", choices=SELECT_ON, help="Checkpoint selection.")
+    topk: int | None = setting(
+        None, kind="string", help="mAP cut-off R: an integer or 'all' (default: protocol)."
+    )
+    mixed_precision: str = setting("none", choices=MIXED_PRECISIONS, help="Mixed precision.")
+    log_every: int = setting(50, help="Logging period in steps.", bound=COUNT, resume=FREE)
+    sampler: str = setting("uniform", choices=SAMPLERS, help="Training batch sampler.")
+    classes_per_batch: int = setting(
+        10, help="Class-balanced sampler: classes per batch.", bound=Bound(1, 2**16)
+    )
+    images_per_class: int = setting(
+        8, help="Class-balanced sampler: images per class.", bound=Bound(1, 2**16)
+    )
+    tag_dir: str = setting(
+        "", resume=PATH,
+        help="Output folder of `python -m wsdhash.tags`: with --supervision=tags any method "
+        "trains on its merged tags (WSDHQ needs it, for its tag embeddings too).",
+    )  # fmt: skip
+    quantizer_update_every: int = setting(
+        0, help="WSDHQ quantizer period in steps (0: 2 epochs, at least 100).",
+        bound=OPTIONAL_COUNT, resume=CHANGEABLE,
+    )  # fmt: skip
+    quantizer: str = setting(
+        "additive", flag_choices=_quantizer_names,
+        help="WSDHQ quantizer: additive (the original's ICM) or product (PQ on the "
+        "hypersphere).",
+    )  # fmt: skip
+    normalization: str = setting(
+        "", help="Input normalisation (NORMALIZATIONS name); empty: the backbone's."
+    )
+    empty: str = setting(
+        EvalProtocol.empty, flag_choices=EMPTY_POLICIES,
+        help="Queries with no relevant item: AP 0 or skipped.",
+    )  # fmt: skip
+    ties: str = setting(
+        EvalProtocol.ties, flag_choices=TIE_POLICIES, unrecorded=EvalProtocol.ties,
+        help="Order within equal distance in validation and the test evaluation "
+        "(docs/evaluation.md).",
+    )  # fmt: skip
+    head_init: str = setting(
+        "", flag_default="none", flag_choices=("none", *HEAD_INITS),
+        help="Start the head from this unsupervised baseline fitted on the training split's "
+        "backbone features (sign(head) = its codes at step 0), or 'none': the head's own "
+        "random initialiser.",
+    )  # fmt: skip
+    data_format: str = setting(
+        "files", choices=DATA_FORMATS, flag_default="auto",
+        flag_choices=("auto", *DATA_FORMATS), unrecorded="files",
+        help="Where training images are read: files, tfrecord (the --tfrecords shards, "
+        "looked up in the files' order: the same batches), tfrecord_stream (the shards "
+        "read sequentially through a shuffle buffer: another order) or auto (tfrecord "
+        "when --tfrecords is given, else files). docs/tfrecords.md.",
+    )  # fmt: skip
+    tfrecords: str = setting(
+        "", flag_default=None, resume=PATH, unrecorded="",
+        help="Folder of TFRecord shards (`python -m wsdhash.pipeline tfrecords`).",
+    )  # fmt: skip
 
     def __post_init__(self):
-        if self.data_format not in DATA_FORMATS:
-            raise ValueError(
-                f"--data_format must be one of {DATA_FORMATS}, got {self.data_format!r}."
-            )
+        settings.check(self)  # choices and minimums, from the fields' metadata
         if (self.data_format == "files") == bool(self.tfrecords):
             raise ValueError(
                 "--tfrecords=DIR (the shards) goes with --data_format=tfrecord or "
@@ -176,27 +294,10 @@ class TrainConfig:
             )
         check_empty_policy(self.empty)
         check_tie_policy(self.ties)
-        if self.select_on not in SELECT_ON:
-            raise ValueError(f"--select_on must be one of {SELECT_ON}, got {self.select_on!r}.")
-        if self.validation_database not in VALIDATION_DATABASES:
-            raise ValueError(
-                f"--validation_database must be one of {VALIDATION_DATABASES}, got "
-                f"{self.validation_database!r}."
-            )
-        if self.supervision not in ("labels", "tags"):
-            raise ValueError(f"--supervision must be 'labels' or 'tags', got {self.supervision!r}.")
         if self.tag_dir and self.supervision != "tags":
             raise ValueError(
                 f"--tag_dir={self.tag_dir}: processed tags are training targets only with "
                 "--supervision=tags."
-            )
-        if self.mixed_precision not in ("none", "bfloat16"):
-            raise ValueError(
-                f"--mixed_precision must be 'none' or 'bfloat16', got {self.mixed_precision!r}."
-            )
-        if self.sampler not in ("uniform", "class_balanced"):
-            raise ValueError(
-                f"--sampler must be 'uniform' or 'class_balanced', got {self.sampler!r}."
             )
         if self.sampler == "class_balanced" and (
             self.batch_size != self.classes_per_batch * self.images_per_class
@@ -207,11 +308,6 @@ class TrainConfig:
                 f"{self.classes_per_batch * self.images_per_class}, "
                 f"got {self.batch_size}."
             )
-        for name, minimum in _MINIMUMS.items():
-            value = getattr(self, name)
-            if value < minimum:
-                flag = _FLAG_NAMES.get(name, name)
-                raise ValueError(f"--{flag} must be >= {minimum}, got {value}.")
 
     def evaluation_protocol(self, dataset_topk: int | None) -> EvalProtocol:
         """The protocol of validation and of the test evaluation: R (`topk`, else the
@@ -221,15 +317,6 @@ class TrainConfig:
         return EvalProtocol(
             topk=topk, ties=self.ties, empty=self.empty, tie_bounds=True, radius_curve=False
         )
-
-
-# The smallest value of TrainConfig's integer fields, and the flags that set them.
-_MINIMUMS = {
-    "steps": 1, "batch_size": 1, "bits": 1, "checkpoint_every": 1, "log_every": 1,
-    "keep_checkpoints": 1, "eval_every": 0, "validation_size": -1,
-    "quantizer_update_every": 0, "classes_per_batch": 1, "images_per_class": 1,
-}  # fmt: skip
-_FLAG_NAMES = {"bits": "hash_bit"}
 
 
 def config_from_dict(values: dict) -> TrainConfig:

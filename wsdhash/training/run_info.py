@@ -14,8 +14,11 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
-from wsdhash import atomic_files
-from wsdhash.eval.protocol import EvalProtocol
+from wsdhash import atomic_files, settings
+from wsdhash.training.config import TrainConfig
+
+# TrainConfig's fields that hold a dict of options (compared entry by entry).
+_DICT_FIELDS = ("dataset_options", "method_options")
 
 PACKAGES = ("wsdhash", "tensorflow", "keras", "numpy", "h5py", "opencv-python-headless", "absl-py")
 
@@ -25,13 +28,17 @@ def git_commit() -> str | None:
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     try:
         commit = subprocess.run(
-            ["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+            ["git", "-C", root, "rev-parse", "HEAD"],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=10,
         )
         if commit.returncode != 0:
             return None
         status = subprocess.run(
             ["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=10,
+            check=False, capture_output=True, text=True, timeout=10,
         )  # fmt: skip
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -82,25 +89,32 @@ def write_run_info(workdir: str, config, resumes: list[dict] | None = None) -> N
 # Resuming
 # -----------------------------------------------------------------------------
 
+# The resume policy of each `TrainConfig` field, from the fields' metadata
+# (`wsdhash.settings`; a dict field's policy covers its entries, "method_options.*").
+_POLICIES = settings.resume_policies(TrainConfig)
 # Fields that do not change what a run computes: a resumed run may differ in them.
-RESUME_FREE_FIELDS = ("workdir", "log_every", "checkpoint_every", "keep_checkpoints")
+RESUME_FREE_FIELDS = tuple(f for f, policy in _POLICIES.items() if policy == settings.FREE)
 # Settings added after runs had been recorded without them, with the value every such
 # run used: a stored run that lacks one is compared as if it had recorded that value
 # (other unrecorded fields are not compared).
-UNRECORDED_DEFAULTS = {
-    "augment": "random_crop_flip", "ties": EvalProtocol.ties, "validation_database": "train",
-    "data_format": "files", "tfrecords": "",
-}  # fmt: skip
+UNRECORDED_DEFAULTS = settings.unrecorded_defaults(TrainConfig)
 # Fields compared as paths: one file spelled differently is one setting.
-_PATH_FIELDS = ("data_dir", "tag_dir", "weights", "dataset_options.image_root", "tfrecords")
+_PATH_FIELDS = tuple(f for f, policy in _POLICIES.items() if policy == settings.PATH)
 # Fields a resumed run may change when the caller allows it: the schedule and the
 # hyperparameters of the optimiser and the loss. `steps` may only grow; then the
 # learning-rate boundaries may grow with it (the earlier ones unchanged).
-RESUME_CHANGEABLE = (
-    "steps", "eval_every", "quantizer_update_every", "optimizer.learning_rate",
-    "optimizer.backbone_lr_multiplier", "optimizer.momentum", "optimizer.weight_decay",
-    "optimizer.decay", "optimizer.boundaries", "method_options.*",
-)  # fmt: skip
+RESUME_CHANGEABLE = tuple(
+    f"{f}.*" if f in _DICT_FIELDS else f
+    for f, policy in _POLICIES.items()
+    if policy == settings.CHANGEABLE
+)
+
+
+def _policy(field: str) -> str:
+    """The resume policy of a flattened field ("method_options.zeta": its dict's)."""
+    if field in _POLICIES:
+        return _POLICIES[field]
+    return _POLICIES.get(field.split(".", 1)[0], settings.MUST_MATCH)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,7 +168,7 @@ def _same_setting(field: str, stored, new) -> bool:
         return True
     if isinstance(stored, float) and isinstance(new, float):
         return math.isnan(stored) and math.isnan(new)
-    if field in _PATH_FIELDS and isinstance(stored, str) and isinstance(new, str):
+    if _policy(field) == settings.PATH and isinstance(stored, str) and isinstance(new, str):
         return os.path.realpath(stored) == os.path.realpath(new)
     return False
 
@@ -167,11 +181,9 @@ def resume_differences(stored: dict, config) -> list[SettingChange]:
     new = _flatten(json.loads(json.dumps(dataclasses.asdict(config))))
     changes = []
     for field in sorted(set(old) & set(new)):
-        if field in RESUME_FREE_FIELDS or _same_setting(field, old[field], new[field]):
+        if _policy(field) == settings.FREE or _same_setting(field, old[field], new[field]):
             continue
-        changeable = field in RESUME_CHANGEABLE or (
-            field.startswith("method_options.") and "method_options.*" in RESUME_CHANGEABLE
-        )
+        changeable = _policy(field) == settings.CHANGEABLE
         if field == "steps" and new[field] < old[field]:
             changeable = False  # a run cannot be shortened after the fact
         changes.append(SettingChange(field, old[field], new[field], changeable))
