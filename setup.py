@@ -90,6 +90,7 @@ setup(
             "wsdhash-tune=wsdhash.tune:run",
             "wsdhash-serve=wsdhash.serve:run",
             "wsdhash-pipeline=wsdhash.pipeline:run",
+            "wsdhash-tags=wsdhash.tags:run",
         ],
     },
 )
