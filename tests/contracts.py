@@ -198,7 +198,7 @@ def run_loss_test(loss_class, labels_kind: str = "multi", bits: int = 16, classe
     """What every loss layer must do for the trainer: (B,) float32 finite terms with a
     "loss" key; references given as (codes, labels) pairs or not at all; the batch
     split into two halves against the whole batch as references (two replicas) gives
-    the same per-example values and gradients; config round trip. A loss whose call
+    the same per-example values and gradients; config round trip. A loss whose terms
     takes `features` gets random backbone features (and the references' as
     `ref_features`), one that takes `example_index` the rows 0..B-1."""
     import pytest
@@ -218,8 +218,8 @@ def run_loss_test(loss_class, labels_kind: str = "multi", bits: int = 16, classe
     # Losses that compare codes with the backbone's features (unsupervised methods)
     # take them as `features`, and the references' as `ref_features`.
     # A loss with per-example state (ADSH's database codes) takes the rows as
-    # `example_index`.
-    parameters = inspect.signature(layer.call).parameters
+    # `example_index`. (Extra inputs are keywords of the loss's `terms`.)
+    parameters = inspect.signature(layer.terms).parameters
     features = None
     if "features" in parameters:
         features = tf.constant(rng.normal(size=(batch, 7)).astype(np.float32))

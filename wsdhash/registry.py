@@ -38,6 +38,11 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return sorted(self._entries)
 
+    def in_registration_order(self) -> list[str]:
+        """The names in the order they were registered (listings that follow a
+        published order, e.g. `wsdhash.data.prepare`'s table)."""
+        return list(self._entries)
+
     def __contains__(self, name: str) -> bool:
         return name in self._entries
 

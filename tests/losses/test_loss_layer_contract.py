@@ -154,3 +154,37 @@ def test_references_must_come_in_pairs():
         codes, labels = _inputs("single")
         with pytest.raises(ValueError, match="both ref_codes and ref_labels"):
             layer(codes, labels, ref_codes=codes)
+
+
+def test_call_resolves_the_references_once_and_calls_terms():
+    """HashingLoss.call is the template: it checks the pair, packs the references and
+    the offset, and passes extra inputs to the subclass's terms unchanged."""
+    from wsdhash.losses.base import HashingLoss
+    from wsdhash.losses.references import References
+
+    seen = []
+
+    class Recording(HashingLoss):
+        def terms(self, codes, labels, refs, features=None):
+            seen.append((refs, features))
+            return {"loss": tf.reduce_sum(codes, axis=1)}
+
+    layer = Recording(bits=BITS, num_classes=CLASSES)
+    codes, labels = _inputs("single")
+    codes = tf.convert_to_tensor(codes)
+    np.testing.assert_array_equal(layer(codes, labels)["loss"], tf.reduce_sum(codes, axis=1))
+    refs, features = seen[-1]
+    assert isinstance(refs, References) and not refs.given
+    assert refs.codes is None and refs.labels is None and refs.anchor_offset == 0
+    assert features is None
+    layer(codes[2:], labels[2:], codes, labels, anchor_offset=2, features=codes[2:])
+    refs, features = seen[-1]
+    assert refs.given and refs.anchor_offset == 2
+    np.testing.assert_array_equal(refs.codes, codes)
+    np.testing.assert_array_equal(refs.labels, labels)
+    np.testing.assert_array_equal(features, codes[2:])
+    with pytest.raises(ValueError, match="both ref_codes and ref_labels"):
+        layer(codes, labels, ref_labels=labels)
+    assert len(seen) == 2  # the check comes before terms
+    with pytest.raises(NotImplementedError, match="terms"):
+        HashingLoss(bits=BITS, num_classes=CLASSES)(codes, labels)

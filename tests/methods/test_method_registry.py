@@ -94,3 +94,28 @@ def test_importing_the_registry_does_not_import_tensorflow():
         [sys.executable, "-c", code], check=True, capture_output=True, text=True
     )
     assert result.stdout.strip() == "False"
+
+
+def test_each_method_registers_where_it_is_defined():
+    """The decorator sits on each class; the package only imports the modules, in the
+    registration order the listings have always had."""
+    import ast
+    import inspect
+
+    import wsdhash.methods
+
+    for name in METHODS.names():
+        method = METHODS.get(name)
+        assert method.name == name
+        assert inspect.getsource(method).startswith(f'@METHODS.register("{name}")\n'), name
+    registrations = [
+        node
+        for node in ast.walk(ast.parse(inspect.getsource(wsdhash.methods)))
+        if isinstance(node, ast.Attribute) and node.attr == "register"
+    ]
+    assert registrations == []
+    assert METHODS.in_registration_order() == [
+        "orthohash", "hyp2", "triplet", "wsdhq", "csq", "greedyhash", "dpsh", "hashnet",
+        "dsh", "bihalf", "greedyhash_unsupervised", "dch", "dtsh", "dpn", "dfh", "idhn",
+        "adsh",
+    ]  # fmt: skip

@@ -269,3 +269,35 @@ def test_imagenet_download_failure_without_network(monkeypatch):
         assert "--weights=none" in str(error)
     else:
         pytest.skip("the Keras ImageNet weights are already cached on this machine")
+
+
+def test_each_backbone_registers_in_its_own_module():
+    """backbones.py registers nothing: each backbone module registers its own, and the
+    registration order is the one the registry always had."""
+    import ast
+    import inspect
+    import pathlib
+
+    from wsdhash.models import backbones
+
+    def registers(source: str) -> bool:  # a BACKBONES.register(...) call in the code
+        return any(
+            isinstance(node, ast.Attribute)
+            and node.attr == "register"
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "BACKBONES"
+            for node in ast.walk(ast.parse(source))
+        )
+
+    assert not registers(inspect.getsource(backbones))
+    folder = pathlib.Path(backbones.__file__).parent
+    registering = {
+        path.stem for path in folder.glob("*.py") if registers(path.read_text(encoding="utf-8"))
+    }
+    assert registering == {
+        "alexnet", "vgg16", "resnet18", "small_cnn", "features", "keras_applications",
+    }  # fmt: skip
+    assert BACKBONES.in_registration_order() == [
+        "alexnet_caffe", "alexnet", "vgg16", "resnet18", "small_cnn", "features",
+        "resnet50", "inception_v3", "mobilenet_v2", "efficientnet_b0",
+    ]  # fmt: skip

@@ -1,125 +1,47 @@
 """The dataset registry: each entry knows where its splits live and its protocol.
 
-A dataset entry is a factory `(data_dir, **options) -> RetrievalDataset`. Entries are
-registered explicitly in this module, one per dataset family; real datasets with
-published protocols are added next to `builtin`.
+A dataset is one `DatasetSpec` (dataset_spec.py) declared and registered in the module
+that reads it: the list layouts and the built-in dataset in list_datasets.py, the real
+datasets in `wsdhash.data.sources` (one module each, with their preparers), precomputed
+features in features_file.py. Importing this module imports them all, so `DATASETS`
+(name -> `(data_dir, **options) -> RetrievalDataset`) is complete.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import os
-from collections.abc import Callable
+# Every module that registers datasets, in registration order.
+# isort: off
+from wsdhash.data.list_datasets import (  # builtin, wsdhq, hashnet
+    HASHNET_FILES,
+    builtin,
+    hashnet_lists,
+    prepared_lists,
+    wsdhq_lists,
+)
+from wsdhash.data import sources  # noqa: F401  the real datasets (sources/__init__.py)
+from wsdhash.data import features_file  # noqa: F401  features
 
-from wsdhash.data import features_file, list_files
-from wsdhash.data import protocols as protocols_lib
-from wsdhash.data.types import RetrievalDataset, SplitData
-from wsdhash.registry import Registry
+# isort: on
+from wsdhash.data.dataset_spec import DATASETS, SPECS, DatasetSpec
+from wsdhash.data.types import RetrievalDataset
 
-DATASETS: Registry[Callable[..., RetrievalDataset]] = Registry("dataset")
+__all__ = [
+    "DATASETS",
+    "HASHNET_FILES",
+    "SPECS",
+    "DatasetSpec",
+    "builtin",
+    "command_line_options",
+    "get_dataset",
+    "hashnet_lists",
+    "prepared_lists",
+    "wsdhq_lists",
+]
 
 
 def get_dataset(name: str, data_dir: str, **options) -> RetrievalDataset:
     """Builds the registered dataset `name` rooted at `data_dir`."""
     return DATASETS.get(name)(data_dir, **options)
-
-
-def builtin(
-    data_dir: str,
-    *,
-    seed: int = 0,
-    image_size: int = 64,
-    num_train: int = 5000,
-    num_query: int = 500,
-    num_database: int = 5000,
-    check_files: bool = True,
-) -> RetrievalDataset:
-    """The built-in generated dataset, (re)generated in `data_dir` when missing.
-
-    Generation is idempotent: an existing dataset with the same parameters is reused.
-    """
-    from wsdhash.data import builtin as builtin_data  # pylint: disable=g-import-not-at-top
-
-    builtin_data.generate_builtin(
-        data_dir,
-        seed=seed,
-        image_size=image_size,
-        num_train=num_train,
-        num_query=num_query,
-        num_database=num_database,
-    )
-
-    def load_split(split: str) -> SplitData:
-        return list_files.read_wsdhq_split(
-            data_dir,
-            data_dir,
-            split=split,
-            tag_vocab="tag_vocab.txt",
-            label_names="label_names.txt",
-            check_files=check_files,
-        )
-
-    crop = image_size * 7 // 8
-    return RetrievalDataset(
-        name="builtin", load_split=load_split, topk=1000, image_size=image_size, crop_size=crop
-    )
-
-
-def wsdhq_lists(
-    data_dir: str,
-    *,
-    image_root: str | None = None,
-    tag_vocab: str | None = None,
-    topk: int | None = 5000,
-    check_files: bool = True,
-) -> RetrievalDataset:
-    """Any dataset in the WSDHQ list layout (`*_img.txt`, `*_label.txt`, `train_tag.txt`).
-
-    Args:
-        data_dir: folder holding the list files.
-        image_root: folder the image paths are relative to (default: `data_dir`).
-        tag_vocab: tag vocabulary file name in `data_dir`, if any.
-        topk: mAP cut-off (WSDHQ uses 5000).
-        check_files: check every image exists when a split is loaded.
-    """
-    root = image_root if image_root is not None else data_dir
-
-    def load_split(split: str) -> SplitData:
-        return list_files.read_wsdhq_split(
-            data_dir, root, split=split, tag_vocab=tag_vocab, check_files=check_files
-        )
-
-    return RetrievalDataset(
-        name="wsdhq", load_split=load_split, topk=topk, image_size=256, crop_size=227
-    )
-
-
-HASHNET_FILES = {"train": "train.txt", "query": "test.txt", "database": "database.txt"}
-
-
-def hashnet_lists(
-    data_dir: str,
-    *,
-    image_root: str | None = None,
-    topk: int | None = None,
-    check_files: bool = True,
-) -> RetrievalDataset:
-    """Any dataset in the HashNet list layout (`train.txt`, `test.txt`, `database.txt`).
-
-    Args:
-        data_dir: folder holding the list files.
-        image_root: folder the image paths are relative to (default: `data_dir`).
-        topk: mAP cut-off; None = the whole database.
-        check_files: check every image exists when a split is loaded.
-    """
-    root = image_root if image_root is not None else data_dir
-
-    def load_split(split: str) -> SplitData:
-        return list_files.read_hashnet_list(
-            os.path.join(data_dir, HASHNET_FILES[split]), root, split=split, check_files=check_files
-        )
-
-    return RetrievalDataset(name="hashnet", load_split=load_split, topk=topk)
 
 
 def command_line_options(
@@ -132,7 +54,8 @@ def command_line_options(
 ) -> dict:
     """Factory options from the entry points' common data flags (train, extract)."""
     options = {}
-    if image_root and name not in ("builtin", "features"):  # these have no image root
+    # Unknown names keep the option (get_dataset then says the name is unknown).
+    if image_root and (name not in SPECS or SPECS.get(name).image_root):
         options["image_root"] = image_root
     if name == "builtin":
         num_train, num_query, num_database = builtin_sizes
@@ -144,101 +67,3 @@ def command_line_options(
             num_database=num_database,
         )
     return options
-
-
-def prepared_lists(
-    name: str,
-    *,
-    topk: int | None,
-    image_size: int = 256,
-    crop_size: int = 224,
-    protocols: dict[str, int | None] | None = None,
-) -> Callable[..., RetrievalDataset]:
-    """The factory of a real dataset whose lists `python -m wsdhash.data.prepare` wrote.
-
-    The lists are in the HashNet layout (`train.txt`, `test.txt`, `database.txt`) or,
-    when the manifest says `"layout": "wsdhq"`, in the WSDHQ layout with user tags.
-    The manifest (protocols.py) gives the image root, the protocol and the label
-    names; without a manifest the folder is read as ready-made lists (WSDHQ layout when
-    `train_img.txt` exists, else HashNet) whose paths are relative to `image_root`
-    (default: the folder itself).
-
-    Args:
-        name: the registry name.
-        topk: the protocol's mAP cut-off R (None: the whole database).
-        image_size, crop_size: the published preprocessing (resize side, crop).
-        protocols: per-protocol R overriding `topk` (e.g. Flickr's WSDHQ protocol).
-    """
-
-    def factory(
-        data_dir: str, *, image_root: str | None = None, check_files: bool = True
-    ) -> RetrievalDataset:
-        manifest = protocols_lib.read_manifest(data_dir)
-        if manifest.get("dataset", name) != name:
-            raise ValueError(
-                f"{data_dir} holds lists of dataset {manifest['dataset']!r}, not {name!r} "
-                f"({protocols_lib.MANIFEST_NAME})."
-            )
-        # A relative image root in the manifest is relative to the lists' folder.
-        root = image_root or os.path.join(data_dir, manifest.get("image_root", "."))
-        label_names = tuple(manifest.get("label_names", ()))
-        protocol = manifest.get("protocol", "")
-        cutoff = (protocols or {}).get(protocol, topk)
-        layout = manifest.get("layout")
-        if layout is None:  # ready-made lists without a manifest: WSDHQ or HashNet layout
-            wsdhq = os.path.isfile(os.path.join(data_dir, "train_img.txt"))
-            layout = "wsdhq" if wsdhq else "hashnet"
-        if layout == "wsdhq":
-
-            def load_split(split: str) -> SplitData:
-                data = list_files.read_wsdhq_split(
-                    data_dir,
-                    root,
-                    split=split,
-                    tag_vocab=manifest.get("tag_vocab"),
-                    check_files=check_files,
-                )
-                return dataclasses.replace(data, label_names=label_names or data.label_names)
-
-        else:
-
-            def load_split(split: str) -> SplitData:
-                return list_files.read_hashnet_list(
-                    os.path.join(data_dir, HASHNET_FILES[split]),
-                    root,
-                    split=split,
-                    check_files=check_files,
-                    label_names=label_names,
-                )
-
-        return RetrievalDataset(
-            name=name,
-            load_split=load_split,
-            topk=cutoff,
-            image_size=image_size,
-            crop_size=crop_size,
-        )
-
-    factory.__name__ = name
-    factory.__doc__ = f"The {name} dataset from prepared lists (see `prepared_lists`)."
-    return factory
-
-
-DATASETS.register("builtin")(builtin)
-DATASETS.register("wsdhq")(wsdhq_lists)
-DATASETS.register("hashnet")(hashnet_lists)
-# Real datasets (docs/methods.md, "Dataset protocols"; docs/evaluation.md): lists from
-# `python -m wsdhash.data.prepare`.
-DATASETS.register("flickr25k")(prepared_lists("flickr25k", topk=1000, protocols={"wsdhq": 5000}))
-DATASETS.register("nuswide")(prepared_lists("nuswide", topk=5000))
-DATASETS.register("imagenet100")(prepared_lists("imagenet100", topk=1000))
-DATASETS.register("coco")(prepared_lists("coco", topk=5000))
-DATASETS.register("voc2007")(prepared_lists("voc2007", topk=None, image_size=448, crop_size=448))
-DATASETS.register("voc2012")(prepared_lists("voc2012", topk=None, image_size=448, crop_size=448))
-DATASETS.register("cifar10")(prepared_lists("cifar10", topk=None, image_size=224, crop_size=224))
-DATASETS.register("cub200")(prepared_lists("cub200", topk=None))
-DATASETS.register("stanford_dogs")(prepared_lists("stanford_dogs", topk=None))
-# Your own photos: class subfolders or a manifest (sources/image_folder.py).
-DATASETS.register("image_folder")(prepared_lists("image_folder", topk=None))
-# Precomputed backbone features (`python -m wsdhash.extract`); data_dir is the .h5 file.
-DATASETS.register("features")(features_file.features_dataset)

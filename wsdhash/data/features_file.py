@@ -51,6 +51,7 @@ import h5py
 import numpy as np
 
 from wsdhash import file_lock
+from wsdhash.data.dataset_spec import DatasetSpec, register
 from wsdhash.data.types import DataFormatError, RetrievalDataset, SplitData
 from wsdhash.eval.codes_file import create_checked_dataset, read_checked_dataset
 
@@ -548,3 +549,7 @@ def features_dataset(data_dir: str, *, image_root=None, check_files=True):
         crop_size=1,
         image_files=False,
     )
+
+
+# Precomputed backbone features (`python -m wsdhash.extract`); data_dir is the .h5 file.
+register(DatasetSpec("features", features_dataset, image_root=False))

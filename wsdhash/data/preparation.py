@@ -9,7 +9,8 @@ disjoint where the protocol says so, the train split is inside the database wher
 says so, and every image exists and decodes. Problems are reported, never fixed by
 silently dropping images.
 
-Preparers are registered in `PREPARERS` below, one per dataset name, and share a
+Preparers are registered in `PREPARERS` (from each dataset's `DatasetSpec`, declared
+in its `sources/` module; dataset_spec.py), one per dataset name, and share a
 signature:
 
     preparer(root: str, output_dir: str, *, seed: int, **options) -> Prepared
@@ -20,7 +21,6 @@ signature:
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Callable, Iterable
 
@@ -28,18 +28,8 @@ import cv2
 import numpy as np
 
 from wsdhash.data import datasets as datasets_lib
+from wsdhash.data.dataset_spec import PREPARERS
 from wsdhash.data.protocols import Prepared
-from wsdhash.data.sources import (
-    cifar10,
-    cub200,
-    flickr25k,
-    hashnet_lists,
-    image_folder,
-    nuswide,
-    stanford_dogs,
-    voc,
-)
-from wsdhash.registry import Registry
 
 
 def _decodes(path: str) -> bool:
@@ -120,15 +110,4 @@ def check_prepared(
     return problems
 
 
-PREPARERS: Registry[Callable[..., Prepared]] = Registry("dataset preparer")
-
-PREPARERS.register("flickr25k")(flickr25k.prepare)
-PREPARERS.register("nuswide")(nuswide.prepare)
-PREPARERS.register("imagenet100")(functools.partial(hashnet_lists.prepare, dataset="imagenet100"))
-PREPARERS.register("coco")(functools.partial(hashnet_lists.prepare, dataset="coco"))
-PREPARERS.register("voc2007")(functools.partial(voc.prepare, year="2007"))
-PREPARERS.register("voc2012")(functools.partial(voc.prepare, year="2012"))
-PREPARERS.register("cifar10")(cifar10.prepare)
-PREPARERS.register("cub200")(cub200.prepare)
-PREPARERS.register("stanford_dogs")(stanford_dogs.prepare)
-PREPARERS.register("image_folder")(image_folder.prepare)
+__all__ = ["PREPARERS", "check_prepared"]

@@ -6,23 +6,7 @@
 
 Datasets (`wsdhash.data.preparation.PREPARERS`; protocols in docs/methods.md, "Dataset protocols"):
 
-| --dataset      | --root                                  | --protocol            |
-|----------------|-----------------------------------------|-----------------------|
-| flickr25k      | unpacked MIRFLICKR-25K + annotations     | hyp2 (default), wsdhq |
-| nuswide        | HashNet lists / official release        | hashnet, wsdhq        |
-| imagenet100    | HashNet lists (--image_root: images)     |                       |
-| coco           | HashNet lists (--image_root: images)     |                       |
-| voc2007/2012   | TFDS data dir (--download to fetch)      |                       |
-| cifar10        | TFDS data dir                           | 1 (default), 2        |
-| cub200         | CUB_200_2011 or TFDS data dir           |                       |
-| stanford_dogs  | Images/ + *_list.mat or TFDS data dir   |                       |
-| image_folder   | your photos: ROOT/<class>/*.jpg, or     |                       |
-|                | --manifest=FILE.csv/.jsonl (paths under |                       |
-|                | ROOT, labels, tags, split); --query_size|                       |
-|                | --train_size, --database_includes_train |                       |
-|                | or the dataset's own split: ROOT/<split>|                       |
-|                | /<class>/*.jpg or the manifest's split  |                       |
-|                | column, with --query_from (below)       |                       |
+{table}
 
 image_folder splits: by default the queries are drawn at random (`--query_size`, 10%),
 the training items from the rest (`--train_size`, default all of them), and the
@@ -54,6 +38,13 @@ import sys
 from absl import flags
 
 from wsdhash import cli
+
+# The complete dataset registries (no TensorFlow): the table above and the defaults
+# below come from each dataset's `DatasetSpec` (wsdhash/data/dataset_spec.py).
+from wsdhash.data import dataset_spec, datasets  # noqa: F401  datasets: registers all
+
+if __doc__:
+    __doc__ = __doc__.replace("{table}", dataset_spec.prepare_table())
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", None, "Dataset to prepare.", required=True)
@@ -105,9 +96,6 @@ flags.DEFINE_multi_string(
     "option", [], "Extra preparer option key=value (e.g. split sizes for small copies)."
 )
 
-# Protocols a dataset folder is named after when --output_dir is not given.
-_DEFAULT_PROTOCOL = {"flickr25k": "hyp2", "nuswide": None, "cifar10": "1"}
-
 
 def _value(text: str):
     for kind in (int, float):
@@ -152,12 +140,10 @@ def _options(preparer) -> dict:
 
 
 def default_output_dir(dataset: str, protocol: str | None) -> str:
-    protocol = protocol if protocol is not None else _DEFAULT_PROTOCOL.get(dataset)
-    if dataset == "cifar10":
-        return os.path.join("data", "cifar10", f"protocol{protocol or 1}")
-    if dataset == "flickr25k" or (dataset == "nuswide" and protocol == "wsdhq"):
-        return os.path.join("data", dataset, protocol)
-    return os.path.join("data", dataset)
+    """`--output_dir`'s default for `dataset` and `protocol` (None: its default)."""
+    if dataset not in dataset_spec.SPECS:
+        return os.path.join("data", dataset)
+    return dataset_spec.SPECS.get(dataset).default_output_dir(protocol)
 
 
 def main(argv):
@@ -173,8 +159,10 @@ def main(argv):
     except KeyError as error:
         raise cli.UsageError(str(error.args[0])) from None
     options = _options(preparer)
-    if FLAGS.dataset == "cifar10" and "protocol" in options:
-        options["protocol"] = int(options["protocol"])
+    if "protocol" in options:
+        options["protocol"] = dataset_spec.SPECS.get(FLAGS.dataset).protocol_type(
+            options["protocol"]
+        )
     output_dir = FLAGS.output_dir or default_output_dir(FLAGS.dataset, FLAGS.protocol)
     try:
         prepared = preparer(FLAGS.root, output_dir, seed=FLAGS.seed, **options)

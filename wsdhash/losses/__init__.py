@@ -12,6 +12,9 @@ re-exported below are the seed methods' (OrthoHash, HyP2, batch-all triplet (DNN
     terms = layer(codes, labels, ref_codes=None, ref_labels=None, anchor_offset=0)
     # terms["loss"] is (B,); the other keys are the separate terms, for logging.
 
+`HashingLoss.call` (base.py) is the same for every layer: it checks the references once
+and calls the layer's `terms(codes, labels, refs, **inputs)`, all a layer implements.
+
 Under tf.distribute, pass the codes and labels gathered across replicas
 (`ReplicaContext.all_gather`, which carries gradients) as the references and
 anchor_offset = replica_id * local batch; the mean of terms["loss"] over the global batch

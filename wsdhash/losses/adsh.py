@@ -388,17 +388,9 @@ class ADSHLoss(HashingLoss):
         self.database_codes.assign(new)
         return new
 
-    def call(
-        self,
-        codes: tf.Tensor,
-        labels: tf.Tensor,
-        ref_codes: tf.Tensor | None = None,
-        ref_labels: tf.Tensor | None = None,
-        anchor_offset: int | tf.Tensor = 0,
-        example_index: tf.Tensor | None = None,
-    ) -> dict[str, tf.Tensor]:
-        references.check_pair(ref_codes, ref_labels)
-        del ref_codes, anchor_offset  # each anchor's terms involve only its row and V
+    def terms(self, codes, labels, refs, example_index=None) -> dict[str, tf.Tensor]:
+        # Each anchor's terms involve only its row and V: the references' codes and
+        # offset are not needed (their labels are, for the "batch" soft constraint).
         if example_index is None:
             raise ValueError("ADSHLoss needs example_index: the database rows of the batch.")
         labels = references.positive_labels(labels, self.num_classes)
@@ -406,12 +398,12 @@ class ADSHLoss(HashingLoss):
         if self.soft_constraint == "sample":
             r = tf.convert_to_tensor(self.soft_ratio)
         elif self.soft_constraint == "batch":
-            refs = (
+            ref_labels = (
                 labels
-                if ref_labels is None
-                else references.positive_labels(ref_labels, self.num_classes)
+                if refs.labels is None
+                else references.positive_labels(refs.labels, self.num_classes)
             )
-            r = _batch_soft_ratio(refs, db_labels)
+            r = _batch_soft_ratio(ref_labels, db_labels)
         else:
             r = 1.0
         terms = adsh_terms(

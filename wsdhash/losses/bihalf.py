@@ -132,12 +132,10 @@ class BiHalfLoss(HashingLoss):
         self.gamma = float(gamma)
         self.center_features = bool(center_features)
 
-    def call(self, codes, labels, ref_codes=None, ref_labels=None, anchor_offset=0,
-             features=None, ref_features=None):  # fmt: skip
-        references.check_pair(ref_codes, ref_labels)
+    def terms(self, codes, labels, refs, features=None, ref_features=None):
         del labels  # unsupervised
         similarity, quantization = bihalf_terms(
-            codes, ref_codes, features, ref_features, anchor_offset, self.center_features
+            codes, refs.codes, features, ref_features, refs.anchor_offset, self.center_features
         )
         quantization = 0.5 * self.gamma * quantization
         return {

@@ -239,17 +239,8 @@ class CSQLoss(HashingLoss):
         )  # fmt: skip
         self.tie_center.assign(tie)
 
-    def call(
-        self,
-        codes: tf.Tensor,
-        labels: tf.Tensor,
-        ref_codes: tf.Tensor | None = None,
-        ref_labels: tf.Tensor | None = None,
-        anchor_offset: int | tf.Tensor = 0,
-    ) -> dict[str, tf.Tensor]:
-        # Every CSQ term is per example: the references are checked, then unused.
-        references.check_pair(ref_codes, ref_labels)
-        del anchor_offset
+    def terms(self, codes, labels, refs) -> dict[str, tf.Tensor]:
+        del refs  # every CSQ term is per example
         center, quantization = csq_terms(
             codes, labels, tf.convert_to_tensor(self.centers),
             tf.convert_to_tensor(self.tie_center), self.apply_tanh,

@@ -147,9 +147,9 @@ class DCHLoss(HashingLoss):
         if self.gamma <= 0:
             raise ValueError(f"gamma must be > 0; got {gamma}.")
 
-    def call(self, codes, labels, ref_codes=None, ref_labels=None, anchor_offset=0):
+    def terms(self, codes, labels, refs):
         cauchy, quantization = dch_terms(
-            codes, labels, ref_codes, ref_labels, anchor_offset, gamma=self.gamma,
+            codes, labels, refs.codes, refs.labels, refs.anchor_offset, gamma=self.gamma,
             include_self=self.include_self, num_classes=self.num_classes,
         )  # fmt: skip
         loss = cauchy + self.quantization_weight * quantization

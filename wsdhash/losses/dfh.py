@@ -169,10 +169,10 @@ class DFHLoss(HashingLoss):
         self.center_quantization_weight = float(center_quantization_weight)
         self.normalize_labels = bool(normalize_labels)
 
-    def call(self, codes, labels, ref_codes=None, ref_labels=None, anchor_offset=0):
-        del anchor_offset  # the self pair counts, as with the authors' bank (module doc)
+    def terms(self, codes, labels, refs):
+        # The self pair counts, as with the authors' bank (module doc): no anchor_offset.
         metric, quantization, _ = dfh_terms(
-            codes, labels, ref_codes, ref_labels, margin=self.margin, push=self.push,
+            codes, labels, refs.codes, refs.labels, margin=self.margin, push=self.push,
             inter_weight=self.inter_weight,
             center_quantization_weight=self.center_quantization_weight,
             normalize_labels=self.normalize_labels, num_classes=self.num_classes,

@@ -177,10 +177,8 @@ class DPNLoss(HashingLoss):
         )  # fmt: skip
         self.tie_target.assign(tie)
 
-    def call(self, codes, labels, ref_codes=None, ref_labels=None, anchor_offset=0):
-        # Every DPN term is per example: the references are checked, then unused.
-        references.check_pair(ref_codes, ref_labels)
-        del anchor_offset
+    def terms(self, codes, labels, refs):
+        del refs  # every DPN term is per example
         polarization, regularization = dpn_terms(
             codes, labels, tf.convert_to_tensor(self.targets),
             tf.convert_to_tensor(self.tie_target), self.margin, self.multi_label,

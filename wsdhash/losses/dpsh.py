@@ -94,10 +94,9 @@ class DPSHLoss(HashingLoss):
         super().__init__(bits, num_classes, seed, **kwargs)
         self.quantization_weight = float(quantization_weight)
 
-    def call(self, codes, labels, ref_codes=None, ref_labels=None, anchor_offset=0):
+    def terms(self, codes, labels, refs):
         # The anchor's own row counts (module doc), so the offset is not needed.
-        del anchor_offset
-        likelihood, quantization = dpsh_terms(codes, labels, ref_codes, ref_labels,
+        likelihood, quantization = dpsh_terms(codes, labels, refs.codes, refs.labels,
                                               self.num_classes)  # fmt: skip
         loss = likelihood + self.quantization_weight * quantization
         return {"loss": loss, "likelihood": likelihood, "quantization": quantization}

@@ -77,10 +77,10 @@ class DSHLoss(HashingLoss):
         self.margin = float(margin)
         self.regularization_weight = float(regularization_weight)
 
-    def call(self, codes, labels, ref_codes=None, ref_labels=None, anchor_offset=0):
-        del anchor_offset  # the self pair counts and costs 0 (module doc)
+    def terms(self, codes, labels, refs):
+        # The self pair counts and costs 0 (module doc): no anchor_offset.
         contrastive, regularization = dsh_terms(
-            codes, labels, ref_codes, ref_labels, margin=self.margin or None,
+            codes, labels, refs.codes, refs.labels, margin=self.margin or None,
             num_classes=self.num_classes,
         )  # fmt: skip
         loss = contrastive + self.regularization_weight * regularization

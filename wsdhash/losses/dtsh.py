@@ -147,9 +147,9 @@ class DTSHLoss(HashingLoss):
         self.quantization_weight = float(quantization_weight)
         self.include_self = bool(include_self)
 
-    def call(self, codes, labels, ref_codes=None, ref_labels=None, anchor_offset=0):
+    def terms(self, codes, labels, refs):
         triplet, quantization = dtsh_terms(
-            codes, labels, ref_codes, ref_labels, anchor_offset, margin=self.margin or None,
+            codes, labels, refs.codes, refs.labels, refs.anchor_offset, margin=self.margin or None,
             scale=self.scale, include_self=self.include_self, num_classes=self.num_classes,
         )  # fmt: skip
         loss = triplet + self.quantization_weight * quantization

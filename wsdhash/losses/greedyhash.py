@@ -129,17 +129,8 @@ class GreedyHashLoss(HashingLoss):
         codes = tf.cast(codes, tf.float32)
         return tf.matmul(straight_through_sign(codes), tf.convert_to_tensor(self.classifier))
 
-    def call(
-        self,
-        codes: tf.Tensor,
-        labels: tf.Tensor,
-        ref_codes: tf.Tensor | None = None,
-        ref_labels: tf.Tensor | None = None,
-        anchor_offset: int | tf.Tensor = 0,
-    ) -> dict[str, tf.Tensor]:
-        # Every GreedyHash term is per example: the references are checked, then unused.
-        references.check_pair(ref_codes, ref_labels)
-        del anchor_offset
+    def terms(self, codes, labels, refs) -> dict[str, tf.Tensor]:
+        del refs  # every GreedyHash term is per example
         classification, penalty = greedyhash_terms(
             codes, labels, tf.convert_to_tensor(self.classifier), self.multiclass
         )

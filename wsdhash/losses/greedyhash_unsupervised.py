@@ -37,7 +37,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from wsdhash.losses import feature_similarity, references
+from wsdhash.losses import feature_similarity
 from wsdhash.losses.base import HashingLoss
 from wsdhash.losses.greedyhash import cubic_penalty, straight_through_sign
 
@@ -93,12 +93,10 @@ class GreedyHashUnsupervisedLoss(HashingLoss):
         self.alpha = float(alpha)
         self.center_features = bool(center_features)
 
-    def call(self, codes, labels, ref_codes=None, ref_labels=None, anchor_offset=0,
-             features=None, ref_features=None):  # fmt: skip
-        references.check_pair(ref_codes, ref_labels)
+    def terms(self, codes, labels, refs, features=None, ref_features=None):
         del labels  # unsupervised
         similarity, penalty = greedyhash_unsupervised_terms(
-            codes, ref_codes, features, ref_features, anchor_offset, self.center_features
+            codes, refs.codes, features, ref_features, refs.anchor_offset, self.center_features
         )
         return {
             "loss": similarity + self.alpha * penalty,

@@ -134,9 +134,9 @@ class HashNetLoss(HashingLoss):
         """beta of the step-th training forward pass (1-based)."""
         return scale_at(step, self.step_size, self.gamma, self.power)
 
-    def call(self, codes, labels, ref_codes=None, ref_labels=None, anchor_offset=0):
+    def terms(self, codes, labels, refs):
         loss = hashnet_terms(
-            codes, labels, ref_codes, ref_labels, anchor_offset,
+            codes, labels, refs.codes, refs.labels, refs.anchor_offset,
             scale=tf.convert_to_tensor(self.scale), alpha=self.alpha or None,
             class_num=self.class_num, include_self=self.include_self,
             num_classes=self.num_classes,

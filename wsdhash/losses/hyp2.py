@@ -277,20 +277,12 @@ class HyP2Loss(HashingLoss):
             trainable=True,
         )
 
-    def call(
-        self,
-        codes: tf.Tensor,
-        labels: tf.Tensor,
-        ref_codes: tf.Tensor | None = None,
-        ref_labels: tf.Tensor | None = None,
-        anchor_offset: int | tf.Tensor = 0,
-    ) -> dict[str, tf.Tensor]:
-        references.check_pair(ref_codes, ref_labels)
+    def terms(self, codes, labels, refs) -> dict[str, tf.Tensor]:
         proxies = tf.convert_to_tensor(self.proxies)
-        proxy = hyp2_proxy_loss(codes, labels, proxies, self.zeta, ref_labels=ref_labels)
+        proxy = hyp2_proxy_loss(codes, labels, proxies, self.zeta, ref_labels=refs.labels)
         if self.beta > 0:
             pair = self.beta * hyp2_pair_loss(
-                codes, labels, self.zeta, ref_codes, ref_labels, anchor_offset=anchor_offset
+                codes, labels, self.zeta, refs.codes, refs.labels, anchor_offset=refs.anchor_offset
             )
         else:
             pair = tf.zeros_like(proxy)

@@ -117,10 +117,10 @@ class IDHNLoss(HashingLoss):
         self.soft_scaled = bool(soft_scaled)
         self.apply_softsign = bool(apply_softsign)
 
-    def call(self, codes, labels, ref_codes=None, ref_labels=None, anchor_offset=0):
-        del anchor_offset  # the self pair counts, as in the authors' B x B pairs
+    def terms(self, codes, labels, refs):
+        # The self pair counts, as in the authors' B x B pairs: no anchor_offset.
         likelihood, soft, quantization = idhn_terms(
-            codes, labels, ref_codes, ref_labels, beta=self.beta,
+            codes, labels, refs.codes, refs.labels, beta=self.beta,
             soft_scaled=self.soft_scaled, apply_softsign=self.apply_softsign,
             num_classes=self.num_classes,
         )  # fmt: skip

@@ -37,7 +37,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from wsdhash.losses import orthohash_targets, references
+from wsdhash.losses import orthohash_targets
 from wsdhash.losses.base import HashingLoss
 
 MARGIN_TYPES = ("cos", "arc")
@@ -335,17 +335,8 @@ class OrthoHashLoss(HashingLoss):
         """(B, K) codes -> (B, C) cosines to the class targets (no margin, no scale)."""
         return cosine_logits(codes, tf.convert_to_tensor(self.codebook))
 
-    def call(
-        self,
-        codes: tf.Tensor,
-        labels: tf.Tensor,
-        ref_codes: tf.Tensor | None = None,
-        ref_labels: tf.Tensor | None = None,
-        anchor_offset: int | tf.Tensor = 0,
-    ) -> dict[str, tf.Tensor]:
-        # The references are unused: every OrthoHash term is per example.
-        references.check_pair(ref_codes, ref_labels)
-        del ref_codes, ref_labels, anchor_offset
+    def terms(self, codes, labels, refs) -> dict[str, tf.Tensor]:
+        del refs  # every OrthoHash term is per example
         ce = orthohash_cross_entropy(
             codes, labels, tf.convert_to_tensor(self.codebook),
             **self.settings.cross_entropy_arguments(),

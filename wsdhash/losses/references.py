@@ -11,9 +11,17 @@ pairwise loss shares, so each states them once:
   self pair is excluded even when two examples are identical;
 - labels are read as "positive where > 0" (multi-hot rows) or as class ids (a vector),
   and two rows are similar when they share at least one label.
+
+`HashingLoss.call` (losses/base.py) checks the pair once and hands the loss's `terms`
+one `References` value; the pure functions of each loss take its fields as they were
+given (None: no references), as their authors' code did, and resolve them with
+`resolve` below.
 """
 
 from __future__ import annotations
+
+import dataclasses
+from typing import Any
 
 import tensorflow as tf
 
@@ -22,6 +30,31 @@ def check_pair(ref_codes, ref_labels) -> None:
     """Raises ValueError unless both or neither of the references are given."""
     if (ref_codes is None) != (ref_labels is None):
         raise ValueError("Pass both ref_codes and ref_labels, or neither.")
+
+
+@dataclasses.dataclass(frozen=True)
+class References:
+    """The reference set of one loss call, as the caller gave it.
+
+    Attributes:
+        codes: (R, K) codes of the references, or None: the anchors are their own
+            reference set.
+        labels: (R, C) labels or (R,) class ids of the references; None exactly when
+            `codes` is None (checked on construction).
+        anchor_offset: the anchors' first row in the references (0 without them).
+    """
+
+    codes: Any = None
+    labels: Any = None
+    anchor_offset: int | tf.Tensor = 0
+
+    def __post_init__(self):
+        check_pair(self.codes, self.labels)
+
+    @property
+    def given(self) -> bool:
+        """Whether references were passed (else the anchors are their own)."""
+        return self.codes is not None
 
 
 def anchor_rows(num_anchors: tf.Tensor, anchor_offset: int | tf.Tensor) -> tf.Tensor:

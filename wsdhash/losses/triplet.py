@@ -187,15 +187,8 @@ class TripletLoss(HashingLoss):
             default_margin(self.bits, self.dnnh_sigmoid) if margin is None else float(margin)
         )
 
-    def call(
-        self,
-        codes: tf.Tensor,
-        labels: tf.Tensor,
-        ref_codes: tf.Tensor | None = None,
-        ref_labels: tf.Tensor | None = None,
-        anchor_offset: int | tf.Tensor = 0,
-    ) -> dict[str, tf.Tensor]:
-        loss = triplet_loss(codes, labels, self.margin, ref_codes, ref_labels, anchor_offset)
+    def terms(self, codes, labels, refs) -> dict[str, tf.Tensor]:
+        loss = triplet_loss(codes, labels, self.margin, refs.codes, refs.labels, refs.anchor_offset)
         return {"loss": loss, "triplet": loss}
 
 

@@ -451,27 +451,17 @@ class WSDHQLoss(HashingLoss):
         )
         return active * error
 
-    def call(
-        self,
-        codes: tf.Tensor,
-        labels: tf.Tensor,
-        ref_codes: tf.Tensor | None = None,
-        ref_labels: tf.Tensor | None = None,
-        anchor_offset: int | tf.Tensor = 0,
-        example_index: tf.Tensor | None = None,
-    ) -> dict[str, tf.Tensor]:
-        references.check_pair(ref_codes, ref_labels)
+    def terms(self, codes, labels, refs, example_index=None) -> dict[str, tf.Tensor]:
         # Both variants compare anchors with tags only; the references give the
-        # normaliser (and WDHT's a_j) through their labels, so ref_codes is not needed.
-        del ref_codes
+        # normaliser (and WDHT's a_j) through their labels, so their codes are not needed.
         if self.variant == "wdht":
             embedding = wdht_loss(
                 codes,
                 labels,
                 self.tag_embeddings,
                 self.fixed_margin,
-                ref_labels=ref_labels,
-                anchor_offset=anchor_offset,
+                ref_labels=refs.labels,
+                anchor_offset=refs.anchor_offset,
             )
         else:
             embedding = wsdhq_embedding_loss(
@@ -479,7 +469,7 @@ class WSDHQLoss(HashingLoss):
                 labels,
                 self.tag_embeddings,
                 self.margins,
-                ref_labels=ref_labels,
+                ref_labels=refs.labels,
                 hardest_negatives=self.hardest_negatives,
             )
         quantization = self._quantization(codes, example_index)

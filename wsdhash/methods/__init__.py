@@ -2,45 +2,32 @@
 
     method = METHODS.get("hyp2")(config)
 
-Adding a method: a module defining a `Method` (or `BinaryHashMethod`) subclass with
-its loss and options, and one line here.
+Each method registers itself where it is defined (`@METHODS.register("name")` on its
+class); this package imports every method module, in registration order, so importing
+it gives the complete registry. Adding a method: a module defining a `Method` (or
+`BinaryHashMethod`) subclass with its loss and options, registered there, and its
+import below.
 """
 
-from wsdhash.methods.adsh import ADSH
-from wsdhash.methods.base import BinaryHashMethod, Method, Option
-from wsdhash.methods.bihalf import BiHalf
-from wsdhash.methods.binary_methods import HyP2, OrthoHash, Triplet
-from wsdhash.methods.csq import CSQ
-from wsdhash.methods.dch import DCH
-from wsdhash.methods.dfh import DFH
-from wsdhash.methods.dpn import DPN
-from wsdhash.methods.dpsh import DPSH
-from wsdhash.methods.dsh import DSH
-from wsdhash.methods.dtsh import DTSH
-from wsdhash.methods.greedyhash import GreedyHash
-from wsdhash.methods.greedyhash_unsupervised import GreedyHashUnsupervised
-from wsdhash.methods.hashnet import HashNet
-from wsdhash.methods.idhn import IDHN
-from wsdhash.methods.wsdhq import WSDHQ
-from wsdhash.registry import Registry
+from wsdhash.methods.base import METHODS, BinaryHashMethod, Method, Option
 
-METHODS: Registry[type[Method]] = Registry("method")
-METHODS.register("orthohash")(OrthoHash)
-METHODS.register("hyp2")(HyP2)
-METHODS.register("triplet")(Triplet)
-METHODS.register("wsdhq")(WSDHQ)
-METHODS.register("csq")(CSQ)
-METHODS.register("greedyhash")(GreedyHash)
-METHODS.register("dpsh")(DPSH)
-METHODS.register("hashnet")(HashNet)
-METHODS.register("dsh")(DSH)
-METHODS.register("bihalf")(BiHalf)
-METHODS.register("greedyhash_unsupervised")(GreedyHashUnsupervised)
-METHODS.register("dch")(DCH)
-METHODS.register("dtsh")(DTSH)
-METHODS.register("dpn")(DPN)
-METHODS.register("dfh")(DFH)
-METHODS.register("idhn")(IDHN)
-METHODS.register("adsh")(ADSH)
+# Every method module, so that each has registered itself, in registration order.
+# isort: off
+from wsdhash.methods import binary_methods  # noqa: F401  orthohash, hyp2, triplet
+from wsdhash.methods import wsdhq  # noqa: F401
+from wsdhash.methods import csq  # noqa: F401
+from wsdhash.methods import greedyhash  # noqa: F401
+from wsdhash.methods import dpsh  # noqa: F401
+from wsdhash.methods import hashnet  # noqa: F401
+from wsdhash.methods import dsh  # noqa: F401
+from wsdhash.methods import bihalf  # noqa: F401
+from wsdhash.methods import greedyhash_unsupervised  # noqa: F401
+from wsdhash.methods import dch  # noqa: F401
+from wsdhash.methods import dtsh  # noqa: F401
+from wsdhash.methods import dpn  # noqa: F401
+from wsdhash.methods import dfh  # noqa: F401
+from wsdhash.methods import idhn  # noqa: F401
+from wsdhash.methods import adsh  # noqa: F401
+# isort: on
 
 __all__ = ["METHODS", "BinaryHashMethod", "Method", "Option"]

@@ -29,12 +29,13 @@ import math
 import numpy as np
 
 from wsdhash.eval import binarize
-from wsdhash.methods.base import BinaryHashMethod, Option
+from wsdhash.methods.base import METHODS, BinaryHashMethod, Option
 
 # Options that shape the training schedule, not the loss.
 _SCHEDULE = ("num_samples", "epochs_per_iteration")
 
 
+@METHODS.register("adsh")
 class ADSH(BinaryHashMethod):
     name = "adsh"
     loss_path = "wsdhash.losses.adsh:ADSHLoss"

@@ -22,8 +22,10 @@ its flag, the loss argument it fills and its conversion; `wsdhash.train` defines
 flags from every registered method's options (flags live only in entry points) and
 `options_from_flags` turns flag values into the loss's keyword arguments.
 
-Adding a method is a module with a `Method` subclass (and its loss under losses/) plus
-one registry line in `wsdhash/methods/__init__.py`; binary-code methods need only a
+Adding a method is a module with a `Method` subclass registered where it is defined
+(`@METHODS.register("name")` on the class; `METHODS` lives here) and its loss under
+losses/, plus the module's import in `wsdhash/methods/__init__.py`, which imports every
+method module so the registry is complete; binary-code methods need only a
 `BinaryHashMethod` subclass naming their loss and options. Importing this package
 does not import TensorFlow (losses are imported when built), so entry points can
 define flags from the options before TensorFlow starts.
@@ -49,6 +51,7 @@ from wsdhash.eval import (
     pack_codes,
 )
 from wsdhash.eval.metrics import RetrievalMetrics
+from wsdhash.registry import Registry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -234,3 +237,8 @@ class Method:
 class BinaryHashMethod(Method):
     """Binary codes: sign of the model's output, ranked by Hamming distance. A method
     of this kind is its loss and its options."""
+
+
+# name -> Method subclass; each method module registers its class where it defines it
+# (wsdhash/methods/__init__.py imports them all).
+METHODS: Registry[type[Method]] = Registry("method")

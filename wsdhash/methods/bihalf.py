@@ -5,9 +5,10 @@ codes are sign(u), as every binary method's; labels serve only evaluation."""
 
 from __future__ import annotations
 
-from wsdhash.methods.base import BinaryHashMethod, Option
+from wsdhash.methods.base import METHODS, BinaryHashMethod, Option
 
 
+@METHODS.register("bihalf")
 class BiHalf(BinaryHashMethod):
     name = "bihalf"
     loss_path = "wsdhash.losses.bihalf:BiHalfLoss"

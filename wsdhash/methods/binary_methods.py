@@ -6,9 +6,10 @@ Each is its loss (wsdhash/losses/) and its command-line options; everything else
 
 from __future__ import annotations
 
-from wsdhash.methods.base import BinaryHashMethod, Option
+from wsdhash.methods.base import METHODS, BinaryHashMethod, Option
 
 
+@METHODS.register("orthohash")
 class OrthoHash(BinaryHashMethod):
     name = "orthohash"
     loss_path = "wsdhash.losses.orthohash:OrthoHashLoss"
@@ -27,6 +28,7 @@ class OrthoHash(BinaryHashMethod):
     )  # fmt: skip
 
 
+@METHODS.register("hyp2")
 class HyP2(BinaryHashMethod):
     name = "hyp2"
     loss_path = "wsdhash.losses.hyp2:HyP2Loss"
@@ -37,6 +39,7 @@ class HyP2(BinaryHashMethod):
     )  # fmt: skip
 
 
+@METHODS.register("triplet")
 class Triplet(BinaryHashMethod):
     name = "triplet"
     loss_path = "wsdhash.losses.triplet:TripletLoss"

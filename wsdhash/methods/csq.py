@@ -4,9 +4,10 @@
 
 from __future__ import annotations
 
-from wsdhash.methods.base import BinaryHashMethod, Option
+from wsdhash.methods.base import METHODS, BinaryHashMethod, Option
 
 
+@METHODS.register("csq")
 class CSQ(BinaryHashMethod):
     name = "csq"
     loss_path = "wsdhash.losses.csq:CSQLoss"

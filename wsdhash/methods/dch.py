@@ -7,9 +7,10 @@ docs/methods.md, DCH)."""
 
 from __future__ import annotations
 
-from wsdhash.methods.base import BinaryHashMethod, Option
+from wsdhash.methods.base import METHODS, BinaryHashMethod, Option
 
 
+@METHODS.register("dch")
 class DCH(BinaryHashMethod):
     name = "dch"
     loss_path = "wsdhash.losses.dch:DCHLoss"

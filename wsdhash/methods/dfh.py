@@ -10,9 +10,10 @@ steps."""
 
 from __future__ import annotations
 
-from wsdhash.methods.base import BinaryHashMethod, Option
+from wsdhash.methods.base import METHODS, BinaryHashMethod, Option
 
 
+@METHODS.register("dfh")
 class DFH(BinaryHashMethod):
     name = "dfh"
     loss_path = "wsdhash.losses.dfh:DFHLoss"

@@ -6,9 +6,10 @@ update and ternary evaluation are not implemented (the loss module says what dif
 
 from __future__ import annotations
 
-from wsdhash.methods.base import BinaryHashMethod, Option
+from wsdhash.methods.base import METHODS, BinaryHashMethod, Option
 
 
+@METHODS.register("dpn")
 class DPN(BinaryHashMethod):
     name = "dpn"
     loss_path = "wsdhash.losses.dpn:DPNLoss"

@@ -8,9 +8,10 @@ differs), so this method needs no per-example indices and no state between steps
 
 from __future__ import annotations
 
-from wsdhash.methods.base import BinaryHashMethod, Option
+from wsdhash.methods.base import METHODS, BinaryHashMethod, Option
 
 
+@METHODS.register("dpsh")
 class DPSH(BinaryHashMethod):
     name = "dpsh"
     loss_path = "wsdhash.losses.dpsh:DPSHLoss"

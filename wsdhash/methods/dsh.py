@@ -5,9 +5,10 @@ module says what differs from DeepHash-pytorch)."""
 
 from __future__ import annotations
 
-from wsdhash.methods.base import BinaryHashMethod, Option
+from wsdhash.methods.base import METHODS, BinaryHashMethod, Option
 
 
+@METHODS.register("dsh")
 class DSH(BinaryHashMethod):
     name = "dsh"
     loss_path = "wsdhash.losses.dsh:DSHLoss"

@@ -7,9 +7,10 @@ per-example indices and no state between steps."""
 
 from __future__ import annotations
 
-from wsdhash.methods.base import BinaryHashMethod, Option
+from wsdhash.methods.base import METHODS, BinaryHashMethod, Option
 
 
+@METHODS.register("dtsh")
 class DTSH(BinaryHashMethod):
     name = "dtsh"
     loss_path = "wsdhash.losses.dtsh:DTSHLoss"

@@ -4,9 +4,10 @@ options; everything else is `BinaryHashMethod`'s."""
 
 from __future__ import annotations
 
-from wsdhash.methods.base import BinaryHashMethod, Option
+from wsdhash.methods.base import METHODS, BinaryHashMethod, Option
 
 
+@METHODS.register("greedyhash")
 class GreedyHash(BinaryHashMethod):
     name = "greedyhash"
     loss_path = "wsdhash.losses.greedyhash:GreedyHashLoss"

@@ -5,9 +5,10 @@ features of the global batch. Labels serve only evaluation."""
 
 from __future__ import annotations
 
-from wsdhash.methods.base import BinaryHashMethod, Option
+from wsdhash.methods.base import METHODS, BinaryHashMethod, Option
 
 
+@METHODS.register("greedyhash_unsupervised")
 class GreedyHashUnsupervised(BinaryHashMethod):
     name = "greedyhash_unsupervised"
     loss_path = "wsdhash.losses.greedyhash_unsupervised:GreedyHashUnsupervisedLoss"

@@ -11,9 +11,10 @@ The codes are sign(z) = sign(tanh(beta z)), so beta never changes evaluation."""
 
 from __future__ import annotations
 
-from wsdhash.methods.base import BinaryHashMethod, Option
+from wsdhash.methods.base import METHODS, BinaryHashMethod, Option
 
 
+@METHODS.register("hashnet")
 class HashNet(BinaryHashMethod):
     name = "hashnet"
     loss_path = "wsdhash.losses.hashnet:HashNetLoss"

@@ -5,9 +5,10 @@ TensorFlow code (DeepHash-pytorch's memory bank is not implemented)."""
 
 from __future__ import annotations
 
-from wsdhash.methods.base import BinaryHashMethod, Option
+from wsdhash.methods.base import METHODS, BinaryHashMethod, Option
 
 
+@METHODS.register("idhn")
 class IDHN(BinaryHashMethod):
     name = "idhn"
     loss_path = "wsdhash.losses.idhn:IDHNLoss"

@@ -20,7 +20,7 @@ from wsdhash.eval import CodesFile, CodesSplit, EvalProtocol
 from wsdhash.eval.metrics import RetrievalMetrics, evaluate_retrieval
 from wsdhash.eval.scorers import FeatureScorer
 from wsdhash.methods import wsdhq_quantizer
-from wsdhash.methods.base import Method, Option
+from wsdhash.methods.base import METHODS, Method, Option
 
 # The checkpoint key of the loss's stored training codes (the run's checkpoint tracks
 # the loss layer as `loss`); its rows are the number of training examples.
@@ -47,6 +47,7 @@ def quantizer_period(update_every: int, num_train: int, batch_size: int) -> int:
     return period
 
 
+@METHODS.register("wsdhq")
 class WSDHQ(Method):
     name = "wsdhq"
     loss_path = "wsdhash.losses.wsdhq:WSDHQLoss"

@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from wsdhash.models import weights as weights_lib
+from wsdhash.models.backbone_registry import BACKBONES, own_backbone
 
 FEATURE_DIM = 4096
 # The map that fc6 reads: 6x6x256 in both layouts (CaffeNet at 227 px, torchvision
@@ -375,3 +376,32 @@ def convert_torchvision_alexnet(
             # A wrongly shaped array keeps its name so the shape check reports it.
             converted[f"{TORCHVISION_ALEXNET_NAMES[module]}/kernel"] = array
     return converted, sorted(ignored)
+
+
+BACKBONES.register("alexnet_caffe")(
+    own_backbone(
+        caffenet,
+        normalization="caffe_mean_on_rgb",
+        image_size=256,
+        default_crop_size=227,
+        feature_dim=FEATURE_DIM,
+        default_dropout=0.5,
+        fixed_input=True,
+        converter=convert_deephash_caffenet,
+        imagenet_help=CAFFENET_IMAGENET_HELP,
+    )
+)
+
+BACKBONES.register("alexnet")(
+    own_backbone(
+        torchvision_alexnet,
+        normalization="torch_imagenet",
+        image_size=256,
+        default_crop_size=224,
+        feature_dim=FEATURE_DIM,
+        default_dropout=0.5,
+        fixed_input=True,
+        converter=convert_torchvision_alexnet,
+        imagenet_help=TORCHVISION_ALEXNET_IMAGENET_HELP,
+    )
+)

@@ -1,5 +1,9 @@
 """The backbone registry: name -> feature extractor with its preprocessing defaults.
 
+Each backbone registers itself in its own module (`BACKBONES`, backbone_registry.py);
+this module imports them all, in registration order, so the registry is complete, and
+builds them.
+
     spec = build_backbone("alexnet_caffe", weights="alexnet.npy", allow_pickle=True)
     features = spec.model(NORMALIZATIONS.get(spec.normalization)(images))  # (B, 4096)
 
@@ -27,26 +31,21 @@ See `wsdhash.models.weights` for the formats.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+# Every backbone module, so that each has registered itself, in registration order.
+# isort: off
+from wsdhash.models import alexnet  # noqa: F401  alexnet_caffe, alexnet
+from wsdhash.models import vgg16  # noqa: F401
+from wsdhash.models import resnet18  # noqa: F401
+from wsdhash.models import small_cnn  # noqa: F401
+from wsdhash.models import features  # noqa: F401
+from wsdhash.models import keras_applications  # noqa: F401  resnet50, ..., efficientnet_b0
 
-import keras
-
-from wsdhash.models import (
-    alexnet,
-    keras_applications,
-    keras_hub_presets,
-    resnet18,
-    small_cnn,
-    vgg16,
-)
-from wsdhash.models import weights as weights_lib
-from wsdhash.models.features import NAME as FEATURES
-from wsdhash.models.features import features_backbone
+# isort: on
+from wsdhash.models import keras_hub_presets
+from wsdhash.models.backbone_registry import BACKBONES, BackboneFactory, NoImageNetWeightsError
 from wsdhash.models.spec import BackboneSpec
-from wsdhash.registry import Registry
 
-BackboneFactory = Callable[..., BackboneSpec]
-BACKBONES: Registry[BackboneFactory] = Registry("backbone")
+__all__ = ["BACKBONES", "BackboneFactory", "NoImageNetWeightsError", "build_backbone"]
 
 
 def build_backbone(
@@ -101,155 +100,3 @@ def build_backbone(
         allow_pickle=allow_pickle,
         data_dir=data_dir,
     )
-
-
-class NoImageNetWeightsError(ValueError):
-    """ "imagenet" was asked for a backbone whose ImageNet weights must be converted."""
-
-
-def _load_weights(
-    model: keras.Model,
-    weights: str,
-    *,
-    allow_pickle: bool,
-    converter: weights_lib.Converter | None,
-    imagenet_help: str,
-) -> None:
-    """Fills a freshly built (randomly initialised) model from `weights`."""
-    if weights == "none":
-        return
-    if weights == "imagenet":
-        raise NoImageNetWeightsError(imagenet_help)
-    weights_lib.load_weights_file(model, weights, allow_pickle=allow_pickle, converter=converter)
-
-
-def _own_backbone(
-    build_model: Callable[..., keras.Model],
-    *,
-    normalization: str,
-    image_size: int,
-    default_crop_size: int,
-    feature_dim: int,
-    default_dropout: float | None,
-    fixed_input: bool,
-    converter: weights_lib.Converter | None,
-    imagenet_help: str,
-) -> BackboneFactory:
-    """A factory for a backbone defined in this package (not keras.applications)."""
-
-    def factory(*, weights, crop_size=None, dropout=None, seed=0, allow_pickle=False, **unused):
-        crop = crop_size or default_crop_size
-        rate = default_dropout if dropout is None else dropout
-        size_kwargs = {"crop_size": crop} if fixed_input else {}
-        model = build_model(dropout=rate, seed=seed, **size_kwargs)
-        _load_weights(
-            model,
-            weights,
-            allow_pickle=allow_pickle,
-            converter=converter,
-            imagenet_help=imagenet_help,
-        )
-        return BackboneSpec(model, normalization, max(image_size, crop), crop, feature_dim)
-
-    return factory
-
-
-def _keras_application_backbone(name: str) -> BackboneFactory:
-    application = keras_applications.KERAS_APPLICATIONS[name]
-
-    def factory(*, weights, crop_size=None, dropout=None, seed=0, allow_pickle=False, **unused):
-        crop = crop_size or application.crop_size
-        built_with = weights if weights in ("none", "imagenet") else "none"
-        model = keras_applications.keras_application(
-            name, weights=built_with, crop_size=crop, dropout=dropout, seed=seed
-        )
-        if built_with != weights:
-            weights_lib.load_weights_file(model, weights, allow_pickle=allow_pickle)
-        return BackboneSpec(
-            model,
-            application.normalization,
-            max(application.image_size, crop),
-            crop,
-            application.feature_dim,
-        )
-
-    return factory
-
-
-# -----------------------------------------------------------------------------
-# Registrations
-# -----------------------------------------------------------------------------
-
-BACKBONES.register("alexnet_caffe")(
-    _own_backbone(
-        alexnet.caffenet,
-        normalization="caffe_mean_on_rgb",
-        image_size=256,
-        default_crop_size=227,
-        feature_dim=alexnet.FEATURE_DIM,
-        default_dropout=0.5,
-        fixed_input=True,
-        converter=alexnet.convert_deephash_caffenet,
-        imagenet_help=alexnet.CAFFENET_IMAGENET_HELP,
-    )
-)
-BACKBONES.register("alexnet")(
-    _own_backbone(
-        alexnet.torchvision_alexnet,
-        normalization="torch_imagenet",
-        image_size=256,
-        default_crop_size=224,
-        feature_dim=alexnet.FEATURE_DIM,
-        default_dropout=0.5,
-        fixed_input=True,
-        converter=alexnet.convert_torchvision_alexnet,
-        imagenet_help=alexnet.TORCHVISION_ALEXNET_IMAGENET_HELP,
-    )
-)
-BACKBONES.register("vgg16")(
-    _own_backbone(
-        vgg16.vgg16,
-        normalization="torch_imagenet",
-        image_size=256,
-        default_crop_size=224,
-        feature_dim=vgg16.FEATURE_DIM,
-        default_dropout=0.5,
-        fixed_input=True,
-        converter=vgg16.convert_torchvision_vgg16,
-        imagenet_help=vgg16.TORCHVISION_VGG16_IMAGENET_HELP,
-    )
-)
-BACKBONES.register("resnet18")(
-    _own_backbone(
-        resnet18.resnet18,
-        normalization="torch_imagenet",
-        image_size=256,
-        default_crop_size=224,
-        feature_dim=resnet18.FEATURE_DIM,
-        default_dropout=None,
-        fixed_input=False,
-        converter=resnet18.convert_torchvision_resnet18,
-        imagenet_help=resnet18.RESNET18_IMAGENET_HELP,
-    )
-)
-BACKBONES.register("small_cnn")(
-    _own_backbone(
-        small_cnn.small_cnn,
-        normalization="unit_range",
-        image_size=64,
-        default_crop_size=56,
-        feature_dim=small_cnn.FEATURE_DIM,
-        default_dropout=None,
-        fixed_input=False,
-        converter=None,
-        imagenet_help=(
-            "small_cnn is a test/demo network and has no ImageNet weights; use "
-            "--weights=none or a weights file saved from it."
-        ),
-    )
-)
-BACKBONES.register(FEATURES)(features_backbone)
-BACKBONES.register("resnet50")(_keras_application_backbone("resnet50"))
-BACKBONES.register("inception_v3")(_keras_application_backbone("inception_v3"))
-BACKBONES.register("mobilenet_v2")(_keras_application_backbone("mobilenet_v2"))
-BACKBONES.register("efficientnet_b0")(_keras_application_backbone("efficientnet_b0"))

@@ -15,6 +15,7 @@ import dataclasses
 import keras
 
 from wsdhash.data import features_file, pipeline
+from wsdhash.models.backbone_registry import BACKBONES
 from wsdhash.models.spec import BackboneSpec
 
 NAME = "features"
@@ -39,6 +40,7 @@ class FeaturesSpec(BackboneSpec):
         return pipeline.PipelineConfig(image_size=1, crop_size=1, normalization=None)
 
 
+@BACKBONES.register(NAME)
 def features_backbone(*, data_dir: str, **unused) -> FeaturesSpec:
     """The backbone of the features file `data_dir` (weights, crop size, dropout, seed
     and pickles do not apply: it has no variables)."""

@@ -16,6 +16,10 @@ from collections.abc import Iterator
 
 import keras
 
+from wsdhash.models import weights as weights_lib
+from wsdhash.models.backbone_registry import BACKBONES, BackboneFactory
+from wsdhash.models.spec import BackboneSpec
+
 
 @dataclasses.dataclass(frozen=True)
 class KerasApplication:
@@ -155,3 +159,30 @@ def keras_application(
         )
         model = keras.Model(model.inputs, features, name=name)
     return model
+
+
+def application_backbone(name: str) -> BackboneFactory:
+    """The registry factory of the keras.applications backbone `name`."""
+    application = KERAS_APPLICATIONS[name]
+
+    def factory(*, weights, crop_size=None, dropout=None, seed=0, allow_pickle=False, **unused):
+        crop = crop_size or application.crop_size
+        built_with = weights if weights in ("none", "imagenet") else "none"
+        model = keras_application(
+            name, weights=built_with, crop_size=crop, dropout=dropout, seed=seed
+        )
+        if built_with != weights:
+            weights_lib.load_weights_file(model, weights, allow_pickle=allow_pickle)
+        return BackboneSpec(
+            model,
+            application.normalization,
+            max(application.image_size, crop),
+            crop,
+            application.feature_dim,
+        )
+
+    return factory
+
+
+for _name in ("resnet50", "inception_v3", "mobilenet_v2", "efficientnet_b0"):
+    BACKBONES.register(_name)(application_backbone(_name))

@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from wsdhash.models import weights as weights_lib
+from wsdhash.models.backbone_registry import BACKBONES, own_backbone
 
 FEATURE_DIM = 512
 STAGE_WIDTHS = (64, 128, 256, 512)
@@ -240,3 +241,18 @@ def convert_torchvision_resnet18(
         else:
             converted[name] = array  # unknown: reported as unexpected by the loader
     return converted, sorted(ignored)
+
+
+BACKBONES.register("resnet18")(
+    own_backbone(
+        resnet18,
+        normalization="torch_imagenet",
+        image_size=256,
+        default_crop_size=224,
+        feature_dim=FEATURE_DIM,
+        default_dropout=None,
+        fixed_input=False,
+        converter=convert_torchvision_resnet18,
+        imagenet_help=RESNET18_IMAGENET_HELP,
+    )
+)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import keras
 
+from wsdhash.models.backbone_registry import BACKBONES, own_backbone
+
 # Widths of the conv blocks; each block halves the resolution except the last.
 BLOCK_WIDTHS = (32, 64, 128)
 FEATURE_DIM = BLOCK_WIDTHS[-1]
@@ -44,3 +46,21 @@ def small_cnn(*, dropout: float | None = None, seed: int = 0) -> keras.Model:
     if dropout:
         x = keras.layers.Dropout(dropout, seed=seed, name="dropout")(x)
     return keras.Model(inputs, x, name="small_cnn")
+
+
+BACKBONES.register("small_cnn")(
+    own_backbone(
+        small_cnn,
+        normalization="unit_range",
+        image_size=64,
+        default_crop_size=56,
+        feature_dim=FEATURE_DIM,
+        default_dropout=None,
+        fixed_input=False,
+        converter=None,
+        imagenet_help=(
+            "small_cnn is a test/demo network and has no ImageNet weights; use "
+            "--weights=none or a weights file saved from it."
+        ),
+    )
+)

@@ -17,6 +17,7 @@ import keras
 import numpy as np
 
 from wsdhash.models import weights as weights_lib
+from wsdhash.models.backbone_registry import BACKBONES, own_backbone
 
 FEATURE_DIM = 4096
 # Output channels of the 13 convolutions, block by block; a 2x2 max-pool ends each block.
@@ -226,3 +227,18 @@ def convert_torchvision_vgg16(
                 weights_lib.dense_kernel_from_torch(array)
             )
     return converted, sorted(ignored)
+
+
+BACKBONES.register("vgg16")(
+    own_backbone(
+        vgg16,
+        normalization="torch_imagenet",
+        image_size=256,
+        default_crop_size=224,
+        feature_dim=FEATURE_DIM,
+        default_dropout=0.5,
+        fixed_input=True,
+        converter=convert_torchvision_vgg16,
+        imagenet_help=TORCHVISION_VGG16_IMAGENET_HELP,
+    )
+)

@@ -17,6 +17,8 @@ import os
 import numpy as np
 
 from wsdhash.data import protocols
+from wsdhash.data.dataset_spec import DatasetSpec, register
+from wsdhash.data.list_datasets import prepared_lists
 from wsdhash.data.sources import splits as splits_lib
 from wsdhash.data.sources import tfds_images
 
@@ -95,3 +97,21 @@ def prepare(
             topk=None,
         ),
     )
+
+
+def _output_folder(protocol: str | None) -> str:
+    return os.path.join("data", "cifar10", f"protocol{protocol or 1}")
+
+
+SPEC = register(
+    DatasetSpec(
+        "cifar10",
+        prepared_lists("cifar10", topk=None, image_size=224, crop_size=224),
+        prepare,
+        default_protocol="1",
+        protocol_type=int,
+        output_folder=_output_folder,
+        prepare_root=("TFDS data dir",),
+        prepare_protocol="1 (default), 2",
+    )
+)

@@ -19,6 +19,8 @@ import os
 import numpy as np
 
 from wsdhash.data import protocols
+from wsdhash.data.dataset_spec import DatasetSpec, register
+from wsdhash.data.list_datasets import prepared_lists
 from wsdhash.data.sources import splits as splits_lib
 from wsdhash.data.sources import tfds_images
 from wsdhash.data.types import DataFormatError
@@ -111,3 +113,13 @@ def prepare(
         image_root=image_root if image_root == "." else os.path.abspath(image_root),
         label_names=class_names, num_train=5994, num_query=5794,
     )  # fmt: skip
+
+
+SPEC = register(
+    DatasetSpec(
+        "cub200",
+        prepared_lists("cub200", topk=None),
+        prepare,
+        prepare_root=("CUB_200_2011 or TFDS data dir",),
+    )
+)

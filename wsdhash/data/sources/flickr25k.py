@@ -33,6 +33,8 @@ import os
 import numpy as np
 
 from wsdhash.data import list_files, protocols
+from wsdhash.data.dataset_spec import DatasetSpec, register
+from wsdhash.data.list_datasets import prepared_lists
 from wsdhash.data.sources import splits as splits_lib
 from wsdhash.data.types import DataFormatError
 
@@ -277,3 +279,20 @@ def _read_hyp2_files(img_path: str, targets_path: str, order_path: str):
             f"{order_path}: not a permutation of 0..{len(image_names) - 1}."
         )
     return image_names, np.asarray(rows, np.uint8), order
+
+
+def _output_folder(protocol: str) -> str:
+    return os.path.join("data", "flickr25k", protocol)
+
+
+SPEC = register(
+    DatasetSpec(
+        "flickr25k",
+        prepared_lists("flickr25k", topk=1000, protocols={"wsdhq": 5000}),
+        prepare,
+        default_protocol="hyp2",
+        output_folder=_output_folder,
+        prepare_root=("unpacked MIRFLICKR-25K + annotations",),
+        prepare_protocol="hyp2 (default), wsdhq",
+    )
+)

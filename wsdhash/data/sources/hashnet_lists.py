@@ -8,10 +8,12 @@ into the output folder and records where the images are.
 
 from __future__ import annotations
 
+import functools
 import os
 
 from wsdhash.data import list_files, protocols
-from wsdhash.data.datasets import HASHNET_FILES
+from wsdhash.data.dataset_spec import DatasetSpec, register
+from wsdhash.data.list_datasets import HASHNET_FILES, prepared_lists
 
 PROTOCOLS = {
     "nuswide": protocols.Protocol(
@@ -95,3 +97,21 @@ def prepare(
         {"dataset": dataset, "protocol": protocol, "layout": "hashnet", "image_root": images},
     )
     return protocols.Prepared(dataset, {}, PROTOCOLS[dataset])
+
+
+IMAGENET100 = register(
+    DatasetSpec(
+        "imagenet100",
+        prepared_lists("imagenet100", topk=1000),
+        functools.partial(prepare, dataset="imagenet100"),
+        prepare_root=("HashNet lists (--image_root: images)",),
+    )
+)
+COCO = register(
+    DatasetSpec(
+        "coco",
+        prepared_lists("coco", topk=5000),
+        functools.partial(prepare, dataset="coco"),
+        prepare_root=("HashNet lists (--image_root: images)",),
+    )
+)

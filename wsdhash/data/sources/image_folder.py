@@ -58,6 +58,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from wsdhash.data import protocols
+from wsdhash.data.dataset_spec import DatasetSpec, register
+from wsdhash.data.list_datasets import prepared_lists
 from wsdhash.data.sources import splits as splits_lib
 
 EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -472,3 +474,22 @@ def prepare(
         ),
         notes=tuple(notes),
     )
+
+
+# Your own photos: class subfolders or a manifest (module doc).
+SPEC = register(
+    DatasetSpec(
+        "image_folder",
+        prepared_lists("image_folder", topk=None),
+        prepare,
+        prepare_root=(
+            "your photos: ROOT/<class>/*.jpg, or",
+            "--manifest=FILE.csv/.jsonl (paths under",
+            "ROOT, labels, tags, split); --query_size",
+            "--train_size, --database_includes_train",
+            "or the dataset's own split: ROOT/<split>",
+            "/<class>/*.jpg or the manifest's split",
+            "column, with --query_from (below)",
+        ),
+    )
+)

@@ -30,7 +30,8 @@ import os
 import numpy as np
 
 from wsdhash.data import list_files, protocols
-from wsdhash.data.sources import hashnet_lists
+from wsdhash.data.dataset_spec import DatasetSpec, register
+from wsdhash.data.list_datasets import prepared_lists
 from wsdhash.data.sources import splits as splits_lib
 from wsdhash.data.types import DataFormatError
 
@@ -73,6 +74,10 @@ def prepare(
 ) -> protocols.Prepared:
     """NUS-WIDE lists for `protocol` "hashnet" or "wsdhq" (module doc)."""
     if protocol == "hashnet":
+        # Imported here so that importing this module registers no other dataset
+        # (the registration order is the sources package's import order).
+        from wsdhash.data.sources import hashnet_lists  # pylint: disable=g-import-not-at-top
+
         return hashnet_lists.prepare(
             root, output_dir, dataset="nuswide", seed=seed, image_root=image_root
         )
@@ -157,3 +162,21 @@ def prepare(
         ),
         notes,
     )
+
+
+def _output_folder(protocol: str | None) -> str:
+    if protocol == "wsdhq":
+        return os.path.join("data", "nuswide", protocol)
+    return os.path.join("data", "nuswide")
+
+
+SPEC = register(
+    DatasetSpec(
+        "nuswide",
+        prepared_lists("nuswide", topk=5000),
+        prepare,
+        output_folder=_output_folder,
+        prepare_root=("HashNet lists / official release",),
+        prepare_protocol="hashnet, wsdhq",
+    )
+)

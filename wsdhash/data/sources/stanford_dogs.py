@@ -18,6 +18,8 @@ import os
 import numpy as np
 
 from wsdhash.data import protocols
+from wsdhash.data.dataset_spec import DatasetSpec, register
+from wsdhash.data.list_datasets import prepared_lists
 from wsdhash.data.sources import splits as splits_lib
 from wsdhash.data.sources import tfds_images
 from wsdhash.data.types import DataFormatError
@@ -89,3 +91,13 @@ def prepare(
         output_dir, "stanford_dogs", names, labels, train, query,
         image_root=image_root, label_names=class_names, num_train=12000, num_query=8580,
     )  # fmt: skip
+
+
+SPEC = register(
+    DatasetSpec(
+        "stanford_dogs",
+        prepared_lists("stanford_dogs", topk=None),
+        prepare,
+        prepare_root=("Images/ + *_list.mat or TFDS data dir",),
+    )
+)

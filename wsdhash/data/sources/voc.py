@@ -12,9 +12,13 @@ The images are written as files once (tfds_images.py); `root` is the TFDS data d
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from wsdhash.data import protocols
+from wsdhash.data.dataset_spec import DatasetSpec, register
+from wsdhash.data.list_datasets import prepared_lists
 from wsdhash.data.sources import splits as splits_lib
 from wsdhash.data.sources import tfds_images
 
@@ -84,3 +88,22 @@ def prepare(
             topk=None,
         ),
     )
+
+
+# VOC's published preprocessing: 448 x 448, no crop.
+VOC2007 = register(
+    DatasetSpec(
+        "voc2007",
+        prepared_lists("voc2007", topk=None, image_size=448, crop_size=448),
+        functools.partial(prepare, year="2007"),
+        prepare_root=("TFDS data dir (--download to fetch)",),
+        prepare_label="voc2007/2012",
+    )
+)
+VOC2012 = register(
+    DatasetSpec(
+        "voc2012",
+        prepared_lists("voc2012", topk=None, image_size=448, crop_size=448),
+        functools.partial(prepare, year="2012"),
+    )
+)
