@@ -247,47 +247,17 @@ def _build_from_folder(params) -> None:
     width = -(-manifest["bits"] // 8) if index_kind.database_field == "codes" else None
     index_kind.check_params(params, width, smallest)
     print(
-        f"building a {kind} index of {total} items from {len(counts)} codes shard(s) "
+        f"building {'an' if kind[0] in 'aeiou' else 'a'} {kind} index of {total} items from {len(counts)} codes shard(s) "
         f"of {folder} ({split} split)"
     )
     source = {"codes": os.path.abspath(folder), "split": split}
     if manifest["model_fingerprint"]:
         source["model_fingerprint"] = manifest["model_fingerprint"]
     shards = codes_folder.iter_shards(folder, split, manifest)
-    blocks = _regrouped(shards, index_kind.database_field, FLAGS.shard_size)
+    blocks = codes_folder.shard_blocks(shards, index_kind.database_field, FLAGS.shard_size)
     built = build_index(FLAGS.output, blocks, kind=kind, params=params, codebooks=codebooks,
                         metadata=source)  # fmt: skip
     _print_built(built)
-
-
-def _regrouped(shards, field: str, size: int):
-    """(codes, ids) blocks of `size` items (0: one per non-empty codes shard) from the
-    codes shards, keeping no more than one codes shard and one block in memory."""
-    import numpy as np
-
-    codes, ids, held = [], [], 0
-    for arrays in shards:
-        shard_codes, shard_ids = arrays[field], arrays["ids"]
-        del arrays  # features and labels are not needed
-        if not size:
-            if len(shard_ids):
-                yield shard_codes, shard_ids
-            del shard_codes, shard_ids
-            continue
-        start = 0
-        while start < len(shard_ids):
-            take = min(size - held, len(shard_ids) - start)
-            codes.append(shard_codes[start : start + take])
-            ids.append(shard_ids[start : start + take])
-            held, start = held + take, start + take
-            if held == size:
-                block = np.concatenate(codes), np.concatenate(ids)
-                codes, ids, held = [], [], 0
-                yield block
-                del block
-        del shard_codes, shard_ids
-    if held:
-        yield np.concatenate(codes), np.concatenate(ids)
 
 
 def query():

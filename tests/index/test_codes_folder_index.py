@@ -160,8 +160,6 @@ def _counting_shards(shards, alive: list):
 
 @pytest.mark.parametrize("kind", ["flat", "aqd"])
 def test_a_folder_is_indexed_one_shard_at_a_time(tmp_path, kind):
-    from wsdhash import search
-
     rng = np.random.default_rng(1)
     n = 4000
     arrays = {
@@ -179,7 +177,7 @@ def test_a_folder_is_indexed_one_shard_at_a_time(tmp_path, kind):
     alive = []
     shards = _counting_shards(codes_folder.iter_shards(str(tmp_path / "folder")), alive)
     field = "indices" if kind == "aqd" else "codes"
-    build_index(str(tmp_path / "index"), search._regrouped(shards, field, 0), kind=kind,
+    build_index(str(tmp_path / "index"), codes_folder.shard_blocks(shards, field, 0), kind=kind,
                 codebooks=books)  # fmt: skip
     assert alive == [0, 0, 0, 0, 0]  # no earlier shard alive when the next is read
     index = ShardedIndex(str(tmp_path / "index"))

@@ -402,3 +402,32 @@ def read_codes_folder(folder: str) -> CodesFile:
         contents.database.ids = contents.database.ids.astype(str)
     validate_codes_file(contents, folder)
     return contents
+
+
+def shard_blocks(shards, field: str, size: int):
+    """(codes, ids) blocks of `size` items (0: one per non-empty codes shard) from the
+    codes shards (`iter_shards`), keeping no more than one codes shard and one block in
+    memory: what an index is built from (`python -m wsdhash.search build --codes=FOLDER`)."""
+    codes, ids, held = [], [], 0
+    for arrays in shards:
+        shard_codes, shard_ids = arrays[field], arrays["ids"]
+        del arrays  # features and labels are not needed
+        if not size:
+            if len(shard_ids):
+                yield shard_codes, shard_ids
+            del shard_codes, shard_ids
+            continue
+        start = 0
+        while start < len(shard_ids):
+            take = min(size - held, len(shard_ids) - start)
+            codes.append(shard_codes[start : start + take])
+            ids.append(shard_ids[start : start + take])
+            held, start = held + take, start + take
+            if held == size:
+                block = np.concatenate(codes), np.concatenate(ids)
+                codes, ids, held = [], [], 0
+                yield block
+                del block
+        del shard_codes, shard_ids
+    if held:
+        yield np.concatenate(codes), np.concatenate(ids)
