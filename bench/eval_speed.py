@@ -36,14 +36,14 @@ import resource
 import time
 import tracemalloc
 
+import machine_info  # noqa: E402  (bench/ is on the path)
 import numpy as np
+import results  # noqa: E402
 from absl import app, flags
 
 from wsdhash.eval import binary, metrics
 from wsdhash.eval.protocol import EvalProtocol
 from wsdhash.eval.scorers import HammingScorer
-import machine_info  # noqa: E402  (bench/ is on the path)
-import results  # noqa: E402
 
 _NUM_QUERIES = flags.DEFINE_integer("num_queries", 2100, "Q, number of queries.")
 _NUM_DATABASE = flags.DEFINE_integer("num_database", 193734, "N, database size.")

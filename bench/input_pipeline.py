@@ -106,7 +106,7 @@ def main(argv):
         output = f"float32 {normalization}" if normalization else "uint8 (model normalises)"
         print(f"{name:<10}{cache!s:<8}{output:<24}{rate:>10.0f}")
         results.record("input pipeline", f"{name}, cache={cache}, {output}", rate, "images/s")
-    for _, cache, normalization, rate in rows[:2]:
+    for _, _cache, normalization, rate in rows[:2]:
         verdict = "meets" if rate >= 1000 else "MISSES"
         print(
             f"training, no cache, normalization={normalization}: {rate:.0f} images/s "

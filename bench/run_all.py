@@ -21,10 +21,9 @@ import sys
 import tempfile
 import time
 
-from absl import app, flags
-
 import machine_info  # noqa: E402  (bench/ is on the path)
 import results  # noqa: E402
+from absl import app, flags
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # name -> (full-scale flags, quick flags)
@@ -48,16 +47,26 @@ BENCHMARKS = {
     ),
     "scale": (
         [],
-        ["--num_items=200000", "--shard_items=50000", "--aqd_items=50000",
-         "--aqd_shard_items=10000", "--repeats=3"],
+        [
+            "--num_items=200000",
+            "--shard_items=50000",
+            "--aqd_items=50000",
+            "--aqd_shard_items=10000",
+            "--repeats=3",
+        ],
     ),
     "features_training": ([], ["--quick"]),
     "adsh_update": ([], ["--num_database=20000", "--num_samples=500"]),
     "methods": (
         [],
-        ["--steps=4", "--bits=16", "--builtin_sizes=300,30,100",
-         "--data_dir=bench_results/quick_builtin", "--workdir=bench_results/quick_methods",
-         "--output=bench_results/quick_methods.md"],
+        [
+            "--steps=4",
+            "--bits=16",
+            "--builtin_sizes=300,30,100",
+            "--data_dir=bench_results/quick_builtin",
+            "--workdir=bench_results/quick_methods",
+            "--output=bench_results/quick_methods.md",
+        ],
     ),
     # Needs the main job's model and index (python -m wsdhash.demo).
     "serve_load": ([], ["--queries=10", "--rounds=1", "--clients=2", "--seconds=3"]),
@@ -95,7 +104,7 @@ def main(argv):
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
         raise app.UsageError(f"--only: unknown {unknown}; known: {list(BENCHMARKS)}.")
-    started = datetime.datetime.now(datetime.timezone.utc)
+    started = datetime.datetime.now(datetime.UTC)
     report = {
         "machine": machine_info.describe(),
         "git_commit": _git_commit(),

@@ -14,20 +14,19 @@
 
 from __future__ import annotations
 
-
 import os
 import tempfile
 import time
 
 import faiss
+import machine_info  # noqa: E402  (bench/ is on the path)
 import numpy as np
+import results  # noqa: E402
 from absl import app, flags
 
 from wsdhash.eval.binary import pack_codes
 from wsdhash.index.binary import BinaryIndex, BinaryIndexParams
 from wsdhash.index.sharded import ShardedIndex, build_index
-import machine_info  # noqa: E402  (bench/ is on the path)
-import results  # noqa: E402
 
 _NUM_DATABASE = flags.DEFINE_integer("num_database", 1_000_000, "N random 64-bit codes.")
 _NUM_QUERIES = flags.DEFINE_integer("num_queries", 1000, "Queries timed.")

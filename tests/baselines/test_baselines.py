@@ -14,7 +14,9 @@ ALL_BASELINES = [LSH, PCAH, ITQ, PCARR]
 SEEDED_BASELINES = [LSH, ITQ, PCARR]
 
 
-def anisotropic_features(num_samples: int = 400, feature_dim: int = 16, seed: int = 0) -> np.ndarray:
+def anisotropic_features(
+    num_samples: int = 400, feature_dim: int = 16, seed: int = 0
+) -> np.ndarray:
     """Gaussian features with clearly distinct variances per axis, rotated and shifted,
     so that principal directions are well defined and not axis-aligned."""
     rng = np.random.default_rng(seed)
@@ -24,7 +26,9 @@ def anisotropic_features(num_samples: int = 400, feature_dim: int = 16, seed: in
     return (rng.standard_normal((num_samples, feature_dim)) * scales) @ rotation + offset
 
 
-def clustered_data(seed: int, noise: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def clustered_data(
+    seed: int, noise: float = 1.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """10 Gaussian clusters in 64-D: a database of 100 per cluster and 10 held-out queries each."""
     rng = np.random.default_rng(seed)
     centers = rng.standard_normal((10, 64))
@@ -71,7 +75,9 @@ def test_registry_maps_names_to_classes():
 
 def test_import_does_not_pull_in_tensorflow():
     code = "import sys, wsdhash.baselines; print('tensorflow' in sys.modules)"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert result.stdout.strip() == "False"
 
 
@@ -102,7 +108,11 @@ def test_input_at_the_mean_gets_all_plus_one(baseline):
 
 
 def test_lsh_bits_may_exceed_feature_dimension():
-    codes = LSH(64).fit(anisotropic_features(feature_dim=4)).encode(anisotropic_features(10, feature_dim=4))
+    codes = (
+        LSH(64)
+        .fit(anisotropic_features(feature_dim=4))
+        .encode(anisotropic_features(10, feature_dim=4))
+    )
     assert codes.shape == (10, 64)
 
 
@@ -280,7 +290,9 @@ def test_lsh_bit_disagreement_estimates_angle():
     model = LSH(bits, seed=7, center=False).fit(np.vstack([first, second]))
     differing = np.mean(model.encode(first) != model.encode(second), axis=1)
 
-    cosine = np.sum(first * second, axis=1) / (np.linalg.norm(first, axis=1) * np.linalg.norm(second, axis=1))
+    cosine = np.sum(first * second, axis=1) / (
+        np.linalg.norm(first, axis=1) * np.linalg.norm(second, axis=1)
+    )
     expected = np.arccos(np.clip(cosine, -1, 1)) / np.pi
     # Std of one estimate is <= sqrt(0.25 / 2048) ~ 0.011.
     assert np.max(np.abs(differing - expected)) < 0.05
@@ -290,7 +302,9 @@ def test_lsh_bit_disagreement_estimates_angle():
 def test_lsh_center_option():
     features = anisotropic_features()
     np.testing.assert_allclose(LSH(8).fit(features).mean_, features.mean(axis=0))
-    np.testing.assert_array_equal(LSH(8, center=False).fit(features).mean_, np.zeros(features.shape[1]))
+    np.testing.assert_array_equal(
+        LSH(8, center=False).fit(features).mean_, np.zeros(features.shape[1])
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -355,7 +369,9 @@ def test_from_state_rejects_inconsistent_shapes():
 @pytest.mark.parametrize("baseline", ALL_BASELINES)
 @pytest.mark.parametrize("bits", [0, -3])
 def test_bits_below_one(baseline, bits):
-    with pytest.raises(ValueError, match=rf"{baseline.name}: bits must be an integer >= 1; got {bits}"):
+    with pytest.raises(
+        ValueError, match=rf"{baseline.name}: bits must be an integer >= 1; got {bits}"
+    ):
         baseline(bits)
 
 
@@ -369,7 +385,9 @@ def test_bits_not_an_integer(baseline, bits):
 @pytest.mark.parametrize("baseline", ALL_BASELINES)
 @pytest.mark.parametrize("shape", [(10,), (4, 5, 6)])
 def test_features_not_two_dimensional(baseline, shape):
-    with pytest.raises(ValueError, match=rf"2-D array of shape \(N, D\); got shape {re_shape(shape)}"):
+    with pytest.raises(
+        ValueError, match=rf"2-D array of shape \(N, D\); got shape {re_shape(shape)}"
+    ):
         baseline(2).fit(np.zeros(shape))
 
 
@@ -379,7 +397,9 @@ def test_features_with_nan_and_inf(baseline):
     features[3, 5] = np.nan
     features[7, 1] = np.inf
     features[9, 0] = -np.inf
-    with pytest.raises(ValueError, match=r"1 NaN and 2 infinite values \(first at row 3, column 5\)"):
+    with pytest.raises(
+        ValueError, match=r"1 NaN and 2 infinite values \(first at row 3, column 5\)"
+    ):
         baseline(4).fit(features)
 
 
@@ -388,7 +408,9 @@ def test_non_finite_at_encode_time(baseline):
     model = baseline(4).fit(anisotropic_features())
     bad = anisotropic_features(5)
     bad[2, 2] = np.nan
-    with pytest.raises(ValueError, match=r"1 NaN and 0 infinite values \(first at row 2, column 2\)"):
+    with pytest.raises(
+        ValueError, match=r"1 NaN and 0 infinite values \(first at row 2, column 2\)"
+    ):
         model.encode(bad)
 
 
@@ -405,7 +427,10 @@ def test_lsh_needs_one_sample():
 
 @pytest.mark.parametrize("baseline", [PCAH, ITQ, PCARR])
 def test_pca_baselines_need_more_samples_than_bits(baseline):
-    with pytest.raises(ValueError, match=rf"{baseline.name}: needs more samples than bits .* N=8 samples for bits=8"):
+    with pytest.raises(
+        ValueError,
+        match=rf"{baseline.name}: needs more samples than bits .* N=8 samples for bits=8",
+    ):
         baseline(8).fit(anisotropic_features(num_samples=8, feature_dim=16))
     with pytest.raises(ValueError, match=rf"{baseline.name}: needs at least 2 samples; got 1"):
         baseline(1).fit(np.ones((1, 4)))
@@ -413,7 +438,9 @@ def test_pca_baselines_need_more_samples_than_bits(baseline):
 
 @pytest.mark.parametrize("baseline", [PCAH, ITQ, PCARR])
 def test_pca_baselines_need_bits_at_most_dimension(baseline):
-    with pytest.raises(ValueError, match=rf"{baseline.name}: bits=20 exceeds the feature dimension D=16"):
+    with pytest.raises(
+        ValueError, match=rf"{baseline.name}: bits=20 exceeds the feature dimension D=16"
+    ):
         baseline(20).fit(anisotropic_features(feature_dim=16))
 
 
@@ -436,5 +463,7 @@ def test_encode_with_wrong_dimension(baseline):
 
 @pytest.mark.parametrize("iterations", [-1, 2.0])
 def test_itq_bad_iterations(iterations):
-    with pytest.raises(ValueError, match=rf"ITQ: iterations must be an integer >= 0; got {iterations}"):
+    with pytest.raises(
+        ValueError, match=rf"ITQ: iterations must be an integer >= 0; got {iterations}"
+    ):
         ITQ(4, iterations=iterations)

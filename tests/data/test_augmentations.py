@@ -100,8 +100,11 @@ def test_pipeline_config_checks_the_name_and_the_sizes():
     assert PipelineConfig().augment == "random_crop_flip"
     with pytest.raises(KeyError, match="Unknown augmentation 'jitter'; known: center_crop"):
         PipelineConfig(augment="jitter")
-    with pytest.raises(ValueError, match=r"--augment=resize trains on the whole image, so it "
-                       r"needs --image_size equal to --crop_size .* image_size=256, crop_size=224"):
+    with pytest.raises(
+        ValueError,
+        match=r"--augment=resize trains on the whole image, so it "
+        r"needs --image_size equal to --crop_size .* image_size=256, crop_size=224",
+    ):
         PipelineConfig(image_size=256, crop_size=224, augment="resize")  # fmt: skip
     PipelineConfig(image_size=224, crop_size=224, augment="resize_flip")
     PipelineConfig(image_size=256, crop_size=224, augment="center_crop")

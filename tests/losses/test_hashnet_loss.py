@@ -82,7 +82,7 @@ def _reference(z, labels, ref_z, ref_labels, offset, alpha, beta, class_num, inc
     r = len(ref_z)
 
     def pairs(i_rows, i_off):
-        for a, ui in enumerate(i_rows):
+        for a, _row in enumerate(i_rows):
             for j in range(r):
                 if include_self or a + i_off != j:
                     yield a, j

@@ -74,9 +74,7 @@ def test_pairing_and_size_errors():
         (100_000, 256, 782),  # 2 x ceil(390.625)
     ],
 )
-def test_default_period_is_two_epochs_but_at_least_100_steps(
-    num_train, batch_size, period, caplog
-):
+def test_default_period_is_two_epochs_but_at_least_100_steps(num_train, batch_size, period, caplog):
     from wsdhash.methods.wsdhq import quantizer_period
     from wsdhash.methods.wsdhq_quantizer import MIN_DEFAULT_PERIOD
 

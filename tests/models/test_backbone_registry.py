@@ -62,7 +62,7 @@ def _resnet18_params():
     bn_channels = 64
     c_in = 64
     for width in (64, 128, 256, 512):
-        for block in range(2):
+        for _block in range(2):
             convs += _conv(3, c_in, width, bias=False) + _conv(3, width, width, bias=False)
             bn_channels += 2 * width
             if c_in != width:

@@ -7,8 +7,8 @@ import pytest
 
 keras_hub = pytest.importorskip("keras_hub")
 
-from wsdhash.models import build_backbone
-from wsdhash.models.keras_hub_presets import KerasHubUnavailableError
+from wsdhash.models import build_backbone  # noqa: E402 (after the importorskip)
+from wsdhash.models.keras_hub_presets import KerasHubUnavailableError  # noqa: E402
 
 SCALE = np.array([1 / (255 * 0.229), 1 / (255 * 0.224), 1 / (255 * 0.225)], np.float32)
 OFFSET = np.array([-0.485 / 0.229, -0.456 / 0.224, -0.406 / 0.225], np.float32)

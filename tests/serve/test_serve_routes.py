@@ -166,7 +166,9 @@ def test_search_refusals_are_the_documented_answers():
     response = few.post("/search", files=files)
     assert response.status_code == 413, response.text
     assert response.json() == {
-        "error": "more than max_batch=1 images.", "limit": "max_batch", "maximum": 1
+        "error": "more than max_batch=1 images.",
+        "limit": "max_batch",
+        "maximum": 1,
     }
 
 

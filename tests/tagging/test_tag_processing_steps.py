@@ -167,7 +167,9 @@ def test_process_tags_errors():
     vectors = _keyed({"dog": [1.0, 0]})
     with pytest.raises(ValueError, match="3 words but the tag matrix has shape \\(2, 2\\)"):
         processing.process_tags(["a", "b", "c"], np.zeros((2, 2)), vectors)
-    with pytest.raises(ValueError, match="No tag left of 2: 0 are on no training image, 2 have no word vector"):
+    with pytest.raises(
+        ValueError, match="No tag left of 2: 0 are on no training image, 2 have no word vector"
+    ):
         processing.process_tags(["cat", "sky"], np.ones((2, 2)), vectors)
 
 

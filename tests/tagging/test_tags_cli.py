@@ -114,12 +114,16 @@ def test_cli_errors_are_one_line(tmp_path, case, expected):
     args = {
         "columns": [f"--tag_matrix={tmp_path / 'tags2.txt'}", f"--vectors={tmp_path / 'v.txt'}"],
         "missing_vectors": [f"--tag_matrix={tmp_path / 'tags3.txt'}", "--vectors=/nowhere.bin"],
-        "bad_flag": [f"--tag_matrix={tmp_path / 'tags3.txt'}", "--vectors=train", "--merge_method=kmeans"],
+        "bad_flag": [
+            f"--tag_matrix={tmp_path / 'tags3.txt'}",
+            "--vectors=train",
+            "--merge_method=kmeans",
+        ],
         "empty": [f"--tag_matrix={tmp_path / 'tags3.txt'}", f"--vectors={tmp_path / 'v.txt'}"],
     }[case]
     completed = _run(*base, *args)
     assert completed.returncode == 2
-    error_lines = [l for l in completed.stderr.splitlines() if "error:" in l]
+    error_lines = [line for line in completed.stderr.splitlines() if "error:" in line]
     assert len(error_lines) == 1 and expected in error_lines[0], completed.stderr
     assert not os.path.exists(tmp_path / "out" / files.REPORT_FILE)
 

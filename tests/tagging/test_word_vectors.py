@@ -31,7 +31,10 @@ def fixture_files(tmp_path_factory):
     }
     keyed.save_word2vec_format(paths["word2vec_binary"], binary=True)
     keyed.save_word2vec_format(paths["word2vec_text"], binary=False)
-    with open(paths["word2vec_binary"], "rb") as f, gzip.open(str(root / "vectors.bin.gz"), "wb") as g:
+    with (
+        open(paths["word2vec_binary"], "rb") as f,
+        gzip.open(str(root / "vectors.bin.gz"), "wb") as g,
+    ):
         g.write(f.read())
     paths["word2vec_binary_gz"] = str(root / "vectors.bin.gz")
     # GloVe: the word2vec text body without its header line.
@@ -57,7 +60,9 @@ def test_restricted_reader_equals_gensim(fixture_files, fmt, declared):
     _, paths = fixture_files
     wanted = ["circle", "New_York", "café", "filler39", "not_in_file"]
     reference = _gensim_load(paths[fmt], fmt)
-    vectors_format = ("word2vec_binary" if fmt.startswith("word2vec_binary") else fmt) if declared else "auto"
+    vectors_format = (
+        ("word2vec_binary" if fmt.startswith("word2vec_binary") else fmt) if declared else "auto"
+    )
     got = word_vectors.load_restricted(paths[fmt], wanted, vectors_format=vectors_format)
     # Only the requested words are kept: memory ~ T x D.
     assert set(got.index_to_key) == {"circle", "New_York", "café", "filler39"}
@@ -85,7 +90,9 @@ def test_limit_keeps_only_the_first_records(fixture_files):
     for fmt in ("word2vec_binary", "word2vec_text"):
         got = word_vectors.load_restricted(paths[fmt], ["the", "circle", "filler0"], limit=2)
         assert got.index_to_key == ["the", "circle"]
-        reference = KeyedVectors.load_word2vec_format(paths[fmt], binary=fmt.endswith("binary"), limit=2)
+        reference = KeyedVectors.load_word2vec_format(
+            paths[fmt], binary=fmt.endswith("binary"), limit=2
+        )
         np.testing.assert_array_equal(got["circle"], reference["circle"])
 
 

@@ -344,8 +344,11 @@ def test_augment_reaches_the_training_pipeline_and_is_a_resume_setting(
 
 def test_an_unknown_augment_is_named(parse, tmp_path):
     parse(f"--workdir={tmp_path / 'run'}", "--augment=jitter")
-    with pytest.raises(cli.UsageError, match=r"^--augment=jitter is not a training "
-                       r"augmentation; known: center_crop, random_crop_flip, resize, resize_flip"):
+    with pytest.raises(
+        cli.UsageError,
+        match=r"^--augment=jitter is not a training "
+        r"augmentation; known: center_crop, random_crop_flip, resize, resize_flip",
+    ):
         train.main(["wsdhash.train"])  # fmt: skip
 
 

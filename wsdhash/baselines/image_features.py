@@ -7,8 +7,8 @@ a joint colour histogram (colour, position-free).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from concurrent import futures
-from typing import Sequence
 
 import cv2
 import numpy as np

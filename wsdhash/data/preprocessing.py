@@ -210,9 +210,7 @@ def ten_crop(image: tf.Tensor, crop_size: int) -> tf.Tensor:
 # name -> op(image (S, S, C) as decoded and resized to image_size, crop_size, seed (2,))
 # -> (crop_size, crop_size, C). Each method's flagfile names the one its authors' code
 # trains with (`--augment`); evaluation always takes the centre crop (or 10 crops).
-AUGMENTATIONS: Registry[Callable[[tf.Tensor, int, tf.Tensor], tf.Tensor]] = Registry(
-    "augmentation"
-)
+AUGMENTATIONS: Registry[Callable[[tf.Tensor, int, tf.Tensor], tf.Tensor]] = Registry("augmentation")
 # Augmentations that train on the whole decoded image (no crop). Evaluation's centre
 # crop sees the same view only when image_size == crop_size, which they require.
 WHOLE_IMAGE_AUGMENTATIONS = ("resize", "resize_flip")

@@ -56,7 +56,7 @@ def initialize_head(head: keras.Layer, features: np.ndarray, baseline: str, seed
     Raises:
         ValueError: the head has no Dense layer, or its kernel does not fit.
     """
-    dense = next((l for l in head.layers if isinstance(l, keras.layers.Dense)), None)
+    dense = next((layer for layer in head.layers if isinstance(layer, keras.layers.Dense)), None)
     if dense is None:
         raise ValueError(f"--head_init={baseline}: the head has no Dense layer to initialise.")
     kernel, bias = baseline_head_weights(features, baseline, int(dense.kernel.shape[1]), seed)

@@ -275,9 +275,7 @@ def _read_hyp2_files(img_path: str, targets_path: str, order_path: str):
         except json.JSONDecodeError as error:
             raise DataFormatError(f"{order_path}: not a JSON list ({error}).") from None
     if sorted(order.tolist()) != list(range(len(image_names))):
-        raise DataFormatError(
-            f"{order_path}: not a permutation of 0..{len(image_names) - 1}."
-        )
+        raise DataFormatError(f"{order_path}: not a permutation of 0..{len(image_names) - 1}.")
     return image_names, np.asarray(rows, np.uint8), order
 
 
