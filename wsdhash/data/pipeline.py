@@ -153,8 +153,8 @@ def make_dataset(
             `tfrecords.stream_records`) instead of the split's records; seeds, skipping,
             decoding and augmentation are as for them.
 
-    A split with precomputed features (`SplitData.features`) is read by
-    `make_features_dataset`: not `config`, `cache`, `corrupt_log`, `image_reader`, `stream`.
+    A split with precomputed features (`SplitData.features`) goes to
+    `make_features_dataset`, which ignores the image arguments and refuses a `stream`.
 
     Returns:
         A `tf.data.Dataset` of batched element dicts.
