@@ -333,12 +333,12 @@ def _train_and_export(name: str, tag_dir: str, topk):
     config = TrainConfig(
         dataset="builtin",
         data_dir=FLAGS.data_dir,
-        dataset_options=dict(
-            seed=FLAGS.seed,
-            num_train=FLAGS.num_train,
-            num_query=FLAGS.num_query,
-            num_database=FLAGS.num_database,
-        ),
+        dataset_options={
+            "seed": FLAGS.seed,
+            "num_train": FLAGS.num_train,
+            "num_query": FLAGS.num_query,
+            "num_database": FLAGS.num_database,
+        },
         backbone="small_cnn",
         head=run.head,
         bits=FLAGS.train_bits,
@@ -376,22 +376,11 @@ def _train_and_export(name: str, tag_dir: str, topk):
     return evaluate_codes_file(codes, _protocol(topk), source=os.path.join(workdir, "codes.h5"))
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise cli.UsageError(f"Unexpected arguments: {argv[1:]}")
-    bits_list = [int(b) for b in FLAGS.bits]
-    started = time.perf_counter()
-    log_path = os.path.join(FLAGS.workdir, "demo.log")
-    _quiet_logs(log_path)
-    from wsdhash.baselines import BASELINES
+def _builtin_splits():
+    """(train, query and database `SplitData` by name, the dataset's top-k) of the
+    built-in dataset, generated under --data_dir when not already there."""
     from wsdhash.data import datasets
-    from wsdhash.eval import CodesFile, CodesSplit, pack_codes, write_codes_file
-    from wsdhash.eval.scorers import HammingScorer, MatrixScorer
 
-    training = bool(FLAGS.train_bits and FLAGS.trained)
-    stage = _Stages(4 + (2 + len(FLAGS.trained) if training else 0))
-    print(f"wsdhash demo: full logs in {log_path}")
-    stage("built-in dataset")
     dataset = datasets.get_dataset(
         "builtin",
         FLAGS.data_dir,
@@ -406,29 +395,29 @@ def main(argv):
         + ", ".join(f"{len(s)} {name}" for name, s in splits.items())
         + f", {splits['query'].num_classes} concepts, {splits['train'].num_tags} tags"
     )
-    stage("hand-made image features (for the baselines)")
-    features = {name: _features(s.paths, f"{name} features") for name, s in splits.items()}
-    # Standardise with training statistics so that no feature group dominates.
-    mean, std = features["train"].mean(0), features["train"].std(0) + 1e-6
-    features = {name: (f - mean) / std for name, f in features.items()}
-    query, database = splits["query"], splits["database"]
-    topk = dataset.topk
+    return splits, dataset.topk
 
-    rows = []
-    vectors = None
-    if training:
-        stage("tag processing")
-        tag_dir, vectors = _process_tags()
-        for name in FLAGS.trained:
-            stage(f"training and exporting {TRAINED_TITLES[name]}")
-            result = _train_and_export(name, tag_dir, topk)
-            rows.append((TRAINED_TITLES[name], FLAGS.train_bits, result))
-    stage("baselines: features, random codes, " + ", ".join(FLAGS.methods))
+
+def _standardised_features(splits) -> dict[str, np.ndarray]:
+    """Hand-made features of every split, standardised with training statistics so that
+    no feature group dominates."""
+    features = {name: _features(s.paths, f"{name} features") for name, s in splits.items()}
+    mean, std = features["train"].mean(0), features["train"].std(0) + 1e-6
+    return {name: (f - mean) / std for name, f in features.items()}
+
+
+def _baseline_rows(splits, features, topk, bits_list) -> list[tuple]:
+    """(title, bits, RetrievalResult) of the features themselves, random codes and each
+    --methods baseline (whose codes files are written to --workdir)."""
+    from wsdhash.eval import pack_codes
+    from wsdhash.eval.scorers import HammingScorer, MatrixScorer
+
+    query, database = splits["query"], splits["database"]
     baselines = _bar(len(bits_list) * (1 + len(FLAGS.methods)) + 1, "baselines")
     reference = _evaluate(
         query, database, topk, MatrixScorer(scores=features["query"] @ features["database"].T)
     )
-    rows.append(("features, inner product (no hashing)", features["query"].shape[1], reference))
+    rows = [("features, inner product (no hashing)", features["query"].shape[1], reference)]
     baselines.update()
     rng = np.random.default_rng(FLAGS.seed)
     for bits in bits_list:
@@ -436,41 +425,39 @@ def main(argv):
             name: pack_codes(rng.integers(0, 2, (len(splits[name]), bits)))
             for name in ("query", "database")
         }
-        result = _evaluate(
-            query,
-            database,
-            topk,
-            HammingScorer(random_codes["query"], random_codes["database"], bits),
-        )
-        rows.append(("random codes", bits, result))
+        scorer = HammingScorer(random_codes["query"], random_codes["database"], bits)
+        rows.append(("random codes", bits, _evaluate(query, database, topk, scorer)))
         baselines.update()
         for method in FLAGS.methods:
-            model = BASELINES.get(method)(bits, seed=FLAGS.seed).fit(features["train"])
-            codes = {
-                name: pack_codes(model.encode(features[name])) for name in ("query", "database")
-            }
-            write_codes_file(
-                os.path.join(FLAGS.workdir, f"{method}_{bits}.h5"),
-                CodesFile(
-                    bits=bits,
-                    query=CodesSplit(codes["query"], query.labels, ids=query.paths),
-                    database=CodesSplit(codes["database"], database.labels, ids=database.paths),
-                ),
-            )
-            result = _evaluate(
-                query, database, topk, HammingScorer(codes["query"], codes["database"], bits)
-            )
-            rows.append((method, bits, result))
+            rows.append((method, bits, _baseline(method, bits, splits, features, topk)))
             baselines.update()
     baselines.close()
-    serve_command = None
-    if training:
-        stage(f"search index of the database ({FLAGS.trained[0]})")
-        serve_command = _build_index(FLAGS.trained[0], database)
+    return rows
 
+
+def _baseline(method: str, bits: int, splits, features, topk):
+    """Fits one baseline on the training features, writes its codes file, evaluates it."""
+    from wsdhash.baselines import BASELINES
+    from wsdhash.eval import CodesFile, CodesSplit, pack_codes, write_codes_file
+    from wsdhash.eval.scorers import HammingScorer
+
+    query, database = splits["query"], splits["database"]
+    model = BASELINES.get(method)(bits, seed=FLAGS.seed).fit(features["train"])
+    codes = {name: pack_codes(model.encode(features[name])) for name in ("query", "database")}
+    write_codes_file(
+        os.path.join(FLAGS.workdir, f"{method}_{bits}.h5"),
+        CodesFile(
+            bits=bits,
+            query=CodesSplit(codes["query"], query.labels, ids=query.paths),
+            database=CodesSplit(codes["database"], database.labels, ids=database.paths),
+        ),
+    )
+    return _evaluate(query, database, topk, HammingScorer(codes["query"], codes["database"], bits))
+
+
+def _print_table(rows) -> None:
     name = rows[0][2].map_name
     assert all(result.map_name == name for _, _, result in rows)
-    stage("results")
     print(f"{'method':<44}{'bits':>6}{name:>36}{'P@100':>8}{'P(r<=2)':>9}")
     for method, bits, result in rows:
         within = result.precision_within_radius
@@ -481,8 +468,9 @@ def main(argv):
             f"{method:<44}{bits:>6}{result.map:>36.4f}{result.precision_at_n[100]:>8.4f}"
             f"{'' if within is None else f'{within:.4f}':>9}{bounds}"
         )
-    if vectors:
-        print(f"(trained rows: tags processed with {vectors})")
+
+
+def _write_metrics(rows, vectors: str | None) -> None:
     atomic_files.write_json(
         os.path.join(FLAGS.workdir, "metrics.json"),
         [
@@ -495,6 +483,42 @@ def main(argv):
             for method, bits, result in rows
         ],
     )
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise cli.UsageError(f"Unexpected arguments: {argv[1:]}")
+    bits_list = [int(b) for b in FLAGS.bits]
+    started = time.perf_counter()
+    log_path = os.path.join(FLAGS.workdir, "demo.log")
+    _quiet_logs(log_path)
+    training = bool(FLAGS.train_bits and FLAGS.trained)
+    stage = _Stages(4 + (2 + len(FLAGS.trained) if training else 0))
+    print(f"wsdhash demo: full logs in {log_path}")
+    stage("built-in dataset")
+    splits, topk = _builtin_splits()
+    stage("hand-made image features (for the baselines)")
+    features = _standardised_features(splits)
+    rows = []
+    vectors = None
+    if training:
+        stage("tag processing")
+        tag_dir, vectors = _process_tags()
+        for name in FLAGS.trained:
+            stage(f"training and exporting {TRAINED_TITLES[name]}")
+            result = _train_and_export(name, tag_dir, topk)
+            rows.append((TRAINED_TITLES[name], FLAGS.train_bits, result))
+    stage("baselines: features, random codes, " + ", ".join(FLAGS.methods))
+    rows += _baseline_rows(splits, features, topk, bits_list)
+    serve_command = None
+    if training:
+        stage(f"search index of the database ({FLAGS.trained[0]})")
+        serve_command = _build_index(FLAGS.trained[0], splits["database"])
+    stage("results")
+    _print_table(rows)
+    if vectors:
+        print(f"(trained rows: tags processed with {vectors})")
+    _write_metrics(rows, vectors)
     print(
         f"\ncodes files and metrics.json in {FLAGS.workdir} ({time.perf_counter() - started:.0f} s)"
     )

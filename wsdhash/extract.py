@@ -45,8 +45,10 @@ head into one SavedModel that takes images (wsdhash/models/extraction_model.py).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+from collections.abc import Callable
 
 from absl import flags
 
@@ -171,22 +173,23 @@ def _warn_if_collapsed(path: str, normalization: str) -> None:
         )
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise cli.UsageError(f"Unexpected arguments: {argv[1:]}")
-    if os.path.exists(FLAGS.output):
-        raise cli.UsageError(f"--output={FLAGS.output} exists; delete it or choose another.")
-    if FLAGS.batch_size < 1 or FLAGS.max_batches < 0:
-        raise cli.UsageError("--batch_size must be >= 1 and --max_batches >= 0.")
+@dataclasses.dataclass(frozen=True)
+class _Extractor:
+    """What turns a batch of uint8 crops into features, and how the file names it."""
 
-    import wsdhash
-    from wsdhash import file_lock
-    from wsdhash.data import datasets, features_file, pipeline
-    from wsdhash.models import build_backbone, model_files
-    from wsdhash.models.assembly import with_normalization
-    from wsdhash.models.encoder import Encoder
+    model: Callable  # uint8 crops -> (B, F) features
+    config: object  # the evaluation `PipelineConfig`
+    normalization: str
+    feature_dim: int
+    backbone: str  # recorded in the file: the backbone's name or "model:PATH"
+    weights: str
+    model_settings: dict  # what export needs to load a --model file again
 
-    # --- Dataset and backbone --------------------------------------------------------
+
+def _dataset():
+    """(RetrievalDataset, its options) of --dataset and --data_dir; checks --splits."""
+    from wsdhash.data import datasets
+
     options = datasets.command_line_options(
         FLAGS.dataset,
         image_root=FLAGS.image_root,
@@ -203,67 +206,92 @@ def main(argv):
     unknown = [s for s in FLAGS.splits if s not in dataset.splits]
     if unknown:
         raise cli.UsageError(f"--splits: {unknown} not in {FLAGS.dataset}'s {dataset.splits}.")
-    if FLAGS.model:
-        model, feature_model, crop_size, normalization = _feature_model()
-        feature_dim = feature_model.feature_dim
-        backbone, weights = (
-            f"model:{os.path.abspath(FLAGS.model)}",
-            "sha256:" + (model_files.fingerprint(FLAGS.model)),
-        )
-        image_size = FLAGS.image_size or max(round(crop_size * 8 / 7), crop_size)
-        config = pipeline.PipelineConfig(
-            image_size=image_size, crop_size=crop_size, normalization=None,
-            ten_crop=FLAGS.ten_crop,
-        )  # fmt: skip
-    else:
-        try:
-            spec = build_backbone(
-                FLAGS.backbone,
-                weights=FLAGS.weights,
-                crop_size=FLAGS.crop_size or None,
-                allow_pickle=FLAGS.allow_pickle,
-                seed=FLAGS.seed,
-            )
-        except (OSError, ValueError, KeyError, TypeError, ImportError) as error:
-            raise cli.UsageError(
-                f"--backbone={FLAGS.backbone} --weights={FLAGS.weights}: {error}"
-            ) from None
-        normalization = spec.input_normalization(FLAGS.normalization)
-        # The model the trainer would build, without a head: uint8 crops -> normalise -> F.
-        model = with_normalization(spec.model, normalization, spec.input_dtype)
-        feature_dim = spec.feature_dim
-        config = spec.pipeline_config(FLAGS.image_size, FLAGS.crop_size, FLAGS.ten_crop)
-        backbone, weights = FLAGS.backbone, FLAGS.weights
-        if weights not in ("none", "imagenet", "preset"):
-            weights = os.path.abspath(weights)
+    return dataset, options
 
-    # --- Extraction ------------------------------------------------------------------
-    settings = {
-        "backbone": backbone,
-        "weights": weights,
-        "image_size": config.image_size,
-        "crop_size": config.crop_size,
-        "normalization": normalization,
+
+def _model_file_extractor() -> _Extractor:
+    """The feature model of --model (a file), fed uint8 crops normalised as it expects."""
+    from wsdhash.data import pipeline
+    from wsdhash.models import model_files
+
+    model, feature_model, crop_size, normalization = _feature_model()
+    image_size = FLAGS.image_size or max(round(crop_size * 8 / 7), crop_size)
+    config = pipeline.PipelineConfig(
+        image_size=image_size, crop_size=crop_size, normalization=None, ten_crop=FLAGS.ten_crop
+    )
+    # What `python -m wsdhash.export` needs to load the same model again and put it in
+    # front of the trained head (wsdhash/models/extraction_model.py).
+    model_settings = {"model_format": feature_model.kind}
+    if feature_model.kind == "saved_model":
+        model_settings["model_signature"] = FLAGS.model_signature
+        model_settings["model_output"] = FLAGS.model_output or ""
+    return _Extractor(
+        model, config, normalization, feature_model.feature_dim,
+        backbone=f"model:{os.path.abspath(FLAGS.model)}",
+        weights="sha256:" + model_files.fingerprint(FLAGS.model),
+        model_settings=model_settings,
+    )  # fmt: skip
+
+
+def _backbone_extractor() -> _Extractor:
+    """--backbone with --weights: the model the trainer would build, without a head."""
+    from wsdhash.models import build_backbone
+    from wsdhash.models.assembly import with_normalization
+
+    try:
+        spec = build_backbone(
+            FLAGS.backbone,
+            weights=FLAGS.weights,
+            crop_size=FLAGS.crop_size or None,
+            allow_pickle=FLAGS.allow_pickle,
+            seed=FLAGS.seed,
+        )
+    except (OSError, ValueError, KeyError, TypeError, ImportError) as error:
+        raise cli.UsageError(
+            f"--backbone={FLAGS.backbone} --weights={FLAGS.weights}: {error}"
+        ) from None
+    normalization = spec.input_normalization(FLAGS.normalization)
+    # uint8 crops -> normalise -> F.
+    model = with_normalization(spec.model, normalization, spec.input_dtype)
+    config = spec.pipeline_config(FLAGS.image_size, FLAGS.crop_size, FLAGS.ten_crop)
+    weights = FLAGS.weights
+    if weights not in ("none", "imagenet", "preset"):
+        weights = os.path.abspath(weights)
+    return _Extractor(model, config, normalization, spec.feature_dim, FLAGS.backbone, weights, {})
+
+
+def _file_settings(dataset, options: dict, extractor: _Extractor) -> dict:
+    """The settings the features file records; a rerun must give the same ones."""
+    import wsdhash
+
+    return {
+        "backbone": extractor.backbone,
+        "weights": extractor.weights,
+        "image_size": extractor.config.image_size,
+        "crop_size": extractor.config.crop_size,
+        "normalization": extractor.normalization,
         "ten_crop": FLAGS.ten_crop,
         "seed": FLAGS.seed,
         "dataset": FLAGS.dataset,
         "data_dir": os.path.abspath(FLAGS.data_dir),
         "dataset_options": json.dumps(options, sort_keys=True, default=str),
         "topk": -1 if dataset.topk is None else dataset.topk,
-        "feature_dim": feature_dim,
+        "feature_dim": extractor.feature_dim,
         "wsdhash_version": wsdhash.__version__,
+        **extractor.model_settings,
     }
-    if FLAGS.model:
-        # What `python -m wsdhash.export` needs to load the same model again and put it
-        # in front of the trained head (wsdhash/models/extraction_model.py).
-        settings["model_format"] = feature_model.kind
-        if feature_model.kind == "saved_model":
-            settings["model_signature"] = FLAGS.model_signature
-            settings["model_output"] = FLAGS.model_output or ""
+
+
+def _extract(dataset, extractor: _Extractor, settings: dict) -> str | None:
+    """Writes (or continues) --output; its path, or None when --max_batches stopped it."""
+    from wsdhash import file_lock
+    from wsdhash.data import features_file
+    from wsdhash.models.encoder import Encoder
+
     os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
-    encoder = Encoder(model, config, FLAGS.batch_size)
+    encoder = Encoder(extractor.model, extractor.config, FLAGS.batch_size)
     try:
-        path = features_file.extract_dataset(
+        return features_file.extract_dataset(
             FLAGS.output,
             dataset,
             FLAGS.splits,
@@ -276,14 +304,26 @@ def main(argv):
         raise cli.UsageError(f"--output: {error}") from None
     except file_lock.LockedError as error:
         raise cli.UsageError(f"--output: {error}") from None
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise cli.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if os.path.exists(FLAGS.output):
+        raise cli.UsageError(f"--output={FLAGS.output} exists; delete it or choose another.")
+    if FLAGS.batch_size < 1 or FLAGS.max_batches < 0:
+        raise cli.UsageError("--batch_size must be >= 1 and --max_batches >= 0.")
+    dataset, options = _dataset()
+    extractor = _model_file_extractor() if FLAGS.model else _backbone_extractor()
+    path = _extract(dataset, extractor, _file_settings(dataset, options, extractor))
     if path is None:
         print(
             f"stopped after --max_batches={FLAGS.max_batches} batches; rerun the same "
             f"command to continue ({FLAGS.output}.partial)"
         )
         return
-    print(f"features of {', '.join(FLAGS.splits)} ({feature_dim}-d) written to {path}")
-    _warn_if_collapsed(path, normalization)
+    print(f"features of {', '.join(FLAGS.splits)} ({extractor.feature_dim}-d) written to {path}")
+    _warn_if_collapsed(path, extractor.normalization)
 
 
 def run():

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from wsdhash.data import preprocessing
-from wsdhash.data.pipeline import PipelineConfig, make_dataset
+from wsdhash.data.pipeline import PipelineConfig, make_dataset, make_features_dataset
 from wsdhash.data.types import SplitData
 
 SIZE, CROP = 16, 12
@@ -244,3 +244,29 @@ def test_index_stream_replaces_the_shuffle_and_resumes(image_split):
         )
         halves.append(next(iter(dataset))["index"].numpy())
     assert sorted(np.concatenate(halves)) == sorted(expected[:6])
+
+
+def test_features_pipeline_follows_the_image_order_without_decoding(image_split):
+    split, _ = image_split
+    features = np.random.default_rng(1).normal(size=(len(split), 6)).astype(np.float32)
+    with_features = SplitData("train", split.paths, split.labels, split.tags, features=features)
+    images = _collect(make_dataset(split, CONFIG, training=True, batch_size=3, seed=4), steps=5)
+    out = _collect(make_features_dataset(with_features, training=True, batch_size=3, seed=4), 5)
+    # The same seed gives the same shuffled order as the image pipeline of the split.
+    np.testing.assert_array_equal(out["index"], images["index"])
+    np.testing.assert_array_equal(out["image"], features[out["index"]])
+    np.testing.assert_array_equal(out["labels"], split.labels[out["index"]].astype(np.float32))
+    routed = make_dataset(with_features, CONFIG, training=True, batch_size=3, seed=4)
+    np.testing.assert_array_equal(_collect(routed, steps=5)["image"], out["image"])
+    resumed = make_features_dataset(
+        with_features, training=True, batch_size=3, seed=4, skip_elements=6
+    )
+    np.testing.assert_array_equal(_collect(resumed, steps=3)["index"], out["index"][6:])
+    evaluation = _collect(make_features_dataset(with_features, training=False, batch_size=4))
+    np.testing.assert_array_equal(evaluation["image"], features)
+    with pytest.raises(ValueError, match="carries no precomputed features"):
+        make_features_dataset(split, training=False, batch_size=4)
+    with pytest.raises(ValueError, match="a stream of encoded images cannot feed it"):
+        make_dataset(
+            with_features, CONFIG, training=True, batch_size=3, stream=tf.data.Dataset.range(1)
+        )

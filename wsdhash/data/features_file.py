@@ -290,56 +290,12 @@ def extract_split(
     """
     position = writer.start_split(split, feature_dim)
     n = len(split)
-    first = _first_written_rows(writer)
-    encoded_rows, copied = [], {}  # copied: row -> (split, row) it takes its features from
-    for row in range(position, n):
-        path = str(split.paths[row])
-        if path in first:
-            copied[row] = first[path]
-        else:
-            first[path] = (split.name, row)
-            encoded_rows.append(row)
-
-    def blocks():
-        batches = iter(())
-        if encoded_rows:
-            batches = iter(encode_batches(split.take(np.asarray(encoded_rows, np.int64))))
-        start, done_encoded = position, 0
-        while start < n:
-            block_encoded = []
-            if done_encoded < len(encoded_rows):
-                batch = np.asarray(next(batches), np.float32)
-                block_encoded = encoded_rows[done_encoded : done_encoded + len(batch)]
-                done_encoded += len(batch)
-                # Up to this batch's last row; the copies after it go with the next batch.
-                end = block_encoded[-1] + 1 if done_encoded < len(encoded_rows) else n
-            else:
-                end = min(n, start + COPY_BLOCK_ROWS)
-            block = np.empty((end - start, feature_dim), np.float32)
-            if block_encoded:
-                block[np.asarray(block_encoded) - start] = batch
-            # A row is copied from a row written before (read back from the file) or
-            # from an encoded row of this block (its first occurrence in this split).
-            by_split = collections.defaultdict(lambda: ([], []))  # name -> (rows, sources)
-            for row in range(start, end):
-                if row in copied:
-                    name, source = copied[row]
-                    by_split[name][0].append(row)
-                    by_split[name][1].append(source)
-            for name, (rows, source_rows) in by_split.items():
-                rows, source_rows = np.asarray(rows), np.asarray(source_rows)
-                in_block = (source_rows >= start) if name == split.name else None
-                if in_block is not None and in_block.any():
-                    block[rows[in_block] - start] = block[source_rows[in_block] - start]
-                    rows, source_rows = rows[~in_block], source_rows[~in_block]
-                if len(rows):
-                    block[rows - start] = _read_rows(writer.file[name], source_rows)
-            yield block
-            start = end
-
+    encoded_rows, copied = _plan_rows(split, position, _first_written_rows(writer))
     count = 0
     if position < n and max_batches != 0:
-        written = blocks()
+        written = _feature_blocks(
+            writer, split, feature_dim, position, encode_batches, encoded_rows, copied
+        )
         if progress is not None:
             written = progress(written, position, n)
         for block in written:
@@ -349,6 +305,69 @@ def extract_split(
             if max_batches is not None and count >= max_batches:
                 break
     return writer.done(split.name) == n, count
+
+
+def _plan_rows(
+    split: SplitData, position: int, first: dict[str, tuple[str, int]]
+) -> tuple[list[int], dict[int, tuple[str, int]]]:
+    """(rows to encode, row -> the (split, row) it is copied from) of the rows from
+    `position` on, given each path's first row already written (`first`, updated)."""
+    encoded_rows, copied = [], {}
+    for row in range(position, len(split)):
+        path = str(split.paths[row])
+        if path in first:
+            copied[row] = first[path]
+        else:
+            first[path] = (split.name, row)
+            encoded_rows.append(row)
+    return encoded_rows, copied
+
+
+def _feature_blocks(writer, split, feature_dim, position, encode_batches, encoded_rows, copied):
+    """The (rows, F) blocks of the split from `position` on: each encoded batch with the
+    copied rows before it, then blocks of `COPY_BLOCK_ROWS` copied rows. Nothing is
+    encoded before the first block is asked for."""
+    n = len(split)
+    batches = iter(())
+    if encoded_rows:
+        batches = iter(encode_batches(split.take(np.asarray(encoded_rows, np.int64))))
+    start, done_encoded = position, 0
+    while start < n:
+        block_encoded = []
+        if done_encoded < len(encoded_rows):
+            batch = np.asarray(next(batches), np.float32)
+            block_encoded = encoded_rows[done_encoded : done_encoded + len(batch)]
+            done_encoded += len(batch)
+            # Up to this batch's last row; the copies after it go with the next batch.
+            end = block_encoded[-1] + 1 if done_encoded < len(encoded_rows) else n
+        else:
+            end = min(n, start + COPY_BLOCK_ROWS)
+        block = np.empty((end - start, feature_dim), np.float32)
+        if block_encoded:
+            block[np.asarray(block_encoded) - start] = batch
+        _copy_rows(block, start, end, copied, split.name, writer)
+        yield block
+        start = end
+
+
+def _copy_rows(block, start, end, copied, split_name, writer) -> None:
+    """Fills the copied rows of `block` (rows start..end of split `split_name`): from a
+    row written before (read back from the file) or from an encoded row of this block
+    (its first occurrence in this split)."""
+    by_split = collections.defaultdict(lambda: ([], []))  # name -> (rows, sources)
+    for row in range(start, end):
+        if row in copied:
+            name, source = copied[row]
+            by_split[name][0].append(row)
+            by_split[name][1].append(source)
+    for name, (rows, source_rows) in by_split.items():
+        rows, source_rows = np.asarray(rows), np.asarray(source_rows)
+        in_block = (source_rows >= start) if name == split_name else None
+        if in_block is not None and in_block.any():
+            block[rows[in_block] - start] = block[source_rows[in_block] - start]
+            rows, source_rows = rows[~in_block], source_rows[~in_block]
+        if len(rows):
+            block[rows - start] = _read_rows(writer.file[name], source_rows)
 
 
 def extract_dataset(

@@ -137,6 +137,15 @@ def _check_array(path, name: str, array: np.ndarray, dtype, ndim: int) -> None:
 
 def validate_codes_file(contents: CodesFile, path) -> None:
     """Checks dtypes, shapes and cross-split consistency; raises ValueError naming `path`."""
+    _check_root_attributes(contents, path)
+    for split_name in SPLITS:
+        _check_split(path, split_name, getattr(contents, split_name), contents.bits)
+    _check_splits_agree(contents.query, contents.database, path)
+    _check_codebooks(contents, path)
+
+
+def _check_root_attributes(contents: CodesFile, path) -> None:
+    """The scorer, model fingerprint, database codes and bits."""
     from wsdhash.eval.scorers import SCORERS  # codes files name their scorer
 
     if contents.scorer not in SCORERS:
@@ -151,38 +160,42 @@ def validate_codes_file(contents: CodesFile, path) -> None:
     bits = contents.bits
     if isinstance(bits, (bool, np.bool_)) or not isinstance(bits, (int, np.integer)) or bits < 1:
         _fail(path, f"attribute 'bits' must be a positive integer, got {bits!r}.")
+
+
+def _check_split(path, split_name: str, split: CodesSplit, bits: int) -> None:
+    """One group: the codes fit `bits` (zero padding), 0/1 labels, one row count."""
     code_bytes = -(-int(bits) // 8)
     padding_mask = np.uint8((1 << (8 * code_bytes - bits)) - 1)
-    for split_name in SPLITS:
-        split = getattr(contents, split_name)
-        _check_array(path, f"{split_name}/codes", split.codes, np.uint8, 2)
-        _check_array(path, f"{split_name}/labels", split.labels, np.uint8, 2)
-        if split.codes.shape[1] != code_bytes:
-            _fail(
-                path,
-                f"{split_name}/codes is {split.codes.shape[1]} bytes wide but bits={bits} needs "
-                f"ceil({bits}/8) = {code_bytes}.",
-            )
-        if split.codes.size and np.any(split.codes[:, -1] & padding_mask):
-            _fail(path, f"{split_name}/codes has non-zero padding bits (bits={bits}).")
-        if split.labels.size and split.labels.max() > 1:
-            _fail(path, f"{split_name}/labels must hold 0/1 values; found {split.labels.max()}.")
-        rows = {"codes": split.codes.shape[0], "labels": split.labels.shape[0]}
-        if split.ids is not None:
-            if split.ids.ndim != 1:
-                _fail(path, f"{split_name}/ids has shape {split.ids.shape}, expected (N,).")
-            rows["ids"] = split.ids.shape[0]
-        if split.features is not None:
-            _check_array(path, f"{split_name}/features", split.features, np.float32, 2)
-            rows["features"] = split.features.shape[0]
-        if split.indices is not None:
-            _check_array(path, f"{split_name}/indices", split.indices, np.uint8, 2)
-            rows["indices"] = split.indices.shape[0]
-        if len(set(rows.values())) > 1:
-            counts = ", ".join(f"{name}={count}" for name, count in rows.items())
-            _fail(path, f"row counts differ in group '{split_name}': {counts}.")
+    _check_array(path, f"{split_name}/codes", split.codes, np.uint8, 2)
+    _check_array(path, f"{split_name}/labels", split.labels, np.uint8, 2)
+    if split.codes.shape[1] != code_bytes:
+        _fail(
+            path,
+            f"{split_name}/codes is {split.codes.shape[1]} bytes wide but bits={bits} needs "
+            f"ceil({bits}/8) = {code_bytes}.",
+        )
+    if split.codes.size and np.any(split.codes[:, -1] & padding_mask):
+        _fail(path, f"{split_name}/codes has non-zero padding bits (bits={bits}).")
+    if split.labels.size and split.labels.max() > 1:
+        _fail(path, f"{split_name}/labels must hold 0/1 values; found {split.labels.max()}.")
+    rows = {"codes": split.codes.shape[0], "labels": split.labels.shape[0]}
+    if split.ids is not None:
+        if split.ids.ndim != 1:
+            _fail(path, f"{split_name}/ids has shape {split.ids.shape}, expected (N,).")
+        rows["ids"] = split.ids.shape[0]
+    for name in ("features", "indices"):
+        part = getattr(split, name)
+        if part is not None:
+            dtype = np.float32 if name == "features" else np.uint8
+            _check_array(path, f"{split_name}/{name}", part, dtype, 2)
+            rows[name] = part.shape[0]
+    if len(set(rows.values())) > 1:
+        counts = ", ".join(f"{name}={count}" for name, count in rows.items())
+        _fail(path, f"row counts differ in group '{split_name}': {counts}.")
 
-    query, database = contents.query, contents.database
+
+def _check_splits_agree(query: CodesSplit, database: CodesSplit, path) -> None:
+    """Query and database have as many label, feature and index columns."""
     if query.labels.shape[1] != database.labels.shape[1]:
         _fail(
             path,
@@ -198,6 +211,10 @@ def validate_codes_file(contents: CodesFile, path) -> None:
                 f"query/{name} has {query_part.shape[1]} columns but database/{name} has "
                 f"{database_part.shape[1]}.",
             )
+
+
+def _check_codebooks(contents: CodesFile, path) -> None:
+    """(M, 256, D) float32 codebooks, present with and matching the splits' indices."""
     codebooks = contents.codebooks
     if codebooks is not None:
         _check_array(path, "codebooks", codebooks, np.float32, 3)

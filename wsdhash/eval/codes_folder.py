@@ -188,6 +188,13 @@ def check_manifest(manifest, path: str) -> None:
     def fail(problem: str):
         raise CodesFolderError(f"{path}: {problem}; re-run the pipeline that wrote it.")
 
+    _check_header(manifest, fail)
+    _check_splits(manifest.get("splits"), fail)
+    _check_codebooks_and_failed(manifest, fail)
+
+
+def _check_header(manifest, fail) -> None:
+    """Format, version and digest, then the scalar fields."""
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         fail("not a wsdhash codes folder manifest")
     if manifest.get("version") != VERSION or isinstance(manifest.get("version"), bool):
@@ -205,7 +212,11 @@ def check_manifest(manifest, path: str) -> None:
     classes = manifest.get("num_classes")
     if classes is not None and not _is_count(classes, 1):
         fail("num_classes must be a positive integer or null")
-    splits = manifest.get("splits")
+
+
+def _check_splits(splits, fail) -> None:
+    """Each split's shard list: well-formed entries named after it that add up to its
+    num_items; no shard listed twice."""
     if not isinstance(splits, dict) or not splits or set(splits) - set(SPLITS):
         fail(f"splits must name some of {SPLITS}")
     files = []
@@ -223,6 +234,10 @@ def check_manifest(manifest, path: str) -> None:
             fail(f"split {split}: the shards do not add up to num_items")
     if len(set(files)) != len(files):
         fail("a shard is listed twice")
+
+
+def _check_codebooks_and_failed(manifest: dict, fail) -> None:
+    """The codebooks entry (aqd only) and the failed-items entry."""
     codebooks = manifest.get("codebooks")
     if (codebooks is None) != (manifest["scorer"] == "hamming"):
         fail("aqd codes need codebooks, and only they have them")

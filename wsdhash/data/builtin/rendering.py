@@ -20,91 +20,119 @@ def _regular_polygon(n: int, radius: float = 1.0, phase: float = -math.pi / 2) -
     return radius * np.stack([np.cos(angles), np.sin(angles)], axis=1)
 
 
-def _shape_parts(name: str) -> list[tuple[np.ndarray, int]]:
-    """Polygons of a concept in unit coordinates (about [-1, 1]^2), with fill values.
+# The concepts' geometry: polygons in unit coordinates (about [-1, 1]^2), with fill
+# values. Parts are filled in order into a mask; value 0 cuts holes (ring, crescent).
+Parts = list[tuple[np.ndarray, int]]
 
-    Parts are filled in order into a mask; value 0 cuts holes (ring, crescent).
-    """
-    if name == "circle":
-        return [(_regular_polygon(64), 255)]
-    if name in ("square", "checkerboard"):
-        return [(np.array([[-0.8, -0.8], [0.8, -0.8], [0.8, 0.8], [-0.8, 0.8]]), 255)]
-    if name == "triangle":
-        return [(_regular_polygon(3), 255)]
-    if name == "star":
-        radii = np.where(np.arange(10) % 2 == 0, 1.0, 0.42)
-        return [(_regular_polygon(10) * radii[:, None], 255)]
-    if name == "cross":
-        a, w = 1.0, 0.3
-        return [
-            (
-                np.array(
-                    [
-                        [-w, -a],
-                        [w, -a],
-                        [w, -w],
-                        [a, -w],
-                        [a, w],
-                        [w, w],
-                        [w, a],
-                        [-w, a],
-                        [-w, w],
-                        [-a, w],
-                        [-a, -w],
-                        [-w, -w],
-                    ]
-                ),
-                255,
-            )
-        ]
-    if name == "ring":
-        return [(_regular_polygon(64), 255), (_regular_polygon(64, 0.58), 0)]
-    if name == "diamond":
-        return [(np.array([[0, -1], [0.6, 0], [0, 1], [-0.6, 0]], float), 255)]
-    if name == "stripes":
-        return [(np.array([[-1, -0.6], [1, -0.6], [1, 0.6], [-1, 0.6]], float), 255)]
-    if name == "ellipse":
-        return [(_regular_polygon(64) * [1.0, 0.55], 255)]
-    if name == "hexagon":
-        return [(_regular_polygon(6), 255)]
-    if name == "moon":
-        return [(_regular_polygon(64), 255), (_regular_polygon(64, 0.9) + [0.5, -0.15], 0)]
-    if name == "arrow":
-        return [
-            (
-                np.array(
-                    [
-                        [-1, -0.2],
-                        [0.2, -0.2],
-                        [0.2, -0.6],
-                        [1, 0],
-                        [0.2, 0.6],
-                        [0.2, 0.2],
-                        [-1, 0.2],
-                    ]
-                ),
-                255,
-            )
-        ]
-    if name == "heart":
-        t = np.linspace(0, 2 * math.pi, 64, endpoint=False)
-        x = 16 * np.sin(t) ** 3
-        y = -(13 * np.cos(t) - 5 * np.cos(2 * t) - 2 * np.cos(3 * t) - np.cos(4 * t))
-        return [(np.stack([x, y + 2.5], axis=1) / 16.5, 255)]
-    if name == "flower":
-        theta = np.linspace(0, 2 * math.pi, 90, endpoint=False)
-        r = 0.35 + 0.65 * np.abs(np.cos(2.5 * theta))
-        return [(np.stack([r * np.cos(theta), r * np.sin(theta)], axis=1), 255)]
-    if name == "lightning":
-        return [
-            (
-                np.array(
-                    [[0.25, -1], [-0.5, 0.15], [-0.05, 0.15], [-0.25, 1], [0.5, -0.2], [0.05, -0.2]]
-                ),
-                255,
-            )
-        ]
-    raise ValueError(f"No geometry for concept {name!r}.")
+
+def _circle() -> Parts:
+    return [(_regular_polygon(64), 255)]
+
+
+def _square() -> Parts:
+    return [(np.array([[-0.8, -0.8], [0.8, -0.8], [0.8, 0.8], [-0.8, 0.8]]), 255)]
+
+
+def _triangle() -> Parts:
+    return [(_regular_polygon(3), 255)]
+
+
+def _star() -> Parts:
+    radii = np.where(np.arange(10) % 2 == 0, 1.0, 0.42)
+    return [(_regular_polygon(10) * radii[:, None], 255)]
+
+
+def _cross() -> Parts:
+    a, w = 1.0, 0.3
+    outline = [
+        [-w, -a],
+        [w, -a],
+        [w, -w],
+        [a, -w],
+        [a, w],
+        [w, w],
+        [w, a],
+        [-w, a],
+        [-w, w],
+        [-a, w],
+        [-a, -w],
+        [-w, -w],
+    ]
+    return [(np.array(outline), 255)]
+
+
+def _ring() -> Parts:
+    return [(_regular_polygon(64), 255), (_regular_polygon(64, 0.58), 0)]
+
+
+def _diamond() -> Parts:
+    return [(np.array([[0, -1], [0.6, 0], [0, 1], [-0.6, 0]], float), 255)]
+
+
+def _stripes() -> Parts:
+    return [(np.array([[-1, -0.6], [1, -0.6], [1, 0.6], [-1, 0.6]], float), 255)]
+
+
+def _ellipse() -> Parts:
+    return [(_regular_polygon(64) * [1.0, 0.55], 255)]
+
+
+def _hexagon() -> Parts:
+    return [(_regular_polygon(6), 255)]
+
+
+def _moon() -> Parts:
+    return [(_regular_polygon(64), 255), (_regular_polygon(64, 0.9) + [0.5, -0.15], 0)]
+
+
+def _arrow() -> Parts:
+    outline = [[-1, -0.2], [0.2, -0.2], [0.2, -0.6], [1, 0], [0.2, 0.6], [0.2, 0.2], [-1, 0.2]]
+    return [(np.array(outline), 255)]
+
+
+def _heart() -> Parts:
+    t = np.linspace(0, 2 * math.pi, 64, endpoint=False)
+    x = 16 * np.sin(t) ** 3
+    y = -(13 * np.cos(t) - 5 * np.cos(2 * t) - 2 * np.cos(3 * t) - np.cos(4 * t))
+    return [(np.stack([x, y + 2.5], axis=1) / 16.5, 255)]
+
+
+def _flower() -> Parts:
+    theta = np.linspace(0, 2 * math.pi, 90, endpoint=False)
+    r = 0.35 + 0.65 * np.abs(np.cos(2.5 * theta))
+    return [(np.stack([r * np.cos(theta), r * np.sin(theta)], axis=1), 255)]
+
+
+def _lightning() -> Parts:
+    outline = [[0.25, -1], [-0.5, 0.15], [-0.05, 0.15], [-0.25, 1], [0.5, -0.2], [0.05, -0.2]]
+    return [(np.array(outline), 255)]
+
+
+_GEOMETRY = {
+    "circle": _circle,
+    "square": _square,
+    "checkerboard": _square,
+    "triangle": _triangle,
+    "star": _star,
+    "cross": _cross,
+    "ring": _ring,
+    "diamond": _diamond,
+    "stripes": _stripes,
+    "ellipse": _ellipse,
+    "hexagon": _hexagon,
+    "moon": _moon,
+    "arrow": _arrow,
+    "heart": _heart,
+    "flower": _flower,
+    "lightning": _lightning,
+}
+
+
+def _shape_parts(name: str) -> Parts:
+    """Polygons of a concept with their fill values (see `_GEOMETRY`)."""
+    if name not in _GEOMETRY:
+        raise ValueError(f"No geometry for concept {name!r}.")
+    return _GEOMETRY[name]()
 
 
 _SHAPES = tuple(_shape_parts(c.name) for c in CONCEPT_TABLE)

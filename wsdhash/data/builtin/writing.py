@@ -244,6 +244,39 @@ def generate_builtin(
     """
     root = os.path.abspath(os.fspath(root))
     image_format = {"jpeg": "jpg"}.get(image_format.lower(), image_format.lower())
+    params = _checked_params(
+        seed, image_size, num_train, num_query, num_database, image_format, jpeg_quality
+    )
+    existing = _existing_dataset(root, params, overwrite)
+    if existing is not None:
+        return existing
+    _clear_for_writing(root)
+    total = num_train + num_query + num_database
+    if num_workers is None:
+        num_workers = 0 if total < 1000 else min(os.cpu_count() or 1, 8)
+    labels, tag_ids = _draw_images(root, params, int(jpeg_quality), num_workers)
+    contents, num_tags = _text_files(params, labels, tag_ids)
+    for name, lines in contents.items():
+        _write_lines_atomic(os.path.join(root, name), lines)
+    record = {
+        "format_version": FORMAT_VERSION,
+        "generator": "wsdhash.data.builtin",
+        "params": params,
+        "label_names": list(CONCEPTS),
+        "num_tags": num_tags,
+        "files": list(_TEXT_FILES),
+    }
+    atomic_files.write_bytes(
+        os.path.join(root, INFO_FILE),
+        (json.dumps(record, indent=2, sort_keys=True) + "\n").encode(),
+    )
+    return _info_from_record(root, record)
+
+
+def _checked_params(
+    seed, image_size, num_train, num_query, num_database, image_format, jpeg_quality
+) -> dict:
+    """The generation parameters as `builtin.json` records them; ValueError when invalid."""
     if image_format not in ("png", "jpg"):
         raise ValueError(f"image_format must be 'png' or 'jpg', got {image_format!r}.")
     if image_size < 16:
@@ -257,7 +290,7 @@ def generate_builtin(
             raise ValueError(f"{name} must be a positive integer, got {count!r}.")
     if not 0 <= seed < 2**63:
         raise ValueError(f"seed must be a non-negative integer, got {seed}.")
-    params = _params(
+    return _params(
         int(seed),
         int(image_size),
         int(num_train),
@@ -267,7 +300,10 @@ def generate_builtin(
         int(jpeg_quality),
     )
 
-    # ---- Reuse what is there, or make sure we may write. -------------------------------
+
+def _existing_dataset(root: str, params: dict, overwrite: bool) -> BuiltinInfo | None:
+    """The complete dataset with these parameters already under `root`, else None once
+    it is sure that `root` may be (over)written (FileExistsError otherwise)."""
     record = _read_info(root)
     if record is not None:
         same = record.get("format_version") == FORMAT_VERSION and record.get("params") == params
@@ -282,19 +318,26 @@ def generate_builtin(
             )
     elif os.path.isdir(root) and not overwrite:
         _check_root_is_ours(root)
+    return None
+
+
+def _clear_for_writing(root: str) -> None:
+    """Creates the image folder and removes the marker and an earlier generation's images."""
     os.makedirs(os.path.join(root, IMAGE_DIR), exist_ok=True)
     # Removing the marker first means an interruption from here on is detected.
     if os.path.exists(os.path.join(root, INFO_FILE)):
         os.remove(os.path.join(root, INFO_FILE))
     _remove_stale_images(root)
 
-    # ---- Draw images, labels and tags. -------------------------------------------------
-    total = num_train + num_query + num_database
-    if num_workers is None:
-        num_workers = 0 if total < 1000 else min(os.cpu_count() or 1, 8)
+
+def _draw_images(
+    root: str, params: dict, jpeg_quality: int, num_workers: int
+) -> tuple[np.ndarray, list[list[int]]]:
+    """Draws and writes every image; their (N, C) labels and tag indices, in image order."""
+    total = params["num_train"] + params["num_query"] + params["num_database"]
     labels = np.zeros((total, len(CONCEPTS)), np.uint8)
     tag_ids: list[list[int]] = [[] for _ in range(total)]
-    args = (root, params["seed"], params["image_size"], image_format, int(jpeg_quality))
+    args = (root, params["seed"], params["image_size"], params["image_format"], jpeg_quality)
     if num_workers <= 1:
         chunks = [_generate_chunk(*args[:2], 0, total, *args[2:])]
     else:
@@ -313,18 +356,24 @@ def generate_builtin(
     for start, chunk_labels, chunk_tags in chunks:
         labels[start : start + len(chunk_labels)] = chunk_labels
         tag_ids[start : start + len(chunk_tags)] = chunk_tags
+    return labels, tag_ids
 
-    # ---- Write the WSDHQ text files, then the marker. ----------------------------------
+
+def _text_files(
+    params: dict, labels: np.ndarray, tag_ids: list[list[int]]
+) -> tuple[dict[str, list[str]], int]:
+    """(file name -> lines of the WSDHQ text files in `_TEXT_FILES` order, T tags used)."""
+    num_train, num_query = params["num_train"], params["num_query"]
+    image_format = params["image_format"]
     train = range(num_train)
     query = range(num_train, num_train + num_query)
-    database = range(num_train + num_query, total)
+    database = range(num_train + num_query, len(labels))
     used = sorted({i for row in tag_ids[:num_train] for i in row})
     vocab = sorted(TAG_WORDS[i] for i in used)
     column = {TAG_INDEX[word]: j for j, word in enumerate(vocab)}
     train_tags = np.zeros((num_train, len(vocab)), np.uint8)
     for row, ids in enumerate(tag_ids[:num_train]):
         train_tags[row, [column[i] for i in ids]] = 1
-
     contents = {
         "label_names.txt": list(CONCEPTS),
         "tag_vocab.txt": vocab,
@@ -337,18 +386,4 @@ def generate_builtin(
         "database_label.txt": list_files.matrix_lines(labels[database.start : database.stop]),
     }
     assert tuple(contents) == _TEXT_FILES
-    for name, lines in contents.items():
-        _write_lines_atomic(os.path.join(root, name), lines)
-    record = {
-        "format_version": FORMAT_VERSION,
-        "generator": "wsdhash.data.builtin",
-        "params": params,
-        "label_names": list(CONCEPTS),
-        "num_tags": len(vocab),
-        "files": list(_TEXT_FILES),
-    }
-    atomic_files.write_bytes(
-        os.path.join(root, INFO_FILE),
-        (json.dumps(record, indent=2, sort_keys=True) + "\n").encode(),
-    )
-    return _info_from_record(root, record)
+    return contents, len(vocab)
