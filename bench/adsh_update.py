@@ -71,10 +71,14 @@ def main(argv):
 
     new, seconds, peak = _measured(blocked)
     print(f"ADSH V update: N={n}, m={m}, K={bits}, {_CLASSES.value} label columns")
-    print(f"  blocked S^T U ({adsh.BLOCK_ITEMS} rows a block)   {seconds:6.2f} s   "
-          f"peak {peak:8.0f} MiB")  # fmt: skip
-    print(f"  (V itself: {v.nbytes / 2**20:.0f} MiB float32; S whole would be "
-          f"{m * n * 8 / 2**20:.0f} MiB float64)")  # fmt: skip
+    print(
+        f"  blocked S^T U ({adsh.BLOCK_ITEMS} rows a block)   {seconds:6.2f} s   "
+        f"peak {peak:8.0f} MiB"
+    )
+    print(
+        f"  (V itself: {v.nbytes / 2**20:.0f} MiB float32; S whole would be "
+        f"{m * n * 8 / 2**20:.0f} MiB float64)"
+    )
     results.record("adsh_update", "V update time", seconds, "s", f"N={n} m={m} K={bits}")
     results.record("adsh_update", "V update peak memory", peak, "MiB", f"N={n} m={m} K={bits}")
     if _WHOLE.value:
@@ -85,8 +89,10 @@ def main(argv):
 
         former, seconds, peak = _measured(whole)
         same = float(np.mean(former == new))
-        print(f"  whole S (the former path)             {seconds:6.2f} s   "
-              f"peak {peak:8.0f} MiB   same V: {same:.6%} of entries")  # fmt: skip
+        print(
+            f"  whole S (the former path)             {seconds:6.2f} s   "
+            f"peak {peak:8.0f} MiB   same V: {same:.6%} of entries"
+        )
 
 
 if __name__ == "__main__":

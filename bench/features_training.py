@@ -80,11 +80,18 @@ def _compare(backbone: str, image_size: int, num_train: int, steps: int, folder:
     encoder = Encoder(model, config, 64)
     path = os.path.join(folder, f"{backbone}.h5")
     settings = {
-        "backbone": backbone, "weights": "none", "image_size": config.image_size,
-        "crop_size": config.crop_size, "normalization": spec.normalization, "ten_crop": False,
-        "dataset": "builtin", "data_dir": data_dir, "topk": 1000,
-        "feature_dim": spec.feature_dim, "wsdhash_version": "bench",
-    }  # fmt: skip
+        "backbone": backbone,
+        "weights": "none",
+        "image_size": config.image_size,
+        "crop_size": config.crop_size,
+        "normalization": spec.normalization,
+        "ten_crop": False,
+        "dataset": "builtin",
+        "data_dir": data_dir,
+        "topk": 1000,
+        "feature_dim": spec.feature_dim,
+        "wsdhash_version": "bench",
+    }
     start = time.perf_counter()
     features_file.extract_dataset(path, dataset, ("train",), encoder.batches, settings)
     extraction = num_train / (time.perf_counter() - start)
@@ -96,23 +103,43 @@ def _compare(backbone: str, image_size: int, num_train: int, steps: int, folder:
     features_rate = _train_rate(on_features, features_file.read_split(path, "train"), steps)
     name = f"{backbone} {config.crop_size}px"
     return [
-        {"benchmark": BENCHMARK, "metric": f"{name} train from images", "value": image_rate,
-         "unit": "images/s"},
-        {"benchmark": BENCHMARK, "metric": f"{name} train from features", "value": features_rate,
-         "unit": "images/s"},
-        {"benchmark": BENCHMARK, "metric": f"{name} speed-up", "value": features_rate / image_rate,
-         "unit": "x"},
-        {"benchmark": BENCHMARK, "metric": f"{name} extraction (one-off)", "value": extraction,
-         "unit": "images/s"},
-    ]  # fmt: skip
+        {
+            "benchmark": BENCHMARK,
+            "metric": f"{name} train from images",
+            "value": image_rate,
+            "unit": "images/s",
+        },
+        {
+            "benchmark": BENCHMARK,
+            "metric": f"{name} train from features",
+            "value": features_rate,
+            "unit": "images/s",
+        },
+        {
+            "benchmark": BENCHMARK,
+            "metric": f"{name} speed-up",
+            "value": features_rate / image_rate,
+            "unit": "x",
+        },
+        {
+            "benchmark": BENCHMARK,
+            "metric": f"{name} extraction (one-off)",
+            "value": extraction,
+            "unit": "images/s",
+        },
+    ]
 
 
 def run(quick: bool = False) -> list[dict]:
     """Rows {"benchmark", "metric", "value", "unit"} of the comparison (module doc)."""
-    cases = [("small_cnn", 32, 256, 5)] if quick else [
-        ("small_cnn", 64, 2000, 50),
-        ("resnet18", 64, 640, 10),  # 64-pixel images resized to 256, cropped to 224
-    ]  # fmt: skip
+    cases = (
+        [("small_cnn", 32, 256, 5)]
+        if quick
+        else [
+            ("small_cnn", 64, 2000, 50),
+            ("resnet18", 64, 640, 10),  # 64-pixel images resized to 256, cropped to 224
+        ]
+    )
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for backbone, image_size, num_train, steps in cases:

@@ -120,10 +120,16 @@ def write_shards(root: str) -> str:
     """The training split as TFRecord shards, written by the public command."""
     output = os.path.join(root, "shards")
     command = [
-        sys.executable, "-m", "wsdhash.pipeline", "tfrecords", "--dataset=wsdhq",
-        f"--data_dir={root}", "--splits=train", f"--tfrecords_dir={output}",
+        sys.executable,
+        "-m",
+        "wsdhash.pipeline",
+        "tfrecords",
+        "--dataset=wsdhq",
+        f"--data_dir={root}",
+        "--splits=train",
+        f"--tfrecords_dir={output}",
         "--runner=DirectRunner",
-    ]  # fmt: skip
+    ]
     started = time.perf_counter()
     subprocess.run(command, check=True, capture_output=True)
     print(f"shards: {output}, written in {time.perf_counter() - started:.1f} s")

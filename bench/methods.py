@@ -43,10 +43,12 @@ flags.DEFINE_list("builtin_sizes", ["2000", "200", "2000"], "Built-in train,quer
 flags.DEFINE_string("workdir", "bench_results/methods", "Runs go here.")
 flags.DEFINE_string("output", "bench_results/methods.md", "The Markdown table.")
 flags.DEFINE_enum(
-    "tag_vectors", "train", ["train", "ppmi"],
+    "tag_vectors",
+    "train",
+    ["train", "ppmi"],
     "Tag vectors of the tag-supervised methods: word2vec trained on the tag lists, or "
     "PPMI-SVD of their co-occurrence (as `python -m wsdhash.tags --vectors=...`).",
-)  # fmt: skip
+)
 
 # Per-method settings beyond the shared budget: the output layer each method's loss is
 # written for (tanh outputs for WSDHQ's embedding; BN for the others, as OrthoHash).
@@ -101,22 +103,37 @@ def _train(method: str, bits: int, seed: int, tag_dir: str) -> Row:
     dataset, data_dir, options, backbone = _dataset()
     workdir = os.path.join(FLAGS.workdir, f"{method}_{bits}_seed{seed}")
     config = TrainConfig(
-        dataset=dataset, data_dir=data_dir, dataset_options=options, backbone=backbone,
-        head=HEADS.get(method, "linear_bn"), bits=bits, method=method,
-        supervision=SUPERVISION.get(method, "labels"), tag_dir=tag_dir, batch_size=64,
-        steps=FLAGS.steps, optimizer=OptimizerConfig(name="adam", learning_rate=1e-3),
-        seed=seed, workdir=workdir, eval_every=max(FLAGS.steps // 3, 1),
-        quantizer_update_every=max(FLAGS.steps // 3, 1), log_every=max(FLAGS.steps // 5, 1),
-    )  # fmt: skip
+        dataset=dataset,
+        data_dir=data_dir,
+        dataset_options=options,
+        backbone=backbone,
+        head=HEADS.get(method, "linear_bn"),
+        bits=bits,
+        method=method,
+        supervision=SUPERVISION.get(method, "labels"),
+        tag_dir=tag_dir,
+        batch_size=64,
+        steps=FLAGS.steps,
+        optimizer=OptimizerConfig(name="adam", learning_rate=1e-3),
+        seed=seed,
+        workdir=workdir,
+        eval_every=max(FLAGS.steps // 3, 1),
+        quantizer_update_every=max(FLAGS.steps // 3, 1),
+        log_every=max(FLAGS.steps // 5, 1),
+    )
     started = time.perf_counter()
     metrics = trainer.train(config)
     seconds = time.perf_counter() - started
     return Row(
-        method, bits, metrics["map"], metrics["map_name"],
+        method,
+        bits,
+        metrics["map"],
+        metrics["map_name"],
         metrics.get("map_pessimistic", metrics["map"]),
         metrics.get("map_optimistic", metrics["map"]),
-        metrics["precision_at_n"]["100"], seconds,
-    )  # fmt: skip
+        metrics["precision_at_n"]["100"],
+        seconds,
+    )
 
 
 def _baseline_features():
@@ -151,18 +168,28 @@ def _baseline(name: str, bits: int, seed: int, features, topk) -> Row:
     result = evaluate_retrieval(
         scorer, labels, EvalProtocol(topk=topk, tie_bounds=True, radius_curve=False)
     )
-    return Row(name, bits, result.map, result.map_name, result.map_pessimistic,
-               result.map_optimistic, result.precision_at_n[100], seconds)  # fmt: skip
+    return Row(
+        name,
+        bits,
+        result.map,
+        result.map_name,
+        result.map_pessimistic,
+        result.map_optimistic,
+        result.precision_at_n[100],
+        seconds,
+    )
 
 
 def _mean(rows: list[Row]) -> Row:
     first = rows[0]
     return Row(
-        first.method, first.bits, *(
+        first.method,
+        first.bits,
+        *(
             statistics.fmean(getattr(r, f) for r in rows) if f != "map_name" else first.map_name
             for f in ("map", "map_name", "low", "high", "precision_at_100", "seconds")
         ),
-    )  # fmt: skip
+    )
 
 
 def table(rows: list[Row], data: str) -> str:

@@ -91,10 +91,17 @@ def train_method(path: str, method: str, bits: int, seed: int, workdir: str, ext
 
     shutil.rmtree(workdir, ignore_errors=True)
     argv = [
-        "train", f"--method={method}", "--backbone=features", f"--features={path}",
-        f"--hash_bit={bits}", f"--seed={seed}", f"--workdir={workdir}", "--topk=all",
-        *(["--supervision=tags", f"--tag_dir={tag_dir}"] if tag_dir else []), *extra,
-    ]  # fmt: skip
+        "train",
+        f"--method={method}",
+        "--backbone=features",
+        f"--features={path}",
+        f"--hash_bit={bits}",
+        f"--seed={seed}",
+        f"--workdir={workdir}",
+        "--topk=all",
+        *(["--supervision=tags", f"--tag_dir={tag_dir}"] if tag_dir else []),
+        *extra,
+    ]
     flag_values = flags.FLAGS
     flag_values.unparse_flags()
     flag_values(argv)
@@ -246,12 +253,15 @@ def main(argv) -> None:
                 row.high.append(metrics.get("map_optimistic", metrics["map"]))
                 row.map_1000.append(at_1000)
                 row.seconds.append(seconds)
-                print(f"{method} {bits} bits seed {seed}: mAP@all {metrics['map']:.4f} "
-                      f"mAP@1000 {at_1000:.4f} ({seconds:.0f} s; {recipe.split(' (')[0]})",
-                      flush=True)  # fmt: skip
+                print(
+                    f"{method} {bits} bits seed {seed}: mAP@all {metrics['map']:.4f} "
+                    f"mAP@1000 {at_1000:.4f} ({seconds:.0f} s; {recipe.split(' (')[0]})",
+                    flush=True,
+                )
             rows.append(row)
-            results.record(BENCHMARK, f"{method} {bits} bits mAP@all",
-                           statistics.fmean(row.map_all), "mAP")  # fmt: skip
+            results.record(
+                BENCHMARK, f"{method} {bits} bits mAP@all", statistics.fmean(row.map_all), "mAP"
+            )
     rows += baseline_rows(path, bits_list, seeds, baselines)
     text = table(rows, data, seeds, extra, notes)
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)

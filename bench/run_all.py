@@ -125,8 +125,11 @@ def main(argv):
         try:
             done = subprocess.run(
                 [sys.executable, os.path.join(HERE, f"{name}.py"), *extra],
-                capture_output=True, text=True, env=env, timeout=FLAGS.timeout,
-            )  # fmt: skip
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=FLAGS.timeout,
+            )
             failed = done.returncode != 0
             reason = done.stderr.strip().splitlines()[-1:] if failed else []
         except subprocess.TimeoutExpired:

@@ -136,17 +136,25 @@ def _write_folder(folder: str, num_items: int, shard_items: int, aqd: bool, seed
         entry = cf.write_file(folder, cf.shard_name("database", number, count), data)
         splits["database"].append({**entry, "num_items": size})
     data = cf.shard_bytes(arrays(0, FLAGS.num_queries, True))
-    splits["query"].append({**cf.write_file(folder, cf.shard_name("query", 0, 1), data),
-                            "num_items": FLAGS.num_queries})  # fmt: skip
+    splits["query"].append(
+        {
+            **cf.write_file(folder, cf.shard_name("query", 0, 1), data),
+            "num_items": FLAGS.num_queries,
+        }
+    )
     codebooks = None
     if aqd:
         books_array = rng.normal(size=(books, 256, dim)).astype(np.float32) / np.sqrt(books)
         codebooks = cf.write_file(folder, cf.CODEBOOKS_FILE, cf.codebooks_bytes(books_array))
     failed = {**cf.write_file(folder, cf.FAILED_FILE, b""), "num_items": 0}
     manifest = cf.make_manifest(
-        scorer="aqd" if aqd else "hamming", bits=FLAGS.bits, splits=splits, failed=failed,
-        codebooks=codebooks, metadata={"source": "bench/scale.py random codes"},
-    )  # fmt: skip
+        scorer="aqd" if aqd else "hamming",
+        bits=FLAGS.bits,
+        splits=splits,
+        failed=failed,
+        codebooks=codebooks,
+        metadata={"source": "bench/scale.py random codes"},
+    )
     atomic_files.write_json(os.path.join(folder, cf.MANIFEST), manifest)
 
 
@@ -284,8 +292,14 @@ def _measure(name: str, folder: str, index: str, aqd: bool, codes_bytes: int) ->
     print(f"{name}: timing queries (interleaved) ...", flush=True)
     timing = _child("timing", **arguments)
     shards = len(codes_folder_manifest(folder)["splits"]["database"]["shards"])
-    return {"name": f"{name}, {shards} codes shards", "codes_bytes": codes_bytes,
-            "build": built, "load": loaded, "faiss": reference, "timing": timing}  # fmt: skip
+    return {
+        "name": f"{name}, {shards} codes shards",
+        "codes_bytes": codes_bytes,
+        "build": built,
+        "load": loaded,
+        "faiss": reference,
+        "timing": timing,
+    }
 
 
 def codes_folder_manifest(folder: str) -> dict:
@@ -302,9 +316,13 @@ def _print_table(run: dict, reference: str) -> None:
     rows = [
         ("wsdhash build --codes=FOLDER", build["seconds"], build["peak"], build["disk"]),
         ("wsdhash load + queries", load["seconds"], load["peak"], None),
-        (f"FAISS {reference} add", faiss_build["seconds"], faiss_build["peak"],
-         faiss_build["disk"]),
-    ]  # fmt: skip
+        (
+            f"FAISS {reference} add",
+            faiss_build["seconds"],
+            faiss_build["peak"],
+            faiss_build["disk"],
+        ),
+    ]
     for label, seconds, peak, disk in rows:
         disk_text = f"{disk / MB:>9.1f}" if disk is not None else f"{'':>9}"
         print(f"  {label:<34}{seconds:>9.2f}{peak / MB:>20.1f}{peak / codes:>9.2f}{disk_text}")
@@ -315,12 +333,19 @@ def _print_table(run: dict, reference: str) -> None:
             ours, theirs = timing[f"ours@{k}:{clock}"], timing[f"faiss@{k}:{clock}"]
             label = f"k={k}, {clock} time"
             print(f"  {label:<34}{ours:>9.3f}{theirs:>9.3f}{ours / theirs:>9.2f}")
-            results.record("scale", f"{run['name']} query k={k} vs FAISS ({clock})",
-                           ours / theirs, "x", "goal <= 1.2")  # fmt: skip
+            results.record(
+                "scale",
+                f"{run['name']} query k={k} vs FAISS ({clock})",
+                ours / theirs,
+                "x",
+                "goal <= 1.2",
+            )
     worst = max(build["peak"], load["peak"]) / codes
     slowest = max(timing[f"ours@{k}:wall"] / timing[f"faiss@{k}:wall"] for k in _KS)
-    print(f"  goals: peak <= 2x codes: {worst:.2f}x {'met' if worst <= 2 else 'MISSED'}; "
-          f"query <= 1.2x FAISS (wall): {slowest:.2f}x {'met' if slowest <= 1.2 else 'MISSED'}")  # fmt: skip
+    print(
+        f"  goals: peak <= 2x codes: {worst:.2f}x {'met' if worst <= 2 else 'MISSED'}; "
+        f"query <= 1.2x FAISS (wall): {slowest:.2f}x {'met' if slowest <= 1.2 else 'MISSED'}"
+    )
     results.record("scale", f"{run['name']} build", build["seconds"], "s")
     results.record("scale", f"{run['name']} peak memory vs codes", worst, "x", "goal <= 2")
     results.record("scale", f"{run['name']} index on disk", build["disk"] / MB, "MB")
@@ -344,8 +369,10 @@ def main(argv):
     del argv
     import faiss
 
-    print(f"machine: {machine_info.describe()}; faiss {faiss.__version__}, "
-          f"{FLAGS.threads or faiss.omp_get_max_threads()} thread(s)")  # fmt: skip
+    print(
+        f"machine: {machine_info.describe()}; faiss {faiss.__version__}, "
+        f"{FLAGS.threads or faiss.omp_get_max_threads()} thread(s)"
+    )
     workdir = FLAGS.workdir or tempfile.mkdtemp(prefix="wsdhash-scale-")
     try:
         runs = []
@@ -355,8 +382,12 @@ def main(argv):
             print(f"writing {n} x {FLAGS.bits}-bit codes in shards of {FLAGS.shard_items} ...")
             _write_folder(folder, n, FLAGS.shard_items, aqd=False, seed=0)
         index = os.path.join(workdir, "binary-index")
-        runs.append((_measure(f"flat, {n} x {FLAGS.bits} bits", folder, index, False,
-                              n * width), "IndexBinaryFlat"))  # fmt: skip
+        runs.append(
+            (
+                _measure(f"flat, {n} x {FLAGS.bits} bits", folder, index, False, n * width),
+                "IndexBinaryFlat",
+            )
+        )
         if FLAGS.aqd_items:
             m, books = FLAGS.aqd_items, FLAGS.aqd_codebooks
             folder = os.path.join(workdir, "aqd-codes")
@@ -364,8 +395,12 @@ def main(argv):
                 print(f"writing {m} AQD codes (M={books}, D={FLAGS.aqd_dim}) ...")
                 _write_folder(folder, m, FLAGS.aqd_shard_items, aqd=True, seed=1)
             index = os.path.join(workdir, "aqd-index")
-            runs.append((_measure(f"aqd, {m} x M={books}", folder, index, True, m * books),
-                         "IndexResidualQuantizer"))  # fmt: skip
+            runs.append(
+                (
+                    _measure(f"aqd, {m} x M={books}", folder, index, True, m * books),
+                    "IndexResidualQuantizer",
+                )
+            )
         for run, reference in runs:
             _print_table(run, reference)
     finally:

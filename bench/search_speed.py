@@ -55,8 +55,9 @@ def _interleaved(functions: dict, rounds: int) -> dict:
             function()
             walls[name].append(time.perf_counter() - wall)
             cpus[name].append(time.process_time() - cpu)
-    return {name: (float(np.median(walls[name])), float(np.median(cpus[name])))
-            for name in functions}  # fmt: skip
+    return {
+        name: (float(np.median(walls[name])), float(np.median(cpus[name]))) for name in functions
+    }
 
 
 def _clustered(rng, n, bits=64, centres=1000, flips=4):
@@ -90,12 +91,16 @@ def main(argv):
             _ROUNDS.value,
         )
     threads = faiss.omp_get_max_threads()
-    print(f"\nexact search, {q} queries x {n} random 64-bit codes, k={k}, {threads} FAISS "
-          f"threads for both, medians of {_ROUNDS.value} interleaved rounds:")  # fmt: skip
+    print(
+        f"\nexact search, {q} queries x {n} random 64-bit codes, k={k}, {threads} FAISS "
+        f"threads for both, medians of {_ROUNDS.value} interleaved rounds:"
+    )
     base_wall, base_cpu = timings["raw FAISS IndexBinaryFlat"]
     for name, (wall, cpu) in timings.items():
-        print(f"  {name:<32}{q / wall:>12.0f} queries/s  overhead {wall / base_wall:.3f}x wall, "
-              f"{cpu / base_cpu:.3f}x CPU time")  # fmt: skip
+        print(
+            f"  {name:<32}{q / wall:>12.0f} queries/s  overhead {wall / base_wall:.3f}x wall, "
+            f"{cpu / base_cpu:.3f}x CPU time"
+        )
         results.record("search", f"exact, {name}", q / wall, "queries/s", f"N={n}, k={k}")
     overhead = timings["wsdhash ShardedIndex (1 shard)"][0] / base_wall
     results.record("search", "exact overhead vs raw FAISS", overhead, "x", "target <= 1.2")

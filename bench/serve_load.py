@@ -72,10 +72,11 @@ _K = flags.DEFINE_integer("k", 10, "Neighbours per query.")
 _QUERIES = flags.DEFINE_integer("queries", 30, "Query images (database images, spread out).")
 _ROUNDS = flags.DEFINE_integer("rounds", 3, "Passes over the query images, direct and batch 1.")
 _INTRA = flags.DEFINE_integer(
-    "intra_op_threads", 0,
+    "intra_op_threads",
+    0,
     "TensorFlow's intra-op threads, in this process (the direct path) and the service's "
     "--intra_op_threads alike (0: TensorFlow's choice).",
-)  # fmt: skip
+)
 _INTER = flags.DEFINE_integer(
     "inter_op_threads", 0, "TensorFlow's inter-op threads, both sides alike (0: its choice)."
 )
@@ -115,11 +116,18 @@ def _free_port() -> int:
 
 def _start_service(port: int, log_path: str):
     command = [
-        sys.executable, "-m", "wsdhash.serve", f"--model={_MODEL.value}",
-        f"--index={_INDEX.value}", "--host=127.0.0.1", f"--port={port}",
-        f"--max_k={max(_K.value, 100)}", f"--intra_op_threads={_INTRA.value}",
-        f"--inter_op_threads={_INTER.value}", *_SERVE_FLAGS.value,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "wsdhash.serve",
+        f"--model={_MODEL.value}",
+        f"--index={_INDEX.value}",
+        "--host=127.0.0.1",
+        f"--port={port}",
+        f"--max_k={max(_K.value, 100)}",
+        f"--intra_op_threads={_INTRA.value}",
+        f"--inter_op_threads={_INTER.value}",
+        *_SERVE_FLAGS.value,
+    ]
     if _IMAGES_ROOT.value:
         command.append(f"--images_root={_IMAGES_ROOT.value}")
     log = open(log_path, "w")  # noqa: SIM115 (open for the child's lifetime)

@@ -18,9 +18,13 @@ import os
 import numpy as np
 
 NPZ = os.path.join(
-    os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir, "shared", "realdata",
+    os.path.dirname(os.path.abspath(__file__)),
+    os.pardir,
+    os.pardir,
+    "shared",
+    "realdata",
     "cifar10_mobilenet_v1_21k.npz",
-)  # fmt: skip
+)
 PROVENANCE = (
     "1024-d MobileNet-v1 (ImageNet, quantised TFLite) features of 21,000 real CIFAR-10 "
     "photos: 1,000 queries, a 20,000-item database, 5,000 database rows for training; "
@@ -80,11 +84,20 @@ def write_features_file(
 
     feature_dim = data["train"]["features"].shape[1]
     settings = {
-        "backbone": "precomputed", "weights": description, "seed": 0, "image_size": 0,
-        "crop_size": 0, "normalization": "", "ten_crop": False, "dataset": "realdata",
-        "data_dir": os.path.abspath(NPZ), "dataset_options": "{}", "feature_dim": feature_dim,
-        "topk": -1, "wsdhash_version": "bench",
-    }  # fmt: skip
+        "backbone": "precomputed",
+        "weights": description,
+        "seed": 0,
+        "image_size": 0,
+        "crop_size": 0,
+        "normalization": "",
+        "ten_crop": False,
+        "dataset": "realdata",
+        "data_dir": os.path.abspath(NPZ),
+        "dataset_options": "{}",
+        "feature_dim": feature_dim,
+        "topk": -1,
+        "wsdhash_version": "bench",
+    }
     writer = features_file.FeaturesWriter(output, settings)
     try:
         for name in ("train", "query", "database"):
@@ -94,9 +107,13 @@ def write_features_file(
                 np.uint8
             )
             item = SplitData(
-                name=name, paths=split["paths"], labels=split["labels"], tags=split_tags,
-                label_names=tuple(label_names), tag_names=tuple(tag_names),
-            )  # fmt: skip
+                name=name,
+                paths=split["paths"],
+                labels=split["labels"],
+                tags=split_tags,
+                label_names=tuple(label_names),
+                tag_names=tuple(tag_names),
+            )
             writer.start_split(item, feature_dim)
             writer.write_rows(name, 0, split["features"])
         return writer.finish()

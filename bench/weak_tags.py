@@ -54,8 +54,15 @@ from absl import app, flags, logging  # noqa: E402
 from simulated_tags import simulated_tags  # noqa: E402
 
 BENCHMARK = "weak_tags"
-LEARNED = ("wsdhq_w2v", "wsdhq_ppmi", "idhn_raw", "idhn_merged", "csq_raw", "csq_merged",
-           "csq_labels")  # fmt: skip
+LEARNED = (
+    "wsdhq_w2v",
+    "wsdhq_ppmi",
+    "idhn_raw",
+    "idhn_merged",
+    "csq_raw",
+    "csq_merged",
+    "csq_labels",
+)
 UNSUPERVISED = ("cosine", "lsh", "pcah", "itq")
 
 FLAGS = flags.FLAGS
@@ -73,14 +80,17 @@ flags.DEFINE_string("builtin_dir", "data/builtin", "The built-in dataset (genera
 flags.DEFINE_list("builtin_sizes", ["5000", "500", "5000"], "Built-in train,query,database.")
 flags.DEFINE_string("builtin_features", None, "A features file of the built-in dataset.")
 flags.DEFINE_enum(
-    "builtin_backbone", "features", ["features", "small_cnn"],
+    "builtin_backbone",
+    "features",
+    ["features", "small_cnn"],
     "builtin: learned rows train a head on the features file, or the small CNN from "
     "scratch on the images (as bench/methods.py; the unsupervised rows keep the features).",
-)  # fmt: skip
+)
 flags.DEFINE_string(
-    "cifar10_npz", shared_features.NPZ,
+    "cifar10_npz",
+    shared_features.NPZ,
     "cifar10: the shared features (../shared/realdata/ beside the repository by default).",
-)  # fmt: skip
+)
 flags.DEFINE_float("p_drop", 0.3, "cifar10: probability a true label tag is dropped.")
 flags.DEFINE_float("p_swap", 0.1, "cifar10: probability it is swapped for another class's.")
 flags.DEFINE_float("noise_mean", 3.0, "cifar10: mean number of noise tags per image.")
@@ -141,10 +151,13 @@ def builtin_features_file(folder: str) -> str:
     tags = {name: s.tags for name, s in splits.items()}
     os.makedirs(folder, exist_ok=True)
     return shared_features.write_features_file(
-        path, data, splits["train"].label_names, tags=tags,
+        path,
+        data,
+        splits["train"].label_names,
+        tags=tags,
         tag_names=splits["train"].tag_names,
         description="hand-made image features (wsdhash.baselines.image_features), standardised",
-    )  # fmt: skip
+    )
 
 
 def cifar10_features_file(folder: str) -> str:
@@ -160,10 +173,14 @@ def cifar10_features_file(folder: str) -> str:
     data = shared_features.splits(arrays)
     label_names = arrays["label_names"].astype(str)
     train_tags, tag_names = simulated_tags(
-        data["train"]["labels"], label_names, p_drop=FLAGS.p_drop, p_swap=FLAGS.p_swap,
-        noise_mean=FLAGS.noise_mean, noise_vocabulary=FLAGS.noise_vocabulary,
+        data["train"]["labels"],
+        label_names,
+        p_drop=FLAGS.p_drop,
+        p_swap=FLAGS.p_swap,
+        noise_mean=FLAGS.noise_mean,
+        noise_vocabulary=FLAGS.noise_vocabulary,
         seed=FLAGS.tag_seed,
-    )  # fmt: skip
+    )
     tags = {
         "train": train_tags,
         "query": np.zeros((len(data["query"]["paths"]), 0), np.uint8),
@@ -202,8 +219,12 @@ def training_data(data: str, path: str) -> dict:
     if data == "builtin" and FLAGS.builtin_backbone == "small_cnn":
         train, query, database = (int(n) for n in FLAGS.builtin_sizes)
         options = dict(seed=0, num_train=train, num_query=query, num_database=database)
-        return dict(dataset="builtin", data_dir=FLAGS.builtin_dir, dataset_options=options,
-                    backbone="small_cnn")  # fmt: skip
+        return dict(
+            dataset="builtin",
+            data_dir=FLAGS.builtin_dir,
+            dataset_options=options,
+            backbone="small_cnn",
+        )
     return dict(dataset="features", data_dir=path, backbone="features")
 
 
@@ -217,14 +238,24 @@ def train_row(name: str, data: dict, tag_dirs: dict, folder: str, seed: int, top
     options = {"quantization_weight": FLAGS.wsdhq_quantization_weight} if method == "wsdhq" else {}
     steps = FLAGS.steps
     config = TrainConfig(
-        **data, head="tanh" if method == "wsdhq" else "linear_bn", bits=FLAGS.bits, method=method,
-        method_options=options, supervision=supervision, tag_dir=tag_dir, batch_size=64,
-        steps=steps, optimizer=OptimizerConfig(name="adam", learning_rate=FLAGS.learning_rate),
+        **data,
+        head="tanh" if method == "wsdhq" else "linear_bn",
+        bits=FLAGS.bits,
+        method=method,
+        method_options=options,
+        supervision=supervision,
+        tag_dir=tag_dir,
+        batch_size=64,
+        steps=steps,
+        optimizer=OptimizerConfig(name="adam", learning_rate=FLAGS.learning_rate),
         seed=seed,
         workdir=os.path.join(folder, f"{name}_{data['backbone']}_{FLAGS.bits}_seed{seed}"),
-        validation_size=0, quantizer_update_every=max(steps // 3, 1), topk=topk,
-        log_every=max(steps // 5, 1), checkpoint_every=steps,
-    )  # fmt: skip
+        validation_size=0,
+        quantizer_update_every=max(steps // 3, 1),
+        topk=topk,
+        log_every=max(steps // 5, 1),
+        checkpoint_every=steps,
+    )
     # A bench run starts from scratch: an earlier run with other settings would refuse
     # to resume.
     shutil.rmtree(config.workdir, ignore_errors=True)
@@ -261,9 +292,11 @@ def unsupervised_row(name: str, splits, seed: int, topk) -> Row:
 
 def _mean(rows: list[Row]) -> Row:
     return Row(
-        rows[0].name, statistics.fmean(r.map for r in rows), rows[0].map_name,
+        rows[0].name,
+        statistics.fmean(r.map for r in rows),
+        rows[0].map_name,
         statistics.fmean(r.seconds for r in rows),
-    )  # fmt: skip
+    )
 
 
 def run_dataset(data: str) -> tuple[str, list[Row]]:
@@ -294,10 +327,13 @@ def run_dataset(data: str) -> tuple[str, list[Row]]:
     if data == "builtin":
         source = (
             f"built-in dataset {','.join(FLAGS.builtin_sizes)}, its user tags; learned rows on "
-            + ("the small CNN from scratch" if FLAGS.builtin_backbone == "small_cnn"
-               else "the hand-made features")
+            + (
+                "the small CNN from scratch"
+                if FLAGS.builtin_backbone == "small_cnn"
+                else "the hand-made features"
+            )
             + ", unsupervised rows on the hand-made features"
-        )  # fmt: skip
+        )
     else:
         source = (
             f"shared CIFAR-10 MobileNet features, simulated tags (p_drop {FLAGS.p_drop}, "

@@ -31,10 +31,18 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # What a method contract trains: a small CNN on 32 px built-in images, 4 steps of 16,
 # validation every 2 steps (so the resumed run validates where the full one does).
 CONTRACT_CONFIG = dict(
-    dataset="builtin", backbone="small_cnn", bits=16, batch_size=16, steps=4,
-    eval_every=2, checkpoint_every=2, log_every=2, validation_size=32, image_size=32,
+    dataset="builtin",
+    backbone="small_cnn",
+    bits=16,
+    batch_size=16,
+    steps=4,
+    eval_every=2,
+    checkpoint_every=2,
+    log_every=2,
+    validation_size=32,
+    image_size=32,
     crop_size=28,
-)  # fmt: skip
+)
 
 
 def run_method_test(method: str, tmp_path, data_dir, sizes=(160, 30, 80), **config) -> dict:
@@ -58,10 +66,14 @@ def run_method_test(method: str, tmp_path, data_dir, sizes=(160, 30, 80), **conf
     from wsdhash.training.config import TrainConfig
 
     train, query, database = sizes
-    options = dict(seed=0, num_train=train, num_query=query, num_database=database,
-                   image_size=32)  # fmt: skip
-    settings = {**CONTRACT_CONFIG, "method": method, "data_dir": str(data_dir),
-                "dataset_options": options, **config}  # fmt: skip
+    options = dict(seed=0, num_train=train, num_query=query, num_database=database, image_size=32)
+    settings = {
+        **CONTRACT_CONFIG,
+        "method": method,
+        "data_dir": str(data_dir),
+        "dataset_options": options,
+        **config,
+    }
     train_config = TrainConfig(**settings)
     config_path = tmp_path / "config.json"
     config_path.write_text(json.dumps(dataclasses.asdict(train_config)))
@@ -73,19 +85,31 @@ def run_method_test(method: str, tmp_path, data_dir, sizes=(160, 30, 80), **conf
 
     # 1 vs 2 replicas, and resumed vs uninterrupted.
     readers = {
-        name: tf.train.load_checkpoint(tf.train.latest_checkpoint(str(tmp_path / name / "checkpoints")))
+        name: tf.train.load_checkpoint(
+            tf.train.latest_checkpoint(str(tmp_path / name / "checkpoints"))
+        )
         for name in ("one", "two", "resumed")
-    }  # fmt: skip
+    }
     names = [n for n in readers["one"].get_variable_to_shape_map() if n.startswith("model/")]
     assert names, "no model variables in the checkpoint"
     for name in names:
         a = readers["one"].get_tensor(name)
         if not (isinstance(a, np.ndarray) and a.dtype.kind == "f"):
             continue
-        np.testing.assert_allclose(a, readers["two"].get_tensor(name), rtol=1e-4, atol=1e-5,
-                                   err_msg=f"{method}: 2 replicas, {name}")  # fmt: skip
-        np.testing.assert_allclose(a, readers["resumed"].get_tensor(name), rtol=1e-6,
-                                   atol=1e-6, err_msg=f"{method}: resumed, {name}")  # fmt: skip
+        np.testing.assert_allclose(
+            a,
+            readers["two"].get_tensor(name),
+            rtol=1e-4,
+            atol=1e-5,
+            err_msg=f"{method}: 2 replicas, {name}",
+        )
+        np.testing.assert_allclose(
+            a,
+            readers["resumed"].get_tensor(name),
+            rtol=1e-6,
+            atol=1e-6,
+            err_msg=f"{method}: resumed, {name}",
+        )
     files = {name: read_codes_file(tmp_path / name / "codes.h5") for name in readers}
     held = {name: _index_codes(contents) for name, contents in files.items()}
     np.testing.assert_array_equal(held["one"], held["resumed"], err_msg=f"{method}: resumed")
@@ -145,8 +169,9 @@ def _check_served_codes(saved_model, contents, held, tmp_path, count: int = 6) -
     assert served["valid"].all()
     key = "quantization_codes" if bool(served["quantized"]) else "packed_codes"
     np.testing.assert_array_equal(served[key], held[:count], err_msg=f"served {key}")
-    np.testing.assert_allclose(served["embedding"], contents.database.features[:count],
-                               rtol=1e-4, atol=1e-4)  # fmt: skip
+    np.testing.assert_allclose(
+        served["embedding"], contents.database.features[:count], rtol=1e-4, atol=1e-4
+    )
 
 
 def _check_evaluation(contents, metrics: dict) -> None:
@@ -162,8 +187,7 @@ def _check_evaluation(contents, metrics: dict) -> None:
     assert again.map_name == metrics["map_name"]
     assert abs(again.map - metrics["map"]) <= 1e-9
     keys = scorer_for_codes_file(contents).keys(0, len(contents.query.labels))
-    reference = brute_force_map(keys, contents.query.labels, contents.database.labels, topk,
-                                empty)  # fmt: skip
+    reference = brute_force_map(keys, contents.query.labels, contents.database.labels, topk, empty)
     assert abs(reference - metrics["map"]) <= 1e-6, (reference, metrics["map"])
 
 
@@ -193,8 +217,16 @@ def brute_force_map(keys, query_labels, database_labels, topk, empty="zero") -> 
 # ---------------------------------------------------------------------------------------
 
 
-def run_loss_test(loss_class, labels_kind: str = "multi", bits: int = 16, classes: int = 4,
-                  batch: int = 10, keys=None, output_dim=None, **kwargs) -> None:  # fmt: skip
+def run_loss_test(
+    loss_class,
+    labels_kind: str = "multi",
+    bits: int = 16,
+    classes: int = 4,
+    batch: int = 10,
+    keys=None,
+    output_dim=None,
+    **kwargs,
+) -> None:
     """What every loss layer must do for the trainer: (B,) float32 finite terms with a
     "loss" key; references given as (codes, labels) pairs or not at all; the batch
     split into two halves against the whole batch as references (two replicas) gives
@@ -253,16 +285,19 @@ def run_loss_test(loss_class, labels_kind: str = "multi", bits: int = 16, classe
                 ref_labels=labels,
                 anchor_offset=s,
                 **with_features(slice(s, s + half)),
-            )  # fmt: skip
+            )
             for s in (0, half)
         ]
         split_total = tf.reduce_sum([tf.reduce_sum(p["loss"]) for p in parts])
     got = tape.gradient(split_total, codes).numpy()
     for name in whole:
         np.testing.assert_allclose(
-            np.concatenate([p[name].numpy() for p in parts]), whole[name].numpy(),
-            rtol=1e-5, atol=1e-6, err_msg=name,
-        )  # fmt: skip
+            np.concatenate([p[name].numpy() for p in parts]),
+            whole[name].numpy(),
+            rtol=1e-5,
+            atol=1e-6,
+            err_msg=name,
+        )
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     clone = loss_class.from_config(layer.get_config())
     again = clone(codes, labels, **with_features())
@@ -289,8 +324,9 @@ def run_scorer_test(scorer, reference_distances, labels=None, topk=None) -> None
             np.argsort(keys[q], kind="stable"), np.argsort(reference[q], kind="stable")
         )
     permutation = np.random.default_rng(1).permutation(items)
-    np.testing.assert_array_equal(scorer.permuted(permutation).keys(0, queries),
-                                  keys[:, permutation])  # fmt: skip
+    np.testing.assert_array_equal(
+        scorer.permuted(permutation).keys(0, queries), keys[:, permutation]
+    )
     if labels is not None:
         query_labels, database_labels = labels
         result = evaluate_retrieval(scorer, labels, EvalProtocol(topk=topk))

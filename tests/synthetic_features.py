@@ -12,20 +12,31 @@ def write_clustered_features(path, sizes=(200, 20, 100), classes=4, dim=16, seed
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(classes, dim)) * 3
     settings = {
-        "backbone": "synthetic", "weights": "none", "seed": seed, "image_size": 0,
-        "crop_size": 0, "normalization": "", "ten_crop": False, "dataset": "synthetic",
-        "data_dir": "", "dataset_options": "{}", "feature_dim": dim, "topk": -1,
+        "backbone": "synthetic",
+        "weights": "none",
+        "seed": seed,
+        "image_size": 0,
+        "crop_size": 0,
+        "normalization": "",
+        "ten_crop": False,
+        "dataset": "synthetic",
+        "data_dir": "",
+        "dataset_options": "{}",
+        "feature_dim": dim,
+        "topk": -1,
         "wsdhash_version": "test",
-    }  # fmt: skip
+    }
     writer = features_file.FeaturesWriter(str(path), settings)
     try:
         for name, n in zip(("train", "query", "database"), sizes):
             y = rng.integers(0, classes, n)
             x = centres[y] + rng.normal(size=(n, dim))
             split = SplitData(
-                name=name, paths=np.array([f"{name}/{i}.jpg" for i in range(n)]),
-                labels=np.eye(classes, dtype=np.uint8)[y], tags=np.zeros((n, 0), np.uint8),
-            )  # fmt: skip
+                name=name,
+                paths=np.array([f"{name}/{i}.jpg" for i in range(n)]),
+                labels=np.eye(classes, dtype=np.uint8)[y],
+                tags=np.zeros((n, 0), np.uint8),
+            )
             writer.start_split(split, dim)
             writer.write_rows(name, 0, x.astype(np.float32))
         return writer.finish()

@@ -14,11 +14,18 @@ def test_quick_run_writes_rows_with_the_machine(tmp_path):
     pytest.importorskip("faiss")
     output = tmp_path / "results.json"
     result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "bench", "run_all.py"), "--quick",
-         "--only=eval_speed,search_speed", f"--output={output}"],
-        capture_output=True, text=True, cwd=ROOT,
+        [
+            sys.executable,
+            os.path.join(ROOT, "bench", "run_all.py"),
+            "--quick",
+            "--only=eval_speed,search_speed",
+            f"--output={output}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
         env=dict(os.environ, CUDA_VISIBLE_DEVICES=""),
-    )  # fmt: skip
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     report = json.loads(output.read_text())
     assert report["quick"] and not report["failures"]
@@ -33,6 +40,8 @@ def test_quick_run_writes_rows_with_the_machine(tmp_path):
 def test_unknown_benchmark_is_a_usage_error(tmp_path):
     result = subprocess.run(
         [sys.executable, os.path.join(ROOT, "bench", "run_all.py"), "--only=nope"],
-        capture_output=True, text=True, cwd=ROOT,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert result.returncode != 0 and "unknown ['nope']" in result.stderr

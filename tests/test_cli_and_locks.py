@@ -101,8 +101,9 @@ def test_unknown_flags_pass_through_when_the_command_asks(tmp_path):
     flagfile.write_text("--runner=X\n--every=3\n")
 
     def relay(*args):
-        return subprocess.run([sys.executable, str(script), *args], check=False,
-                              capture_output=True, text=True)  # fmt: skip
+        return subprocess.run(
+            [sys.executable, str(script), *args], check=False, capture_output=True, text=True
+        )
 
     result = relay("go", "--num_workers", "2", f"--flagfile={flagfile}", "--zone=z")
     assert result.returncode == 0, result.stderr

@@ -13,9 +13,13 @@ from wsdhash.eval import EvalProtocol, HammingScorer, evaluate_retrieval, read_c
 def _run_demo(tmp_path, *extra):
     workdir = tmp_path / "out"
     command = [
-        sys.executable, "-m", "wsdhash.demo",
-        f"--data_dir={tmp_path / 'builtin'}", f"--workdir={workdir}", *extra,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "wsdhash.demo",
+        f"--data_dir={tmp_path / 'builtin'}",
+        f"--workdir={workdir}",
+        *extra,
+    ]
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     with open(workdir / "metrics.json") as f:

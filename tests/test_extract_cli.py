@@ -32,11 +32,23 @@ def data_dir(tmp_path_factory):
 
 def _extract(data_dir, *extra, check=True):
     result = subprocess.run(
-        [sys.executable, "-m", "wsdhash.extract", "--dataset=builtin", f"--data_dir={data_dir}",
-         "--builtin_sizes=70,10,30", "--builtin_image_size=32", "--image_size=32",
-         "--crop_size=28", "--batch_size=16", *extra],
-        capture_output=True, text=True, env=ENV,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "wsdhash.extract",
+            "--dataset=builtin",
+            f"--data_dir={data_dir}",
+            "--builtin_sizes=70,10,30",
+            "--builtin_image_size=32",
+            "--image_size=32",
+            "--crop_size=28",
+            "--batch_size=16",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+    )
     if check:
         assert result.returncode == 0, result.stderr[-3000:]
     return result
@@ -56,9 +68,11 @@ def test_stopped_extraction_finishes_into_the_uninterrupted_file(data_dir, tmp_p
 
     attrs, splits = features_file.read_features_file(str(output))
     assert {k: attrs[k] for k in ("backbone", "weights", "normalization", "dataset")} == {
-        "backbone": "small_cnn", "weights": "none", "normalization": "unit_range",
+        "backbone": "small_cnn",
+        "weights": "none",
+        "normalization": "unit_range",
         "dataset": "builtin",
-    }  # fmt: skip
+    }
     assert (attrs["image_size"], attrs["crop_size"], attrs["feature_dim"]) == (32, 28, 128)
     assert not attrs["ten_crop"] and attrs["topk"] == 1000
     assert attrs["data_dir"] == str(data_dir) and attrs["wsdhash_version"] == wsdhash.__version__
@@ -90,10 +104,18 @@ def test_errors_name_the_flag_and_the_file(data_dir, tmp_path):
     # this one: one line lists every difference.
     output = tmp_path / "features.h5"
     settings = {
-        "backbone": "small_cnn", "weights": "none", "seed": 5, "image_size": 32, "crop_size": 24,
-        "normalization": "unit_range", "ten_crop": False, "dataset": "builtin",
-        "data_dir": str(data_dir), "topk": 1000, "feature_dim": 128,
-    }  # fmt: skip
+        "backbone": "small_cnn",
+        "weights": "none",
+        "seed": 5,
+        "image_size": 32,
+        "crop_size": 24,
+        "normalization": "unit_range",
+        "ten_crop": False,
+        "dataset": "builtin",
+        "data_dir": str(data_dir),
+        "topk": 1000,
+        "feature_dim": 128,
+    }
     features_file.FeaturesWriter(str(output), settings).close()
     result = _extract(data_dir, f"--output={output}", "--splits=query", check=False)
     assert result.returncode != 0
@@ -116,9 +138,12 @@ def test_quantized_model_normalization_comes_from_its_input(data_dir, tmp_path):
     write_quantized_tflite(str(model), side=28)
     output = tmp_path / "features.h5"
     result = _extract(
-        data_dir, f"--model={model}", "--normalization=raw_pixels", f"--output={output}",
+        data_dir,
+        f"--model={model}",
+        "--normalization=raw_pixels",
+        f"--output={output}",
         check=False,
-    )  # fmt: skip
+    )
     assert result.returncode == 2, result.stderr[-2000:]
     (line,) = [s for s in result.stderr.splitlines() if s.startswith("wsdhash.extract:")]
     assert line.startswith(
@@ -142,9 +167,12 @@ def test_collapsed_features_give_one_warning_line(data_dir, tmp_path):
     keras.Model(images, constant).save(tmp_path / "constant.keras")
     output = tmp_path / "features.h5"
     result = _extract(
-        data_dir, f"--model={tmp_path / 'constant.keras'}", "--normalization=unit_range",
-        "--splits=query", f"--output={output}",
-    )  # fmt: skip
+        data_dir,
+        f"--model={tmp_path / 'constant.keras'}",
+        "--normalization=unit_range",
+        "--splits=query",
+        f"--output={output}",
+    )
     assert output.exists()
     (line,) = [s for s in result.stderr.splitlines() if "warning" in s]
     assert line == (

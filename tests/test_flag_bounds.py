@@ -99,11 +99,13 @@ def test_bound_ranges_worked_by_hand():
         (["wsdhash.train", "--hash_bit=100000"], "--hash_bit"),
         (["wsdhash.train", "--dpsh_quantization_weight=inf"], "--dpsh_quantization_weight"),
         (["wsdhash.search", "query", "--index=i", "--codes=c.h5", "--k=0"], "--k"),
-        (["wsdhash.search", "query", "--index=i", "--codes=c.h5", "--num_queries=-2"],
-         "--num_queries"),
+        (
+            ["wsdhash.search", "query", "--index=i", "--codes=c.h5", "--num_queries=-2"],
+            "--num_queries",
+        ),
         (["wsdhash.tags", "--output_dir=o", "--merge_eps=nan"], "--merge_eps"),
     ],
-)  # fmt: skip
+)
 def test_commands_refuse_out_of_range_flags_in_one_line_with_status_2(tmp_path, command, flag):
     result = subprocess.run(
         [sys.executable, "-m", *command],

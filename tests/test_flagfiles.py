@@ -38,9 +38,14 @@ def test_nested_flagfiles_are_read_beside_the_file_that_names_them(tmp_path, mon
     run = str(conf / "run.flags")
     expanded = flagfiles.expand(["train", "--seed=1", f"--flagfile={run}", "--steps=5"])
     assert expanded == [
-        "train", "--seed=1", "--method=csq", "--hash_bit=16", "--workdir=runs/a",
-        "--hash_bit=32", "--steps=5",
-    ]  # fmt: skip
+        "train",
+        "--seed=1",
+        "--method=csq",
+        "--hash_bit=16",
+        "--workdir=runs/a",
+        "--hash_bit=32",
+        "--steps=5",
+    ]
     # The two-argument form and a path relative to the working directory on the
     # command line; nothing after `--` is expanded.
     assert flagfiles.expand(["train", "--flagfile", "../conf/run.flags", "--", "--flagfile=x"])[
@@ -57,8 +62,10 @@ def test_a_path_only_the_working_directory_holds_still_works(tmp_path, monkeypat
     (conf / "run.flags").write_text("--flagfile=local.flags\n--flagfile=common.flags\n")
     monkeypatch.chdir(elsewhere)
     assert flagfiles.expand(["x", f"--flagfile={conf / 'run.flags'}"])[1:] == [
-        "--seed=7", "--method=csq", "--hash_bit=16",
-    ]  # fmt: skip
+        "--seed=7",
+        "--method=csq",
+        "--hash_bit=16",
+    ]
     # Beside the including file wins when both exist.
     (conf / "local.flags").write_text("--seed=8\n")
     assert flagfiles.expand(["x", f"--flagfile={conf / 'run.flags'}"])[1] == "--seed=8"
@@ -113,14 +120,20 @@ def test_every_command_reads_nested_flagfiles_from_another_directory(tmp_path):
     log = f"--log_file={tmp_path / 'toy.log'}"
     result = subprocess.run(
         [sys.executable, str(script), log, "--flagfile=../conf/run.flags"],
-        cwd=elsewhere, capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert (result.returncode, result.stdout, result.stderr) == (0, "csq 32\n", ""), result.stderr
     (conf / "run.flags").write_text("--flagfile=missing.flags\n")
     result = subprocess.run(
         [sys.executable, str(script), log, "--flagfile=../conf/run.flags"],
-        cwd=elsewhere, capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("wsdhash.toy: error: --flagfile=missing.flags in ../conf/run.flags")

@@ -23,11 +23,23 @@ def test_table_rows_are_the_runs_own_metrics(tmp_path):
     features = write_clustered_features(tmp_path / "f.h5")
     output, workdir = tmp_path / "table.md", tmp_path / "runs"
     result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "bench", "realdata.py"), f"--features={features}",
-         "--bits=8", "--seeds=0", "--methods=csq,bihalf", "--baselines=itq",
-         f"--workdir={workdir}", f"--output={output}", "--", "--epochs=2"],
-        capture_output=True, text=True, env=dict(os.environ, CUDA_VISIBLE_DEVICES=""),
-    )  # fmt: skip
+        [
+            sys.executable,
+            os.path.join(ROOT, "bench", "realdata.py"),
+            f"--features={features}",
+            "--bits=8",
+            "--seeds=0",
+            "--methods=csq,bihalf",
+            "--baselines=itq",
+            f"--workdir={workdir}",
+            f"--output={output}",
+            "--",
+            "--epochs=2",
+        ],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, CUDA_VISIBLE_DEVICES=""),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     table = output.read_text()
     for name in ("csq", "bihalf", "itq", "raw-feature cosine"):

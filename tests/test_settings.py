@@ -15,8 +15,13 @@ from wsdhash.training.config import TrainConfig
 
 @dataclasses.dataclass(frozen=True)
 class Inner:
-    rate: float = setting(0.5, flag="toy_rate", help="A rate.", resume=CHANGEABLE,
-                          bound=flag_bounds.Bound(0, 1, above=True))  # fmt: skip
+    rate: float = setting(
+        0.5,
+        flag="toy_rate",
+        help="A rate.",
+        resume=CHANGEABLE,
+        bound=flag_bounds.Bound(0, 1, above=True),
+    )
     hidden: int = setting(7, flag=None)
 
     def __post_init__(self):
@@ -26,8 +31,7 @@ class Inner:
 @dataclasses.dataclass(frozen=True)
 class Toy:
     count: int = setting(3, flag="toy_count", help="A count.", bound=flag_bounds.Bound(1, 9))
-    mode: str = setting("a", flag="toy_mode", choices=("a", "b"), help="A mode.",
-                        unrecorded="a")  # fmt: skip
+    mode: str = setting("a", flag="toy_mode", choices=("a", "b"), help="A mode.", unrecorded="a")
     folder: str = setting("", flag="toy_folder", help="A folder.", resume=PATH)
     period: int = setting(5, flag="toy_period", help="A period.", resume=FREE, minimum=1)
     limit: int | None = setting(None, flag="toy_limit", kind="string", help="'all' or N.")
@@ -84,9 +88,14 @@ def test_fields_check_their_choices_and_minimums_naming_the_flag():
 
 def test_resume_policies_and_unrecorded_defaults_come_from_the_metadata():
     assert settings.resume_policies(Toy) == {
-        "count": "must_match", "mode": "must_match", "folder": PATH, "period": FREE,
-        "limit": "must_match", "inner.rate": CHANGEABLE, "inner.hidden": "must_match",
-    }  # fmt: skip
+        "count": "must_match",
+        "mode": "must_match",
+        "folder": PATH,
+        "period": FREE,
+        "limit": "must_match",
+        "inner.rate": CHANGEABLE,
+        "inner.hidden": "must_match",
+    }
     assert settings.unrecorded_defaults(Toy) == {"mode": "a"}
     assert settings.message_flags(Toy)["inner.rate"] == "toy_rate"
     assert "inner.hidden" not in settings.message_flags(Toy)
@@ -96,17 +105,30 @@ def test_training_resume_policy_is_the_one_run_info_kept_by_hand():
     """The lists run_info.py held before the policies moved into the fields' metadata
     (the reference: old run_info.json files must resume exactly as they did)."""
     assert set(run_info.RESUME_FREE_FIELDS) == {
-        "workdir", "log_every", "checkpoint_every", "keep_checkpoints"
-    }  # fmt: skip
+        "workdir",
+        "log_every",
+        "checkpoint_every",
+        "keep_checkpoints",
+    }
     assert set(run_info.RESUME_CHANGEABLE) == {
-        "steps", "eval_every", "quantizer_update_every", "optimizer.learning_rate",
-        "optimizer.backbone_lr_multiplier", "optimizer.momentum", "optimizer.weight_decay",
-        "optimizer.decay", "optimizer.boundaries", "method_options.*",
-    }  # fmt: skip
+        "steps",
+        "eval_every",
+        "quantizer_update_every",
+        "optimizer.learning_rate",
+        "optimizer.backbone_lr_multiplier",
+        "optimizer.momentum",
+        "optimizer.weight_decay",
+        "optimizer.decay",
+        "optimizer.boundaries",
+        "method_options.*",
+    }
     assert run_info.UNRECORDED_DEFAULTS == {
-        "augment": "random_crop_flip", "ties": "index", "validation_database": "train",
-        "data_format": "files", "tfrecords": "",
-    }  # fmt: skip
+        "augment": "random_crop_flip",
+        "ties": "index",
+        "validation_database": "train",
+        "data_format": "files",
+        "tfrecords": "",
+    }
     paths = {f for f, p in settings.resume_policies(TrainConfig).items() if p == PATH}
     assert paths == {"data_dir", "tag_dir", "weights", "dataset_options", "tfrecords"}
 
@@ -127,6 +149,6 @@ def test_train_defines_every_settings_flag_with_the_fields_default():
         expected = setting_flags.flag_default(field, meta)
         assert flag.default == expected, (path, flag.default, expected)
         if setting_flags.computed(meta):  # the entry point converts these
-            assert path in {
-                "steps", "workdir", "topk", "head_init", "data_format", "tfrecords"
-            }, path  # fmt: skip
+            assert path in {"steps", "workdir", "topk", "head_init", "data_format", "tfrecords"}, (
+                path
+            )

@@ -31,9 +31,14 @@ def test_two_trials_then_a_resumed_third(tmp_path):
     features = write_clustered_features(tmp_path / "f.h5")
     study = tmp_path / "study"
     common = [
-        "--method=csq", "--backbone=features", f"--features={features}", "--hash_bit=8",
-        f"--study_dir={study}", "--space=lr=log:1e-4:1e-2,epochs=int:1:3", "--batch_size=32",
-    ]  # fmt: skip
+        "--method=csq",
+        "--backbone=features",
+        f"--features={features}",
+        "--hash_bit=8",
+        f"--study_dir={study}",
+        "--space=lr=log:1e-4:1e-2,epochs=int:1:3",
+        "--batch_size=32",
+    ]
     result = run_tune(*common, "--trials=2")
     assert "trial 1/2: --lr=" in result.stdout and "trial 2/2: --lr=" in result.stdout
     assert "recipe features/csq" in result.stdout
@@ -127,13 +132,20 @@ def test_choices_take_their_flags_types():
     dims = tune.parse_space("batch_size=choice:64:big", train_command.training_flag_names())
     with pytest.raises(cli.UsageError, match="'big' is not a value of --batch_size"):
         tune.check_choices(dims)
-    tune.check_choices(tune.parse_space("head=choice:tanh:linear_bn",
-                                        train_command.training_flag_names()))  # fmt: skip
+    tune.check_choices(
+        tune.parse_space("head=choice:tanh:linear_bn", train_command.training_flag_names())
+    )
 
 
 def test_refuses_to_tune_without_validation_queries(tmp_path):
     for flag in ("--select_on=test", "--validation_size=0"):
-        result = run_tune("--method=csq", "--backbone=features", "--features=x.h5", flag,
-                          f"--study_dir={tmp_path}", check=False)  # fmt: skip
+        result = run_tune(
+            "--method=csq",
+            "--backbone=features",
+            "--features=x.h5",
+            flag,
+            f"--study_dir={tmp_path}",
+            check=False,
+        )
         assert result.returncode == 2
         assert "wsdhash.tune: error: The search scores trials on validation" in result.stderr

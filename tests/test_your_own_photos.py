@@ -25,9 +25,12 @@ ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
 
 def _run(module, *args):
     result = subprocess.run(
-        [sys.executable, "-m", module, *args], check=False, capture_output=True, text=True,
+        [sys.executable, "-m", module, *args],
+        check=False,
+        capture_output=True,
+        text=True,
         env=ENV,
-    )  # fmt: skip
+    )
     assert result.returncode == 0, f"{module}: {result.stderr[-3000:]}"
     return result.stdout
 
@@ -57,28 +60,47 @@ def test_from_a_photo_folder_to_search_with_commands_only(photos):
     root = photos
     lists, features = root / "lists", root / "out" / "features.h5"
     out = _run(
-        "wsdhash.data.prepare", "--dataset=image_folder", f"--root={root / 'photos'}",
-        f"--output_dir={lists}", "--query_size=20", "--seed=1",
-    )  # fmt: skip
+        "wsdhash.data.prepare",
+        "--dataset=image_folder",
+        f"--root={root / 'photos'}",
+        f"--output_dir={lists}",
+        "--query_size=20",
+        "--seed=1",
+    )
     assert "all checks passed" in out
     out = _run(
-        "wsdhash.extract", "--dataset=image_folder", f"--data_dir={lists}",
-        f"--model={root / 'encoder.keras'}", "--normalization=unit_range", "--image_size=32",
-        f"--output={features}", "--batch_size=32",
-    )  # fmt: skip
+        "wsdhash.extract",
+        "--dataset=image_folder",
+        f"--data_dir={lists}",
+        f"--model={root / 'encoder.keras'}",
+        "--normalization=unit_range",
+        "--image_size=32",
+        f"--output={features}",
+        "--batch_size=32",
+    )
     assert "(32-d) written to" in out and features.exists()  # the output folder was created
     run = root / "run"
     _run(
-        "wsdhash.train", "--backbone=features", f"--features={features}", "--method=orthohash",
-        "--hash_bit=16", "--steps=30", "--batch_size=32", "--validation_size=20",
-        "--log_every=10", f"--workdir={run}",
-    )  # fmt: skip
+        "wsdhash.train",
+        "--backbone=features",
+        f"--features={features}",
+        "--method=orthohash",
+        "--hash_bit=16",
+        "--steps=30",
+        "--batch_size=32",
+        "--validation_size=20",
+        "--log_every=10",
+        f"--workdir={run}",
+    )
     trained = json.loads((run / "metrics.json").read_text())
     itq = root / "itq_16.h5"
     _run(
-        "wsdhash.baselines", f"--features={features}", "--method=itq", "--hash_bit=16",
+        "wsdhash.baselines",
+        f"--features={features}",
+        "--method=itq",
+        "--hash_bit=16",
         f"--output={itq}",
-    )  # fmt: skip
+    )
     for codes in (run / "codes.h5", itq):
         report = json.loads(_run("wsdhash.evaluate", f"--codes={codes}", "--json"))
         assert 0 < report["map"] <= 1 and report["num_database"] == 130
@@ -100,6 +122,8 @@ def test_from_a_photo_folder_to_search_with_commands_only(photos):
         len(q["results"]) == 3 and {r["id"] for r in q["results"]} <= database for q in hits
     ), hits[:1]
     _run(
-        "wsdhash.report", f"--inputs={run},{itq}", f"--output_dir={root / 'report'}",
-    )  # fmt: skip
+        "wsdhash.report",
+        f"--inputs={run},{itq}",
+        f"--output_dir={root / 'report'}",
+    )
     assert (root / "report" / "report.md").exists()

@@ -39,9 +39,15 @@ class Worker:
     def __init__(self, argv: list[str], env: dict | None = None, cwd: str | None = None):
         self.log = tempfile.NamedTemporaryFile("w+", prefix="worker_", suffix=".log")
         self.process = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
-            text=True, env=env, cwd=cwd, bufsize=1,
-        )  # fmt: skip
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+            env=env,
+            cwd=cwd,
+            bufsize=1,
+        )
 
     def alive(self) -> bool:
         return self.process.poll() is None

@@ -153,8 +153,14 @@ def native_logs_to_file(name: str):
     previous.flush()
     encoding = getattr(previous, "encoding", None) or "utf-8"
     # Closed in the finally below (a `with` cannot span the yield's caller).
-    sys.stderr = open(terminal, "w", buffering=1, encoding=encoding,  # noqa: SIM115
-                      errors="backslashreplace", closefd=False)  # fmt: skip
+    sys.stderr = open(
+        terminal,
+        "w",
+        buffering=1,
+        encoding=encoding,  # noqa: SIM115
+        errors="backslashreplace",
+        closefd=False,
+    )
     os.dup2(log, 2)
     os.close(log)
     # absl's Python handler (the commands' own INFO lines: stages, "Resumed from ...")

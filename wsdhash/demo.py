@@ -262,25 +262,42 @@ class _TrainedRun:
 
 TRAINED = {
     "wsdhq": _TrainedRun(
-        "WSDHQ (tags only, AQD)", "wsdhq", "tags",
+        "WSDHQ (tags only, AQD)",
+        "wsdhq",
+        "tags",
         lambda tag_dir: {"quantization_weight": scaled_quantization_weight(tag_dir)},
-        "tanh", "adam", 1e-3,
+        "tanh",
+        "adam",
+        1e-3,
     ),
     "wsdhq_unscaled": _TrainedRun(
-        "WSDHQ, published lambda 1e-4 unscaled (AQD)", "wsdhq", "tags",
+        "WSDHQ, published lambda 1e-4 unscaled (AQD)",
+        "wsdhq",
+        "tags",
         lambda tag_dir: {"quantization_weight": PUBLISHED_QUANTIZATION_WEIGHT},
-        "tanh", "adam", 1e-3,
+        "tanh",
+        "adam",
+        1e-3,
     ),
     "wsdhq_no_quantization": _TrainedRun(
-        "same network, no quantization loss (AQD)", "wsdhq", "tags",
-        lambda tag_dir: {"quantization_weight": 0.0}, "tanh", "adam", 1e-3,
+        "same network, no quantization loss (AQD)",
+        "wsdhq",
+        "tags",
+        lambda tag_dir: {"quantization_weight": 0.0},
+        "tanh",
+        "adam",
+        1e-3,
     ),
     "orthohash": _TrainedRun(
-        "OrthoHash (ground-truth labels)", "orthohash", "labels",
+        "OrthoHash (ground-truth labels)",
+        "orthohash",
+        "labels",
         lambda tag_dir: {"multiclass": True},
-        "linear_bn", "sgd", 0.01,
+        "linear_bn",
+        "sgd",
+        0.01,
     ),
-}  # fmt: skip
+}
 TRAINED_TITLES = {name: run.title for name, run in TRAINED.items()}
 
 

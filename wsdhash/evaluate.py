@@ -56,9 +56,10 @@ _TOPK_ALL = "all"
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string(
-    "codes", None,
+    "codes",
+    None,
     "The HDF5 codes file to evaluate (query and database groups), or a codes folder.",
-)  # fmt: skip
+)
 flags.DEFINE_string(
     "topk", _TOPK_ALL, "R of mAP@R: a positive integer, or 'all' for the whole database."
 )

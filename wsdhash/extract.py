@@ -226,11 +226,14 @@ def _model_file_extractor() -> _Extractor:
         model_settings["model_signature"] = FLAGS.model_signature
         model_settings["model_output"] = FLAGS.model_output or ""
     return _Extractor(
-        model, config, normalization, feature_model.feature_dim,
+        model,
+        config,
+        normalization,
+        feature_model.feature_dim,
         backbone=f"model:{os.path.abspath(FLAGS.model)}",
         weights="sha256:" + model_files.fingerprint(FLAGS.model),
         model_settings=model_settings,
-    )  # fmt: skip
+    )
 
 
 def _backbone_extractor() -> _Extractor:

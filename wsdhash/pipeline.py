@@ -84,10 +84,13 @@ def _encode_job():
     except encode.DestinationError as error:
         raise cli.UsageError(f"--output={FLAGS.output}: {error}") from None
     job = encode.EncodeJob(
-        output=FLAGS.output, model_dir=FLAGS.model, batch_size=FLAGS.batch_size,
-        num_shards=FLAGS.num_shards, staging_dir=FLAGS.staging_dir,
+        output=FLAGS.output,
+        model_dir=FLAGS.model,
+        batch_size=FLAGS.batch_size,
+        num_shards=FLAGS.num_shards,
+        staging_dir=FLAGS.staging_dir,
         metadata={"model": FLAGS.model if "://" in FLAGS.model else os.path.abspath(FLAGS.model)},
-    )  # fmt: skip
+    )
     dataset_flags = [n for n in ("dataset", "data_dir", "image_root", "splits") if FLAGS[n].present]
     if FLAGS.images:
         if dataset_flags:
@@ -133,8 +136,10 @@ def encode_command(beam_args: list[str]) -> None:
     job = _encode_job()
     with runner.stderr_to_file(log):
         manifest = _run_encode(job, options)
-    counts = ", ".join(f"{name} {part['num_items']} in {len(part['shards'])} shards"
-                       for name, part in manifest["splits"].items())  # fmt: skip
+    counts = ", ".join(
+        f"{name} {part['num_items']} in {len(part['shards'])} shards"
+        for name, part in manifest["splits"].items()
+    )
     print(f"encoded: {counts}", flush=True)
     failed = manifest["failed"]["num_items"]
     where = f" (ids, paths and reasons in {job.output}/failed.jsonl)" if failed else ""
@@ -155,11 +160,17 @@ def _run_encode(job, options) -> dict:
             shutil.rmtree(local, ignore_errors=True)  # loaded: the copy is not needed
     except (OSError, ValueError) as error:
         raise cli.UsageError(f"--model={job.model_dir}: {cli.one_line(error)}") from None
-    what = f"{len(job.items)} images of {job.metadata['source'].get('dataset')}" if job.items \
-        else f"the files matching {job.images}"  # fmt: skip
+    what = (
+        f"{len(job.items)} images of {job.metadata['source'].get('dataset')}"
+        if job.items
+        else f"the files matching {job.images}"
+    )
     kind = "AQD" if layout.scorer == "aqd" else "binary"
-    print(f"encoding {what} with {job.model_dir} ({kind} codes, {layout.bits} bits) on "
-          f"{runner.describe(options)}", flush=True)  # fmt: skip
+    print(
+        f"encoding {what} with {job.model_dir} ({kind} codes, {layout.bits} bits) on "
+        f"{runner.describe(options)}",
+        flush=True,
+    )
     try:
         return encode.encode_to_folder(
             job, layout, options, progress=lambda line: print(line, flush=True)
@@ -204,11 +215,15 @@ def tfrecords_command(beam_args: list[str]) -> None:
     try:
         with runner.stderr_to_file(log):
             manifest = tfrecords.write_tfrecords(
-                FLAGS.tfrecords_dir, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir,
-                dataset_options=options, splits=FLAGS.splits,
-                records_per_shard=FLAGS.records_per_shard, pipeline_args=beam_args,
+                FLAGS.tfrecords_dir,
+                dataset=FLAGS.dataset,
+                data_dir=FLAGS.data_dir,
+                dataset_options=options,
+                splits=FLAGS.splits,
+                records_per_shard=FLAGS.records_per_shard,
+                pipeline_args=beam_args,
                 progress=lambda line: print(line, flush=True),
-            )  # fmt: skip
+            )
     except (file_lock.LockedError, tfrecords.DestinationError) as error:
         raise cli.UsageError(f"--tfrecords_dir={FLAGS.tfrecords_dir}: {error}") from None
     for name, entry in manifest["splits"].items():

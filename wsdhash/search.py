@@ -145,9 +145,14 @@ def build():
     if not FLAGS.output:
         raise cli.UsageError("build needs --output (the index directory).")
     params = BinaryIndexParams(
-        nlist=FLAGS.nlist, nprobe=FLAGS.nprobe, hnsw_m=FLAGS.hnsw_m, ef_search=FLAGS.ef_search,
-        nhash=FLAGS.nhash, hash_bits=FLAGS.hash_bits, nflip=FLAGS.nflip,
-    )  # fmt: skip
+        nlist=FLAGS.nlist,
+        nprobe=FLAGS.nprobe,
+        hnsw_m=FLAGS.hnsw_m,
+        ef_search=FLAGS.ef_search,
+        nhash=FLAGS.nhash,
+        hash_bits=FLAGS.hash_bits,
+        nflip=FLAGS.nflip,
+    )
     if FLAGS.kind != "auto":
         INDEX_KINDS.get(FLAGS.kind).check_params(params)  # before reading or encoding anything
     codebooks = None
@@ -195,9 +200,13 @@ def build():
     smallest = _smallest_block_size(len(codes)) if len(codes) else None
     INDEX_KINDS.get(kind).check_params(params, np.asarray(codes).shape[1], smallest)
     manifest = build_index(
-        FLAGS.output, _blocks(codes, np.asarray(ids)), kind=kind, params=params,
-        codebooks=codebooks, metadata=source,
-    )  # fmt: skip
+        FLAGS.output,
+        _blocks(codes, np.asarray(ids)),
+        kind=kind,
+        params=params,
+        codebooks=codebooks,
+        metadata=source,
+    )
     _print_built(manifest)
 
 
@@ -255,8 +264,9 @@ def _build_from_folder(params) -> None:
         source["model_fingerprint"] = manifest["model_fingerprint"]
     shards = codes_folder.iter_shards(folder, split, manifest)
     blocks = codes_folder.shard_blocks(shards, index_kind.database_field, FLAGS.shard_size)
-    built = build_index(FLAGS.output, blocks, kind=kind, params=params, codebooks=codebooks,
-                        metadata=source)  # fmt: skip
+    built = build_index(
+        FLAGS.output, blocks, kind=kind, params=params, codebooks=codebooks, metadata=source
+    )
     _print_built(built)
 
 
@@ -276,8 +286,9 @@ def query():
             if not os.path.isfile(name):
                 raise cli.UsageError(f"--images: {name} does not exist.")
         model = _load_model()
-        check_model_fits_index(model, export_fingerprint(FLAGS.model), index, index_name,
-                               f"--model={FLAGS.model}")  # fmt: skip
+        check_model_fits_index(
+            model, export_fingerprint(FLAGS.model), index, index_name, f"--model={FLAGS.model}"
+        )
         key = INDEX_KINDS.get(index.kind).query_output
         queries = images_for_query(names, key, model, FLAGS.batch_size)
     elif FLAGS.codes:
@@ -358,9 +369,12 @@ def _folder_queries(folder: str, split: str, count: int):
     if rows.codes is None:
         rows.codes = np.zeros((0, -(-manifest["bits"] // 8)), np.uint8)
     return types.SimpleNamespace(
-        bits=manifest["bits"], model_fingerprint=manifest["model_fingerprint"],
-        codebooks=codes_folder.read_codebooks(folder, manifest), query=rows, database=rows,
-    )  # fmt: skip
+        bits=manifest["bits"],
+        model_fingerprint=manifest["model_fingerprint"],
+        codebooks=codes_folder.read_codebooks(folder, manifest),
+        query=rows,
+        database=rows,
+    )
 
 
 def main(argv):

@@ -56,38 +56,46 @@ flags.DEFINE_float(
     "request_timeout_s", 30.0, "Longest search (queue, model and index), in seconds."
 )
 flags.DEFINE_integer(
-    "workers", 2,
+    "workers",
+    2,
     "Searches that run at once (threads, each one model call; TensorFlow's own thread "
     "pools run inside each).",
-)  # fmt: skip
+)
 flags.DEFINE_integer(
     "max_queue", 16, "Searches that may wait for a worker; one more is answered 503."
 )
 flags.DEFINE_integer("max_uploads", 16, "Request bodies read at once; one more is answered 503.")
 flags.DEFINE_integer(
-    "max_header_bytes", 65536,
+    "max_header_bytes",
+    65536,
     "Largest request line and headers, in bytes (431 past it), for both HTTP parsers.",
-)  # fmt: skip
+)
 flag_bounds.declare_ranges(LIMIT_BOUNDS)
 flags.DEFINE_integer(
     "check_images", 8, "Database images re-encoded at start-up to check the pair (0: none)."
 )
 flags.DEFINE_integer(
-    "intra_op_threads", 0,
+    "intra_op_threads",
+    0,
     "Threads one TensorFlow op may use (0: TensorFlow's choice, one per core).",
-)  # fmt: skip
+)
 flags.DEFINE_integer(
-    "inter_op_threads", 0,
+    "inter_op_threads",
+    0,
     "TensorFlow ops run at once (0: TensorFlow's choice).",
-)  # fmt: skip
+)
 flags.DEFINE_enum(
-    "http", "auto", ["auto", "httptools", "h11"],
+    "http",
+    "auto",
+    ["auto", "httptools", "h11"],
     "uvicorn's HTTP parser (auto: httptools when installed, else h11).",
-)  # fmt: skip
+)
 flags.DEFINE_enum(
-    "loop", "auto", ["auto", "uvloop", "asyncio"],
+    "loop",
+    "auto",
+    ["auto", "uvloop", "asyncio"],
     "The event loop (auto: uvloop when installed, else asyncio's own).",
-)  # fmt: skip
+)
 
 
 def limits_from_flags():
@@ -198,9 +206,15 @@ def main(argv):
         flush=True,
     )
     config = uvicorn_config(
-        app, http, limits.max_header_bytes, host=FLAGS.host, port=FLAGS.port, loop=loop,
-        log_level="warning", access_log=False,
-    )  # fmt: skip
+        app,
+        http,
+        limits.max_header_bytes,
+        host=FLAGS.host,
+        port=FLAGS.port,
+        loop=loop,
+        log_level="warning",
+        access_log=False,
+    )
     uvicorn.Server(config).run()
 
 

@@ -17,9 +17,12 @@ from absl import flags
 from wsdhash import flag_bounds, settings
 
 _DEFINE = {
-    "string": flags.DEFINE_string, "integer": flags.DEFINE_integer,
-    "float": flags.DEFINE_float, "bool": flags.DEFINE_bool, "list": flags.DEFINE_list,
-}  # fmt: skip
+    "string": flags.DEFINE_string,
+    "integer": flags.DEFINE_integer,
+    "float": flags.DEFINE_float,
+    "bool": flags.DEFINE_bool,
+    "list": flags.DEFINE_list,
+}
 
 
 def _kind(value: Any) -> str:
@@ -95,7 +98,9 @@ def _build(cls: type, flag_values: flags.FlagValues, values: dict[str, Any], pre
             kwargs[field.name] = _build(nested, flag_values, values, f"{path}.")
         elif settings.flag_name(field):
             if computed(meta):
-                raise ValueError(f"{cls.__name__}.{path}: --{settings.flag_name(field)} "
-                                 "needs the entry point's conversion (values[...]).")  # fmt: skip
+                raise ValueError(
+                    f"{cls.__name__}.{path}: --{settings.flag_name(field)} "
+                    "needs the entry point's conversion (values[...])."
+                )
             kwargs[field.name] = flag_values[settings.flag_name(field)].value
     return cls(**kwargs)

@@ -104,8 +104,12 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
-def setting(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING,
-            **metadata: Any) -> Any:  # fmt: skip
+def setting(
+    default: Any = dataclasses.MISSING,
+    *,
+    default_factory: Any = dataclasses.MISSING,
+    **metadata: Any,
+) -> Any:
     """A dataclass field with its `Setting` metadata (keywords: `Setting`'s attributes)."""
     return dataclasses.field(
         default=default, default_factory=default_factory, metadata={_KEY: Setting(**metadata)}

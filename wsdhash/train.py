@@ -56,16 +56,20 @@ flags.DEFINE_string(
     "features", None, "--backbone=features: a features file from `python -m wsdhash.extract`."
 )
 flags.DEFINE_enum(
-    "recipe", "auto", ["auto", "none", "features"],
+    "recipe",
+    "auto",
+    ["auto", "none", "features"],
     "Settings the flags you do not give fall back to: 'features' is the method's recipe "
     "for a head on frozen features (wsdhash/recipes/); 'auto' uses it with "
     "--backbone=features; 'none' keeps the flags' own defaults.",
-)  # fmt: skip
+)
 # Each method's own flags, from its options (wsdhash/methods/): --<method>_<name>.
 _DEFINE = {
-    "float": flags.DEFINE_float, "integer": flags.DEFINE_integer, "bool": flags.DEFINE_bool,
+    "float": flags.DEFINE_float,
+    "integer": flags.DEFINE_integer,
+    "bool": flags.DEFINE_bool,
     "string": flags.DEFINE_string,
-}  # fmt: skip
+}
 for _name in METHODS.names():
     for _option in METHODS.get(_name).options:
         if _option.kind == "enum":
@@ -96,11 +100,13 @@ flags.DEFINE_list(
 # the fields' own, and the dataset options' (wsdhash.data.datasets.command_line_options).
 _FIELD_FLAGS = {
     **settings.message_flags(TrainConfig),
-    "dataset_options.num_train": "builtin_sizes", "dataset_options.num_query": "builtin_sizes",
+    "dataset_options.num_train": "builtin_sizes",
+    "dataset_options.num_query": "builtin_sizes",
     "dataset_options.num_database": "builtin_sizes",
-    "dataset_options.image_size": "builtin_image_size", "dataset_options.seed": "seed",
+    "dataset_options.image_size": "builtin_image_size",
+    "dataset_options.seed": "seed",
     "dataset_options.image_root": "image_root",
-}  # fmt: skip
+}
 # (method, loss argument) -> flag, where the flag is not --<method>_<argument>.
 _METHOD_FLAGS = {
     (name, option.argument): option.flag
@@ -301,9 +307,14 @@ def build_config(workdir: str):
         # rows of a features file (one row per image: the same passes as on images).
         logging.info(
             "An epoch is %d steps of %d: one pass over the %d training %s of %s (after "
-            "validation); %d steps in all.", steps_per_epoch, FLAGS.batch_size, trained_on,
-            "feature rows" if FLAGS.dataset == "features" else "items", FLAGS.data_dir, steps,
-        )  # fmt: skip
+            "validation); %d steps in all.",
+            steps_per_epoch,
+            FLAGS.batch_size,
+            trained_on,
+            "feature rows" if FLAGS.dataset == "features" else "items",
+            FLAGS.data_dir,
+            steps,
+        )
     boundaries = ()
     if FLAGS.lr_decay_every:
         every = FLAGS.lr_decay_every * (steps_per_epoch if FLAGS.lr_decay_unit == "epochs" else 1)

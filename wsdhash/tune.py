@@ -160,10 +160,15 @@ def trials_table(study, dimensions: list[Dimension]) -> str:
     for trial in ordered:
         value = f"{trial.value:.4f}" if trial.state == done else ""
         state = trial.user_attrs.get("error", trial.state.name.lower())
-        rows.append([
-            str(trial.number + 1), *(shown(trial.params.get(d.flag, "")) for d in dimensions),
-            value, shown(trial.user_attrs.get("seconds", "")), state,
-        ])  # fmt: skip
+        rows.append(
+            [
+                str(trial.number + 1),
+                *(shown(trial.params.get(d.flag, "")) for d in dimensions),
+                value,
+                shown(trial.user_attrs.get("seconds", "")),
+                state,
+            ]
+        )
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
@@ -237,8 +242,10 @@ class Objective:
         seconds = time.perf_counter() - started
         trial.set_user_attr("seconds", round(seconds, 1))
         settings = " ".join(f"--{name}={shown(value)}" for name, value in values.items())
-        best = max([score] + [t.value for t in trial.study.get_trials(deepcopy=False)
-                              if t.value is not None])  # fmt: skip
+        best = max(
+            [score]
+            + [t.value for t in trial.study.get_trials(deepcopy=False) if t.value is not None]
+        )
         print(
             f"trial {trial.number + 1}/{self.total}: {settings} -> {OBJECTIVE} {score:.4f} "
             f"(best {best:.4f}), {seconds:.0f} s",
@@ -303,9 +310,12 @@ def main(argv):
     try:
         storage = f"sqlite:///{os.path.abspath(os.path.join(study_dir, 'study.db'))}"
         study = optuna.create_study(
-            study_name="wsdhash", storage=storage, direction="maximize", load_if_exists=True,
+            study_name="wsdhash",
+            storage=storage,
+            direction="maximize",
+            load_if_exists=True,
             sampler=optuna.samplers.TPESampler(seed=FLAGS.seed),
-        )  # fmt: skip
+        )
         for values in stale_trials_to_retry(study):
             study.enqueue_trial(values)
         finished = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
@@ -318,10 +328,12 @@ def main(argv):
         )
         if remaining > 0:
             study.optimize(
-                Objective(dimensions, study_dir, FLAGS.trials), n_trials=remaining,
-                timeout=FLAGS.timeout_s or None, catch=(),
+                Objective(dimensions, study_dir, FLAGS.trials),
+                n_trials=remaining,
+                timeout=FLAGS.timeout_s or None,
+                catch=(),
                 callbacks=[lambda s, _t: write_outputs(s, dimensions, study_dir)],
-            )  # fmt: skip
+            )
         best = write_outputs(study, dimensions, study_dir)
     finally:
         lock.__exit__(None, None, None)

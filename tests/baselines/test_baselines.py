@@ -249,8 +249,9 @@ def test_pcarr_rotation_is_orthogonal_and_keeps_distances():
     pca = PCAH(12).fit(features).encode_relaxed(features)
     np.testing.assert_allclose(
         np.linalg.norm(model.encode_relaxed(features), axis=1),
-        np.linalg.norm(pca, axis=1), rtol=1e-5,
-    )  # fmt: skip
+        np.linalg.norm(pca, axis=1),
+        rtol=1e-5,
+    )
     assert not np.allclose(np.abs(model.rotation_), np.eye(12))  # not a signed permutation
 
 

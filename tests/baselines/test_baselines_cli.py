@@ -16,10 +16,20 @@ from wsdhash.data.types import SplitData
 from wsdhash.eval import pack_codes, read_codes_file
 
 SETTINGS = {
-    "backbone": "toy", "weights": "none", "seed": 0, "image_size": 1, "crop_size": 1,
-    "normalization": "none", "ten_crop": False, "dataset": "toy", "data_dir": "x",
-    "dataset_options": "{}", "topk": -1, "feature_dim": 24, "wsdhash_version": "test",
-}  # fmt: skip
+    "backbone": "toy",
+    "weights": "none",
+    "seed": 0,
+    "image_size": 1,
+    "crop_size": 1,
+    "normalization": "none",
+    "ten_crop": False,
+    "dataset": "toy",
+    "data_dir": "x",
+    "dataset_options": "{}",
+    "topk": -1,
+    "feature_dim": 24,
+    "wsdhash_version": "test",
+}
 
 
 def _split(name, n, rng, with_labels=True):
@@ -60,9 +70,12 @@ def _run(*args, module="wsdhash.baselines"):
 def test_codes_equal_the_library_and_evaluate_reads_them(tmp_path, method):
     splits = write_features(tmp_path / "f.h5")
     result = _run(
-        f"--features={tmp_path / 'f.h5'}", f"--method={method}", "--hash_bit=8,16",
-        f"--output={tmp_path / (method + '_{bits}.h5')}", "--seed=3",
-    )  # fmt: skip
+        f"--features={tmp_path / 'f.h5'}",
+        f"--method={method}",
+        "--hash_bit=8,16",
+        f"--output={tmp_path / (method + '_{bits}.h5')}",
+        "--seed=3",
+    )
     assert result.returncode == 0, result.stderr
     for bits in (8, 16):
         model = BASELINES.get(method)(bits, seed=3).fit(splits["train"].features)

@@ -54,14 +54,26 @@ def _write(root: str) -> None:
     from wsdhash.data.builtin import generate_builtin
     from wsdhash.data.pipeline import PipelineConfig
 
-    generate_builtin(os.path.join(root, "builtin"), image_size=SIDE, num_train=8, num_query=10,
-                     num_database=30, num_workers=0)  # fmt: skip
+    generate_builtin(
+        os.path.join(root, "builtin"),
+        image_size=SIDE,
+        num_train=8,
+        num_query=10,
+        num_database=30,
+        num_workers=0,
+    )
     config = PipelineConfig(image_size=SIDE, crop_size=CROP, normalization=None)
-    serving.export_saved_model(_binary_model(3), config, os.path.join(root, "binary"),
-                               overwrite=True, max_pixels=SMALL_MAX_PIXELS)  # fmt: skip
+    serving.export_saved_model(
+        _binary_model(3),
+        config,
+        os.path.join(root, "binary"),
+        overwrite=True,
+        max_pixels=SMALL_MAX_PIXELS,
+    )
     model, encoder = _wsdhq_parts(5)
-    serving.export_saved_model(model, config, os.path.join(root, "wsdhq"), overwrite=True,
-                               quantization_encoder=encoder)  # fmt: skip
+    serving.export_saved_model(
+        model, config, os.path.join(root, "wsdhq"), overwrite=True, quantization_encoder=encoder
+    )
 
 
 @pytest.fixture(scope="session")

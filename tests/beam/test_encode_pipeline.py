@@ -49,8 +49,9 @@ def _folder(folder, split):
     manifest = codes_folder.read_manifest(folder)
     entries = manifest["splits"][split]["shards"]
     rows = {}
-    for entry, arrays in zip(entries, codes_folder.iter_shards(folder, split, manifest),
-                             strict=True):  # fmt: skip
+    for entry, arrays in zip(
+        entries, codes_folder.iter_shards(folder, split, manifest), strict=True
+    ):
         ids = [str(i) for i in arrays["ids"]]
         assert ids == sorted(ids), entry["file"]
         for i, item in enumerate(ids):
@@ -124,8 +125,14 @@ def test_binary_codes_through_an_object_store_equal_search_build_images(beam_fil
     layout = encode.model_layout(_saved_model(local), local)
     shutil.rmtree(local)
     output = tmp_path / "out" / "codes"
-    job = encode.EncodeJob(output=str(output), model_dir=model, images=f"{images}/*.png",
-                           staging_dir="store://b/tmp", num_shards=3, batch_size=8)  # fmt: skip
+    job = encode.EncodeJob(
+        output=str(output),
+        model_dir=model,
+        images=f"{images}/*.png",
+        staging_dir="store://b/tmp",
+        num_shards=3,
+        batch_size=8,
+    )
     manifest = encode.encode_to_folder(job, layout, runner.pipeline_options([]))
     assert (manifest["scorer"], manifest["bits"], manifest["num_classes"]) == ("hamming", 16, None)
     assert manifest["model_fingerprint"] == export_fingerprint(beam_files["binary"])
@@ -183,17 +190,20 @@ def test_bad_images_are_dead_letters_with_their_reasons(beam_files, tmp_path):
     good = {f"good{i}.jpg": _jpeg(rng.integers(0, 256, (32, 32, 3), np.uint8)) for i in range(3)}
     good["good.png"] = _png(rng.integers(0, 256, (30, 34, 3), np.uint8))
     bad = {
-        "truncated.jpg": (good["good0.jpg"][: len(good["good0.jpg"]) // 2],
-                          "corrupt or truncated image"),
+        "truncated.jpg": (
+            good["good0.jpg"][: len(good["good0.jpg"]) // 2],
+            "corrupt or truncated image",
+        ),
         "text.jpg": (b"not an image, just text\n", "not a JPEG or PNG image"),
-        "big.png": (_png(rng.integers(0, 256, (48, 48, 3), np.uint8)),  # 2304 > 1600 pixels
-                    "image larger than the pixel limit"),
-    }  # fmt: skip
+        "big.png": (
+            _png(rng.integers(0, 256, (48, 48, 3), np.uint8)),  # 2304 > 1600 pixels
+            "image larger than the pixel limit",
+        ),
+    }
     for name, data in {**good, **{name: data for name, (data, _) in bad.items()}}.items():
         (folder / name).write_bytes(data)
     output = tmp_path / "codes"
-    manifest = _in_process(output, beam_files["binary"], images=str(folder / "*"),
-                           batch_size=4)  # fmt: skip
+    manifest = _in_process(output, beam_files["binary"], images=str(folder / "*"), batch_size=4)
     failed = codes_folder.read_failed(str(output), manifest)
     reasons = {os.path.basename(f["id"]): f["reason"] for f in failed}
     assert reasons == {name: reason for name, (_, reason) in bad.items()}
@@ -210,9 +220,14 @@ def test_bad_images_are_dead_letters_with_their_reasons(beam_files, tmp_path):
 
 def test_pipeline_options_pass_through_and_the_direct_runner_is_the_fn_api_runner():
     options = runner.pipeline_options(
-        ["--runner=DirectRunner", "--direct_num_workers", "2",
-         "--direct_running_mode=multi_processing", "--job_name=x"]
-    )  # fmt: skip
+        [
+            "--runner=DirectRunner",
+            "--direct_num_workers",
+            "2",
+            "--direct_running_mode=multi_processing",
+            "--job_name=x",
+        ]
+    )
     assert runner.describe(options) == "FnApiRunner (multi_processing, 2 workers)"
     assert runner.is_local(options)
     remote = runner.pipeline_options(["--runner=DataflowRunner", "--temp_location=gs://b/t"])
@@ -238,8 +253,15 @@ def _command(*args):
 
 
 def _run(*args):
-    return subprocess.run(_command(*args), capture_output=True, text=True, env=_environment(),
-                          cwd=ROOT, check=False, timeout=600)  # fmt: skip
+    return subprocess.run(
+        _command(*args),
+        capture_output=True,
+        text=True,
+        env=_environment(),
+        cwd=ROOT,
+        check=False,
+        timeout=600,
+    )
 
 
 @pytest.mark.parametrize("method", ["wsdhq", pytest.param("binary", marks=pytest.mark.slow)])
@@ -249,9 +271,15 @@ def test_two_worker_processes_give_the_same_codes(beam_files, tmp_path, method):
         source = [f"--data_dir={beam_files['data_dir']}", *BUILTIN_FLAGS, "--num_shards=2"]
     else:
         source = [f"--images={beam_files['images']}/*.png"]
-    result = _run(f"--model={beam_files[method]}", f"--output={output}", *source,
-                  "--batch_size=5", f"--log_file={log}", "--direct_num_workers=2",
-                  "--direct_running_mode=multi_processing")  # fmt: skip
+    result = _run(
+        f"--model={beam_files[method]}",
+        f"--output={output}",
+        *source,
+        "--batch_size=5",
+        f"--log_file={log}",
+        "--direct_num_workers=2",
+        "--direct_running_mode=multi_processing",
+    )
     assert result.returncode == 0, result.stderr[-3000:] + log.read_text()[-3000:]
     assert "on FnApiRunner (multi_processing, 2 workers)" in result.stdout
     assert f"codes folder: {output}" in result.stdout and "failed: 0" in result.stdout
@@ -300,12 +328,24 @@ def test_a_killed_run_then_a_rerun_leave_one_complete_folder(beam_files, tmp_pat
     _in_process(output, beam_files["binary"], images=f"{beam_files['images']}/*.png")
     old = codes_folder.read_manifest(str(output))
     source = [f"--data_dir={beam_files['data_dir']}", *BUILTIN_FLAGS, "--num_shards=4"]
-    command = _command(f"--model={beam_files['wsdhq']}", f"--output={output}", *source,
-                       "--batch_size=1", f"--log_file={log}", "--direct_num_workers=2",
-                       "--direct_running_mode=multi_processing")  # fmt: skip
+    command = _command(
+        f"--model={beam_files['wsdhq']}",
+        f"--output={output}",
+        *source,
+        "--batch_size=1",
+        f"--log_file={log}",
+        "--direct_num_workers=2",
+        "--direct_running_mode=multi_processing",
+    )
     # Its own session, so that the pipeline's worker processes can be killed as well.
-    process = subprocess.Popen(command, env=_environment(), cwd=ROOT, start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    process = subprocess.Popen(
+        command,
+        env=_environment(),
+        cwd=ROOT,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
     def leftovers():
         return [name for name in os.listdir(tmp_path) if name.startswith(".codes.")]
@@ -324,8 +364,15 @@ def test_a_killed_run_then_a_rerun_leave_one_complete_folder(beam_files, tmp_pat
     assert codes_folder.read_manifest(str(output)) == old
     assert list(codes_folder.iter_shards(str(output)))
     assert leftovers()
-    result = subprocess.run(command, capture_output=True, text=True, env=_environment(),
-                            cwd=ROOT, check=False, timeout=600)  # fmt: skip
+    result = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        env=_environment(),
+        cwd=ROOT,
+        check=False,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(os.listdir(tmp_path)) == ["codes", "log"]  # no temporary folder, no lock
     _check_wsdhq_folder(str(output), beam_files["wsdhq"], _dataset_splits(beam_files["data_dir"]))
@@ -350,8 +397,11 @@ class _FailsWholeBatches:
             raise tf.errors.InvalidArgumentError(None, None, "jpeg: premature end of data")
         valid = np.array([not d.startswith(b"odd") for d in data])
         codes = np.array([[d[-1]] for d in data], np.uint8) * valid[:, None]
-        return {"valid": tf.constant(valid), "status": tf.constant(np.where(valid, 0, 1)),
-                "packed_codes": tf.constant(codes)}  # fmt: skip
+        return {
+            "valid": tf.constant(valid),
+            "status": tf.constant(np.where(valid, 0, 1)),
+            "packed_codes": tf.constant(codes),
+        }
 
 
 def test_a_batch_the_model_fails_is_retried_item_by_item_as_search_build_does(tmp_path):
@@ -378,14 +428,19 @@ def test_shards_by_a_stable_hash_and_their_number_from_the_item_count():
     digest = hashlib.blake2b("photos/é.jpg".encode(), digest_size=8).digest()
     assert encode.stable_shard("photos/é.jpg", 7) == int.from_bytes(digest, "big") % 7
     assert [encode.auto_num_shards(n) for n in (0, 1, 100_000, 100_001, 10**12)] == [
-        1, 1, 1, 2, encode.MAX_SHARDS,
-    ]  # fmt: skip
+        1,
+        1,
+        1,
+        2,
+        encode.MAX_SHARDS,
+    ]
 
 
 def _search_build(*args):
     command = [sys.executable, "-m", "wsdhash.search", "build", *args]
-    result = subprocess.run(command, capture_output=True, text=True, env=_environment(),
-                            cwd=ROOT, check=False)  # fmt: skip
+    result = subprocess.run(
+        command, capture_output=True, text=True, env=_environment(), cwd=ROOT, check=False
+    )
     assert result.returncode == 0, result.stderr[-3000:]
 
 
@@ -420,8 +475,9 @@ def test_the_index_built_from_the_shards_answers_as_the_one_built_from_the_image
         for row in range(len(queries)):
             cut = slice(row * k, (row + 1) * k)
             pairs = sorted(zip(got.distances[row].tolist(), got_ids[cut].tolist(), strict=True))
-            wanted = sorted(zip(expected.distances[row].tolist(), expected_ids[cut].tolist(),
-                                strict=True))  # fmt: skip
+            wanted = sorted(
+                zip(expected.distances[row].tolist(), expected_ids[cut].tolist(), strict=True)
+            )
             if k == from_shards.num_items:
                 assert pairs == wanted
             else:  # ties at the cut-off may pick different items of the last distance

@@ -32,10 +32,18 @@ ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
 
 def _write_command(data_dir, output, *extra):
     return [
-        sys.executable, "-m", "wsdhash.pipeline", "tfrecords", f"--data_dir={data_dir}",
-        f"--builtin_sizes={','.join(map(str, SIZES))}", f"--builtin_image_size={IMAGE_SIZE}",
-        f"--tfrecords_dir={output}", "--records_per_shard=50", "--runner=DirectRunner", *extra,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "wsdhash.pipeline",
+        "tfrecords",
+        f"--data_dir={data_dir}",
+        f"--builtin_sizes={','.join(map(str, SIZES))}",
+        f"--builtin_image_size={IMAGE_SIZE}",
+        f"--tfrecords_dir={output}",
+        "--records_per_shard=50",
+        "--runner=DirectRunner",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -156,9 +164,14 @@ def test_rewriting_replaces_the_output_whole(shards, tmp_path):
 
     def write(folder):
         return beam_tfrecords.write_tfrecords(
-            str(folder), dataset="builtin", data_dir=data_dir, dataset_options=OPTIONS,
-            splits=["query"], records_per_shard=50, pipeline_args=["--runner=DirectRunner"],
-        )  # fmt: skip
+            str(folder),
+            dataset="builtin",
+            data_dir=data_dir,
+            dataset_options=OPTIONS,
+            splits=["query"],
+            records_per_shard=50,
+            pipeline_args=["--runner=DirectRunner"],
+        )
 
     manifest = write(copy)
     assert sorted(os.listdir(tmp_path)) == ["shards"]
@@ -196,11 +209,19 @@ def _train_config(data_dir, workdir, **overrides):
     from wsdhash.training.config import TrainConfig
 
     values = {
-        "dataset": "builtin", "data_dir": data_dir, "dataset_options": OPTIONS,
-        "image_size": 32, "crop_size": 28, "validation_size": 32, "batch_size": 16,
-        "bits": 16, "steps": 3, "log_every": 1, "checkpoint_every": 5,
+        "dataset": "builtin",
+        "data_dir": data_dir,
+        "dataset_options": OPTIONS,
+        "image_size": 32,
+        "crop_size": 28,
+        "validation_size": 32,
+        "batch_size": 16,
+        "bits": 16,
+        "steps": 3,
+        "log_every": 1,
+        "checkpoint_every": 5,
         "workdir": str(workdir),
-    }  # fmt: skip
+    }
     return TrainConfig(**{**values, **overrides})
 
 
@@ -283,13 +304,25 @@ def test_the_train_command_refuses_a_damaged_shard_in_one_line(shards, tmp_path)
     target.write_bytes(bytes(data))
     result = subprocess.run(
         [
-            sys.executable, "-m", "wsdhash.train", f"--data_dir={data_dir}",
-            f"--workdir={tmp_path / 'run'}", "--builtin_sizes=160,30,80",
-            "--builtin_image_size=32", "--image_size=32", "--crop_size=28", "--steps=2",
-            "--validation_size=32", "--batch_size=16", f"--tfrecords={damaged}",
+            sys.executable,
+            "-m",
+            "wsdhash.train",
+            f"--data_dir={data_dir}",
+            f"--workdir={tmp_path / 'run'}",
+            "--builtin_sizes=160,30,80",
+            "--builtin_image_size=32",
+            "--image_size=32",
+            "--crop_size=28",
+            "--steps=2",
+            "--validation_size=32",
+            "--batch_size=16",
+            f"--tfrecords={damaged}",
         ],
-        check=False, capture_output=True, text=True, env=ENV,
-    )  # fmt: skip
+        check=False,
+        capture_output=True,
+        text=True,
+        env=ENV,
+    )
     assert result.returncode == 2, result.stderr[-2000:]
     lines = [line for line in result.stderr.splitlines() if line.startswith("wsdhash.train")]
     assert len(lines) == 1 and str(target) in lines[0] and "SHA-256" in lines[0], result.stderr
@@ -300,11 +333,17 @@ def test_multi_processing_workers_write_the_same_shards(shards, tmp_path):
     data_dir, output, _ = shards
     result = subprocess.run(
         _write_command(
-            data_dir, tmp_path / "shards", "--direct_num_workers=2",
+            data_dir,
+            tmp_path / "shards",
+            "--direct_num_workers=2",
             "--direct_running_mode=multi_processing",
         ),
-        check=False, capture_output=True, text=True, env=ENV, timeout=600,
-    )  # fmt: skip
+        check=False,
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     ours = records_lib.read_manifest(str(tmp_path / "shards"))["splits"]
     assert ours == records_lib.read_manifest(output)["splits"]
@@ -321,8 +360,11 @@ def test_a_killed_run_leaves_the_old_output_and_a_rerun_completes(shards, tmp_pa
     before = records_lib.read_manifest(str(target))
     process = subprocess.Popen(
         _write_command(data_dir, target, "--splits=train", "--records_per_shard=20"),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV, start_new_session=True,
-    )  # fmt: skip
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=ENV,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 120
     building = []
     while not building and process.poll() is None and time.monotonic() < deadline:
@@ -335,8 +377,11 @@ def test_a_killed_run_leaves_the_old_output_and_a_rerun_completes(shards, tmp_pa
     assert records_lib.read_manifest(str(target)) == before  # the old output, whole
     result = subprocess.run(
         _write_command(data_dir, target, "--splits=train", "--records_per_shard=20"),
-        check=False, capture_output=True, text=True, env=ENV,
-    )  # fmt: skip
+        check=False,
+        capture_output=True,
+        text=True,
+        env=ENV,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(os.listdir(tmp_path)) == ["shards"]  # the killed run's folder is gone
     manifest = records_lib.read_manifest(str(target))

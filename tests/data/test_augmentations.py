@@ -105,7 +105,7 @@ def test_pipeline_config_checks_the_name_and_the_sizes():
         match=r"--augment=resize trains on the whole image, so it "
         r"needs --image_size equal to --crop_size .* image_size=256, crop_size=224",
     ):
-        PipelineConfig(image_size=256, crop_size=224, augment="resize")  # fmt: skip
+        PipelineConfig(image_size=256, crop_size=224, augment="resize")
     PipelineConfig(image_size=224, crop_size=224, augment="resize_flip")
     PipelineConfig(image_size=256, crop_size=224, augment="center_crop")
 

@@ -20,8 +20,9 @@ def builtin(tmp_path_factory):
 
 
 def test_builtin(builtin):
-    data = datasets.get_dataset("builtin", str(builtin), image_size=16, num_train=40,
-                                num_query=8, num_database=20)  # fmt: skip
+    data = datasets.get_dataset(
+        "builtin", str(builtin), image_size=16, num_train=40, num_query=8, num_database=20
+    )
     run_dataset_test(data)
     assert len(data.split("train").tag_names) > 0  # the built-in dataset carries tags
 

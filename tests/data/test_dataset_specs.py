@@ -40,8 +40,9 @@ def prepare_module():
         "print(json.dumps({'doc': prepare.__doc__, "
         "'dirs': [prepare.default_output_dir(d, p) for d, p in cases]}))"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            check=False)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     return json.loads(result.stdout)
 
@@ -79,17 +80,25 @@ def test_prepare_table_has_a_row_per_preparer_in_registration_order(prepare_modu
     labels = [line[2:16].strip() for line in table[2:] if line[2:16].strip()]
     # voc2012 shares voc2007's row.
     assert labels == [
-        "flickr25k", "nuswide", "imagenet100", "coco", "voc2007/2012", "cifar10", "cub200",
-        "stanford_dogs", "image_folder",
-    ]  # fmt: skip
+        "flickr25k",
+        "nuswide",
+        "imagenet100",
+        "coco",
+        "voc2007/2012",
+        "cifar10",
+        "cub200",
+        "stanford_dogs",
+        "image_folder",
+    ]
     doc = prepare_module["doc"]
     assert doc is not None and "\n".join(table) in doc
     assert "{table}" not in doc
 
 
 def test_default_output_dirs(prepare_module):
-    for (dataset, protocol, expected), got in zip(_OUTPUT_DIR_CASES, prepare_module["dirs"],
-                                                  strict=True):  # fmt: skip
+    for (dataset, protocol, expected), got in zip(
+        _OUTPUT_DIR_CASES, prepare_module["dirs"], strict=True
+    ):
         assert got == os.path.join(*expected.split("/")), (dataset, protocol)
 
 

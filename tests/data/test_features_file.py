@@ -22,10 +22,18 @@ from wsdhash.models.encoder import Encoder
 
 SIZES = {"num_train": 70, "num_query": 10, "num_database": 30}
 SETTINGS = {
-    "backbone": "small_cnn", "weights": "none", "image_size": 32, "crop_size": 28,
-    "normalization": "unit_range", "ten_crop": False, "dataset": "builtin",
-    "data_dir": "x", "topk": 1000, "feature_dim": 128, "wsdhash_version": "test",
-}  # fmt: skip
+    "backbone": "small_cnn",
+    "weights": "none",
+    "image_size": 32,
+    "crop_size": 28,
+    "normalization": "unit_range",
+    "ten_crop": False,
+    "dataset": "builtin",
+    "data_dir": "x",
+    "topk": 1000,
+    "feature_dim": 128,
+    "wsdhash_version": "test",
+}
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +51,13 @@ def setup(tmp_path_factory):
 
 def _extract(path, dataset, encoder, max_batches=None):
     return features_file.extract_dataset(
-        str(path), dataset, ("train", "query", "database"), encoder.batches, SETTINGS,
+        str(path),
+        dataset,
+        ("train", "query", "database"),
+        encoder.batches,
+        SETTINGS,
         max_batches=max_batches,
-    )  # fmt: skip
+    )
 
 
 def _contents(path):
@@ -187,8 +199,11 @@ def test_flipped_byte_and_nan_rows_are_errors_naming_file_dataset_and_rows(setup
         f["query/features"][3, 0] = np.nan
         f["query/features"][7, 5] = np.inf
         query_paths = f["query/paths"].asstr()[:]
-    with pytest.raises(DataFormatError, match=r"nan.h5: split 'query' has NaN or infinite "
-                       r"features in 2 of 10 rows: 3 \(.*\), 7 \(.*\);") as caught:  # fmt: skip
+    with pytest.raises(
+        DataFormatError,
+        match=r"nan.h5: split 'query' has NaN or infinite "
+        r"features in 2 of 10 rows: 3 \(.*\), 7 \(.*\);",
+    ) as caught:
         features_file.read_split(str(nan), "query")
     assert query_paths[3] in str(caught.value)
 
@@ -285,10 +300,17 @@ def test_each_distinct_image_is_encoded_once_and_its_rows_copied(tmp_path, batch
     settings = {**SETTINGS, "feature_dim": 4}
     output = str(tmp_path / "f.h5")
     for stop in stops:
-        assert features_file.extract_dataset(
-            output, dataset, ("train", "query", "database"), encode_batches, settings,
-            max_batches=stop,
-        ) is None  # fmt: skip
+        assert (
+            features_file.extract_dataset(
+                output,
+                dataset,
+                ("train", "query", "database"),
+                encode_batches,
+                settings,
+                max_batches=stop,
+            )
+            is None
+        )
     path = features_file.extract_dataset(
         output, dataset, ("train", "query", "database"), encode_batches, settings
     )

@@ -156,12 +156,18 @@ def test_latin1_list_and_paths_with_spaces_name_file_and_line(tmp_path):
     _touch_images(tmp_path, ["a.jpg", "b.jpg"])
     path = tmp_path / "test.txt"
     path.write_bytes("a.jpg 1 0\nb.jpg 0 1\ncaf\u00e9.jpg 1 1\n".encode("latin-1"))
-    with pytest.raises(DataFormatError, match=r"test.txt:3: not UTF-8 text \(byte 0xe9 at "
-                       "column 4\\); save the file as UTF-8"):  # fmt: skip
+    with pytest.raises(
+        DataFormatError,
+        match=r"test.txt:3: not UTF-8 text \(byte 0xe9 at "
+        "column 4\\); save the file as UTF-8",
+    ):
         list_files.read_hashnet_list(str(path), str(tmp_path), split="query")
     _write(path, "a.jpg 1 0\nmy cat.jpg 0 1\n")
-    with pytest.raises(DataFormatError, match=r"test.txt:2: image path 'my cat.jpg' contains a "
-                       "space; list paths may not contain spaces"):  # fmt: skip
+    with pytest.raises(
+        DataFormatError,
+        match=r"test.txt:2: image path 'my cat.jpg' contains a "
+        "space; list paths may not contain spaces",
+    ):
         list_files.read_hashnet_list(str(path), str(tmp_path), split="query")
     _write(path, "a.jpg 1 0\nb.jpg x 1\n")  # a bad value is still reported as one
     with pytest.raises(DataFormatError, match=r"test.txt:2: value 'x' in column 2"):

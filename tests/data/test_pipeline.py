@@ -63,8 +63,12 @@ def test_splits_without_tags_give_zero_width_tags(image_split):
 
 def test_ten_crop_matches_wsdhq_offsets():
     assert preprocessing.ten_crop_offsets(256, 227) == [
-        (0, 0), (28, 28), (28, 0), (0, 28), (14, 14)
-    ]  # fmt: skip
+        (0, 0),
+        (28, 28),
+        (28, 0),
+        (0, 28),
+        (14, 14),
+    ]
     image = tf.reshape(tf.range(10 * 10 * 1), (10, 10, 1))
     crops = preprocessing.ten_crop(image, 6).numpy()
     assert crops.shape == (10, 6, 6, 1)

@@ -18,8 +18,11 @@ def _run(*args, cwd=None):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
     return subprocess.run(
         [sys.executable, "-m", "wsdhash.data.prepare", *args],
-        capture_output=True, text=True, env=env, cwd=cwd,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+    )
 
 
 @pytest.fixture()
@@ -52,9 +55,11 @@ def test_prepare_reports_broken_images_and_missing_downloads(download, tmp_path)
     assert result.returncode == 1
     assert "1 images do not decode" in result.stderr and "im3.jpg" in result.stderr
     missing = _run(
-        "--dataset=cub200", f"--root={tmp_path / 'nothing'}", "--option=source=official",
+        "--dataset=cub200",
+        f"--root={tmp_path / 'nothing'}",
+        "--option=source=official",
         cwd=tmp_path,
-    )  # fmt: skip
+    )
     assert missing.returncode == 2 and "vision.caltech.edu" in missing.stderr
     bad = _run("--dataset=flickr25k", f"--root={download}", "--option=colour=red", cwd=tmp_path)
     assert bad.returncode != 0 and "--option='colour=red'" in bad.stderr

@@ -236,8 +236,11 @@ def test_flipped_bits_in_the_header_are_refused_or_harmless_and_never_hang(tmp_p
     try:
         completed = subprocess.run(
             [sys.executable, "-c", _FLIP_SWEEP, str(path), str(tmp_path / "flipped.h5")],
-            capture_output=True, text=True, timeout=90, check=False,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=90,
+            check=False,
+        )
     except subprocess.TimeoutExpired:
         pytest.fail("reading a codes file with a flipped bit did not finish in 90 s (a hang)")
     assert completed.returncode == 0, completed.stderr[-2000:]

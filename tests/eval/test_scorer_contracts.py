@@ -35,10 +35,12 @@ def test_aqd_scorer():
     indices = rng.integers(0, 256, (ITEMS, 2))
     query = rng.normal(size=(QUERIES, 6)).astype(np.float32)
     # Slow formula: larger inner product with the reconstruction is closer.
-    reference = np.array([
-        [-float(np.dot(q, codebooks[0, i[0]] + codebooks[1, i[1]])) for i in indices]
-        for q in query
-    ])  # fmt: skip
+    reference = np.array(
+        [
+            [-float(np.dot(q, codebooks[0, i[0]] + codebooks[1, i[1]])) for i in indices]
+            for q in query
+        ]
+    )
     run_scorer_test(AQDScorer(query, indices, codebooks), reference, _labels(rng), topk=None)
 
 

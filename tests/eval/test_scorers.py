@@ -85,11 +85,12 @@ def _codes_file(path, quantized):
             indices[:17] if quantized else binary(17), query_labels, features=features
         ),
         database=CodesSplit(
-            indices if quantized else binary(60), database_labels,
+            indices if quantized else binary(60),
+            database_labels,
             indices=indices if quantized else None,
         ),
         **extra,
-    )  # fmt: skip
+    )
     write_codes_file(path, contents)
     return contents
 

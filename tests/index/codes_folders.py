@@ -35,9 +35,14 @@ def write_codes_folder(
         data = codes_folder.codebooks_bytes(codebooks)
         books = codes_folder.write_file(folder, codes_folder.CODEBOOKS_FILE, data)
     manifest = codes_folder.make_manifest(
-        scorer=scorer, bits=bits, splits=entries, failed=failed, codebooks=books,
-        num_classes=num_classes, model_fingerprint=model_fingerprint,
-    )  # fmt: skip
+        scorer=scorer,
+        bits=bits,
+        splits=entries,
+        failed=failed,
+        codebooks=books,
+        num_classes=num_classes,
+        model_fingerprint=model_fingerprint,
+    )
     atomic_files.write_json(os.path.join(folder, codes_folder.MANIFEST), manifest)
     return manifest
 

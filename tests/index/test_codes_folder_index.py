@@ -61,11 +61,16 @@ def folder_and_file(request, tmp_path_factory):
     codebooks = rng.normal(size=(3, 256, 5)).astype(np.float32) if quantized else None
     write_codes_folder(
         str(root / "folder"),
-        {"query": split_rows(splits["query"], [5]),
-         "database": split_rows(splits["database"], _BOUNDS)},
-        scorer="aqd" if quantized else "hamming", bits=24, codebooks=codebooks,
-        num_classes=_CLASSES, model_fingerprint="cd" * 32,
-    )  # fmt: skip
+        {
+            "query": split_rows(splits["query"], [5]),
+            "database": split_rows(splits["database"], _BOUNDS),
+        },
+        scorer="aqd" if quantized else "hamming",
+        bits=24,
+        codebooks=codebooks,
+        num_classes=_CLASSES,
+        model_fingerprint="cd" * 32,
+    )
     parts = {
         name: CodesSplit(
             arrays["codes"],
@@ -78,9 +83,14 @@ def folder_and_file(request, tmp_path_factory):
     }
     write_codes_file(
         str(root / "codes.h5"),
-        CodesFile(24, **parts, codebooks=codebooks, scorer="aqd" if quantized else "hamming",
-                  model_fingerprint="cd" * 32),
-    )  # fmt: skip
+        CodesFile(
+            24,
+            **parts,
+            codebooks=codebooks,
+            scorer="aqd" if quantized else "hamming",
+            model_fingerprint="cd" * 32,
+        ),
+    )
     return request.param, root, splits, codebooks
 
 
@@ -88,9 +98,12 @@ def test_a_folder_builds_the_index_its_codes_file_builds(folder_and_file):
     kind, root, splits, codebooks = folder_and_file
     for source, extra in (("folder", ["--shard_size=100"]), ("codes.h5", [])):
         built = _run(
-            "wsdhash.search", "build", f"--codes={root / source}",
-            f"--output={root / ('index-' + source)}", *extra,
-        )  # fmt: skip
+            "wsdhash.search",
+            "build",
+            f"--codes={root / source}",
+            f"--output={root / ('index-' + source)}",
+            *extra,
+        )
         assert built.returncode == 0, built.stderr[-2000:]
         assert f"{kind} index of 260 items" in built.stdout
     from_folder = ShardedIndex(str(root / "index-folder"))
@@ -118,10 +131,21 @@ def test_a_folder_builds_the_index_its_codes_file_builds(folder_and_file):
 def test_query_reads_a_codes_folder(folder_and_file):
     kind, root, splits, _ = folder_and_file
     index = root / "index-q"
-    assert _run("wsdhash.search", "build", f"--codes={root / 'folder'}",
-                f"--output={index}").returncode == 0  # fmt: skip
-    answered = _run("wsdhash.search", "query", f"--index={index}",
-                    f"--codes={root / 'folder'}", "--k=3", "--num_queries=7", "--json")  # fmt: skip
+    assert (
+        _run(
+            "wsdhash.search", "build", f"--codes={root / 'folder'}", f"--output={index}"
+        ).returncode
+        == 0
+    )
+    answered = _run(
+        "wsdhash.search",
+        "query",
+        f"--index={index}",
+        f"--codes={root / 'folder'}",
+        "--k=3",
+        "--num_queries=7",
+        "--json",
+    )
     assert answered.returncode == 0, answered.stderr[-2000:]
     answers = json.loads(answered.stdout)
     assert [a["query"] for a in answers] == [f"query/{i:04d}.jpg" for i in range(7)]
@@ -171,14 +195,21 @@ def test_a_folder_is_indexed_one_shard_at_a_time(tmp_path, kind):
         del arrays["indices"]
     books = rng.normal(size=(2, 256, 4)).astype(np.float32) if kind == "aqd" else None
     write_codes_folder(
-        str(tmp_path / "folder"), {"database": split_rows(arrays, [1000, 2000, 3000])},
-        scorer="aqd" if kind == "aqd" else "hamming", bits=64, codebooks=books,
-    )  # fmt: skip
+        str(tmp_path / "folder"),
+        {"database": split_rows(arrays, [1000, 2000, 3000])},
+        scorer="aqd" if kind == "aqd" else "hamming",
+        bits=64,
+        codebooks=books,
+    )
     alive = []
     shards = _counting_shards(codes_folder.iter_shards(str(tmp_path / "folder")), alive)
     field = "indices" if kind == "aqd" else "codes"
-    build_index(str(tmp_path / "index"), codes_folder.shard_blocks(shards, field, 0), kind=kind,
-                codebooks=books)  # fmt: skip
+    build_index(
+        str(tmp_path / "index"),
+        codes_folder.shard_blocks(shards, field, 0),
+        kind=kind,
+        codebooks=books,
+    )
     assert alive == [0, 0, 0, 0, 0]  # no earlier shard alive when the next is read
     index = ShardedIndex(str(tmp_path / "index"))
     assert len(index.manifest["shards"]) == 4 and index.ids[3999] == 3 * 3999
@@ -187,19 +218,20 @@ def test_a_folder_is_indexed_one_shard_at_a_time(tmp_path, kind):
 def test_integer_ids_round_trip_as_integers(tmp_path):
     codes = np.random.default_rng(0).integers(0, 256, (50, 4), dtype=np.uint8)
     consecutive, scattered = np.arange(100, 125), np.arange(25, dtype=np.int64) * 7 - 40
-    build_index(str(tmp_path / "a"), [(codes[:25], consecutive), (codes[25:], scattered)],
-                kind="flat")  # fmt: skip
+    build_index(
+        str(tmp_path / "a"), [(codes[:25], consecutive), (codes[25:], scattered)], kind="flat"
+    )
     index = ShardedIndex(str(tmp_path / "a"))
     assert index.manifest["ids"] == "int"
     expected = np.concatenate([consecutive, scattered])
     assert list(index.ids) == expected.tolist()
     assert all(type(i) is int for i in index.ids) and type(index.ids[np.int64(30)]) is int
-    np.testing.assert_array_equal(index.ids.take(np.array([[49, 0], [24, 25]])),
-                                  expected[[[49, 0], [24, 25]]])  # fmt: skip
+    np.testing.assert_array_equal(
+        index.ids.take(np.array([[49, 0], [24, 25]])), expected[[[49, 0], [24, 25]]]
+    )
     np.testing.assert_array_equal(np.asarray(index.ids), expected)
     # Consecutive ids are stored as their first id; others as an int64 array.
-    headers = [read_index_file(str(tmp_path / "a" / s["file"]))
-               for s in index.manifest["shards"]]  # fmt: skip
+    headers = [read_index_file(str(tmp_path / "a" / s["file"])) for s in index.manifest["shards"]]
     assert headers[0][0]["ids"] == {"type": "int", "first": 100} and "ids" not in headers[0][1]
     assert headers[1][1]["ids"].dtype == np.int64
 
@@ -207,8 +239,7 @@ def test_integer_ids_round_trip_as_integers(tmp_path):
 def test_string_ids_round_trip(tmp_path):
     names = np.array(["a.jpg", "", "dir/été/ü.png", "x" * 300, "\ud800lone.jpg", "z"])
     codes = np.random.default_rng(0).integers(0, 256, (6, 2), dtype=np.uint8)
-    build_index(str(tmp_path / "s"), [(codes[:4], names[:4]), (codes[4:], names[4:])],
-                kind="flat")  # fmt: skip
+    build_index(str(tmp_path / "s"), [(codes[:4], names[:4]), (codes[4:], names[4:])], kind="flat")
     index = ShardedIndex(str(tmp_path / "s"))
     assert index.manifest["ids"] == "str" and list(index.ids) == names.tolist()
     assert index.ids[-1] == "z" and index.ids.take(np.array([2, 4])).tolist() == [
@@ -216,8 +247,9 @@ def test_string_ids_round_trip(tmp_path):
         "\ud800lone.jpg",
     ]
     with pytest.raises(ValueError, match="integer and string ids mixed"):
-        build_index(str(tmp_path / "m"), [(codes[:3], names[:3]), (codes[3:], np.arange(3))],
-                    kind="flat")  # fmt: skip
+        build_index(
+            str(tmp_path / "m"), [(codes[:3], names[:3]), (codes[3:], np.arange(3))], kind="flat"
+        )
 
 
 def _version_2_shard(path, codes, ids):
@@ -229,9 +261,22 @@ def _version_2_shard(path, codes, ids):
     flat = faiss.IndexBinaryFlat(8 * codes.shape[1])
     flat.add(codes)
     data = faiss.serialize_index_binary(flat).tobytes()
-    header = {"index": "binary", "kind": "flat", "num_bytes": codes.shape[1], "ids": ids,
-              "params": {}, "arrays": [{"name": "faiss", "dtype": "|u1", "shape": [len(data)],
-              "length": len(data), "sha256": hashlib.sha256(data).hexdigest()}]}  # fmt: skip
+    header = {
+        "index": "binary",
+        "kind": "flat",
+        "num_bytes": codes.shape[1],
+        "ids": ids,
+        "params": {},
+        "arrays": [
+            {
+                "name": "faiss",
+                "dtype": "|u1",
+                "shape": [len(data)],
+                "length": len(data),
+                "sha256": hashlib.sha256(data).hexdigest(),
+            }
+        ],
+    }
     text = json.dumps(header, sort_keys=True).encode()
     blob = struct.pack("<8sIQ32s", b"WSDHIDX\n", 2, len(text), hashlib.sha256(text).digest())
     blob += text + data
@@ -245,9 +290,15 @@ def test_an_index_of_the_old_format_is_refused_in_one_line(tmp_path):
     old = tmp_path / "old"
     old.mkdir()
     digest = _version_2_shard(str(old / "shard-00000.idx"), codes, [str(i) for i in range(10)])
-    manifest = sign_manifest({"format": "wsdhash-index", "version": 3, "kind": "flat",
-                              "num_items": 10, "shards": [{"file": "shard-00000.idx",
-                              "num_items": 10, "sha256": digest}]})  # fmt: skip
+    manifest = sign_manifest(
+        {
+            "format": "wsdhash-index",
+            "version": 3,
+            "kind": "flat",
+            "num_items": 10,
+            "shards": [{"file": "shard-00000.idx", "num_items": 10, "sha256": digest}],
+        }
+    )
     (old / "index.json").write_text(json.dumps(manifest))
     with pytest.raises(IndexFileError, match=r"index version 3; .*Rebuild the index") as raised:
         ShardedIndex(str(old))

@@ -22,8 +22,10 @@ def _search(*args):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
     return subprocess.run(
         [sys.executable, "-m", "wsdhash.search", *args],
-        capture_output=True, text=True, env=env,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+    )
 
 
 def _codes_file(path, quantized):
@@ -47,9 +49,14 @@ def _codes_file(path, quantized):
     fingerprint = "ab" * 32  # the weights fingerprint of the network a trainer records
     write_codes_file(
         path,
-        CodesFile(16 if quantized else 32, **split, codebooks=codebooks, database_codes=origin,
-                  model_fingerprint=fingerprint),
-    )  # fmt: skip
+        CodesFile(
+            16 if quantized else 32,
+            **split,
+            codebooks=codebooks,
+            database_codes=origin,
+            model_fingerprint=fingerprint,
+        ),
+    )
     again = read_codes_file(path)
     assert again.database_codes == origin and again.model_fingerprint == fingerprint
     return split, codebooks
@@ -99,8 +106,9 @@ def test_build_and_query_by_images_through_a_saved_model(tmp_path):
     run_train(data_dir, workdir, "--steps=2", "--method=orthohash")
     result = subprocess.run(
         [sys.executable, "-m", "wsdhash.export", f"--workdir={workdir}", f"--output={exported}"],
-        capture_output=True, text=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     images = data_dir / "images"
     index = tmp_path / "index"
@@ -108,9 +116,13 @@ def test_build_and_query_by_images_through_a_saved_model(tmp_path):
     assert built.returncode == 0, built.stderr[-2000:]
     first = sorted(os.listdir(images))[0]
     answer = _search(
-        "query", f"--index={index}", f"--images={images / first}", f"--model={exported}",
-        "--k=3", "--json",
-    )  # fmt: skip
+        "query",
+        f"--index={index}",
+        f"--images={images / first}",
+        f"--model={exported}",
+        "--k=3",
+        "--json",
+    )
     assert answer.returncode == 0, answer.stderr[-2000:]
     results = json.loads(answer.stdout)[0]["results"]
     # The image itself is in the database: its own code is at distance 0.
@@ -171,9 +183,10 @@ def test_query_codes_of_another_network_exit_2(tmp_path, quantized):
         _one_line_error(result, 2, "other codebooks", "c.h5")
     else:  # no fingerprint, codes of another width
         narrow = CodesFile(
-            16, CodesSplit(other.query.codes[:, :2], other.query.labels),
+            16,
+            CodesSplit(other.query.codes[:, :2], other.query.labels),
             CodesSplit(other.database.codes[:, :2], other.database.labels),
-        )  # fmt: skip
+        )
         write_codes_file(tmp_path / "c.h5", narrow)
         result = _search("query", f"--index={index}", f"--codes={tmp_path / 'c.h5'}")
         _one_line_error(result, 2, "16-bit codes (2 bytes)", "32-bit codes (4 bytes)")

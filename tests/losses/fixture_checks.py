@@ -25,11 +25,20 @@ import tensorflow as tf
 
 # DCH and DTSH (swuxyj/DeepHash-pytorch, /tmp/fixtures_dch_dtsh/make_fixtures.py):
 # two batches of 4 outputs (K = 4) with their 3-class labels, by name.
-Z = np.array([[0.5, -1.0, 0.25, 2.0], [-0.75, 0.5, 1.5, -0.25],
-              [1.25, 0.75, -0.5, 0.5], [0.1, -0.3, -1.2, 0.8]], np.float32)  # fmt: skip
+Z = np.array(
+    [
+        [0.5, -1.0, 0.25, 2.0],
+        [-0.75, 0.5, 1.5, -0.25],
+        [1.25, 0.75, -0.5, 0.5],
+        [0.1, -0.3, -1.2, 0.8],
+    ],
+    np.float32,
+)
 Y = np.array([[1, 0, 0], [1, 1, 0], [0, 0, 1], [0, 1, 0]], np.float32)
-Z2 = np.array([[0.9, 0.2, -0.4, -1.1], [0.3, 0.8, 0.6, -0.2],
-               [-0.5, -0.7, 0.1, 0.4], [1.0, -0.6, -0.9, 0.3]], np.float32)  # fmt: skip
+Z2 = np.array(
+    [[0.9, 0.2, -0.4, -1.1], [0.3, 0.8, 0.6, -0.2], [-0.5, -0.7, 0.1, 0.4], [1.0, -0.6, -0.9, 0.3]],
+    np.float32,
+)
 Y2 = np.array([[1, 0, 1], [0, 1, 0], [1, 0, 0], [0, 1, 1]], np.float32)
 DEEPHASH_INPUTS = {"Z": (Z, Y), "Z2": (Z2, Y2)}
 
@@ -37,14 +46,32 @@ DEEPHASH_INPUTS = {"Z": (Z, Y), "Z2": (Z2, Y2)}
 # /tmp/fixtures_unsupervised/make_fixtures.py): H, 8 x 4 outputs (no zero entry:
 # torch.sign(0) = 0 where wsdhash gives +1), X, 8 x 5 backbone features, and labels the
 # losses ignore.
-H = np.array([[0.5, -1.0, 0.25, 2.0], [-0.75, 0.5, 1.5, -0.25],
-              [1.25, 0.75, -0.5, 0.5], [0.1, -0.3, -1.2, 0.8],
-              [-0.6, 1.1, 0.3, -1.5], [0.9, -0.2, -0.8, 0.05],
-              [-1.3, 0.4, 0.7, -0.9], [0.2, -0.65, 1.05, 1.2]], np.float32)  # fmt: skip
-X = np.array([[0.3, 1.2, 0.0, 0.7, 0.1], [1.0, 0.2, 0.4, 0.0, 0.9],
-              [0.0, 0.8, 1.1, 0.3, 0.2], [0.6, 0.0, 0.5, 1.4, 0.3],
-              [0.2, 0.9, 0.1, 0.6, 0.0], [1.3, 0.1, 0.0, 0.2, 0.8],
-              [0.4, 0.3, 0.9, 0.0, 1.1], [0.0, 1.0, 0.2, 0.5, 0.6]], np.float32)  # fmt: skip
+H = np.array(
+    [
+        [0.5, -1.0, 0.25, 2.0],
+        [-0.75, 0.5, 1.5, -0.25],
+        [1.25, 0.75, -0.5, 0.5],
+        [0.1, -0.3, -1.2, 0.8],
+        [-0.6, 1.1, 0.3, -1.5],
+        [0.9, -0.2, -0.8, 0.05],
+        [-1.3, 0.4, 0.7, -0.9],
+        [0.2, -0.65, 1.05, 1.2],
+    ],
+    np.float32,
+)
+X = np.array(
+    [
+        [0.3, 1.2, 0.0, 0.7, 0.1],
+        [1.0, 0.2, 0.4, 0.0, 0.9],
+        [0.0, 0.8, 1.1, 0.3, 0.2],
+        [0.6, 0.0, 0.5, 1.4, 0.3],
+        [0.2, 0.9, 0.1, 0.6, 0.0],
+        [1.3, 0.1, 0.0, 0.2, 0.8],
+        [0.4, 0.3, 0.9, 0.0, 1.1],
+        [0.0, 1.0, 0.2, 0.5, 0.6],
+    ],
+    np.float32,
+)
 LABELS = np.eye(3, dtype=np.float32)[[0, 1, 2, 0, 1, 2, 0, 1]]
 
 # ---------------------------------------------------------------------------------------
@@ -64,8 +91,7 @@ def check_torch_fixture(layer, codes, labels, means, gradient, **inputs) -> None
     for name, value in means.items():
         got = loss if name == "loss" else tf.reduce_mean(terms[name])
         np.testing.assert_allclose(got.numpy(), value, rtol=1e-6, err_msg=name)
-    np.testing.assert_allclose(tape.gradient(loss, z), np.array(gradient), rtol=1e-5,
-                               atol=1e-7)  # fmt: skip
+    np.testing.assert_allclose(tape.gradient(loss, z), np.array(gradient), rtol=1e-5, atol=1e-7)
 
 
 # ---------------------------------------------------------------------------------------
@@ -102,8 +128,15 @@ def feature_loss_with_references(layer, rows: int):
     refs = rng.normal(size=(rows, 6)).astype(np.float32)
     feats = np.abs(rng.normal(size=(rows, 9))).astype(np.float32)
     labels = np.zeros((rows, 2), np.float32)
-    got = layer(refs[4:11], labels[4:11], ref_codes=refs, ref_labels=labels, anchor_offset=4,
-                features=feats[4:11], ref_features=feats)["loss"]  # fmt: skip
+    got = layer(
+        refs[4:11],
+        labels[4:11],
+        ref_codes=refs,
+        ref_labels=labels,
+        anchor_offset=4,
+        features=feats[4:11],
+        ref_features=feats,
+    )["loss"]
     return got, refs, feats
 
 
@@ -139,9 +172,15 @@ def check_centered_features(loss_class, term: str, code_cosine: float) -> None:
     plain = loss_class(bits=6, num_classes=2)
 
     def similarity(layer, features):
-        return layer(refs[3:8], labels[3:8], ref_codes=refs, ref_labels=labels,
-                     anchor_offset=3, features=features[3:8],
-                     ref_features=features)[term].numpy()  # fmt: skip
+        return layer(
+            refs[3:8],
+            labels[3:8],
+            ref_codes=refs,
+            ref_labels=labels,
+            anchor_offset=3,
+            features=features[3:8],
+            ref_features=features,
+        )[term].numpy()
 
     got = similarity(centered, feats)
     mean_free = feats - feats.mean(axis=0, keepdims=True)
@@ -156,6 +195,7 @@ def check_centered_features(loss_class, term: str, code_cosine: float) -> None:
     for center, feature_cosine in ((True, -1.0), (False, 1 / np.sqrt(5))):
         layer = loss_class(bits=2, num_classes=2, center_features=center)
         expected = (code_cosine - feature_cosine) ** 2
-        np.testing.assert_allclose(layer(h, labels[:2], features=x)[term], [expected] * 2,
-                                   rtol=1e-6, atol=1e-7)  # fmt: skip
+        np.testing.assert_allclose(
+            layer(h, labels[:2], features=x)[term], [expected] * 2, rtol=1e-6, atol=1e-7
+        )
     assert loss_class.from_config(centered.get_config()).center_features is True

@@ -25,27 +25,53 @@ from wsdhash.losses.dtsh import DTSHLoss, anchors_with_triplets, dtsh_terms
 
 # DeepHash-pytorch DTSHLoss(u, y, ind, config), alpha = 5: (input, lambda) -> loss, u.grad.
 TORCH = {
-    ("Z", 1.0): (4.529521465301514, [
-        [0.25445929169654846, 0.1355789750814438, -0.8221734762191772, 0.10603025555610657],
-        [0.32780876755714417, 0.3637012243270874, -0.02963293343782425, -0.3240751028060913],
-        [-0.6153228282928467, -0.4645938277244568, 0.4971134066581726, 0.17197948694229126],
-        [0.3918546438217163, -0.02624686062335968, -0.08515883982181549, 0.4049285650253296]]),
-    ("Z", 0.0): (4.220615386962891, [
-        [0.31695929169654846, 0.1355789750814438, -0.7284234762191772, -0.018969744443893433],
-        [0.29655876755714417, 0.4262012243270874, -0.09213293343782425, -0.4178251028060913],
-        [-0.6465728282928467, -0.4333438277244568, 0.4346134066581726, 0.23447948694229126],
-        [0.5043546557426453, -0.11374685913324356, -0.06015883386135101, 0.42992857098579407]]),
-    ("Z2", 1.0): (4.876175880432129, [
-        [-0.1062917560338974, 0.4079459309577942, 0.4881928563117981, -0.0428314208984375],
-        [-0.15748637914657593, -0.19223880767822266, -0.13252584636211395, -0.22253799438476562],
-        [0.43761926889419556, 0.14205163717269897, -0.23719948530197144, 0.11722049862146378],
-        [-0.5498591661453247, -0.31211936473846436, 0.13094443082809448, 0.23492810130119324]]),
-    ("Z2", 0.0): (4.5936760902404785, [
-        [-0.09379175305366516, 0.5079458951950073, 0.41319286823272705, -0.03033141978085041],
-        [-0.06998638808727264, -0.16723880171775818, -0.08252584934234619, -0.32253801822662354],
-        [0.37511926889419556, 0.10455163568258286, -0.12469948828220367, 0.1922205090522766],
-        [-0.5498591661453247, -0.3621193468570709, 0.11844442039728165, 0.3224281072616577]]),
-}  # fmt: skip
+    ("Z", 1.0): (
+        4.529521465301514,
+        [
+            [0.25445929169654846, 0.1355789750814438, -0.8221734762191772, 0.10603025555610657],
+            [0.32780876755714417, 0.3637012243270874, -0.02963293343782425, -0.3240751028060913],
+            [-0.6153228282928467, -0.4645938277244568, 0.4971134066581726, 0.17197948694229126],
+            [0.3918546438217163, -0.02624686062335968, -0.08515883982181549, 0.4049285650253296],
+        ],
+    ),
+    ("Z", 0.0): (
+        4.220615386962891,
+        [
+            [0.31695929169654846, 0.1355789750814438, -0.7284234762191772, -0.018969744443893433],
+            [0.29655876755714417, 0.4262012243270874, -0.09213293343782425, -0.4178251028060913],
+            [-0.6465728282928467, -0.4333438277244568, 0.4346134066581726, 0.23447948694229126],
+            [0.5043546557426453, -0.11374685913324356, -0.06015883386135101, 0.42992857098579407],
+        ],
+    ),
+    ("Z2", 1.0): (
+        4.876175880432129,
+        [
+            [-0.1062917560338974, 0.4079459309577942, 0.4881928563117981, -0.0428314208984375],
+            [
+                -0.15748637914657593,
+                -0.19223880767822266,
+                -0.13252584636211395,
+                -0.22253799438476562,
+            ],
+            [0.43761926889419556, 0.14205163717269897, -0.23719948530197144, 0.11722049862146378],
+            [-0.5498591661453247, -0.31211936473846436, 0.13094443082809448, 0.23492810130119324],
+        ],
+    ),
+    ("Z2", 0.0): (
+        4.5936760902404785,
+        [
+            [-0.09379175305366516, 0.5079458951950073, 0.41319286823272705, -0.03033141978085041],
+            [
+                -0.06998638808727264,
+                -0.16723880171775818,
+                -0.08252584934234619,
+                -0.32253801822662354,
+            ],
+            [0.37511926889419556, 0.10455163568258286, -0.12469948828220367, 0.1922205090522766],
+            [-0.5498591661453247, -0.3621193468570709, 0.11844442039728165, 0.3224281072616577],
+        ],
+    ),
+}
 
 
 def _softplus(x):
@@ -76,8 +102,9 @@ def _reference(u, labels, ref_u, ref_labels, offset, margin, scale, lam, include
     refs = len(ref_u)
 
     def sets(row, label_row):
-        pos = [j for j in range(refs) if ref_labels[j] @ label_row > 0
-               and (include_self or j != row)]  # fmt: skip
+        pos = [
+            j for j in range(refs) if ref_labels[j] @ label_row > 0 and (include_self or j != row)
+        ]
         neg = [j for j in range(refs) if not ref_labels[j] @ label_row > 0]
         return pos, neg
 
@@ -102,12 +129,28 @@ def test_matches_slow_loop_with_references(include_self):
     refs = np.tanh(rng.normal(scale=1.5, size=(14, 6))).astype(np.float32)
     ref_labels = (rng.random((14, 5)) < 0.3).astype(np.float32)
     ref_labels[3] = 0  # an unlabelled row: no positive, a negative of every anchor
-    layer = DTSHLoss(bits=6, num_classes=5, margin=2.0, scale=0.7, quantization_weight=0.3,
-                     include_self=include_self)  # fmt: skip
-    got = layer(refs[2:9], ref_labels[2:9], ref_codes=refs, ref_labels=ref_labels,
-                anchor_offset=2)["loss"]  # fmt: skip
-    want = _reference(refs[2:9].astype(np.float64), ref_labels[2:9], refs.astype(np.float64),
-                      ref_labels, 2, 2.0, 0.7, 0.3, include_self)  # fmt: skip
+    layer = DTSHLoss(
+        bits=6,
+        num_classes=5,
+        margin=2.0,
+        scale=0.7,
+        quantization_weight=0.3,
+        include_self=include_self,
+    )
+    got = layer(refs[2:9], ref_labels[2:9], ref_codes=refs, ref_labels=ref_labels, anchor_offset=2)[
+        "loss"
+    ]
+    want = _reference(
+        refs[2:9].astype(np.float64),
+        ref_labels[2:9],
+        refs.astype(np.float64),
+        ref_labels,
+        2,
+        2.0,
+        0.7,
+        0.3,
+        include_self,
+    )
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
 
 
@@ -124,22 +167,33 @@ def test_matches_deephash_pytorch(key):
     name, lam = key
     codes, labels = DEEPHASH_INPUTS[name]
     value, grad = TORCH[key]
-    layer = DTSHLoss(bits=4, num_classes=3, margin=5.0, scale=1.0, quantization_weight=lam,
-                     include_self=True)  # fmt: skip
+    layer = DTSHLoss(
+        bits=4, num_classes=3, margin=5.0, scale=1.0, quantization_weight=lam, include_self=True
+    )
     check_torch_fixture(layer, codes, labels, {"loss": value}, grad)
 
 
-@pytest.mark.parametrize(("labels_kind", "include_self"),
-                         [("single", False), ("multi", False), ("multi", True)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("labels_kind", "include_self"), [("single", False), ("multi", False), ("multi", True)]
+)
 def test_loss_contract_and_reference_split(labels_kind, include_self):
-    run_loss_test(DTSHLoss, labels_kind=labels_kind, include_self=include_self,
-                  keys={"loss", "triplet", "quantization"})  # fmt: skip
+    run_loss_test(
+        DTSHLoss,
+        labels_kind=labels_kind,
+        include_self=include_self,
+        keys={"loss", "triplet", "quantization"},
+    )
 
 
 def test_config_round_trip():
-    layer = DTSHLoss(bits=8, num_classes=3, margin=3.0, scale=1.0, quantization_weight=0.5,
-                     include_self=True)  # fmt: skip
+    layer = DTSHLoss(
+        bits=8, num_classes=3, margin=3.0, scale=1.0, quantization_weight=0.5, include_self=True
+    )
     clone = DTSHLoss.from_config(layer.get_config())
     assert (clone.margin, clone.scale, clone.quantization_weight, clone.include_self) == (
-        3.0, 1.0, 0.5, True)  # fmt: skip
+        3.0,
+        1.0,
+        0.5,
+        True,
+    )
     assert not layer.weights

@@ -41,22 +41,30 @@ from wsdhash.losses.greedyhash import (
 W = np.array([[1, 0], [0, 1], [1, 1], [0, -1]], np.float32)
 
 # No zero entry: torch.sign(0) = 0, ours +1 (a documented departure).
-Z = np.array([[0.5, -1.0, 0.25, 2.0, -0.75, 1.5, -0.25, 0.1],
-              [-0.75, 0.5, 1.5, -0.25, 1.25, -2.0, 0.3, -0.6],
-              [1.25, 0.75, -0.5, 0.5, -1.5, 0.2, 0.9, -1.1],
-              [0.1, -0.3, -1.2, 0.8, 0.4, -0.9, 2.5, -0.05]], np.float32)  # fmt: skip
+Z = np.array(
+    [
+        [0.5, -1.0, 0.25, 2.0, -0.75, 1.5, -0.25, 0.1],
+        [-0.75, 0.5, 1.5, -0.25, 1.25, -2.0, 0.3, -0.6],
+        [1.25, 0.75, -0.5, 0.5, -1.5, 0.2, 0.9, -1.1],
+        [0.1, -0.3, -1.2, 0.8, 0.4, -0.9, 2.5, -0.05],
+    ],
+    np.float32,
+)
 Y = np.eye(3, dtype=np.float32)[[0, 1, 2, 1]]
 # GreedyHashLoss(bits=8, num_classes=3, seed=0).classifier, as printed once (K x C).
-W8 = np.array([
-    [-0.20434291660785675, 0.1456710398197174, 0.2121768295764923],
-    [0.19147905707359314, -0.07877969741821289, 0.2618836462497711],
-    [0.21792146563529968, -0.2142951488494873, 0.24697169661521912],
-    [0.028408735990524292, -0.25732672214508057, -0.2749253213405609],
-    [0.17472407221794128, -0.21399472653865814, -0.10059002041816711],
-    [0.014353036880493164, -0.05222803354263306, -0.2041734904050827],
-    [-0.19968806207180023, -0.24125108122825623, -0.23761676251888275],
-    [0.3517005145549774, -0.06145668029785156, -0.21193154156208038],
-], np.float32)  # fmt: skip
+W8 = np.array(
+    [
+        [-0.20434291660785675, 0.1456710398197174, 0.2121768295764923],
+        [0.19147905707359314, -0.07877969741821289, 0.2618836462497711],
+        [0.21792146563529968, -0.2142951488494873, 0.24697169661521912],
+        [0.028408735990524292, -0.25732672214508057, -0.2749253213405609],
+        [0.17472407221794128, -0.21399472653865814, -0.10059002041816711],
+        [0.014353036880493164, -0.05222803354263306, -0.2041734904050827],
+        [-0.19968806207180023, -0.24125108122825623, -0.23761676251888275],
+        [0.3517005145549774, -0.06145668029785156, -0.21193154156208038],
+    ],
+    np.float32,
+)
 
 # DeepHash-pytorch GreedyHashLoss(u=Z, onehot_y=Y), fc.weight = W8.T: keys config["alpha"];
 # loss.item(), u.grad, and fc.weight.grad.T (the same for both alphas).
@@ -65,25 +73,91 @@ TORCH_VALUE = {
     0.0: 1.1306276321411133,
 }
 TORCH_GRAD = {
-    0.1:
-      [[0.055056288838386536, -0.018334949389100075, -0.040134016424417496, -0.03505144268274307,
-        -0.05074811354279518, -0.017808621749281883, -0.0007782257162034512, -0.08011968433856964],
-       [-0.019414644688367844, 0.06351474672555923, 0.0969248041510582, 0.026320019736886024,
-        0.04688149690628052, -0.023484449833631516, -0.0007357052527368069, 0.015852821990847588],
-       [-0.02546352706849575, -0.04189741238951683, -0.05063357576727867, 0.013172272592782974,
-        -0.002756428439170122, 0.02078142762184143, 0.0011926299193874002, 0.041932348161935806],
-       [-0.019998369738459587, 0.04669789597392082, 0.06002897396683693, 0.012796095572412014,
-        0.025938980281352997, -0.009104068391025066, 0.02352355420589447, 0.017131812870502472]],
-    0.0:
-      [[0.057400040328502655, -0.018334949389100075, -0.034860577434301376, -0.04442644119262695,
-        -0.05133404955267906, -0.020152371376752853, -0.006051663309335709, -0.07252593338489532],
-       [-0.020000582560896873, 0.06585849821567535, 0.09458105266094208, 0.021046582609415054,
-        0.04629556089639664, -0.01410945039242506, 0.003858044743537903, 0.014352822676301003],
-       [-0.02604946494102478, -0.04131147637963295, -0.05297732725739479, 0.015516022220253944,
-        -0.0004126783460378647, 0.02678142860531807, 0.0012863799929618835, 0.0420260988175869],
-       [-0.01240462064743042, 0.042104147374629974, 0.060403972864151, 0.01317109540104866,
-        0.029313979670405388, -0.009197818115353584, 0.0024298038333654404, 0.008670873939990997]],
-}  # fmt: skip
+    0.1: [
+        [
+            0.055056288838386536,
+            -0.018334949389100075,
+            -0.040134016424417496,
+            -0.03505144268274307,
+            -0.05074811354279518,
+            -0.017808621749281883,
+            -0.0007782257162034512,
+            -0.08011968433856964,
+        ],
+        [
+            -0.019414644688367844,
+            0.06351474672555923,
+            0.0969248041510582,
+            0.026320019736886024,
+            0.04688149690628052,
+            -0.023484449833631516,
+            -0.0007357052527368069,
+            0.015852821990847588,
+        ],
+        [
+            -0.02546352706849575,
+            -0.04189741238951683,
+            -0.05063357576727867,
+            0.013172272592782974,
+            -0.002756428439170122,
+            0.02078142762184143,
+            0.0011926299193874002,
+            0.041932348161935806,
+        ],
+        [
+            -0.019998369738459587,
+            0.04669789597392082,
+            0.06002897396683693,
+            0.012796095572412014,
+            0.025938980281352997,
+            -0.009104068391025066,
+            0.02352355420589447,
+            0.017131812870502472,
+        ],
+    ],
+    0.0: [
+        [
+            0.057400040328502655,
+            -0.018334949389100075,
+            -0.034860577434301376,
+            -0.04442644119262695,
+            -0.05133404955267906,
+            -0.020152371376752853,
+            -0.006051663309335709,
+            -0.07252593338489532,
+        ],
+        [
+            -0.020000582560896873,
+            0.06585849821567535,
+            0.09458105266094208,
+            0.021046582609415054,
+            0.04629556089639664,
+            -0.01410945039242506,
+            0.003858044743537903,
+            0.014352822676301003,
+        ],
+        [
+            -0.02604946494102478,
+            -0.04131147637963295,
+            -0.05297732725739479,
+            0.015516022220253944,
+            -0.0004126783460378647,
+            0.02678142860531807,
+            0.0012863799929618835,
+            0.0420260988175869,
+        ],
+        [
+            -0.01240462064743042,
+            0.042104147374629974,
+            0.060403972864151,
+            0.01317109540104866,
+            0.029313979670405388,
+            -0.009197818115353584,
+            0.0024298038333654404,
+            0.008670873939990997,
+        ],
+    ],
+}
 TORCH_WEIGHT_GRAD = [
     [-0.13711971044540405, 0.27315717935562134, -0.1360374391078949],
     [0.22642245888710022, -0.04907779395580292, -0.1773446798324585],
@@ -93,7 +167,7 @@ TORCH_WEIGHT_GRAD = [
     [-0.23953112959861755, 0.541511595249176, -0.30198052525520325],
     [0.32883384823799133, -0.3174322247505188, -0.01140160858631134],
     [-0.32883384823799133, 0.3174322247505188, 0.01140160858631134],
-]  # fmt: skip
+]
 
 
 def _layer(**kwargs):
@@ -110,20 +184,22 @@ def test_values_by_hand():
     labels = tf.constant([[1.0, 0.0], [0.0, 1.0]])
     terms = _layer(alpha=0.1)(h, labels)
     assert set(terms) == {"loss", "classification", "penalty"}
-    np.testing.assert_allclose(terms["classification"],
-                               [math.log(1 + math.exp(-3)), math.log(1 + math.exp(-1))],
-                               rtol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(
+        terms["classification"], [math.log(1 + math.exp(-3)), math.log(1 + math.exp(-1))], rtol=1e-6
+    )
     np.testing.assert_allclose(terms["penalty"], [0.53125, (0 + 0 + 0.125 + 8) / 4], rtol=1e-6)
-    np.testing.assert_allclose(terms["loss"], terms["classification"] + 0.1 * terms["penalty"],
-                               rtol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(
+        terms["loss"], terms["classification"] + 0.1 * terms["penalty"], rtol=1e-6
+    )
     # Multi-label BCE: mean over classes of softplus(-z) for positives, softplus(z) else.
     bce = _layer(multiclass=True)(h, tf.constant([[1.0, 1.0], [0.0, 0.0]]))["classification"]
 
     def softplus(x):
         return math.log1p(math.exp(x))
 
-    np.testing.assert_allclose(bce, [(softplus(-2) + softplus(1)) / 2,
-                                     (softplus(-2) + softplus(-1)) / 2], rtol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(
+        bce, [(softplus(-2) + softplus(1)) / 2, (softplus(-2) + softplus(-1)) / 2], rtol=1e-6
+    )
 
 
 def test_sign_of_zero_is_plus_one_like_binarize():
@@ -137,8 +213,12 @@ def _reference(h, labels, weights, alpha, multiclass):
         b = np.where(h[i] >= 0, 1.0, -1.0)
         z = b @ weights
         if multiclass:
-            cls = np.mean([math.log1p(math.exp(-zc)) if y > 0 else math.log1p(math.exp(zc))
-                           for zc, y in zip(z, labels[i])])  # fmt: skip
+            cls = np.mean(
+                [
+                    math.log1p(math.exp(-zc)) if y > 0 else math.log1p(math.exp(zc))
+                    for zc, y in zip(z, labels[i])
+                ]
+            )
         elif labels[i].sum() == 0:
             cls = 0.0
         else:
@@ -158,8 +238,9 @@ def test_matches_slow_loop(multiclass):
     labels[1] = np.eye(5)[2]
     layer = GreedyHashLoss(bits=12, num_classes=5, seed=3, alpha=0.7, multiclass=multiclass)
     terms = layer(tf.constant(h), tf.constant(labels))
-    want = _reference(h.astype(np.float64), labels, layer.classifier.numpy().astype(np.float64),
-                      0.7, multiclass)  # fmt: skip
+    want = _reference(
+        h.astype(np.float64), labels, layer.classifier.numpy().astype(np.float64), 0.7, multiclass
+    )
     for column, name in enumerate(("loss", "classification", "penalty")):
         np.testing.assert_allclose(terms[name], want[:, column], rtol=1e-5, atol=1e-6)
 
@@ -186,8 +267,9 @@ def test_straight_through_gradient():
         penalty = tf.reduce_sum(cubic_penalty(h))
     x = h.numpy()
     d = np.abs(x) - 1
-    np.testing.assert_allclose(tape.gradient(penalty, h), 3 * d * np.abs(d) * np.sign(x) / 8,
-                               rtol=1e-5, atol=1e-7)  # fmt: skip
+    np.testing.assert_allclose(
+        tape.gradient(penalty, h), 3 * d * np.abs(d) * np.sign(x) / 8, rtol=1e-5, atol=1e-7
+    )
 
 
 def _fixture_layer(**kwargs):
@@ -239,27 +321,44 @@ def test_classifier_is_trainable_and_initialised_like_torch():
     np.testing.assert_array_equal(clone.classifier.numpy(), values)  # same seed, same init
 
 
-@pytest.mark.parametrize("labels_kind,multiclass", [("single", False), ("multi", True),
-                                                    ("multi", False)])  # fmt: skip
+@pytest.mark.parametrize(
+    "labels_kind,multiclass", [("single", False), ("multi", True), ("multi", False)]
+)
 def test_loss_contract_and_pointwise_references(labels_kind, multiclass):
-    run_loss_test(GreedyHashLoss, labels_kind=labels_kind, multiclass=multiclass,
-                  keys={"loss", "classification", "penalty"})  # fmt: skip
+    run_loss_test(
+        GreedyHashLoss,
+        labels_kind=labels_kind,
+        multiclass=multiclass,
+        keys={"loss", "classification", "penalty"},
+    )
     rng = np.random.default_rng(5)
     codes = tf.constant(rng.normal(size=(8, 16)).astype(np.float32))
     labels = tf.constant((rng.random((8, 6)) < 0.4).astype(np.float32))
     layer = GreedyHashLoss(bits=16, num_classes=6, seed=2, multiclass=multiclass)
     whole = layer(codes, labels)
     for start in (0, 4):
-        part = layer(codes[start : start + 4], labels[start : start + 4], ref_codes=codes,
-                     ref_labels=labels, anchor_offset=start)  # fmt: skip
+        part = layer(
+            codes[start : start + 4],
+            labels[start : start + 4],
+            ref_codes=codes,
+            ref_labels=labels,
+            anchor_offset=start,
+        )
         for name in whole:
             np.testing.assert_allclose(part[name], whole[name][start : start + 4], rtol=1e-6)
 
 
 def test_trains_through_the_cli(tmp_path):
     data_dir, workdir = tmp_path / "data", tmp_path / "run"
-    run_train(str(data_dir), workdir, "--steps=6", "--method=greedyhash", "--head=linear",
-              "--greedyhash_multiclass=true", "--greedyhash_alpha=0.1")  # fmt: skip
+    run_train(
+        str(data_dir),
+        workdir,
+        "--steps=6",
+        "--method=greedyhash",
+        "--head=linear",
+        "--greedyhash_multiclass=true",
+        "--greedyhash_alpha=0.1",
+    )
     metrics = read_json(workdir / "metrics.json")
     assert 0.0 <= metrics["map"] <= 1.0 and np.isfinite(metrics["map"])
     codes = read_codes_file(workdir / "codes.h5")

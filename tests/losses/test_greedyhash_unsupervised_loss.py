@@ -39,23 +39,27 @@ TORCH_SIMILARITY = 1.8405073881149292  # loss1
 TORCH_PENALTY = 0.19840624928474426  # loss2
 TORCH_VALUE = {0.1: 1.8603479862213135, 0.0: 1.8405073881149292}
 TORCH_GRAD = {  # float32 values (shortest round-trip repr of the printed floats)
-    0.1: [[0.0908613, -0.09320505, -0.2848886, 0.10258005],
-          [5.859375e-04, -0.00234375, 0.00234375, 0.0052734376],
-          [0.07458263, -0.22257602, -0.07165294, 0.07165294],
-          [-0.005580111, 0.0025801114, 0.0056659156, 0.0016386387],
-          [-0.09170505, 0.0932988, -0.28420892, -0.0955488],
-          [-9.375004e-05, 0.0060000005, 3.7499997e-04, -0.008460938],
-          [-0.07484044, -0.22536507, 0.073152944, -0.07390294],
-          [-0.003986362, -8.652009e-04, -0.006017478, 0.0023886387]],
-    0.0: [[0.09320505, -0.09320505, -0.27961516, 0.09320505],
-          [0.0, 0.0, 0.0, 0.0],
-          [0.07399669, -0.22199008, -0.07399669, 0.07399669],
-          [0.0020136386, -0.0020136386, 0.006040916, 0.0020136386],
-          [-0.09320505, 0.09320505, -0.27961516, -0.09320505],
-          [0.0, 0.0, 0.0, 0.0],
-          [-0.07399669, -0.22199008, 0.07399669, -0.07399669],
-          [0.0020136386, -0.0020136386, -0.006040916, 0.0020136386]],
-}  # fmt: skip
+    0.1: [
+        [0.0908613, -0.09320505, -0.2848886, 0.10258005],
+        [5.859375e-04, -0.00234375, 0.00234375, 0.0052734376],
+        [0.07458263, -0.22257602, -0.07165294, 0.07165294],
+        [-0.005580111, 0.0025801114, 0.0056659156, 0.0016386387],
+        [-0.09170505, 0.0932988, -0.28420892, -0.0955488],
+        [-9.375004e-05, 0.0060000005, 3.7499997e-04, -0.008460938],
+        [-0.07484044, -0.22536507, 0.073152944, -0.07390294],
+        [-0.003986362, -8.652009e-04, -0.006017478, 0.0023886387],
+    ],
+    0.0: [
+        [0.09320505, -0.09320505, -0.27961516, 0.09320505],
+        [0.0, 0.0, 0.0, 0.0],
+        [0.07399669, -0.22199008, -0.07399669, 0.07399669],
+        [0.0020136386, -0.0020136386, 0.006040916, 0.0020136386],
+        [-0.09320505, 0.09320505, -0.27961516, -0.09320505],
+        [0.0, 0.0, 0.0, 0.0],
+        [-0.07399669, -0.22199008, 0.07399669, -0.07399669],
+        [0.0020136386, -0.0020136386, -0.006040916, 0.0020136386],
+    ],
+}
 
 
 def test_value_by_hand():
@@ -78,8 +82,12 @@ def _reference(ref_h, ref_x, offset, count, alpha):
     b = np.where(ref_h >= 0, 1.0, -1.0)
     similarity = slow_pair_similarity(b, ref_x, offset, count)
     anchors = range(offset, offset + count)
-    return np.array([s + alpha * np.mean(np.abs(np.abs(ref_h[a]) - 1) ** 3)
-                     for s, a in zip(similarity, anchors)])  # fmt: skip
+    return np.array(
+        [
+            s + alpha * np.mean(np.abs(np.abs(ref_h[a]) - 1) ** 3)
+            for s, a in zip(similarity, anchors)
+        ]
+    )
 
 
 @pytest.mark.parametrize("rows", [12, 11])
@@ -92,8 +100,7 @@ def test_matches_slow_loop_with_references(rows):
 @pytest.mark.parametrize("alpha", [0.1, 0.0])
 def test_matches_the_authors_code(alpha):
     layer = GreedyHashUnsupervisedLoss(bits=4, num_classes=3, alpha=alpha)
-    means = {"similarity": TORCH_SIMILARITY, "penalty": TORCH_PENALTY,
-             "loss": TORCH_VALUE[alpha]}  # fmt: skip
+    means = {"similarity": TORCH_SIMILARITY, "penalty": TORCH_PENALTY, "loss": TORCH_VALUE[alpha]}
     check_torch_fixture(layer, H, LABELS, means, TORCH_GRAD[alpha], features=tf.constant(X))
 
 
@@ -110,8 +117,9 @@ def test_features_are_required():
 @pytest.mark.parametrize("labels_kind", ["single", "multi"])
 def test_loss_contract_and_reference_split(labels_kind):
     # run_loss_test passes random features (the layer's call takes `features`).
-    run_loss_test(GreedyHashUnsupervisedLoss, labels_kind=labels_kind,
-                  keys={"loss", "similarity", "penalty"})  # fmt: skip
+    run_loss_test(
+        GreedyHashUnsupervisedLoss, labels_kind=labels_kind, keys={"loss", "similarity", "penalty"}
+    )
 
 
 def test_config_round_trip():

@@ -25,28 +25,78 @@ from contracts import run_loss_test
 from wsdhash.losses.hashnet import HashNetLoss, hashnet_terms, scale_at
 from wsdhash.methods.hashnet import HashNet
 
-Z = np.array([[0.5, -1.0, 0.25, 2.0], [-0.75, 0.5, 1.5, -0.25],
-              [1.25, 0.75, -0.5, 0.5], [0.1, -0.3, -1.2, 0.8]], np.float32)  # fmt: skip
+Z = np.array(
+    [
+        [0.5, -1.0, 0.25, 2.0],
+        [-0.75, 0.5, 1.5, -0.25],
+        [1.25, 0.75, -0.5, 0.5],
+        [0.1, -0.3, -1.2, 0.8],
+    ],
+    np.float32,
+)
 Y = np.array([[1, 0, 0], [1, 1, 0], [0, 0, 1], [0, 1, 0]], np.float32)
 
 # (layer arguments, beta) -> (their loss.item(), their d loss / d Z).
 FIXTURES = [
-    ({"alpha": 0.1}, 1.5, 1.3845651149749756,  # DeepHash-pytorch HashNetLoss
-     [[0.015837185084819794, 0.001721391687169671, -0.0487750880420208, 0.00018808519234880805],
-      [0.005133046302944422, 0.017984023317694664, -0.0006752778426744044, -0.016834037378430367],
-      [-0.0013573946198448539, -0.009529265575110912, 0.009581802412867546, 0.01099148765206337],
-      [0.04405979439616203, -0.006226071156561375, -0.0009389553451910615, 0.0076398663222789764]]),
-    ({"alpha": 2.5, "class_num": 1.0}, 1.0, 1.187331199645996,  # thuml pairwise_loss
-     [[0.28521519899368286, -0.028499996289610863, -0.5204952359199524, 0.023391321301460266],
-      [-0.06718944758176804, 0.2414013147354126, 0.028286563232541084, -0.40260782837867737],
-      [0.024779818952083588, -0.1275540292263031, -0.09776503592729568, 0.2761053442955017],
-      [0.5194953083992004, -0.15871059894561768, -0.09372935444116592, 0.2446388304233551]]),
-    ({"alpha": 2.5, "class_num": 5.0}, 1.0, 1.1829948425292969,  # thuml pairwise_loss
-     [[0.2679259479045868, -0.07580668479204178, -0.4719887673854828, 0.013519865460693836],
-      [-0.1384342908859253, 0.3762267231941223, 0.05150911584496498, -0.6937185525894165],
-      [0.0062452564015984535, -0.045727334916591644, -0.029510224238038063, 0.08895699679851532],
-      [0.4181766211986542, -0.21399900317192078, -0.13493989408016205, 0.12847203016281128]]),
-]  # fmt: skip
+    (
+        {"alpha": 0.1},
+        1.5,
+        1.3845651149749756,  # DeepHash-pytorch HashNetLoss
+        [
+            [
+                0.015837185084819794,
+                0.001721391687169671,
+                -0.0487750880420208,
+                0.00018808519234880805,
+            ],
+            [
+                0.005133046302944422,
+                0.017984023317694664,
+                -0.0006752778426744044,
+                -0.016834037378430367,
+            ],
+            [
+                -0.0013573946198448539,
+                -0.009529265575110912,
+                0.009581802412867546,
+                0.01099148765206337,
+            ],
+            [
+                0.04405979439616203,
+                -0.006226071156561375,
+                -0.0009389553451910615,
+                0.0076398663222789764,
+            ],
+        ],
+    ),
+    (
+        {"alpha": 2.5, "class_num": 1.0},
+        1.0,
+        1.187331199645996,  # thuml pairwise_loss
+        [
+            [0.28521519899368286, -0.028499996289610863, -0.5204952359199524, 0.023391321301460266],
+            [-0.06718944758176804, 0.2414013147354126, 0.028286563232541084, -0.40260782837867737],
+            [0.024779818952083588, -0.1275540292263031, -0.09776503592729568, 0.2761053442955017],
+            [0.5194953083992004, -0.15871059894561768, -0.09372935444116592, 0.2446388304233551],
+        ],
+    ),
+    (
+        {"alpha": 2.5, "class_num": 5.0},
+        1.0,
+        1.1829948425292969,  # thuml pairwise_loss
+        [
+            [0.2679259479045868, -0.07580668479204178, -0.4719887673854828, 0.013519865460693836],
+            [-0.1384342908859253, 0.3762267231941223, 0.05150911584496498, -0.6937185525894165],
+            [
+                0.0062452564015984535,
+                -0.045727334916591644,
+                -0.029510224238038063,
+                0.08895699679851532,
+            ],
+            [0.4181766211986542, -0.21399900317192078, -0.13493989408016205, 0.12847203016281128],
+        ],
+    ),
+]
 
 
 def sp(x):
@@ -62,19 +112,26 @@ def test_value_by_hand():
     z = tf.constant([[a, a, a, a], [a, a, -a, a], [-a, -a, -a, -a]])
     labels = tf.constant([[1.0, 0], [1, 0], [0, 1]])
     got = hashnet_terms(z, labels, alpha=2.0)
-    want = [3 * ((sp(1) - 1) / 2 + sp(-2) / 4), 3 * ((sp(1) - 1) / 2 + sp(-1) / 4),
-            3 * (sp(-2) + sp(-1)) / 4]  # fmt: skip
+    want = [
+        3 * ((sp(1) - 1) / 2 + sp(-2) / 4),
+        3 * ((sp(1) - 1) / 2 + sp(-1) / 4),
+        3 * (sp(-2) + sp(-1)) / 4,
+    ]
     np.testing.assert_allclose(got, want, rtol=1e-6)
     # Fixed positive weight c = 3: R * (c * similar + dissimilar) / (c |P1| + |P0|).
     got = hashnet_terms(z, labels, alpha=2.0, class_num=3.0)
-    want = [3 * (3 * (sp(1) - 1) + sp(-2)) / 10, 3 * (3 * (sp(1) - 1) + sp(-1)) / 10,
-            3 * (sp(-2) + sp(-1)) / 10]  # fmt: skip
+    want = [
+        3 * (3 * (sp(1) - 1) + sp(-2)) / 10,
+        3 * (3 * (sp(1) - 1) + sp(-1)) / 10,
+        3 * (sp(-2) + sp(-1)) / 10,
+    ]
     np.testing.assert_allclose(got, want, rtol=1e-6)
     # beta = 2 doubles z inside tanh; default alpha = 10 / K.
     layer = HashNetLoss(bits=4, num_classes=2)
     layer.scale.assign(2.0)
-    np.testing.assert_allclose(layer(z / 2, labels)["loss"],
-                               hashnet_terms(z, labels, alpha=2.5), rtol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(
+        layer(z / 2, labels)["loss"], hashnet_terms(z, labels, alpha=2.5), rtol=1e-6
+    )
 
 
 def _reference(z, labels, ref_z, ref_labels, offset, alpha, beta, class_num, include_self):
@@ -108,13 +165,24 @@ def test_matches_slow_loop_with_references(class_num, include_self):
     rng = np.random.default_rng(0)
     refs = rng.normal(size=(12, 8)).astype(np.float32)
     ref_labels = (rng.random((12, 4)) < 0.35).astype(np.float32)
-    layer = HashNetLoss(bits=8, num_classes=4, alpha=0.7, class_num=class_num,
-                        include_self=include_self)  # fmt: skip
+    layer = HashNetLoss(
+        bits=8, num_classes=4, alpha=0.7, class_num=class_num, include_self=include_self
+    )
     layer.scale.assign(1.3)
-    got = layer(refs[3:8], ref_labels[3:8], ref_codes=refs, ref_labels=ref_labels,
-                anchor_offset=3)["loss"]  # fmt: skip
-    want = _reference(refs[3:8].astype(np.float64), ref_labels[3:8], refs.astype(np.float64),
-                      ref_labels, 3, 0.7, 1.3, class_num, include_self)  # fmt: skip
+    got = layer(refs[3:8], ref_labels[3:8], ref_codes=refs, ref_labels=ref_labels, anchor_offset=3)[
+        "loss"
+    ]
+    want = _reference(
+        refs[3:8].astype(np.float64),
+        ref_labels[3:8],
+        refs.astype(np.float64),
+        ref_labels,
+        3,
+        0.7,
+        1.3,
+        class_num,
+        include_self,
+    )
     np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
@@ -165,13 +233,22 @@ def test_beta_schedule_and_resume(tmp_path):
 @pytest.mark.parametrize("labels_kind", ["single", "multi"])
 @pytest.mark.parametrize("include_self", [False, True])
 def test_loss_contract_and_reference_split(labels_kind, include_self):
-    run_loss_test(HashNetLoss, labels_kind=labels_kind, keys={"loss", "scale"},
-                  include_self=include_self)  # fmt: skip
+    run_loss_test(
+        HashNetLoss, labels_kind=labels_kind, keys={"loss", "scale"}, include_self=include_self
+    )
 
 
 def test_config_round_trip():
-    layer = HashNetLoss(bits=8, num_classes=3, alpha=0.4, class_num=5.0, include_self=True,
-                        step_size=10, gamma=0.01, power=0.75)  # fmt: skip
+    layer = HashNetLoss(
+        bits=8,
+        num_classes=3,
+        alpha=0.4,
+        class_num=5.0,
+        include_self=True,
+        step_size=10,
+        gamma=0.01,
+        power=0.75,
+    )
     clone = HashNetLoss.from_config(layer.get_config())
     assert (clone.alpha, clone.class_num, clone.include_self) == (0.4, 5.0, True)
     assert (clone.step_size, clone.gamma, clone.power) == (10, 0.01, 0.75)

@@ -24,8 +24,15 @@ from contracts import run_loss_test
 
 from wsdhash.losses.idhn import IDHNLoss, cosine_similarity, idhn_terms
 
-Z = 2.0 * np.array([[0.5, -1.0, 0.25, 2.0], [-0.75, 0.5, 1.5, -0.25],
-                    [1.25, 0.75, -0.5, 0.5], [0.1, -0.3, -1.2, 0.8]], np.float32)  # fmt: skip
+Z = 2.0 * np.array(
+    [
+        [0.5, -1.0, 0.25, 2.0],
+        [-0.75, 0.5, 1.5, -0.25],
+        [1.25, 0.75, -0.5, 0.5],
+        [0.1, -0.3, -1.2, 0.8],
+    ],
+    np.float32,
+)
 Y = np.array([[1, 0, 0], [1, 1, 0], [0, 0, 1], [0, 1, 0]], np.float32)
 
 AUTHORS_VALUE = 0.5276992917060852
@@ -34,14 +41,14 @@ AUTHORS_GRAD = [
     [0.008503134362399578, 0.0032401690259575844, -0.002981375902891159, 0.014711319468915462],
     [0.0007703292649239302, -0.01508827693760395, 0.002292847726494074, 0.02502383105456829],
     [0.08192946761846542, 0.0033869966864585876, 0.000844049034640193, 0.01646682806313038],
-]  # fmt: skip
+]
 DEEPHASH_VALUE = 0.6312853693962097
 DEEPHASH_GRAD = [
     [0.0026883785612881184, 0.0011075271759182215, -0.017677050083875656, 0.0003567204112187028],
     [0.0021715585608035326, 0.0023797661997377872, -0.0009632750879973173, -0.0008396984776481986],
     [-0.0008491140324622393, -0.0037754997611045837, 0.0035416274331510067, 0.00205130223184824],
     [0.014997578226029873, 0.0010004718787968159, 0.00011949855252169073, 0.0021196561865508556],
-]  # fmt: skip
+]
 
 
 def sp(x):
@@ -57,19 +64,26 @@ def test_value_by_hand():
     labels = tf.constant([[1.0, 1, 0], [1, 0, 0]])
     likelihood, soft, quantization = idhn_terms(u, labels, beta=4.0, apply_softsign=False)
     c = 1 / math.sqrt(2)
-    np.testing.assert_allclose(likelihood, [(sp(4) - 4) / 2, (sp(1) - 1) / 2], rtol=1e-6,
-                               atol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(likelihood, [(sp(4) - 4) / 2, (sp(1) - 1) / 2], rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(soft, [4 * (0.5 - c) ** 2 / 2] * 2, rtol=1e-5)
     np.testing.assert_allclose(quantization, [0.0, 0.5], rtol=1e-6)
-    terms = IDHNLoss(bits=4, num_classes=3, beta=4.0, soft_weight=0.3, quantization_weight=0.2,
-                     apply_softsign=False)(u, labels)  # fmt: skip
+    terms = IDHNLoss(
+        bits=4,
+        num_classes=3,
+        beta=4.0,
+        soft_weight=0.3,
+        quantization_weight=0.2,
+        apply_softsign=False,
+    )(u, labels)
     want = np.array(likelihood) + 0.3 * np.array(soft) + 0.2 * np.array(quantization)
     np.testing.assert_allclose(terms["loss"], want, rtol=1e-6)
     # Dissimilar labels: a hard pair with s = 0, sp(0) = log 2.
-    likelihood, soft, _ = idhn_terms(u, tf.constant([[1.0, 0, 0], [0, 1, 0]]), beta=4.0,
-                                     apply_softsign=False)  # fmt: skip
-    np.testing.assert_allclose(likelihood, [(sp(4) - 4 + sp(0)) / 2, (sp(1) - 1 + sp(0)) / 2],
-                               rtol=1e-6)  # fmt: skip
+    likelihood, soft, _ = idhn_terms(
+        u, tf.constant([[1.0, 0, 0], [0, 1, 0]]), beta=4.0, apply_softsign=False
+    )
+    np.testing.assert_allclose(
+        likelihood, [(sp(4) - 4 + sp(0)) / 2, (sp(1) - 1 + sp(0)) / 2], rtol=1e-6
+    )
     np.testing.assert_array_equal(soft, [0.0, 0.0])
 
 
@@ -106,10 +120,17 @@ def test_matches_slow_loop_with_references():
     ref_labels[3] = 0  # an unlabelled row: s = 0 with everything, itself included
     r64 = refs.astype(np.float64)
     for scaled in (False, True):
-        layer = IDHNLoss(bits=12, num_classes=5, beta=3.0, soft_weight=0.2,
-                         quantization_weight=0.3, soft_scaled=scaled)  # fmt: skip
-        got = layer(refs[2:9], ref_labels[2:9], ref_codes=refs, ref_labels=ref_labels,
-                    anchor_offset=2)["loss"]  # fmt: skip
+        layer = IDHNLoss(
+            bits=12,
+            num_classes=5,
+            beta=3.0,
+            soft_weight=0.2,
+            quantization_weight=0.3,
+            soft_scaled=scaled,
+        )
+        got = layer(
+            refs[2:9], ref_labels[2:9], ref_codes=refs, ref_labels=ref_labels, anchor_offset=2
+        )["loss"]
         want = _reference(r64[2:9], ref_labels[2:9], r64, ref_labels, 3.0, 0.2, 0.3, scaled)
         np.testing.assert_allclose(got, want, rtol=1e-5)
 
@@ -139,13 +160,19 @@ def test_matches_deephash_pytorch():
 
 def test_loss_contract_and_reference_split():
     for labels_kind in ("single", "multi"):
-        run_loss_test(IDHNLoss, labels_kind=labels_kind,
-                      keys={"loss", "likelihood", "soft", "quantization"})  # fmt: skip
+        run_loss_test(
+            IDHNLoss, labels_kind=labels_kind, keys={"loss", "likelihood", "soft", "quantization"}
+        )
 
 
 def test_config_round_trip():
-    layer = IDHNLoss(bits=8, num_classes=3, beta=2.0, soft_weight=0.5, soft_scaled=True,
-                     apply_softsign=False)  # fmt: skip
+    layer = IDHNLoss(
+        bits=8, num_classes=3, beta=2.0, soft_weight=0.5, soft_scaled=True, apply_softsign=False
+    )
     clone = IDHNLoss.from_config(layer.get_config())
     assert (clone.beta, clone.soft_weight, clone.soft_scaled, clone.apply_softsign) == (
-        2.0, 0.5, True, False)  # fmt: skip
+        2.0,
+        0.5,
+        True,
+        False,
+    )

@@ -472,6 +472,9 @@ def test_product_form_pairs_with_the_product_quantizer():
     assert zero[0] == pytest.approx(0.0, abs=1e-8)
     with pytest.raises(ValueError, match="M must divide D"):
         WSDHQLoss(
-            bits=24, num_classes=TAGS, tag_embeddings=tags[:, :4], num_train_examples=4,
+            bits=24,
+            num_classes=TAGS,
+            tag_embeddings=tags[:, :4],
+            num_train_examples=4,
             quantization_form="product",
-        )  # fmt: skip
+        )

@@ -23,8 +23,9 @@ def builtin(tmp_path_factory):
     root = tmp_path_factory.mktemp("contract")
     data_dir, tag_dir = root / "builtin", root / "tags"
     train, query, database = SIZES
-    generate_builtin(data_dir, image_size=32, num_train=train, num_query=query,
-                     num_database=database)  # fmt: skip
+    generate_builtin(
+        data_dir, image_size=32, num_train=train, num_query=query, num_database=database
+    )
     return data_dir, tag_dir
 
 
@@ -32,13 +33,19 @@ def _tags(data_dir, tag_dir):
     if not tag_dir.exists():
         result = subprocess.run(
             [
-                sys.executable, "-m", "wsdhash.tags",
+                sys.executable,
+                "-m",
+                "wsdhash.tags",
                 f"--vocab={data_dir / 'tag_vocab.txt'}",
                 f"--tag_matrix={data_dir / 'train_tag.txt'}",
-                "--vectors=train", "--w2v_dim=24", "--w2v_epochs=5", f"--output_dir={tag_dir}",
+                "--vectors=train",
+                "--w2v_dim=24",
+                "--w2v_epochs=5",
+                f"--output_dir={tag_dir}",
             ],
-            capture_output=True, text=True,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+        )
         assert result.returncode == 0, result.stderr[-2000:]
     return str(tag_dir)
 
@@ -46,14 +53,23 @@ def _tags(data_dir, tag_dir):
 # What a method needs beyond the contract's defaults (a callable of the fixture).
 SETTINGS = {
     "wsdhq": lambda data_dir, tag_dir: dict(
-        supervision="tags", tag_dir=_tags(data_dir, tag_dir), head="tanh",
-        quantizer_update_every=2, method_options={"quantization_weight": 0.1},
+        supervision="tags",
+        tag_dir=_tags(data_dir, tag_dir),
+        head="tanh",
+        quantizer_update_every=2,
+        method_options={"quantization_weight": 0.1},
     ),
     # Two outer iterations of 2 steps in 4 (V is updated at steps 2 and 4).
-    "adsh": lambda *_: dict(head="tanh", method_options={
-        "num_samples": 32, "epochs_per_iteration": 1, "gamma": 200.0,
-        "soft_constraint": "sample"}),
-}  # fmt: skip
+    "adsh": lambda *_: dict(
+        head="tanh",
+        method_options={
+            "num_samples": 32,
+            "epochs_per_iteration": 1,
+            "gamma": 200.0,
+            "soft_constraint": "sample",
+        },
+    ),
+}
 
 
 @pytest.mark.parametrize("method", METHODS.names())
@@ -67,9 +83,11 @@ def test_method_contract(method, builtin, tmp_path):
 # Loss keyword arguments for the loss contract (tiny tag embeddings for WSDHQ).
 LOSS_ARGUMENTS = {
     "adsh": lambda: {"num_database_items": 10},
-    "wsdhq": lambda: {"tag_embeddings": [[1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 1.0, 0],
-                                         [0, 0, 0, 1.0]], "num_train_examples": 10},
-}  # fmt: skip
+    "wsdhq": lambda: {
+        "tag_embeddings": [[1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 1.0, 0], [0, 0, 0, 1.0]],
+        "num_train_examples": 10,
+    },
+}
 
 
 @pytest.mark.parametrize("method", METHODS.names())
@@ -90,6 +108,7 @@ def test_loss_config_names_every_constructor_argument(method):
     loss_class = METHODS.get(method).loss_class
     assert issubclass(loss_class, HashingLoss)
     parameters = inspect.signature(loss_class.__init__).parameters
-    arguments = {name for name, p in parameters.items()
-                 if name != "self" and p.kind is not p.VAR_KEYWORD}  # fmt: skip
+    arguments = {
+        name for name, p in parameters.items() if name != "self" and p.kind is not p.VAR_KEYWORD
+    }
     assert arguments == {"bits", "num_classes", "seed", *loss_class.hyperparameters}

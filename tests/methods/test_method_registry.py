@@ -21,17 +21,24 @@ def _flag_values(method, **overrides):
 def test_default_options_give_the_published_loss_arguments():
     expected = {
         "orthohash": {
-            "codebook_method": "B", "scale": None, "margin": 0.2, "margin_type": "cos",
-            "multiclass": True, "quantization_weight": 0.0,
+            "codebook_method": "B",
+            "scale": None,
+            "margin": 0.2,
+            "margin_type": "cos",
+            "multiclass": True,
+            "quantization_weight": 0.0,
         },
         "hyp2": {"beta": 0.5, "zeta": None},
         "triplet": {"margin": None, "dnnh_sigmoid": False},
         "wsdhq": {
-            "gamma": 1.0, "margin": "adaptive", "hardest_negatives": False,
-            "variant": "wsdhq", "quantization_weight": 1e-4,
+            "gamma": 1.0,
+            "margin": "adaptive",
+            "hardest_negatives": False,
+            "variant": "wsdhq",
+            "quantization_weight": 1e-4,
             "quantization_form": "faithful",
         },
-    }  # fmt: skip
+    }
     assert set(expected) <= set(METHODS.names())  # later methods have their own tests
     for name, arguments in expected.items():
         method = METHODS.get(name)
@@ -72,9 +79,11 @@ def test_a_binary_method_is_its_loss_and_options():
     result = method.evaluate(features, labels, features, labels, protocol)
     assert result.map == pytest.approx(1.0) and result.map_optimistic is not None
     contents = method.codes_file(
-        types.SimpleNamespace(labels=labels, paths=np.array(["a", "b"])), features,
-        types.SimpleNamespace(labels=labels, paths=np.array(["a", "b"])), features,
-    )  # fmt: skip
+        types.SimpleNamespace(labels=labels, paths=np.array(["a", "b"])),
+        features,
+        types.SimpleNamespace(labels=labels, paths=np.array(["a", "b"])),
+        features,
+    )
     assert contents.scorer == "hamming" and contents.query.codes.shape == (2, 2)
 
 
@@ -115,7 +124,21 @@ def test_each_method_registers_where_it_is_defined():
     ]
     assert registrations == []
     assert METHODS.in_registration_order() == [
-        "orthohash", "hyp2", "triplet", "wsdhq", "csq", "greedyhash", "dpsh", "hashnet",
-        "dsh", "bihalf", "greedyhash_unsupervised", "dch", "dtsh", "dpn", "dfh", "idhn",
+        "orthohash",
+        "hyp2",
+        "triplet",
+        "wsdhq",
+        "csq",
+        "greedyhash",
+        "dpsh",
+        "hashnet",
+        "dsh",
+        "bihalf",
+        "greedyhash_unsupervised",
+        "dch",
+        "dtsh",
+        "dpn",
+        "dfh",
+        "idhn",
         "adsh",
-    ]  # fmt: skip
+    ]

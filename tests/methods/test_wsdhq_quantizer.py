@@ -16,9 +16,12 @@ def _setup(kind, form, seed=0):
     features = np.tanh(rng.normal(size=(TRAIN, DIM))).astype(np.float32)
     quantizer = TrainingQuantizer(16, tags, 2, 0, kind=kind, form=form, num_train=TRAIN)
     loss = WSDHQLoss(
-        bits=16, num_classes=TAGS, tag_embeddings=tags, num_train_examples=TRAIN,
+        bits=16,
+        num_classes=TAGS,
+        tag_embeddings=tags,
+        num_train_examples=TRAIN,
         quantization_form=form,
-    )  # fmt: skip
+    )
     return quantizer, loss, features
 
 

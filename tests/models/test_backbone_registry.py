@@ -295,9 +295,22 @@ def test_each_backbone_registers_in_its_own_module():
         path.stem for path in folder.glob("*.py") if registers(path.read_text(encoding="utf-8"))
     }
     assert registering == {
-        "alexnet", "vgg16", "resnet18", "small_cnn", "features", "keras_applications",
-    }  # fmt: skip
+        "alexnet",
+        "vgg16",
+        "resnet18",
+        "small_cnn",
+        "features",
+        "keras_applications",
+    }
     assert BACKBONES.in_registration_order() == [
-        "alexnet_caffe", "alexnet", "vgg16", "resnet18", "small_cnn", "features",
-        "resnet50", "inception_v3", "mobilenet_v2", "efficientnet_b0",
-    ]  # fmt: skip
+        "alexnet_caffe",
+        "alexnet",
+        "vgg16",
+        "resnet18",
+        "small_cnn",
+        "features",
+        "resnet50",
+        "inception_v3",
+        "mobilenet_v2",
+        "efficientnet_b0",
+    ]

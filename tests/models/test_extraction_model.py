@@ -28,12 +28,19 @@ def model_file(tmp_path_factory):
 
 def _extraction(path, **changes):
     fields = {
-        "features_path": "features.h5", "model_path": str(path),
+        "features_path": "features.h5",
+        "model_path": str(path),
         "sha256": model_files.fingerprint(str(path)) if path.exists() else "0" * 64,
-        "model_format": "keras", "signature": "serving_default", "output": "",
-        "backbone": f"model:{path}", "normalization": "torch_imagenet", "image_size": 16,
-        "crop_size": 12, "ten_crop": False, "feature_dim": 5,
-    }  # fmt: skip
+        "model_format": "keras",
+        "signature": "serving_default",
+        "output": "",
+        "backbone": f"model:{path}",
+        "normalization": "torch_imagenet",
+        "image_size": 16,
+        "crop_size": 12,
+        "ten_crop": False,
+        "feature_dim": 5,
+    }
     return extraction_model.Extraction(**{**fields, **changes})
 
 

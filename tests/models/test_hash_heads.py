@@ -109,9 +109,16 @@ def test_with_backbone_features_shares_the_model():
 
     from wsdhash.models.assembly import build_model, with_backbone_features
 
-    config = SimpleNamespace(backbone="small_cnn", weights="none", crop_size=28,
-                             allow_pickle=False, seed=0, data_dir="", head="linear_bn",
-                             normalization="")  # fmt: skip
+    config = SimpleNamespace(
+        backbone="small_cnn",
+        weights="none",
+        crop_size=28,
+        allow_pickle=False,
+        seed=0,
+        data_dir="",
+        head="linear_bn",
+        normalization="",
+    )
     model, _, hashing = build_model(config, BITS)
     both = with_backbone_features(model, hashing)
     images = np.random.default_rng(0).integers(0, 256, (3, 28, 28, 3)).astype(np.uint8)

@@ -18,17 +18,25 @@ OFFSET = np.array([-0.485 / 0.229, -0.456 / 0.224, -0.406 / 0.225], np.float32)
 def presets(tmp_path_factory):
     root = tmp_path_factory.mktemp("presets")
     resnet = keras_hub.models.ResNetBackbone(
-        input_conv_filters=[64], input_conv_kernel_sizes=[3], stackwise_num_filters=[64, 16],
-        stackwise_num_blocks=[1, 1], stackwise_num_strides=[1, 2], block_type="basic_block",
-    )  # fmt: skip
+        input_conv_filters=[64],
+        input_conv_kernel_sizes=[3],
+        stackwise_num_filters=[64, 16],
+        stackwise_num_blocks=[1, 1],
+        stackwise_num_strides=[1, 2],
+        block_type="basic_block",
+    )
     resnet.save_to_preset(str(root / "resnet"))
     keras_hub.layers.ResNetImageConverter(
         image_size=(32, 32), scale=SCALE.tolist(), offset=OFFSET.tolist()
     ).save_to_preset(str(root / "resnet"))
     vit = keras_hub.models.ViTBackbone(
-        image_shape=(32, 32, 3), patch_size=8, num_layers=1, num_heads=2, hidden_dim=16,
+        image_shape=(32, 32, 3),
+        patch_size=8,
+        num_layers=1,
+        num_heads=2,
+        hidden_dim=16,
         mlp_dim=32,
-    )  # fmt: skip
+    )
     vit.save_to_preset(str(root / "vit"))  # no image converter in this preset
     return root, resnet, vit
 

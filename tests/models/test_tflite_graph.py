@@ -92,13 +92,33 @@ def files(tmp_path_factory):
 @pytest.mark.parametrize(
     "name, ops",
     [
-        ("int8.tflite", {"QUANTIZE", "CONV_2D", "DEPTHWISE_CONV_2D", "ADD",
-                         "AVERAGE_POOL_2D", "MAX_POOL_2D", "MEAN", "FULLY_CONNECTED",
-                         "DEQUANTIZE"}),
-        ("v3.tflite", {"SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND", "HARD_SWISH", "LOGISTIC",
-                       "MUL", "CONCATENATION"}),
+        (
+            "int8.tflite",
+            {
+                "QUANTIZE",
+                "CONV_2D",
+                "DEPTHWISE_CONV_2D",
+                "ADD",
+                "AVERAGE_POOL_2D",
+                "MAX_POOL_2D",
+                "MEAN",
+                "FULLY_CONNECTED",
+                "DEQUANTIZE",
+            },
+        ),
+        (
+            "v3.tflite",
+            {
+                "SPACE_TO_BATCH_ND",
+                "BATCH_TO_SPACE_ND",
+                "HARD_SWISH",
+                "LOGISTIC",
+                "MUL",
+                "CONCATENATION",
+            },
+        ),
     ],
-)  # fmt: skip
+)
 def test_int8_graph_gives_the_interpreters_integers(files, name, ops):
     images = _images()
     graph = TFLiteGraph(str(files / name))
@@ -122,8 +142,9 @@ def test_int8_graph_gives_the_interpreters_integers(files, name, ops):
 def test_float_graph_equals_the_interpreter(files):
     images = _images()
     expected = _interpreter_features(files / "float.tflite", images)
-    np.testing.assert_allclose(_graph_features(files / "float.tflite", images), expected,
-                               rtol=1e-4, atol=1e-4)  # fmt: skip
+    np.testing.assert_allclose(
+        _graph_features(files / "float.tflite", images), expected, rtol=1e-4, atol=1e-4
+    )
 
 
 def test_unsupported_ops_are_refused_by_name(tmp_path):
@@ -159,8 +180,9 @@ def test_shared_uint8_mobilenet_matches_the_interpreter():
     images; allowed: one quantization step)."""
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 256, (2, 224, 224, 3)).astype(np.float32)
-    smooth = np.broadcast_to(np.linspace(0, 255, 224, dtype=np.float32)[None, :, None, None],
-                             (1, 224, 224, 3))  # fmt: skip
+    smooth = np.broadcast_to(
+        np.linspace(0, 255, 224, dtype=np.float32)[None, :, None, None], (1, 224, 224, 3)
+    )
     images = np.concatenate([pixels, smooth]) / 127.5 - 1.0  # minus_one_to_one
     expected = _interpreter_features(MOBILENET, images)
     ours = _graph_features(MOBILENET, images).reshape(expected.shape)

@@ -29,8 +29,11 @@ def parse():
 def test_flagfile_lines_are_parsed_as_absl_reads_them():
     lines = ["# a comment", "", "--lr=0.003", "  --epochs=12  ", "--center", "--nocache"]
     assert recipes.parse_flagfile_lines("x.flags", lines) == {
-        "lr": "0.003", "epochs": "12", "center": "true", "cache": "false",
-    }  # fmt: skip
+        "lr": "0.003",
+        "epochs": "12",
+        "center": "true",
+        "cache": "false",
+    }
     with pytest.raises(ValueError, match=r"x.flags:1: expected --flag=value"):
         recipes.parse_flagfile_lines("x.flags", ["lr=1"])
     with pytest.raises(ValueError, match=r"x.flags:2: a recipe cannot include"):
@@ -94,8 +97,11 @@ def test_no_recipe_for_images_or_with_recipe_none(parse):
 def test_a_recipe_value_is_undone_by_the_next_parse(parse):
     parse("--method=csq", "--backbone=features", "--features=f.h5")
     train_command.apply_recipe()
-    changed = [n for n in recipes.load_recipe("features", "csq").values
-               if FLAGS[n].value != FLAGS[n].default]  # fmt: skip
+    changed = [
+        n
+        for n in recipes.load_recipe("features", "csq").values
+        if FLAGS[n].value != FLAGS[n].default
+    ]
     assert changed  # the recipe set something
     parse("--method=csq")
     assert all(FLAGS[n].value == FLAGS[n].default for n in changed)

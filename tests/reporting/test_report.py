@@ -46,8 +46,10 @@ def _report(*args):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
     return subprocess.run(
         [sys.executable, "-m", "wsdhash.report", *args],
-        capture_output=True, text=True, env=env,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+    )
 
 
 def _is_png(path):
@@ -73,9 +75,11 @@ def test_report_numbers_equal_the_evaluator_and_figures_exist(tmp_path):
     writer.close()
     out = tmp_path / "report"
     result = _report(
-        f"--inputs={files[16]},{files[32]},{run}", f"--output_dir={out}", "--topk=50",
+        f"--inputs={files[16]},{files[32]},{run}",
+        f"--output_dir={out}",
+        "--topk=50",
         "--tsne_points=60",
-    )  # fmt: skip
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     text = (out / "report.md").read_text()
     for bits in (16, 32):

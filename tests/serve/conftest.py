@@ -45,8 +45,13 @@ def served_files(tmp_path_factory):
         if not os.path.exists(os.path.join(root, "done")):
             _run("wsdhash.train", f"--data_dir={data_dir}", f"--workdir={workdir}", *TRAIN)
             _run("wsdhash.export", f"--workdir={workdir}", f"--output={model}", "--overwrite")
-            _run("wsdhash.search", "build", f"--images={images}", f"--model={model}",
-                 f"--output={index}")  # fmt: skip
+            _run(
+                "wsdhash.search",
+                "build",
+                f"--images={images}",
+                f"--model={model}",
+                f"--output={index}",
+            )
             open(os.path.join(root, "done"), "w").close()
     return data_dir, images, model, index
 

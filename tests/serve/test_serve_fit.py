@@ -76,9 +76,12 @@ def _aqd_index(tmp_path, model, labels=True):
     if labels:
         metadata["labels"] = {p: [f"class {i % 3}"] for i, p in enumerate(paths)}
     build_index(
-        str(tmp_path / "index"), [(codes, np.array(paths))], kind="aqd",
-        codebooks=model.codebooks, metadata=metadata,
-    )  # fmt: skip
+        str(tmp_path / "index"),
+        [(codes, np.array(paths))],
+        kind="aqd",
+        codebooks=model.codebooks,
+        metadata=metadata,
+    )
     return ShardedIndex(str(tmp_path / "index")), blobs
 
 
@@ -119,9 +122,12 @@ def test_other_codebooks_or_codes_are_refused(tmp_path):
     # The same codebooks but other codes than the model gives: built with another model.
     shuffled = np.asarray(index.shards[0].indices)[::-1]
     build_index(
-        str(tmp_path / "shuffled"), [(shuffled, index.ids)], kind="aqd",
-        codebooks=model.codebooks, metadata={"images": str(tmp_path / "images")},
-    )  # fmt: skip
+        str(tmp_path / "shuffled"),
+        [(shuffled, index.ids)],
+        kind="aqd",
+        codebooks=model.codebooks,
+        metadata={"images": str(tmp_path / "images")},
+    )
     with pytest.raises(engine_lib.MismatchError, match="does not reproduce the codes"):
         engine_lib.SearchEngine(model, ShardedIndex(str(tmp_path / "shuffled")))
     engine_lib.SearchEngine(model, ShardedIndex(str(tmp_path / "shuffled")), check_images=0)
@@ -142,9 +148,11 @@ def test_a_trained_model_and_an_index_that_do_not_fit(tmp_path, served_files, en
         engine_lib.SearchEngine(model, ShardedIndex(wide), model_dir=model_dir, index_dir=wide)
     aqd = tmp_path / "aqd"
     build_index(
-        str(aqd), [(np.zeros((3, 2), np.uint8), np.array(["a", "b", "c"]))], kind="aqd",
+        str(aqd),
+        [(np.zeros((3, 2), np.uint8), np.array(["a", "b", "c"]))],
+        kind="aqd",
         codebooks=_books(0, (2, 16, 16)),
-    )  # fmt: skip
+    )
     with pytest.raises(engine_lib.MismatchError, match="AQD index .* has no quantizer"):
         engine_lib.SearchEngine(model, ShardedIndex(str(aqd)))
     flipped = np.bitwise_not(
@@ -158,16 +166,20 @@ def test_a_trained_model_and_an_index_that_do_not_fit(tmp_path, served_files, en
     # skipped; the width is still checked.
     learned = tmp_path / "learned"
     build_index(
-        str(learned), [(flipped, np.asarray(ids))], kind="flat",
+        str(learned),
+        [(flipped, np.asarray(ids))],
+        kind="flat",
         metadata={"images": images, "database_codes": "learned"},
-    )  # fmt: skip
+    )
     served = engine_lib.SearchEngine(model, ShardedIndex(str(learned)))
     assert served.checked == {"skipped": "the index holds database codes the method learned"}
     assert TestClient(create_app(served)).get("/info").json()["start_check"] == served.checked
     build_index(
-        str(learned), [(np.zeros((len(ids), 4), np.uint8), np.asarray(ids))], kind="flat",
+        str(learned),
+        [(np.zeros((len(ids), 4), np.uint8), np.asarray(ids))],
+        kind="flat",
         metadata={"images": images, "database_codes": "learned"},
-    )  # fmt: skip
+    )
     with pytest.raises(engine_lib.MismatchError, match="gives 16-bit codes .* holds 32-bit"):
         engine_lib.SearchEngine(model, ShardedIndex(str(learned)))
 
@@ -182,16 +194,18 @@ def test_an_index_of_another_networks_codes_is_refused(tmp_path, served_files, e
     codes = np.stack([engine.index.shards[0].index.reconstruct(i) for i in range(len(ids))])
     for name, recorded in (("same", fingerprint), ("other", "0" * 64)):
         build_index(
-            str(tmp_path / name), [(codes, np.asarray(ids))], kind="flat",
+            str(tmp_path / name),
+            [(codes, np.asarray(ids))],
+            kind="flat",
             metadata={"images": images, "model_fingerprint": recorded},
-        )  # fmt: skip
+        )
     # The same codes: accepted when the manifest names this network, refused when it
     # names another, even with the image check off or the codes learned (no re-encoding).
-    engine_lib.SearchEngine(engine.model, ShardedIndex(str(tmp_path / "same")),
-                            model_dir=model_dir)  # fmt: skip
+    engine_lib.SearchEngine(engine.model, ShardedIndex(str(tmp_path / "same")), model_dir=model_dir)
     with pytest.raises(engine_lib.MismatchError, match="codes of another network .*000000000000"):
-        engine_lib.SearchEngine(engine.model, ShardedIndex(str(tmp_path / "other")),
-                                model_dir=model_dir, check_images=0)  # fmt: skip
+        engine_lib.SearchEngine(
+            engine.model, ShardedIndex(str(tmp_path / "other")), model_dir=model_dir, check_images=0
+        )
     # Without a recorded fingerprint on either side (older files), nothing is compared.
     engine_lib.SearchEngine(engine.model, ShardedIndex(str(tmp_path / "other")), check_images=0)
 
@@ -202,10 +216,20 @@ def test_serve_refuses_to_start_with_one_line(tmp_path, served_files):
     wide = _binary_index(tmp_path / "wide", np.zeros((4, 4), np.uint8), ids, images)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
     result = subprocess.run(
-        [sys.executable, "-m", "wsdhash.serve", f"--model={model_dir}", f"--index={wide}",
-         "--port=0", f"--log_file={tmp_path / 'serve.log'}"],
-        check=False, capture_output=True, text=True, env=env,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "wsdhash.serve",
+            f"--model={model_dir}",
+            f"--index={wide}",
+            "--port=0",
+            f"--log_file={tmp_path / 'serve.log'}",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.startswith("wsdhash.serve")]
     expected = (

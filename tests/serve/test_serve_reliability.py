@@ -382,8 +382,11 @@ def test_metrics_label_only_known_methods(real_server):
     answer = _exchange(port, _get("/metrics", "Connection: close"))
     text = answer.split(b"\r\n\r\n", 1)[1].decode()
     assert "M1X" not in text and "M29X" not in text, http
-    methods = {line.split('method="')[1].split('"')[0] for line in text.splitlines()
-               if line.startswith("wsdhash_http_requests_total{")}  # fmt: skip
+    methods = {
+        line.split('method="')[1].split('"')[0]
+        for line in text.splitlines()
+        if line.startswith("wsdhash_http_requests_total{")
+    }
     assert methods <= {"GET", "POST", "DELETE", "other"} and "DELETE" in methods, methods
     if http == "h11":  # httptools refuses unknown methods before the application
         assert 'method="other"' in text

@@ -186,9 +186,18 @@ def test_a_stopped_job_calls_neither_model_nor_index():
 
 @pytest.mark.parametrize(
     "value, expected",
-    [(None, 10), ("", 10), ("7", 7), (7, 7), ("0", "k"), ("x", "k"), (True, "k"), (1.5, "k"),
-     ("8", "max_k")],
-)  # fmt: skip
+    [
+        (None, 10),
+        ("", 10),
+        ("7", 7),
+        (7, 7),
+        ("0", "k"),
+        ("x", "k"),
+        (True, "k"),
+        (1.5, "k"),
+        ("8", "max_k"),
+    ],
+)
 def test_parse_k(value, expected):
     limits = Limits(max_k=7)
     if isinstance(expected, int):
@@ -254,11 +263,21 @@ def test_health_info_and_metrics():
     assert client.get("/info").json() == description
     limits = description.pop("limits")
     assert description == {**engine.describe(), "version": wsdhash.__version__}
-    names = ["max_upload_bytes", "max_pixels", "max_k", "max_batch", "request_timeout_s",
-             "workers", "max_queue", "max_uploads", "max_header_bytes"]  # fmt: skip
+    names = [
+        "max_upload_bytes",
+        "max_pixels",
+        "max_k",
+        "max_batch",
+        "request_timeout_s",
+        "workers",
+        "max_queue",
+        "max_uploads",
+        "max_header_bytes",
+    ]
     assert list(limits) == names and limits["max_k"] == 7
-    assert limits == {field.name: getattr(Limits(max_k=7), field.name) for field in
-                      dataclasses.fields(Limits)}  # fmt: skip
+    assert limits == {
+        field.name: getattr(Limits(max_k=7), field.name) for field in dataclasses.fields(Limits)
+    }
     response = client.get("/metrics")
     assert response.headers["content-type"] == CONTENT_TYPE_LATEST
     assert "\nwsdhash_search_queries_total 3.0\n" in response.text

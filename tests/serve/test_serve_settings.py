@@ -18,10 +18,22 @@ def _start(served_files, tmp_path, *extra):
     _, _, model_dir, index_dir = served_files
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
     return subprocess.Popen(
-        [sys.executable, "-m", "wsdhash.serve", f"--model={model_dir}", f"--index={index_dir}",
-         "--port=0", "--check_images=0", f"--log_file={tmp_path / 'serve.log'}", *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "wsdhash.serve",
+            f"--model={model_dir}",
+            f"--index={index_dir}",
+            "--port=0",
+            "--check_images=0",
+            f"--log_file={tmp_path / 'serve.log'}",
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
 
 
 def _settings_line(child) -> str:
@@ -45,9 +57,13 @@ def _settings_line(child) -> str:
 
 def test_thread_flags_reach_tensorflow_and_the_server_names_its_stack(served_files, tmp_path):
     child = _start(
-        served_files, tmp_path, "--intra_op_threads=1", "--inter_op_threads=2",
-        "--http=h11", "--loop=asyncio",
-    )  # fmt: skip
+        served_files,
+        tmp_path,
+        "--intra_op_threads=1",
+        "--inter_op_threads=2",
+        "--http=h11",
+        "--loop=asyncio",
+    )
     line = _settings_line(child)
     assert line == (
         "wsdhash.serve: uvicorn with h11 on asyncio; TensorFlow threads: intra-op 1, inter-op 2"
@@ -99,9 +115,16 @@ def test_the_flags_are_documented():
 
 @pytest.mark.parametrize(
     "name, value",
-    [("workers", 0), ("workers", 10_000), ("max_queue", 0), ("max_uploads", -1),
-     ("max_header_bytes", 10), ("request_timeout_s", float("nan")), ("max_batch", 0)],
-)  # fmt: skip
+    [
+        ("workers", 0),
+        ("workers", 10_000),
+        ("max_queue", 0),
+        ("max_uploads", -1),
+        ("max_header_bytes", 10),
+        ("request_timeout_s", float("nan")),
+        ("max_batch", 0),
+    ],
+)
 def test_serving_limits_are_bounded_and_name_their_flag(name, value):
     from wsdhash.service.errors import BOUNDS, Limits
 

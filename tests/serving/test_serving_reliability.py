@@ -38,8 +38,9 @@ def _pattern(height=32, width=32, seed=0):
 
 
 def _jpeg(image, quality=95):
-    ok, data = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
-                            [cv2.IMWRITE_JPEG_QUALITY, quality])  # fmt: skip
+    ok, data = cv2.imencode(
+        ".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]
+    )
     assert ok
     return data.tobytes()
 
@@ -247,11 +248,25 @@ def test_saved_model_cli_run(saved_model, module_and_model, tmp_path):
     items = [_jpeg(_pattern(seed=8)), _png(_pattern(seed=9))[:50]]
     np.save(tmp_path / "images.npy", np.array(items, dtype=bytes))
     result = subprocess.run(
-        [cli, "run", "--dir", str(saved_model), "--tag_set", "serve",
-         "--signature_def", "serving_default", "--inputs", f"images={tmp_path / 'images.npy'}",
-         "--outdir", str(tmp_path / "out")],
-        check=False, capture_output=True, text=True, env=ENV,
-    )  # fmt: skip
+        [
+            cli,
+            "run",
+            "--dir",
+            str(saved_model),
+            "--tag_set",
+            "serve",
+            "--signature_def",
+            "serving_default",
+            "--inputs",
+            f"images={tmp_path / 'images.npy'}",
+            "--outdir",
+            str(tmp_path / "out"),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=ENV,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     eager = _run(module, items)
     for key in ("embedding", "codes", "packed_codes", "valid", "status"):
@@ -300,8 +315,10 @@ def _varied_images():
     progressive, EXIF-rotated, not square), grey, RGBA and 16-bit PNGs."""
     from wsdhash.data.builtin.rendering import render_scene
 
-    scenes = [render_scene(np.random.default_rng(seed), [seed % 16, (seed * 5) % 16], 64)
-              for seed in range(4)]  # fmt: skip
+    scenes = [
+        render_scene(np.random.default_rng(seed), [seed % 16, (seed * 5) % 16], 64)
+        for seed in range(4)
+    ]
     rng = np.random.default_rng(11)
     photo = cv2.GaussianBlur(rng.integers(0, 256, (45, 70, 3), dtype=np.uint8), (5, 5), 0)
     grey = cv2.imencode(".png", photo[:, :, 0])[1].tobytes()

@@ -139,18 +139,24 @@ def test_vectors_ppmi_through_the_cli(tmp_path):
     (tmp_path / "tags.txt").write_text("".join(" ".join(map(str, r)) + "\n" for r in rows))
     out = tmp_path / "out"
     completed = _run(
-        f"--vocab={tmp_path / 'vocab.txt'}", f"--tag_matrix={tmp_path / 'tags.txt'}",
-        "--vectors=ppmi", "--ppmi_dim=4", f"--output_dir={out}",
-    )  # fmt: skip
+        f"--vocab={tmp_path / 'vocab.txt'}",
+        f"--tag_matrix={tmp_path / 'tags.txt'}",
+        "--vectors=ppmi",
+        "--ppmi_dim=4",
+        f"--output_dir={out}",
+    )
     assert completed.returncode == 0, completed.stderr
     expected = process_tags(
-        vocabulary, np.array(rows), ppmi_vectors.ppmi_svd_vectors(vocabulary, rows, dim=4),
+        vocabulary,
+        np.array(rows),
+        ppmi_vectors.ppmi_svd_vectors(vocabulary, rows, dim=4),
         center=True,
-    )  # fmt: skip
+    )
     np.testing.assert_allclose(
         files.read_final_embeddings(out / files.FINAL_EMBEDDINGS_FILE),
-        expected.final_embeddings, atol=1e-6,
-    )  # fmt: skip
+        expected.final_embeddings,
+        atol=1e-6,
+    )
     assert files.load_merge_map(out / files.MERGE_MAP_FILE) == expected.merge_map
     assert [0, 1] in expected.merge_map.values()  # the synonyms merged
     assert "PPMI-SVD" in (out / files.REPORT_FILE).read_text()

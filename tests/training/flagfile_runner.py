@@ -22,13 +22,35 @@ from wsdhash.methods import METHODS
 
 # The flags recorded: the run's settings and every registered method's options.
 RECORDED = (
-    "method", "hash_bit", "head", "optimizer", "lr", "backbone_lr_multiplier", "momentum",
-    "weight_decay", "lr_decay", "lr_decay_every", "lr_decay_unit", "topk", "empty",
-    "normalization", "seed", "dataset", "data_dir", "backbone", "weights", "image_size",
-    "crop_size", "augment", "batch_size", "epochs", "sampler", "classes_per_batch",
+    "method",
+    "hash_bit",
+    "head",
+    "optimizer",
+    "lr",
+    "backbone_lr_multiplier",
+    "momentum",
+    "weight_decay",
+    "lr_decay",
+    "lr_decay_every",
+    "lr_decay_unit",
+    "topk",
+    "empty",
+    "normalization",
+    "seed",
+    "dataset",
+    "data_dir",
+    "backbone",
+    "weights",
+    "image_size",
+    "crop_size",
+    "augment",
+    "batch_size",
+    "epochs",
+    "sampler",
+    "classes_per_batch",
     "images_per_class",
     *(option.flag for name in METHODS.names() for option in METHODS.get(name).options),
-)  # fmt: skip
+)
 
 
 def main(spec_path):
@@ -46,9 +68,13 @@ def run_spec(spec: dict) -> None:
             json.dump(values, f)
         flags.FLAGS.unparse_flags()
         flags.FLAGS(
-            ["train", f"--flagfile={run['flagfile']}", *run["overrides"],
-             f"--workdir={run['workdir']}"]
-        )  # fmt: skip
+            [
+                "train",
+                f"--flagfile={run['flagfile']}",
+                *run["overrides"],
+                f"--workdir={run['workdir']}",
+            ]
+        )
         if not run.get("train", True):
             train.validate_flags()
             continue

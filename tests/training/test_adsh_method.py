@@ -30,9 +30,12 @@ class _Split:
 
 def _method(num_items=50, num_samples=12, epochs=2, batch_size=8, seed=3):
     config = types.SimpleNamespace(
-        seed=seed, batch_size=batch_size, bits=8, supervision="labels",
+        seed=seed,
+        batch_size=batch_size,
+        bits=8,
+        supervision="labels",
         method_options={"num_samples": num_samples, "epochs_per_iteration": epochs},
-    )  # fmt: skip
+    )
     method = METHODS.get("adsh")(config)
     method.prepare_splits(_Split(num_items), None)
     return method
@@ -73,9 +76,15 @@ def test_trains_and_writes_its_learned_database_codes(tmp_path):
     generate_builtin(data_dir, image_size=32, num_train=160, num_query=30, num_database=80)
     workdir = tmp_path / "run"
     run_train(
-        data_dir, workdir, "--method=adsh", "--head=tanh", "--steps=4", "--eval_every=2",
-        "--adsh_num_samples=24", "--adsh_epochs_per_iteration=1",
-    )  # fmt: skip
+        data_dir,
+        workdir,
+        "--method=adsh",
+        "--head=tanh",
+        "--steps=4",
+        "--eval_every=2",
+        "--adsh_num_samples=24",
+        "--adsh_epochs_per_iteration=1",
+    )
     import tensorflow as tf
 
     contents = read_codes_file(workdir / "codes.h5")
@@ -90,8 +99,7 @@ def test_trains_and_writes_its_learned_database_codes(tmp_path):
     # the training split; the carved items keep the network's codes.
     assert v.shape == (48, 16)
     network = pack_codes(binarize(contents.database.features))
-    learned = np.array([not np.array_equal(a, b)
-                        for a, b in zip(contents.database.codes, network)])  # fmt: skip
+    learned = np.array([not np.array_equal(a, b) for a, b in zip(contents.database.codes, network)])
     assert 0 < learned.sum() <= 48
     held = {tuple(row) for row in pack_codes(v)}
     for codes, changed in zip(contents.database.codes, learned):
@@ -104,10 +112,18 @@ def test_trains_and_writes_its_learned_database_codes(tmp_path):
     # network need not reproduce V) and ranks the index's codes for a query image.
     index_dir = tmp_path / "index"
     built = subprocess.run(
-        [sys.executable, "-m", "wsdhash.search", "build", f"--codes={workdir / 'codes.h5'}",
-         f"--output={index_dir}"],
-        capture_output=True, text=True, env=dict(os.environ, CUDA_VISIBLE_DEVICES=""),
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "wsdhash.search",
+            "build",
+            f"--codes={workdir / 'codes.h5'}",
+            f"--output={index_dir}",
+        ],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, CUDA_VISIBLE_DEVICES=""),
+    )
     assert built.returncode == 0, built.stderr[-2000:]
     from wsdhash import serving
     from wsdhash.eval.binary import hamming_distances

@@ -31,8 +31,11 @@ IMAGE_FLAGS = ["--image_size=32", "--crop_size=28", "--normalization=unit_range"
 def _run(module, *args, check=True):
     result = subprocess.run(
         [sys.executable, "-m", module, *map(str, args)],
-        check=False, capture_output=True, text=True, env=ENV,
-    )  # fmt: skip
+        check=False,
+        capture_output=True,
+        text=True,
+        env=ENV,
+    )
     if check:
         assert result.returncode == 0, result.stderr[-3000:]
     return result
@@ -63,10 +66,17 @@ def _saved_model(network, path):
 
 def _extract(data_dir, model, output, *extra):
     return _run(
-        "wsdhash.extract", "--dataset=builtin", f"--data_dir={data_dir}",
-        "--builtin_sizes=96,8,24", "--builtin_image_size=32", f"--model={model}",
-        *IMAGE_FLAGS, "--batch_size=64", f"--output={output}", *extra,
-    )  # fmt: skip
+        "wsdhash.extract",
+        "--dataset=builtin",
+        f"--data_dir={data_dir}",
+        "--builtin_sizes=96,8,24",
+        "--builtin_image_size=32",
+        f"--model={model}",
+        *IMAGE_FLAGS,
+        "--batch_size=64",
+        f"--output={output}",
+        *extra,
+    )
 
 
 def _tflite(network, path):
@@ -98,18 +108,30 @@ def runs(tmp_path_factory):
             return done[kind]
         folder = root / kind
         folder.mkdir()
-        model = folder / {"keras": "encoder.keras", "saved_model": "encoder",
-                          "tflite": "encoder.tflite"}[kind]  # fmt: skip
-        {"keras": lambda: network.save(model), "saved_model": lambda: _saved_model(network, model),
-         "tflite": lambda: _tflite(network, model)}[kind]()  # fmt: skip
+        model = (
+            folder
+            / {"keras": "encoder.keras", "saved_model": "encoder", "tflite": "encoder.tflite"}[kind]
+        )
+        {
+            "keras": lambda: network.save(model),
+            "saved_model": lambda: _saved_model(network, model),
+            "tflite": lambda: _tflite(network, model),
+        }[kind]()
         _extract(data_dir, model, folder / "features.h5")
         _run(
-            "wsdhash.train", "--backbone=features", f"--features={folder / 'features.h5'}",
-            "--method=orthohash", "--steps=4", "--batch_size=32", "--validation_size=16",
-            "--hash_bit=16", f"--workdir={folder / 'run'}",
-        )  # fmt: skip
-        result = _run("wsdhash.export", f"--workdir={folder / 'run'}",
-                      f"--output={folder / 'exported'}")  # fmt: skip
+            "wsdhash.train",
+            "--backbone=features",
+            f"--features={folder / 'features.h5'}",
+            "--method=orthohash",
+            "--steps=4",
+            "--batch_size=32",
+            "--validation_size=16",
+            "--hash_bit=16",
+            f"--workdir={folder / 'run'}",
+        )
+        result = _run(
+            "wsdhash.export", f"--workdir={folder / 'run'}", f"--output={folder / 'exported'}"
+        )
         assert f"-> {kind} feature model" in result.stdout
         done[kind] = folder, model
         return done[kind]
@@ -145,9 +167,12 @@ def _serve_without_wsdhash(model_dir, paths, output):
 
 @pytest.mark.parametrize(
     "kind",
-    ["keras", pytest.param("saved_model", marks=pytest.mark.slow),
-     pytest.param("tflite", marks=pytest.mark.slow)],
-)  # fmt: skip
+    [
+        "keras",
+        pytest.param("saved_model", marks=pytest.mark.slow),
+        pytest.param("tflite", marks=pytest.mark.slow),
+    ],
+)
 def test_composed_export_gives_the_run_codes_for_the_same_images(runs, kind, tmp_path):
     folder, model = runs(kind)
     codes = read_codes_file(folder / "run" / "codes.h5")
@@ -172,13 +197,20 @@ def test_search_by_image_with_a_composed_export_and_a_clear_error_without(runs, 
     root, _ = runs("keras")
     query = features_file.read_split(str(root / "features.h5"), "query")
     _run(
-        "wsdhash.search", "build", f"--codes={root / 'run' / 'codes.h5'}",
+        "wsdhash.search",
+        "build",
+        f"--codes={root / 'run' / 'codes.h5'}",
         f"--output={tmp_path / 'index'}",
-    )  # fmt: skip
+    )
     result = _run(
-        "wsdhash.search", "query", f"--index={tmp_path / 'index'}",
-        f"--images={query.paths[0]}", f"--model={root / 'exported'}", "--k=3", "--json",
-    )  # fmt: skip
+        "wsdhash.search",
+        "query",
+        f"--index={tmp_path / 'index'}",
+        f"--images={query.paths[0]}",
+        f"--model={root / 'exported'}",
+        "--k=3",
+        "--json",
+    )
     (answer,) = json.loads(result.stdout)
     # Its own code is in the index's database only by chance; distances are Hamming.
     assert len(answer["results"]) == 3 and answer["results"][0]["distance"] >= 0
@@ -190,14 +222,19 @@ def test_search_by_image_with_a_composed_export_and_a_clear_error_without(runs, 
     assert service.checked == {"images": 8, "agreement": 1.0}
 
     features_in = tmp_path / "features_in"
-    _run("wsdhash.export", f"--workdir={root / 'run'}", f"--output={features_in}",
-         "--input=features")  # fmt: skip
+    _run(
+        "wsdhash.export", f"--workdir={root / 'run'}", f"--output={features_in}", "--input=features"
+    )
     with pytest.raises(engine.MismatchError, match="takes \\['features'\\], not encoded images"):
         engine.load(str(features_in), str(tmp_path / "index"), str(data_dir))
     result = _run(
-        "wsdhash.search", "query", f"--index={tmp_path / 'index'}",
-        f"--images={query.paths[0]}", f"--model={features_in}", check=False,
-    )  # fmt: skip
+        "wsdhash.search",
+        "query",
+        f"--index={tmp_path / 'index'}",
+        f"--images={query.paths[0]}",
+        f"--model={features_in}",
+        check=False,
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     [line] = [s for s in result.stderr.splitlines() if s.startswith("wsdhash.search: error:")]
     assert "takes features, not images" in line and "--feature_model=FILE" in line
@@ -209,9 +246,12 @@ def test_another_model_file_is_refused_and_a_moved_one_accepted(runs, tmp_path):
     other = tmp_path / "other.keras"
     _feature_network(seed=1).save(other)
     result = _run(
-        "wsdhash.export", f"--workdir={root / 'run'}", f"--output={tmp_path / 'x'}",
-        f"--feature_model={other}", check=False,
-    )  # fmt: skip
+        "wsdhash.export",
+        f"--workdir={root / 'run'}",
+        f"--output={tmp_path / 'x'}",
+        f"--feature_model={other}",
+        check=False,
+    )
     assert result.returncode == 2
     [line] = [s for s in result.stderr.splitlines() if s.startswith("wsdhash.export: error:")]
     assert f"{other} is not the model" in line and "SHA-256" in line
@@ -224,15 +264,25 @@ def test_another_model_file_is_refused_and_a_moved_one_accepted(runs, tmp_path):
     moved = tmp_path / "moved.keras"
     os.replace(model, moved)
     try:
-        result = _run("wsdhash.export", f"--workdir={root / 'run'}",
-                      f"--output={tmp_path / 'auto'}")  # fmt: skip
+        result = _run(
+            "wsdhash.export", f"--workdir={root / 'run'}", f"--output={tmp_path / 'auto'}"
+        )
         assert "exporting a model that takes features" in result.stderr
         loaded = tf.saved_model.load(str(tmp_path / "auto"))
         assert "features" in loaded.signatures["serving_default"].structured_input_signature[1]
-        result = _run("wsdhash.export", f"--workdir={root / 'run'}", "--input=images",
-                      f"--output={tmp_path / 'strict'}", check=False)  # fmt: skip
+        result = _run(
+            "wsdhash.export",
+            f"--workdir={root / 'run'}",
+            "--input=images",
+            f"--output={tmp_path / 'strict'}",
+            check=False,
+        )
         assert result.returncode == 2 and "does not exist" in result.stderr
-        _run("wsdhash.export", f"--workdir={root / 'run'}", f"--feature_model={moved}",
-             f"--output={tmp_path / 'moved'}")  # fmt: skip
+        _run(
+            "wsdhash.export",
+            f"--workdir={root / 'run'}",
+            f"--feature_model={moved}",
+            f"--output={tmp_path / 'moved'}",
+        )
     finally:
         os.replace(moved, model)

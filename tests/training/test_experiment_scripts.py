@@ -85,11 +85,15 @@ def test_every_experiment_names_its_training_augmentation():
         if values["augment"] in WHOLE_IMAGE_AUGMENTATIONS:
             assert values["image_size"] == values["crop_size"], flagfile
     published = {  # the authors' code, read for each (the flagfiles' comments cite it)
-        "run0048": "resize", "run0049": "random_crop_flip",  # GreedyHash CIFAR / ImageNet
-        "run0050": "center_crop", "run0055": "resize",  # DPSH, DTSH
-        "run0070": "resize", "run0073": "resize",  # BiHalf, GreedyHash-unsupervised
-        "run0009": "resize_flip", "run0025": "resize_flip",  # HyP2, OrthoHash CIFAR-10
-    }  # fmt: skip
+        "run0048": "resize",
+        "run0049": "random_crop_flip",  # GreedyHash CIFAR / ImageNet
+        "run0050": "center_crop",
+        "run0055": "resize",  # DPSH, DTSH
+        "run0070": "resize",
+        "run0073": "resize",  # BiHalf, GreedyHash-unsupervised
+        "run0009": "resize_flip",
+        "run0025": "resize_flip",  # HyP2, OrthoHash CIFAR-10
+    }
     for number, augment in published.items():
         path = os.path.join(ROOT, "scripts", "flags", f"{number}.flags")
         assert resolve(path)["augment"] == augment, number
@@ -105,10 +109,18 @@ def data(tmp_path_factory):
 
 
 TINY = [
-    "--builtin_sizes=160,30,80", "--builtin_image_size=32", "--validation_size=32",
-    "--backbone=small_cnn", "--weights=none", "--image_size=32", "--crop_size=28",
-    "--steps=2", "--eval_every=0", "--checkpoint_every=5", "--log_every=1",
-]  # fmt: skip
+    "--builtin_sizes=160,30,80",
+    "--builtin_image_size=32",
+    "--validation_size=32",
+    "--backbone=small_cnn",
+    "--weights=none",
+    "--image_size=32",
+    "--crop_size=28",
+    "--steps=2",
+    "--eval_every=0",
+    "--checkpoint_every=5",
+    "--log_every=1",
+]
 
 
 @pytest.mark.parametrize("method", sorted({resolve(path)["method"] for path in FLAGFILES}))
@@ -117,9 +129,13 @@ def test_flagfiles_train_on_the_builtin_dataset(data, tmp_path, method):
     samplers = {resolve(p).get("sampler") for p in FLAGFILES if resolve(p)["method"] == method}
     if "class_balanced" in samplers:  # class-balanced batches need single-label data
         dataset = [
-            "--dataset=hashnet", f"--data_dir={lists}", f"--image_root={images}",
-            "--classes_per_batch=4", "--images_per_class=4", "--batch_size=16",
-        ]  # fmt: skip
+            "--dataset=hashnet",
+            f"--data_dir={lists}",
+            f"--image_root={images}",
+            "--classes_per_batch=4",
+            "--images_per_class=4",
+            "--batch_size=16",
+        ]
     else:
         dataset = ["--dataset=builtin", f"--data_dir={images}", "--batch_size=16"]
     # One flagfile per dataset trains (the others differ in bits, which the overrides
@@ -133,8 +149,14 @@ def test_flagfiles_train_on_the_builtin_dataset(data, tmp_path, method):
         trained_datasets.add(values["dataset"])
         # A whole-image recipe keeps its augmentation: the image is already the crop.
         sizes = ["--image_size=28"] if values["augment"] in WHOLE_IMAGE_AUGMENTATIONS else []
-        runs.append({"flagfile": path, "workdir": str(tmp_path / os.path.basename(path)[:7]),
-                     "overrides": [*TINY, *sizes, *dataset], "train": train})  # fmt: skip
+        runs.append(
+            {
+                "flagfile": path,
+                "workdir": str(tmp_path / os.path.basename(path)[:7]),
+                "overrides": [*TINY, *sizes, *dataset],
+                "train": train,
+            }
+        )
     assert runs
     # One long-lived runner per test process trains every method's flagfiles.
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")

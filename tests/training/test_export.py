@@ -24,8 +24,9 @@ def exported(tmp_path_factory):
     run_train(data_dir, workdir, "--steps=3", "--method=orthohash")
     result = subprocess.run(
         [sys.executable, "-m", "wsdhash.export", f"--workdir={workdir}", f"--output={output}"],
-        capture_output=True, text=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return data_dir, workdir, output
 

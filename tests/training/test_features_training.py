@@ -27,9 +27,11 @@ SIZES = {"num_train": 320, "num_query": 30, "num_database": 80}  # > 256 for WSD
 
 def _run(module, *args, check=True):
     result = subprocess.run(
-        [sys.executable, "-m", module, *args], capture_output=True, text=True,
+        [sys.executable, "-m", module, *args],
+        capture_output=True,
+        text=True,
         env=ENV,
-    )  # fmt: skip
+    )
     if check:
         assert result.returncode == 0, result.stderr[-3000:]
     return result
@@ -46,15 +48,25 @@ def features(tmp_path_factory):
     config = pipeline.PipelineConfig(image_size=32, crop_size=28, normalization=None)
     encoder = Encoder(with_normalization(spec.model, spec.normalization), config, 64)
     settings = {
-        "backbone": "small_cnn", "weights": "none", "image_size": 32, "crop_size": 28,
-        "normalization": spec.normalization, "ten_crop": False, "dataset": "builtin",
-        "data_dir": str(root / "builtin"), "topk": 1000, "feature_dim": 128,
+        "backbone": "small_cnn",
+        "weights": "none",
+        "image_size": 32,
+        "crop_size": 28,
+        "normalization": spec.normalization,
+        "ten_crop": False,
+        "dataset": "builtin",
+        "data_dir": str(root / "builtin"),
+        "topk": 1000,
+        "feature_dim": 128,
         "wsdhash_version": "test",
-    }  # fmt: skip
+    }
     path = features_file.extract_dataset(
-        str(root / "features.h5"), dataset, ("train", "query", "database"), encoder.batches,
+        str(root / "features.h5"),
+        dataset,
+        ("train", "query", "database"),
+        encoder.batches,
         settings,
-    )  # fmt: skip
+    )
     return root, path
 
 
@@ -62,11 +74,21 @@ def test_orthohash_head_on_two_replicas_evaluates_and_exports_features(features)
     root, path = features
     workdir, exported = root / "orthohash", root / "exported"
     result = _run(
-        "wsdhash.train", "--backbone=features", f"--features={path}", "--method=orthohash",
-        "--steps=0", "--epochs=0.5", "--batch_size=32", "--validation_size=32", "--hash_bit=16",
-        "--strategy=mirrored", "--cpu_replicas=2", "--ten_crop", "--crop_size=28",
+        "wsdhash.train",
+        "--backbone=features",
+        f"--features={path}",
+        "--method=orthohash",
+        "--steps=0",
+        "--epochs=0.5",
+        "--batch_size=32",
+        "--validation_size=32",
+        "--hash_bit=16",
+        "--strategy=mirrored",
+        "--cpu_replicas=2",
+        "--ten_crop",
+        "--crop_size=28",
         f"--workdir={workdir}",
-    )  # fmt: skip
+    )
     # Image flags (e.g. from a published flagfile) are reported and left to the file.
     assert "--backbone=features ignores --crop_size, --ten_crop" in result.stderr
     # An epoch on a features file is a pass over its training rows, as on the images:
@@ -101,11 +123,19 @@ def test_wsdhq_head_on_features_resumes_with_its_quantizer(features):
     write_merge_map(tag_dir / quantized.MERGE_MAP_FILE, {t: [t] for t in range(num_tags)})
     workdir = root / "wsdhq"
     args = [
-        "--backbone=features", f"--features={path}", "--method=wsdhq", "--supervision=tags",
-        f"--tag_dir={tag_dir}", "--head=tanh", "--quantizer_update_every=2",
-        "--batch_size=32", "--validation_size=32", "--hash_bit=16", "--checkpoint_every=2",
+        "--backbone=features",
+        f"--features={path}",
+        "--method=wsdhq",
+        "--supervision=tags",
+        f"--tag_dir={tag_dir}",
+        "--head=tanh",
+        "--quantizer_update_every=2",
+        "--batch_size=32",
+        "--validation_size=32",
+        "--hash_bit=16",
+        "--checkpoint_every=2",
         f"--workdir={workdir}",
-    ]  # fmt: skip
+    ]
     _run("wsdhash.train", *args, "--steps=2")
     result = _run("wsdhash.train", *args, "--steps=4", "--resume_with_changes=steps")
     assert "Resumed from" in result.stderr and "at step 2" in result.stderr
@@ -118,8 +148,11 @@ def test_wsdhq_head_on_features_resumes_with_its_quantizer(features):
 def test_a_missing_features_file_is_a_usage_error(tmp_path):
     missing = tmp_path / "missing.h5"
     result = _run(
-        "wsdhash.train", "--backbone=features", f"--features={missing}", f"--workdir={tmp_path}",
+        "wsdhash.train",
+        "--backbone=features",
+        f"--features={missing}",
+        f"--workdir={tmp_path}",
         check=False,
-    )  # fmt: skip
+    )
     assert result.returncode != 0
     assert f"--features: Features file not found: {missing}" in result.stderr

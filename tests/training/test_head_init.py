@@ -51,11 +51,21 @@ def test_a_run_that_never_moves_keeps_itq_codes(tmp_path):
     are ITQ's, fitted on the training rows with the run's seed."""
     path = write_clustered_features(tmp_path / "f.h5")
     config = TrainConfig(
-        dataset="features", data_dir=path, backbone="features", head="linear", bits=8,
-        method="greedyhash_unsupervised", method_options={"alpha": 0.1}, batch_size=32,
-        steps=3, optimizer=OptimizerConfig(name="sgd", learning_rate=0.0, momentum=0.0),
-        seed=5, workdir=str(tmp_path / "run"), validation_size=0, head_init="itq",
-    )  # fmt: skip
+        dataset="features",
+        data_dir=path,
+        backbone="features",
+        head="linear",
+        bits=8,
+        method="greedyhash_unsupervised",
+        method_options={"alpha": 0.1},
+        batch_size=32,
+        steps=3,
+        optimizer=OptimizerConfig(name="sgd", learning_rate=0.0, momentum=0.0),
+        seed=5,
+        workdir=str(tmp_path / "run"),
+        validation_size=0,
+        head_init="itq",
+    )
     trainer.train(config)
     codes = read_codes_file(tmp_path / "run" / "codes.h5")
     from wsdhash.data import features_file

@@ -46,9 +46,11 @@ def test_adam_groups_use_their_own_learning_rate():
 def test_step_schedule():
     config = OptimizerConfig(learning_rate=1.0, boundaries=(2, 4), decay=0.5)
     assert [config.learning_rate_at(s) for s in range(6)] == [1.0, 1.0, 0.5, 0.5, 0.25, 0.25]
-    backbone, head = _run(OptimizerConfig(name="sgd", learning_rate=1.0, momentum=0.0,
-                                          boundaries=(2,), decay=0.5), 3,
-                          np.array([1.0, 1.0, 1.0], np.float32))  # fmt: skip
+    backbone, head = _run(
+        OptimizerConfig(name="sgd", learning_rate=1.0, momentum=0.0, boundaries=(2,), decay=0.5),
+        3,
+        np.array([1.0, 1.0, 1.0], np.float32),
+    )
     # Updates 0 and 1 at lr 1, update 2 at lr 0.5 (StepLR(step_size=2) semantics).
     np.testing.assert_allclose(head, [0.5 - 1.0 - 1.0 - 0.5])
     with pytest.raises(ValueError, match="boundaries must increase"):

@@ -42,11 +42,20 @@ def data_dir(tmp_path_factory):
 
 def tiny_config(data_dir, workdir, **overrides):
     values = dict(
-        dataset="builtin", data_dir=str(data_dir),
-        dataset_options=dict(seed=0, image_size=32, **SIZES), image_size=32, crop_size=28,
-        validation_size=VALIDATION, batch_size=16, bits=16, steps=4, eval_every=2,
-        checkpoint_every=2, log_every=2, workdir=str(workdir),
-    )  # fmt: skip
+        dataset="builtin",
+        data_dir=str(data_dir),
+        dataset_options=dict(seed=0, image_size=32, **SIZES),
+        image_size=32,
+        crop_size=28,
+        validation_size=VALIDATION,
+        batch_size=16,
+        bits=16,
+        steps=4,
+        eval_every=2,
+        checkpoint_every=2,
+        log_every=2,
+        workdir=str(workdir),
+    )
     values.update(overrides)
     return TrainConfig(**values)
 
@@ -98,15 +107,19 @@ def test_a_stop_between_the_checkpoint_and_the_best_record_still_selects_the_bes
     assert metrics["selected_checkpoint"].endswith(os.path.join("best", "ckpt-4"))
     assert metrics["best_selection_score"] == 0.6
     assert sorted(os.listdir(tmp_path / "run" / "checkpoints" / "best")) == [
-        "checkpoint", "ckpt-4.data-00000-of-00001", "ckpt-4.index", "score.json",
-    ]  # fmt: skip
+        "checkpoint",
+        "ckpt-4.data-00000-of-00001",
+        "ckpt-4.index",
+        "score.json",
+    ]
 
 
 def test_an_undecodable_validation_image_keeps_the_last_interval(data_dir, tmp_path):
     lists = tmp_path / "lists"
     shutil.copytree(data_dir, lists)
-    config = tiny_config(lists, tmp_path / "run", dataset="wsdhq", dataset_options={},
-                         steps=2, eval_every=0)  # fmt: skip
+    config = tiny_config(
+        lists, tmp_path / "run", dataset="wsdhq", dataset_options={}, steps=2, eval_every=0
+    )
     dataset = datasets.get_dataset("wsdhq", str(lists))
     _, validation, _ = trainer.carve_validation(dataset.split("train"), VALIDATION, 0)
     bad = str(validation.paths[3])
@@ -145,8 +158,10 @@ def test_all_zero_training_labels_are_refused(data_dir, tmp_path):
     labels = np.loadtxt(lists / "train_label.txt")
     np.savetxt(lists / "train_label.txt", np.zeros_like(labels), fmt="%d")
     config = tiny_config(lists, tmp_path / "run", dataset="wsdhq", dataset_options={})
-    with pytest.raises(ValueError, match="'wsdhq' .*every item of its training split has "
-                       "all-zero labels.*--supervision=tags"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match="'wsdhq' .*every item of its training split has all-zero labels.*--supervision=tags",
+    ):
         train_in_process(config)
 
 
@@ -188,24 +203,31 @@ def test_resume_refuses_other_settings_and_names_them(data_dir, tmp_path):
     with pytest.raises(run_info.ResumeMismatchError) as raised:
         run_info.check_resume(lr, str(workdir))
     assert [str(c) for c in raised.value.changes] == [
-        "optimizer.boundaries: 2 -> ()", "optimizer.learning_rate: 0.01 -> 0.02",
-    ]  # fmt: skip
+        "optimizer.boundaries: 2 -> ()",
+        "optimizer.learning_rate: 0.01 -> 0.02",
+    ]
     with pytest.raises(run_info.ResumeMismatchError, match=r"bits: 16 -> 32"):
         run_info.check_resume(changed(bits=32), str(workdir), allow=["steps"])
     # What cannot matter does not block: the path spelled differently, logging periods.
     respelled = os.path.relpath(data_dir)
-    same = tiny_config(respelled, os.path.relpath(workdir), optimizer=stored.optimizer,
-                       log_every=1, checkpoint_every=3, keep_checkpoints=5)  # fmt: skip
+    same = tiny_config(
+        respelled,
+        os.path.relpath(workdir),
+        optimizer=stored.optimizer,
+        log_every=1,
+        checkpoint_every=3,
+        keep_checkpoints=5,
+    )
     assert run_info.check_resume(same, str(workdir)) == (stored_dict(workdir), [])
     # A longer schedule, when allowed; its extra learning-rate boundaries follow.
     longer = changed(steps=8)
     with pytest.raises(run_info.ResumeMismatchError, match="steps: 4 -> 8"):
         run_info.check_resume(longer, str(workdir))
-    longer = tiny_config(data_dir, workdir, steps=8,
-                         optimizer=OptimizerConfig(boundaries=(2, 6)))  # fmt: skip
+    longer = tiny_config(data_dir, workdir, steps=8, optimizer=OptimizerConfig(boundaries=(2, 6)))
     assert [str(c) for c in run_info.check_resume(longer, str(workdir), ["steps"])[1]] == [
-        "optimizer.boundaries: 2 -> 2,6", "steps: 4 -> 8",
-    ]  # fmt: skip
+        "optimizer.boundaries: 2 -> 2,6",
+        "steps: 4 -> 8",
+    ]
     with pytest.raises(run_info.ResumeMismatchError, match="steps: 4 -> 2"):
         run_info.check_resume(changed(steps=2), str(workdir), allow=["steps"])
 
@@ -237,8 +259,10 @@ def parse(monkeypatch):
         (["--log_every=0"], "--log_every must be >= 1 and <= "),
         (["--hash_bit=0"], "--hash_bit must be >= 1 and <= "),
         (["--keep_checkpoints=0"], "--keep_checkpoints must be >= 1 and <= "),
-        (["--builtin_sizes=10,5"], ("--builtin_sizes must be three positive integers "
-         "train,query,database, got '10,5'")),
+        (
+            ["--builtin_sizes=10,5"],
+            ("--builtin_sizes must be three positive integers train,query,database, got '10,5'"),
+        ),
         (["--builtin_sizes=10,0,5"], "--builtin_sizes must be three positive integers"),
         (["--steps=0", "--epochs=0"], "--epochs must be > 0 when --steps=0"),
         (["--epochs=-1"], "--epochs must be >= 0 and <= 1000000, got -1.0"),
@@ -246,7 +270,7 @@ def parse(monkeypatch):
         (["--topk=-3"], "--topk must be a positive integer or 'all'"),
         (["--resume_with_changes=hash_bit"], "--resume_with_changes: 'hash_bit' cannot"),
     ],
-)  # fmt: skip
+)
 def test_bad_flags_are_named_before_any_tensorflow_work(parse, args, message):
     parse(*args)
     with pytest.raises(cli.UsageError, match=message.replace("(", r"\(")):
@@ -256,8 +280,11 @@ def test_bad_flags_are_named_before_any_tensorflow_work(parse, args, message):
 def test_resume_with_changes_takes_flag_names(parse):
     parse("--method=hyp2", "--resume_with_changes=steps,lr,hyp2_zeta,lr_decay_every")
     assert train.fields_for_flags(FLAGS.resume_with_changes) == [
-        "steps", "optimizer.learning_rate", "method_options.zeta", "optimizer.boundaries",
-    ]  # fmt: skip
+        "steps",
+        "optimizer.learning_rate",
+        "method_options.zeta",
+        "optimizer.boundaries",
+    ]
     parse("--method=orthohash", "--resume_with_changes=orthohash_codebook")
     assert train.fields_for_flags(FLAGS.resume_with_changes) == ["method_options.codebook_method"]
 
@@ -298,11 +325,18 @@ def test_the_command_line_refuses_other_settings_and_a_held_workdir(parse, tmp_p
 
 def test_a_bad_flag_is_one_line_on_stderr_with_exit_status_2(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "wsdhash.train", f"--workdir={tmp_path / 'run'}",
-         "--checkpoint_every=0"],
-        capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            "-m",
+            "wsdhash.train",
+            f"--workdir={tmp_path / 'run'}",
+            "--checkpoint_every=0",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
-    )  # fmt: skip
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
         "wsdhash.train: error: --checkpoint_every must be >= 1 and <= 1000000000, got 0."
@@ -349,7 +383,7 @@ def test_an_unknown_augment_is_named(parse, tmp_path):
         match=r"^--augment=jitter is not a training "
         r"augmentation; known: center_crop, random_crop_flip, resize, resize_flip",
     ):
-        train.main(["wsdhash.train"])  # fmt: skip
+        train.main(["wsdhash.train"])
 
 
 def test_a_run_recorded_before_augment_resumes_with_random_crop_flip(data_dir, tmp_path):

@@ -20,22 +20,33 @@ _SIZES = {"train": 300, "query": 20, "database": 60}
 
 def _write_features(path, rng):
     settings = {
-        "backbone": "precomputed", "weights": "test", "seed": 0, "image_size": 0,
-        "crop_size": 0, "normalization": "", "ten_crop": False, "dataset": "test",
-        "data_dir": "test", "dataset_options": "{}", "feature_dim": 8, "topk": -1,
+        "backbone": "precomputed",
+        "weights": "test",
+        "seed": 0,
+        "image_size": 0,
+        "crop_size": 0,
+        "normalization": "",
+        "ten_crop": False,
+        "dataset": "test",
+        "data_dir": "test",
+        "dataset_options": "{}",
+        "feature_dim": 8,
+        "topk": -1,
         "wsdhash_version": "test",
-    }  # fmt: skip
+    }
     writer = features_file.FeaturesWriter(str(path), settings)
     try:
         for name, n in _SIZES.items():
             tags = (rng.random((n, len(_TAG_NAMES))) < 0.3).astype(np.uint8)
             tags[:, 0] = 1 - tags[:, 2]  # car or auto on every item: never both
             split = SplitData(
-                name=name, paths=np.array([f"{name}/{i}" for i in range(n)]),
+                name=name,
+                paths=np.array([f"{name}/{i}" for i in range(n)]),
                 labels=np.eye(2, dtype=np.uint8)[rng.integers(0, 2, n)],
                 tags=tags if name == "train" else np.zeros((n, 0), np.uint8),
-                label_names=("x", "y"), tag_names=_TAG_NAMES if name == "train" else (),
-            )  # fmt: skip
+                label_names=("x", "y"),
+                tag_names=_TAG_NAMES if name == "train" else (),
+            )
             writer.start_split(split, 8)
             writer.write_rows(name, 0, rng.normal(size=(n, 8)).astype(np.float32))
         return writer.finish()
@@ -55,11 +66,19 @@ def data(tmp_path_factory):
 
 def _config(path, workdir, **overrides):
     values = dict(
-        dataset="features", data_dir=str(path), backbone="features", method="idhn",
-        supervision="tags", bits=16, batch_size=32, steps=3, validation_size=30,
-        optimizer=OptimizerConfig(name="adam", learning_rate=1e-3), workdir=str(workdir),
+        dataset="features",
+        data_dir=str(path),
+        backbone="features",
+        method="idhn",
+        supervision="tags",
+        bits=16,
+        batch_size=32,
+        steps=3,
+        validation_size=30,
+        optimizer=OptimizerConfig(name="adam", learning_rate=1e-3),
+        workdir=str(workdir),
         log_every=1,
-    )  # fmt: skip
+    )
     return TrainConfig(**{**values, **overrides})
 
 
@@ -113,10 +132,13 @@ def test_a_tag_dir_needs_tag_supervision(data, tmp_path):
 def test_merged_split_keeps_none_and_unnamed_tags():
     assert tag_files.merged_split(None, _MERGE_MAP) is None
     split = SplitData(
-        name="train", paths=np.array(["a", "b"]), labels=np.zeros((2, 0), np.uint8),
-        tags=np.array([[1, 0, 0, 1, 0], [0, 0, 1, 0, 1]], np.uint8), label_names=(),
+        name="train",
+        paths=np.array(["a", "b"]),
+        labels=np.zeros((2, 0), np.uint8),
+        tags=np.array([[1, 0, 0, 1, 0], [0, 0, 1, 0, 1]], np.uint8),
+        label_names=(),
         tag_names=(),
-    )  # fmt: skip
+    )
     merged = tag_files.merged_split(split, _MERGE_MAP)
     np.testing.assert_array_equal(merged.tags, [[1, 0, 0], [1, 0, 1]])
     assert merged.tag_names == () and dataclasses.replace(merged, tags=split.tags) is not None

@@ -74,9 +74,13 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data_dir, tmp_path):
     # The command refuses --hyp2_zeta=nan up front (wsdhash/flag_bounds.py), so the
     # range check is switched off in this process to reach the training loop's guard.
     command = train_command(
-        data_dir, workdir, "--steps=10", "--method=hyp2", "--hyp2_zeta=nan",
+        data_dir,
+        workdir,
+        "--steps=10",
+        "--method=hyp2",
+        "--hyp2_zeta=nan",
         "--resume_with_changes=steps,hyp2_zeta",
-    )  # fmt: skip
+    )
     unchecked = (
         "import runpy, sys; from wsdhash import flag_bounds; "
         "flag_bounds.check = lambda flag_values: None; sys.argv[0] = 'wsdhash.train'; "
@@ -84,8 +88,11 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data_dir, tmp_path):
     )
     result = subprocess.run(
         [sys.executable, "-c", unchecked, *command[3:]],
-        capture_output=True, text=True, check=False, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=False,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+    )
     assert result.returncode != 0
     assert (
         "NonFiniteLossError: Loss is nan at step 6; stopping (the last good checkpoint"
@@ -110,8 +117,10 @@ def test_resume_after_kill_matches_an_uninterrupted_run(data_dir, tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
     process = subprocess.Popen(
         train_command(data_dir, workdir, *extra),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-    )  # fmt: skip
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
     deadline = time.time() + 3600  # only a hung run reaches it
     while time.time() < deadline and process.poll() is None:
         if tf.train.latest_checkpoint(str(workdir / "checkpoints")) and (
@@ -146,16 +155,29 @@ def test_triplet_with_class_balanced_batches_on_single_label_lists(tmp_path):
     single_label_lists(images, lists)
     workdir = tmp_path / "run"
     run_train(
-        lists, workdir, "--dataset=hashnet", f"--image_root={images}", "--method=triplet",
-        "--head=tanh", "--sampler=class_balanced", "--classes_per_batch=4",
-        "--images_per_class=4", "--steps=4",
-    )  # fmt: skip
+        lists,
+        workdir,
+        "--dataset=hashnet",
+        f"--image_root={images}",
+        "--method=triplet",
+        "--head=tanh",
+        "--sampler=class_balanced",
+        "--classes_per_batch=4",
+        "--images_per_class=4",
+        "--steps=4",
+    )
     metrics = read_json(workdir / "metrics.json")
     assert metrics["map_name"].startswith("mAP@all")
     bad = run_train(
-        lists, tmp_path / "bad", "--dataset=hashnet", f"--image_root={images}",
-        "--sampler=class_balanced", "--batch_size=15", "--steps=2", check=False,
-    )  # fmt: skip
+        lists,
+        tmp_path / "bad",
+        "--dataset=hashnet",
+        f"--image_root={images}",
+        "--sampler=class_balanced",
+        "--batch_size=15",
+        "--steps=2",
+        check=False,
+    )
     assert bad.returncode != 0 and "batch_size = classes_per_batch * images_per_class" in bad.stderr
 
 
@@ -171,8 +193,9 @@ def test_no_validation_keeps_the_final_weights_and_epochs_are_passes(data_dir, t
     """--validation_size=0: nothing is selected, and the metrics say so; --epochs=1 is
     one pass over the 160 training items (10 steps of 16), as the log says."""
     workdir = tmp_path / "run"
-    result = run_train(data_dir, workdir, "--validation_size=0", "--steps=0", "--epochs=1",
-                       "--eval_every=0")  # fmt: skip
+    result = run_train(
+        data_dir, workdir, "--validation_size=0", "--steps=0", "--epochs=1", "--eval_every=0"
+    )
     metrics = read_json(workdir / "metrics.json")
     assert metrics["selected_on"] == "final" and metrics["selected_checkpoint"] is None
     assert metrics["steps"] == 10 and "(selected on final)" in result.stdout
@@ -187,8 +210,12 @@ def test_a_heldout_validation_database_is_carved_besides_the_same_queries():
     from wsdhash.training.trainer import carve_validation
 
     n = 1000
-    split = SplitData("train", np.array([f"{i}.png" for i in range(n)]),
-                      np.eye(2, dtype=np.uint8)[np.arange(n) % 2], np.zeros((n, 0)))  # fmt: skip
+    split = SplitData(
+        "train",
+        np.array([f"{i}.png" for i in range(n)]),
+        np.eye(2, dtype=np.uint8)[np.arange(n) % 2],
+        np.zeros((n, 0)),
+    )
     _, queries, _ = carve_validation(split, -1, seed=3)
     train, heldout_queries, database = carve_validation(split, -1, seed=3, database="heldout")
     assert list(heldout_queries.paths) == list(queries.paths)
@@ -205,8 +232,12 @@ def test_validation_carve_scales_with_the_split_and_keeps_half(data_dir, tmp_pat
     from wsdhash.training.trainer import carve_validation
 
     def split(n):
-        return SplitData("train", np.array([f"{i}.png" for i in range(n)]),
-                         np.eye(2, dtype=np.uint8)[np.arange(n) % 2], np.zeros((n, 0)))  # fmt: skip
+        return SplitData(
+            "train",
+            np.array([f"{i}.png" for i in range(n)]),
+            np.eye(2, dtype=np.uint8)[np.arange(n) % 2],
+            np.zeros((n, 0)),
+        )
 
     # -1: a tenth of the split, at most 500 (the 530-image split once lost 500 to it).
     train, validation, database = carve_validation(split(530), -1, seed=0)
@@ -217,8 +248,7 @@ def test_validation_carve_scales_with_the_split_and_keeps_half(data_dir, tmp_pat
     with pytest.raises(ValueError, match=r"--validation_size=500 would leave 30 of the 530"):
         carve_validation(split(530), 500, seed=0)
     assert len(carve_validation(split(530), 265, seed=0)[1]) == 265  # exactly half is kept
-    result = run_train(data_dir, tmp_path / "r", "--validation_size=100", "--steps=1",
-                       check=False)  # fmt: skip
+    result = run_train(data_dir, tmp_path / "r", "--validation_size=100", "--steps=1", check=False)
     assert result.returncode == 2
     assert (
         result.stderr.strip()

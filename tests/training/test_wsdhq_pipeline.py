@@ -29,12 +29,19 @@ def tagged(tmp_path_factory):
     generate_builtin(data_dir, image_size=32, num_train=320, num_query=30, num_database=80)
     result = subprocess.run(
         [
-            sys.executable, "-m", "wsdhash.tags",
-            f"--vocab={data_dir / 'tag_vocab.txt'}", f"--tag_matrix={data_dir / 'train_tag.txt'}",
-            "--vectors=train", "--w2v_dim=24", "--w2v_epochs=5", f"--output_dir={tag_dir}",
+            sys.executable,
+            "-m",
+            "wsdhash.tags",
+            f"--vocab={data_dir / 'tag_vocab.txt'}",
+            f"--tag_matrix={data_dir / 'train_tag.txt'}",
+            "--vectors=train",
+            "--w2v_dim=24",
+            "--w2v_epochs=5",
+            f"--output_dir={tag_dir}",
         ],
-        capture_output=True, text=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     return data_dir, tag_dir
 
@@ -44,11 +51,22 @@ def test_wsdhq_trains_from_tags_and_writes_aqd_codes(tagged, tmp_path, quantizer
     data_dir, tag_dir = tagged
     workdir = tmp_path / "run"
     run_train(
-        data_dir, workdir, "--builtin_sizes=320,30,80", "--method=wsdhq", "--supervision=tags",
-        f"--tag_dir={tag_dir}", f"--quantizer={quantizer}",
-        "--head=tanh", "--hash_bit=16", "--steps=6", "--quantizer_update_every=3",
-        "--optimizer=adam", "--lr=1e-3", "--empty=skip", "--ten_crop",
-    )  # fmt: skip
+        data_dir,
+        workdir,
+        "--builtin_sizes=320,30,80",
+        "--method=wsdhq",
+        "--supervision=tags",
+        f"--tag_dir={tag_dir}",
+        f"--quantizer={quantizer}",
+        "--head=tanh",
+        "--hash_bit=16",
+        "--steps=6",
+        "--quantizer_update_every=3",
+        "--optimizer=adam",
+        "--lr=1e-3",
+        "--empty=skip",
+        "--ten_crop",
+    )
     metrics = read_json(workdir / "metrics.json")
     assert metrics["map_name"] == "mAP@1000[ties=index,empty=skip]"
     codes = read_codes_file(workdir / "codes.h5")
@@ -61,18 +79,29 @@ def test_wsdhq_trains_from_tags_and_writes_aqd_codes(tagged, tmp_path, quantizer
         np.testing.assert_array_equal(codes.codebooks[1, :, :12], 0.0)
         np.testing.assert_allclose(np.linalg.norm(codes.codebooks, axis=2), 1.0, rtol=1e-5)
     again = aqd_evaluate(
-        codes.query.features, codes.database.indices, codes.codebooks,
-        (codes.query.labels, codes.database.labels), EvalProtocol(topk=1000, empty="skip"),
-    )  # fmt: skip
+        codes.query.features,
+        codes.database.indices,
+        codes.codebooks,
+        (codes.query.labels, codes.database.labels),
+        EvalProtocol(topk=1000, empty="skip"),
+    )
     assert again.map == pytest.approx(metrics["map"], abs=1e-9)
     # The evaluate CLI ranks a quantization codes file by AQD too (once: it reads the
     # codes file alone, whichever quantizer wrote it; one TensorFlow start-up fewer).
     if quantizer == "additive":
         result = subprocess.run(
-            [sys.executable, "-m", "wsdhash.evaluate", f"--codes={workdir / 'codes.h5'}",
-             "--topk=1000", "--empty=skip", "--json"],
-            capture_output=True, text=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "wsdhash.evaluate",
+                f"--codes={workdir / 'codes.h5'}",
+                "--topk=1000",
+                "--empty=skip",
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+        )
         assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout)["map"] == pytest.approx(metrics["map"], abs=1e-9)
 
@@ -80,8 +109,9 @@ def test_wsdhq_trains_from_tags_and_writes_aqd_codes(tagged, tmp_path, quantizer
     exported = tmp_path / "exported"
     result = subprocess.run(
         [sys.executable, "-m", "wsdhash.export", f"--workdir={workdir}", f"--output={exported}"],
-        capture_output=True, text=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     import tensorflow as tf
 
@@ -92,9 +122,13 @@ def test_wsdhq_trains_from_tags_and_writes_aqd_codes(tagged, tmp_path, quantizer
     outputs = served(images=tf.constant(crops))
     config = read_json(workdir / "run_info.json")["config"]
     reference = quantized.TrainingQuantizer(
-        16, embeddings, 1, 0, kind=quantizer,
+        16,
+        embeddings,
+        1,
+        0,
+        kind=quantizer,
         form=config["method_options"].get("quantization_form", "faithful"),
-    )  # fmt: skip
+    )
     reference.set_codebooks(codes.codebooks)
     expected = reference.encode(outputs["embedding"].numpy())
     got = outputs["quantization_codes"].numpy()
@@ -112,10 +146,18 @@ def test_wsdhq_trains_from_tags_and_writes_aqd_codes(tagged, tmp_path, quantizer
     index_dir = tmp_path / "index"
     images = data_dir / "images"
     built = subprocess.run(
-        [sys.executable, "-m", "wsdhash.search", "build", f"--images={images}",
-         f"--model={exported}", f"--output={index_dir}"],
-        capture_output=True, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "wsdhash.search",
+            "build",
+            f"--images={images}",
+            f"--model={exported}",
+            f"--output={index_dir}",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert built.returncode == 0, built.stderr[-2000:]
     index = ShardedIndex(str(index_dir))
     assert index.kind == "aqd" and index.num_items == len(os.listdir(images))
@@ -126,14 +168,24 @@ def test_wsdhq_needs_tags_and_a_tag_dir(tagged, tmp_path):
     data_dir, tag_dir = tagged
     sizes = "--builtin_sizes=320,30,80"
     result = run_train(
-        data_dir, tmp_path / "a", sizes, "--method=wsdhq", "--supervision=tags", "--steps=2",
+        data_dir,
+        tmp_path / "a",
+        sizes,
+        "--method=wsdhq",
+        "--supervision=tags",
+        "--steps=2",
         check=False,
-    )  # fmt: skip
+    )
     assert result.returncode != 0 and "--tag_dir" in result.stderr
     result = run_train(
-        data_dir, tmp_path / "b", sizes, "--method=wsdhq", f"--tag_dir={tag_dir}", "--steps=2",
+        data_dir,
+        tmp_path / "b",
+        sizes,
+        "--method=wsdhq",
+        f"--tag_dir={tag_dir}",
+        "--steps=2",
         check=False,
-    )  # fmt: skip
+    )
     assert result.returncode != 0 and "--supervision=tags" in result.stderr
 
 
@@ -142,19 +194,34 @@ def test_published_flagfiles_run_on_the_builtin_dataset(tagged, tmp_path):
     stay), in the test process's flagfile runner (tests/training/flagfile_runner.py)."""
     data_dir, tag_dir = tagged
     overrides = [
-        "--dataset=builtin", f"--data_dir={data_dir}", "--builtin_sizes=320,30,80",
-        "--builtin_image_size=32", f"--tag_dir={tag_dir}", "--validation_size=32",
-        "--backbone=small_cnn", "--weights=none", "--image_size=32", "--crop_size=28",
-        "--batch_size=16", "--steps=2", "--quantizer_update_every=1",
-    ]  # fmt: skip
+        "--dataset=builtin",
+        f"--data_dir={data_dir}",
+        "--builtin_sizes=320,30,80",
+        "--builtin_image_size=32",
+        f"--tag_dir={tag_dir}",
+        "--validation_size=32",
+        "--backbone=small_cnn",
+        "--weights=none",
+        "--image_size=32",
+        "--crop_size=28",
+        "--batch_size=16",
+        "--steps=2",
+        "--quantizer_update_every=1",
+    ]
     runs = [
-        {"flagfile": path, "workdir": str(tmp_path / os.path.basename(path)[:7]),
-         "overrides": overrides}
+        {
+            "flagfile": path,
+            "workdir": str(tmp_path / os.path.basename(path)[:7]),
+            "overrides": overrides,
+        }
         for path in RUN_FLAGFILES
-    ]  # fmt: skip
+    ]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-    runner = [sys.executable, os.path.join(ROOT, "tests", "training", "flagfile_runner.py"),
-              "--serve"]  # fmt: skip
+    runner = [
+        sys.executable,
+        os.path.join(ROOT, "tests", "training", "flagfile_runner.py"),
+        "--serve",
+    ]
     worker("flagfile_runner", runner, env=env, cwd=ROOT).call({"runs": runs})
     for run in runs:
         workdir = run["workdir"]
@@ -181,10 +248,17 @@ def test_two_replicas_train_wsdhq_like_one_device(tagged, tmp_path):
 
     data_dir, tag_dir = tagged
     common = [
-        "--builtin_sizes=320,30,80", "--method=wsdhq", "--supervision=tags",
-        f"--tag_dir={tag_dir}", "--head=tanh", "--steps=4", "--quantizer_update_every=2",
-        "--wsdhq_quantization_weight=0.1", "--cpu_replicas=2", "--deterministic",
-    ]  # fmt: skip
+        "--builtin_sizes=320,30,80",
+        "--method=wsdhq",
+        "--supervision=tags",
+        f"--tag_dir={tag_dir}",
+        "--head=tanh",
+        "--steps=4",
+        "--quantizer_update_every=2",
+        "--wsdhq_quantization_weight=0.1",
+        "--cpu_replicas=2",
+        "--deterministic",
+    ]
     run_train(data_dir, tmp_path / "one", *common, "--strategy=one_device")
     run_train(data_dir, tmp_path / "two", *common, "--strategy=mirrored")
     readers = [

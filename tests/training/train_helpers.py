@@ -20,17 +20,24 @@ TINY = [
 
 def train_command(data_dir, workdir, *extra):
     return [
-        sys.executable, "-m", "wsdhash.train",
-        f"--data_dir={data_dir}", f"--workdir={workdir}", *TINY, *extra,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "wsdhash.train",
+        f"--data_dir={data_dir}",
+        f"--workdir={workdir}",
+        *TINY,
+        *extra,
+    ]
 
 
 def run_train(data_dir, workdir, *extra, check=True):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
     result = subprocess.run(
         train_command(data_dir, workdir, *extra),
-        capture_output=True, text=True, env=env,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     if check:
         assert result.returncode == 0, result.stderr[-3000:]
     return result

@@ -152,8 +152,12 @@ def model_layout(model, model_dir: str) -> ModelLayout:
     except cli.UsageError as error:
         raise ValueError(str(error)) from None
     outputs = model.signatures["serving_default"].structured_outputs
-    needed = {"valid", "status", "embedding", "quantization_codes" if codebooks is not None
-              else "packed_codes"}  # fmt: skip
+    needed = {
+        "valid",
+        "status",
+        "embedding",
+        "quantization_codes" if codebooks is not None else "packed_codes",
+    }
     if not needed <= set(outputs):
         raise ValueError(
             f"{model_dir}: serving_default returns {sorted(outputs)}; it needs "
@@ -167,8 +171,9 @@ def model_layout(model, model_dir: str) -> ModelLayout:
         scorer = "aqd"
     else:
         bits, code_bytes, scorer = feature_dim, -(-feature_dim // 8), "hamming"
-    return ModelLayout(scorer, bits, code_bytes, feature_dim, codebooks,
-                       export_fingerprint(model_dir))  # fmt: skip
+    return ModelLayout(
+        scorer, bits, code_bytes, feature_dim, codebooks, export_fingerprint(model_dir)
+    )
 
 
 def local_model_dir(model_dir: str) -> str:
@@ -522,8 +527,9 @@ def _empty_shard(layout: ModelLayout, split: str, num_classes: int | None) -> by
     return codes_folder.shard_bytes(arrays)
 
 
-def _shard_entries(building: str, splits: Sequence[str], layout: ModelLayout,
-                   num_classes: int | None) -> dict[str, list[dict]]:  # fmt: skip
+def _shard_entries(
+    building: str, splits: Sequence[str], layout: ModelLayout, num_classes: int | None
+) -> dict[str, list[dict]]:
     """The manifest's shard entries of each split, after writing the shards that no row
     hashed to (empty), so that a split's files are numbered 0..count-1 without gaps."""
     found = {split: {} for split in splits}
@@ -553,8 +559,13 @@ def _shard_entries(building: str, splits: Sequence[str], layout: ModelLayout,
     return entries
 
 
-def _finish_folder(building: str, layout: ModelLayout, splits: Sequence[str],
-                   num_classes: int | None, metadata: dict) -> dict:  # fmt: skip
+def _finish_folder(
+    building: str,
+    layout: ModelLayout,
+    splits: Sequence[str],
+    num_classes: int | None,
+    metadata: dict,
+) -> dict:
     """Empty shards, codebooks, failed.jsonl and, last, the signed manifest."""
     entries = _shard_entries(building, splits, layout, num_classes)
     failed_path = os.path.join(building, codes_folder.FAILED_FILE)
@@ -647,8 +658,12 @@ def _run_pipeline(job: EncodeJob, layout: ModelLayout, options, staging: str) ->
         raise RuntimeError(f"the Beam pipeline ended in state {state}.")
 
 
-def encode_to_folder(job: EncodeJob, layout: ModelLayout, options,
-                     progress: Callable[[str], None] = lambda line: None) -> dict:  # fmt: skip
+def encode_to_folder(
+    job: EncodeJob,
+    layout: ModelLayout,
+    options,
+    progress: Callable[[str], None] = lambda line: None,
+) -> dict:
     """Runs the pipeline and writes the codes folder `job.output` (module doc).
 
     Args:

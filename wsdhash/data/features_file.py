@@ -61,9 +61,22 @@ SPLITS = ("train", "query", "database")
 # Settings that must match for a partial file to be resumed: everything that changes
 # the features (the seed initialises --weights=none backbones and generates the
 # built-in dataset; dataset_options are the dataset factory's, as JSON).
-SETTINGS = ("backbone", "weights", "seed", "image_size", "crop_size", "normalization",
-            "ten_crop", "dataset", "data_dir", "dataset_options", "feature_dim",
-            "model_format", "model_signature", "model_output")  # fmt: skip
+SETTINGS = (
+    "backbone",
+    "weights",
+    "seed",
+    "image_size",
+    "crop_size",
+    "normalization",
+    "ten_crop",
+    "dataset",
+    "data_dir",
+    "dataset_options",
+    "feature_dim",
+    "model_format",
+    "model_signature",
+    "model_output",
+)
 # Rows per write when a stretch of a split only copies rows of images already written.
 COPY_BLOCK_ROWS = 1024
 # Free space kept beyond a batch's rows, for HDF5's metadata and the rest of the system.

@@ -251,8 +251,15 @@ class _Order:
                 "pipeline_id": input_context.input_pipeline_id,
             }
             batch_size = input_context.get_per_replica_batch_size(batch_size)
-        return cls(training, batch_size, seed, **placement, shuffle_buffer=shuffle_buffer,
-                   skip_elements=skip_elements, index_stream=index_stream)  # fmt: skip
+        return cls(
+            training,
+            batch_size,
+            seed,
+            **placement,
+            shuffle_buffer=shuffle_buffer,
+            skip_elements=skip_elements,
+            index_stream=index_stream,
+        )
 
 
 def _features_pipeline(split: SplitData, order: _Order) -> tf.data.Dataset:

@@ -497,9 +497,12 @@ def _read_contents(path, h5: h5py.File, required: tuple[str, ...]) -> CodesFile:
         value = h5.attrs.get(name)
         text[name] = value.decode("utf-8") if isinstance(value, bytes) else value
     contents = CodesFile(
-        bits=bits, codebooks=codebooks, scorer=scorer,
+        bits=bits,
+        codebooks=codebooks,
+        scorer=scorer,
         database_codes=text["database_codes"] or "network",
-        model_fingerprint=text["model_fingerprint"], **splits,
-    )  # fmt: skip
+        model_fingerprint=text["model_fingerprint"],
+        **splits,
+    )
     validate_codes_file(contents, path)
     return contents

@@ -324,8 +324,9 @@ def read_shard(folder: str, entry: dict, manifest: dict) -> dict[str, np.ndarray
     return arrays
 
 
-def iter_shards(folder: str, split: str = "database", manifest: dict | None = None
-                ) -> Iterator[dict[str, np.ndarray]]:  # fmt: skip
+def iter_shards(
+    folder: str, split: str = "database", manifest: dict | None = None
+) -> Iterator[dict[str, np.ndarray]]:
     """The arrays of each shard of `split`, one shard in memory at a time."""
     manifest = manifest or read_manifest(folder)
     if split not in manifest["splits"]:

@@ -287,13 +287,13 @@ def _feature_vectors(contents) -> np.ndarray:
 
 SCORERS: Registry[ScorerKind] = Registry("scorer")
 SCORERS.register("hamming")(
-    ScorerKind("hamming", "Hamming", _hamming_from_file, "flat", lambda split: split.codes,
-               _bit_vectors)
-)  # fmt: skip
+    ScorerKind(
+        "hamming", "Hamming", _hamming_from_file, "flat", lambda split: split.codes, _bit_vectors
+    )
+)
 SCORERS.register("aqd")(
-    ScorerKind("aqd", "AQD", _aqd_from_file, "aqd", lambda split: split.indices,
-               _quantized_vectors)
-)  # fmt: skip
+    ScorerKind("aqd", "AQD", _aqd_from_file, "aqd", lambda split: split.indices, _quantized_vectors)
+)
 SCORERS.register("features")(
     ScorerKind("features", "features", _features_from_file, None, None, _feature_vectors)
 )

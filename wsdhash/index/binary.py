@@ -78,10 +78,11 @@ class BinaryIndexParams:
                 )
             if num_bytes is not None and self.nhash * self.hash_bits > 8 * num_bytes:
                 raise IndexParamError(
-                    "nhash", self.nhash,
+                    "nhash",
+                    self.nhash,
                     f"nhash * hash_bits = {self.nhash * self.hash_bits} exceeds the "
                     f"{8 * num_bytes} code bits.",
-                )  # fmt: skip
+                )
         if kind == "ivf" and num_items is not None and self.nlist > num_items:
             raise IndexParamError(
                 "nlist", self.nlist, f"ivf needs at most one cell per item ({num_items} items)."

@@ -20,8 +20,9 @@ class MismatchError(ValueError):
     """Codes or a model and an index that do not fit each other (the message says how)."""
 
 
-def check_provenance(index, fingerprint: str | None, index_name: str, other_name: str,
-                     remedy: str) -> None:  # fmt: skip
+def check_provenance(
+    index, fingerprint: str | None, index_name: str, other_name: str, remedy: str
+) -> None:
     """Refuses `other_name` (fingerprint `fingerprint`) for an index whose manifest
     names another network; `remedy` ends the message (what to do)."""
     theirs = index.manifest.get("model_fingerprint")
@@ -71,8 +72,9 @@ def check_codes_fit_index(contents, index, index_name: str, codes_name: str) -> 
         )
 
 
-def check_model_fits_index(model, fingerprint: str | None, index, index_name: str,
-                           model_name: str) -> None:  # fmt: skip
+def check_model_fits_index(
+    model, fingerprint: str | None, index, index_name: str, model_name: str
+) -> None:
     """Refuses an exported model of another network than the index's, or, for an AQD
     index, with other codebooks."""
     remedy = (

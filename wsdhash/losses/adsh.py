@@ -109,8 +109,10 @@ def soft_ratio(
 ) -> float:
     """r = #similar / #dissimilar pairs between (m, C) and (N, C) 0/1 labels (0 if none
     is dissimilar), counted block by block."""
-    similar = sum(int(block.sum()) for _, block in _similar_blocks(
-        sample_labels, database_labels, block_items))  # fmt: skip
+    similar = sum(
+        int(block.sum())
+        for _, block in _similar_blocks(sample_labels, database_labels, block_items)
+    )
     dissimilar = len(sample_labels) * len(database_labels) - similar
     return float(similar) / dissimilar if dissimilar else 0.0
 
@@ -379,9 +381,12 @@ class ADSHLoss(HashingLoss):
         whole: `similarity_products`), stores and returns the new V."""
         db = self.database_labels.numpy()
         products = similarity_products(
-            db[np.asarray(sampled_rows)], db, sampled_codes,
-            soft=self.soft_constraint != "none", block_items=self.block_items,
-        )  # fmt: skip
+            db[np.asarray(sampled_rows)],
+            db,
+            sampled_codes,
+            soft=self.soft_constraint != "none",
+            block_items=self.block_items,
+        )
         new = dcc_update_from_products(
             self.database_codes.numpy(), sampled_codes, sampled_rows, products, self.gamma
         )

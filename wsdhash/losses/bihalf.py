@@ -74,8 +74,9 @@ def straight_through_bi_half(u: tf.Tensor):
     return bi_half(u), grad
 
 
-def bihalf_terms(codes, ref_codes=None, features=None, ref_features=None, anchor_offset=0,
-                 center_features=False):  # fmt: skip
+def bihalf_terms(
+    codes, ref_codes=None, features=None, ref_features=None, anchor_offset=0, center_features=False
+):
     """(similarity (B,), quantization (B,) without gamma / 2) for the anchors `codes`.
 
     `quantization_i` = mean_k (u_ik - b_ik)^2 with b the anchors' rows of the bi-half of
@@ -126,8 +127,15 @@ class BiHalfLoss(HashingLoss):
 
     hyperparameters = ("gamma", "center_features")
 
-    def __init__(self, bits: int, num_classes: int, seed: int = 0, gamma: float = 6.0,
-                 center_features: bool = False, **kwargs: Any):  # fmt: skip
+    def __init__(
+        self,
+        bits: int,
+        num_classes: int,
+        seed: int = 0,
+        gamma: float = 6.0,
+        center_features: bool = False,
+        **kwargs: Any,
+    ):
         super().__init__(bits, num_classes, seed, **kwargs)
         self.gamma = float(gamma)
         self.center_features = bool(center_features)

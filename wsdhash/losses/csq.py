@@ -229,21 +229,28 @@ class CSQLoss(HashingLoss):
         self.apply_tanh = bool(apply_tanh)
         centers, tie = generate_centers(self.num_classes, self.bits, center_method, self.seed)
         self.centers = self.add_weight(
-            name="centers", shape=(self.num_classes, self.bits),
-            initializer=keras.initializers.Zeros(), trainable=False,
-        )  # fmt: skip
+            name="centers",
+            shape=(self.num_classes, self.bits),
+            initializer=keras.initializers.Zeros(),
+            trainable=False,
+        )
         self.centers.assign(centers)
         self.tie_center = self.add_weight(
-            name="tie_center", shape=(self.bits,), initializer=keras.initializers.Zeros(),
+            name="tie_center",
+            shape=(self.bits,),
+            initializer=keras.initializers.Zeros(),
             trainable=False,
-        )  # fmt: skip
+        )
         self.tie_center.assign(tie)
 
     def terms(self, codes, labels, refs) -> dict[str, tf.Tensor]:
         del refs  # every CSQ term is per example
         center, quantization = csq_terms(
-            codes, labels, tf.convert_to_tensor(self.centers),
-            tf.convert_to_tensor(self.tie_center), self.apply_tanh,
-        )  # fmt: skip
+            codes,
+            labels,
+            tf.convert_to_tensor(self.centers),
+            tf.convert_to_tensor(self.tie_center),
+            self.apply_tanh,
+        )
         loss = center + self.quantization_weight * quantization
         return {"loss": loss, "center": center, "quantization": quantization}

@@ -81,9 +81,17 @@ def normalized_distance(u: tf.Tensor, v: tf.Tensor) -> tf.Tensor:
     return bits / 2.0 * (1.0 - tf.minimum(cos, COSINE_CEILING))
 
 
-def dch_terms(codes, labels, ref_codes=None, ref_labels=None, anchor_offset=0, *,
-              gamma: float = 20.0, include_self: bool = False,
-              num_classes: int | None = None):  # fmt: skip
+def dch_terms(
+    codes,
+    labels,
+    ref_codes=None,
+    ref_labels=None,
+    anchor_offset=0,
+    *,
+    gamma: float = 20.0,
+    include_self: bool = False,
+    num_classes: int | None = None,
+):
     """DCH's per-anchor terms (module doc), unweighted.
 
     Args:
@@ -137,9 +145,16 @@ class DCHLoss(HashingLoss):
 
     hyperparameters = ("gamma", "quantization_weight", "include_self")
 
-    def __init__(self, bits: int, num_classes: int, seed: int = 0, gamma: float = 20.0,
-                 quantization_weight: float = 0.1, include_self: bool = False,
-                 **kwargs: Any):  # fmt: skip
+    def __init__(
+        self,
+        bits: int,
+        num_classes: int,
+        seed: int = 0,
+        gamma: float = 20.0,
+        quantization_weight: float = 0.1,
+        include_self: bool = False,
+        **kwargs: Any,
+    ):
         super().__init__(bits, num_classes, seed, **kwargs)
         self.gamma = float(gamma)
         self.quantization_weight = float(quantization_weight)
@@ -149,8 +164,14 @@ class DCHLoss(HashingLoss):
 
     def terms(self, codes, labels, refs):
         cauchy, quantization = dch_terms(
-            codes, labels, refs.codes, refs.labels, refs.anchor_offset, gamma=self.gamma,
-            include_self=self.include_self, num_classes=self.num_classes,
-        )  # fmt: skip
+            codes,
+            labels,
+            refs.codes,
+            refs.labels,
+            refs.anchor_offset,
+            gamma=self.gamma,
+            include_self=self.include_self,
+            num_classes=self.num_classes,
+        )
         loss = cauchy + self.quantization_weight * quantization
         return {"loss": loss, "cauchy": cauchy, "quantization": quantization}

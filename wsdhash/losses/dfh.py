@@ -82,8 +82,9 @@ def _label_rows(y: tf.Tensor, normalize: bool) -> tf.Tensor:
     return tf.math.divide_no_nan(y, tf.reduce_sum(y, axis=1, keepdims=True))
 
 
-def fit_centers(labels: tf.Tensor, codes: tf.Tensor, inter_weight: float = 1.0,
-                quantization_weight: float = 1.0) -> tf.Tensor:  # fmt: skip
+def fit_centers(
+    labels: tf.Tensor, codes: tf.Tensor, inter_weight: float = 1.0, quantization_weight: float = 1.0
+) -> tf.Tensor:
     """Relaxed centres V (K, C) fitted to (R, C) label rows and (R, K) +-1 codes by
     200 gradient steps from 0 (module doc); returns V (C = sign(V))."""
     y = tf.cast(labels, tf.float32)
@@ -107,14 +108,27 @@ def fit_centers(labels: tf.Tensor, codes: tf.Tensor, inter_weight: float = 1.0,
         grad += quantization_weight * quant_scale * (v - tf.sign(v))
         return i + 1, v - rate * grad
 
-    _, v = tf.while_loop(lambda i, v: i < CENTER_STEPS, step,
-                         (tf.constant(0), tf.zeros(tf.stack([bits, num_classes]))))  # fmt: skip
+    _, v = tf.while_loop(
+        lambda i, v: i < CENTER_STEPS,
+        step,
+        (tf.constant(0), tf.zeros(tf.stack([bits, num_classes]))),
+    )
     return v
 
 
-def dfh_terms(codes, labels, ref_codes=None, ref_labels=None, *, margin=3.0, push=0.1,
-              inter_weight=1.0, center_quantization_weight=1.0, normalize_labels=False,
-              num_classes=None):  # fmt: skip
+def dfh_terms(
+    codes,
+    labels,
+    ref_codes=None,
+    ref_labels=None,
+    *,
+    margin=3.0,
+    push=0.1,
+    inter_weight=1.0,
+    center_quantization_weight=1.0,
+    normalize_labels=False,
+    num_classes=None,
+):
     """DFH's per-anchor terms (module doc), unweighted.
 
     Returns:
@@ -122,8 +136,12 @@ def dfh_terms(codes, labels, ref_codes=None, ref_labels=None, *, margin=3.0, pus
     """
     u, y, ref_u, ref_y = references.resolve(codes, labels, ref_codes, ref_labels, num_classes)
     # C-step on the references (no gradient), then the pushed codes of the anchors.
-    v = fit_centers(_label_rows(ref_y, normalize_labels), sign_codes(tf.stop_gradient(ref_u)),
-                    inter_weight, center_quantization_weight)  # fmt: skip
+    v = fit_centers(
+        _label_rows(ref_y, normalize_labels),
+        sign_codes(tf.stop_gradient(ref_u)),
+        inter_weight,
+        center_quantization_weight,
+    )
     centers = tf.sign(v)
     pushed = push * tf.matmul(_label_rows(y, normalize_labels), centers, transpose_b=True)
     b = tf.stop_gradient(sign_codes(pushed + u))
@@ -154,13 +172,28 @@ class DFHLoss(HashingLoss):
             push (the authors' Main.py; DeepHash-pytorch: no).
     """
 
-    hyperparameters = ("margin", "push", "quantization_weight", "inter_weight",
-                       "center_quantization_weight", "normalize_labels")  # fmt: skip
+    hyperparameters = (
+        "margin",
+        "push",
+        "quantization_weight",
+        "inter_weight",
+        "center_quantization_weight",
+        "normalize_labels",
+    )
 
-    def __init__(self, bits: int, num_classes: int, seed: int = 0, margin: float = 3.0,
-                 push: float = 0.1, quantization_weight: float = 0.5,
-                 inter_weight: float = 1.0, center_quantization_weight: float = 1.0,
-                 normalize_labels: bool = False, **kwargs: Any):  # fmt: skip
+    def __init__(
+        self,
+        bits: int,
+        num_classes: int,
+        seed: int = 0,
+        margin: float = 3.0,
+        push: float = 0.1,
+        quantization_weight: float = 0.5,
+        inter_weight: float = 1.0,
+        center_quantization_weight: float = 1.0,
+        normalize_labels: bool = False,
+        **kwargs: Any,
+    ):
         super().__init__(bits, num_classes, seed, **kwargs)
         self.margin = float(margin)
         self.push = float(push)
@@ -172,10 +205,16 @@ class DFHLoss(HashingLoss):
     def terms(self, codes, labels, refs):
         # The self pair counts, as with the authors' bank (module doc): no anchor_offset.
         metric, quantization, _ = dfh_terms(
-            codes, labels, refs.codes, refs.labels, margin=self.margin, push=self.push,
+            codes,
+            labels,
+            refs.codes,
+            refs.labels,
+            margin=self.margin,
+            push=self.push,
             inter_weight=self.inter_weight,
             center_quantization_weight=self.center_quantization_weight,
-            normalize_labels=self.normalize_labels, num_classes=self.num_classes,
-        )  # fmt: skip
+            normalize_labels=self.normalize_labels,
+            num_classes=self.num_classes,
+        )
         loss = metric + self.quantization_weight * quantization
         return {"loss": loss, "metric": metric, "quantization": quantization}

@@ -66,8 +66,9 @@ TARGET_METHODS = ("bernoulli", "balanced")
 MULTI_LABEL_RULES = ("per_class", "combined")
 
 
-def generate_targets(num_classes: int, bits: int, method: str = "bernoulli",
-                     probability: float = 0.5, seed: int = 0):  # fmt: skip
+def generate_targets(
+    num_classes: int, bits: int, method: str = "bernoulli", probability: float = 0.5, seed: int = 0
+):
     """(C, K) float32 +-1 class targets and the (K,) tie vector (module doc)."""
     if method not in TARGET_METHODS:
         raise ValueError(f"Unknown target method {method!r}; known: {', '.join(TARGET_METHODS)}.")
@@ -86,8 +87,9 @@ def generate_targets(num_classes: int, bits: int, method: str = "bernoulli",
     return targets.astype(np.float32), tie.astype(np.float32)
 
 
-def dpn_terms(codes, labels, targets, tie_target, margin: float = 1.0,
-              multi_label: str = "per_class"):  # fmt: skip
+def dpn_terms(
+    codes, labels, targets, tie_target, margin: float = 1.0, multi_label: str = "per_class"
+):
     """DPN's per-example terms (module doc), unweighted.
 
     Args:
@@ -102,8 +104,9 @@ def dpn_terms(codes, labels, targets, tie_target, margin: float = 1.0,
         (polarization (B,), regularization (B,)) float32.
     """
     if multi_label not in MULTI_LABEL_RULES:
-        raise ValueError(f"Unknown multi_label rule {multi_label!r}; known: "
-                         f"{', '.join(MULTI_LABEL_RULES)}.")  # fmt: skip
+        raise ValueError(
+            f"Unknown multi_label rule {multi_label!r}; known: {', '.join(MULTI_LABEL_RULES)}."
+        )
     u = tf.cast(tf.convert_to_tensor(codes), tf.float32)
     targets = tf.cast(targets, tf.float32)
     y = references.positive_labels(labels, tf.shape(targets)[0])
@@ -139,8 +142,14 @@ class DPNLoss(HashingLoss):
         multi_label: "per_class" (authors) or "combined" (DeepHash-pytorch).
     """
 
-    hyperparameters = ("margin", "polarization_weight", "regularization_weight",
-                       "target_method", "target_probability", "multi_label")  # fmt: skip
+    hyperparameters = (
+        "margin",
+        "polarization_weight",
+        "regularization_weight",
+        "target_method",
+        "target_probability",
+        "multi_label",
+    )
 
     def __init__(
         self,
@@ -164,25 +173,33 @@ class DPNLoss(HashingLoss):
         self.target_method = target_method
         self.target_probability = float(target_probability)
         self.multi_label = multi_label
-        targets, tie = generate_targets(self.num_classes, self.bits, target_method,
-                                        self.target_probability, self.seed)  # fmt: skip
+        targets, tie = generate_targets(
+            self.num_classes, self.bits, target_method, self.target_probability, self.seed
+        )
         self.targets = self.add_weight(
-            name="targets", shape=(self.num_classes, self.bits),
-            initializer=keras.initializers.Zeros(), trainable=False,
-        )  # fmt: skip
+            name="targets",
+            shape=(self.num_classes, self.bits),
+            initializer=keras.initializers.Zeros(),
+            trainable=False,
+        )
         self.targets.assign(targets)
         self.tie_target = self.add_weight(
-            name="tie_target", shape=(self.bits,), initializer=keras.initializers.Zeros(),
+            name="tie_target",
+            shape=(self.bits,),
+            initializer=keras.initializers.Zeros(),
             trainable=False,
-        )  # fmt: skip
+        )
         self.tie_target.assign(tie)
 
     def terms(self, codes, labels, refs):
         del refs  # every DPN term is per example
         polarization, regularization = dpn_terms(
-            codes, labels, tf.convert_to_tensor(self.targets),
-            tf.convert_to_tensor(self.tie_target), self.margin, self.multi_label,
-        )  # fmt: skip
-        loss = (self.polarization_weight * polarization
-                + self.regularization_weight * regularization)  # fmt: skip
+            codes,
+            labels,
+            tf.convert_to_tensor(self.targets),
+            tf.convert_to_tensor(self.tie_target),
+            self.margin,
+            self.multi_label,
+        )
+        loss = self.polarization_weight * polarization + self.regularization_weight * regularization
         return {"loss": loss, "polarization": polarization, "regularization": regularization}

@@ -89,14 +89,21 @@ class DPSHLoss(HashingLoss):
 
     hyperparameters = ("quantization_weight",)
 
-    def __init__(self, bits: int, num_classes: int, seed: int = 0,
-                 quantization_weight: float = 0.01, **kwargs: Any):  # fmt: skip
+    def __init__(
+        self,
+        bits: int,
+        num_classes: int,
+        seed: int = 0,
+        quantization_weight: float = 0.01,
+        **kwargs: Any,
+    ):
         super().__init__(bits, num_classes, seed, **kwargs)
         self.quantization_weight = float(quantization_weight)
 
     def terms(self, codes, labels, refs):
         # The anchor's own row counts (module doc), so the offset is not needed.
-        likelihood, quantization = dpsh_terms(codes, labels, refs.codes, refs.labels,
-                                              self.num_classes)  # fmt: skip
+        likelihood, quantization = dpsh_terms(
+            codes, labels, refs.codes, refs.labels, self.num_classes
+        )
         loss = likelihood + self.quantization_weight * quantization
         return {"loss": loss, "likelihood": likelihood, "quantization": quantization}

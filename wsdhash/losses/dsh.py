@@ -37,8 +37,7 @@ from wsdhash.losses import references
 from wsdhash.losses.base import HashingLoss
 
 
-def dsh_terms(codes, labels, ref_codes=None, ref_labels=None, *, margin=None,
-              num_classes=None):  # fmt: skip
+def dsh_terms(codes, labels, ref_codes=None, ref_labels=None, *, margin=None, num_classes=None):
     """DSH's per-anchor terms (module doc), unweighted.
 
     Returns:
@@ -71,8 +70,15 @@ class DSHLoss(HashingLoss):
 
     hyperparameters = ("margin", "regularization_weight")
 
-    def __init__(self, bits: int, num_classes: int, seed: int = 0, margin: float = 0.0,
-                 regularization_weight: float = 0.1, **kwargs: Any):  # fmt: skip
+    def __init__(
+        self,
+        bits: int,
+        num_classes: int,
+        seed: int = 0,
+        margin: float = 0.0,
+        regularization_weight: float = 0.1,
+        **kwargs: Any,
+    ):
         super().__init__(bits, num_classes, seed, **kwargs)
         self.margin = float(margin)
         self.regularization_weight = float(regularization_weight)
@@ -80,8 +86,12 @@ class DSHLoss(HashingLoss):
     def terms(self, codes, labels, refs):
         # The self pair counts and costs 0 (module doc): no anchor_offset.
         contrastive, regularization = dsh_terms(
-            codes, labels, refs.codes, refs.labels, margin=self.margin or None,
+            codes,
+            labels,
+            refs.codes,
+            refs.labels,
+            margin=self.margin or None,
             num_classes=self.num_classes,
-        )  # fmt: skip
+        )
         loss = contrastive + self.regularization_weight * regularization
         return {"loss": loss, "contrastive": contrastive, "regularization": regularization}

@@ -66,8 +66,9 @@ def _triplet_masks(s: tf.Tensor, include_self: bool, num_anchors, num_refs, anch
     if include_self:
         positives = s
     else:
-        positives = s * tf.cast(references.not_self(num_anchors, num_refs, anchor_offset),
-                                tf.float32)  # fmt: skip
+        positives = s * tf.cast(
+            references.not_self(num_anchors, num_refs, anchor_offset), tf.float32
+        )
     return positives, 1.0 - s
 
 
@@ -85,9 +86,18 @@ def anchors_with_triplets(ref_labels, include_self: bool = False) -> tf.Tensor:
     return tf.reduce_sum(tf.cast(has, tf.float32))
 
 
-def dtsh_terms(codes, labels, ref_codes=None, ref_labels=None, anchor_offset=0, *,
-               margin=None, scale: float = 0.5, include_self: bool = False,
-               num_classes=None):  # fmt: skip
+def dtsh_terms(
+    codes,
+    labels,
+    ref_codes=None,
+    ref_labels=None,
+    anchor_offset=0,
+    *,
+    margin=None,
+    scale: float = 0.5,
+    include_self: bool = False,
+    num_classes=None,
+):
     """DTSH's per-anchor terms (module doc), unweighted.
 
     Args:
@@ -138,9 +148,17 @@ class DTSHLoss(HashingLoss):
 
     hyperparameters = ("margin", "scale", "quantization_weight", "include_self")
 
-    def __init__(self, bits: int, num_classes: int, seed: int = 0, margin: float = 0.0,
-                 scale: float = 0.5, quantization_weight: float = 1.0,
-                 include_self: bool = False, **kwargs: Any):  # fmt: skip
+    def __init__(
+        self,
+        bits: int,
+        num_classes: int,
+        seed: int = 0,
+        margin: float = 0.0,
+        scale: float = 0.5,
+        quantization_weight: float = 1.0,
+        include_self: bool = False,
+        **kwargs: Any,
+    ):
         super().__init__(bits, num_classes, seed, **kwargs)
         self.margin = float(margin)
         self.scale = float(scale)
@@ -149,8 +167,15 @@ class DTSHLoss(HashingLoss):
 
     def terms(self, codes, labels, refs):
         triplet, quantization = dtsh_terms(
-            codes, labels, refs.codes, refs.labels, refs.anchor_offset, margin=self.margin or None,
-            scale=self.scale, include_self=self.include_self, num_classes=self.num_classes,
-        )  # fmt: skip
+            codes,
+            labels,
+            refs.codes,
+            refs.labels,
+            refs.anchor_offset,
+            margin=self.margin or None,
+            scale=self.scale,
+            include_self=self.include_self,
+            num_classes=self.num_classes,
+        )
         loss = triplet + self.quantization_weight * quantization
         return {"loss": loss, "triplet": triplet, "quantization": quantization}

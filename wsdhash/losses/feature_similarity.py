@@ -101,8 +101,9 @@ def cosine(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
     return dot / tf.sqrt(tf.maximum(norms, EPSILON**2))
 
 
-def pair_similarity_terms(ref_binary, ref_features, num_anchors, anchor_offset,
-                          center_features: bool = False):  # fmt: skip
+def pair_similarity_terms(
+    ref_binary, ref_features, num_anchors, anchor_offset, center_features: bool = False
+):
     """(B,) (cos(b_a, b_p) - cos(x_a, x_p))^2 for the anchors' rows a in the references
     and their partners p (`partner_rows`); 0 for an unpaired row.
 

@@ -42,8 +42,9 @@ from wsdhash.losses.base import HashingLoss
 from wsdhash.losses.greedyhash import cubic_penalty, straight_through_sign
 
 
-def greedyhash_unsupervised_terms(codes, ref_codes=None, features=None, ref_features=None,
-                                  anchor_offset=0, center_features=False):  # fmt: skip
+def greedyhash_unsupervised_terms(
+    codes, ref_codes=None, features=None, ref_features=None, anchor_offset=0, center_features=False
+):
     """(similarity (B,), penalty (B,)) for the anchors `codes` (module doc).
 
     Raises:
@@ -87,8 +88,15 @@ class GreedyHashUnsupervisedLoss(HashingLoss):
 
     hyperparameters = ("alpha", "center_features")
 
-    def __init__(self, bits: int, num_classes: int, seed: int = 0, alpha: float = 0.1,
-                 center_features: bool = False, **kwargs: Any):  # fmt: skip
+    def __init__(
+        self,
+        bits: int,
+        num_classes: int,
+        seed: int = 0,
+        alpha: float = 0.1,
+        center_features: bool = False,
+        **kwargs: Any,
+    ):
         super().__init__(bits, num_classes, seed, **kwargs)
         self.alpha = float(alpha)
         self.center_features = bool(center_features)

@@ -59,9 +59,19 @@ def scale_at(step: int, step_size: int = 200, gamma: float = 0.005, power: float
     return math.pow(1.0 + gamma * last, power)
 
 
-def hashnet_terms(codes, labels, ref_codes=None, ref_labels=None, anchor_offset=0, *,
-                  scale=1.0, alpha=None, class_num=0.0, include_self=False,
-                  num_classes=None):  # fmt: skip
+def hashnet_terms(
+    codes,
+    labels,
+    ref_codes=None,
+    ref_labels=None,
+    anchor_offset=0,
+    *,
+    scale=1.0,
+    alpha=None,
+    class_num=0.0,
+    include_self=False,
+    num_classes=None,
+):
     """HashNet's per-anchor pair loss (module doc).
 
     Args:
@@ -115,9 +125,19 @@ class HashNetLoss(HashingLoss):
 
     hyperparameters = ("alpha", "class_num", "include_self", "step_size", "gamma", "power")
 
-    def __init__(self, bits: int, num_classes: int, seed: int = 0, alpha: float = 0.0,
-                 class_num: float = 0.0, include_self: bool = False, step_size: int = 200,
-                 gamma: float = 0.005, power: float = 0.5, **kwargs: Any):  # fmt: skip
+    def __init__(
+        self,
+        bits: int,
+        num_classes: int,
+        seed: int = 0,
+        alpha: float = 0.0,
+        class_num: float = 0.0,
+        include_self: bool = False,
+        step_size: int = 200,
+        gamma: float = 0.005,
+        power: float = 0.5,
+        **kwargs: Any,
+    ):
         super().__init__(bits, num_classes, seed, **kwargs)
         self.alpha = float(alpha)
         self.class_num = float(class_num)
@@ -127,8 +147,9 @@ class HashNetLoss(HashingLoss):
         self.power = float(power)
         if self.step_size < 1:
             raise ValueError(f"step_size must be >= 1; got {step_size}.")
-        self.scale = self.add_weight(name="scale", shape=(), trainable=False,
-                                     initializer=keras.initializers.Ones())  # fmt: skip
+        self.scale = self.add_weight(
+            name="scale", shape=(), trainable=False, initializer=keras.initializers.Ones()
+        )
 
     def scale_at(self, step: int) -> float:
         """beta of the step-th training forward pass (1-based)."""
@@ -136,9 +157,15 @@ class HashNetLoss(HashingLoss):
 
     def terms(self, codes, labels, refs):
         loss = hashnet_terms(
-            codes, labels, refs.codes, refs.labels, refs.anchor_offset,
-            scale=tf.convert_to_tensor(self.scale), alpha=self.alpha or None,
-            class_num=self.class_num, include_self=self.include_self,
+            codes,
+            labels,
+            refs.codes,
+            refs.labels,
+            refs.anchor_offset,
+            scale=tf.convert_to_tensor(self.scale),
+            alpha=self.alpha or None,
+            class_num=self.class_num,
+            include_self=self.include_self,
             num_classes=self.num_classes,
-        )  # fmt: skip
+        )
         return {"loss": loss, "scale": tf.fill(tf.shape(loss), tf.convert_to_tensor(self.scale))}

@@ -65,8 +65,17 @@ def cosine_similarity(labels: tf.Tensor, ref_labels: tf.Tensor) -> tf.Tensor:
     return tf.math.divide_no_nan(tf.matmul(labels, ref_labels, transpose_b=True), norms)
 
 
-def idhn_terms(codes, labels, ref_codes=None, ref_labels=None, *, beta=5.0,
-               soft_scaled=False, apply_softsign=True, num_classes=None):  # fmt: skip
+def idhn_terms(
+    codes,
+    labels,
+    ref_codes=None,
+    ref_labels=None,
+    *,
+    beta=5.0,
+    soft_scaled=False,
+    apply_softsign=True,
+    num_classes=None,
+):
     """IDHN's per-anchor terms (module doc), unweighted.
 
     Returns:
@@ -103,13 +112,26 @@ class IDHNLoss(HashingLoss):
         apply_softsign: u = softsign(model output) (True); False: the output is u.
     """
 
-    hyperparameters = ("beta", "soft_weight", "quantization_weight", "soft_scaled",
-                       "apply_softsign")  # fmt: skip
+    hyperparameters = (
+        "beta",
+        "soft_weight",
+        "quantization_weight",
+        "soft_scaled",
+        "apply_softsign",
+    )
 
-    def __init__(self, bits: int, num_classes: int, seed: int = 0, beta: float = 5.0,
-                 soft_weight: float = 0.1, quantization_weight: float = 0.1,
-                 soft_scaled: bool = False, apply_softsign: bool = True,
-                 **kwargs: Any):  # fmt: skip
+    def __init__(
+        self,
+        bits: int,
+        num_classes: int,
+        seed: int = 0,
+        beta: float = 5.0,
+        soft_weight: float = 0.1,
+        quantization_weight: float = 0.1,
+        soft_scaled: bool = False,
+        apply_softsign: bool = True,
+        **kwargs: Any,
+    ):
         super().__init__(bits, num_classes, seed, **kwargs)
         self.beta = float(beta)
         self.soft_weight = float(soft_weight)
@@ -120,10 +142,14 @@ class IDHNLoss(HashingLoss):
     def terms(self, codes, labels, refs):
         # The self pair counts, as in the authors' B x B pairs: no anchor_offset.
         likelihood, soft, quantization = idhn_terms(
-            codes, labels, refs.codes, refs.labels, beta=self.beta,
-            soft_scaled=self.soft_scaled, apply_softsign=self.apply_softsign,
+            codes,
+            labels,
+            refs.codes,
+            refs.labels,
+            beta=self.beta,
+            soft_scaled=self.soft_scaled,
+            apply_softsign=self.apply_softsign,
             num_classes=self.num_classes,
-        )  # fmt: skip
+        )
         loss = likelihood + self.soft_weight * soft + self.quantization_weight * quantization
-        return {"loss": loss, "likelihood": likelihood, "soft": soft,
-                "quantization": quantization}  # fmt: skip
+        return {"loss": loss, "likelihood": likelihood, "soft": soft, "quantization": quantization}

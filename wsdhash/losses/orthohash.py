@@ -309,9 +309,15 @@ class OrthoHashLoss(HashingLoss):
         super().__init__(bits, num_classes, seed, **kwargs)
         _check_choice("codebook_method", codebook_method, orthohash_targets.CODEBOOK_METHODS)
         self.settings = OrthoHashSettings(
-            scale, margin, margin_type, multiclass, multiclass_loss, ce_weight,
-            quantization_weight, quantization_type,
-        )  # fmt: skip
+            scale,
+            margin,
+            margin_type,
+            multiclass,
+            multiclass_loss,
+            ce_weight,
+            quantization_weight,
+            quantization_type,
+        )
         self.settings.expose_on(self)
         self.codebook_method = codebook_method
         self.explicit_codebook = (
@@ -338,9 +344,11 @@ class OrthoHashLoss(HashingLoss):
     def terms(self, codes, labels, refs) -> dict[str, tf.Tensor]:
         del refs  # every OrthoHash term is per example
         ce = orthohash_cross_entropy(
-            codes, labels, tf.convert_to_tensor(self.codebook),
+            codes,
+            labels,
+            tf.convert_to_tensor(self.codebook),
             **self.settings.cross_entropy_arguments(),
-        )  # fmt: skip
+        )
         quantization = quantization_error(codes, self.quantization_type)
         loss = self.ce_weight * ce
         if self.quantization_weight != 0:
@@ -394,9 +402,15 @@ class OrthoHashCodebookLoss(keras.losses.Loss):
             raise ValueError(f"codebook must be (C, K); got shape {values.shape}.")
         self.codebook = _checked_codebook(values, *values.shape)
         self.settings = OrthoHashSettings(
-            scale, margin, margin_type, multiclass, multiclass_loss, ce_weight,
-            quantization_weight, quantization_type,
-        )  # fmt: skip
+            scale,
+            margin,
+            margin_type,
+            multiclass,
+            multiclass_loss,
+            ce_weight,
+            quantization_weight,
+            quantization_type,
+        )
         self.settings.expose_on(self)
 
     def call(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:

@@ -42,19 +42,40 @@ class ADSH(BinaryHashMethod):
     training_split = "database"
     learned_database_codes = True
     options = (
-        Option("adsh_gamma", "gamma", "float", 200.0,
-               "ADSH gamma, the weight of ||v_omega - u||^2 (the authors': 200)."),
-        Option("adsh_soft_constraint", "soft_constraint", "enum", "sample",
-               "ADSH S for dissimilar pairs: -r with r over the sample (the authors'), "
-               "per batch (DeepHash-pytorch), or -1 (the paper).",
-               choices=("sample", "batch", "none")),
-        Option("adsh_num_samples", "num_samples", "integer", 2000,
-               "ADSH m: database items sampled per outer iteration (the authors': 2000).",
-               minimum=1),
-        Option("adsh_epochs_per_iteration", "epochs_per_iteration", "integer", 3,
-               "ADSH passes over each sample before V is updated (the authors': 3).",
-               minimum=1, maximum=1000),
-    )  # fmt: skip
+        Option(
+            "adsh_gamma",
+            "gamma",
+            "float",
+            200.0,
+            "ADSH gamma, the weight of ||v_omega - u||^2 (the authors': 200).",
+        ),
+        Option(
+            "adsh_soft_constraint",
+            "soft_constraint",
+            "enum",
+            "sample",
+            "ADSH S for dissimilar pairs: -r with r over the sample (the authors'), "
+            "per batch (DeepHash-pytorch), or -1 (the paper).",
+            choices=("sample", "batch", "none"),
+        ),
+        Option(
+            "adsh_num_samples",
+            "num_samples",
+            "integer",
+            2000,
+            "ADSH m: database items sampled per outer iteration (the authors': 2000).",
+            minimum=1,
+        ),
+        Option(
+            "adsh_epochs_per_iteration",
+            "epochs_per_iteration",
+            "integer",
+            3,
+            "ADSH passes over each sample before V is updated (the authors': 3).",
+            minimum=1,
+            maximum=1000,
+        ),
+    )
 
     def prepare_splits(self, train, validation):
         self.train = train

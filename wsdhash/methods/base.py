@@ -218,15 +218,19 @@ class Method:
         return CodesFile(
             bits=self.config.bits,
             query=CodesSplit(
-                pack_codes(binarize(query_features)), query.labels, ids=query.paths,
+                pack_codes(binarize(query_features)),
+                query.labels,
+                ids=query.paths,
                 features=query_features,
             ),
             database=CodesSplit(
                 pack_codes(self.database_codes(database_features, database.paths)),
-                database.labels, ids=database.paths, features=database_features,
+                database.labels,
+                ids=database.paths,
+                features=database_features,
             ),
             database_codes="learned" if self.learned_database_codes else "network",
-        )  # fmt: skip
+        )
 
     def serving_encoder(self, checkpoint: str, workdir: str):
         """A tf.Module mapping the embedding to extra serving outputs, or None (binary

@@ -14,10 +14,20 @@ class BiHalf(BinaryHashMethod):
     loss_path = "wsdhash.losses.bihalf:BiHalfLoss"
     uses_backbone_features = True
     options = (
-        Option("bihalf_gamma", "gamma", "float", 6.0,
-               "BiHalf gamma: the bi-half layer's backward adds gamma (u - b) / (R K) "
-               "(the authors' code: 6)."),
-        Option("bihalf_center_features", "center_features", "bool", False,
-               "Match the cosines of the backbone features minus the batch's mean feature "
-               "(for non-negative pooled features, e.g. MobileNet's; the authors': off)."),
-    )  # fmt: skip
+        Option(
+            "bihalf_gamma",
+            "gamma",
+            "float",
+            6.0,
+            "BiHalf gamma: the bi-half layer's backward adds gamma (u - b) / (R K) "
+            "(the authors' code: 6).",
+        ),
+        Option(
+            "bihalf_center_features",
+            "center_features",
+            "bool",
+            False,
+            "Match the cosines of the backbone features minus the batch's mean feature "
+            "(for non-negative pooled features, e.g. MobileNet's; the authors': off).",
+        ),
+    )

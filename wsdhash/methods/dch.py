@@ -15,10 +15,25 @@ class DCH(BinaryHashMethod):
     name = "dch"
     loss_path = "wsdhash.losses.dch:DCHLoss"
     options = (
-        Option("dch_gamma", "gamma", "float", 20.0,
-               "DCH Cauchy scale gamma (the authors and DeepHash-pytorch: 20)."),
-        Option("dch_quantization_weight", "quantization_weight", "float", 0.1,
-               "DCH lambda on the Cauchy quantization loss (DeepHash-pytorch: 0.1)."),
-        Option("dch_include_self", "include_self", "bool", False,
-               "DCH: count each example's pair with itself (DeepHash-pytorch)."),
-    )  # fmt: skip
+        Option(
+            "dch_gamma",
+            "gamma",
+            "float",
+            20.0,
+            "DCH Cauchy scale gamma (the authors and DeepHash-pytorch: 20).",
+        ),
+        Option(
+            "dch_quantization_weight",
+            "quantization_weight",
+            "float",
+            0.1,
+            "DCH lambda on the Cauchy quantization loss (DeepHash-pytorch: 0.1).",
+        ),
+        Option(
+            "dch_include_self",
+            "include_self",
+            "bool",
+            False,
+            "DCH: count each example's pair with itself (DeepHash-pytorch).",
+        ),
+    )

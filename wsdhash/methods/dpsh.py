@@ -16,7 +16,12 @@ class DPSH(BinaryHashMethod):
     name = "dpsh"
     loss_path = "wsdhash.losses.dpsh:DPSHLoss"
     options = (
-        Option("dpsh_quantization_weight", "quantization_weight", "float", 0.01,
-               "DPSH eta on sum_k (u - sign u)^2 per example (the authors' lambda / N: "
-               "50 / 5000 on CIFAR-10)."),
-    )  # fmt: skip
+        Option(
+            "dpsh_quantization_weight",
+            "quantization_weight",
+            "float",
+            0.01,
+            "DPSH eta on sum_k (u - sign u)^2 per example (the authors' lambda / N: "
+            "50 / 5000 on CIFAR-10).",
+        ),
+    )

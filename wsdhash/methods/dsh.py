@@ -13,8 +13,18 @@ class DSH(BinaryHashMethod):
     name = "dsh"
     loss_path = "wsdhash.losses.dsh:DSHLoss"
     options = (
-        Option("dsh_margin", "margin", "float", 0.0,
-               "DSH contrastive margin m on squared distances; 0 = 2K."),
-        Option("dsh_regularization_weight", "regularization_weight", "float", 0.1,
-               "DSH alpha on mean_k ||u| - 1| per example (DeepHash-pytorch: 0.1)."),
-    )  # fmt: skip
+        Option(
+            "dsh_margin",
+            "margin",
+            "float",
+            0.0,
+            "DSH contrastive margin m on squared distances; 0 = 2K.",
+        ),
+        Option(
+            "dsh_regularization_weight",
+            "regularization_weight",
+            "float",
+            0.1,
+            "DSH alpha on mean_k ||u| - 1| per example (DeepHash-pytorch: 0.1).",
+        ),
+    )

@@ -15,13 +15,33 @@ class DTSH(BinaryHashMethod):
     name = "dtsh"
     loss_path = "wsdhash.losses.dtsh:DTSHLoss"
     options = (
-        Option("dtsh_margin", "margin", "float", 0.0,
-               "DTSH triplet margin alpha; 0 = K / 2 (the authors')."),
-        Option("dtsh_scale", "scale", "float", 0.5,
-               "DTSH theta = scale * u_i . u_j (paper: 1/2; DeepHash-pytorch: 1)."),
-        Option("dtsh_quantization_weight", "quantization_weight", "float", 1.0,
-               "DTSH lambda on mean_k (u - sign u)^2 per example (DeepHash-pytorch: 1; "
-               "the authors' eta = 100 over 22,500 triplets per anchor: K / 225)."),
-        Option("dtsh_include_self", "include_self", "bool", False,
-               "DTSH: each anchor is one of its own positives (DeepHash-pytorch)."),
-    )  # fmt: skip
+        Option(
+            "dtsh_margin",
+            "margin",
+            "float",
+            0.0,
+            "DTSH triplet margin alpha; 0 = K / 2 (the authors').",
+        ),
+        Option(
+            "dtsh_scale",
+            "scale",
+            "float",
+            0.5,
+            "DTSH theta = scale * u_i . u_j (paper: 1/2; DeepHash-pytorch: 1).",
+        ),
+        Option(
+            "dtsh_quantization_weight",
+            "quantization_weight",
+            "float",
+            1.0,
+            "DTSH lambda on mean_k (u - sign u)^2 per example (DeepHash-pytorch: 1; "
+            "the authors' eta = 100 over 22,500 triplets per anchor: K / 225).",
+        ),
+        Option(
+            "dtsh_include_self",
+            "include_self",
+            "bool",
+            False,
+            "DTSH: each anchor is one of its own positives (DeepHash-pytorch).",
+        ),
+    )

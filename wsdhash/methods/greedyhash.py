@@ -12,8 +12,18 @@ class GreedyHash(BinaryHashMethod):
     name = "greedyhash"
     loss_path = "wsdhash.losses.greedyhash:GreedyHashLoss"
     options = (
-        Option("greedyhash_alpha", "alpha", "float", 0.1,
-               "GreedyHash cubic-penalty weight alpha (the authors: 0.1 CIFAR-10, 1 ImageNet)."),
-        Option("greedyhash_multiclass", "multiclass", "bool", False,
-               "GreedyHash: sigmoid BCE per class (multi-label) instead of softmax CE."),
-    )  # fmt: skip
+        Option(
+            "greedyhash_alpha",
+            "alpha",
+            "float",
+            0.1,
+            "GreedyHash cubic-penalty weight alpha (the authors: 0.1 CIFAR-10, 1 ImageNet).",
+        ),
+        Option(
+            "greedyhash_multiclass",
+            "multiclass",
+            "bool",
+            False,
+            "GreedyHash: sigmoid BCE per class (multi-label) instead of softmax CE.",
+        ),
+    )

@@ -14,9 +14,19 @@ class GreedyHashUnsupervised(BinaryHashMethod):
     loss_path = "wsdhash.losses.greedyhash_unsupervised:GreedyHashUnsupervisedLoss"
     uses_backbone_features = True
     options = (
-        Option("greedyhash_unsupervised_alpha", "alpha", "float", 0.1,
-               "GreedyHash-unsupervised cubic-penalty weight alpha (the authors: 0.1)."),
-        Option("greedyhash_unsupervised_center_features", "center_features", "bool", False,
-               "Match the cosines of the backbone features minus the batch's mean feature "
-               "(for non-negative pooled features, e.g. MobileNet's; the authors': off)."),
-    )  # fmt: skip
+        Option(
+            "greedyhash_unsupervised_alpha",
+            "alpha",
+            "float",
+            0.1,
+            "GreedyHash-unsupervised cubic-penalty weight alpha (the authors: 0.1).",
+        ),
+        Option(
+            "greedyhash_unsupervised_center_features",
+            "center_features",
+            "bool",
+            False,
+            "Match the cosines of the backbone features minus the batch's mean feature "
+            "(for non-negative pooled features, e.g. MobileNet's; the authors': off).",
+        ),
+    )

@@ -19,19 +19,40 @@ class HashNet(BinaryHashMethod):
     name = "hashnet"
     loss_path = "wsdhash.losses.hashnet:HashNetLoss"
     options = (
-        Option("hashnet_alpha", "alpha", "float", 0.0,
-               "HashNet inner-product scale alpha; 0 = 10 / K (the authors' sigmoid_param)."),
-        Option("hashnet_class_num", "class_num", "float", 0.0,
-               "HashNet similar-pair weight: 0 = balanced |S|/|S1|, |S|/|S0| (paper); > 0 = "
-               "the authors' fixed weight (ImageNet 100, NUS-WIDE 5, COCO 1)."),
-        Option("hashnet_include_self", "include_self", "bool", False,
-               "HashNet: count each example's pair with itself (DeepHash-pytorch)."),
-        Option("hashnet_step_size", "step_size", "integer", 200,
-               "HashNet: refresh beta = (1 + gamma t)^power every this many steps.",
-               minimum=1, maximum=1e9),
+        Option(
+            "hashnet_alpha",
+            "alpha",
+            "float",
+            0.0,
+            "HashNet inner-product scale alpha; 0 = 10 / K (the authors' sigmoid_param).",
+        ),
+        Option(
+            "hashnet_class_num",
+            "class_num",
+            "float",
+            0.0,
+            "HashNet similar-pair weight: 0 = balanced |S|/|S1|, |S|/|S0| (paper); > 0 = "
+            "the authors' fixed weight (ImageNet 100, NUS-WIDE 5, COCO 1).",
+        ),
+        Option(
+            "hashnet_include_self",
+            "include_self",
+            "bool",
+            False,
+            "HashNet: count each example's pair with itself (DeepHash-pytorch).",
+        ),
+        Option(
+            "hashnet_step_size",
+            "step_size",
+            "integer",
+            200,
+            "HashNet: refresh beta = (1 + gamma t)^power every this many steps.",
+            minimum=1,
+            maximum=1e9,
+        ),
         Option("hashnet_gamma", "gamma", "float", 0.005, "HashNet beta schedule gamma."),
         Option("hashnet_power", "power", "float", 0.5, "HashNet beta schedule power."),
-    )  # fmt: skip
+    )
 
     def after_step(self, step, encode_train, loss) -> None:
         # Forward pass step + 1 uses the value of its own step number (module doc).

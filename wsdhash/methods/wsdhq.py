@@ -41,9 +41,13 @@ def quantizer_period(update_every: int, num_train: int, batch_size: int) -> int:
     period = wsdhq_quantizer.TrainingQuantizer.default_period(num_train, batch_size)
     logging.info(
         "WSDHQ quantizer: updated every %d steps (two epochs of %d training items at batch "
-        "%d are %d steps; the default period is at least %d steps).", period, num_train,
-        batch_size, two_epochs, wsdhq_quantizer.MIN_DEFAULT_PERIOD,
-    )  # fmt: skip
+        "%d are %d steps; the default period is at least %d steps).",
+        period,
+        num_train,
+        batch_size,
+        two_epochs,
+        wsdhq_quantizer.MIN_DEFAULT_PERIOD,
+    )
     return period
 
 
@@ -53,21 +57,42 @@ class WSDHQ(Method):
     loss_path = "wsdhash.losses.wsdhq:WSDHQLoss"
     options = (
         Option("wsdhq_gamma", "gamma", "float", 1.0, "WSDHQ adaptive-margin exponent gamma."),
-        Option("wsdhq_margin", "margin", "enum", "adaptive", "WSDHQ margin.",
-               choices=("adaptive", "fixed")),
-        Option("wsdhq_hardest_negatives", "hardest_negatives", "bool", False,
-               "WSDHQ: only the hardest negatives."),
-        Option("wsdhq_variant", "variant", "enum", "wsdhq", "Margin loss or WDHT baseline.",
-               choices=("wsdhq", "wdht")),
+        Option(
+            "wsdhq_margin",
+            "margin",
+            "enum",
+            "adaptive",
+            "WSDHQ margin.",
+            choices=("adaptive", "fixed"),
+        ),
+        Option(
+            "wsdhq_hardest_negatives",
+            "hardest_negatives",
+            "bool",
+            False,
+            "WSDHQ: only the hardest negatives.",
+        ),
+        Option(
+            "wsdhq_variant",
+            "variant",
+            "enum",
+            "wsdhq",
+            "Margin loss or WDHT baseline.",
+            choices=("wsdhq", "wdht"),
+        ),
         Option("wsdhq_quantization_weight", "quantization_weight", "float", 1e-4, "WSDHQ lambda."),
         Option(
-            "wsdhq_quantization_form", "quantization_form", "enum", "auto",
+            "wsdhq_quantization_form",
+            "quantization_form",
+            "enum",
+            "auto",
             "Quantization loss on raw tanh features (the code), normalised ones (the paper) "
             "or normalised sub-vectors (product quantizer); auto: faithful for additive, "
             "product for product.",
-            choices=("auto", "faithful", "hypersphere", "product"), convert=_quantization_form,
+            choices=("auto", "faithful", "hypersphere", "product"),
+            convert=_quantization_form,
         ),
-    )  # fmt: skip
+    )
 
     def __init__(self, config):
         super().__init__(config)
@@ -155,15 +180,21 @@ class WSDHQ(Method):
             bits=self.config.bits,
             codebooks=self.quantizer.codebooks.astype(np.float32),
             query=CodesSplit(
-                query_indices, query.labels, ids=query.paths, features=query_features,
+                query_indices,
+                query.labels,
+                ids=query.paths,
+                features=query_features,
                 indices=query_indices,
             ),
             database=CodesSplit(
-                database_indices, database.labels, ids=database.paths,
-                features=database_features, indices=database_indices,
+                database_indices,
+                database.labels,
+                ids=database.paths,
+                features=database_features,
+                indices=database_indices,
             ),
             scorer="aqd",
-        )  # fmt: skip
+        )
 
     def serving_encoder(self, checkpoint: str, workdir: str):
         """The quantizer of `checkpoint` as graph ops. Its codebooks are restored by name
@@ -173,9 +204,13 @@ class WSDHQ(Method):
         import tensorflow as tf
 
         quantizer = wsdhq_quantizer.TrainingQuantizer(
-            self.config.bits, self.tag_embeddings, 1, self.config.seed,
-            kind=self.config.quantizer, form=self.form,
-        )  # fmt: skip
+            self.config.bits,
+            self.tag_embeddings,
+            1,
+            self.config.seed,
+            kind=self.config.quantizer,
+            form=self.form,
+        )
         shapes = tf.train.load_checkpoint(checkpoint).get_variable_to_shape_map()
         loss = self.loss_class(
             bits=self.config.bits,

@@ -185,8 +185,11 @@ class TrainingQuantizer:
         quality = self.quantizer.describe_fit(features, codes)
         logging.info(
             "%s quantizer %s: %d training codes, %s",
-            self.kind, "initialised" if first else "updated", len(codes), quality,
-        )  # fmt: skip
+            self.kind,
+            "initialised" if first else "updated",
+            len(codes),
+            quality,
+        )
 
     def ensure_ready(self, features: np.ndarray, loss_layer) -> None:
         if not self.ready:

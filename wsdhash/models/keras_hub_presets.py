@@ -98,8 +98,10 @@ def keras_hub_backbone(
     if weights == "none":
         logging.warning(
             "%s%s with --weights=none: random initialisation; --weights=preset loads the "
-            "preset's pretrained weights.", PREFIX, preset,
-        )  # fmt: skip
+            "preset's pretrained weights.",
+            PREFIX,
+            preset,
+        )
     keras.utils.set_random_seed(seed)
     try:
         backbone = keras_hub.models.Backbone.from_preset(preset, load_weights=pretrained)

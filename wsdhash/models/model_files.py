@@ -160,9 +160,12 @@ def _saved_model(path: str, signature: str, output: str | None) -> FeatureModel:
         return _pooled(result[output], path)
 
     model = FeatureModel(
-        call, crop, _feature_dim(call, crop, path), "saved_model",
+        call,
+        crop,
+        _feature_dim(call, crop, path),
+        "saved_model",
         variables=list(function.variables),
-    )  # fmt: skip
+    )
     model.loaded = loaded  # keeps the variables alive
     return model
 

@@ -198,8 +198,12 @@ class TFLiteGraph:
     def _activation_range(self, output: int, activation: int) -> tuple[float, float]:
         """The fused activation's bounds, in the output's units."""
         tensor = self.tensors[output]
-        bounds = {_NONE: (-np.inf, np.inf), _RELU: (0.0, np.inf),
-                  _RELU_N1_TO_1: (-1.0, 1.0), _RELU6: (0.0, 6.0)}[activation]  # fmt: skip
+        bounds = {
+            _NONE: (-np.inf, np.inf),
+            _RELU: (0.0, np.inf),
+            _RELU_N1_TO_1: (-1.0, 1.0),
+            _RELU6: (0.0, 6.0),
+        }[activation]
         if not tensor.quantized:
             return bounds
         low, high = tensor.limits()
@@ -314,8 +318,9 @@ def _window_sums(x: tf.Tensor, options) -> tuple[tf.Tensor, tf.Tensor]:
     channels = x.shape[-1]
     ones = tf.ones([*kernel, channels, 1], x.dtype)
     sums = tf.nn.depthwise_conv2d(x, ones, strides, _padding(options))
-    counts = tf.nn.conv2d(tf.ones_like(x[:1, :, :, :1]), tf.ones([*kernel, 1, 1], x.dtype),
-                          strides, _padding(options))  # fmt: skip
+    counts = tf.nn.conv2d(
+        tf.ones_like(x[:1, :, :, :1]), tf.ones([*kernel, 1, 1], x.dtype), strides, _padding(options)
+    )
     return sums, counts
 
 
@@ -346,8 +351,10 @@ def _max_pool_2d(graph: TFLiteGraph, values, inputs, output, options):
 
 
 def _mean(graph: TFLiteGraph, values, inputs, output, options):
-    axes = sorted(int(a) % len(graph.tensors[inputs[0]].shape)
-                  for a in np.ravel(graph.tensors[inputs[1]].data))  # fmt: skip
+    axes = sorted(
+        int(a) % len(graph.tensors[inputs[0]].shape)
+        for a in np.ravel(graph.tensors[inputs[1]].data)
+    )
     if 0 in axes:
         raise TFLiteGraphError(f"{graph.path}: MEAN over the batch axis is not supported")
     keep = bool(getattr(options, "keepDims", False))

@@ -54,10 +54,13 @@ def load_entry(path: str) -> ReportEntry:
         logs = os.path.join(path, "logs")
         name = os.path.basename(os.path.normpath(path))
         return ReportEntry(
-            name, codes_path, read_codes_file(codes_path), info.get("config", {}),
+            name,
+            codes_path,
+            read_codes_file(codes_path),
+            info.get("config", {}),
             logs if os.path.isdir(logs) else None,
             _read_json(os.path.join(path, "metrics.json")),
-        )  # fmt: skip
+        )
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Neither a codes file nor a run folder: {path}")
     name = os.path.splitext(os.path.basename(path))[0]

@@ -197,8 +197,7 @@ class SearchEngine:
                     f"{self._model_name} has no quantizer (its {bits}-bit codes need a binary "
                     f"index: {self._rebuild()})."
                 )
-            check_codebooks(self.index, books, self._index_name, self._model_name,
-                            self._rebuild())  # fmt: skip
+            check_codebooks(self.index, books, self._index_name, self._model_name, self._rebuild())
             # The code is M codeword indices of log2(K) bits (32 bits = 4 x 256), not
             # the embedding's dimension.
             return int(books.shape[0] * np.ceil(np.log2(books.shape[1]))), list(books.shape)
@@ -220,10 +219,13 @@ class SearchEngine:
         """Refuses an index whose manifest names another network than the model's own
         (both fingerprints recorded: wsdhash/model_fingerprint.py)."""
         check_provenance(
-            self.index, self.model_fingerprint, self._index_name, self._model_name,
+            self.index,
+            self.model_fingerprint,
+            self._index_name,
+            self._model_name,
             f"{self._rebuild()}, or export the checkpoint its codes file was written from "
             "(--checkpoint=best)",
-        )  # fmt: skip
+        )
 
     def _stored(self, position: int):
         """The codes the index holds for an item, or None where the kind hides them."""

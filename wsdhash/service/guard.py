@@ -95,17 +95,20 @@ class RequestGuard:
         # of the pool's queue.
         if self.searches >= self.limits.workers + self.limits.max_queue:
             return overloaded_error(
-                "max_queue", f"{self.searches} searches in flight for "
-                f"{self.limits.workers} workers", self.limits.max_queue,
+                "max_queue",
+                f"{self.searches} searches in flight for {self.limits.workers} workers",
+                self.limits.max_queue,
                 self.pool.retry_after_s(),
-            )  # fmt: skip
+            )
         self.searches += 1
         held.searching = True
         if self.uploads >= self.limits.max_uploads:
             return overloaded_error(
-                "max_uploads", f"{self.uploads} request bodies are being read",
-                self.limits.max_uploads, 1,
-            )  # fmt: skip
+                "max_uploads",
+                f"{self.uploads} request bodies are being read",
+                self.limits.max_uploads,
+                1,
+            )
         self.uploads += 1
         held.uploading = True
         return None

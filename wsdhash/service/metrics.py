@@ -17,28 +17,39 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry):
         self.registry = registry
         self.requests = Counter(
-            "wsdhash_http_requests", "HTTP requests answered.", ["handler", "method", "status"],
+            "wsdhash_http_requests",
+            "HTTP requests answered.",
+            ["handler", "method", "status"],
             registry=registry,
-        )  # fmt: skip
+        )
         self.latency = Histogram(
-            "wsdhash_http_request_duration_seconds", "Time to answer an HTTP request.",
-            ["handler"], buckets=LATENCY_BUCKETS, registry=registry,
-        )  # fmt: skip
+            "wsdhash_http_request_duration_seconds",
+            "Time to answer an HTTP request.",
+            ["handler"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
         self.model_seconds = Histogram(
-            "wsdhash_model_seconds", "Time of one SavedModel call (one request's images).",
-            buckets=LATENCY_BUCKETS, registry=registry,
-        )  # fmt: skip
+            "wsdhash_model_seconds",
+            "Time of one SavedModel call (one request's images).",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
         self.index_seconds = Histogram(
-            "wsdhash_index_seconds", "Time of one index search (one request's queries).",
-            buckets=LATENCY_BUCKETS, registry=registry,
-        )  # fmt: skip
+            "wsdhash_index_seconds",
+            "Time of one index search (one request's queries).",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
         self.queries = Counter(
             "wsdhash_search_queries", "Query images searched.", registry=registry
         )
         self.rejected = Counter(
-            "wsdhash_rejected_requests", "Requests refused, by limit or bad input.", ["reason"],
+            "wsdhash_rejected_requests",
+            "Requests refused, by limit or bad input.",
+            ["reason"],
             registry=registry,
-        )  # fmt: skip
+        )
         self.items = Gauge("wsdhash_index_items", "Items in the index.", registry=registry)
         self.queued = Gauge(
             "wsdhash_search_queue", "Searches waiting for a worker.", registry=registry

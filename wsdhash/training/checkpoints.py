@@ -157,14 +157,18 @@ class CheckpointKeeper:
                 failed.append(f"{path} ({_short_error(error)})")
                 logging.warning(
                     "Checkpoint %s does not restore (files %s): %s",
-                    path, ", ".join(_files(path)) or "missing", _short_error(error),
-                )  # fmt: skip
+                    path,
+                    ", ".join(_files(path)) or "missing",
+                    _short_error(error),
+                )
                 continue
             if failed:
                 logging.warning(
                     "Resuming from the previous checkpoint %s instead (%d newer one(s) "
-                    "did not restore).", path, len(failed),
-                )  # fmt: skip
+                    "did not restore).",
+                    path,
+                    len(failed),
+                )
             self._reconcile_best(_number(path))
             return path
         if failed:
@@ -198,8 +202,10 @@ class CheckpointKeeper:
             if found:
                 logging.warning(
                     "No checkpoint to resume from in %s: deleting the best copy %s of an "
-                    "earlier run.", self.directory, self._best_path(found[-1]),
-                )  # fmt: skip
+                    "earlier run.",
+                    self.directory,
+                    self._best_path(found[-1]),
+                )
             self._set_selection(-math.inf, -1)
         elif own is not None and own[1] == restored:
             # Validated (and the best) after its checkpoint was written, then stopped.
@@ -214,8 +220,10 @@ class CheckpointKeeper:
                 logging.warning(
                     "The restored checkpoint selects step %d, whose best copy is gone; "
                     "selecting %s (score %.6g) instead.",
-                    recorded, self._best_path(chosen), record[0],
-                )  # fmt: skip
+                    recorded,
+                    self._best_path(chosen),
+                    record[0],
+                )
                 self._set_selection(record[0], chosen)
         if chosen is None and int(self.selection.step.numpy()) >= 0:
             logging.warning(

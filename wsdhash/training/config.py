@@ -56,9 +56,12 @@ class OptimizerConfig:
 
     name: str = setting("sgd", flag="optimizer", flag_choices=OPTIMIZERS, help="Optimizer.")
     learning_rate: float = setting(
-        0.01, flag="lr", help="Base learning rate (head and loss variables).",
-        bound=Bound(0, 100), resume=CHANGEABLE,
-    )  # fmt: skip
+        0.01,
+        flag="lr",
+        help="Base learning rate (head and loss variables).",
+        bound=Bound(0, 100),
+        resume=CHANGEABLE,
+    )
     backbone_lr_multiplier: float = setting(
         1.0, help="Backbone learning-rate multiplier.", bound=Bound(0, 1000), resume=CHANGEABLE
     )
@@ -71,9 +74,12 @@ class OptimizerConfig:
     )
     boundaries: tuple[int, ...] = setting((), flag=None, set_by="lr_decay_every", resume=CHANGEABLE)
     decay: float = setting(
-        0.1, flag="lr_decay", help="Learning-rate step factor.",
-        bound=Bound(0, 1, above=True), resume=CHANGEABLE,
-    )  # fmt: skip
+        0.1,
+        flag="lr_decay",
+        help="Learning-rate step factor.",
+        bound=Bound(0, 1, above=True),
+        resume=CHANGEABLE,
+    )
 
     def __post_init__(self):
         if self.name not in OPTIMIZERS:
@@ -178,33 +184,42 @@ class TrainConfig:
     head: str = setting("linear_bn", help="Registered hash head: linear, tanh, linear_bn.")
     bits: int = setting(32, flag="hash_bit", help="Code length K.", bound=BITS)
     method: str = setting(
-        "orthohash", flag_choices=_method_names,
+        "orthohash",
+        flag_choices=_method_names,
         help="Registered method (wsdhash.methods.METHODS).",
-    )  # fmt: skip
+    )
     # The method's own flags (--<method>_<name>, their Option in wsdhash/methods/).
     method_options: dict[str, Any] = setting(default_factory=dict, flag=None, resume=CHANGEABLE)  # noqa: RUF009
     supervision: str = setting("labels", choices=SUPERVISIONS, help="Train on labels or user tags.")
     batch_size: int = setting(64, help="Global batch size.", minimum=1)  # range: flag_bounds
     steps: int = setting(
-        1000, flag_default=0, help="Training steps (0: use --epochs).",
-        bound=OPTIONAL_COUNT, minimum=1, resume=CHANGEABLE,
-    )  # fmt: skip
+        1000,
+        flag_default=0,
+        help="Training steps (0: use --epochs).",
+        bound=OPTIONAL_COUNT,
+        minimum=1,
+        resume=CHANGEABLE,
+    )
     optimizer: OptimizerConfig = OptimizerConfig()
     seed: int = setting(0, help="Seeds everything.")  # range: flag_bounds (shared)
     workdir: str = setting(
-        "checkpoints/run", kind="string", flag_default=None,
-        help="Run folder (default: checkpoints/<run name>).", resume=FREE,
-    )  # fmt: skip
+        "checkpoints/run",
+        kind="string",
+        flag_default=None,
+        help="Run folder (default: checkpoints/<run name>).",
+        resume=FREE,
+    )
     image_size: int = setting(0, help="Resize side before cropping (0: the backbone's).")
     crop_size: int = setting(0, help="Crop side (0: the backbone's).")
     ten_crop: bool = setting(False, help="Evaluate with WSDHQ's 10-crop averaging.")
     augment: str = setting(
-        "random_crop_flip", unrecorded="random_crop_flip",
+        "random_crop_flip",
+        unrecorded="random_crop_flip",
         help="Training augmentation (preprocessing.AUGMENTATIONS): random_crop_flip, "
         "center_crop (no flip), resize (the whole image, no crop or flip) or resize_flip; the "
         "last two need --image_size equal to --crop_size. Evaluation always takes the centre "
         "crop.",
-    )  # fmt: skip
+    )
     eval_every: int = setting(
         0, help="Validation period (0: end only).", bound=OPTIONAL_COUNT, resume=CHANGEABLE
     )
@@ -215,17 +230,20 @@ class TrainConfig:
         3, help="Latest checkpoints to keep.", bound=Bound(1, 10**4), resume=FREE
     )
     validation_size: int = setting(
-        -1, bound=Bound(-1, 10**9),
+        -1,
+        bound=Bound(-1, 10**9),
         help="Validation queries carved from the training split, for checkpoint selection: "
         "-1 (a tenth of the split, at most 500), 0 (none: the final weights are kept) or a "
         "count; a carve that leaves less than half of the split to train on is refused.",
-    )  # fmt: skip
+    )
     validation_database: str = setting(
-        "train", choices=VALIDATION_DATABASES, unrecorded="train",
+        "train",
+        choices=VALIDATION_DATABASES,
+        unrecorded="train",
         help="What validation queries are ranked against: the rest of the training split, "
         "or 'heldout': as many more items carved from it and not trained on (unseen, like "
         "most of a test database).",
-    )  # fmt: skip
+    )
     select_on: str = setting("validation", choices=SELECT_ON, help="Checkpoint selection.")
     topk: int | None = setting(
         None, kind="string", help="mAP cut-off R: an integer or 'all' (default: protocol)."
@@ -240,49 +258,63 @@ class TrainConfig:
         8, help="Class-balanced sampler: images per class.", bound=Bound(1, 2**16)
     )
     tag_dir: str = setting(
-        "", resume=PATH,
+        "",
+        resume=PATH,
         help="Output folder of `python -m wsdhash.tags`: with --supervision=tags any method "
         "trains on its merged tags (WSDHQ needs it, for its tag embeddings too).",
-    )  # fmt: skip
+    )
     quantizer_update_every: int = setting(
-        0, help="WSDHQ quantizer period in steps (0: 2 epochs, at least 100).",
-        bound=OPTIONAL_COUNT, resume=CHANGEABLE,
-    )  # fmt: skip
+        0,
+        help="WSDHQ quantizer period in steps (0: 2 epochs, at least 100).",
+        bound=OPTIONAL_COUNT,
+        resume=CHANGEABLE,
+    )
     quantizer: str = setting(
-        "additive", flag_choices=_quantizer_names,
-        help="WSDHQ quantizer: additive (the original's ICM) or product (PQ on the "
-        "hypersphere).",
-    )  # fmt: skip
+        "additive",
+        flag_choices=_quantizer_names,
+        help="WSDHQ quantizer: additive (the original's ICM) or product (PQ on the hypersphere).",
+    )
     normalization: str = setting(
         "", help="Input normalisation (NORMALIZATIONS name); empty: the backbone's."
     )
     empty: str = setting(
-        EvalProtocol.empty, flag_choices=EMPTY_POLICIES,
+        EvalProtocol.empty,
+        flag_choices=EMPTY_POLICIES,
         help="Queries with no relevant item: AP 0 or skipped.",
-    )  # fmt: skip
+    )
     ties: str = setting(
-        EvalProtocol.ties, flag_choices=TIE_POLICIES, unrecorded=EvalProtocol.ties,
+        EvalProtocol.ties,
+        flag_choices=TIE_POLICIES,
+        unrecorded=EvalProtocol.ties,
         help="Order within equal distance in validation and the test evaluation "
         "(docs/evaluation.md).",
-    )  # fmt: skip
+    )
     head_init: str = setting(
-        "", flag_default="none", flag_choices=("none", *HEAD_INITS),
+        "",
+        flag_default="none",
+        flag_choices=("none", *HEAD_INITS),
         help="Start the head from this unsupervised baseline fitted on the training split's "
         "backbone features (sign(head) = its codes at step 0), or 'none': the head's own "
         "random initialiser.",
-    )  # fmt: skip
+    )
     data_format: str = setting(
-        "files", choices=DATA_FORMATS, flag_default="auto",
-        flag_choices=("auto", *DATA_FORMATS), unrecorded="files",
+        "files",
+        choices=DATA_FORMATS,
+        flag_default="auto",
+        flag_choices=("auto", *DATA_FORMATS),
+        unrecorded="files",
         help="Where training images are read: files, tfrecord (the --tfrecords shards, "
         "looked up in the files' order: the same batches), tfrecord_stream (the shards "
         "read sequentially through a shuffle buffer: another order) or auto (tfrecord "
         "when --tfrecords is given, else files). docs/tfrecords.md.",
-    )  # fmt: skip
+    )
     tfrecords: str = setting(
-        "", flag_default=None, resume=PATH, unrecorded="",
+        "",
+        flag_default=None,
+        resume=PATH,
+        unrecorded="",
         help="Folder of TFRecord shards (`python -m wsdhash.pipeline tfrecords`).",
-    )  # fmt: skip
+    )
 
     def __post_init__(self):
         settings.check(self)  # choices and minimums, from the fields' metadata

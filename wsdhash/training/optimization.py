@@ -69,9 +69,14 @@ class GroupedOptimizer:
 
     def learning_rates(self, step: int) -> dict[str, float]:
         """The learning rate of each group at `step`, for logging."""
-        return {name: self.config.learning_rate_at(step, multiplier) for name, multiplier in (
-            ("backbone", self.config.backbone_lr_multiplier), ("head", 1.0)
-        ) if name in self.optimizers}  # fmt: skip
+        return {
+            name: self.config.learning_rate_at(step, multiplier)
+            for name, multiplier in (
+                ("backbone", self.config.backbone_lr_multiplier),
+                ("head", 1.0),
+            )
+            if name in self.optimizers
+        }
 
     def apply(self, gradients: Sequence[tf.Tensor]) -> None:
         """Applies gradients given in the order of `variables`."""

@@ -38,8 +38,11 @@ def git_commit() -> str | None:
             return None
         status = subprocess.run(
             ["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
-            check=False, capture_output=True, text=True, timeout=10,
-        )  # fmt: skip
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return commit.stdout.strip() + ("-dirty" if status.stdout.strip() else "")

@@ -102,9 +102,8 @@ def non_finite_message(config: TrainConfig, loss: float, step: int, keeper) -> s
     rate used for a head on frozen features)."""
     latest = keeper.latest.latest_checkpoint
     kept = (
-        f"the last good checkpoint {latest} is kept" if latest
-        else "no checkpoint was written yet"
-    )  # fmt: skip
+        f"the last good checkpoint {latest} is kept" if latest else "no checkpoint was written yet"
+    )
     rate = config.optimizer.learning_rate
     hint = f"lower --lr (now {rate:g}; try {rate / 10:g})"
     if config.backbone == "features":
@@ -229,9 +228,11 @@ def carve_validation(
     logging.info(
         "Validation: %d queries carved from the %d training items (--validation_size=%d), "
         "ranked against %s.",
-        queries, len(train), size,
+        queries,
+        len(train),
+        size,
         "the rest" if count == queries else f"{count - queries} more held-out items",
-    )  # fmt: skip
+    )
     validation = train.take(np.sort(carved[:queries]), "validation")
     held_out = train.take(np.sort(carved[queries:]), "validation_database")
     return train.take(keep, "train"), validation, held_out if count > queries else None
@@ -301,9 +302,13 @@ def _train(
         config.image_size, config.crop_size, config.ten_crop, augment=config.augment
     )
     keeper = CheckpointKeeper(
-        os.path.join(output_dir, "checkpoints"), keep=config.keep_checkpoints,
-        model=state.model, loss=state.loss, step=state.step, **state.optimizer.optimizers,
-    )  # fmt: skip
+        os.path.join(output_dir, "checkpoints"),
+        keep=config.keep_checkpoints,
+        model=state.model,
+        loss=state.loss,
+        step=state.step,
+        **state.optimizer.optimizers,
+    )
     restored = keeper.restore_latest()
     if config.head_init and not restored:
         _initialize_head(config, state, data, pipeline_config)
@@ -420,9 +425,11 @@ class _RunData:
         # The split the method trains on: "train", or "database" for a method that learns
         # the database's codes (ADSH).
         train_split, validation, validation_database = carve_validation(
-            dataset.split(method.training_split), config.validation_size, config.seed,
+            dataset.split(method.training_split),
+            config.validation_size,
+            config.seed,
             config.validation_database,
-        )  # fmt: skip
+        )
         train_split, validation, validation_database = _processed_tags(
             config, train_split, validation, validation_database
         )
@@ -486,9 +493,8 @@ class _TrainingState:
             loss_layer = method.build_loss(num_targets)
             backbone_variables = hashing.backbone.trainable_variables
             head_variables = [
-                v for v in model.trainable_variables
-                if not any(v is b for b in backbone_variables)
-            ] + list(loss_layer.trainable_variables)  # fmt: skip
+                v for v in model.trainable_variables if not any(v is b for b in backbone_variables)
+            ] + list(loss_layer.trainable_variables)
             optimizer = GroupedOptimizer(config.optimizer, backbone_variables, head_variables)
             step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
             forward = (
@@ -508,8 +514,9 @@ def _initialize_head(config, state: _TrainingState, data: _RunData, pipeline_con
     head_init.initialize_head(head, features, config.head_init, config.seed)
     logging.info(
         "The head starts from %s fitted on %d training rows (--head_init).",
-        config.head_init, len(features),
-    )  # fmt: skip
+        config.head_init,
+        len(features),
+    )
 
 
 def _record_start(config, output_dir: str, restored, start: int, resume) -> None:
@@ -536,8 +543,10 @@ def _training_shards(config: TrainConfig, data: _RunData):
     rows = tfrecords.source_rows(source, data.train)
     logging.info(
         "Training images from %d TFRecord shards in %s (%s).",
-        len(images.files), config.tfrecords, config.data_format,
-    )  # fmt: skip
+        len(images.files),
+        config.tfrecords,
+        config.data_format,
+    )
     return images, rows
 
 
@@ -578,9 +587,13 @@ def _training_input(config, strategy, data: _RunData, pipeline_config, start: in
         stream = None
         if streamed:
             stream = tfrecords.stream_records(
-                shards[0], train_split, shards[1], seed=config.seed,
-                num_pipelines=context.num_input_pipelines, pipeline_id=context.input_pipeline_id,
-            )  # fmt: skip
+                shards[0],
+                train_split,
+                shards[1],
+                seed=config.seed,
+                num_pipelines=context.num_input_pipelines,
+                pipeline_id=context.input_pipeline_id,
+            )
         return pipeline.make_dataset(
             train_split,
             pipeline_config,
@@ -655,9 +668,13 @@ class _Evaluation:
         query, database = self.data.dataset.split("query"), self.data.dataset.split("database")
         features = {"query": self.encode(query), "database": self.encode(database)}
         result = self.data.method.evaluate(
-            features["query"], query.labels, features["database"], database.labels,
-            self.protocol, database_ids=database.paths,
-        )  # fmt: skip
+            features["query"],
+            query.labels,
+            features["database"],
+            database.labels,
+            self.protocol,
+            database_ids=database.paths,
+        )
         return result, features
 
     def selection_scores(self) -> dict[str, float]:
@@ -668,10 +685,13 @@ class _Evaluation:
         database = self.data.train if database is None else database
         if validation is not None:
             result = self.data.method.evaluate(
-                self.encode(validation), relevance_labels(validation),
-                self.encode(database), relevance_labels(database),
-                self.protocol, database_ids=database.paths,
-            )  # fmt: skip
+                self.encode(validation),
+                relevance_labels(validation),
+                self.encode(database),
+                relevance_labels(database),
+                self.protocol,
+                database_ids=database.paths,
+            )
             scores["validation"] = result.map
             scores["validation_name"] = result.map_name
         if self.config.select_on == "test":
@@ -728,5 +748,10 @@ class _Progress:
         terms = " ".join(f"{name}={value:.4f}" for name, value in sorted(values.items()))
         logging.info(
             "[%s] step %d/%d %s (%.1f steps/s, %.0f s left)",
-            bar, current, self.total, terms, done / max(elapsed, 1e-9), left,
-        )  # fmt: skip
+            bar,
+            current,
+            self.total,
+            terms,
+            done / max(elapsed, 1e-9),
+            left,
+        )

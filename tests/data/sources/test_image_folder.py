@@ -79,9 +79,12 @@ def test_class_folders_become_seeded_lists(tmp_path):
 def test_sizes_counts_and_a_database_without_train(tmp_path):
     root = class_tree(str(tmp_path / "photos"))
     prepared = image_folder.prepare(
-        root, str(tmp_path / "lists"), query_size=4, train_size=0.5,
+        root,
+        str(tmp_path / "lists"),
+        query_size=4,
+        train_size=0.5,
         database_includes_train=False,
-    )  # fmt: skip
+    )
     splits, _ = _read(tmp_path / "lists")
     total = sum(CLASSES.values())
     assert len(splits["query"]) == 4 and len(splits["train"]) == 8
@@ -157,9 +160,14 @@ def test_what_real_photo_folders_hold_gives_clear_errors(tmp_path):
 def test_prepare_cli(tmp_path):
     root = class_tree(str(tmp_path / "photos"))
     command = [
-        sys.executable, "-m", "wsdhash.data.prepare", "--dataset=image_folder",
-        f"--root={root}", f"--output_dir={tmp_path / 'lists'}", "--query_size=6",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "wsdhash.data.prepare",
+        "--dataset=image_folder",
+        f"--root={root}",
+        f"--output_dir={tmp_path / 'lists'}",
+        "--query_size=6",
+    ]
     result = subprocess.run(command, check=False, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "all checks passed" in result.stdout
@@ -234,22 +242,33 @@ def test_split_folders_keep_the_datasets_own_split(tmp_path):
     assert _relative_paths(splits["train"], root) == _files(root, "train")
     assert _relative_paths(splits["database"], root) == _files(root, "train", "val")
     image_folder.prepare(
-        root, str(tmp_path / "b"), query_from=["test"], train_from=["train"],
+        root,
+        str(tmp_path / "b"),
+        query_from=["test"],
+        train_from=["train"],
         database_includes_train=False,
-    )  # fmt: skip
+    )
     assert _relative_paths(_read(tmp_path / "b")[0]["database"], root) == _files(root, "val")
     prepared = image_folder.prepare(
-        root, str(tmp_path / "c"), query_from=["test"], train_from=["train"],
+        root,
+        str(tmp_path / "c"),
+        query_from=["test"],
+        train_from=["train"],
         database_from=["train"],
-    )  # fmt: skip
+    )
     assert _relative_paths(_read(tmp_path / "c")[0]["database"], root) == _files(root, "train")
     assert any("left out: val (2)" in note for note in prepared.notes)
 
     # Sizes draw from the given splits, seeded; the database keeps every train item.
     prepared = image_folder.prepare(
-        root, str(tmp_path / "d"), query_from=["test"], train_from=["train"], query_size=2,
-        train_size=0.5, seed=3,
-    )  # fmt: skip
+        root,
+        str(tmp_path / "d"),
+        query_from=["test"],
+        train_from=["train"],
+        query_size=2,
+        train_size=0.5,
+        seed=3,
+    )
     splits, _ = _read(tmp_path / "d")
     assert len(splits["query"]) == 2 and set(_relative_paths(splits["query"], root)) < set(
         _files(root, "test")
@@ -287,8 +306,9 @@ def test_manifest_split_column_keeps_the_datasets_own_split(tmp_path):
         )
     )
     with pytest.raises(ValueError, match="needs every manifest item's split; 10 have none"):
-        image_folder.prepare(str(root), str(tmp_path / "y"), manifest=str(jsonl),
-                             query_from=["query"])  # fmt: skip
+        image_folder.prepare(
+            str(root), str(tmp_path / "y"), manifest=str(jsonl), query_from=["query"]
+        )
 
 
 def test_given_split_errors_name_the_splits(tmp_path):
@@ -298,13 +318,16 @@ def test_given_split_errors_name_the_splits(tmp_path):
             "query_from": ["tset"]
         },
         "test are both in query_from and train_from": {
-            "query_from": ["test"], "train_from": ["test", "train"]
+            "query_from": ["test"],
+            "train_from": ["test", "train"],
         },
         "train_from / database_from need query_from": {"train_from": ["train"]},
         "database_includes_train does not apply": {
-            "query_from": ["test"], "database_from": ["val"], "database_includes_train": True
+            "query_from": ["test"],
+            "database_from": ["val"],
+            "database_includes_train": True,
         },
-    }  # fmt: skip
+    }
     for message, options in cases.items():
         with pytest.raises(ValueError, match=message):
             image_folder.prepare(root, str(tmp_path / "out"), **options)
@@ -313,10 +336,20 @@ def test_given_split_errors_name_the_splits(tmp_path):
 def test_prepare_cli_keeps_split_folders(tmp_path):
     root = split_tree(str(tmp_path / "photos"))
     result = subprocess.run(
-        [sys.executable, "-m", "wsdhash.data.prepare", "--dataset=image_folder", f"--root={root}",
-         f"--output_dir={tmp_path / 'lists'}", "--query_from=test", "--train_from=train"],
-        check=False, capture_output=True, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "wsdhash.data.prepare",
+            "--dataset=image_folder",
+            f"--root={root}",
+            f"--output_dir={tmp_path / 'lists'}",
+            "--query_from=test",
+            "--train_from=train",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     assert "all checks passed" in result.stdout
     splits, _ = _read(tmp_path / "lists")

@@ -45,13 +45,15 @@ def _voc_records(name, split):
     out = []
     for n in range(SIZES[split]):
         # Object classes n % 20 (not difficult) and (n + 1) % 20 (difficult).
-        out.append({
-            "image": write_png_bytes(seed=n) if n % 2 else _jpeg(n),
-            "objects": {
-                "label": np.array([n % 20, (n + 1) % 20], np.int64),
-                "is_difficult": np.array([False, True]),
-            },
-        })  # fmt: skip
+        out.append(
+            {
+                "image": write_png_bytes(seed=n) if n % 2 else _jpeg(n),
+                "objects": {
+                    "label": np.array([n % 20, (n + 1) % 20], np.int64),
+                    "is_difficult": np.array([False, True]),
+                },
+            }
+        )
     return out
 
 
@@ -100,13 +102,21 @@ def test_cifar10_protocols_are_seeded_per_class_splits(tmp_path, protocol):
     records = _labelled_records(10)
     with _mock(records):
         prepared = cifar10.prepare(
-            None, str(tmp_path / "a"), protocol=protocol, query_per_class=1,
-            train_per_class=2, seed=5,
-        )  # fmt: skip
+            None,
+            str(tmp_path / "a"),
+            protocol=protocol,
+            query_per_class=1,
+            train_per_class=2,
+            seed=5,
+        )
         cifar10.prepare(
-            None, str(tmp_path / "b"), protocol=protocol, query_per_class=1,
-            train_per_class=2, seed=5,
-        )  # fmt: skip
+            None,
+            str(tmp_path / "b"),
+            protocol=protocol,
+            query_per_class=1,
+            train_per_class=2,
+            seed=5,
+        )
     assert preparation.check_prepared(prepared, str(tmp_path / "a")) == []
     data = get_dataset("cifar10", str(tmp_path / "a"))
     query, train, database = (data.split(s) for s in ("query", "train", "database"))

@@ -23,8 +23,17 @@ from wsdhash.data.sources import splits as splits_lib
 from wsdhash.data.sources import tfds_images
 
 CLASSES = (
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
-)  # fmt: skip
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
 PER_CLASS = {1: (100, 500), 2: (1000, None)}
 
 
@@ -55,10 +64,14 @@ def prepare(
                 "or give the TFDS data dir of cifar10."
             )
     names, labels = tfds_images.materialize(
-        "cifar10", "train+test", output_dir, data_dir=root, download=download,
+        "cifar10",
+        "train+test",
+        output_dir,
+        data_dir=root,
+        download=download,
         label_fn=lambda example: tfds_images.one_hot(example["label"], len(CLASSES)),
         progress=progress,
-    )  # fmt: skip
+    )
     rng = np.random.default_rng(seed)
     query = splits_lib.sample_per_class(labels, query_per_class, rng)
     rest = np.setdiff1d(np.arange(len(names)), query)

@@ -102,17 +102,28 @@ def prepare(
         train, query = np.flatnonzero(is_train), np.flatnonzero(~is_train)
     elif source in ("tfds", "auto"):
         names, labels, train, query = tfds_images.train_test_classification(
-            "caltech_birds2011", NUM_CLASSES, output_dir, data_dir=root, download=download,
+            "caltech_birds2011",
+            NUM_CLASSES,
+            output_dir,
+            data_dir=root,
+            download=download,
             progress=progress,
-        )  # fmt: skip
+        )
         image_root, class_names = ".", [str(c) for c in range(1, NUM_CLASSES + 1)]
     else:
         raise ValueError(f"cub200: source must be official, tfds or auto; got {source!r}.")
     return splits_lib.write_train_test_retrieval(
-        output_dir, "cub200", names, labels, train, query,
+        output_dir,
+        "cub200",
+        names,
+        labels,
+        train,
+        query,
         image_root=image_root if image_root == "." else os.path.abspath(image_root),
-        label_names=class_names, num_train=5994, num_query=5794,
-    )  # fmt: skip
+        label_names=class_names,
+        num_train=5994,
+        num_query=5794,
+    )
 
 
 SPEC = register(

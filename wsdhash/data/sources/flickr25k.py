@@ -39,14 +39,47 @@ from wsdhash.data.sources import splits as splits_lib
 from wsdhash.data.types import DataFormatError
 
 POTENTIAL = (
-    "animals", "baby", "bird", "car", "clouds", "dog", "female", "flower", "food", "indoor",
-    "lake", "male", "night", "people", "plant_life", "portrait", "river", "sea", "sky",
-    "structures", "sunset", "transport", "tree", "water",
-)  # fmt: skip
+    "animals",
+    "baby",
+    "bird",
+    "car",
+    "clouds",
+    "dog",
+    "female",
+    "flower",
+    "food",
+    "indoor",
+    "lake",
+    "male",
+    "night",
+    "people",
+    "plant_life",
+    "portrait",
+    "river",
+    "sea",
+    "sky",
+    "structures",
+    "sunset",
+    "transport",
+    "tree",
+    "water",
+)
 RELEVANT = (
-    "baby_r1", "bird_r1", "car_r1", "clouds_r1", "dog_r1", "female_r1", "flower_r1",
-    "male_r1", "night_r1", "people_r1", "portrait_r1", "river_r1", "sea_r1", "tree_r1",
-)  # fmt: skip
+    "baby_r1",
+    "bird_r1",
+    "car_r1",
+    "clouds_r1",
+    "dog_r1",
+    "female_r1",
+    "flower_r1",
+    "male_r1",
+    "night_r1",
+    "people_r1",
+    "portrait_r1",
+    "river_r1",
+    "sea_r1",
+    "tree_r1",
+)
 NUM_IMAGES = 25000
 WHERE_TO_GET = (
     "Download mirflickr25k.zip and mirflickr25k_annotations_v080.zip from "

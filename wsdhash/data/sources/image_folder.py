@@ -66,9 +66,22 @@ EXTENSIONS = (".jpg", ".jpeg", ".png")
 # Top-level folder names that mean a split, not a class (scan_class_folders refuses a
 # root whose folders are all such names and hold folders).
 SPLIT_NAMES = frozenset(
-    ("train", "training", "test", "testing", "val", "valid", "validation", "query",
-     "queries", "database", "db", "gallery", "retrieval")
-)  # fmt: skip
+    (
+        "train",
+        "training",
+        "test",
+        "testing",
+        "val",
+        "valid",
+        "validation",
+        "query",
+        "queries",
+        "database",
+        "db",
+        "gallery",
+        "retrieval",
+    )
+)
 SEPARATOR = "|"
 
 
@@ -275,10 +288,12 @@ def _given_splits(
             )
     split_of = np.asarray(item_splits)
     rng = np.random.default_rng(seed)
-    query = _draw(np.flatnonzero(np.isin(split_of, sorted(query_names))), query_size,
-                  "query_size", rng)  # fmt: skip
-    train = _draw(np.flatnonzero(np.isin(split_of, sorted(train_names))), train_size,
-                  "train_size", rng)  # fmt: skip
+    query = _draw(
+        np.flatnonzero(np.isin(split_of, sorted(query_names))), query_size, "query_size", rng
+    )
+    train = _draw(
+        np.flatnonzero(np.isin(split_of, sorted(train_names))), train_size, "train_size", rng
+    )
     database = np.flatnonzero(np.isin(split_of, sorted(database_names)))
     if database_includes_train is False:
         database = np.setdiff1d(database, train)
@@ -309,8 +324,9 @@ def _drawn_splits(
         )
     query, train, rest = splits_lib.permutation_blocks(num_items, [num_query, num_train], seed)
     train = np.sort(train)
-    database = np.sort(np.concatenate([train, rest]) if database_includes_train is not False
-                       else rest)  # fmt: skip
+    database = np.sort(
+        np.concatenate([train, rest]) if database_includes_train is not False else rest
+    )
     return {"query": np.sort(query), "train": train, "database": database}
 
 
@@ -411,16 +427,24 @@ def prepare(
     label_matrix = _multi_hot(labels, label_names)
     if query_from:
         split_indices, split_notes = _given_splits(
-            item_splits, query_from=query_from, train_from=train_from,
-            database_from=database_from, database_includes_train=database_includes_train,
-            query_size=query_size, train_size=train_size, seed=seed,
-        )  # fmt: skip
+            item_splits,
+            query_from=query_from,
+            train_from=train_from,
+            database_from=database_from,
+            database_includes_train=database_includes_train,
+            query_size=query_size,
+            train_size=train_size,
+            seed=seed,
+        )
         notes += split_notes
     else:
         split_indices = _drawn_splits(
-            len(paths), query_size=query_size, train_size=train_size,
-            database_includes_train=database_includes_train, seed=seed,
-        )  # fmt: skip
+            len(paths),
+            query_size=query_size,
+            train_size=train_size,
+            database_includes_train=database_includes_train,
+            seed=seed,
+        )
     sizes = {name: len(indices) for name, indices in split_indices.items()}
     if sizes["query"] < 1 or sizes["train"] < 1 or sizes["database"] < 1:
         raise ValueError(
@@ -450,9 +474,14 @@ def prepare(
     tag_names = sorted({n for names in tags for n in names})
     if tag_names:
         splits_lib.write_wsdhq_splits(
-            output_dir, paths, label_matrix, _multi_hot(tags, tag_names), tag_names,
-            split_indices, manifest_entries,
-        )  # fmt: skip
+            output_dir,
+            paths,
+            label_matrix,
+            _multi_hot(tags, tag_names),
+            tag_names,
+            split_indices,
+            manifest_entries,
+        )
     else:
         splits_lib.write_hashnet_splits(
             output_dir, paths, label_matrix, split_indices, manifest_entries

@@ -81,16 +81,28 @@ def prepare(
             class_names = [str(c) for c in range(1, NUM_CLASSES + 1)]
     elif source in ("tfds", "auto"):
         names, labels, train, query = tfds_images.train_test_classification(
-            "stanford_dogs", NUM_CLASSES, output_dir, data_dir=root, download=download,
+            "stanford_dogs",
+            NUM_CLASSES,
+            output_dir,
+            data_dir=root,
+            download=download,
             progress=progress,
-        )  # fmt: skip
+        )
         image_root, class_names = ".", [str(c) for c in range(1, NUM_CLASSES + 1)]
     else:
         raise ValueError(f"stanford_dogs: source must be official, tfds or auto; got {source!r}.")
     return splits_lib.write_train_test_retrieval(
-        output_dir, "stanford_dogs", names, labels, train, query,
-        image_root=image_root, label_names=class_names, num_train=12000, num_query=8580,
-    )  # fmt: skip
+        output_dir,
+        "stanford_dogs",
+        names,
+        labels,
+        train,
+        query,
+        image_root=image_root,
+        label_names=class_names,
+        num_train=12000,
+        num_query=8580,
+    )
 
 
 SPEC = register(

@@ -112,7 +112,7 @@ def train_test_classification(
             download=download,
             label_fn=lambda example: one_hot(example["label"], num_classes),
             progress=progress,
-        )  # fmt: skip
+        )
         for split in ("train", "test")
     ]
     names = parts[0][0] + parts[1][0]

@@ -23,10 +23,27 @@ from wsdhash.data.sources import splits as splits_lib
 from wsdhash.data.sources import tfds_images
 
 CLASSES = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
-    "train", "tvmonitor",
-)  # fmt: skip
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+)
 # year -> (TFDS split of train/database, TFDS split of the queries, their published sizes)
 SPLITS = {
     "2007": ("train+validation", "test", 5011, 4952),
@@ -57,9 +74,14 @@ def prepare(
     data = {}
     for role, split in (("train", train_split), ("query", query_split)):
         data[role] = tfds_images.materialize(
-            f"voc/{year}", split, output_dir, data_dir=root, download=download,
-            label_fn=object_labels, progress=progress,
-        )  # fmt: skip
+            f"voc/{year}",
+            split,
+            output_dir,
+            data_dir=root,
+            download=download,
+            label_fn=object_labels,
+            progress=progress,
+        )
     names = data["train"][0] + data["query"][0]
     labels = np.concatenate([data["train"][1], data["query"][1]])
     train = np.arange(len(data["train"][0]))

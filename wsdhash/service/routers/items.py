@@ -56,9 +56,11 @@ def open_item(engine, item: str):
     opened = engine.open_item(position)
     if opened is None:
         raise ServiceError(
-            404, f"item {position} has no image inside the images root "
-            f"({engine.images_root or 'none: start with --images_root'}).", input="id",
-        )  # fmt: skip
+            404,
+            f"item {position} has no image inside the images root "
+            f"({engine.images_root or 'none: start with --images_root'}).",
+            input="id",
+        )
     return position, opened
 
 
@@ -72,9 +74,12 @@ def item_thumbnail(item: str, engine: EngineDep, thumbnails: ThumbnailsDep, size
     low, high = THUMBNAIL_SIZES
     if not low <= size <= high:
         raise limit_error(
-            "thumbnail_size", f"size must be {low}..{high}; got {size}.", value=size,
-            maximum=high, status=400,
-        )  # fmt: skip
+            "thumbnail_size",
+            f"size must be {low}..{high}; got {size}.",
+            value=size,
+            maximum=high,
+            status=400,
+        )
     position, opened = open_item(engine, item)
     with opened:
         try:

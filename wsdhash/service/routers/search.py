@@ -50,9 +50,12 @@ def parse_k(value, limits: Limits, default: int = 10) -> int:
         raise limit_error("k", f"k must be at least 1; got {k}.", value=k, status=400)
     if k > limits.max_k:
         raise limit_error(
-            "max_k", f"k={k} is more than max_k={limits.max_k}.", value=k,
-            maximum=limits.max_k, status=400,
-        )  # fmt: skip
+            "max_k",
+            f"k={k} is more than max_k={limits.max_k}.",
+            value=k,
+            maximum=limits.max_k,
+            status=400,
+        )
     return k
 
 
@@ -60,9 +63,11 @@ def check_batch(count: int, limits: Limits) -> None:
     """The 413 for more than `max_batch` images in one request."""
     if count > limits.max_batch:
         raise limit_error(
-            "max_batch", f"{count} images, more than max_batch={limits.max_batch}.",
-            value=count, maximum=limits.max_batch,
-        )  # fmt: skip
+            "max_batch",
+            f"{count} images, more than max_batch={limits.max_batch}.",
+            value=count,
+            maximum=limits.max_batch,
+        )
 
 
 def _instance_b64(number: int, instance, limits: Limits) -> str:
@@ -78,8 +83,9 @@ def _instance_b64(number: int, instance, limits: Limits) -> str:
             "max_upload_bytes",
             f"{name}: about {len(instance['b64']) * 3 // 4} bytes, more than "
             f"max_upload_bytes={limits.max_upload_bytes}.",
-            value=len(instance["b64"]) * 3 // 4, maximum=limits.max_upload_bytes,
-        )  # fmt: skip
+            value=len(instance["b64"]) * 3 // 4,
+            maximum=limits.max_upload_bytes,
+        )
     return instance["b64"]
 
 
@@ -119,9 +125,10 @@ async def _read_form(request: Request, limits: Limits):
         text = str(getattr(error, "detail", None) or error)
         if "too many files" in text.lower():
             raise limit_error(
-                "max_batch", f"more than max_batch={limits.max_batch} images.",
+                "max_batch",
+                f"more than max_batch={limits.max_batch} images.",
                 maximum=limits.max_batch,
-            ) from None  # fmt: skip
+            ) from None
         raise input_error("request", f"a malformed multipart body ({text}).") from None
     except Exception as error:  # noqa: BLE001 (python-multipart's parse errors)
         raise input_error("request", f"a malformed multipart body ({error}).") from None
@@ -157,9 +164,10 @@ async def read_images(request: Request, limits: Limits):
     if kind in ("", "application/octet-stream") or kind.startswith("image/"):
         return ["body"], [body], None
     raise input_error(
-        "request", f"Content-Type {kind!r}: send multipart/form-data, "
-        "application/json or the image's bytes.", status=415,
-    )  # fmt: skip
+        "request",
+        f"Content-Type {kind!r}: send multipart/form-data, application/json or the image's bytes.",
+        status=415,
+    )
 
 
 def json_bytes(content) -> bytes:
@@ -213,14 +221,17 @@ async def search(
         )
     except workers.Overloaded as error:
         raise overloaded_error(
-            "max_queue", f"{error.queued} searches wait for {limits.workers} workers",
-            limits.max_queue, error.retry_after_s,
-        ) from None  # fmt: skip
+            "max_queue",
+            f"{error.queued} searches wait for {limits.workers} workers",
+            limits.max_queue,
+            error.retry_after_s,
+        ) from None
     except TimeoutError:
         raise limit_error(
             "request_timeout_s",
             f"the search took longer than request_timeout_s={limits.request_timeout_s}.",
-            maximum=limits.request_timeout_s, status=408,
-        ) from None  # fmt: skip
+            maximum=limits.request_timeout_s,
+            status=408,
+        ) from None
     # Already JSON (rendered in the worker thread): FastAPI sends it as it is.
     return Response(body, media_type="application/json")
