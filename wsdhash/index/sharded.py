@@ -104,6 +104,13 @@ def check_manifest(manifest, path: str) -> None:
     def fail(problem: str):
         raise IndexFileError(f"{path}: {problem}; rebuild the index.")
 
+    _check_header(manifest, path, fail)
+    _check_shards(manifest, fail)
+    _check_metadata(manifest, fail)
+
+
+def _check_header(manifest, path: str, fail) -> None:
+    """Format, version, digest, kind and item count."""
     if not isinstance(manifest, dict) or manifest.get("format") != "wsdhash-index":
         fail("not a wsdhash index manifest")
     version = manifest.get("version")
@@ -123,18 +130,26 @@ def check_manifest(manifest, path: str) -> None:
         fail(f"unknown index kind {kind!r} (expected one of {KINDS})")
     if not _is_count(manifest.get("num_items")):
         fail(f"num_items must be a positive integer; got {manifest.get('num_items')!r}")
+
+
+def _check_shard_entry(shard, fail) -> None:
+    if not isinstance(shard, dict) or shard.keys() != _SHARD_KEYS:
+        fail(f"bad shard entry {str(shard)[:80]!r}")
+    if not isinstance(shard["file"], str) or not _SHARD_FILE.fullmatch(shard["file"]):
+        fail(f"bad shard file name {shard['file']!r}")
+    if not _is_count(shard["num_items"]):
+        fail(f"shard {shard['file']}: num_items must be a positive integer")
+    if not isinstance(shard["sha256"], str) or not _SHA256.fullmatch(shard["sha256"]):
+        fail(f"shard {shard['file']}: bad sha256 {shard['sha256']!r}")
+
+
+def _check_shards(manifest: dict, fail) -> None:
+    """Each shard entry, none listed twice, their items adding up to num_items."""
     shards = manifest.get("shards")
     if not isinstance(shards, list) or not shards:
         fail("the manifest lists no shards")
     for shard in shards:
-        if not isinstance(shard, dict) or shard.keys() != _SHARD_KEYS:
-            fail(f"bad shard entry {str(shard)[:80]!r}")
-        if not isinstance(shard["file"], str) or not _SHARD_FILE.fullmatch(shard["file"]):
-            fail(f"bad shard file name {shard['file']!r}")
-        if not _is_count(shard["num_items"]):
-            fail(f"shard {shard['file']}: num_items must be a positive integer")
-        if not isinstance(shard["sha256"], str) or not _SHA256.fullmatch(shard["sha256"]):
-            fail(f"shard {shard['file']}: bad sha256 {shard['sha256']!r}")
+        _check_shard_entry(shard, fail)
     for key in ("file", "sha256"):
         values = [shard[key] for shard in shards]
         if len(set(values)) != len(values):
@@ -142,6 +157,10 @@ def check_manifest(manifest, path: str) -> None:
     total = sum(shard["num_items"] for shard in shards)
     if total != manifest["num_items"]:
         fail(f"the shards hold {total} items, num_items says {manifest['num_items']}")
+
+
+def _check_metadata(manifest: dict, fail) -> None:
+    """The optional metadata's types and values."""
     for key, types in _METADATA_TYPES.items():
         if key in manifest and not isinstance(manifest[key], types):
             fail(f"{key} has type {type(manifest[key]).__name__}")
