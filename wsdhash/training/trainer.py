@@ -40,7 +40,7 @@ import os
 import re
 import time
 import traceback
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import cv2
@@ -292,67 +292,111 @@ def _train(
     config: TrainConfig, strategy: tf.distribute.Strategy, output_dir: str, allow_changes
 ) -> dict:
     resume = check_resume(config, output_dir, allow_changes)
-    keras.utils.set_random_seed(config.seed)
-    if config.mixed_precision == "bfloat16":
-        keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    data = _RunData.load(config)
-    method = data.method
-    state = _TrainingState.build(config, strategy, method, data.num_targets)
-    pipeline_config = state.backbone.pipeline_config(
-        config.image_size, config.crop_size, config.ten_crop, augment=config.augment
-    )
-    keeper = CheckpointKeeper(
-        os.path.join(output_dir, "checkpoints"),
-        keep=config.keep_checkpoints,
-        model=state.model,
-        loss=state.loss,
-        step=state.step,
-        **state.optimizer.optimizers,
-    )
-    restored = keeper.restore_latest()
-    if config.head_init and not restored:
-        _initialize_head(config, state, data, pipeline_config)
-    method.after_restore(state.loss)
-    start = int(state.step.numpy())
-    _record_start(config, output_dir, restored, start, resume)
-    iterator = iter(
-        strategy.distribute_datasets_from_function(
-            _training_input(config, strategy, data, pipeline_config, start)
+    run = _Run.start(config, strategy, output_dir, resume)
+    _training_loop(run)
+    return _final_evaluation(run)
+
+
+@dataclasses.dataclass
+class _Run:
+    """What the stages of one training run share: its data, state, checkpoints,
+    evaluation, summaries and input, positioned at step `start_step`."""
+
+    config: TrainConfig
+    output_dir: str
+    data: _RunData
+    state: _TrainingState
+    keeper: CheckpointKeeper
+    evaluation: _Evaluation
+    encode: Encoder
+    writer: Any
+    iterator: Any
+    train_step: Callable
+    start_step: int
+    restored: Any
+    resume: Any
+
+    @classmethod
+    def start(cls, config: TrainConfig, strategy, output_dir: str, resume) -> _Run:
+        keras.utils.set_random_seed(config.seed)
+        if config.mixed_precision == "bfloat16":
+            keras.mixed_precision.set_global_policy("mixed_bfloat16")
+        data = _RunData.load(config)
+        method = data.method
+        state = _TrainingState.build(config, strategy, method, data.num_targets)
+        pipeline_config = state.backbone.pipeline_config(
+            config.image_size, config.crop_size, config.ten_crop, augment=config.augment
         )
-    )
-    train_step = _make_train_step(strategy, state, method, config)
-    encode = Encoder(state.model, pipeline_config, max(config.batch_size, 32))
-    evaluation = _Evaluation(config, data, encode)
+        keeper = CheckpointKeeper(
+            os.path.join(output_dir, "checkpoints"),
+            keep=config.keep_checkpoints,
+            model=state.model,
+            loss=state.loss,
+            step=state.step,
+            **state.optimizer.optimizers,
+        )
+        restored = keeper.restore_latest()
+        if config.head_init and not restored:
+            _initialize_head(config, state, data, pipeline_config)
+        method.after_restore(state.loss)
+        start = int(state.step.numpy())
+        _record_start(config, output_dir, restored, start, resume)
+        iterator = iter(
+            strategy.distribute_datasets_from_function(
+                _training_input(config, strategy, data, pipeline_config, start)
+            )
+        )
+        train_step = _make_train_step(strategy, state, method, config)
+        encode = Encoder(state.model, pipeline_config, max(config.batch_size, 32))
+        return cls(
+            config=config,
+            output_dir=output_dir,
+            data=data,
+            state=state,
+            keeper=keeper,
+            evaluation=_Evaluation(config, data, encode),
+            encode=encode,
+            writer=tf.summary.create_file_writer(os.path.join(output_dir, "logs")),
+            iterator=iterator,
+            train_step=train_step,
+            start_step=start,
+            restored=restored,
+            resume=resume,
+        )
 
-    def encode_train(rows=None) -> np.ndarray:
+    def encode_train(self, rows=None) -> np.ndarray:
         """The model's outputs for the training split (or its `rows`, in that order)."""
-        return encode(data.train if rows is None else data.train.take(rows))
+        return self.encode(self.data.train if rows is None else self.data.train.take(rows))
 
-    writer = tf.summary.create_file_writer(os.path.join(output_dir, "logs"))
-
-    def is_validation_step(current: int) -> bool:
+    def is_validation_step(self, current: int) -> bool:
+        config = self.config
         return bool(config.eval_every and current % config.eval_every == 0) or (
             current == config.steps
         )
 
-    def validate_and_select(current: int) -> None:
+    def validate_and_select(self, current: int) -> None:
         """Validates the state of step `current`, whose checkpoint is written."""
-        scores = evaluation.selection_scores()
-        with writer.as_default(step=current):
+        scores = self.evaluation.selection_scores()
+        with self.writer.as_default(step=current):
             for name in ("validation", "test"):
                 if name in scores:
                     tf.summary.scalar(f"map/{name}", scores[name])
-        name = config.select_on
-        if name in scores and keeper.offer_best(current, scores[name], name):
+        name = self.config.select_on
+        if name in scores and self.keeper.offer_best(current, scores[name], name):
             logging.info("step %d: new best %s mAP %.4f", current, name, scores[name])
 
-    if restored and (is_validation_step(start) or (resume and start == resume[0]["steps"])):
+
+def _training_loop(run: _Run) -> None:
+    """Steps from `run.start_step` to the last, with logging, checkpoints and validation."""
+    config, state, keeper, method = run.config, run.state, run.keeper, run.data.method
+    start, resume = run.start_step, run.resume
+    if run.restored and (run.is_validation_step(start) or (resume and start == resume[0]["steps"])):
         # Stopped during (or right after) this step's validation: it is run again
         # (a repeat changes nothing: the score must beat the best to count).
-        validate_and_select(start)
+        run.validate_and_select(start)
     progress = _Progress(config.steps, start)
     while int(state.step.numpy()) < config.steps:
-        terms = train_step(iterator)
+        terms = run.train_step(run.iterator)
         state.step.assign_add(1)
         current = int(state.step.numpy())
         values = {name: float(value) for name, value in terms.items()}
@@ -360,31 +404,34 @@ def _train(
             raise NonFiniteLossError(non_finite_message(config, values["loss"], current, keeper))
         if current % config.log_every == 0 or current == config.steps:
             progress.report(current, values)
-            _write_summaries(writer, current, values, state.optimizer)
-        method.after_step(current, encode_train, state.loss)
-        if is_validation_step(current):
+            _write_summaries(run.writer, current, values, state.optimizer)
+        method.after_step(current, run.encode_train, state.loss)
+        if run.is_validation_step(current):
             keeper.save(current)  # first: a failure in validation loses no training
-            validate_and_select(current)
+            run.validate_and_select(current)
         elif current % config.checkpoint_every == 0:
             keeper.save(current)
-    writer.flush()
+    run.writer.flush()
 
-    # --- Final evaluation with the selected checkpoint -----------------------------
-    selected = keeper.restore_best()
-    method.before_final(encode_train, state.loss)
-    result, features = evaluation.test()
+
+def _final_evaluation(run: _Run) -> dict:
+    """The selected checkpoint on the test queries: codes.h5 and metrics.json."""
+    config, data, method = run.config, run.data, run.data.method
+    selected = run.keeper.restore_best()
+    method.before_final(run.encode_train, run.state.loss)
+    result, features = run.evaluation.test()
     query, database = data.dataset.split("query"), data.dataset.split("database")
     contents = method.codes_file(query, features["query"], database, features["database"])
     # Which network these codes are (the export records the same for its model).
-    contents.model_fingerprint = weights_fingerprint(state.model)
-    write_codes_file(os.path.join(output_dir, "codes.h5"), contents)
+    contents.model_fingerprint = weights_fingerprint(run.state.model)
+    write_codes_file(os.path.join(run.output_dir, "codes.h5"), contents)
     # Without validation queries nothing is selected: the final weights are evaluated.
     selected_on = "final" if selected is None else config.select_on
     metrics = {
         **result.to_dict(include_radius_curve=False),
         "selected_on": selected_on,
         "selected_checkpoint": selected,
-        "best_selection_score": keeper.best_score(),
+        "best_selection_score": run.keeper.best_score(),
         "steps": config.steps,
     }
     if config.select_on == "test":
@@ -392,7 +439,7 @@ def _train(
             "checkpoint selected on the test queries, as the original code does; "
             "optimistic compared with validation selection"
         )
-    atomic_files.write_json(os.path.join(output_dir, "metrics.json"), metrics)
+    atomic_files.write_json(os.path.join(run.output_dir, "metrics.json"), metrics)
     logging.info("%s = %.4f (selected on %s)", result.map_name, result.map, selected_on)
     return metrics
 
