@@ -83,7 +83,9 @@ def test_default_period_is_two_epochs_but_at_least_100_steps(num_train, batch_si
 
     assert MIN_DEFAULT_PERIOD == 100
     assert TrainingQuantizer.default_period(num_train, batch_size) == period
-    with caplog.at_level("INFO"):
+    # The absl logger's own level too: once any test in this process has parsed absl's
+    # flags, absl's --verbosity (WARNING) is that logger's level.
+    with caplog.at_level("INFO"), caplog.at_level("INFO", logger="absl"):
         assert quantizer_period(0, num_train, batch_size) == period
     two_epochs = 2 * -(-num_train // batch_size)
     assert f"updated every {period} steps (two epochs" in caplog.text
