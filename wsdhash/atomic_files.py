@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from typing import Any
@@ -82,3 +83,47 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 def write_json(path: str | os.PathLike, value: Any) -> None:
     """Writes `value` as indented JSON atomically."""
     write_text(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+
+# Folders built beside their destination and renamed into place (an index, a codes
+# folder, TFRecord shards): `.<name>.XXXXXXXX.building` while written, the replaced one
+# briefly `.<name>.XXXXXXXX.old`. Callers hold the destination's lock (file_lock.py).
+_LEFTOVER_SUFFIXES = (".building", ".old")
+
+
+def building_folder(destination: str) -> str:
+    """A new, empty folder beside `destination` to build its replacement in."""
+    parent, name = os.path.split(os.path.abspath(destination))
+    building = tempfile.mkdtemp(dir=parent, prefix=f".{name}.", suffix=".building")
+    os.chmod(building, default_dir_mode())
+    return building
+
+
+def remove_leftover_folders(destination: str) -> None:
+    """The folders of killed builds of `destination` (its lock is held: none is live)."""
+    parent, name = os.path.split(os.path.abspath(destination))
+    prefix = f".{name}."
+    for entry in os.listdir(parent):
+        for suffix in _LEFTOVER_SUFFIXES:
+            middle = entry[len(prefix) : -len(suffix)]
+            # mkdtemp's 8 random characters: not the folders of an output "<name>.v2".
+            ours = entry.startswith(prefix) and entry.endswith(suffix)
+            if ours and len(middle) == 8 and "." not in middle:
+                shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
+
+
+def replace_folder(new: str, destination: str) -> None:
+    """Moves `new` to `destination`; an old `destination` goes only after `new` is whole.
+
+    Between the two renames (microseconds) `destination` is absent: a reader then finds
+    nothing, never a mix; a process killed there leaves the old folder in
+    `.<name>.*.old`, removed by `remove_leftover_folders`."""
+    if not os.path.exists(destination):
+        os.rename(new, destination)
+        return
+    parent, name = os.path.split(os.path.abspath(destination))
+    old = tempfile.mkdtemp(dir=parent, prefix=f".{name}.", suffix=".old")
+    os.rmdir(old)  # a unique free name for the rename
+    os.rename(destination, old)
+    os.rename(new, destination)
+    shutil.rmtree(old, ignore_errors=True)

@@ -85,7 +85,6 @@ MAX_SHARDS = 10_000
 """Shards per split at most (also the bound of `--num_shards`)."""
 
 FAILED = "failed"  # the dead letters' tagged output
-_BUILDING = ".building"
 _STAGING_PREFIX = "wsdhash-encode-"
 _SHARD_FILE = re.compile(r"(query|database)-(\d{5})-of-(\d{5})\.npz")
 
@@ -479,32 +478,6 @@ def check_destination(output: str) -> None:
         )
 
 
-def remove_leftovers(parent: str, name: str) -> None:
-    """Folders of runs into `parent/name` that were killed (the caller holds the lock)."""
-    prefix = f".{name}."
-    for entry in os.listdir(parent):
-        for suffix in (_BUILDING, ".old"):
-            middle = entry[len(prefix) : -len(suffix)]
-            # mkdtemp's 8 random characters: not the folders of an output "<name>.v2".
-            ours = entry.startswith(prefix) and entry.endswith(suffix)
-            if ours and len(middle) == 8 and "." not in middle:
-                shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
-
-
-def _replace_folder(new: str, destination: str) -> None:
-    """Moves `new` to `destination`; an old `destination` goes only after (a run killed
-    between the two renames leaves it in `.NAME.XXXXXXXX.old`, removed next time)."""
-    if not os.path.exists(destination):
-        os.rename(new, destination)
-        return
-    parent, name = os.path.split(destination)
-    old = tempfile.mkdtemp(dir=parent, prefix=f".{name}.", suffix=".old")
-    os.rmdir(old)  # a unique free name for the rename
-    os.rename(destination, old)
-    os.rename(new, destination)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def _collect_staged(staging: str, building: str) -> None:
     """Copies the staged shards and failed.jsonl of a remote staging folder into the
     local `building` folder, then removes the staging folder."""
@@ -681,16 +654,14 @@ def encode_to_folder(
             remote runner without a staging folder.
     """
     output = os.path.abspath(job.output)
-    parent, name = os.path.split(output)
-    os.makedirs(parent, exist_ok=True)
+    os.makedirs(os.path.dirname(output), exist_ok=True)
     check_destination(output)
     splits = sorted({item.split for item in job.items}, reverse=True) or ["database"]
     with file_lock.exclusive(output, "codes folder", folder=False):
         check_destination(output)
-        remove_leftovers(parent, name)
-        building = tempfile.mkdtemp(dir=parent, prefix=f".{name}.", suffix=_BUILDING)
+        atomic_files.remove_leftover_folders(output)
+        building = atomic_files.building_folder(output)
         try:
-            os.chmod(building, atomic_files.default_dir_mode())
             staging = _staging_for(job, options, building)
             progress(f"running the Beam pipeline (shards staged in {staging})")
             _run_pipeline(job, layout, options, staging)
@@ -701,7 +672,7 @@ def encode_to_folder(
                     shutil.rmtree(staging, ignore_errors=True)
             manifest = _finish_folder(building, layout, splits, job.num_classes, job.metadata)
             codes_folder.read_manifest(building)  # the reader's own checks, before the rename
-            _replace_folder(building, output)
+            atomic_files.replace_folder(building, output)
         except BaseException:
             shutil.rmtree(building, ignore_errors=True)
             raise

@@ -25,7 +25,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 
 import apache_beam as beam
@@ -35,8 +34,6 @@ from wsdhash import atomic_files, file_lock
 from wsdhash.beam import runner
 from wsdhash.data import datasets
 from wsdhash.data import tfrecords as records_lib
-
-_BUILDING = ".building"
 
 
 class DestinationError(ValueError):
@@ -175,29 +172,6 @@ def _split_entry(folder: str, split, num_shards: int) -> dict:
     }
 
 
-def _replace_folder(new: str, destination: str) -> None:
-    """Moves `new` to `destination`; an old `destination` goes only after `new` is whole."""
-    if not os.path.exists(destination):
-        os.rename(new, destination)
-        return
-    parent, name = os.path.split(destination)
-    old = tempfile.mkdtemp(dir=parent, prefix=f".{name}.", suffix=".old")
-    os.rmdir(old)
-    os.rename(destination, old)
-    os.rename(new, destination)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _remove_leftovers(parent: str, name: str) -> None:
-    """The folders of killed runs writing this output (we hold its lock: none is live)."""
-    prefix = f".{name}."
-    for entry in os.listdir(parent):
-        for suffix in (_BUILDING, ".old"):
-            middle = entry[len(prefix) : -len(suffix)]
-            if entry.startswith(prefix) and entry.endswith(suffix) and len(middle) == 8:
-                shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
-
-
 def _check_destination(output_dir: str) -> None:
     if os.path.isdir(output_dir) and os.listdir(output_dir):
         if not os.path.isfile(os.path.join(output_dir, records_lib.MANIFEST)):
@@ -271,14 +245,12 @@ def write_tfrecords(
         "splits: "
         + ", ".join(f"{n} {len(s)} items in {num_shards[n]} shards" for n, s in split_data.items())
     )
-    parent, name = os.path.split(output_dir)
-    os.makedirs(parent, exist_ok=True)
+    os.makedirs(os.path.dirname(output_dir), exist_ok=True)
     with file_lock.exclusive(output_dir, "TFRecord shards", folder=False):
         _check_destination(output_dir)
-        _remove_leftovers(parent, name)
-        building = tempfile.mkdtemp(dir=parent, prefix=f".{name}.", suffix=_BUILDING)
+        atomic_files.remove_leftover_folders(output_dir)
+        building = atomic_files.building_folder(output_dir)
         try:
-            os.chmod(building, atomic_files.default_dir_mode())
             _run_pipeline(building, source, split_data, num_shards, options)
             progress("pipeline done; checking the shards and writing the manifest")
             manifest = {
@@ -289,7 +261,7 @@ def write_tfrecords(
                 "splits": {n: _split_entry(building, split_data[n], num_shards[n]) for n in names},
             }
             atomic_files.write_json(os.path.join(building, records_lib.MANIFEST), manifest)
-            _replace_folder(building, output_dir)
+            atomic_files.replace_folder(building, output_dir)
         except BaseException:
             shutil.rmtree(building, ignore_errors=True)
             raise

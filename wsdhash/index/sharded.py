@@ -44,7 +44,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Iterable
 
 import numpy as np
@@ -59,7 +58,6 @@ from wsdhash.index.results import SearchResult, sort_rows
 MANIFEST = "index.json"
 VERSION = 4
 DIGEST_KEY = signed_json.DIGEST_KEY
-_BUILDING = ".building"
 _SHARD_KEYS = {"file", "num_items", "sha256"}
 _SHARD_FILE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*\.idx")  # a name in the folder
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -239,18 +237,6 @@ def _check_destination(output_dir: str) -> None:
         )
 
 
-def _remove_leftovers(parent: str, name: str) -> None:
-    """Folders of builds of this index that were killed (we hold its lock: none is live)."""
-    prefix = f".{name}."
-    for entry in os.listdir(parent):
-        for suffix in (_BUILDING, ".old"):
-            middle = entry[len(prefix) : -len(suffix)]
-            # mkdtemp's 8 random characters: not the folders of an index "<name>.v2".
-            ours = entry.startswith(prefix) and entry.endswith(suffix)
-            if ours and len(middle) == 8 and "." not in middle:
-                shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
-
-
 def build_index(
     output_dir: str,
     blocks: Iterable[tuple[np.ndarray, np.ndarray]],
@@ -283,13 +269,11 @@ def build_index(
         raise ValueError(f"index kind must be one of {KINDS}; got {kind!r}.")
     INDEX_KINDS.get(kind).check_params(params)  # before the lock and any work
     output_dir = os.path.abspath(output_dir)
-    parent, name = os.path.split(output_dir)
     with file_lock.exclusive(output_dir, "index", folder=False):
         _check_destination(output_dir)
-        _remove_leftovers(parent, name)
-        building = tempfile.mkdtemp(dir=parent, prefix=f".{name}.", suffix=_BUILDING)
+        atomic_files.remove_leftover_folders(output_dir)
+        building = atomic_files.building_folder(output_dir)
         try:
-            os.chmod(building, atomic_files.default_dir_mode())
             shards, probes, ids = _write_shards(building, blocks, kind, params, codebooks)
             reserved = {"format", "version", "kind", "num_items", "ids", "shards", DIGEST_KEY}
             if reserved & set(metadata or {}):
@@ -308,28 +292,11 @@ def build_index(
             check_manifest(manifest, os.path.join(output_dir, MANIFEST))
             atomic_files.write_json(os.path.join(building, MANIFEST), manifest)
             _check_built(building, probes)
-            _replace_folder(building, output_dir)
+            atomic_files.replace_folder(building, output_dir)
         except BaseException:
             shutil.rmtree(building, ignore_errors=True)
             raise
     return manifest
-
-
-def _replace_folder(new: str, destination: str) -> None:
-    """Moves `new` to `destination`; an old `destination` goes only after `new` is built.
-
-    Between the two renames (microseconds) `destination` is absent: a reader then gets
-    "no index.json", never a mix; a build killed there leaves the old index in
-    `.<name>.*.old` (removed by the next build)."""
-    if not os.path.exists(destination):
-        os.rename(new, destination)
-        return
-    parent, name = os.path.split(destination)
-    old = tempfile.mkdtemp(dir=parent, prefix=f".{name}.", suffix=".old")
-    os.rmdir(old)  # a unique free name for the rename
-    os.rename(destination, old)
-    os.rename(new, destination)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _load_shard(directory: str, shard: dict, kind: str, reading=None):
