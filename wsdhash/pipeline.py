@@ -134,8 +134,7 @@ def encode_command(beam_args: list[str]) -> None:
     except ValueError as error:
         raise cli.UsageError(str(error)) from None
     job = _encode_job()
-    with runner.stderr_to_file(log):
-        manifest = _run_encode(job, options)
+    manifest = _run_encode(job, options)
     counts = ", ".join(
         f"{name} {part['num_items']} in {len(part['shards'])} shards"
         for name, part in manifest["splits"].items()
@@ -213,17 +212,16 @@ def tfrecords_command(beam_args: list[str]) -> None:
         seed=FLAGS.seed,
     )
     try:
-        with runner.stderr_to_file(log):
-            manifest = tfrecords.write_tfrecords(
-                FLAGS.tfrecords_dir,
-                dataset=FLAGS.dataset,
-                data_dir=FLAGS.data_dir,
-                dataset_options=options,
-                splits=FLAGS.splits,
-                records_per_shard=FLAGS.records_per_shard,
-                pipeline_args=beam_args,
-                progress=lambda line: print(line, flush=True),
-            )
+        manifest = tfrecords.write_tfrecords(
+            FLAGS.tfrecords_dir,
+            dataset=FLAGS.dataset,
+            data_dir=FLAGS.data_dir,
+            dataset_options=options,
+            splits=FLAGS.splits,
+            records_per_shard=FLAGS.records_per_shard,
+            pipeline_args=beam_args,
+            progress=lambda line: print(line, flush=True),
+        )
     except (file_lock.LockedError, tfrecords.DestinationError) as error:
         raise cli.UsageError(f"--tfrecords_dir={FLAGS.tfrecords_dir}: {error}") from None
     for name, entry in manifest["splits"].items():

@@ -16,10 +16,10 @@ GitHub on first use (offline: a failed download, then this same fallback); ask f
 with `--runner=PrismRunner`.
 
 Logging: Beam logs through Python's `logging`, which `log_to_file` sends to the
-command's log file (wsdhash/cli.py); `stderr_to_file` sends the process's file
-descriptor 2 there too while the pipeline runs, so that TensorFlow's C++ lines and the
-logs of the worker processes that `multi_processing` starts (they inherit it) land in
-the file as well. The terminal shows the command's own lines on stdout (stages,
+command's log file (wsdhash/cli.py); `cli.run` sends the process's file descriptor 2
+there too (`cli.native_logs_to_file`), so that TensorFlow's C++ lines and the logs of
+the worker processes that `multi_processing` starts (they inherit it) land in the file
+as well. The terminal shows the command's own lines on stdout (stages,
 counts, the output) and, after the file is let go, its one-line error.
 
 Defines no flags.
@@ -31,8 +31,6 @@ import contextlib
 import io
 import logging
 import os
-import sys
-from collections.abc import Iterator
 
 # The runners this module starts itself in place of Beam's DirectRunner (module doc).
 _DIRECT = {"directrunner", "direct"}
@@ -132,19 +130,3 @@ def log_to_file(path: str) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(logging.INFO)
-
-
-@contextlib.contextmanager
-def stderr_to_file(path: str) -> Iterator[None]:
-    """File descriptor 2 (and `sys.stderr`) appended to `path` inside the block, for
-    this process and the processes it starts (module doc)."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(path, "ab") as log:
-            os.dup2(log.fileno(), 2)
-        yield
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
