@@ -84,7 +84,7 @@ def train_method(path: str, method: str, bits: int, seed: int, workdir: str, ext
     import keras
     from absl import flags
 
-    from wsdhash import train as train_command
+    from wsdhash.commands import train as train_command
     from wsdhash.eval import EvalProtocol, read_codes_file
     from wsdhash.eval.file_evaluation import evaluate_codes_file
     from wsdhash.training import trainer

@@ -68,11 +68,7 @@ def _start_measuring(threads: int) -> int:
     lets us."""
     import faiss
 
-    import wsdhash.eval.codes_folder
-    import wsdhash.eval.scorers
-    import wsdhash.index.sharded
-    import wsdhash.model_fingerprint
-    import wsdhash.search  # noqa: F401
+    import wsdhash.commands.search  # noqa: F401
 
     if threads:
         faiss.omp_set_num_threads(threads)
@@ -171,7 +167,7 @@ def _folder_bytes(path: str) -> int:
 
 # ---------------------------------------------------------------- the phases (children)
 def _phase_build(folder: str, index: str, threads: int) -> None:
-    from wsdhash import search
+    from wsdhash.commands import search
 
     baseline = _start_measuring(threads)
     start = time.perf_counter()

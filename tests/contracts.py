@@ -149,12 +149,12 @@ def _check_fingerprints(tmp_path, files: dict) -> None:
     """The codes file's network is the export's, and the run's rebuilt model's for the
     two-replica run too (synchronised batch norm there): the service's provenance check
     (wsdhash/service/engine.py) then accepts an index of these codes with this model."""
-    from wsdhash import serving
+    from wsdhash.export import trained_run
     from wsdhash.model_fingerprint import export_fingerprint, weights_fingerprint
 
     one = files["one"].model_fingerprint
     assert one and export_fingerprint(str(tmp_path / "one" / "saved_model")) == one
-    model = serving.load_trained_model(str(tmp_path / "two"))[0]
+    model = trained_run.load_trained_model(str(tmp_path / "two"))[0]
     assert weights_fingerprint(model) == files["two"].model_fingerprint
 
 

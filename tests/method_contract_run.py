@@ -36,7 +36,7 @@ def setup() -> None:
 
 
 def main(config_path: str, output: str) -> None:
-    from wsdhash import serving
+    from wsdhash.export import saved_model, trained_run
     from wsdhash.training import trainer
     from wsdhash.training.config import config_from_dict
 
@@ -54,12 +54,12 @@ def main(config_path: str, output: str) -> None:
     run("resumed", one_device, steps=config.steps // 2)
     run("resumed", one_device)
     workdir = os.path.join(output, "one")
-    model, _, pipeline_config = serving.load_trained_model(workdir)
-    serving.export_saved_model(
+    model, _, pipeline_config = trained_run.load_trained_model(workdir)
+    saved_model.export_saved_model(
         model,
         pipeline_config,
         os.path.join(workdir, "saved_model"),
-        quantization_encoder=serving.load_quantization_encoder(workdir),
+        quantization_encoder=trained_run.load_quantization_encoder(workdir),
     )
 
 

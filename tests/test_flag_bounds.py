@@ -19,22 +19,22 @@ PROBE = os.path.join(ROOT, "tests", "flag_probe.py")
 
 
 def _command_modules() -> list[str]:
-    """The console scripts' modules (setup.py), and `wsdhash.tags`."""
+    """The console scripts' modules (setup.py): every command in wsdhash/commands/."""
     with open(os.path.join(ROOT, "setup.py"), encoding="utf-8") as f:
         text = f.read()
     modules = re.findall(r'"wsdhash-[a-z]+=([a-z_.]+):run"', text)
-    assert len(modules) >= 10, modules
-    return sorted({*modules, "wsdhash.tags"})
+    assert len(modules) >= 13, modules
+    return sorted(modules)
 
 
 # Flags a command needs before it parses at all (the probe gives them a value).
 REQUIRED = {
-    "wsdhash.data.prepare": ["dataset=cifar10"],
-    "wsdhash.evaluate": ["codes=x.h5"],
-    "wsdhash.export": ["workdir=x", "output=x"],
-    "wsdhash.extract": ["output=x.h5"],
-    "wsdhash.tags": ["output_dir=x"],
-    "wsdhash.baselines.__main__": ["features=x.h5", "method=itq", "output=x.h5"],
+    "wsdhash.commands.prepare": ["dataset=cifar10"],
+    "wsdhash.commands.evaluate": ["codes=x.h5"],
+    "wsdhash.commands.export": ["workdir=x", "output=x"],
+    "wsdhash.commands.extract": ["output=x.h5"],
+    "wsdhash.commands.tags": ["output_dir=x"],
+    "wsdhash.commands.baselines": ["features=x.h5", "method=itq", "output=x.h5"],
 }
 SETTING_BOUNDS = settings.flag_bounds_of(TrainConfig)
 # The flags where -1 is a documented value.

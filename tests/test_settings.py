@@ -1,5 +1,5 @@
 """Settings declared once (wsdhash/settings.py): a dataclass field's metadata gives its
-flag, range, checks and resume policy, and the bridge (wsdhash/setting_flags.py)
+flag, range, checks and resume policy, and the bridge (wsdhash/commands/setting_flags.py)
 defines the flags and builds the dataclass from them."""
 
 import dataclasses
@@ -7,7 +7,8 @@ import dataclasses
 import pytest
 from absl import flags
 
-from wsdhash import flag_bounds, setting_flags, settings
+from wsdhash import flag_bounds, settings
+from wsdhash.commands import setting_flags
 from wsdhash.settings import CHANGEABLE, FREE, PATH, setting
 from wsdhash.training import run_info
 from wsdhash.training.config import TrainConfig
@@ -134,7 +135,7 @@ def test_training_resume_policy_is_the_one_run_info_kept_by_hand():
 
 
 def test_train_defines_every_settings_flag_with_the_fields_default():
-    from wsdhash import train
+    from wsdhash.commands import train
 
     own = train.training_flag_names()
     for path, field, meta in settings.walk(TrainConfig):

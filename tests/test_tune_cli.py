@@ -13,7 +13,7 @@ from absl import flags
 from synthetic_features import write_clustered_features
 
 from wsdhash import cli, tune
-from wsdhash import train as train_command
+from wsdhash.commands import train as train_command
 
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
 

@@ -44,10 +44,23 @@ from absl import logging as absl_logging
 from wsdhash import flag_bounds, flagfiles
 
 FLAGS = flags.FLAGS
-flags.DEFINE_bool("verbose", False, "On an error, also print its traceback on stderr.")
-flags.DEFINE_string(
-    "log_file", None, "Where tracebacks of errors are appended (default: see wsdhash.cli)."
-)
+
+
+def define_run_flags() -> None:
+    """--verbose and --log_file, which `run` gives every command (defined by `run`, not
+    at import: a library module that imports this one defines no flags)."""
+    if "verbose" not in FLAGS:
+        flags.DEFINE_bool("verbose", False, "On an error, also print its traceback on stderr.")
+    if "log_file" not in FLAGS:
+        flags.DEFINE_string(
+            "log_file", None, "Where tracebacks of errors are appended (default: see wsdhash.cli)."
+        )
+
+
+def _flag(name: str):
+    """A parsed `run` flag's value; None before parsing or outside `run`."""
+    return getattr(FLAGS, name) if FLAGS.is_parsed() and name in FLAGS else None
+
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -82,8 +95,8 @@ def set_log_file(path: str) -> None:
 
 
 def log_file_path(name: str) -> str:
-    if FLAGS.is_parsed() and FLAGS.log_file:
-        return FLAGS.log_file
+    if _flag("log_file"):
+        return _flag("log_file")
     if _log_file:
         return _log_file
     return os.path.join(tempfile.gettempdir(), "wsdhash-logs", f"{name}.log")
@@ -120,7 +133,7 @@ def report_error(name: str, error: BaseException) -> int:
     usage = isinstance(error, (app.UsageError, flags.Error))
     path = _write_traceback(name, error)
     line = f"{name}: error: {one_line(error)}"
-    verbose = FLAGS.is_parsed() and FLAGS.verbose
+    verbose = bool(_flag("verbose"))
     if verbose:
         traceback.print_exception(error, file=sys.stderr)
     elif not usage and path:
@@ -181,6 +194,21 @@ def native_logs_to_file(name: str):
         sys.stderr = previous
 
 
+def help_from_command_module(main: Callable) -> None:
+    """Makes `--help` show the docstring and flags of the module that defines `main`,
+    however the command was started: absl's help shows the `__main__` module's, which is
+    a shim (`python -m wsdhash.train`, wsdhash/train.py) or a console script
+    (`wsdhash-train`), not the command module in wsdhash/commands/."""
+    module = sys.modules.get(getattr(main, "__module__", ""))
+    entry = sys.modules.get("__main__")
+    if module is None or entry is None or module is entry:
+        return
+    if module.__doc__:
+        entry.__doc__ = module.__doc__
+    for flag in FLAGS.get_key_flags_for_module(module.__name__):
+        FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+
+
 def run(
     main: Callable[[list[str]], int | None], name: str, pass_unknown_flags: bool = False
 ) -> None:
@@ -193,6 +221,8 @@ def run(
     Beam, which checks them). The command's own flags are parsed and bounded as ever,
     flagfiles included."""
     set_tensorflow_defaults()
+    define_run_flags()
+    help_from_command_module(main)
 
     def parse(argv: list[str]) -> list[str]:
         try:

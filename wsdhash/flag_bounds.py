@@ -7,7 +7,7 @@ the range. Where the library checks the same value itself, the range lives there
 and the entry point that defines the flag adds it to the table (`declare`): a method's
 own flags (`--<method>_<name>`, their `Option` in wsdhash/methods/), the training
 settings' flags (`bound` in a `TrainConfig` field's metadata, wsdhash/settings.py,
-declared by `wsdhash.setting_flags.define_flags`), the index parameters
+declared by `wsdhash.commands.setting_flags.define_flags`), the index parameters
 (wsdhash/index/binary.py) and the service's limits (wsdhash/service/errors.py).
 
 A flag whose default is None ("not set", e.g. `--hyp2_zeta`) may stay unset. The

@@ -4,7 +4,7 @@ resume policy and help in its metadata (`setting`).
 A settings dataclass (`wsdhash.training.config.TrainConfig` and the dataclasses it
 nests) declares each field with `setting(...)`; everything else reads the metadata:
 
-* `wsdhash.setting_flags` defines the command-line flags from it and builds the
+* `wsdhash.commands.setting_flags` defines the command-line flags from it and builds the
   dataclass from parsed flags (the entry point calls it; this module imports no absl);
 * `check(instance)`, called by the dataclass's `__post_init__`, checks choices and
   minimums with messages naming the flag;

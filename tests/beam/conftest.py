@@ -2,7 +2,7 @@
 seeded models (binary codes, with a pixel limit that the dataset's images pass and a
 48 x 48 image does not; WSDHQ's AQD codes with random codebooks), written once per
 test session by the same
-`serving.export_saved_model` that `python -m wsdhash.export` calls. Training would add
+`saved_model.export_saved_model` that `python -m wsdhash.export` calls. Training would add
 minutes and nothing these tests check: they compare the pipeline's codes with what
 the same export gives through `search build --images`'s code path."""
 
@@ -50,9 +50,9 @@ def _shared_folder(tmp_path_factory) -> str:
 
 
 def _write(root: str) -> None:
-    from wsdhash import serving
     from wsdhash.data.builtin import generate_builtin
     from wsdhash.data.pipeline import PipelineConfig
+    from wsdhash.export import saved_model
 
     generate_builtin(
         os.path.join(root, "builtin"),
@@ -63,7 +63,7 @@ def _write(root: str) -> None:
         num_workers=0,
     )
     config = PipelineConfig(image_size=SIDE, crop_size=CROP, normalization=None)
-    serving.export_saved_model(
+    saved_model.export_saved_model(
         _binary_model(3),
         config,
         os.path.join(root, "binary"),
@@ -71,7 +71,7 @@ def _write(root: str) -> None:
         max_pixels=SMALL_MAX_PIXELS,
     )
     model, encoder = _wsdhq_parts(5)
-    serving.export_saved_model(
+    saved_model.export_saved_model(
         model, config, os.path.join(root, "wsdhq"), overwrite=True, quantization_encoder=encoder
     )
 

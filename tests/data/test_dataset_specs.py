@@ -35,7 +35,7 @@ def prepare_module():
 
     cases = [[dataset, protocol] for dataset, protocol, _ in _OUTPUT_DIR_CASES]
     code = (
-        "import json, sys; from wsdhash.data import prepare; "
+        "import json, sys; from wsdhash.commands import prepare; "
         f"cases = json.loads({json.dumps(json.dumps(cases))}); "
         "print(json.dumps({'doc': prepare.__doc__, "
         "'dirs': [prepare.default_output_dir(d, p) for d, p in cases]}))"

@@ -27,7 +27,7 @@ class _StandIn:
         codes = np.array([[d[-1], 0] for d in data], np.uint8) * valid[:, None]
         return {
             "valid": tf.constant(valid),
-            "status": tf.constant(np.where(valid, 0, 2)),  # serving.STATUS_UNDECODABLE
+            "status": tf.constant(np.where(valid, 0, 2)),  # image_header.STATUS_UNDECODABLE
             "packed_codes": tf.constant(codes),
         }
 

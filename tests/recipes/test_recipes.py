@@ -8,7 +8,7 @@ import pytest
 from absl import flags
 
 from wsdhash import cli, recipes
-from wsdhash import train as train_command
+from wsdhash.commands import train as train_command
 from wsdhash.methods import METHODS
 
 FLAGS = flags.FLAGS

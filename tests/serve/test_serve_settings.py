@@ -79,7 +79,7 @@ def test_default_threads_are_tensorflows_choice(served_files, tmp_path):
 
 def test_configure_tensorflow_sets_the_pools_in_a_fresh_process():
     code = (
-        "from wsdhash import serve\n"
+        "from wsdhash.commands import serve\n"
         "print(serve.configure_tensorflow(1, 3))\n"
         "import tensorflow as tf\n"
         "tf.constant(1.0) + 1.0\n"  # an op runs with these settings

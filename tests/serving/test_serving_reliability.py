@@ -17,10 +17,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from wsdhash import serving
-from wsdhash.data import preprocessing
+from wsdhash.data import image_header, preprocessing
+from wsdhash.data.image_header import PNG_MAGIC
+from wsdhash.export import module as export_module
+from wsdhash.export.saved_model import export_saved_model
 from wsdhash.models.assembly import build_model
-from wsdhash.serving import _PNG_MAGIC
 from wsdhash.training.config import TrainConfig
 
 CROP = 28
@@ -83,7 +84,7 @@ def module_and_model():
     # Non-trivial batch-norm statistics, so a variable left uninitialised would show.
     for variable in model.non_trainable_variables:
         variable.assign(np.random.default_rng(1).uniform(0.5, 1.5, variable.shape))
-    return serving.HashingServingModule(model, 32, CROP), model
+    return export_module.HashingServingModule(model, 32, CROP), model
 
 
 def _run(module, items):
@@ -105,12 +106,16 @@ def test_each_item_decodes_on_its_own(module_and_model):
     items = [jpeg, *bad.values(), png, b"not an image at all"]
     served = _run(module, items)
     expected_status = (
-        [serving.STATUS_OK]
-        + [serving.STATUS_UNDECODABLE] * (len(bad) - 1)
-        + [serving.STATUS_NOT_AN_IMAGE, serving.STATUS_OK, serving.STATUS_NOT_AN_IMAGE]
+        [image_header.STATUS_OK]
+        + [image_header.STATUS_UNDECODABLE] * (len(bad) - 1)
+        + [
+            image_header.STATUS_NOT_AN_IMAGE,
+            image_header.STATUS_OK,
+            image_header.STATUS_NOT_AN_IMAGE,
+        ]
     )
     assert served["status"].tolist() == expected_status
-    assert served["valid"].tolist() == [s == serving.STATUS_OK for s in expected_status]
+    assert served["valid"].tolist() == [s == image_header.STATUS_OK for s in expected_status]
     # The good items' outputs equal those of a batch holding only them.
     alone = _run(module, [jpeg, png])
     for key in ("embedding", "codes", "packed_codes"):
@@ -132,17 +137,17 @@ def test_pixel_limit_is_checked_before_decoding(module_and_model):
     # check rejects it at once (the body is an 8 x 8 image, so decoding it would fail
     # with STATUS_UNDECODABLE instead).
     big = png_claiming_size(20000, 20000)
-    module = serving.HashingServingModule(model, 32, CROP)
-    assert _run(module, [big])["status"].tolist() == [serving.STATUS_TOO_LARGE]
+    module = export_module.HashingServingModule(model, 32, CROP)
+    assert _run(module, [big])["status"].tolist() == [image_header.STATUS_TOO_LARGE]
     # The limit is width x height, inclusive, for both formats.
     image = _pattern(40, 48)  # 1,920 pixels
-    limited = serving.HashingServingModule(model, 32, CROP, max_pixels=1920)
-    tighter = serving.HashingServingModule(model, 32, CROP, max_pixels=1919)
+    limited = export_module.HashingServingModule(model, 32, CROP, max_pixels=1920)
+    tighter = export_module.HashingServingModule(model, 32, CROP, max_pixels=1919)
     items = [_jpeg(image), _png(image)]
-    assert _run(limited, items)["status"].tolist() == [serving.STATUS_OK] * 2
-    assert _run(tighter, items)["status"].tolist() == [serving.STATUS_TOO_LARGE] * 2
+    assert _run(limited, items)["status"].tolist() == [image_header.STATUS_OK] * 2
+    assert _run(tighter, items)["status"].tolist() == [image_header.STATUS_TOO_LARGE] * 2
     with pytest.raises(ValueError, match="max_pixels"):
-        serving.HashingServingModule(model, 32, CROP, max_pixels=0)
+        export_module.HashingServingModule(model, 32, CROP, max_pixels=0)
 
 
 @pytest.mark.parametrize("byte_order", ["MM", "II"])
@@ -152,12 +157,13 @@ def test_exif_orientation_matches_the_training_decoder(byte_order):
     reference = tf.io.decode_jpeg(plain, channels=3).numpy()
     for orientation in range(1, 9):
         data = with_exif_orientation(plain, orientation, byte_order)
-        assert int(serving.exif_orientation(tf.constant(data))) == orientation
+        assert int(image_header.exif_orientation(tf.constant(data))) == orientation
         # Training: OpenCV turns the image upright by its EXIF tag.
         trained = preprocessing.decode_and_resize(data, "x.jpg", 32).astype(int)
         served = (
-            serving.apply_orientation(
-                tf.io.decode_jpeg(data, channels=3), serving.exif_orientation(tf.constant(data))
+            image_header.apply_orientation(
+                tf.io.decode_jpeg(data, channels=3),
+                image_header.exif_orientation(tf.constant(data)),
             )
             .numpy()
             .astype(int)
@@ -166,14 +172,15 @@ def test_exif_orientation_matches_the_training_decoder(byte_order):
         # orientation is far off.
         errors = {
             o: np.abs(
-                serving.apply_orientation(tf.constant(reference), tf.constant(o)).numpy() - trained
+                image_header.apply_orientation(tf.constant(reference), tf.constant(o)).numpy()
+                - trained
             ).mean()
             for o in range(1, 9)
         }
         assert min(errors, key=errors.get) == orientation, (orientation, errors)
         assert np.abs(served - trained).mean() < 3, orientation
-    assert int(serving.exif_orientation(tf.constant(plain))) == 1
-    assert int(serving.exif_orientation(tf.constant(b"Exif\x00\x00garbage"))) == 1
+    assert int(image_header.exif_orientation(tf.constant(plain))) == 1
+    assert int(image_header.exif_orientation(tf.constant(b"Exif\x00\x00garbage"))) == 1
 
 
 def test_exif_rotated_photo_is_encoded_as_in_training(module_and_model):
@@ -194,7 +201,7 @@ def saved_model(module_and_model, tmp_path_factory):
     _, model = module_and_model
     output = tmp_path_factory.mktemp("export") / "model"
     pipeline_config = type("P", (), {"image_size": 32, "crop_size": CROP})
-    serving.export_saved_model(model, pipeline_config, str(output))
+    export_saved_model(model, pipeline_config, str(output))
     return output
 
 
@@ -302,7 +309,7 @@ def _reference_encode_bytes(module, images):
         where = indices.stack()[:, None]
         pixels = tf.scatter_nd(where, pixels.stack(), [count, crop, crop, 3])
         status = tf.tensor_scatter_nd_update(
-            tf.fill([count], serving.STATUS_UNDECODABLE), where, statuses.stack()
+            tf.fill([count], image_header.STATUS_UNDECODABLE), where, statuses.stack()
         )
         return module._outputs(pixels, status)
 
@@ -368,7 +375,7 @@ def test_batches_where_every_item_is_invalid(module_and_model):
     png = _png(_pattern())
     for items in ([png[:40]], [png[:40], b"x", png[:100]]):
         served = _run(module, items)
-        assert served["status"].tolist()[0] == serving.STATUS_UNDECODABLE
+        assert served["status"].tolist()[0] == image_header.STATUS_UNDECODABLE
         assert not served["valid"].any() and not served["embedding"].any()
 
 
@@ -407,15 +414,15 @@ def test_headers_that_lie_are_undecodable_not_valid_or_too_large(module_and_mode
     jpeg = _jpeg(_pattern(64, 64, seed=13))
     flat = cv2.imencode(".jpg", np.full((1600, 1200, 3), 77, np.uint8))[1].tobytes()
     flat_grey = cv2.imencode(".jpg", np.full((1600, 1200), 200, np.uint8))[1].tobytes()
-    items = [_claiming(jpeg, 7000, 7000), _PNG_MAGIC + jpeg, flat, flat_grey, jpeg]
+    items = [_claiming(jpeg, 7000, 7000), PNG_MAGIC + jpeg, flat, flat_grey, jpeg]
     assert _run(module, items)["status"].tolist() == [
-        serving.STATUS_UNDECODABLE,
-        serving.STATUS_UNDECODABLE,
-        serving.STATUS_OK,
-        serving.STATUS_OK,
-        serving.STATUS_OK,
+        image_header.STATUS_UNDECODABLE,
+        image_header.STATUS_UNDECODABLE,
+        image_header.STATUS_OK,
+        image_header.STATUS_OK,
+        image_header.STATUS_OK,
     ]
     # The bound: fewer bytes than an eighth of the 8 x 8 blocks.
-    too_small = serving.jpeg_too_small
+    too_small = image_header.jpeg_too_small
     assert bool(too_small(tf.constant(64, tf.int64), tf.constant(64, tf.int64), 8)) is False
     assert bool(too_small(tf.constant(64, tf.int64), tf.constant(72, tf.int64), 8)) is True

@@ -17,7 +17,7 @@ import sys
 import keras
 from absl import flags
 
-from wsdhash import train
+from wsdhash.commands import train
 from wsdhash.methods import METHODS
 
 # The flags recorded: the run's settings and every registered method's options.

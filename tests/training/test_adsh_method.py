@@ -125,12 +125,12 @@ def test_trains_and_writes_its_learned_database_codes(tmp_path):
         env=dict(os.environ, CUDA_VISIBLE_DEVICES=""),
     )
     assert built.returncode == 0, built.stderr[-2000:]
-    from wsdhash import serving
     from wsdhash.eval.binary import hamming_distances
+    from wsdhash.export import saved_model, trained_run
     from wsdhash.service import engine as engine_lib
 
-    model, _, pipeline_config = serving.load_trained_model(str(workdir))
-    exported = serving.export_saved_model(model, pipeline_config, str(tmp_path / "exported"))
+    model, _, pipeline_config = trained_run.load_trained_model(str(workdir))
+    exported = saved_model.export_saved_model(model, pipeline_config, str(tmp_path / "exported"))
     engine = engine_lib.load(exported, str(index_dir), images_root=str(data_dir))
     assert engine.checked == {"skipped": "the index holds database codes the method learned"}
     # What ties the two instead: the same network's weights fingerprint on both sides.

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 from train_helpers import run_train
 
-from wsdhash import serving
 from wsdhash.data import list_files
 from wsdhash.data.pipeline import make_dataset
 from wsdhash.eval import binarize, pack_codes
+from wsdhash.export import module as export_module
+from wsdhash.export import trained_run
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,7 @@ def test_saved_model_outputs_equal_the_in_memory_model(exported, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     served = np.load(outputs)
 
-    model, _, pipeline_config = serving.load_trained_model(str(workdir))
+    model, _, pipeline_config = trained_run.load_trained_model(str(workdir))
     batch = next(
         iter(make_dataset(query.take(np.arange(6)), pipeline_config, training=False, batch_size=6))
     )
@@ -66,7 +67,7 @@ def test_saved_model_outputs_equal_the_in_memory_model(exported, tmp_path):
     assert not served["embedding"][6].any()
 
     # The float-pixel signature on the same crops.
-    module = serving.HashingServingModule(
+    module = export_module.HashingServingModule(
         model, pipeline_config.image_size, pipeline_config.crop_size
     )
     pixels = module.encode_images(np.asarray(batch["image"], np.float32))

@@ -2,5 +2,5 @@
 
 Needs the `beam` extra (`pip install -e '.[beam]'`): `apache-beam` alone, not its
 `[tensorflow]` extra, which pins an older TensorFlow. The command is
-`python -m wsdhash.pipeline` (wsdhash/pipeline.py); these modules define no flags.
+`python -m wsdhash.pipeline` (wsdhash/commands/pipeline.py); these modules define no flags.
 """

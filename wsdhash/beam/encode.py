@@ -45,7 +45,7 @@ folder), all under a lock on the output (wsdhash/file_lock.py). A killed run lea
 only `.NAME.XXXXXXXX.building` (and the lock file), which the next run removes: a
 reader sees the old folder or the new one, never a mix.
 
-Defines no flags; the command (wsdhash/pipeline.py) does.
+Defines no flags; the command (wsdhash/commands/pipeline.py) does.
 """
 
 from __future__ import annotations
@@ -231,7 +231,7 @@ def dataset_items(splits: dict) -> list[Item]:
 
 
 def _status_reason(status: int) -> str:
-    from wsdhash.serving import STATUS_NAMES  # only for an invalid item: it imports Keras
+    from wsdhash.data.image_header import STATUS_NAMES  # only for an invalid item
 
     return STATUS_NAMES.get(int(status), "not a valid JPEG or PNG image")
 

@@ -16,7 +16,7 @@ from wsdhash import cli
 
 def _status_name(status) -> str:
     try:
-        from wsdhash.serving import STATUS_NAMES  # pylint: disable=g-import-not-at-top
+        from wsdhash.data.image_header import STATUS_NAMES  # pylint: disable=g-import-not-at-top
     except ImportError:  # pragma: no cover
         STATUS_NAMES = {}
     return STATUS_NAMES.get(int(status), "not a valid JPEG or PNG image")

@@ -118,7 +118,7 @@ def _keras(path: str) -> FeatureModel:
     def call(images):
         return _pooled(model(images, training=False), path)
 
-    # Keras 3 variables wrap the tf.Variables a SavedModel can track (wsdhash/serving.py).
+    # Keras 3 variables wrap the tf.Variables a SavedModel can track (wsdhash/export/module.py).
     variables = [variable.value for variable in model.variables]
     return FeatureModel(call, crop, _feature_dim(call, crop, path), "keras", variables=variables)
 

@@ -35,7 +35,7 @@ from wsdhash.model_fingerprint import export_fingerprint
 from wsdhash.service.errors import input_error
 
 _OUTPUTS = ("valid", "status", "embedding", "packed_codes")
-# serving.STATUS_NAMES, repeated so that the engine also serves exports whose module
+# image_header.STATUS_NAMES, repeated so that the engine also serves exports whose module
 # is not importable; statuses it does not know read as "not decodable".
 STATUS_OK, STATUS_NOT_AN_IMAGE, STATUS_UNDECODABLE, STATUS_TOO_LARGE = 0, 1, 2, 3
 

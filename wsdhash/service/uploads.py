@@ -5,7 +5,7 @@ at most `max_upload_bytes`, JPEG or PNG (another format Pillow recognises, such 
 WebP or BMP, is a 415 naming it; anything else a 400), and at most `max_pixels`
 (width x height from the header). A PNG whose first chunk is not its header (IHDR),
 or a JPEG far too small for the size its header claims (under one bit per 8 x 8
-block, which no Huffman-coded JPEG can be: `serving.jpeg_too_small`, the same rule the
+block, which no Huffman-coded JPEG can be: `data/image_header.jpeg_too_small`, the rule the
 exported model applies), is a 400 "corrupt or truncated" without reaching the model.
 The model then decodes it (alpha, grayscale and CMYK JPEG included); one it cannot
 decode is a 400 naming it (engine.status_error).
@@ -33,7 +33,7 @@ def unreadable_errors() -> tuple:
 
 def jpeg_too_small(width: int, height: int, size: int) -> bool:
     """True for a JPEG of `size` bytes that cannot hold width x height pixels: a
-    Huffman-coded scan spends at least one bit on every 8 x 8 block (serving.py)."""
+    Huffman-coded scan spends at least one bit on every 8 x 8 block (wsdhash/data/image_header.py)."""
     blocks = -(-width // 8) * -(-height // 8)
     return size * 8 < blocks
 

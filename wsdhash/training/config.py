@@ -4,7 +4,7 @@ resuming and export). Importing it does not import TensorFlow.
 
 Each field is declared once, with `wsdhash.settings.setting`: its flag (name, kind,
 default, choices, help), the flag's range, the field's minimum and its resume policy
-live in the field's metadata, which `wsdhash.setting_flags` (the flags),
+live in the field's metadata, which `wsdhash.commands.setting_flags` (the flags),
 `wsdhash.training.run_info` (resuming) and `flag_bounds` (the ranges) read.
 docs/contributing.md ("Adding a training setting") shows a new one."""
 

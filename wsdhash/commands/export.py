@@ -2,7 +2,7 @@
 
     python -m wsdhash.export --workdir=checkpoints/<run> --output=exported/<run>
 
-See `wsdhash.serving` for the signatures. `saved_model_cli show --dir OUTPUT --all`
+See `wsdhash.export` (wsdhash/export/__init__.py) for the signatures. `saved_model_cli show --dir OUTPUT --all`
 lists them; `saved_model_cli run` (TensorFlow 1's session loader, the one TensorFlow
 Serving uses) runs them.
 
@@ -29,12 +29,13 @@ import sys
 from absl import flags
 
 from wsdhash import cli
+from wsdhash.commands import flag_groups
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "The training run folder.", required=True)
-flags.DEFINE_string("output", None, "Where the SavedModel goes.", required=True)
+flag_groups.define_output("Where the SavedModel goes.", required=True)
 flags.DEFINE_string("checkpoint", "best", "'best', 'latest', or a checkpoint path.")
-flags.DEFINE_bool("overwrite", False, "Replace an existing export.")
+flag_groups.define_overwrite("export")
 flags.DEFINE_integer(
     "max_pixels",
     50_000_000,
@@ -93,10 +94,12 @@ def main(argv):
         raise cli.UsageError(f"Unexpected arguments: {argv[1:]}")
     if FLAGS.max_pixels < 1:
         raise cli.UsageError(f"--max_pixels must be >= 1, got {FLAGS.max_pixels}.")
-    from wsdhash import serving
+    from wsdhash.export import saved_model, trained_run
 
     try:
-        model, config, pipeline_config = serving.load_trained_model(FLAGS.workdir, FLAGS.checkpoint)
+        model, config, pipeline_config = trained_run.load_trained_model(
+            FLAGS.workdir, FLAGS.checkpoint
+        )
         extractor, extraction = _feature_extractor(config)
         info = {}
         if extractor is not None:
@@ -109,8 +112,8 @@ def main(argv):
                 ten_crop=extraction.ten_crop,
             )
             info = {"feature_model_sha256": extraction.sha256}
-        encoder = serving.load_quantization_encoder(FLAGS.workdir, FLAGS.checkpoint)
-        path = serving.export_saved_model(
+        encoder = trained_run.load_quantization_encoder(FLAGS.workdir, FLAGS.checkpoint)
+        path = saved_model.export_saved_model(
             model,
             pipeline_config,
             FLAGS.output,
