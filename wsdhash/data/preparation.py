@@ -29,7 +29,7 @@ import numpy as np
 
 from wsdhash.data import datasets as datasets_lib
 from wsdhash.data.dataset_spec import PREPARERS
-from wsdhash.data.protocols import Prepared
+from wsdhash.data.protocols import Prepared, Protocol
 
 
 def _decodes(path: str) -> bool:
@@ -58,28 +58,57 @@ def check_prepared(
     """
     dataset = datasets_lib.get_dataset(prepared.dataset, data_dir, **prepared.options)
     protocol = prepared.protocol
-    problems: list[str] = []
-    splits = {}
+    splits, problems = _read_splits(dataset)
+    problems += _count_problems(protocol, dataset.splits, splits)
+    problems += _label_problems(protocol, splits)
+    problems += _relation_problems(protocol, splits)
+    problems += _image_problems(splits, decode, progress)
+    return problems
+
+
+def _read_splits(dataset) -> tuple[dict, list[str]]:
+    """Reads every split of `dataset`; returns the splits read and one problem per split
+    that could not be read."""
+    splits, problems = {}, []
     for name in dataset.splits:
         try:
             splits[name] = dataset.split(name)
         except (OSError, ValueError) as error:
             problems.append(f"split {name!r} cannot be read: {error}")
+    return splits, problems
+
+
+def _count_problems(protocol: Protocol, split_names, splits: dict) -> list[str]:
+    """Splits the protocol names that are missing or have another size than it says."""
+    problems = []
     for name, expected in protocol.counts.items():
         if name not in splits:
-            if name not in dataset.splits:
+            if name not in split_names:
                 problems.append(f"split {name!r} is missing")
             continue
         if expected is not None and len(splits[name]) != expected:
             problems.append(
                 f"split {name!r} has {len(splits[name])} items, protocol says {expected}"
             )
+    return problems
+
+
+def _label_problems(protocol: Protocol, splits: dict) -> list[str]:
+    """Splits with another number of label columns than the protocol says."""
+    problems = []
     for name, split in splits.items():
         if protocol.num_classes is not None and split.num_classes not in (0, protocol.num_classes):
             problems.append(
                 f"split {name!r} has {split.num_classes} label columns, "
                 f"protocol says {protocol.num_classes}"
             )
+    return problems
+
+
+def _relation_problems(protocol: Protocol, splits: dict) -> list[str]:
+    """Splits that share images though the protocol says they are disjoint, and images
+    outside the split the protocol says holds them."""
+    problems = []
     for first, second in protocol.disjoint:
         if first in splits and second in splits:
             shared = np.intersect1d(splits[first].paths, splits[second].paths)
@@ -95,6 +124,13 @@ def check_prepared(
                     f"{outside.size} images of split {inner!r} are not in {outer!r}, "
                     f"e.g. {outside[0]}"
                 )
+    return problems
+
+
+def _image_problems(
+    splits: dict, decode: bool, progress: Callable[[Iterable], Iterable] | None
+) -> list[str]:
+    """Images of the splits that do not exist or (with `decode`) do not decode."""
     paths = np.unique(np.concatenate([s.paths for s in splits.values()])) if splits else []
     iterate = progress(paths) if (progress is not None and decode) else paths
     missing, broken = [], []
@@ -103,6 +139,7 @@ def check_prepared(
             missing.append(path)
         elif decode and not _decodes(path):
             broken.append(path)
+    problems = []
     if missing:
         problems.append(f"{len(missing)} images do not exist, e.g. {missing[0]}")
     if broken:

@@ -151,6 +151,162 @@ def _hyp2_files(root: str):
     return names if all(os.path.isfile(n) for n in names) else None
 
 
+def _hyp2_split(
+    root: str, names: np.ndarray, num_images: int, num_query: int, num_train: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], list[str]]:
+    """(image names, labels, split -> indices, notes) of the `hyp2` protocol: HyP2's own
+    files when they are in `root`, else a seeded split of the labelled ones of `names`."""
+    hyp2 = _hyp2_files(root)
+    if hyp2:
+        keep, labels, order = _read_hyp2_files(*hyp2)
+        names = np.array([f"mirflickr/{n}" for n in keep])
+        splits = {
+            "query": order[:num_query],
+            "train": order[num_query : num_query + num_train],
+            "database": order[num_query + num_train :],
+        }
+        return names, labels, splits, ["split from HyP2's img.txt, targets.txt and flickr.txt"]
+    labels = read_annotations(root, POTENTIAL + RELEVANT, num_images)
+    labelled = np.flatnonzero(labels.any(axis=1))
+    notes = [
+        f"{num_images - len(labelled)} images have none of the 38 labels and are "
+        "not used, as in HyP2"
+    ]
+    names, labels = names[labelled], labels[labelled]
+    query, train, database = splits_lib.permutation_blocks(len(names), (num_query, num_train), seed)
+    return names, labels, {"query": query, "train": train, "database": database}, notes
+
+
+def _prepare_hyp2(
+    root: str,
+    output_dir: str,
+    names: np.ndarray,
+    manifest: dict,
+    *,
+    seed: int,
+    num_images: int,
+    num_query: int | None,
+    num_train: int | None,
+) -> protocols.Prepared:
+    """Writes the `hyp2` lists (module doc) and returns what they must satisfy."""
+    num_query = 1000 if num_query is None else num_query
+    num_train = 4000 if num_train is None else num_train
+    label_names = POTENTIAL + RELEVANT
+    names, labels, splits, notes = _hyp2_split(root, names, num_images, num_query, num_train, seed)
+    splits_lib.write_hashnet_splits(
+        output_dir, names, labels, splits, {**manifest, "label_names": list(label_names)}
+    )
+    protocol_counts = {
+        "query": num_query,
+        "train": num_train,
+        "database": len(names) - num_query - num_train,
+    }
+    return protocols.Prepared(
+        "flickr25k",
+        {},
+        protocols.Protocol(
+            counts=protocol_counts,
+            disjoint=(("query", "train"), ("query", "database"), ("train", "database")),
+            num_classes=len(label_names),
+            topk=1000,
+        ),
+        tuple(notes),
+    )
+
+
+def _wsdhq_split(
+    num_items: int, num_query: int, num_train: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(query, train, database) indices of the `wsdhq` protocol: seeded queries, the
+    database the rest, and seeded training items drawn from the database."""
+    query, database = splits_lib.permutation_blocks(num_items, (num_query,), seed)
+    if num_train > len(database):
+        raise ValueError(
+            f"flickr25k: {num_train} training images asked, database has {len(database)}."
+        )
+    train = np.sort(np.random.default_rng(seed + 1).choice(database, num_train, replace=False))
+    return query, train, database
+
+
+def _tag_vocabulary(
+    tags: list[list[str]], train: np.ndarray, tag_vocab: str | None, min_tag_count: int
+) -> tuple[list[str], list[str]]:
+    """(vocabulary, notes): the `tag_vocab` file's tags, else every tag on at least
+    `min_tag_count` training images."""
+    if tag_vocab:
+        vocabulary = list_files.read_name_list(tag_vocab)
+        return [w.lower() for w in vocabulary], []
+    counts: dict[str, int] = {}
+    for i in train:
+        for word in tags[i]:
+            counts[word] = counts.get(word, 0) + 1
+    vocabulary = sorted(w for w, c in counts.items() if c >= min_tag_count)
+    return vocabulary, [
+        f"tag vocabulary: {len(vocabulary)} tags on >= {min_tag_count} train images"
+    ]
+
+
+def _tag_matrix(tags: list[list[str]], vocabulary: list[str]) -> np.ndarray:
+    """(images, vocabulary) 0/1 matrix of each image's tags that are in the vocabulary."""
+    column = {w: j for j, w in enumerate(vocabulary)}
+    matrix = np.zeros((len(tags), len(vocabulary)), np.uint8)
+    for i, words in enumerate(tags):
+        matrix[i, [column[w] for w in words if w in column]] = 1
+    return matrix
+
+
+def _prepare_wsdhq(
+    root: str,
+    output_dir: str,
+    names: np.ndarray,
+    manifest: dict,
+    *,
+    seed: int,
+    num_images: int,
+    num_query: int | None,
+    num_train: int | None,
+    tag_vocab: str | None,
+    min_tag_count: int,
+) -> protocols.Prepared:
+    """Writes the `wsdhq` lists (module doc) and returns what they must satisfy."""
+    num_query = 2000 if num_query is None else num_query
+    num_train = 18500 if num_train is None else num_train
+    labels = read_annotations(root, POTENTIAL, num_images)
+    labelled = np.flatnonzero(labels.any(axis=1))
+    notes = [f"{num_images - len(labelled)} images have none of the 24 concepts; not used"]
+    all_tags = read_tags(root, num_images)
+    names, labels = names[labelled], labels[labelled]
+    tags = [all_tags[i] for i in labelled]
+    query, train, database = _wsdhq_split(len(names), num_query, num_train, seed)
+    vocabulary, vocabulary_notes = _tag_vocabulary(tags, train, tag_vocab, min_tag_count)
+    notes += vocabulary_notes
+    matrix = _tag_matrix(tags, vocabulary)
+    untagged = int(np.sum(matrix[train].sum(axis=1) == 0))
+    notes.append(f"{untagged} training images have no vocabulary tag (kept, as WSDHQ does)")
+    splits = {"query": query, "train": train, "database": np.sort(database)}
+    splits_lib.write_wsdhq_splits(
+        output_dir,
+        names,
+        labels,
+        matrix,
+        vocabulary,
+        splits,
+        {**manifest, "label_names": list(POTENTIAL)},
+    )
+    return protocols.Prepared(
+        "flickr25k",
+        {},
+        protocols.Protocol(
+            counts={"query": num_query, "train": num_train, "database": len(database)},
+            disjoint=(("query", "database"), ("query", "train")),
+            contained=(("train", "database"),),
+            num_classes=len(POTENTIAL),
+            topk=5000,
+        ),
+        tuple(notes),
+    )
+
+
 def prepare(
     root: str,
     output_dir: str,
@@ -185,104 +341,18 @@ def prepare(
         "image_root": os.path.abspath(root),
         "seed": seed,
     }
-    notes = []
+    sizes = {"num_images": num_images, "num_query": num_query, "num_train": num_train}
     if protocol == "hyp2":
-        num_query = 1000 if num_query is None else num_query
-        num_train = 4000 if num_train is None else num_train
-        label_names = POTENTIAL + RELEVANT
-        hyp2 = _hyp2_files(root)
-        if hyp2:
-            keep, labels, order = _read_hyp2_files(*hyp2)
-            names = np.array([f"mirflickr/{n}" for n in keep])
-            splits = {
-                "query": order[:num_query],
-                "train": order[num_query : num_query + num_train],
-                "database": order[num_query + num_train :],
-            }
-            notes.append("split from HyP2's img.txt, targets.txt and flickr.txt")
-        else:
-            labels = read_annotations(root, label_names, num_images)
-            labelled = np.flatnonzero(labels.any(axis=1))
-            notes.append(
-                f"{num_images - len(labelled)} images have none of the 38 labels and are "
-                "not used, as in HyP2"
-            )
-            names, labels = names[labelled], labels[labelled]
-            query, train, database = splits_lib.permutation_blocks(
-                len(names), (num_query, num_train), seed
-            )
-            splits = {"query": query, "train": train, "database": database}
-        splits_lib.write_hashnet_splits(
-            output_dir, names, labels, splits, {**manifest, "label_names": list(label_names)}
-        )
-        protocol_counts = {
-            "query": num_query,
-            "train": num_train,
-            "database": len(names) - num_query - num_train,
-        }
-        return protocols.Prepared(
-            "flickr25k",
-            {},
-            protocols.Protocol(
-                counts=protocol_counts,
-                disjoint=(("query", "train"), ("query", "database"), ("train", "database")),
-                num_classes=len(label_names),
-                topk=1000,
-            ),
-            tuple(notes),
-        )
-
-    num_query = 2000 if num_query is None else num_query
-    num_train = 18500 if num_train is None else num_train
-    labels = read_annotations(root, POTENTIAL, num_images)
-    labelled = np.flatnonzero(labels.any(axis=1))
-    notes.append(f"{num_images - len(labelled)} images have none of the 24 concepts; not used")
-    all_tags = read_tags(root, num_images)
-    names, labels = names[labelled], labels[labelled]
-    tags = [all_tags[i] for i in labelled]
-    query, database = splits_lib.permutation_blocks(len(names), (num_query,), seed)
-    if num_train > len(database):
-        raise ValueError(
-            f"flickr25k: {num_train} training images asked, database has {len(database)}."
-        )
-    train = np.sort(np.random.default_rng(seed + 1).choice(database, num_train, replace=False))
-    if tag_vocab:
-        vocabulary = list_files.read_name_list(tag_vocab)
-        vocabulary = [w.lower() for w in vocabulary]
-    else:
-        counts: dict[str, int] = {}
-        for i in train:
-            for word in tags[i]:
-                counts[word] = counts.get(word, 0) + 1
-        vocabulary = sorted(w for w, c in counts.items() if c >= min_tag_count)
-        notes.append(f"tag vocabulary: {len(vocabulary)} tags on >= {min_tag_count} train images")
-    column = {w: j for j, w in enumerate(vocabulary)}
-    matrix = np.zeros((len(names), len(vocabulary)), np.uint8)
-    for i, words in enumerate(tags):
-        matrix[i, [column[w] for w in words if w in column]] = 1
-    untagged = int(np.sum(matrix[train].sum(axis=1) == 0))
-    notes.append(f"{untagged} training images have no vocabulary tag (kept, as WSDHQ does)")
-    splits = {"query": query, "train": train, "database": np.sort(database)}
-    splits_lib.write_wsdhq_splits(
+        return _prepare_hyp2(root, output_dir, names, manifest, seed=seed, **sizes)
+    return _prepare_wsdhq(
+        root,
         output_dir,
         names,
-        labels,
-        matrix,
-        vocabulary,
-        splits,
-        {**manifest, "label_names": list(POTENTIAL)},
-    )
-    return protocols.Prepared(
-        "flickr25k",
-        {},
-        protocols.Protocol(
-            counts={"query": num_query, "train": num_train, "database": len(database)},
-            disjoint=(("query", "database"), ("query", "train")),
-            contained=(("train", "database"),),
-            num_classes=len(POTENTIAL),
-            topk=5000,
-        ),
-        tuple(notes),
+        manifest,
+        seed=seed,
+        tag_vocab=tag_vocab,
+        min_tag_count=min_tag_count,
+        **sizes,
     )
 
 

@@ -54,6 +54,7 @@ import csv
 import json
 import os
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -330,6 +331,243 @@ def _drawn_splits(
     return {"query": np.sort(query), "train": train, "database": database}
 
 
+class _Items(NamedTuple):
+    """The photos found: per item its relative path, labels, tags and own split ("" when
+    it has none), where they were read from, and notes on what was left out."""
+
+    paths: list[str]
+    labels: list[list[str]]
+    tags: list[list[str]]
+    splits: list[str]
+    source: str
+    notes: list[str]
+
+
+def _check_root_and_flags(
+    root: str,
+    query_from: Sequence[str] | None,
+    train_from: Sequence[str] | None,
+    database_from: Sequence[str] | None,
+) -> str:
+    """Checks that `root` is a folder and that the split flags go together; returns
+    `root` as an absolute path."""
+    if not root or not os.path.isdir(root):
+        raise protocols.MissingDownloadError(f"image_folder: --root={root} is not a folder.")
+    if not query_from and (train_from or database_from):
+        raise ValueError(
+            "image_folder: train_from / database_from need query_from (the split whose "
+            "items are the queries)."
+        )
+    return os.path.abspath(root)
+
+
+def _check_manifest_items(root: str, manifest: str, rows: list, paths: list[str]) -> None:
+    """Checks that every manifest item is an existing image with labels, listed once."""
+    for (p, _, _, _, where), relative in zip(rows, paths, strict=True):
+        if not _is_image(p):
+            raise ValueError(f"{where}: {p} is not a .jpg, .jpeg or .png file.")
+        if not os.path.isfile(os.path.join(root, relative)):
+            raise ValueError(f"{where}: {os.path.join(root, relative)} does not exist.")
+    unlabelled = [where for (_, names, _, _, where) in rows if not names]
+    if unlabelled:
+        raise ValueError(
+            f"{len(unlabelled)} manifest items have no labels (first: {unlabelled[0]}); "
+            "evaluation needs labels for every image."
+        )
+    duplicates = [p for p, n in collections.Counter(paths).items() if n > 1]
+    if duplicates:
+        raise ValueError(f"{manifest}: {len(duplicates)} paths repeat, e.g. {duplicates[0]}.")
+
+
+def _check_manifest_splits(
+    manifest: str, rows: list, item_splits: list[str], query_from: Sequence[str] | None
+) -> None:
+    """Checks that every item names its split with `query_from`, and none does without."""
+    named = sorted({name for name in item_splits if name})
+    if query_from:
+        unsplit = [where for (*_, name, where) in rows if not name]
+        if unsplit:
+            raise ValueError(
+                f"image_folder: query_from needs every manifest item's split; "
+                f"{len(unsplit)} have none (first: {unsplit[0]})."
+            )
+    elif named:
+        raise ValueError(
+            f"{manifest}: items name their split ({', '.join(named)}); keep it with "
+            f"--query_from=<split of the queries> (e.g. --query_from={named[-1]}), or "
+            "drop the split column to draw queries at random."
+        )
+
+
+def _manifest_items(root: str, manifest: str, query_from: Sequence[str] | None) -> _Items:
+    """Reads and checks the items of a manifest."""
+    rows = read_manifest_file(manifest)
+    paths = [_relative(root, p, where) for p, _, _, _, where in rows]
+    labels = [r[1] for r in rows]
+    tags = [r[2] for r in rows]
+    item_splits = [r[3] for r in rows]
+    _check_manifest_items(root, manifest, rows, paths)
+    _check_manifest_splits(manifest, rows, item_splits, query_from)
+    return _Items(paths, labels, tags, item_splits, f"manifest {os.path.abspath(manifest)}", [])
+
+
+def _folder_items(root: str, query_from: Sequence[str] | None) -> _Items:
+    """Reads the items of split folders (with `query_from`) or class folders."""
+    if query_from:
+        paths, labels, item_splits, skipped = scan_split_folders(root)
+        source = f"split folders of {root}"
+    else:
+        paths, labels, skipped = scan_class_folders(root)
+        item_splits = [""] * len(paths)
+        source = f"class subfolders of {root}"
+    notes = []
+    if skipped:
+        counts = ", ".join(f"{n} {ext}" for ext, n in sorted(skipped.items()))
+        notes.append(f"files that are not .jpg/.jpeg/.png were left out: {counts}")
+    return _Items(paths, labels, [[] for _ in paths], item_splits, source, notes)
+
+
+def _check_paths(root: str, paths: list[str]) -> None:
+    """Checks that there are images and that no path holds whitespace."""
+    if not paths:
+        raise ValueError(f"image_folder: no .jpg, .jpeg or .png images under {root}.")
+    spaced = [p for p in paths if any(c.isspace() for c in p)]
+    if spaced:
+        raise ValueError(
+            f"image_folder: {len(spaced)} image paths contain whitespace, which list files "
+            f"cannot hold (first: {spaced[0]!r}); rename them."
+        )
+
+
+def _assign_splits(
+    items: _Items,
+    *,
+    seed: int,
+    query_size: float | None,
+    train_size: float | None,
+    database_includes_train: bool | None,
+    query_from: Sequence[str] | None,
+    train_from: Sequence[str] | None,
+    database_from: Sequence[str] | None,
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """(split -> item indices, notes): the items' own splits with `query_from`, else
+    drawn at random."""
+    if query_from:
+        return _given_splits(
+            items.splits,
+            query_from=query_from,
+            train_from=train_from,
+            database_from=database_from,
+            database_includes_train=database_includes_train,
+            query_size=query_size,
+            train_size=train_size,
+            seed=seed,
+        )
+    split_indices = _drawn_splits(
+        len(items.paths),
+        query_size=query_size,
+        train_size=train_size,
+        database_includes_train=database_includes_train,
+        seed=seed,
+    )
+    return split_indices, []
+
+
+def _split_sizes(
+    split_indices: dict[str, np.ndarray], num_items: int, query_from: Sequence[str] | None
+) -> dict[str, int]:
+    """The size of each split; checks that none is empty."""
+    sizes = {name: len(indices) for name, indices in split_indices.items()}
+    if sizes["query"] < 1 or sizes["train"] < 1 or sizes["database"] < 1:
+        raise ValueError(
+            f"image_folder: {num_items} images give {sizes['query']} queries, "
+            f"{sizes['train']} training and {sizes['database']} database items; each split "
+            "needs at least one (set query_size / train_size"
+            + (", query_from / train_from / database_from)." if query_from else ").")
+        )
+    return sizes
+
+
+def _manifest_entries(
+    root: str,
+    items: _Items,
+    label_names: list[str],
+    train_in_database: bool,
+    *,
+    seed: int,
+    query_size: float | None,
+    train_size: float | None,
+    query_from: Sequence[str] | None,
+    train_from: Sequence[str] | None,
+    database_from: Sequence[str] | None,
+) -> dict:
+    """The entries of the dataset manifest written beside the lists."""
+    entries = {
+        "dataset": "image_folder",
+        "protocol": "given splits" if query_from else "seeded",
+        "image_root": root,
+        "seed": seed,
+        "label_names": label_names,
+        "source": items.source,
+        "query_size": ("all" if query_from else 0.1) if query_size is None else query_size,
+        "train_size": "all" if train_size is None else train_size,
+        "database_includes_train": train_in_database,
+    }
+    if query_from:
+        entries.update(
+            query_from=sorted(query_from),
+            train_from=sorted(train_from) if train_from else "all other splits",
+            database_from=sorted(database_from) if database_from else "all other splits",
+        )
+    return entries
+
+
+def _write_lists(
+    output_dir: str,
+    items: _Items,
+    label_matrix: np.ndarray,
+    split_indices: dict[str, np.ndarray],
+    entries: dict,
+) -> list[str]:
+    """Writes the lists, in the WSDHQ layout when the items have tags, else the HashNet
+    layout; returns the tag names."""
+    tag_names = sorted({n for names in items.tags for n in names})
+    if tag_names:
+        splits_lib.write_wsdhq_splits(
+            output_dir,
+            items.paths,
+            label_matrix,
+            _multi_hot(items.tags, tag_names),
+            tag_names,
+            split_indices,
+            entries,
+        )
+    else:
+        splits_lib.write_hashnet_splits(
+            output_dir, items.paths, label_matrix, split_indices, entries
+        )
+    return tag_names
+
+
+def _prepared(
+    sizes: dict[str, int], label_names: list[str], train_in_database: bool, notes: list[str]
+) -> protocols.Prepared:
+    """What the lists must satisfy: the split sizes, queries apart from the rest, and the
+    training items inside the database where they are."""
+    return protocols.Prepared(
+        "image_folder",
+        {},
+        protocols.Protocol(
+            counts=sizes,
+            disjoint=(("query", "train"), ("query", "database")),
+            contained=(("train", "database"),) if train_in_database else (),
+            num_classes=len(label_names),
+            topk=None,
+        ),
+        notes=tuple(notes),
+    )
+
+
 def prepare(
     root: str,
     output_dir: str,
@@ -360,149 +598,45 @@ def prepare(
         train_from: with `query_from`, the training splits (default: all the others).
         database_from: with `query_from`, the database splits (default: all the others).
     """
-    if not root or not os.path.isdir(root):
-        raise protocols.MissingDownloadError(f"image_folder: --root={root} is not a folder.")
-    root = os.path.abspath(root)
-    if not query_from and (train_from or database_from):
-        raise ValueError(
-            "image_folder: train_from / database_from need query_from (the split whose "
-            "items are the queries)."
-        )
-    notes = []
-    if manifest:
-        rows = read_manifest_file(manifest)
-        paths = [_relative(root, p, where) for p, _, _, _, where in rows]
-        labels = [r[1] for r in rows]
-        tags = [r[2] for r in rows]
-        item_splits = [r[3] for r in rows]
-        for (p, _, _, _, where), relative in zip(rows, paths, strict=True):
-            if not _is_image(p):
-                raise ValueError(f"{where}: {p} is not a .jpg, .jpeg or .png file.")
-            if not os.path.isfile(os.path.join(root, relative)):
-                raise ValueError(f"{where}: {os.path.join(root, relative)} does not exist.")
-        unlabelled = [where for (_, names, _, _, where) in rows if not names]
-        if unlabelled:
-            raise ValueError(
-                f"{len(unlabelled)} manifest items have no labels (first: {unlabelled[0]}); "
-                "evaluation needs labels for every image."
-            )
-        duplicates = [p for p, n in collections.Counter(paths).items() if n > 1]
-        if duplicates:
-            raise ValueError(f"{manifest}: {len(duplicates)} paths repeat, e.g. {duplicates[0]}.")
-        named = sorted({name for name in item_splits if name})
-        if query_from:
-            unsplit = [where for (*_, name, where) in rows if not name]
-            if unsplit:
-                raise ValueError(
-                    f"image_folder: query_from needs every manifest item's split; "
-                    f"{len(unsplit)} have none (first: {unsplit[0]})."
-                )
-        elif named:
-            raise ValueError(
-                f"{manifest}: items name their split ({', '.join(named)}); keep it with "
-                f"--query_from=<split of the queries> (e.g. --query_from={named[-1]}), or "
-                "drop the split column to draw queries at random."
-            )
-        source = f"manifest {os.path.abspath(manifest)}"
-    elif query_from:
-        paths, labels, item_splits, skipped = scan_split_folders(root)
-        tags = [[] for _ in paths]
-        source = f"split folders of {root}"
-    else:
-        paths, labels, skipped = scan_class_folders(root)
-        tags = [[] for _ in paths]
-        source = f"class subfolders of {root}"
-    if not manifest and skipped:
-        counts = ", ".join(f"{n} {ext}" for ext, n in sorted(skipped.items()))
-        notes.append(f"files that are not .jpg/.jpeg/.png were left out: {counts}")
-    if not paths:
-        raise ValueError(f"image_folder: no .jpg, .jpeg or .png images under {root}.")
-    spaced = [p for p in paths if any(c.isspace() for c in p)]
-    if spaced:
-        raise ValueError(
-            f"image_folder: {len(spaced)} image paths contain whitespace, which list files "
-            f"cannot hold (first: {spaced[0]!r}); rename them."
-        )
-    label_names = sorted({n for names in labels for n in names})
-    label_matrix = _multi_hot(labels, label_names)
-    if query_from:
-        split_indices, split_notes = _given_splits(
-            item_splits,
-            query_from=query_from,
-            train_from=train_from,
-            database_from=database_from,
-            database_includes_train=database_includes_train,
-            query_size=query_size,
-            train_size=train_size,
-            seed=seed,
-        )
-        notes += split_notes
-    else:
-        split_indices = _drawn_splits(
-            len(paths),
-            query_size=query_size,
-            train_size=train_size,
-            database_includes_train=database_includes_train,
-            seed=seed,
-        )
-    sizes = {name: len(indices) for name, indices in split_indices.items()}
-    if sizes["query"] < 1 or sizes["train"] < 1 or sizes["database"] < 1:
-        raise ValueError(
-            f"image_folder: {len(paths)} images give {sizes['query']} queries, "
-            f"{sizes['train']} training and {sizes['database']} database items; each split "
-            "needs at least one (set query_size / train_size"
-            + (", query_from / train_from / database_from)." if query_from else ").")
-        )
+    root = _check_root_and_flags(root, query_from, train_from, database_from)
+    items = (
+        _manifest_items(root, manifest, query_from) if manifest else _folder_items(root, query_from)
+    )
+    _check_paths(root, items.paths)
+    label_names = sorted({n for names in items.labels for n in names})
+    label_matrix = _multi_hot(items.labels, label_names)
+    split_indices, split_notes = _assign_splits(
+        items,
+        seed=seed,
+        query_size=query_size,
+        train_size=train_size,
+        database_includes_train=database_includes_train,
+        query_from=query_from,
+        train_from=train_from,
+        database_from=database_from,
+    )
+    notes = items.notes + split_notes
+    sizes = _split_sizes(split_indices, len(items.paths), query_from)
     train_in_database = bool(np.isin(split_indices["train"], split_indices["database"]).all())
-    manifest_entries = {
-        "dataset": "image_folder",
-        "protocol": "given splits" if query_from else "seeded",
-        "image_root": root,
-        "seed": seed,
-        "label_names": label_names,
-        "source": source,
-        "query_size": ("all" if query_from else 0.1) if query_size is None else query_size,
-        "train_size": "all" if train_size is None else train_size,
-        "database_includes_train": train_in_database,
-    }
-    if query_from:
-        manifest_entries.update(
-            query_from=sorted(query_from),
-            train_from=sorted(train_from) if train_from else "all other splits",
-            database_from=sorted(database_from) if database_from else "all other splits",
-        )
-    tag_names = sorted({n for names in tags for n in names})
-    if tag_names:
-        splits_lib.write_wsdhq_splits(
-            output_dir,
-            paths,
-            label_matrix,
-            _multi_hot(tags, tag_names),
-            tag_names,
-            split_indices,
-            manifest_entries,
-        )
-    else:
-        splits_lib.write_hashnet_splits(
-            output_dir, paths, label_matrix, split_indices, manifest_entries
-        )
+    entries = _manifest_entries(
+        root,
+        items,
+        label_names,
+        train_in_database,
+        seed=seed,
+        query_size=query_size,
+        train_size=train_size,
+        query_from=query_from,
+        train_from=train_from,
+        database_from=database_from,
+    )
+    tag_names = _write_lists(output_dir, items, label_matrix, split_indices, entries)
     notes.append(
-        f"{len(paths)} images, {len(label_names)} labels"
+        f"{len(items.paths)} images, {len(label_names)} labels"
         + (f", {len(tag_names)} distinct tags" if tag_names else "")
         + f"; seed {seed}"
     )
-    return protocols.Prepared(
-        "image_folder",
-        {},
-        protocols.Protocol(
-            counts=sizes,
-            disjoint=(("query", "train"), ("query", "database")),
-            contained=(("train", "database"),) if train_in_database else (),
-            num_classes=len(label_names),
-            topk=None,
-        ),
-        notes=tuple(notes),
-    )
+    return _prepared(sizes, label_names, train_in_database, notes)
 
 
 # Your own photos: class subfolders or a manifest (module doc).

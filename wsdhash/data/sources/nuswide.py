@@ -62,43 +62,17 @@ def _relative_image_path(line: str, path: str, number: int) -> str:
     return text
 
 
-def prepare(
-    root: str,
-    output_dir: str,
-    *,
-    seed: int = 0,
-    protocol: str = "hashnet",
-    image_root: str | None = None,
-    query_per_class: int = 100,
-    train_per_class: int = 500,
-) -> protocols.Prepared:
-    """NUS-WIDE lists for `protocol` "hashnet" or "wsdhq" (module doc)."""
-    if protocol == "hashnet":
-        # Imported here so that importing this module registers no other dataset
-        # (the registration order is the sources package's import order).
-        from wsdhash.data.sources import hashnet_lists  # pylint: disable=g-import-not-at-top
-
-        return hashnet_lists.prepare(
-            root, output_dir, dataset="nuswide", seed=seed, image_root=image_root
-        )
-    if protocol != "wsdhq":
-        raise ValueError(f"nuswide: protocol must be 'hashnet' or 'wsdhq'; got {protocol!r}.")
-    required = [
-        "ImageList/Imagelist.txt",
-        "NUS_WID_Tags/TagList1k.txt",
-        "NUS_WID_Tags/AllTags1k.txt",
-        "Groundtruth/AllLabels",
-    ]
-    protocols.require_files(root, required, "nuswide", WHERE_TO_GET)
+def _read_image_list(root: str) -> list[str]:
+    """The images' relative paths, from ImageList/Imagelist.txt."""
     list_path = os.path.join(root, "ImageList", "Imagelist.txt")
     with open(list_path, encoding="utf-8") as f:
-        names = [
+        return [
             _relative_image_path(line, list_path, n) for n, line in enumerate(f, 1) if line.strip()
         ]
-    vocabulary = list_files.read_name_list(os.path.join(root, "NUS_WID_Tags", "TagList1k.txt"))
-    tags = _read_matrix(
-        os.path.join(root, "NUS_WID_Tags", "AllTags1k.txt"), len(names), len(vocabulary)
-    )
+
+
+def _read_concept_labels(root: str, num_images: int) -> tuple[list[str], np.ndarray]:
+    """(concept names, (images, concepts) 0/1 labels) from the Labels_<concept>.txt files."""
     label_dir = os.path.join(root, "Groundtruth", "AllLabels")
     concepts = sorted(
         f[len("Labels_") : -len(".txt")]
@@ -110,34 +84,82 @@ def prepare(
             f"{label_dir}: {len(concepts)} Labels_<concept>.txt files; NUS-WIDE has 81."
         )
     all_labels = np.concatenate(
-        [_read_matrix(os.path.join(label_dir, f"Labels_{c}.txt"), len(names)) for c in concepts],
+        [_read_matrix(os.path.join(label_dir, f"Labels_{c}.txt"), num_images) for c in concepts],
         axis=1,
     )
+    return concepts, all_labels
+
+
+def _top_concepts(all_labels: np.ndarray) -> np.ndarray:
+    """Columns of the NUM_CONCEPTS most frequent concepts, in alphabetical order."""
     counts = all_labels.sum(axis=0)
-    top = np.sort(np.argsort(-counts, kind="stable")[:NUM_CONCEPTS])  # alphabetical order
-    labels = all_labels[:, top]
-    images = os.path.abspath(image_root or root)
+    return np.sort(np.argsort(-counts, kind="stable")[:NUM_CONCEPTS])
+
+
+def _usable_images(
+    names: list[str], labels: np.ndarray, images: str
+) -> tuple[np.ndarray, tuple[str, str]]:
+    """Indices of the images with a label and a file under `images`, and notes counting
+    the others."""
     exists = np.array([os.path.isfile(os.path.join(images, n)) for n in names])
     keep = np.flatnonzero(labels.any(axis=1) & exists)
     notes = (
         f"{int((~labels.any(axis=1)).sum())} images have none of the 21 concepts; not used",
         f"{int((~exists).sum())} listed images are missing under {images}; not used",
     )
-    names = np.asarray(names)[keep]
-    labels, tags = labels[keep], tags[keep]
+    return keep, notes
+
+
+def _wsdhq_splits(
+    labels: np.ndarray, query_per_class: int, train_per_class: int, seed: int
+) -> dict[str, np.ndarray]:
+    """Split -> indices: seeded queries per concept, the database the rest, and seeded
+    training items per concept from the database."""
     rng = np.random.default_rng(seed)
     query = splits_lib.sample_per_class(labels, query_per_class, rng)
-    database = np.setdiff1d(np.arange(len(names)), query)
+    database = np.setdiff1d(np.arange(len(labels)), query)
     train = np.sort(
         splits_lib.sample_per_class(labels, train_per_class, rng, exclude=query)
     )  # from the database, since query items are excluded
+    return {"query": query, "train": train, "database": database}
+
+
+def _prepare_wsdhq(
+    root: str,
+    output_dir: str,
+    *,
+    seed: int,
+    image_root: str | None,
+    query_per_class: int,
+    train_per_class: int,
+) -> protocols.Prepared:
+    """Writes the `wsdhq` lists (module doc) and returns what they must satisfy."""
+    required = [
+        "ImageList/Imagelist.txt",
+        "NUS_WID_Tags/TagList1k.txt",
+        "NUS_WID_Tags/AllTags1k.txt",
+        "Groundtruth/AllLabels",
+    ]
+    protocols.require_files(root, required, "nuswide", WHERE_TO_GET)
+    names = _read_image_list(root)
+    vocabulary = list_files.read_name_list(os.path.join(root, "NUS_WID_Tags", "TagList1k.txt"))
+    tags = _read_matrix(
+        os.path.join(root, "NUS_WID_Tags", "AllTags1k.txt"), len(names), len(vocabulary)
+    )
+    concepts, all_labels = _read_concept_labels(root, len(names))
+    top = _top_concepts(all_labels)
+    labels = all_labels[:, top]
+    images = os.path.abspath(image_root or root)
+    keep, notes = _usable_images(names, labels, images)
+    names = np.asarray(names)[keep]
+    labels, tags = labels[keep], tags[keep]
     splits_lib.write_wsdhq_splits(
         output_dir,
         names,
         labels,
         tags,
         vocabulary,
-        {"query": query, "train": train, "database": database},
+        _wsdhq_splits(labels, query_per_class, train_per_class, seed),
         {
             "dataset": "nuswide",
             "protocol": "wsdhq",
@@ -161,6 +183,37 @@ def prepare(
             topk=5000,
         ),
         notes,
+    )
+
+
+def prepare(
+    root: str,
+    output_dir: str,
+    *,
+    seed: int = 0,
+    protocol: str = "hashnet",
+    image_root: str | None = None,
+    query_per_class: int = 100,
+    train_per_class: int = 500,
+) -> protocols.Prepared:
+    """NUS-WIDE lists for `protocol` "hashnet" or "wsdhq" (module doc)."""
+    if protocol == "hashnet":
+        # Imported here so that importing this module registers no other dataset
+        # (the registration order is the sources package's import order).
+        from wsdhash.data.sources import hashnet_lists  # pylint: disable=g-import-not-at-top
+
+        return hashnet_lists.prepare(
+            root, output_dir, dataset="nuswide", seed=seed, image_root=image_root
+        )
+    if protocol != "wsdhq":
+        raise ValueError(f"nuswide: protocol must be 'hashnet' or 'wsdhq'; got {protocol!r}.")
+    return _prepare_wsdhq(
+        root,
+        output_dir,
+        seed=seed,
+        image_root=image_root,
+        query_per_class=query_per_class,
+        train_per_class=train_per_class,
     )
 
 
