@@ -113,7 +113,7 @@ def test_the_kept_spelling_runs_the_command_and_shows_its_help(name):
         and node.func.attr.startswith("define_")
     ]
     assert defined or groups, f"{name} defines no flag?"
-    expected = defined[0] if defined else {"define_seed": "seed", "define_output": "output"}[
-        groups[0]
-    ]
+    expected = (
+        defined[0] if defined else {"define_seed": "seed", "define_output": "output"}[groups[0]]
+    )
     assert re.search(rf"^\s+--(\[no\])?{expected}\b", text, re.M), text[-2000:]

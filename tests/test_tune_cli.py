@@ -12,8 +12,9 @@ import pytest
 from absl import flags
 from synthetic_features import write_clustered_features
 
-from wsdhash import cli, tune
+from wsdhash import cli
 from wsdhash.commands import train as train_command
+from wsdhash.commands import tune
 
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
 

@@ -11,7 +11,8 @@ import time
 import pytest
 from absl import flags
 
-from wsdhash import cli, serve
+from wsdhash import cli
+from wsdhash.commands import serve
 
 
 def _start(served_files, tmp_path, *extra):

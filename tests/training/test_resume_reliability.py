@@ -18,7 +18,8 @@ import pytest
 from absl import flags
 from train_helpers import TINY, read_json
 
-from wsdhash import cli, file_lock, train
+from wsdhash import cli, file_lock
+from wsdhash.commands import train
 from wsdhash.data import datasets
 from wsdhash.data.builtin import generate_builtin
 from wsdhash.data.preprocessing import CorruptImageError
