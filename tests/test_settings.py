@@ -3,6 +3,7 @@ flag, range, checks and resume policy, and the bridge (wsdhash/setting_flags.py)
 defines the flags and builds the dataclass from them."""
 
 import dataclasses
+import json
 
 import pytest
 from absl import flags
@@ -99,6 +100,76 @@ def test_resume_policies_and_unrecorded_defaults_come_from_the_metadata():
     assert settings.unrecorded_defaults(Toy) == {"mode": "a"}
     assert settings.message_flags(Toy)["inner.rate"] == "toy_rate"
     assert "inner.hidden" not in settings.message_flags(Toy)
+
+
+@dataclasses.dataclass(frozen=True)
+class Part:
+    kind: str = setting("x", key="part", flag="toy_part", choices=("x", "y"), help="A part.")
+    size: int = setting(2, flag="toy_size", help="A size.", resume=FREE)
+
+    def __post_init__(self):
+        settings.check(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class Whole:
+    part: Part = settings.group(Part)
+    name: str = setting("w", flag="toy_name", help="A name.", unrecorded="w")
+    inner: Inner = Inner()
+    limits: tuple[int, ...] = setting((), flag=None)
+
+    def __post_init__(self):
+        settings.check(self)
+
+
+def test_a_groups_settings_are_keyed_flagged_and_recorded_as_the_parents():
+    assert [key for key, _, _ in settings.walk(Whole)] == [
+        "part",
+        "size",
+        "name",
+        "inner.rate",
+        "inner.hidden",
+        "limits",
+    ]
+    assert settings.resume_policies(Whole)["size"] == FREE
+    assert settings.message_flags(Whole) == {
+        "part": "toy_part",
+        "size": "toy_size",
+        "name": "toy_name",
+        "inner.rate": "toy_rate",
+    }
+    values = flags.FlagValues()
+    try:
+        names = setting_flags.define_flags(Whole, values, "toy_module")
+        assert names == ["toy_part", "toy_size", "toy_name", "toy_rate"]
+        values(["prog", "--toy_part=y", "--toy_rate=0.25"])
+        whole = setting_flags.config_from_flags(Whole, values, {"size": 4, "inner.hidden": 3})
+    finally:
+        flag_bounds.BOUNDS.pop("toy_rate", None)
+    assert whole == Whole(part=Part("y", 4), inner=Inner(0.25, 3))
+    with pytest.raises(ValueError, match=r"--toy_part must be one of \('x', 'y'\), got 'z'"):
+        Part(kind="z")
+
+
+def test_the_flat_form_puts_a_groups_settings_in_its_parents_place():
+    whole = Whole(part=Part("y", 4), inner=Inner(0.25, 3), limits=(1, 2))
+    flat = settings.to_flat_dict(whole)
+    assert flat == {
+        "part": "y",
+        "size": 4,
+        "name": "w",
+        "inner": {"rate": 0.25, "hidden": 3},
+        "limits": (1, 2),
+    }
+    assert settings.from_flat_dict(Whole, flat) == whole
+    recorded = json.loads(json.dumps(flat))  # as run_info.json holds it: lists
+    assert settings.from_flat_dict(Whole, recorded) == whole
+    # A setting the flat form lacks (recorded before it existed) takes its default.
+    assert settings.from_flat_dict(Whole, {"size": 4}) == Whole(part=Part(size=4))
+    with pytest.raises(TypeError, match="Whole: no such settings: bits, kind"):
+        settings.from_flat_dict(Whole, {"kind": "y", "bits": 8})
+    with pytest.raises(TypeError, match="Inner: no such settings: toy_rate"):
+        settings.from_flat_dict(Whole, {"inner": {"toy_rate": 0.5}})
 
 
 def test_training_resume_policy_is_the_one_run_info_kept_by_hand():
