@@ -204,6 +204,53 @@ def test_training_resume_policy_is_the_one_run_info_kept_by_hand():
     assert paths == {"data_dir", "tag_dir", "weights", "dataset_options", "tfrecords"}
 
 
+# run_info.json's "config" keys before the settings were grouped: old runs hold them,
+# and the search service and the reports read them.
+RECORDED_KEYS = {
+    *"dataset data_dir dataset_options backbone weights allow_pickle head bits".split(),
+    *"method method_options supervision batch_size steps optimizer seed workdir".split(),
+    *"image_size crop_size ten_crop augment eval_every checkpoint_every".split(),
+    *"keep_checkpoints validation_size validation_database select_on topk".split(),
+    *"mixed_precision log_every sampler classes_per_batch images_per_class tag_dir".split(),
+    *"quantizer_update_every quantizer normalization empty ties head_init".split(),
+    *"data_format tfrecords".split(),
+}
+
+
+def test_the_recorded_config_stays_flat_and_reads_back():
+    from wsdhash.training.config import (
+        MethodConfig,
+        OptimizerConfig,
+        SamplerConfig,
+        config_from_dict,
+        to_flat_dict,
+    )
+
+    config = TrainConfig(
+        method=MethodConfig(name="hyp2", options={"beta": 0.5}),
+        sampler=SamplerConfig(
+            kind="class_balanced", batch_size=8, classes_per_batch=2, images_per_class=4
+        ),
+        optimizer=OptimizerConfig(learning_rate=0.5, boundaries=(3, 6)),
+        seed=7,
+    )
+    flat = to_flat_dict(config)
+    assert set(flat) == RECORDED_KEYS
+    assert set(flat["optimizer"]) == {f.name for f in dataclasses.fields(OptimizerConfig)}
+    assert (flat["method"], flat["method_options"], flat["sampler"]) == (
+        "hyp2",
+        {"beta": 0.5},
+        "class_balanced",
+    )
+    recorded = json.loads(json.dumps(flat))  # as run_info.json holds it
+    assert config_from_dict(recorded) == config
+    # A run recorded before the newer settings reads back with their defaults.
+    old = {key: value for key, value in recorded.items() if key not in run_info.UNRECORDED_DEFAULTS}
+    assert config_from_dict(old) == config
+    with pytest.raises(TypeError, match="no such settings: hash_bit"):
+        config_from_dict({**recorded, "hash_bit": 16})
+
+
 def test_train_defines_every_settings_flag_with_the_fields_default():
     from wsdhash import train
 
