@@ -25,7 +25,7 @@ from wsdhash.losses.orthohash import OrthoHashLoss  # noqa: E402
 from wsdhash.models import build_backbone  # noqa: E402
 from wsdhash.models.assembly import build_model, with_normalization  # noqa: E402
 from wsdhash.models.encoder import Encoder  # noqa: E402
-from wsdhash.training.config import TrainConfig  # noqa: E402
+from wsdhash.training.config import DataConfig, ModelConfig, TrainConfig  # noqa: E402
 from wsdhash.training.optimization import GroupedOptimizer, OptimizerConfig  # noqa: E402
 
 BENCHMARK = "features_training"
@@ -35,7 +35,7 @@ BITS = 64
 
 def _train_rate(config: TrainConfig, split, steps: int) -> float:
     """Training images/s of `config`'s model fed by the training pipeline of `split`."""
-    model, backbone, hashing = build_model(config, config.bits)
+    model, backbone, hashing = build_model(config, config.model.bits)
     loss_layer = OrthoHashLoss(bits=BITS, num_classes=split.labels.shape[1])
     optimizer = GroupedOptimizer(
         OptimizerConfig(learning_rate=1e-3),
@@ -45,7 +45,9 @@ def _train_rate(config: TrainConfig, split, steps: int) -> float:
     batches = iter(
         pipeline.make_dataset(
             split,
-            backbone.pipeline_config(config.image_size, config.crop_size, config.ten_crop),
+            backbone.pipeline_config(
+                config.data.image_size, config.data.crop_size, config.data.ten_crop
+            ),
             training=True,
             batch_size=BATCH_SIZE,
         )
@@ -72,11 +74,13 @@ def _compare(backbone: str, image_size: int, num_train: int, steps: int, folder:
     sizes = {"num_train": num_train, "num_query": 10, "num_database": 10}
     dataset = datasets.get_dataset("builtin", data_dir, image_size=image_size, **sizes)
     train = dataset.split("train")
-    images = TrainConfig(backbone=backbone, bits=BITS, seed=0)
+    images = TrainConfig(model=ModelConfig(backbone=backbone, bits=BITS), seed=0)
 
     spec = build_backbone(backbone, weights="none", seed=0)
     model = with_normalization(spec.model, spec.normalization)
-    config = spec.pipeline_config(images.image_size, images.crop_size, images.ten_crop)
+    config = spec.pipeline_config(
+        images.data.image_size, images.data.crop_size, images.data.ten_crop
+    )
     encoder = Encoder(model, config, 64)
     path = os.path.join(folder, f"{backbone}.h5")
     settings = {
@@ -98,7 +102,9 @@ def _compare(backbone: str, image_size: int, num_train: int, steps: int, folder:
 
     image_rate = _train_rate(images, train, steps)
     on_features = TrainConfig(
-        dataset="features", data_dir=path, backbone="features", bits=BITS, seed=0
+        data=DataConfig(dataset="features", data_dir=path),
+        model=ModelConfig(backbone="features", bits=BITS),
+        seed=0,
     )
     features_rate = _train_rate(on_features, features_file.read_split(path, "train"), steps)
     name = f"{backbone} {config.crop_size}px"

@@ -98,28 +98,36 @@ def _process_tags(split, folder: str) -> str:
 
 def _train(method: str, bits: int, seed: int, tag_dir: str) -> Row:
     from wsdhash.training import trainer
-    from wsdhash.training.config import OptimizerConfig, TrainConfig
+    from wsdhash.training.config import (
+        DataConfig,
+        MethodConfig,
+        ModelConfig,
+        OptimizerConfig,
+        SamplerConfig,
+        ScheduleConfig,
+        TrainConfig,
+    )
 
     dataset, data_dir, options, backbone = _dataset()
     workdir = os.path.join(FLAGS.workdir, f"{method}_{bits}_seed{seed}")
     config = TrainConfig(
-        dataset=dataset,
-        data_dir=data_dir,
-        dataset_options=options,
-        backbone=backbone,
-        head=HEADS.get(method, "linear_bn"),
-        bits=bits,
-        method=method,
-        supervision=SUPERVISION.get(method, "labels"),
-        tag_dir=tag_dir,
-        batch_size=64,
-        steps=FLAGS.steps,
+        data=DataConfig(dataset=dataset, data_dir=data_dir, dataset_options=options),
+        model=ModelConfig(backbone=backbone, head=HEADS.get(method, "linear_bn"), bits=bits),
+        method=MethodConfig(
+            name=method,
+            supervision=SUPERVISION.get(method, "labels"),
+            tag_dir=tag_dir,
+            quantizer_update_every=max(FLAGS.steps // 3, 1),
+        ),
+        sampler=SamplerConfig(batch_size=64),
         optimizer=OptimizerConfig(name="adam", learning_rate=1e-3),
+        schedule=ScheduleConfig(
+            steps=FLAGS.steps,
+            eval_every=max(FLAGS.steps // 3, 1),
+            log_every=max(FLAGS.steps // 5, 1),
+        ),
         seed=seed,
         workdir=workdir,
-        eval_every=max(FLAGS.steps // 3, 1),
-        quantizer_update_every=max(FLAGS.steps // 3, 1),
-        log_every=max(FLAGS.steps // 5, 1),
     )
     started = time.perf_counter()
     metrics = trainer.train(config)

@@ -75,7 +75,7 @@ def time_backbone(name: str) -> dict:
 
     from wsdhash.losses.orthohash import OrthoHashLoss
     from wsdhash.models.assembly import build_model
-    from wsdhash.training.config import TrainConfig
+    from wsdhash.training.config import ModelConfig, TrainConfig
     from wsdhash.training.optimization import GroupedOptimizer, OptimizerConfig
 
     if FLAGS.keras_grouped_conv:
@@ -88,8 +88,8 @@ def time_backbone(name: str) -> dict:
         from wsdhash.models import resnet18
 
         resnet18._FORMER_LAYOUT = True  # This process only.
-    config = TrainConfig(backbone=name, head="linear_bn", bits=FLAGS.bits)
-    model, backbone, hashing = build_model(config, config.bits)
+    config = TrainConfig(model=ModelConfig(backbone=name, head="linear_bn", bits=FLAGS.bits))
+    model, backbone, hashing = build_model(config, config.model.bits)
     size = backbone.crop_size
     num_classes = 10
     loss_layer = OrthoHashLoss(bits=FLAGS.bits, num_classes=num_classes)

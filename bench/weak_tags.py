@@ -214,47 +214,56 @@ def process_tags(train, folder: str, vectors: str) -> str:
 # --- Rows ---------------------------------------------------------------------------
 
 
-def training_data(data: str, path: str) -> dict:
-    """The TrainConfig fields naming what the learned rows train on."""
+def training_data(data: str, path: str) -> tuple:
+    """What the learned rows train on: (the `DataConfig`, the backbone)."""
+    from wsdhash.training.config import DataConfig
+
     if data == "builtin" and FLAGS.builtin_backbone == "small_cnn":
         train, query, database = (int(n) for n in FLAGS.builtin_sizes)
         options = dict(seed=0, num_train=train, num_query=query, num_database=database)
-        return dict(
-            dataset="builtin",
-            data_dir=FLAGS.builtin_dir,
-            dataset_options=options,
-            backbone="small_cnn",
+        settings = DataConfig(
+            dataset="builtin", data_dir=FLAGS.builtin_dir, dataset_options=options
         )
-    return dict(dataset="features", data_dir=path, backbone="features")
+        return settings, "small_cnn"
+    return DataConfig(dataset="features", data_dir=path), "features"
 
 
-def train_row(name: str, data: dict, tag_dirs: dict, folder: str, seed: int, topk) -> Row:
+def train_row(name: str, data: tuple, tag_dirs: dict, folder: str, seed: int, topk) -> Row:
     from wsdhash.training import trainer
-    from wsdhash.training.config import OptimizerConfig, TrainConfig
+    from wsdhash.training.config import (
+        EvaluationConfig,
+        MethodConfig,
+        ModelConfig,
+        OptimizerConfig,
+        SamplerConfig,
+        ScheduleConfig,
+        TrainConfig,
+    )
 
     method, _, targets = name.partition("_")
     supervision = "labels" if targets == "labels" else "tags"
     tag_dir = tag_dirs.get("ppmi" if targets == "merged" else targets, "")
     options = {"quantization_weight": FLAGS.wsdhq_quantization_weight} if method == "wsdhq" else {}
     steps = FLAGS.steps
+    data_settings, backbone = data
     config = TrainConfig(
-        **data,
-        head="tanh" if method == "wsdhq" else "linear_bn",
-        bits=FLAGS.bits,
-        method=method,
-        method_options=options,
-        supervision=supervision,
-        tag_dir=tag_dir,
-        batch_size=64,
-        steps=steps,
+        data=data_settings,
+        model=ModelConfig(
+            backbone=backbone, head="tanh" if method == "wsdhq" else "linear_bn", bits=FLAGS.bits
+        ),
+        method=MethodConfig(
+            name=method,
+            options=options,
+            supervision=supervision,
+            tag_dir=tag_dir,
+            quantizer_update_every=max(steps // 3, 1),
+        ),
+        sampler=SamplerConfig(batch_size=64),
         optimizer=OptimizerConfig(name="adam", learning_rate=FLAGS.learning_rate),
+        schedule=ScheduleConfig(steps=steps, log_every=max(steps // 5, 1), checkpoint_every=steps),
+        evaluation=EvaluationConfig(validation_size=0, topk=topk),
         seed=seed,
-        workdir=os.path.join(folder, f"{name}_{data['backbone']}_{FLAGS.bits}_seed{seed}"),
-        validation_size=0,
-        quantizer_update_every=max(steps // 3, 1),
-        topk=topk,
-        log_every=max(steps // 5, 1),
-        checkpoint_every=steps,
+        workdir=os.path.join(folder, f"{name}_{backbone}_{FLAGS.bits}_seed{seed}"),
     )
     # A bench run starts from scratch: an earlier run with other settings would refuse
     # to resume.

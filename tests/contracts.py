@@ -13,7 +13,6 @@ call.
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import json
 import os
@@ -63,7 +62,7 @@ def run_method_test(method: str, tmp_path, data_dir, sizes=(160, 30, 80), **conf
     import tensorflow as tf
 
     from wsdhash.eval import read_codes_file
-    from wsdhash.training.config import TrainConfig
+    from wsdhash.training.config import config_from_dict, to_flat_dict
 
     train, query, database = sizes
     options = dict(seed=0, num_train=train, num_query=query, num_database=database, image_size=32)
@@ -74,9 +73,9 @@ def run_method_test(method: str, tmp_path, data_dir, sizes=(160, 30, 80), **conf
         "dataset_options": options,
         **config,
     }
-    train_config = TrainConfig(**settings)
+    train_config = config_from_dict(settings)  # flat settings, as run_info.json holds them
     config_path = tmp_path / "config.json"
-    config_path.write_text(json.dumps(dataclasses.asdict(train_config)))
+    config_path.write_text(json.dumps(to_flat_dict(train_config)))
     # One long-lived helper per test process trains every method's contract runs.
     script = os.path.join(HERE, "method_contract_run.py")
     worker("method_contract", [sys.executable, script, "--serve"], env=_helper_env()).call(

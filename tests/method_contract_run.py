@@ -51,7 +51,8 @@ def main(config_path: str, output: str) -> None:
 
     run("one", one_device)
     run("two", mirrored)
-    run("resumed", one_device, steps=config.steps // 2)
+    half = dataclasses.replace(config.schedule, steps=config.schedule.steps // 2)
+    run("resumed", one_device, schedule=half)
     run("resumed", one_device)
     workdir = os.path.join(output, "one")
     model, _, pipeline_config = trained_run.load_trained_model(workdir)

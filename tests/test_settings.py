@@ -3,6 +3,7 @@ flag, range, checks and resume policy, and the bridge (wsdhash/commands/setting_
 defines the flags and builds the dataclass from them."""
 
 import dataclasses
+import json
 
 import pytest
 from absl import flags
@@ -102,6 +103,76 @@ def test_resume_policies_and_unrecorded_defaults_come_from_the_metadata():
     assert "inner.hidden" not in settings.message_flags(Toy)
 
 
+@dataclasses.dataclass(frozen=True)
+class Part:
+    kind: str = setting("x", key="part", flag="toy_part", choices=("x", "y"), help="A part.")
+    size: int = setting(2, flag="toy_size", help="A size.", resume=FREE)
+
+    def __post_init__(self):
+        settings.check(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class Whole:
+    part: Part = settings.group(Part)
+    name: str = setting("w", flag="toy_name", help="A name.", unrecorded="w")
+    inner: Inner = Inner()
+    limits: tuple[int, ...] = setting((), flag=None)
+
+    def __post_init__(self):
+        settings.check(self)
+
+
+def test_a_groups_settings_are_keyed_flagged_and_recorded_as_the_parents():
+    assert [key for key, _, _ in settings.walk(Whole)] == [
+        "part",
+        "size",
+        "name",
+        "inner.rate",
+        "inner.hidden",
+        "limits",
+    ]
+    assert settings.resume_policies(Whole)["size"] == FREE
+    assert settings.message_flags(Whole) == {
+        "part": "toy_part",
+        "size": "toy_size",
+        "name": "toy_name",
+        "inner.rate": "toy_rate",
+    }
+    values = flags.FlagValues()
+    try:
+        names = setting_flags.define_flags(Whole, values, "toy_module")
+        assert names == ["toy_part", "toy_size", "toy_name", "toy_rate"]
+        values(["prog", "--toy_part=y", "--toy_rate=0.25"])
+        whole = setting_flags.config_from_flags(Whole, values, {"size": 4, "inner.hidden": 3})
+    finally:
+        flag_bounds.BOUNDS.pop("toy_rate", None)
+    assert whole == Whole(part=Part("y", 4), inner=Inner(0.25, 3))
+    with pytest.raises(ValueError, match=r"--toy_part must be one of \('x', 'y'\), got 'z'"):
+        Part(kind="z")
+
+
+def test_the_flat_form_puts_a_groups_settings_in_its_parents_place():
+    whole = Whole(part=Part("y", 4), inner=Inner(0.25, 3), limits=(1, 2))
+    flat = settings.to_flat_dict(whole)
+    assert flat == {
+        "part": "y",
+        "size": 4,
+        "name": "w",
+        "inner": {"rate": 0.25, "hidden": 3},
+        "limits": (1, 2),
+    }
+    assert settings.from_flat_dict(Whole, flat) == whole
+    recorded = json.loads(json.dumps(flat))  # as run_info.json holds it: lists
+    assert settings.from_flat_dict(Whole, recorded) == whole
+    # A setting the flat form lacks (recorded before it existed) takes its default.
+    assert settings.from_flat_dict(Whole, {"size": 4}) == Whole(part=Part(size=4))
+    with pytest.raises(TypeError, match="Whole: no such settings: bits, kind"):
+        settings.from_flat_dict(Whole, {"kind": "y", "bits": 8})
+    with pytest.raises(TypeError, match="Inner: no such settings: toy_rate"):
+        settings.from_flat_dict(Whole, {"inner": {"toy_rate": 0.5}})
+
+
 def test_training_resume_policy_is_the_one_run_info_kept_by_hand():
     """The lists run_info.py held before the policies moved into the fields' metadata
     (the reference: old run_info.json files must resume exactly as they did)."""
@@ -132,6 +203,53 @@ def test_training_resume_policy_is_the_one_run_info_kept_by_hand():
     }
     paths = {f for f, p in settings.resume_policies(TrainConfig).items() if p == PATH}
     assert paths == {"data_dir", "tag_dir", "weights", "dataset_options", "tfrecords"}
+
+
+# run_info.json's "config" keys before the settings were grouped: old runs hold them,
+# and the search service and the reports read them.
+RECORDED_KEYS = {
+    *"dataset data_dir dataset_options backbone weights allow_pickle head bits".split(),
+    *"method method_options supervision batch_size steps optimizer seed workdir".split(),
+    *"image_size crop_size ten_crop augment eval_every checkpoint_every".split(),
+    *"keep_checkpoints validation_size validation_database select_on topk".split(),
+    *"mixed_precision log_every sampler classes_per_batch images_per_class tag_dir".split(),
+    *"quantizer_update_every quantizer normalization empty ties head_init".split(),
+    *"data_format tfrecords".split(),
+}
+
+
+def test_the_recorded_config_stays_flat_and_reads_back():
+    from wsdhash.training.config import (
+        MethodConfig,
+        OptimizerConfig,
+        SamplerConfig,
+        config_from_dict,
+        to_flat_dict,
+    )
+
+    config = TrainConfig(
+        method=MethodConfig(name="hyp2", options={"beta": 0.5}),
+        sampler=SamplerConfig(
+            kind="class_balanced", batch_size=8, classes_per_batch=2, images_per_class=4
+        ),
+        optimizer=OptimizerConfig(learning_rate=0.5, boundaries=(3, 6)),
+        seed=7,
+    )
+    flat = to_flat_dict(config)
+    assert set(flat) == RECORDED_KEYS
+    assert set(flat["optimizer"]) == {f.name for f in dataclasses.fields(OptimizerConfig)}
+    assert (flat["method"], flat["method_options"], flat["sampler"]) == (
+        "hyp2",
+        {"beta": 0.5},
+        "class_balanced",
+    )
+    recorded = json.loads(json.dumps(flat))  # as run_info.json holds it
+    assert config_from_dict(recorded) == config
+    # A run recorded before the newer settings reads back with their defaults.
+    old = {key: value for key, value in recorded.items() if key not in run_info.UNRECORDED_DEFAULTS}
+    assert config_from_dict(old) == config
+    with pytest.raises(TypeError, match="no such settings: hash_bit"):
+        config_from_dict({**recorded, "hash_bit": 16})
 
 
 def test_train_defines_every_settings_flag_with_the_fields_default():

@@ -19,10 +19,21 @@ stored value), `FREE` (may differ: it does not change what a run computes),
 `CHANGEABLE` (may differ when `--resume_with_changes` names it) or `PATH` (must match,
 compared as a path); and `unrecorded`: the value every run recorded before the field
 existed used (a stored run that lacks the field is compared as if it had it).
+
+A settings dataclass nests others in two ways. A field holding a *group* (`group(cls)`:
+related settings, e.g. `TrainConfig.model`) adds no name: the group's settings are
+named, flagged and recorded as if they were the parent's own (`config.model.bits` is
+the setting "bits", flag --hash_bit). A field holding another settings dataclass by
+default value (e.g. `optimizer: OptimizerConfig = OptimizerConfig()`) names its
+settings with its own name ("optimizer.learning_rate"). A setting's *key* is that
+dotted name: `walk` yields it, the resume policies and flags are keyed by it, and the
+flat form (`to_flat_dict`, read back by `from_flat_dict`) is `dataclasses.asdict`
+with every group's fields in its parent's place.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -30,6 +41,7 @@ from typing import Any
 MUST_MATCH, FREE, CHANGEABLE, PATH = "must_match", "free", "changeable", "path"
 RESUME_POLICIES = (MUST_MATCH, FREE, CHANGEABLE, PATH)
 _KEY = "wsdhash.setting"
+_GROUP = "wsdhash.settings_group"
 
 
 class _Unset:
@@ -45,7 +57,9 @@ class Setting:
     """The metadata of one settings field (see the module docstring).
 
     Attributes:
-        flag: the flag's name; "" (the default) means the field's own name; None: the
+        key: the setting's name in the flat form (run_info.json, resume messages) when
+            it is not the field's own, e.g. "method" for `MethodConfig.name`.
+        flag: the flag's name; "" (the default) means the setting's key; None: the
             field has no flag of its own (an entry point computes it).
         kind: "string", "integer", "float", "bool", "enum" or "list"; None: from the
             field's default.
@@ -65,6 +79,7 @@ class Setting:
         unrecorded: the value assumed for a stored run that did not record the field.
     """
 
+    key: str = ""
     flag: str | None = ""
     kind: str | None = None
     help: str = ""
@@ -121,28 +136,97 @@ def setting_of(field: dataclasses.Field) -> Setting:
     return field.metadata.get(_KEY) or Setting(flag=None)
 
 
+def key_of(field: dataclasses.Field) -> str:
+    """The setting's name in the flat form (its field's name unless `key=` says)."""
+    return setting_of(field).key or field.name
+
+
 def flag_name(field: dataclasses.Field) -> str | None:
     """The flag that sets `field` (None: none of its own)."""
     flag = setting_of(field).flag
-    return field.name if flag == "" else flag
+    return key_of(field) if flag == "" else flag
+
+
+def group(cls: type) -> Any:
+    """A field holding the settings group `cls` (its default: `cls()`), whose settings
+    are named, flagged and recorded as the parent's own (see the module docstring)."""
+    return dataclasses.field(default_factory=cls, metadata={_GROUP: True})
+
+
+def is_group(field: dataclasses.Field) -> bool:
+    return bool(field.metadata.get(_GROUP))
 
 
 def walk(cls: type, prefix: str = "") -> Iterator[tuple[str, dataclasses.Field, Setting]]:
-    """(dotted path, field, setting) of every field of the settings dataclass `cls`,
-    nested dataclasses' fields included (their paths dotted: "optimizer.learning_rate")."""
+    """(key, field, setting) of every setting of the settings dataclass `cls`, nested
+    dataclasses' included: a group's keyed as its parent's, another nested
+    dataclass's dotted with its field's name ("optimizer.learning_rate")."""
     for field in dataclasses.fields(cls):
         nested = nested_type(field)
         if nested is not None:
-            yield from walk(nested, f"{prefix}{field.name}.")
+            yield from walk(nested, prefix if is_group(field) else f"{prefix}{field.name}.")
         else:
-            yield f"{prefix}{field.name}", field, setting_of(field)
+            yield f"{prefix}{key_of(field)}", field, setting_of(field)
 
 
 def nested_type(field: dataclasses.Field) -> type | None:
+    """The settings dataclass `field` holds (a group or a default value), else None."""
+    if is_group(field):
+        return field.default_factory
     default = field.default
     if dataclasses.is_dataclass(default) and not isinstance(default, type):
         return type(default)
     return None
+
+
+def to_flat_dict(instance: Any) -> dict[str, Any]:
+    """The flat form of a settings dataclass: `dataclasses.asdict` with every group's
+    settings in its parent's place, each under its key."""
+    flat = {}
+    for field in dataclasses.fields(instance):
+        value = getattr(instance, field.name)
+        if is_group(field):
+            flat.update(to_flat_dict(value))
+        elif nested_type(field) is not None:
+            flat[field.name] = to_flat_dict(value)
+        else:
+            flat[key_of(field)] = copy.deepcopy(value)
+    return flat
+
+
+def from_flat_dict(cls: type, flat: dict[str, Any]) -> Any:
+    """`cls` from its flat form (`to_flat_dict`, or JSON of it: a list where the field's
+    default is a tuple becomes a tuple); a missing setting takes its default. A nested
+    (not group) dataclass's entry may be the dataclass itself.
+
+    Raises:
+        TypeError: a key that is no setting of `cls`.
+    """
+    flat = dict(flat)
+    instance = _from_flat(cls, flat)
+    if flat:
+        raise TypeError(f"{cls.__name__}: no such settings: {', '.join(sorted(flat))}.")
+    return instance
+
+
+def _from_flat(cls: type, flat: dict[str, Any]) -> Any:
+    kwargs = {}
+    for field in dataclasses.fields(cls):
+        nested = nested_type(field)
+        if is_group(field):
+            kwargs[field.name] = _from_flat(nested, flat)
+        elif nested is not None:
+            if field.name in flat:  # its flat dict (or already the dataclass)
+                value = flat.pop(field.name)
+                kwargs[field.name] = (
+                    value if isinstance(value, nested) else from_flat_dict(nested, value)
+                )
+        elif key_of(field) in flat:
+            value = flat.pop(key_of(field))
+            if isinstance(value, list) and isinstance(field.default, tuple):
+                value = tuple(value)
+            kwargs[field.name] = value
+    return cls(**kwargs)
 
 
 def field_flags(cls: type) -> dict[str, str]:
@@ -186,7 +270,7 @@ def check(instance: Any) -> None:
     """
     for field in dataclasses.fields(instance):
         meta, value = setting_of(field), getattr(instance, field.name)
-        label = flag_name(field) or field.name
+        label = flag_name(field) or key_of(field)
         if meta.choices is not None and value not in meta.choices:
             raise ValueError(f"--{label} must be one of {meta.choices}, got {value!r}.")
         missed = meta.too_low(value)

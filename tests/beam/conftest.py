@@ -19,10 +19,11 @@ SMALL_MAX_PIXELS = 40 * 40  # the built-in 32 x 32 images pass, a 48 x 48 one do
 
 def _binary_model(seed):
     from wsdhash.models.assembly import build_model
-    from wsdhash.training.config import TrainConfig
+    from wsdhash.training.config import DataConfig, ModelConfig, TrainConfig
 
-    config = TrainConfig(bits=16, crop_size=CROP, image_size=SIDE, seed=seed)
-    model, _, _ = build_model(config, config.bits)
+    data = DataConfig(crop_size=CROP, image_size=SIDE)
+    config = TrainConfig(data=data, model=ModelConfig(bits=16), seed=seed)
+    model, _, _ = build_model(config, config.model.bits)
     # Non-trivial batch-norm statistics, so that codes depend on every weight.
     for variable in model.non_trainable_variables:
         variable.assign(np.random.default_rng(seed).uniform(0.5, 1.5, variable.shape))
@@ -32,9 +33,10 @@ def _binary_model(seed):
 def _wsdhq_parts(seed):
     from wsdhash.methods.wsdhq_quantizer import TrainingQuantizer
     from wsdhash.models.assembly import build_model
-    from wsdhash.training.config import TrainConfig
+    from wsdhash.training.config import DataConfig, ModelConfig, TrainConfig
 
-    config = TrainConfig(bits=16, crop_size=CROP, image_size=SIDE, seed=seed, head="tanh")
+    data = DataConfig(crop_size=CROP, image_size=SIDE)
+    config = TrainConfig(data=data, model=ModelConfig(bits=16, head="tanh"), seed=seed)
     model, _, _ = build_model(config, FEATURE_DIM)
     rng = np.random.default_rng(seed)
     quantizer = TrainingQuantizer(16, rng.normal(size=(10, FEATURE_DIM)), 1, seed)

@@ -206,7 +206,7 @@ def test_source_rows_match_a_taken_subset_with_repeated_paths():
 
 
 def _train_config(data_dir, workdir, **overrides):
-    from wsdhash.training.config import TrainConfig
+    from wsdhash.training.config import config_from_dict
 
     values = {
         "dataset": "builtin",
@@ -222,7 +222,7 @@ def _train_config(data_dir, workdir, **overrides):
         "checkpoint_every": 5,
         "workdir": str(workdir),
     }
-    return TrainConfig(**{**values, **overrides})
+    return config_from_dict({**values, **overrides})  # flat settings
 
 
 def _logged_losses(workdir):
@@ -284,9 +284,7 @@ def test_runs_recorded_before_data_format_resume_with_files(tmp_path):
     from wsdhash.training import run_info
 
     config = _train_config("data/builtin", tmp_path)
-    stored = run_info.json.loads(
-        run_info.json.dumps(run_info.dataclasses.asdict(config))
-    )  # as run_info.json holds it
+    stored = run_info.json.loads(run_info.json.dumps(run_info.to_flat_dict(config)))
     del stored["data_format"], stored["tfrecords"]
     assert run_info.resume_differences(stored, config) == []
     shards = _train_config("data/builtin", tmp_path, data_format="tfrecord", tfrecords="/s")

@@ -10,6 +10,7 @@ import pytest
 
 from wsdhash.eval import EvalProtocol
 from wsdhash.methods import METHODS, BinaryHashMethod, Option
+from wsdhash.training.config import MethodConfig, ModelConfig, TrainConfig
 
 
 def _flag_values(method, **overrides):
@@ -70,7 +71,9 @@ def test_a_binary_method_is_its_loss_and_options():
         loss_path = f"{__name__}:Scaled"
         options = (Option("toy_factor", "factor", "float", 2.0, "A factor."),)
 
-    config = types.SimpleNamespace(bits=16, seed=0, method_options={"factor": 3.0})
+    config = TrainConfig(
+        model=ModelConfig(bits=16), method=MethodConfig(options={"factor": 3.0}), seed=0
+    )
     method = Toy(config)
     assert method.output_dim() == 16 and method.build_loss(5).factor == 3.0
     features = np.array([[0.5, -1.0, 0.0, 2.0] * 4, [-0.5, 1.0, -0.1, -2.0] * 4], np.float32)

@@ -105,19 +105,13 @@ def test_split_after_keras_reload(tmp_path):
 def test_with_backbone_features_shares_the_model():
     # The features model reuses the run model's layers: same codes, the backbone's own
     # output as features, and no variable of its own.
-    from types import SimpleNamespace
-
     from wsdhash.models.assembly import build_model, with_backbone_features
+    from wsdhash.training.config import DataConfig, ModelConfig, TrainConfig
 
-    config = SimpleNamespace(
-        backbone="small_cnn",
-        weights="none",
-        crop_size=28,
-        allow_pickle=False,
+    config = TrainConfig(
+        data=DataConfig(data_dir="", crop_size=28, normalization=""),
+        model=ModelConfig(backbone="small_cnn", weights="none", head="linear_bn"),
         seed=0,
-        data_dir="",
-        head="linear_bn",
-        normalization="",
     )
     model, _, hashing = build_model(config, BITS)
     both = with_backbone_features(model, hashing)

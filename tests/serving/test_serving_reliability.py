@@ -22,7 +22,7 @@ from wsdhash.data.image_header import PNG_MAGIC
 from wsdhash.export import module as export_module
 from wsdhash.export.saved_model import export_saved_model
 from wsdhash.models.assembly import build_model
-from wsdhash.training.config import TrainConfig
+from wsdhash.training.config import DataConfig, ModelConfig, TrainConfig
 
 CROP = 28
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
@@ -79,8 +79,9 @@ def png_claiming_size(width: int, height: int) -> bytes:
 
 @pytest.fixture(scope="module")
 def module_and_model():
-    config = TrainConfig(bits=16, crop_size=CROP, image_size=32, seed=3)
-    model, _, _ = build_model(config, config.bits)
+    data = DataConfig(crop_size=CROP, image_size=32)
+    config = TrainConfig(data=data, model=ModelConfig(bits=16), seed=3)
+    model, _, _ = build_model(config, config.model.bits)
     # Non-trivial batch-norm statistics, so a variable left uninitialised would show.
     for variable in model.non_trainable_variables:
         variable.assign(np.random.default_rng(1).uniform(0.5, 1.5, variable.shape))

@@ -7,7 +7,6 @@ update are tested in tests/losses/test_adsh_loss.py; the shared method contract
 import os
 import subprocess
 import sys
-import types
 
 import numpy as np
 from train_helpers import read_json, run_train
@@ -15,6 +14,7 @@ from train_helpers import read_json, run_train
 from wsdhash.data.builtin import generate_builtin
 from wsdhash.eval import binarize, pack_codes, read_codes_file
 from wsdhash.methods import METHODS
+from wsdhash.training.config import MethodConfig, ModelConfig, SamplerConfig, TrainConfig
 
 
 class _Split:
@@ -29,12 +29,15 @@ class _Split:
 
 
 def _method(num_items=50, num_samples=12, epochs=2, batch_size=8, seed=3):
-    config = types.SimpleNamespace(
+    config = TrainConfig(
+        model=ModelConfig(bits=8),
+        method=MethodConfig(
+            name="adsh",
+            supervision="labels",
+            options={"num_samples": num_samples, "epochs_per_iteration": epochs},
+        ),
+        sampler=SamplerConfig(batch_size=batch_size),
         seed=seed,
-        batch_size=batch_size,
-        bits=8,
-        supervision="labels",
-        method_options={"num_samples": num_samples, "epochs_per_iteration": epochs},
     )
     method = METHODS.get("adsh")(config)
     method.prepare_splits(_Split(num_items), None)

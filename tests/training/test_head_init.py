@@ -9,7 +9,16 @@ from wsdhash.baselines import BASELINES
 from wsdhash.eval import binarize, read_codes_file
 from wsdhash.models.heads import HEADS
 from wsdhash.training import head_init, trainer
-from wsdhash.training.config import OptimizerConfig, TrainConfig
+from wsdhash.training.config import (
+    DataConfig,
+    EvaluationConfig,
+    MethodConfig,
+    ModelConfig,
+    OptimizerConfig,
+    SamplerConfig,
+    ScheduleConfig,
+    TrainConfig,
+)
 
 
 @pytest.mark.parametrize("baseline", ["lsh", "pcah", "itq"])
@@ -51,20 +60,15 @@ def test_a_run_that_never_moves_keeps_itq_codes(tmp_path):
     are ITQ's, fitted on the training rows with the run's seed."""
     path = write_clustered_features(tmp_path / "f.h5")
     config = TrainConfig(
-        dataset="features",
-        data_dir=path,
-        backbone="features",
-        head="linear",
-        bits=8,
-        method="greedyhash_unsupervised",
-        method_options={"alpha": 0.1},
-        batch_size=32,
-        steps=3,
+        data=DataConfig(dataset="features", data_dir=path),
+        model=ModelConfig(backbone="features", head="linear", bits=8, head_init="itq"),
+        method=MethodConfig(name="greedyhash_unsupervised", options={"alpha": 0.1}),
+        sampler=SamplerConfig(batch_size=32),
         optimizer=OptimizerConfig(name="sgd", learning_rate=0.0, momentum=0.0),
+        schedule=ScheduleConfig(steps=3),
+        evaluation=EvaluationConfig(validation_size=0),
         seed=5,
         workdir=str(tmp_path / "run"),
-        validation_size=0,
-        head_init="itq",
     )
     trainer.train(config)
     codes = read_codes_file(tmp_path / "run" / "codes.h5")

@@ -26,7 +26,7 @@ from wsdhash.data.preprocessing import CorruptImageError
 from wsdhash.methods.base import Method
 from wsdhash.training import run_info, trainer
 from wsdhash.training.checkpoints import CheckpointKeeper
-from wsdhash.training.config import TrainConfig
+from wsdhash.training.config import config_from_dict
 from wsdhash.training.optimization import OptimizerConfig
 
 FLAGS = flags.FLAGS
@@ -58,7 +58,7 @@ def tiny_config(data_dir, workdir, **overrides):
         workdir=str(workdir),
     )
     values.update(overrides)
-    return TrainConfig(**values)
+    return config_from_dict(values)  # the flat settings, as run_info.json holds them
 
 
 def train_in_process(config, **kwargs):
@@ -396,9 +396,7 @@ def test_a_run_recorded_before_augment_resumes_with_random_crop_flip(data_dir, t
     del info["config"]["augment"]  # as written before the field existed
     (workdir / "run_info.json").write_text(json.dumps(info))
 
-    from wsdhash.training.config import config_from_dict
-
-    assert config_from_dict(info["config"]).augment == "random_crop_flip"
+    assert config_from_dict(info["config"]).data.augment == "random_crop_flip"
     default = tiny_config(data_dir, workdir)
     assert run_info.check_resume(default, str(workdir))[1] == []
     other = tiny_config(data_dir, workdir, augment="center_crop")

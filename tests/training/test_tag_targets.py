@@ -10,7 +10,7 @@ from wsdhash.data import features_file
 from wsdhash.data.types import SplitData
 from wsdhash.tagging import files as tag_files
 from wsdhash.training import trainer
-from wsdhash.training.config import OptimizerConfig, TrainConfig
+from wsdhash.training.config import OptimizerConfig, config_from_dict
 
 _TAG_NAMES = ("car", "sea", "auto", "2008", "boat")
 # car|auto merged, sea and boat alone, "2008" dropped (e.g. a rare tag).
@@ -79,7 +79,7 @@ def _config(path, workdir, **overrides):
         workdir=str(workdir),
         log_every=1,
     )
-    return TrainConfig(**{**values, **overrides})
+    return config_from_dict({**values, **overrides})  # flat settings
 
 
 @pytest.mark.parametrize("method", ["idhn", "csq"])

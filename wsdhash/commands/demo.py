@@ -339,35 +339,49 @@ def _train_and_export(name: str, tag_dir: str, topk):
     from wsdhash.eval.file_evaluation import evaluate_codes_file
     from wsdhash.export import saved_model, trained_run
     from wsdhash.training import trainer
-    from wsdhash.training.config import OptimizerConfig, TrainConfig
+    from wsdhash.training.config import (
+        DataConfig,
+        EvaluationConfig,
+        MethodConfig,
+        ModelConfig,
+        OptimizerConfig,
+        SamplerConfig,
+        ScheduleConfig,
+        TrainConfig,
+    )
 
     run = TRAINED[name]
     workdir = os.path.join(FLAGS.workdir, f"{name}_{FLAGS.train_bits}")
+    every = max(FLAGS.train_steps // 3, 1)
     config = TrainConfig(
-        dataset="builtin",
-        data_dir=FLAGS.data_dir,
-        dataset_options={
-            "seed": FLAGS.seed,
-            "num_train": FLAGS.num_train,
-            "num_query": FLAGS.num_query,
-            "num_database": FLAGS.num_database,
-        },
-        backbone="small_cnn",
-        head=run.head,
-        bits=FLAGS.train_bits,
-        method=run.method,
-        method_options=run.options(tag_dir),
-        supervision=run.supervision,
-        tag_dir=tag_dir,
-        batch_size=64,
-        steps=FLAGS.train_steps,
+        data=DataConfig(
+            dataset="builtin",
+            data_dir=FLAGS.data_dir,
+            dataset_options={
+                "seed": FLAGS.seed,
+                "num_train": FLAGS.num_train,
+                "num_query": FLAGS.num_query,
+                "num_database": FLAGS.num_database,
+            },
+        ),
+        model=ModelConfig(backbone="small_cnn", head=run.head, bits=FLAGS.train_bits),
+        method=MethodConfig(
+            name=run.method,
+            options=run.options(tag_dir),
+            supervision=run.supervision,
+            tag_dir=tag_dir,
+            quantizer_update_every=every,
+        ),
+        sampler=SamplerConfig(batch_size=64),
         optimizer=OptimizerConfig(name=run.optimizer, learning_rate=run.learning_rate),
-        quantizer_update_every=max(FLAGS.train_steps // 3, 1),
+        schedule=ScheduleConfig(
+            steps=FLAGS.train_steps,
+            eval_every=every,
+            log_every=max(FLAGS.train_steps // 10, 1),
+        ),
+        evaluation=EvaluationConfig(validation_size=min(500, FLAGS.num_train // 5)),
         seed=FLAGS.seed,
         workdir=workdir,
-        eval_every=max(FLAGS.train_steps // 3, 1),
-        validation_size=min(500, FLAGS.num_train // 5),
-        log_every=max(FLAGS.train_steps // 10, 1),
     )
     progress = _TrainingBar(f"training {name}")
     logging.getLogger().addHandler(progress)

@@ -60,12 +60,12 @@ flags.DEFINE_string(
 def _feature_extractor(config):
     """(ImageFeatures, Extraction) to compose with a run on features, or (None, None)
     for a features-in export (flags --input and --feature_model; module doc)."""
-    if config.backbone != "features":
+    if config.model.backbone != "features":
         if FLAGS.feature_model or FLAGS.input == "features":
             given = "--feature_model" if FLAGS.feature_model else "--input=features"
             raise cli.UsageError(
                 f"{given} applies to runs trained on features; {FLAGS.workdir} was trained "
-                f"on images (--backbone={config.backbone})."
+                f"on images (--backbone={config.model.backbone})."
             )
         return None, None
     if FLAGS.input == "features":
@@ -75,7 +75,7 @@ def _feature_extractor(config):
     from wsdhash.models import extraction_model
 
     try:
-        return extraction_model.image_features_for(config.data_dir, FLAGS.feature_model)
+        return extraction_model.image_features_for(config.data.data_dir, FLAGS.feature_model)
     except extraction_model.FeatureModelError as error:
         if FLAGS.input == "images" or FLAGS.feature_model:
             raise cli.UsageError(f"cannot export a model that takes images: {error}.") from None
@@ -131,7 +131,7 @@ def main(argv):
             f"({extraction.model_path if not FLAGS.feature_model else FLAGS.feature_model}) "
             "-> hashing head"
         )
-    elif config.backbone == "features":
+    elif config.model.backbone == "features":
         print(f"SavedModel written to {path} (it takes features)")
     else:
         print(f"SavedModel written to {path}")

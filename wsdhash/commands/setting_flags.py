@@ -1,7 +1,7 @@
 """The bridge between a settings dataclass (`wsdhash.settings`) and absl flags.
 
 `define_flags(cls, ...)` defines one flag for every field of `cls` (nested dataclasses
-included) that names one in its metadata, with the metadata's kind, default, choices
+and groups included: `settings.walk`) that names one in its metadata, with the metadata's kind, default, choices
 and help, and declares the flag's range in `wsdhash.flag_bounds`; `config_from_flags`
 builds `cls` from the parsed flags. Library modules define no flags: an entry point
 calls `define_flags` when it is imported (`wsdhash.train` for `TrainConfig`).
@@ -76,8 +76,9 @@ def define_flags(cls: type, flag_values: flags.FlagValues, module_name: str) -> 
 
 def config_from_flags(cls: type, flag_values: flags.FlagValues, values: dict[str, Any]):
     """`cls` from the parsed flags: each field its flag's value, except those in
-    `values` ({dotted path: value}: the fields the entry point computes, and those with
-    no flag of their own, which otherwise keep their defaults).
+    `values` ({setting key (`settings.walk`): value}: the fields the entry point
+    computes, and those with no flag of their own, which otherwise keep their
+    defaults).
 
     Raises:
         ValueError: a field whose flag the entry point must turn into its value (another
@@ -89,9 +90,12 @@ def config_from_flags(cls: type, flag_values: flags.FlagValues, values: dict[str
 def _build(cls: type, flag_values: flags.FlagValues, values: dict[str, Any], prefix: str):
     kwargs = {}
     for field in dataclasses.fields(cls):
-        path = f"{prefix}{field.name}"
         meta = settings.setting_of(field)
         nested = settings.nested_type(field)
+        if settings.is_group(field):  # its settings are keyed as this one's
+            kwargs[field.name] = _build(nested, flag_values, values, prefix)
+            continue
+        path = f"{prefix}{field.name if nested else settings.key_of(field)}"
         if path in values:
             kwargs[field.name] = values[path]
         elif nested is not None:

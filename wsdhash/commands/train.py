@@ -93,8 +93,8 @@ flags.DEFINE_list(
     "lr_decay, lr_decay_every and the method's own flags (e.g. hyp2_zeta).",
 )
 
-# The flags that set each TrainConfig field (dotted for nested ones), for messages:
-# the fields' own, and the dataset options' (wsdhash.data.datasets.command_line_options).
+# The flags that set each TrainConfig setting (by key, as run_info.json names it), for
+# messages: the settings' own, and the dataset options' (datasets.command_line_options).
 _FIELD_FLAGS = {
     **settings.message_flags(TrainConfig),
     "dataset_options.num_train": "builtin_sizes",

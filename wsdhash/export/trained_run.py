@@ -32,8 +32,9 @@ def load_trained_model(workdir: str, checkpoint: str = "best"):
     with open(info_path) as f:
         config = config_from_dict(json.load(f)["config"])
     # Weights come from the checkpoint; never download or unpickle anything here.
-    config = dataclasses.replace(config, weights="none", allow_pickle=False)
-    model, backbone, _ = build_model(config, METHODS.get(config.method)(config).output_dim())
+    model_settings = dataclasses.replace(config.model, weights="none", allow_pickle=False)
+    config = dataclasses.replace(config, model=model_settings)
+    model, backbone, _ = build_model(config, METHODS.get(config.method.name)(config).output_dim())
     path = checkpoint_path(workdir, checkpoint)
     tf.train.Checkpoint(model=model).restore(
         path
@@ -41,7 +42,9 @@ def load_trained_model(workdir: str, checkpoint: str = "best"):
     return (
         model,
         config,
-        backbone.pipeline_config(config.image_size, config.crop_size, config.ten_crop),
+        backbone.pipeline_config(
+            config.data.image_size, config.data.crop_size, config.data.ten_crop
+        ),
     )
 
 
@@ -65,5 +68,5 @@ def load_quantization_encoder(workdir: str, checkpoint: str = "best"):
     WSDHQ's quantizer as graph ops; None for binary-code methods."""
     with open(os.path.join(workdir, "run_info.json")) as f:
         config = config_from_dict(json.load(f)["config"])
-    method = METHODS.get(config.method)(config)
+    method = METHODS.get(config.method.name)(config)
     return method.serving_encoder(checkpoint_path(workdir, checkpoint), workdir)

@@ -80,7 +80,7 @@ class ADSH(BinaryHashMethod):
     def prepare_splits(self, train, validation):
         self.train = train
         self.rows_of = {str(path): row for row, path in enumerate(train.paths)}
-        options = self.config.method_options
+        options = self.config.method.options
         self.num_samples = min(int(options.get("num_samples", 2000)), len(train))
         epochs = int(options.get("epochs_per_iteration", 3))
         if self.num_samples < 1 or epochs < 1:
@@ -89,18 +89,20 @@ class ADSH(BinaryHashMethod):
                 f"{self.num_samples} and {epochs}."
             )
         self.epochs = epochs
-        self.steps_per_iteration = math.ceil(epochs * self.num_samples / self.config.batch_size)
+        self.steps_per_iteration = math.ceil(
+            epochs * self.num_samples / self.config.sampler.batch_size
+        )
         return train, validation
 
     def loss_arguments(self) -> dict:
-        arguments = dict(self.config.method_options)
+        arguments = dict(self.config.method.options)
         for name in _SCHEDULE:
             arguments.pop(name, None)
         return {**arguments, "num_database_items": len(self.train)}
 
     def build_loss(self, num_targets: int):
         layer = super().build_loss(num_targets)
-        layer.set_database_labels(getattr(self.train, self.config.supervision))
+        layer.set_database_labels(getattr(self.train, self.config.method.supervision))
         layer.set_sample(self.sample(0))
         self.loss_layer = layer
         return layer
@@ -111,7 +113,7 @@ class ADSH(BinaryHashMethod):
         return rng.permutation(len(self.train))[: self.num_samples]
 
     def index_stream(self, train):
-        batch = self.config.batch_size
+        batch = self.config.sampler.batch_size
 
         def stream():
             iteration = 0

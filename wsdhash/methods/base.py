@@ -5,7 +5,7 @@ run's `Method` (registered in `wsdhash.methods.METHODS`) for everything that dif
 between methods. One instance serves one run and may hold run state (WSDHQ's
 quantizer). The life of a run:
 
-    method = METHODS.get(config.method)(config)
+    method = METHODS.get(config.method.name)(config)
     train, validation = method.prepare_splits(train, validation)   # e.g. merged tags
     output_dim = method.output_dim()                               # K, or WSDHQ's D
     loss = method.build_loss(num_targets)                          # a losses/ layer
@@ -150,16 +150,16 @@ class Method:
 
     def output_dim(self) -> int:
         """The width of the model's output (K for binary codes)."""
-        return self.config.bits
+        return self.config.model.bits
 
     def loss_arguments(self) -> dict[str, Any]:
         """Keyword arguments of the loss beyond bits, num_classes and seed."""
-        return dict(self.config.method_options)
+        return dict(self.config.method.options)
 
     def build_loss(self, num_targets: int):
         """The method's loss layer (losses/), with its variables built."""
         return self.loss_class(
-            bits=self.config.bits,
+            bits=self.config.model.bits,
             num_classes=num_targets,
             seed=self.config.seed,
             **self.loss_arguments(),
@@ -216,7 +216,7 @@ class Method:
     def codes_file(self, query, query_features, database, database_features) -> CodesFile:
         """The run's codes file: what search and evaluation read."""
         return CodesFile(
-            bits=self.config.bits,
+            bits=self.config.model.bits,
             query=CodesSplit(
                 pack_codes(binarize(query_features)),
                 query.labels,

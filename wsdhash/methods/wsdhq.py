@@ -96,15 +96,15 @@ class WSDHQ(Method):
 
     def __init__(self, config):
         super().__init__(config)
-        if config.supervision != "tags":
+        if config.method.supervision != "tags":
             raise ValueError("WSDHQ trains from user tags: use --supervision=tags.")
-        self.tag_embeddings, self.merge_map = wsdhq_quantizer.load_tag_model(config.tag_dir)
+        self.tag_embeddings, self.merge_map = wsdhq_quantizer.load_tag_model(config.method.tag_dir)
         self.quantizer = None
         self.num_train = None
 
     @property
     def form(self) -> str:
-        return self.config.method_options.get("quantization_form", "faithful")
+        return self.config.method.options.get("quantization_form", "faithful")
 
     def prepare_splits(self, train, validation):
         # The trainer has already replaced the raw tags by the merged tags of
@@ -112,17 +112,19 @@ class WSDHQ(Method):
         # column g of the targets is row g of the tag embeddings.
         if train.tags.shape[1] != len(self.tag_embeddings):
             raise ValueError(
-                f"--tag_dir={self.config.tag_dir}: {len(self.tag_embeddings)} tag embeddings "
-                f"but {train.tags.shape[1]} training tag columns."
+                f"--tag_dir={self.config.method.tag_dir}: {len(self.tag_embeddings)} tag "
+                f"embeddings but {train.tags.shape[1]} training tag columns."
             )
         config = self.config
         self.num_train = len(train)
         self.quantizer = wsdhq_quantizer.TrainingQuantizer(
-            config.bits,
+            config.model.bits,
             self.tag_embeddings,
-            quantizer_period(config.quantizer_update_every, len(train), config.batch_size),
+            quantizer_period(
+                config.method.quantizer_update_every, len(train), config.sampler.batch_size
+            ),
             config.seed,
-            kind=config.quantizer,
+            kind=config.method.quantizer,
             form=self.form,
             num_train=len(train),
         )
@@ -135,7 +137,7 @@ class WSDHQ(Method):
 
     def loss_arguments(self) -> dict:
         return {
-            **self.config.method_options,
+            **self.config.method.options,
             "tag_embeddings": self.tag_embeddings,
             "num_train_examples": self.num_train,
         }
@@ -177,7 +179,7 @@ class WSDHQ(Method):
         query_indices = self.quantizer.encode(query_features)
         database_indices = self.quantizer.encode(database_features)
         return CodesFile(
-            bits=self.config.bits,
+            bits=self.config.model.bits,
             codebooks=self.quantizer.codebooks.astype(np.float32),
             query=CodesSplit(
                 query_indices,
@@ -204,20 +206,20 @@ class WSDHQ(Method):
         import tensorflow as tf
 
         quantizer = wsdhq_quantizer.TrainingQuantizer(
-            self.config.bits,
+            self.config.model.bits,
             self.tag_embeddings,
             1,
             self.config.seed,
-            kind=self.config.quantizer,
+            kind=self.config.method.quantizer,
             form=self.form,
         )
         shapes = tf.train.load_checkpoint(checkpoint).get_variable_to_shape_map()
         loss = self.loss_class(
-            bits=self.config.bits,
+            bits=self.config.model.bits,
             num_classes=len(self.tag_embeddings),
             seed=self.config.seed,
             **{
-                **self.config.method_options,
+                **self.config.method.options,
                 "tag_embeddings": self.tag_embeddings,
                 "num_train_examples": shapes.get(_TRAIN_CODES_KEY, [1])[0],
             },

@@ -2,12 +2,12 @@
 
     model, backbone, hashing = build_model(config, output_dim=64)
     features_model = with_backbone_features(model, hashing)  # images -> (codes, features)
-    pipeline_config = backbone.pipeline_config(config.image_size, config.crop_size)
+    pipeline_config = backbone.pipeline_config(config.data.image_size, config.data.crop_size)
 
 Training, serving (export) and feature extraction build their models here, from the
-run's settings, so the three agree by construction. `config` is any object with the
-model fields of `wsdhash.training.config.TrainConfig` (backbone, weights,
-allow_pickle, crop_size, head, normalization, seed, data_dir).
+run's settings, so the three agree by construction. `config` is the run's
+`wsdhash.training.config.TrainConfig`: its `model` settings (backbone, weights,
+allow_pickle, head), `data` settings (crop_size, normalization, data_dir) and seed.
 """
 
 from __future__ import annotations
@@ -23,12 +23,12 @@ from wsdhash.models.spec import BackboneSpec
 def build_backbone_for(config) -> BackboneSpec:
     """The run's backbone (see `build_backbone`)."""
     return build_backbone(
-        config.backbone,
-        weights=config.weights,
-        crop_size=config.crop_size or None,
-        allow_pickle=config.allow_pickle,
+        config.model.backbone,
+        weights=config.model.weights,
+        crop_size=config.data.crop_size or None,
+        allow_pickle=config.model.allow_pickle,
         seed=config.seed,
-        data_dir=config.data_dir,
+        data_dir=config.data.data_dir,
     )
 
 
@@ -46,12 +46,12 @@ def build_model(
         the normalisation layer).
     """
     backbone = build_backbone_for(config)
-    hashing = build_hashing_model(backbone, config.head, output_dim, seed=config.seed)
+    hashing = build_hashing_model(backbone, config.model.head, output_dim, seed=config.seed)
     if sync_batch_norm:
         for layer in hashing._flatten_layers(include_self=False, recursive=True):
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.synchronized = True
-    normalization = backbone.input_normalization(config.normalization)
+    normalization = backbone.input_normalization(config.data.normalization)
     return with_normalization(hashing, normalization, backbone.input_dtype), backbone, hashing
 
 

@@ -1,11 +1,13 @@
 """The settings of one training run: `TrainConfig`, filled by `wsdhash.train` from
-flags and stored in the run's `run_info.json` (which `config_from_dict` reads back for
-resuming and export). Importing it does not import TensorFlow.
+flags and stored flat in the run's `run_info.json` (`to_flat_dict`; `config_from_dict`
+reads it back for resuming and export). Importing it does not import TensorFlow.
 
-Each field is declared once, with `wsdhash.settings.setting`: its flag (name, kind,
-default, choices, help), the flag's range, the field's minimum and its resume policy
-live in the field's metadata, which `wsdhash.commands.setting_flags` (the flags),
-`wsdhash.training.run_info` (resuming) and `flag_bounds` (the ranges) read.
+`TrainConfig` holds its settings in groups (`config.data`, `.model`, `.method`,
+`.sampler`, `.optimizer`, `.schedule`, `.evaluation`; `seed` and `workdir` are its
+own). Each field is declared once, in its group, with `wsdhash.settings.setting`: its
+flag (name, kind, default, choices, help), the flag's range, the field's minimum and
+its resume policy live in the field's metadata, which `wsdhash.commands.setting_flags` (the
+flags), `wsdhash.training.run_info` (resuming) and `flag_bounds` (the ranges) read.
 docs/contributing.md ("Adding a training setting") shows a new one."""
 
 from __future__ import annotations
@@ -104,61 +106,17 @@ SAMPLERS = ("uniform", "class_balanced")
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Everything one training run needs; `wsdhash.train` fills it from flags.
+class DataConfig:
+    """The training data and how its images are read and prepared.
 
     Attributes:
         dataset, data_dir, dataset_options: the registered dataset and its options.
-        backbone, weights, allow_pickle, head, bits: the model.
-        method, method_options: the registered loss and its hyperparameters.
-        supervision: "labels" (ground-truth classes) or "tags" (user tags).
-        batch_size: the global batch size.
-        steps: training steps.
-        optimizer: see `OptimizerConfig`.
-        seed: seeds the model, the data order, the augmentation and the loss.
-        workdir: checkpoints, logs, codes file and metrics go here.
         image_size, crop_size: override the backbone's defaults (0 = keep).
         ten_crop: evaluation averages the codes of WSDHQ's 10 crops.
         augment: the training augmentation (`preprocessing.AUGMENTATIONS` name:
             random_crop_flip, center_crop, resize, resize_flip); run_info.json files
             written before it existed resume with "random_crop_flip", the only one then.
-        eval_every: validation period in steps (0 = only at the end).
-        checkpoint_every: checkpoint period in steps (a checkpoint is also written at
-            every validation and at the end).
-        keep_checkpoints: how many of the latest checkpoints to keep.
-        validation_size: validation queries carved from the training split (their
-            database is the rest of the training split, which is also what trains);
-            -1 (the default): `validation_count`'s choice, which scales with the split;
-            0: none (the final weights are kept). A carve that leaves less than half
-            of the split to train on is refused.
-        validation_database: what the validation queries are ranked against: "train",
-            the rest of the training split (the items the head is fitted to), or
-            "heldout", as many more items carved from the split and not trained on
-            either (the database the test ranks against is mostly unseen items too).
-        select_on: "validation" or "test" (the originals' test-set selection; results
-            are then labelled as selected on test).
-        topk: mAP cut-off R (None = the dataset's protocol value; 0 = all).
-        mixed_precision: "none" or "bfloat16" (no loss scaling needed).
-        log_every: console and TensorBoard period in steps.
-        sampler: "uniform" (seeded shuffle) or "class_balanced" (P classes x Q images
-            per batch, single-label data; DNNH re-implementation).
-        classes_per_batch, images_per_class: P and Q of the class-balanced sampler; the
-            batch size must be P * Q.
-        tag_dir: the output folder of `python -m wsdhash.tags`. With supervision "tags"
-            every method trains on its merged tags (TagIdMergeMap.json) instead of the
-            raw tag columns; WSDHQ, which needs it, also reads its tag embeddings.
-        quantizer_update_every: WSDHQ: steps between quantizer updates (0 = 2 epochs, at
-            least `wsdhq_quantizer.MIN_DEFAULT_PERIOD` = 100 steps).
-        quantizer: WSDHQ: "additive" (the original's) or "product" (PQ on the
-            hypersphere); the loss's quantization form must match (quantized.py).
         normalization: input normalisation (NORMALIZATIONS name); "" = the backbone's.
-        empty: evaluation policy for queries with no relevant item ("zero" or "skip";
-            WSDHQ's published numbers skip them).
-        ties: evaluation order within equal distance (`EvalProtocol.ties`); "random"
-            ties are seeded by the protocol's default seed, not by `seed`.
-        head_init: "" (the head's own initialiser) or a registered baseline the head
-            starts from, fitted on the training split's backbone features
-            (wsdhash/training/head_init.py).
         data_format: where training images are read: "files" (each image's file),
             "tfrecord" (records of the TFRecord shards in `tfrecords`, looked up in the
             files' order: the same batches as "files") or "tfrecord_stream" (the shards
@@ -169,46 +127,11 @@ class TrainConfig:
             "files".
     """
 
-    # Data.
     dataset: str = setting("builtin", help="Registered dataset name.")
     data_dir: str = setting("data/builtin", help="Dataset folder (list files).", resume=PATH)
     # Computed by the entry point from --image_root, --builtin_* and --seed; the
     # strings in it are compared as paths on resume.
     dataset_options: dict[str, Any] = setting(default_factory=dict, flag=None, resume=PATH)  # noqa: RUF009
-    # Model.
-    backbone: str = setting(
-        "small_cnn", help="Registered backbone, or 'features' to train on --features."
-    )
-    weights: str = setting("none", help="'none', 'imagenet', or a weights file.", resume=PATH)
-    allow_pickle: bool = setting(False, help="Allow loading a pickled .npy weights dict.")
-    head: str = setting("linear_bn", help="Registered hash head: linear, tanh, linear_bn.")
-    bits: int = setting(32, flag="hash_bit", help="Code length K.", bound=BITS)
-    method: str = setting(
-        "orthohash",
-        flag_choices=_method_names,
-        help="Registered method (wsdhash.methods.METHODS).",
-    )
-    # The method's own flags (--<method>_<name>, their Option in wsdhash/methods/).
-    method_options: dict[str, Any] = setting(default_factory=dict, flag=None, resume=CHANGEABLE)  # noqa: RUF009
-    supervision: str = setting("labels", choices=SUPERVISIONS, help="Train on labels or user tags.")
-    batch_size: int = setting(64, help="Global batch size.", minimum=1)  # range: flag_bounds
-    steps: int = setting(
-        1000,
-        flag_default=0,
-        help="Training steps (0: use --epochs).",
-        bound=OPTIONAL_COUNT,
-        minimum=1,
-        resume=CHANGEABLE,
-    )
-    optimizer: OptimizerConfig = OptimizerConfig()
-    seed: int = setting(0, help="Seeds everything.")  # range: flag_bounds (shared)
-    workdir: str = setting(
-        "checkpoints/run",
-        kind="string",
-        flag_default=None,
-        help="Run folder (default: checkpoints/<run name>).",
-        resume=FREE,
-    )
     image_size: int = setting(0, help="Resize side before cropping (0: the backbone's).")
     crop_size: int = setting(0, help="Crop side (0: the backbone's).")
     ten_crop: bool = setting(False, help="Evaluate with WSDHQ's 10-crop averaging.")
@@ -220,82 +143,8 @@ class TrainConfig:
         "last two need --image_size equal to --crop_size. Evaluation always takes the centre "
         "crop.",
     )
-    eval_every: int = setting(
-        0, help="Validation period (0: end only).", bound=OPTIONAL_COUNT, resume=CHANGEABLE
-    )
-    checkpoint_every: int = setting(
-        500, help="Checkpoint period in steps.", bound=COUNT, resume=FREE
-    )
-    keep_checkpoints: int = setting(
-        3, help="Latest checkpoints to keep.", bound=Bound(1, 10**4), resume=FREE
-    )
-    validation_size: int = setting(
-        -1,
-        bound=Bound(-1, 10**9),
-        help="Validation queries carved from the training split, for checkpoint selection: "
-        "-1 (a tenth of the split, at most 500), 0 (none: the final weights are kept) or a "
-        "count; a carve that leaves less than half of the split to train on is refused.",
-    )
-    validation_database: str = setting(
-        "train",
-        choices=VALIDATION_DATABASES,
-        unrecorded="train",
-        help="What validation queries are ranked against: the rest of the training split, "
-        "or 'heldout': as many more items carved from it and not trained on (unseen, like "
-        "most of a test database).",
-    )
-    select_on: str = setting("validation", choices=SELECT_ON, help="Checkpoint selection.")
-    topk: int | None = setting(
-        None, kind="string", help="mAP cut-off R: an integer or 'all' (default: protocol)."
-    )
-    mixed_precision: str = setting("none", choices=MIXED_PRECISIONS, help="Mixed precision.")
-    log_every: int = setting(50, help="Logging period in steps.", bound=COUNT, resume=FREE)
-    sampler: str = setting("uniform", choices=SAMPLERS, help="Training batch sampler.")
-    classes_per_batch: int = setting(
-        10, help="Class-balanced sampler: classes per batch.", bound=Bound(1, 2**16)
-    )
-    images_per_class: int = setting(
-        8, help="Class-balanced sampler: images per class.", bound=Bound(1, 2**16)
-    )
-    tag_dir: str = setting(
-        "",
-        resume=PATH,
-        help="Output folder of `python -m wsdhash.tags`: with --supervision=tags any method "
-        "trains on its merged tags (WSDHQ needs it, for its tag embeddings too).",
-    )
-    quantizer_update_every: int = setting(
-        0,
-        help="WSDHQ quantizer period in steps (0: 2 epochs, at least 100).",
-        bound=OPTIONAL_COUNT,
-        resume=CHANGEABLE,
-    )
-    quantizer: str = setting(
-        "additive",
-        flag_choices=_quantizer_names,
-        help="WSDHQ quantizer: additive (the original's ICM) or product (PQ on the hypersphere).",
-    )
     normalization: str = setting(
         "", help="Input normalisation (NORMALIZATIONS name); empty: the backbone's."
-    )
-    empty: str = setting(
-        EvalProtocol.empty,
-        flag_choices=EMPTY_POLICIES,
-        help="Queries with no relevant item: AP 0 or skipped.",
-    )
-    ties: str = setting(
-        EvalProtocol.ties,
-        flag_choices=TIE_POLICIES,
-        unrecorded=EvalProtocol.ties,
-        help="Order within equal distance in validation and the test evaluation "
-        "(docs/evaluation.md).",
-    )
-    head_init: str = setting(
-        "",
-        flag_default="none",
-        flag_choices=("none", *HEAD_INITS),
-        help="Start the head from this unsupervised baseline fitted on the training split's "
-        "backbone features (sign(head) = its codes at step 0), or 'none': the head's own "
-        "random initialiser.",
     )
     data_format: str = setting(
         "files",
@@ -324,14 +173,121 @@ class TrainConfig:
                 f"tfrecord_stream, and only with them; got --data_format={self.data_format} "
                 f"and --tfrecords={self.tfrecords!r}."
             )
-        check_empty_policy(self.empty)
-        check_tie_policy(self.ties)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The network.
+
+    Attributes:
+        backbone, weights, allow_pickle, head, bits: the backbone, its weights, the
+            hash head and the code length K.
+        head_init: "" (the head's own initialiser) or a registered baseline the head
+            starts from, fitted on the training split's backbone features
+            (wsdhash/training/head_init.py).
+        mixed_precision: "none" or "bfloat16" (no loss scaling needed).
+    """
+
+    backbone: str = setting(
+        "small_cnn", help="Registered backbone, or 'features' to train on --features."
+    )
+    weights: str = setting("none", help="'none', 'imagenet', or a weights file.", resume=PATH)
+    allow_pickle: bool = setting(False, help="Allow loading a pickled .npy weights dict.")
+    head: str = setting("linear_bn", help="Registered hash head: linear, tanh, linear_bn.")
+    bits: int = setting(32, flag="hash_bit", help="Code length K.", bound=BITS)
+    head_init: str = setting(
+        "",
+        flag_default="none",
+        flag_choices=("none", *HEAD_INITS),
+        help="Start the head from this unsupervised baseline fitted on the training split's "
+        "backbone features (sign(head) = its codes at step 0), or 'none': the head's own "
+        "random initialiser.",
+    )
+    mixed_precision: str = setting("none", choices=MIXED_PRECISIONS, help="Mixed precision.")
+
+    def __post_init__(self):
+        settings.check(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodConfig:
+    """The method: its loss, what it trains on and (WSDHQ) its quantizer.
+
+    Attributes:
+        name, options: the registered method and its loss's hyperparameters (the
+            settings "method" and "method_options").
+        supervision: "labels" (ground-truth classes) or "tags" (user tags).
+        tag_dir: the output folder of `python -m wsdhash.tags`. With supervision "tags"
+            every method trains on its merged tags (TagIdMergeMap.json) instead of the
+            raw tag columns; WSDHQ, which needs it, also reads its tag embeddings.
+        quantizer: WSDHQ: "additive" (the original's) or "product" (PQ on the
+            hypersphere); the loss's quantization form must match (quantized.py).
+        quantizer_update_every: WSDHQ: steps between quantizer updates (0 = 2 epochs, at
+            least `wsdhq_quantizer.MIN_DEFAULT_PERIOD` = 100 steps).
+    """
+
+    name: str = setting(
+        "orthohash",
+        key="method",
+        flag_choices=_method_names,
+        help="Registered method (wsdhash.methods.METHODS).",
+    )
+    # The method's own flags (--<method>_<name>, their Option in wsdhash/methods/).
+    options: dict[str, Any] = setting(  # noqa: RUF009
+        default_factory=dict, key="method_options", flag=None, resume=CHANGEABLE
+    )
+    supervision: str = setting("labels", choices=SUPERVISIONS, help="Train on labels or user tags.")
+    tag_dir: str = setting(
+        "",
+        resume=PATH,
+        help="Output folder of `python -m wsdhash.tags`: with --supervision=tags any method "
+        "trains on its merged tags (WSDHQ needs it, for its tag embeddings too).",
+    )
+    quantizer: str = setting(
+        "additive",
+        flag_choices=_quantizer_names,
+        help="WSDHQ quantizer: additive (the original's ICM) or product (PQ on the hypersphere).",
+    )
+    quantizer_update_every: int = setting(
+        0,
+        help="WSDHQ quantizer period in steps (0: 2 epochs, at least 100).",
+        bound=OPTIONAL_COUNT,
+        resume=CHANGEABLE,
+    )
+
+    def __post_init__(self):
+        settings.check(self)
         if self.tag_dir and self.supervision != "tags":
             raise ValueError(
                 f"--tag_dir={self.tag_dir}: processed tags are training targets only with "
                 "--supervision=tags."
             )
-        if self.sampler == "class_balanced" and (
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerConfig:
+    """How training batches are drawn.
+
+    Attributes:
+        kind: "uniform" (seeded shuffle) or "class_balanced" (P classes x Q images per
+            batch, single-label data; DNNH re-implementation): the setting "sampler".
+        batch_size: the global batch size.
+        classes_per_batch, images_per_class: P and Q of the class-balanced sampler; the
+            batch size must be P * Q.
+    """
+
+    kind: str = setting("uniform", key="sampler", choices=SAMPLERS, help="Training batch sampler.")
+    batch_size: int = setting(64, help="Global batch size.", minimum=1)  # range: flag_bounds
+    classes_per_batch: int = setting(
+        10, help="Class-balanced sampler: classes per batch.", bound=Bound(1, 2**16)
+    )
+    images_per_class: int = setting(
+        8, help="Class-balanced sampler: images per class.", bound=Bound(1, 2**16)
+    )
+
+    def __post_init__(self):
+        settings.check(self)
+        if self.kind == "class_balanced" and (
             self.batch_size != self.classes_per_batch * self.images_per_class
         ):
             raise ValueError(
@@ -341,7 +297,104 @@ class TrainConfig:
                 f"got {self.batch_size}."
             )
 
-    def evaluation_protocol(self, dataset_topk: int | None) -> EvalProtocol:
+
+@dataclasses.dataclass(frozen=True)
+class ScheduleConfig:
+    """How long a run trains and how often it validates, checkpoints and logs.
+
+    Attributes:
+        steps: training steps.
+        eval_every: validation period in steps (0 = only at the end).
+        checkpoint_every: checkpoint period in steps (a checkpoint is also written at
+            every validation and at the end).
+        keep_checkpoints: how many of the latest checkpoints to keep.
+        log_every: console and TensorBoard period in steps.
+    """
+
+    steps: int = setting(
+        1000,
+        flag_default=0,
+        help="Training steps (0: use --epochs).",
+        bound=OPTIONAL_COUNT,
+        minimum=1,
+        resume=CHANGEABLE,
+    )
+    eval_every: int = setting(
+        0, help="Validation period (0: end only).", bound=OPTIONAL_COUNT, resume=CHANGEABLE
+    )
+    checkpoint_every: int = setting(
+        500, help="Checkpoint period in steps.", bound=COUNT, resume=FREE
+    )
+    keep_checkpoints: int = setting(
+        3, help="Latest checkpoints to keep.", bound=Bound(1, 10**4), resume=FREE
+    )
+    log_every: int = setting(50, help="Logging period in steps.", bound=COUNT, resume=FREE)
+
+    def __post_init__(self):
+        settings.check(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationConfig:
+    """Validation (checkpoint selection) and the protocol of validation and the test.
+
+    Attributes:
+        validation_size: validation queries carved from the training split (their
+            database is the rest of the training split, which is also what trains);
+            -1 (the default): `validation_count`'s choice, which scales with the split;
+            0: none (the final weights are kept). A carve that leaves less than half
+            of the split to train on is refused.
+        validation_database: what the validation queries are ranked against: "train",
+            the rest of the training split (the items the head is fitted to), or
+            "heldout", as many more items carved from the split and not trained on
+            either (the database the test ranks against is mostly unseen items too).
+        select_on: "validation" or "test" (the originals' test-set selection; results
+            are then labelled as selected on test).
+        topk: mAP cut-off R (None = the dataset's protocol value; 0 = all).
+        empty: evaluation policy for queries with no relevant item ("zero" or "skip";
+            WSDHQ's published numbers skip them).
+        ties: evaluation order within equal distance (`EvalProtocol.ties`); "random"
+            ties are seeded by the protocol's default seed, not by the run's seed.
+    """
+
+    validation_size: int = setting(
+        -1,
+        bound=Bound(-1, 10**9),
+        help="Validation queries carved from the training split, for checkpoint selection: "
+        "-1 (a tenth of the split, at most 500), 0 (none: the final weights are kept) or a "
+        "count; a carve that leaves less than half of the split to train on is refused.",
+    )
+    validation_database: str = setting(
+        "train",
+        choices=VALIDATION_DATABASES,
+        unrecorded="train",
+        help="What validation queries are ranked against: the rest of the training split, "
+        "or 'heldout': as many more items carved from it and not trained on (unseen, like "
+        "most of a test database).",
+    )
+    select_on: str = setting("validation", choices=SELECT_ON, help="Checkpoint selection.")
+    topk: int | None = setting(
+        None, kind="string", help="mAP cut-off R: an integer or 'all' (default: protocol)."
+    )
+    empty: str = setting(
+        EvalProtocol.empty,
+        flag_choices=EMPTY_POLICIES,
+        help="Queries with no relevant item: AP 0 or skipped.",
+    )
+    ties: str = setting(
+        EvalProtocol.ties,
+        flag_choices=TIE_POLICIES,
+        unrecorded=EvalProtocol.ties,
+        help="Order within equal distance in validation and the test evaluation "
+        "(docs/evaluation.md).",
+    )
+
+    def __post_init__(self):
+        settings.check(self)
+        check_empty_policy(self.empty)
+        check_tie_policy(self.ties)
+
+    def protocol(self, dataset_topk: int | None) -> EvalProtocol:
         """The protocol of validation and of the test evaluation: R (`topk`, else the
         dataset's `dataset_topk`), `ties` and `empty`, with the tie bounds and without
         the radius curve (the run's metrics keep none)."""
@@ -351,11 +404,56 @@ class TrainConfig:
         )
 
 
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything one training run needs; `wsdhash.train` fills it from flags.
+
+    The settings live in groups, each documenting its own: `data` (`DataConfig`),
+    `model` (`ModelConfig`), `method` (`MethodConfig`), `sampler` (`SamplerConfig`),
+    `optimizer` (`OptimizerConfig`), `schedule` (`ScheduleConfig`) and `evaluation`
+    (`EvaluationConfig`). A group adds no name to its settings (`settings.group`):
+    `config.model.bits` is the setting "bits" (flag --hash_bit), recorded flat in
+    run_info.json (`to_flat_dict`); the optimizer's are "optimizer.<name>".
+
+    Attributes:
+        seed: seeds the model, the data order, the augmentation and the loss.
+        workdir: checkpoints, logs, codes file and metrics go here.
+    """
+
+    data: DataConfig = settings.group(DataConfig)
+    model: ModelConfig = settings.group(ModelConfig)
+    method: MethodConfig = settings.group(MethodConfig)
+    sampler: SamplerConfig = settings.group(SamplerConfig)
+    optimizer: OptimizerConfig = OptimizerConfig()
+    schedule: ScheduleConfig = settings.group(ScheduleConfig)
+    evaluation: EvaluationConfig = settings.group(EvaluationConfig)
+    seed: int = setting(0, help="Seeds everything.")  # range: flag_bounds (shared)
+    workdir: str = setting(
+        "checkpoints/run",
+        kind="string",
+        flag_default=None,
+        help="Run folder (default: checkpoints/<run name>).",
+        resume=FREE,
+    )
+
+    def __post_init__(self):
+        settings.check(self)  # each group checks its own settings
+
+
+def to_flat_dict(config: TrainConfig) -> dict[str, Any]:
+    """The flat form of `config`, which `run_info.json`'s "config" holds: every
+    setting under its key ("bits", "method_options"; the optimizer's in "optimizer")."""
+    return settings.to_flat_dict(config)
+
+
 def config_from_dict(values: dict) -> TrainConfig:
-    """Rebuilds a `TrainConfig` from `run_info.json`'s "config" entry."""
-    values = dict(values)
-    optimizer = OptimizerConfig(**{**values.pop("optimizer"), "boundaries": ()})
-    return TrainConfig(**values, optimizer=optimizer)
+    """Rebuilds a `TrainConfig` from its flat form (`run_info.json`'s "config" entry);
+    a setting it lacks (recorded before the setting existed) takes its default.
+
+    Raises:
+        TypeError: a key that is no setting.
+    """
+    return settings.from_flat_dict(TrainConfig, values)
 
 
 VALIDATION_CAP = 500

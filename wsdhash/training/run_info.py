@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from wsdhash import atomic_files, settings
-from wsdhash.training.config import TrainConfig
+from wsdhash.training.config import TrainConfig, to_flat_dict
 
 # TrainConfig's fields that hold a dict of options (compared entry by entry).
 _DICT_FIELDS = ("dataset_options", "method_options")
@@ -77,7 +77,7 @@ def write_run_info(workdir: str, config, resumes: list[dict] | None = None) -> N
             "config" is then the latest settings.
     """
     info = {
-        "config": dataclasses.asdict(config),
+        "config": to_flat_dict(config),
         "git_commit": git_commit(),
         "packages": package_versions(),
         "python": sys.version.split()[0],
@@ -92,8 +92,9 @@ def write_run_info(workdir: str, config, resumes: list[dict] | None = None) -> N
 # Resuming
 # -----------------------------------------------------------------------------
 
-# The resume policy of each `TrainConfig` field, from the fields' metadata
-# (`wsdhash.settings`; a dict field's policy covers its entries, "method_options.*").
+# The resume policy of each `TrainConfig` setting, by its key in the flat form (the
+# fields' metadata, `wsdhash.settings`; a dict field's policy covers its entries,
+# "method_options.*").
 _POLICIES = settings.resume_policies(TrainConfig)
 # Fields that do not change what a run computes: a resumed run may differ in them.
 RESUME_FREE_FIELDS = tuple(f for f, policy in _POLICIES.items() if policy == settings.FREE)
@@ -122,8 +123,9 @@ def _policy(field: str) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class SettingChange:
-    """A `TrainConfig` field (dotted for nested ones) whose value differs from the
-    stored run's; `changeable`: whether `check_resume` can allow it."""
+    """A `TrainConfig` setting (its key: "bits", "optimizer.learning_rate") whose
+    value differs from the stored run's; `changeable`: whether `check_resume` can
+    allow it."""
 
     field: str
     stored: Any
@@ -181,7 +183,7 @@ def resume_differences(stored: dict, config) -> list[SettingChange]:
     `RESUME_FREE_FIELDS` and the fields the stored run did not record (except those of
     `UNRECORDED_DEFAULTS`, compared with the value such a run used)."""
     old = {**UNRECORDED_DEFAULTS, **_flatten(stored)}
-    new = _flatten(json.loads(json.dumps(dataclasses.asdict(config))))
+    new = _flatten(json.loads(json.dumps(to_flat_dict(config))))
     changes = []
     for field in sorted(set(old) & set(new)):
         if _policy(field) == settings.FREE or _same_setting(field, old[field], new[field]):

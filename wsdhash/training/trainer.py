@@ -106,7 +106,7 @@ def non_finite_message(config: TrainConfig, loss: float, step: int, keeper) -> s
     )
     rate = config.optimizer.learning_rate
     hint = f"lower --lr (now {rate:g}; try {rate / 10:g})"
-    if config.backbone == "features":
+    if config.model.backbone == "features":
         hint += " or drop the flags that override the features recipe (--recipe)"
     return f"Loss is {loss} at step {step}; stopping ({kept}). To fix: {hint}."
 
@@ -319,24 +319,27 @@ class _Run:
     @classmethod
     def start(cls, config: TrainConfig, strategy, output_dir: str, resume) -> _Run:
         keras.utils.set_random_seed(config.seed)
-        if config.mixed_precision == "bfloat16":
+        if config.model.mixed_precision == "bfloat16":
             keras.mixed_precision.set_global_policy("mixed_bfloat16")
         data = _RunData.load(config)
         method = data.method
         state = _TrainingState.build(config, strategy, method, data.num_targets)
         pipeline_config = state.backbone.pipeline_config(
-            config.image_size, config.crop_size, config.ten_crop, augment=config.augment
+            config.data.image_size,
+            config.data.crop_size,
+            config.data.ten_crop,
+            augment=config.data.augment,
         )
         keeper = CheckpointKeeper(
             os.path.join(output_dir, "checkpoints"),
-            keep=config.keep_checkpoints,
+            keep=config.schedule.keep_checkpoints,
             model=state.model,
             loss=state.loss,
             step=state.step,
             **state.optimizer.optimizers,
         )
         restored = keeper.restore_latest()
-        if config.head_init and not restored:
+        if config.model.head_init and not restored:
             _initialize_head(config, state, data, pipeline_config)
         method.after_restore(state.loss)
         start = int(state.step.numpy())
@@ -347,7 +350,7 @@ class _Run:
             )
         )
         train_step = _make_train_step(strategy, state, method, config)
-        encode = Encoder(state.model, pipeline_config, max(config.batch_size, 32))
+        encode = Encoder(state.model, pipeline_config, max(config.sampler.batch_size, 32))
         return cls(
             config=config,
             output_dir=output_dir,
@@ -370,8 +373,8 @@ class _Run:
 
     def is_validation_step(self, current: int) -> bool:
         config = self.config
-        return bool(config.eval_every and current % config.eval_every == 0) or (
-            current == config.steps
+        return bool(config.schedule.eval_every and current % config.schedule.eval_every == 0) or (
+            current == config.schedule.steps
         )
 
     def validate_and_select(self, current: int) -> None:
@@ -381,7 +384,7 @@ class _Run:
             for name in ("validation", "test"):
                 if name in scores:
                     tf.summary.scalar(f"map/{name}", scores[name])
-        name = self.config.select_on
+        name = self.config.evaluation.select_on
         if name in scores and self.keeper.offer_best(current, scores[name], name):
             logging.info("step %d: new best %s mAP %.4f", current, name, scores[name])
 
@@ -394,22 +397,22 @@ def _training_loop(run: _Run) -> None:
         # Stopped during (or right after) this step's validation: it is run again
         # (a repeat changes nothing: the score must beat the best to count).
         run.validate_and_select(start)
-    progress = _Progress(config.steps, start)
-    while int(state.step.numpy()) < config.steps:
+    progress = _Progress(config.schedule.steps, start)
+    while int(state.step.numpy()) < config.schedule.steps:
         terms = run.train_step(run.iterator)
         state.step.assign_add(1)
         current = int(state.step.numpy())
         values = {name: float(value) for name, value in terms.items()}
         if not math.isfinite(values["loss"]):
             raise NonFiniteLossError(non_finite_message(config, values["loss"], current, keeper))
-        if current % config.log_every == 0 or current == config.steps:
+        if current % config.schedule.log_every == 0 or current == config.schedule.steps:
             progress.report(current, values)
             _write_summaries(run.writer, current, values, state.optimizer)
         method.after_step(current, run.encode_train, state.loss)
         if run.is_validation_step(current):
             keeper.save(current)  # first: a failure in validation loses no training
             run.validate_and_select(current)
-        elif current % config.checkpoint_every == 0:
+        elif current % config.schedule.checkpoint_every == 0:
             keeper.save(current)
     run.writer.flush()
 
@@ -426,15 +429,15 @@ def _final_evaluation(run: _Run) -> dict:
     contents.model_fingerprint = weights_fingerprint(run.state.model)
     write_codes_file(os.path.join(run.output_dir, "codes.h5"), contents)
     # Without validation queries nothing is selected: the final weights are evaluated.
-    selected_on = "final" if selected is None else config.select_on
+    selected_on = "final" if selected is None else config.evaluation.select_on
     metrics = {
         **result.to_dict(include_radius_curve=False),
         "selected_on": selected_on,
         "selected_checkpoint": selected,
         "best_selection_score": run.keeper.best_score(),
-        "steps": config.steps,
+        "steps": config.schedule.steps,
     }
-    if config.select_on == "test":
+    if config.evaluation.select_on == "test":
         metrics["note"] = (
             "checkpoint selected on the test queries, as the original code does; "
             "optimistic compared with validation selection"
@@ -463,25 +466,27 @@ class _RunData:
 
     @property
     def num_targets(self) -> int:
-        return getattr(self.train, self.method.config.supervision).shape[1]
+        return getattr(self.train, self.method.config.method.supervision).shape[1]
 
     @classmethod
     def load(cls, config: TrainConfig) -> _RunData:
-        dataset = datasets.get_dataset(config.dataset, config.data_dir, **config.dataset_options)
-        method = METHODS.get(config.method)(config)
+        dataset = datasets.get_dataset(
+            config.data.dataset, config.data.data_dir, **config.data.dataset_options
+        )
+        method = METHODS.get(config.method.name)(config)
         # The split the method trains on: "train", or "database" for a method that learns
         # the database's codes (ADSH).
         train_split, validation, validation_database = carve_validation(
             dataset.split(method.training_split),
-            config.validation_size,
+            config.evaluation.validation_size,
             config.seed,
-            config.validation_database,
+            config.evaluation.validation_database,
         )
         train_split, validation, validation_database = _processed_tags(
             config, train_split, validation, validation_database
         )
         train_split, validation = method.prepare_splits(train_split, validation)
-        _check_targets(config, getattr(train_split, config.supervision))
+        _check_targets(config, getattr(train_split, config.method.supervision))
         if dataset.image_files:
             check_image_files([dataset.split(name) for name in ("train", "query", "database")])
         return cls(dataset, method, train_split, validation, validation_database)
@@ -492,25 +497,26 @@ def _processed_tags(config: TrainConfig, *splits: SplitData | None) -> tuple:
     processing left them (synonyms merged, rare and dropped tags gone), not on the raw
     columns: the merge map is applied here, once, whatever the method, to the training
     split and the validation splits carved from it (None stays None)."""
-    if config.supervision != "tags" or not config.tag_dir:
+    if config.method.supervision != "tags" or not config.method.tag_dir:
         return splits
-    merge_map = tag_files.load_tag_targets(config.tag_dir, splits[0].tags.shape[1])
+    merge_map = tag_files.load_tag_targets(config.method.tag_dir, splits[0].tags.shape[1])
     return tuple(tag_files.merged_split(split, merge_map) for split in splits)
 
 
 def _check_targets(config: TrainConfig, targets: np.ndarray) -> None:
     """Refuses training targets that are missing or all zero (nothing would train)."""
-    other = "tags" if config.supervision == "labels" else "labels"
+    other = "tags" if config.method.supervision == "labels" else "labels"
     if targets.shape[1] == 0:
         raise ValueError(
-            f"Dataset {config.dataset!r} has no training {config.supervision}; "
+            f"Dataset {config.data.dataset!r} has no training {config.method.supervision}; "
             f"use --supervision={other}."
         )
     if not np.any(targets):
         raise ValueError(
-            f"Dataset {config.dataset!r} ({config.data_dir}): every item of its training "
-            f"split has all-zero {config.supervision}, so the loss would be 0 and nothing "
-            f"would train; check its list files (--data_dir) or use --supervision={other}."
+            f"Dataset {config.data.dataset!r} ({config.data.data_dir}): every item of its "
+            f"training split has all-zero {config.method.supervision}, so the loss would be 0 "
+            "and nothing would train; check its list files (--data_dir) or use "
+            f"--supervision={other}."
         )
 
 
@@ -556,12 +562,12 @@ def _initialize_head(config, state: _TrainingState, data: _RunData, pipeline_con
     features = data.train.features
     if features is None:
         model = backbone_features_model(state.model, state.hashing)
-        features = Encoder(model, pipeline_config, max(config.batch_size, 32))(data.train)
+        features = Encoder(model, pipeline_config, max(config.sampler.batch_size, 32))(data.train)
     _, head = split_hashing_model(state.hashing)
-    head_init.initialize_head(head, features, config.head_init, config.seed)
+    head_init.initialize_head(head, features, config.model.head_init, config.seed)
     logging.info(
         "The head starts from %s fitted on %d training rows (--head_init).",
-        config.head_init,
+        config.model.head_init,
         len(features),
     )
 
@@ -583,16 +589,16 @@ def _training_shards(config: TrainConfig, data: _RunData):
     """With --data_format=tfrecord*: (the shards of the split the method trains on,
     checked against the manifest and the list files; the shard row of each training
     item). None with files."""
-    if config.data_format == "files":
+    if config.data.data_format == "files":
         return None
     source = data.dataset.split(data.method.training_split)
-    _, images = tfrecords.open_split(config.tfrecords, source)
+    _, images = tfrecords.open_split(config.data.tfrecords, source)
     rows = tfrecords.source_rows(source, data.train)
     logging.info(
         "Training images from %d TFRecord shards in %s (%s).",
         len(images.files),
-        config.tfrecords,
-        config.data_format,
+        config.data.tfrecords,
+        config.data.data_format,
     )
     return images, rows
 
@@ -601,28 +607,29 @@ def _training_input(config, strategy, data: _RunData, pipeline_config, start: in
     """The input function of `distribute_datasets_from_function`, positioned at step
     `start` (seeded order: resuming continues the same sequence of batches). The order
     is the method's own (`Method.index_stream`), class-balanced batches, or shuffled;
-    images come from their files or from TFRecord shards (`config.data_format`)."""
+    images come from their files or from TFRecord shards (`config.data.data_format`)."""
     train_split, method = data.train, data.method
     num_pipelines = max(strategy.num_replicas_in_sync // _replicas_per_worker(strategy), 1)
     index_stream = method.index_stream(train_split)
     shards = _training_shards(config, data)
     image_reader = None if shards is None else shards[0].reader(shards[1])
-    streamed = config.data_format == "tfrecord_stream"
-    if streamed and (index_stream is not None or config.sampler != "uniform"):
+    streamed = config.data.data_format == "tfrecord_stream"
+    if streamed and (index_stream is not None or config.sampler.kind != "uniform"):
         raise ValueError(
             "--data_format=tfrecord_stream reads the shards in its own order; --method="
-            f"{config.method} with --sampler={config.sampler} needs --data_format=tfrecord."
+            f"{config.method.name} with --sampler={config.sampler.kind} needs "
+            "--data_format=tfrecord."
         )
-    if index_stream is not None and config.sampler == "class_balanced":
+    if index_stream is not None and config.sampler.kind == "class_balanced":
         raise ValueError(
-            f"--method={config.method} orders its own training items; it cannot use "
+            f"--method={config.method.name} orders its own training items; it cannot use "
             "--sampler=class_balanced."
         )
-    if config.sampler == "class_balanced":
+    if config.sampler.kind == "class_balanced":
         sampler = ClassBalancedSampler(
             train_split.labels,
-            classes_per_batch=config.classes_per_batch,
-            images_per_class=config.images_per_class,
+            classes_per_batch=config.sampler.classes_per_batch,
+            images_per_class=config.sampler.images_per_class,
             seed=config.seed,
         )
 
@@ -645,10 +652,10 @@ def _training_input(config, strategy, data: _RunData, pipeline_config, start: in
             train_split,
             pipeline_config,
             training=True,
-            batch_size=config.batch_size,
+            batch_size=config.sampler.batch_size,
             seed=config.seed,
             input_context=context,
-            skip_elements=start * config.batch_size // num_pipelines,
+            skip_elements=start * config.sampler.batch_size // num_pipelines,
             index_stream=index_stream,
             image_reader=None if streamed else image_reader,
             stream=stream,
@@ -660,7 +667,7 @@ def _training_input(config, strategy, data: _RunData, pipeline_config, start: in
 def _make_train_step(strategy, state: _TrainingState, method, config: TrainConfig):
     """One optimisation step over the global batch; returns the loss terms' means."""
     forward, loss_layer, optimizer = state.forward, state.loss, state.optimizer
-    targets_key, global_batch = config.supervision, float(config.batch_size)
+    targets_key, global_batch = config.method.supervision, float(config.sampler.batch_size)
     with_features = method.uses_backbone_features
 
     @tf.function
@@ -708,7 +715,7 @@ class _Evaluation:
 
     def __init__(self, config: TrainConfig, data: _RunData, encode: Encoder):
         self.config, self.data, self.encode = config, data, encode
-        self.protocol = config.evaluation_protocol(data.dataset.topk)
+        self.protocol = config.evaluation.protocol(data.dataset.topk)
 
     def test(self):
         """(metrics, {"query": features, "database": features}) on the test splits."""
@@ -741,7 +748,7 @@ class _Evaluation:
             )
             scores["validation"] = result.map
             scores["validation_name"] = result.map_name
-        if self.config.select_on == "test":
+        if self.config.evaluation.select_on == "test":
             result = self.test()[0]
             scores["test"] = result.map
             scores["test_name"] = result.map_name
