@@ -210,10 +210,13 @@ def test_beta_schedule_and_resume(tmp_path):
     assert scale_at(200) == scale_at(399) == math.sqrt(2.0)
     assert scale_at(400) == pytest.approx(math.sqrt(3.0))
 
-    class Config:
-        bits, seed, method_options = 4, 0, {"step_size": 3}
+    from wsdhash.training.config import MethodConfig, ModelConfig, TrainConfig
 
-    method = HashNet(Config())
+    config = TrainConfig(
+        model=ModelConfig(bits=4),
+        method=MethodConfig(name="hashnet", options={"step_size": 3}),
+    )
+    method = HashNet(config)
     layer = method.build_loss(2)
     seen = []
     for step in range(1, 8):  # forward pass `step` reads beta, then after_step(step)
