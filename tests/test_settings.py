@@ -200,6 +200,8 @@ def test_training_resume_policy_is_the_one_run_info_kept_by_hand():
         "validation_database": "train",
         "data_format": "files",
         "tfrecords": "",
+        "head_hidden": 0,
+        "head_dropout": 0.5,
     }
     paths = {f for f, p in settings.resume_policies(TrainConfig).items() if p == PATH}
     assert paths == {"data_dir", "tag_dir", "weights", "dataset_options", "tfrecords"}
@@ -215,6 +217,7 @@ RECORDED_KEYS = {
     *"mixed_precision log_every sampler classes_per_batch images_per_class tag_dir".split(),
     *"quantizer_update_every quantizer normalization empty ties head_init".split(),
     *"data_format tfrecords".split(),
+    *"head_hidden head_dropout".split(),  # added later: unrecorded = no hidden layer
 }
 
 

@@ -121,3 +121,42 @@ def test_with_backbone_features_shares_the_model():
     normalized = model.get_layer("normalization")(images)
     np.testing.assert_allclose(features, hashing.backbone(normalized), rtol=1e-6, atol=1e-6)
     assert {id(v) for v in both.weights} == {id(v) for v in model.weights}
+
+
+def test_a_hidden_layer_goes_before_the_head_and_drops_out_only_in_training():
+    spec = build_backbone("small_cnn")
+    model = build_hashing_model(spec, "tanh", BITS, seed=0, hidden=16, dropout=0.5)
+    head = model.head
+    assert [layer.name for layer in head.layers] == [
+        "hidden_fc",
+        "hidden_dropout",
+        "hash_fc",
+        "hash_tanh",
+    ]
+    assert head.get_layer("hidden_fc").activation is keras.activations.relu
+    assert head.get_layer("hidden_fc").units == 16
+    # The head's variables are the hidden layer's and the hash layer's, apart from the
+    # backbone's, and the whole model's are the two together.
+    backbone_ids = {id(v) for v in model.backbone.trainable_variables}
+    head_ids = {id(v) for v in model.head.trainable_variables}
+    assert len(head_ids) == 4 and not backbone_ids & head_ids
+    assert backbone_ids | head_ids == {id(v) for v in model.trainable_variables}
+    images = np.random.default_rng(0).uniform(0, 1, (4, 40, 40, 3)).astype(np.float32)
+    first, second = model(images, training=False), model(images, training=False)
+    np.testing.assert_array_equal(first, second)  # no dropout at inference
+    hidden = head.get_layer("hidden_fc")(model.backbone(images, training=False))
+    expected = head.get_layer("hash_tanh")(head.get_layer("hash_fc")(hidden))
+    np.testing.assert_allclose(first, expected, rtol=1e-5, atol=1e-6)
+    trained = np.stack([model(images, training=True).numpy() for _ in range(3)])
+    assert not np.allclose(trained[0], trained[1])  # a different dropout mask each call
+    # hidden=0 builds the published head alone.
+    plain = build_hashing_model(spec, "tanh", BITS, seed=0)
+    assert [layer.name for layer in plain.head.layers] == ["hash_fc", "hash_tanh"]
+
+
+def test_head_init_and_a_hidden_layer_are_refused_together():
+    from wsdhash.training.config import ModelConfig
+
+    with pytest.raises(ValueError, match="--head_init=itq .* --head_hidden=64"):
+        ModelConfig(head_init="itq", head_hidden=64)
+    assert ModelConfig(head_hidden=64).head_dropout == 0.5

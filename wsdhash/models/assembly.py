@@ -46,7 +46,14 @@ def build_model(
         the normalisation layer).
     """
     backbone = build_backbone_for(config)
-    hashing = build_hashing_model(backbone, config.model.head, output_dim, seed=config.seed)
+    hashing = build_hashing_model(
+        backbone,
+        config.model.head,
+        output_dim,
+        seed=config.seed,
+        hidden=config.model.head_hidden,
+        dropout=config.model.head_dropout,
+    )
     if sync_batch_norm:
         for layer in hashing._flatten_layers(include_self=False, recursive=True):
             if isinstance(layer, keras.layers.BatchNormalization):

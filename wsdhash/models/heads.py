@@ -123,8 +123,34 @@ HEADS.register("linear_bn")(linear_bn_head)
 # -----------------------------------------------------------------------------
 
 
+def with_hidden_layer(
+    head: keras.Sequential, units: int, dropout: float, *, seed: int = 0
+) -> keras.Sequential:
+    """`head` behind Dense(units, ReLU, Glorot-uniform) and Dropout(dropout): the
+    fully connected layer an end-to-end network fine-tunes before its hash layer (AlexNet's
+    fc7), for a head on features extracted once (`--head_hidden`). Still one layer named
+    "hash_head"; dropout acts only while training."""
+    layers = [
+        keras.layers.Dense(
+            units,
+            activation="relu",
+            kernel_initializer=keras.initializers.GlorotUniform(seed=seed),
+            name="hidden_fc",
+        )
+    ]
+    if dropout:
+        layers.append(keras.layers.Dropout(dropout, seed=seed, name="hidden_dropout"))
+    return keras.Sequential(layers + list(head.layers), name=HEAD_NAME)
+
+
 def build_hashing_model(
-    backbone: BackboneSpec, head: str, bits: int, *, seed: int = 0
+    backbone: BackboneSpec,
+    head: str,
+    bits: int,
+    *,
+    seed: int = 0,
+    hidden: int = 0,
+    dropout: float = 0.0,
 ) -> keras.Model:
     """Backbone + hash head: normalised images (B, S, S, 3) -> relaxed codes (B, K).
 
@@ -144,11 +170,15 @@ def build_hashing_model(
         head: a name in `HEADS`.
         bits: K, the code length.
         seed: seeds the head's initialisation.
+        hidden, dropout: a hidden layer of `hidden` units before the head
+            (`with_hidden_layer`); 0: none.
 
     Returns:
         A `keras.Model` named "hashing_model" with `.backbone` and `.head` attributes.
     """
     head_layer = HEADS.get(head)(bits, seed=seed)
+    if hidden:
+        head_layer = with_hidden_layer(head_layer, hidden, dropout, seed=seed)
     inputs = keras.Input(backbone.model.input_shape[1:], name="image")
     codes = head_layer(backbone.model(inputs))  # (B, K)
     model = keras.Model(inputs, codes, name="hashing_model")

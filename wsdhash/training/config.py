@@ -186,6 +186,10 @@ class ModelConfig:
             starts from, fitted on the training split's backbone features
             (wsdhash/training/head_init.py).
         mixed_precision: "none" or "bfloat16" (no loss scaling needed).
+        head_hidden: units of a hidden ReLU layer between the backbone and the hash
+            head (0: none, the published heads); with features extracted once, it plays
+            the fully connected layers an end-to-end network would fine-tune.
+        head_dropout: dropout after that hidden layer while training.
     """
 
     backbone: str = setting(
@@ -204,9 +208,27 @@ class ModelConfig:
         "random initialiser.",
     )
     mixed_precision: str = setting("none", choices=MIXED_PRECISIONS, help="Mixed precision.")
+    head_hidden: int = setting(
+        0,
+        help="Units of a hidden ReLU layer (with dropout) before the hash head; 0: none.",
+        bound=Bound(0, 2**16),
+        unrecorded=0,
+    )
+    head_dropout: float = setting(
+        0.5,
+        help="Dropout rate after --head_hidden's layer while training.",
+        bound=Bound(0, 0.95),
+        unrecorded=0.5,
+    )
 
     def __post_init__(self):
         settings.check(self)
+        if self.head_init and self.head_hidden:
+            raise ValueError(
+                f"--head_init={self.head_init} starts the hash layer from the backbone's "
+                f"features; with --head_hidden={self.head_hidden} its input is the hidden "
+                "layer's instead. Use one of them."
+            )
 
 
 @dataclasses.dataclass(frozen=True)
