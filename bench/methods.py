@@ -116,7 +116,7 @@ def _train(method: str, bits: int, seed: int, tag_dir: str) -> Row:
         method=MethodConfig(
             name=method,
             supervision=SUPERVISION.get(method, "labels"),
-            tag_dir=tag_dir,
+            tag_dir=tag_dir if SUPERVISION.get(method) == "tags" else "",
             quantizer_update_every=max(FLAGS.steps // 3, 1),
         ),
         sampler=SamplerConfig(batch_size=64),
