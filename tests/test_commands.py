@@ -117,3 +117,39 @@ def test_the_kept_spelling_runs_the_command_and_shows_its_help(name):
         defined[0] if defined else {"define_seed": "seed", "define_output": "output"}[groups[0]]
     )
     assert re.search(rf"^\s+--(\[no\])?{expected}\b", text, re.M), text[-2000:]
+
+
+def test_no_library_module_imports_a_command():
+    """Only the kept `python -m` spellings (shims) import wsdhash.commands from outside
+    it: the library never depends on an entry point."""
+    package = os.path.join(ROOT, "wsdhash")
+    importers = set()
+    for folder, _, files in os.walk(package):
+        for name in files:
+            path = os.path.join(folder, name)
+            if not name.endswith(".py") or path.startswith(COMMANDS + os.sep):
+                continue
+            with open(path, encoding="utf-8") as f:
+                tree = ast.parse(f.read(), path)
+            for node in ast.walk(tree):
+                modules = []
+                if isinstance(node, ast.ImportFrom) and node.module:
+                    modules = [node.module]
+                elif isinstance(node, ast.Import):
+                    modules = [alias.name for alias in node.names]
+                if any(
+                    m == "wsdhash.commands" or m.startswith("wsdhash.commands.") for m in modules
+                ):
+                    importers.add(os.path.relpath(path, package))
+    shims = {f"{name}.py" for name in _command_names()} - {
+        "prepare.py",
+        "baselines.py",
+        "export.py",
+    }
+    shims |= {"data/prepare.py", "baselines/__main__.py", "export/__main__.py"}
+    assert importers == shims
+    for shim in shims:  # each is the three-line shim, nothing more
+        with open(os.path.join(package, shim), encoding="utf-8") as f:
+            code = [line for line in f.read().splitlines()[1:] if line.strip()]
+        assert code[0].startswith("from wsdhash.commands.") and code[0].endswith(" import run")
+        assert code[1:] == ['if __name__ == "__main__":', "    run()"], (shim, code)
