@@ -9,6 +9,7 @@ import shutil
 import keras
 import tensorflow as tf
 
+from wsdhash import atomic_files
 from wsdhash.data.image_header import DEFAULT_MAX_PIXELS
 from wsdhash.export.module import HashingServingModule
 from wsdhash.model_fingerprint import EXPORT_INFO_FILE, weights_fingerprint
@@ -50,8 +51,7 @@ def export_saved_model(
     )
     parent = os.path.dirname(output)
     os.makedirs(parent, exist_ok=True)
-    temporary = f"{output}.tmp-{os.getpid()}"
-    shutil.rmtree(temporary, ignore_errors=True)
+    temporary = atomic_files.building_folder(output)
     try:
         tf.saved_model.save(
             module,
@@ -72,13 +72,7 @@ def export_saved_model(
             # The head's fingerprint also for a composed model: it is what the run's
             # codes file (and an index built from it) records.
             json.dump({"model_fingerprint": weights_fingerprint(model), **(info or {})}, f)
-        if os.path.exists(output):
-            old = f"{output}.old-{os.getpid()}"
-            os.replace(output, old)
-            os.replace(temporary, output)
-            shutil.rmtree(old)
-        else:
-            os.replace(temporary, output)
+        atomic_files.replace_folder(temporary, output)
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
     return output
