@@ -117,7 +117,10 @@ def _train(method: str, bits: int, seed: int, tag_dir: str) -> Row:
             name=method,
             supervision=SUPERVISION.get(method, "labels"),
             tag_dir=tag_dir if SUPERVISION.get(method) == "tags" else "",
-            quantizer_update_every=max(FLAGS.steps // 3, 1),
+            # WSDHQ's quantizer runs before each of the three validations.
+            options={"quantizer_update_every": max(FLAGS.steps // 3, 1)}
+            if method == "wsdhq"
+            else {},
         ),
         sampler=SamplerConfig(batch_size=64),
         optimizer=OptimizerConfig(name="adam", learning_rate=1e-3),

@@ -243,8 +243,13 @@ def train_row(name: str, data: tuple, tag_dirs: dict, folder: str, seed: int, to
     method, _, targets = name.partition("_")
     supervision = "labels" if targets == "labels" else "tags"
     tag_dir = tag_dirs.get("ppmi" if targets == "merged" else targets, "")
-    options = {"quantization_weight": FLAGS.wsdhq_quantization_weight} if method == "wsdhq" else {}
     steps = FLAGS.steps
+    options = {}
+    if method == "wsdhq":
+        options = {
+            "quantization_weight": FLAGS.wsdhq_quantization_weight,
+            "quantizer_update_every": max(steps // 3, 1),
+        }
     data_settings, backbone = data
     config = TrainConfig(
         data=data_settings,
@@ -256,7 +261,6 @@ def train_row(name: str, data: tuple, tag_dirs: dict, folder: str, seed: int, to
             options=options,
             supervision=supervision,
             tag_dir=tag_dir,
-            quantizer_update_every=max(steps // 3, 1),
         ),
         sampler=SamplerConfig(batch_size=64),
         optimizer=OptimizerConfig(name="adam", learning_rate=FLAGS.learning_rate),

@@ -185,7 +185,6 @@ def test_training_resume_policy_is_the_one_run_info_kept_by_hand():
     assert set(run_info.RESUME_CHANGEABLE) == {
         "steps",
         "eval_every",
-        "quantizer_update_every",
         "optimizer.learning_rate",
         "optimizer.backbone_lr_multiplier",
         "optimizer.momentum",
@@ -208,14 +207,16 @@ def test_training_resume_policy_is_the_one_run_info_kept_by_hand():
 
 
 # run_info.json's "config" keys before the settings were grouped: old runs hold them,
-# and the search service and the reports read them.
+# and the search service and the reports read them. Only WSDHQ's "quantizer" and
+# "quantizer_update_every" have moved since, into "method_options" (its options;
+# `config.upgrade_recorded` reads the old runs).
 RECORDED_KEYS = {
     *"dataset data_dir dataset_options backbone weights allow_pickle head bits".split(),
     *"method method_options supervision batch_size steps optimizer seed workdir".split(),
     *"image_size crop_size ten_crop augment eval_every checkpoint_every".split(),
     *"keep_checkpoints validation_size validation_database select_on topk".split(),
     *"mixed_precision log_every sampler classes_per_batch images_per_class tag_dir".split(),
-    *"quantizer_update_every quantizer normalization empty ties head_init".split(),
+    *"normalization empty ties head_init".split(),
     *"data_format tfrecords".split(),
     *"head_hidden head_dropout".split(),  # added later: unrecorded = no hidden layer
 }

@@ -56,8 +56,7 @@ SETTINGS = {
         supervision="tags",
         tag_dir=_tags(data_dir, tag_dir),
         head="tanh",
-        quantizer_update_every=2,
-        method_options={"quantization_weight": 0.1},
+        method_options={"quantization_weight": 0.1, "quantizer_update_every": 2},
     ),
     # Two outer iterations of 2 steps in 4 (V is updated at steps 2 and 4).
     "adsh": lambda *_: dict(

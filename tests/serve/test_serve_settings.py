@@ -71,6 +71,7 @@ def test_thread_flags_reach_tensorflow_and_the_server_names_its_stack(served_fil
     )
 
 
+@pytest.mark.slow  # a second server start-up (70 s on 2 cores); the one above covers the flags
 def test_default_threads_are_tensorflows_choice(served_files, tmp_path):
     line = _settings_line(_start(served_files, tmp_path))
     assert line.endswith("TensorFlow threads: intra-op auto, inter-op auto"), line

@@ -288,6 +288,79 @@ def test_resume_with_changes_takes_flag_names(parse):
     ]
     parse("--method=orthohash", "--resume_with_changes=orthohash_codebook")
     assert train.fields_for_flags(FLAGS.resume_with_changes) == ["method_options.codebook_method"]
+    # WSDHQ's quantizer period is its option; the quantizer itself must match.
+    parse("--method=wsdhq", "--resume_with_changes=quantizer_update_every,wsdhq_gamma")
+    assert train.fields_for_flags(FLAGS.resume_with_changes) == [
+        "method_options.quantizer_update_every",
+        "method_options.gamma",
+    ]
+    parse("--method=wsdhq", "--resume_with_changes=quantizer")
+    with pytest.raises(cli.UsageError, match="'quantizer' cannot change on resume"):
+        train.fields_for_flags(FLAGS.resume_with_changes)
+    parse("--method=hyp2", "--resume_with_changes=quantizer_update_every")  # not hyp2's
+    with pytest.raises(cli.UsageError, match="'quantizer_update_every' cannot change"):
+        train.fields_for_flags(FLAGS.resume_with_changes)
+
+
+def _wsdhq(data_dir, workdir, **options):
+    return tiny_config(
+        data_dir,
+        workdir,
+        method="wsdhq",
+        supervision="tags",
+        method_options={
+            "gamma": 1.0,
+            "quantizer": "additive",
+            "quantizer_update_every": 0,
+            **options,
+        },
+    )
+
+
+def test_wsdhq_runs_recorded_with_top_level_quantizer_keys_read_and_resume(data_dir, tmp_path):
+    """Before the quantizer became WSDHQ's options, run_info.json held "quantizer" and
+    "quantizer_update_every" beside "method" for every method's run."""
+    workdir = tmp_path / "old"
+    os.makedirs(workdir / "checkpoints")
+    (workdir / "checkpoints" / "checkpoint").write_text('model_checkpoint_path: "ckpt-4"\n')
+    run_info.write_run_info(str(workdir), _wsdhq(data_dir, workdir, quantizer="product"))
+    info = read_json(workdir / "run_info.json")
+    recorded = info["config"]
+    assert recorded["method_options"]["quantizer"] == "product"
+    old = dict(recorded, method_options={"gamma": 1.0}, quantizer="product")
+    old["quantizer_update_every"] = 0
+    info["config"] = old  # as the code before the options wrote it
+    (workdir / "run_info.json").write_text(json.dumps(info))
+
+    assert config_from_dict(old) == config_from_dict(recorded)
+    assert config_from_dict(old).method.options == {
+        "gamma": 1.0,
+        "quantizer": "product",
+        "quantizer_update_every": 0,
+    }
+    # Another method's old run recorded the two keys too; they are not its settings.
+    other = dict(old, method="hyp2", supervision="labels", method_options={"beta": 0.5})
+    assert config_from_dict(other).method.options == {"beta": 0.5}
+
+    same = _wsdhq(data_dir, workdir, quantizer="product")
+    assert run_info.check_resume(same, str(workdir))[1] == []
+    # The quantizer must match, even with every method option allowed to change.
+    with pytest.raises(run_info.ResumeMismatchError) as raised:
+        run_info.check_resume(
+            _wsdhq(data_dir, workdir), str(workdir), allow=["method_options.*", "steps"]
+        )
+    assert [str(c) for c in raised.value.changes] == [
+        "method_options.quantizer: product -> additive"
+    ]
+    assert "--resume_with_changes" not in str(raised.value)
+    # Its period may change when named, as before.
+    faster = _wsdhq(data_dir, workdir, quantizer="product", quantizer_update_every=5)
+    with pytest.raises(run_info.ResumeMismatchError, match="quantizer_update_every: 0 -> 5"):
+        run_info.check_resume(faster, str(workdir))
+    allowed = run_info.check_resume(
+        faster, str(workdir), allow=["method_options.quantizer_update_every"]
+    )
+    assert [str(c) for c in allowed[1]] == ["method_options.quantizer_update_every: 0 -> 5"]
 
 
 def test_the_command_line_refuses_other_settings_and_a_held_workdir(parse, tmp_path):

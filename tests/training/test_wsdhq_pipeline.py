@@ -46,7 +46,9 @@ def tagged(tmp_path_factory):
     return data_dir, tag_dir
 
 
-@pytest.mark.parametrize("quantizer", ["additive", "product"])
+# The product quantizer's run is slow-marked (70 s on 2 cores): its encoder, codes and
+# AQD index have their own tests under tests/quantization and tests/index.
+@pytest.mark.parametrize("quantizer", ["additive", pytest.param("product", marks=pytest.mark.slow)])
 def test_wsdhq_trains_from_tags_and_writes_aqd_codes(tagged, tmp_path, quantizer):
     data_dir, tag_dir = tagged
     workdir = tmp_path / "run"

@@ -338,6 +338,7 @@ def _train_and_export(name: str, tag_dir: str, topk):
     from wsdhash.eval import read_codes_file
     from wsdhash.eval.file_evaluation import evaluate_codes_file
     from wsdhash.export import saved_model, trained_run
+    from wsdhash.methods import METHODS
     from wsdhash.training import trainer
     from wsdhash.training.config import (
         DataConfig,
@@ -353,6 +354,9 @@ def _train_and_export(name: str, tag_dir: str, topk):
     run = TRAINED[name]
     workdir = os.path.join(FLAGS.workdir, f"{name}_{FLAGS.train_bits}")
     every = max(FLAGS.train_steps // 3, 1)
+    options = run.options(tag_dir)
+    if METHODS.get(run.method).option("quantizer_update_every") is not None:
+        options["quantizer_update_every"] = every  # the quantizer runs before each validation
     config = TrainConfig(
         data=DataConfig(
             dataset="builtin",
@@ -367,10 +371,9 @@ def _train_and_export(name: str, tag_dir: str, topk):
         model=ModelConfig(backbone="small_cnn", head=run.head, bits=FLAGS.train_bits),
         method=MethodConfig(
             name=run.method,
-            options=run.options(tag_dir),
+            options=options,
             supervision=run.supervision,
             tag_dir=tag_dir,
-            quantizer_update_every=every,
         ),
         sampler=SamplerConfig(batch_size=64),
         optimizer=OptimizerConfig(name=run.optimizer, learning_rate=run.learning_rate),

@@ -155,19 +155,18 @@ def fields_for_flags(names: list[str]) -> list[str]:
 
     by_flag = {_FIELD_FLAGS.get(f, f): f for f in RESUME_CHANGEABLE if "*" not in f}
     by_flag["epochs"] = "steps"
-    own = {flag: opt for (method, opt), flag in _METHOD_FLAGS.items() if method == FLAGS.method}
+    for option in METHODS.get(FLAGS.method).options:  # the method's own changeable flags
+        if option.resume == settings.CHANGEABLE:
+            by_flag[option.flag] = f"method_options.{option.argument}"
     fields = []
     for name in names:
         name = name.strip().removeprefix("--")
-        if name in by_flag:
-            fields.append(by_flag[name])
-        elif name.startswith(f"{FLAGS.method}_") and name in FLAGS:
-            fields.append(f"method_options.{own.get(name, name[len(FLAGS.method) + 1 :])}")
-        else:
+        if name not in by_flag:
             raise cli.UsageError(
                 f"--resume_with_changes: {name!r} cannot change on resume; it takes "
-                f"{', '.join(sorted(by_flag))} and the --{FLAGS.method}_* flags."
+                f"{', '.join(sorted(by_flag))}."
             )
+        fields.append(by_flag[name])
     return fields
 
 

@@ -17,10 +17,12 @@ quantizer). The life of a run:
     method.before_final(encode_train, loss); method.codes_file(...)
     method.serving_encoder(checkpoint)                             # extra outputs
 
-Hyperparameters come from the command line through `options`: each `Option` names
-its flag, the loss argument it fills and its conversion; `wsdhash.train` defines the
-flags from every registered method's options (flags live only in entry points) and
-`options_from_flags` turns flag values into the loss's keyword arguments.
+Settings of its own come from the command line through `options`: each `Option`
+names its flag, the entry of `config.method.options` it fills (a loss keyword, or with
+`loss_argument=False` a setting the method reads itself, as WSDHQ's quantizer), its
+conversion and its resume policy; `wsdhash.train` defines the flags from every
+registered method's options (flags live only in entry points), `options_from_flags`
+turns flag values into that dict, and `loss_arguments` passes the loss its keywords.
 
 Adding a method is a module with a `Method` subclass registered where it is defined
 (`@METHODS.register("name")` on the class; `METHODS` lives here) and its loss under
@@ -40,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from wsdhash import flag_bounds
+from wsdhash import flag_bounds, settings
 from wsdhash.eval import (
     CodesFile,
     CodesSplit,
@@ -56,11 +58,12 @@ from wsdhash.registry import Registry
 
 @dataclasses.dataclass(frozen=True)
 class Option:
-    """One hyperparameter a method takes from the command line.
+    """One setting a method takes from the command line.
 
     Attributes:
         flag: the flag name (stable: flagfiles use it), e.g. "orthohash_margin".
-        argument: the loss keyword it fills, e.g. "margin".
+        argument: its key in `config.method.options` (run_info.json's
+            "method_options"): the loss keyword it fills, e.g. "margin".
         kind: "float", "integer", "bool", "string" or "enum".
         default: the flag's default.
         help: the flag's help text.
@@ -69,6 +72,13 @@ class Option:
         minimum, maximum, above: the range of a "float" or "integer" flag, checked
             before the command does any work (wsdhash/flag_bounds.py); `above`: the
             minimum itself excluded. Default: any finite value in [0, 1e6].
+        loss_argument: whether the loss takes it as a keyword (False: the method reads
+            it from `config.method.options` itself, e.g. WSDHQ's quantizer).
+        resume: its resume policy (`wsdhash.settings`): CHANGEABLE (a resumed run may
+            change it when `--resume_with_changes` names its flag) or MUST_MATCH.
+        recorded_as: the top-level run_info.json key that runs recorded it under before
+            it became an option ("" for none): such runs are read with the value moved
+            into "method_options" (`wsdhash.training.config.config_from_dict`).
     """
 
     flag: str
@@ -81,6 +91,13 @@ class Option:
     minimum: float = 0.0
     maximum: float = 1e6
     above: bool = False
+    loss_argument: bool = True
+    resume: str = settings.CHANGEABLE
+    recorded_as: str = ""
+
+    def __post_init__(self):
+        if self.resume not in (settings.CHANGEABLE, settings.MUST_MATCH):
+            raise ValueError(f"Option {self.flag}: resume policy {self.resume!r}.")
 
     @property
     def bound(self) -> flag_bounds.Bound | None:
@@ -139,8 +156,13 @@ class Method:
 
     @classmethod
     def options_from_flags(cls, flag_values) -> dict[str, Any]:
-        """The loss's keyword arguments from parsed flag values."""
+        """`config.method.options` from parsed flag values."""
         return {option.argument: option.value(flag_values) for option in cls.options}
+
+    @classmethod
+    def option(cls, argument: str) -> Option | None:
+        """The option filling `config.method.options[argument]` (None: no such option)."""
+        return next((o for o in cls.options if o.argument == argument), None)
 
     # --- Data and model --------------------------------------------------------------
 
@@ -153,8 +175,10 @@ class Method:
         return self.config.model.bits
 
     def loss_arguments(self) -> dict[str, Any]:
-        """Keyword arguments of the loss beyond bits, num_classes and seed."""
-        return dict(self.config.method.options)
+        """Keyword arguments of the loss beyond bits, num_classes and seed: the run's
+        method options that are loss arguments."""
+        own = {o.argument for o in self.options if not o.loss_argument}
+        return {k: v for k, v in self.config.method.options.items() if k not in own}
 
     def build_loss(self, num_targets: int):
         """The method's loss layer (losses/), with its variables built."""

@@ -19,8 +19,11 @@ from absl import logging
 from wsdhash.eval import CodesFile, CodesSplit, EvalProtocol
 from wsdhash.eval.metrics import RetrievalMetrics, evaluate_retrieval
 from wsdhash.eval.scorers import FeatureScorer
+from wsdhash.flag_bounds import BIG
 from wsdhash.methods import wsdhq_quantizer
 from wsdhash.methods.base import METHODS, Method, Option
+from wsdhash.quantization import QUANTIZERS
+from wsdhash.settings import MUST_MATCH
 
 # The checkpoint key of the loss's stored training codes (the run's checkpoint tracks
 # the loss layer as `loss`); its rows are the number of training examples.
@@ -92,6 +95,29 @@ class WSDHQ(Method):
             choices=("auto", "faithful", "hypersphere", "product"),
             convert=_quantization_form,
         ),
+        # The quantizer: WSDHQ's own settings, not loss arguments (their flags and
+        # run_info.json keys predate the options: `recorded_as`).
+        Option(
+            "quantizer",
+            "quantizer",
+            "enum",
+            "additive",
+            "WSDHQ quantizer: additive (the original's ICM) or product (PQ on the hypersphere).",
+            choices=tuple(QUANTIZERS.names()),
+            loss_argument=False,
+            resume=MUST_MATCH,
+            recorded_as="quantizer",
+        ),
+        Option(
+            "quantizer_update_every",
+            "quantizer_update_every",
+            "integer",
+            0,
+            "WSDHQ quantizer period in steps (0: 2 epochs, at least 100).",
+            maximum=BIG,
+            loss_argument=False,
+            recorded_as="quantizer_update_every",
+        ),
     )
 
     def __init__(self, config):
@@ -105,6 +131,11 @@ class WSDHQ(Method):
     @property
     def form(self) -> str:
         return self.config.method.options.get("quantization_form", "faithful")
+
+    @property
+    def quantizer_kind(self) -> str:
+        """The quantizer's registered name (`--quantizer`)."""
+        return self.config.method.options.get("quantizer", "additive")
 
     def prepare_splits(self, train, validation):
         # The trainer has already replaced the raw tags by the merged tags of
@@ -121,10 +152,12 @@ class WSDHQ(Method):
             config.model.bits,
             self.tag_embeddings,
             quantizer_period(
-                config.method.quantizer_update_every, len(train), config.sampler.batch_size
+                config.method.options.get("quantizer_update_every", 0),
+                len(train),
+                config.sampler.batch_size,
             ),
             config.seed,
-            kind=config.method.quantizer,
+            kind=self.quantizer_kind,
             form=self.form,
             num_train=len(train),
         )
@@ -137,7 +170,7 @@ class WSDHQ(Method):
 
     def loss_arguments(self) -> dict:
         return {
-            **self.config.method.options,
+            **super().loss_arguments(),
             "tag_embeddings": self.tag_embeddings,
             "num_train_examples": self.num_train,
         }
@@ -210,7 +243,7 @@ class WSDHQ(Method):
             self.tag_embeddings,
             1,
             self.config.seed,
-            kind=self.config.method.quantizer,
+            kind=self.quantizer_kind,
             form=self.form,
         )
         shapes = tf.train.load_checkpoint(checkpoint).get_variable_to_shape_map()
@@ -219,7 +252,7 @@ class WSDHQ(Method):
             num_classes=len(self.tag_embeddings),
             seed=self.config.seed,
             **{
-                **self.config.method.options,
+                **super().loss_arguments(),
                 "tag_embeddings": self.tag_embeddings,
                 "num_train_examples": shapes.get(_TRAIN_CODES_KEY, [1])[0],
             },

@@ -36,12 +36,6 @@ def _method_names() -> list[str]:
     return METHODS.names()
 
 
-def _quantizer_names() -> list[str]:
-    from wsdhash.quantization import QUANTIZERS
-
-    return QUANTIZERS.names()
-
-
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
     """Attributes:
@@ -233,7 +227,7 @@ class ModelConfig:
 
 @dataclasses.dataclass(frozen=True)
 class MethodConfig:
-    """The method: its loss, what it trains on and (WSDHQ) its quantizer.
+    """The method: its loss and own settings, and what it trains on.
 
     Attributes:
         name, options: the registered method and its loss's hyperparameters (the
@@ -242,10 +236,9 @@ class MethodConfig:
         tag_dir: the output folder of `python -m wsdhash.tags`. With supervision "tags"
             every method trains on its merged tags (TagIdMergeMap.json) instead of the
             raw tag columns; WSDHQ, which needs it, also reads its tag embeddings.
-        quantizer: WSDHQ: "additive" (the original's) or "product" (PQ on the
-            hypersphere); the loss's quantization form must match (quantized.py).
-        quantizer_update_every: WSDHQ: steps between quantizer updates (0 = 2 epochs, at
-            least `wsdhq_quantizer.MIN_DEFAULT_PERIOD` = 100 steps).
+
+    A method's own settings (WSDHQ's quantizer and its period among them) are its
+    `Option`s, in `options`.
     """
 
     name: str = setting(
@@ -264,17 +257,6 @@ class MethodConfig:
         resume=PATH,
         help="Output folder of `python -m wsdhash.tags`: with --supervision=tags any method "
         "trains on its merged tags (WSDHQ needs it, for its tag embeddings too).",
-    )
-    quantizer: str = setting(
-        "additive",
-        flag_choices=_quantizer_names,
-        help="WSDHQ quantizer: additive (the original's ICM) or product (PQ on the hypersphere).",
-    )
-    quantizer_update_every: int = setting(
-        0,
-        help="WSDHQ quantizer period in steps (0: 2 epochs, at least 100).",
-        bound=OPTIONAL_COUNT,
-        resume=CHANGEABLE,
     )
 
     def __post_init__(self):
@@ -469,13 +451,39 @@ def to_flat_dict(config: TrainConfig) -> dict[str, Any]:
 
 
 def config_from_dict(values: dict) -> TrainConfig:
-    """Rebuilds a `TrainConfig` from its flat form (`run_info.json`'s "config" entry);
-    a setting it lacks (recorded before the setting existed) takes its default.
+    """Rebuilds a `TrainConfig` from its flat form (`run_info.json`'s "config" entry,
+    read through `upgrade_recorded`); a setting it lacks (recorded before the setting
+    existed) takes its default.
 
     Raises:
         TypeError: a key that is no setting.
     """
-    return settings.from_flat_dict(TrainConfig, values)
+    return settings.from_flat_dict(TrainConfig, upgrade_recorded(values))
+
+
+def upgrade_recorded(values: dict) -> dict:
+    """A stored flat config in today's form. Settings that runs recorded at the top
+    level before they became a method's `Option`s (`Option.recorded_as`: WSDHQ's
+    "quantizer" and "quantizer_update_every") move into "method_options" for that
+    method's runs and are dropped from other methods' runs, which never read them.
+    `values` itself is not changed."""
+    from wsdhash.methods import METHODS  # no TensorFlow
+
+    moved = {}
+    for name in METHODS.names():
+        for option in METHODS.get(name).options:
+            if option.recorded_as:
+                moved.setdefault(option.recorded_as, []).append((name, option.argument))
+    if not moved.keys() & values.keys():
+        return values
+    upgraded = {k: v for k, v in values.items() if k not in moved}
+    options = dict(upgraded.get("method_options") or {})
+    for key, owners in moved.items():
+        for method, argument in owners:
+            if key in values and method == values.get("method"):
+                options.setdefault(argument, values[key])
+    upgraded["method_options"] = options
+    return upgraded
 
 
 VALIDATION_CAP = 500

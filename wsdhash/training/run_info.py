@@ -15,7 +15,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from wsdhash import atomic_files, settings
-from wsdhash.training.config import TrainConfig, to_flat_dict
+from wsdhash.methods import METHODS
+from wsdhash.training.config import TrainConfig, to_flat_dict, upgrade_recorded
 
 # TrainConfig's fields that hold a dict of options (compared entry by entry).
 _DICT_FIELDS = ("dataset_options", "method_options")
@@ -114,11 +115,18 @@ RESUME_CHANGEABLE = tuple(
 )
 
 
-def _policy(field: str) -> str:
-    """The resume policy of a flattened field ("method_options.zeta": its dict's)."""
+def _policy(field: str, method: str | None = None) -> str:
+    """The resume policy of a flattened field: a method option's
+    ("method_options.quantizer") is its `Option.resume` when `method` is given,
+    another dict entry's its dict's."""
     if field in _POLICIES:
         return _POLICIES[field]
-    return _POLICIES.get(field.split(".", 1)[0], settings.MUST_MATCH)
+    head, _, entry = field.partition(".")
+    if head == "method_options" and method in METHODS:
+        option = METHODS.get(method).option(entry)
+        if option is not None:
+            return option.resume
+    return _POLICIES.get(head, settings.MUST_MATCH)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,13 +190,14 @@ def resume_differences(stored: dict, config) -> list[SettingChange]:
     """How `config` differs from a stored run's `run_info.json` "config", leaving out
     `RESUME_FREE_FIELDS` and the fields the stored run did not record (except those of
     `UNRECORDED_DEFAULTS`, compared with the value such a run used)."""
-    old = {**UNRECORDED_DEFAULTS, **_flatten(stored)}
+    old = {**UNRECORDED_DEFAULTS, **_flatten(upgrade_recorded(stored))}
     new = _flatten(json.loads(json.dumps(to_flat_dict(config))))
     changes = []
     for field in sorted(set(old) & set(new)):
-        if _policy(field) == settings.FREE or _same_setting(field, old[field], new[field]):
+        policy = _policy(field, config.method.name)
+        if policy == settings.FREE or _same_setting(field, old[field], new[field]):
             continue
-        changeable = _policy(field) == settings.CHANGEABLE
+        changeable = policy == settings.CHANGEABLE
         if field == "steps" and new[field] < old[field]:
             changeable = False  # a run cannot be shortened after the fact
         changes.append(SettingChange(field, old[field], new[field], changeable))
