@@ -68,6 +68,15 @@ def test_only_loss_options_reach_the_loss():
     }
 
 
+def test_option_value_falls_back_to_the_options_default():
+    class Toy(BinaryHashMethod):
+        options = (Option("toy_period", "period", "integer", 5, "A period.", loss_argument=False),)
+
+    given = Toy(TrainConfig(method=MethodConfig(options={"period": 9})))
+    assert given.option_value("period") == 9 and given.loss_arguments() == {}
+    assert Toy(TrainConfig()).option_value("period") == 5  # a config built in code
+
+
 def test_conversions():
     orthohash, wsdhq = METHODS.get("orthohash"), METHODS.get("wsdhq")
     assert orthohash.options_from_flags(_flag_values(orthohash, orthohash_scale=8.0))["scale"] == 8

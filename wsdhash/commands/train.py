@@ -104,7 +104,7 @@ _FIELD_FLAGS = {
     "dataset_options.seed": "seed",
     "dataset_options.image_root": "image_root",
 }
-# (method, loss argument) -> flag, where the flag is not --<method>_<argument>.
+# (method, option argument) -> flag, where the flag is not --<method>_<argument>.
 _METHOD_FLAGS = {
     (name, option.argument): option.flag
     for name in METHODS.names()
@@ -121,7 +121,7 @@ def run_name() -> str:
 
 
 def method_options() -> dict:
-    """The run's loss arguments from the method's own flags."""
+    """The run's method options (`config.method.options`) from the method's own flags."""
     return METHODS.get(FLAGS.method).options_from_flags(FLAGS)
 
 

@@ -164,6 +164,11 @@ class Method:
         """The option filling `config.method.options[argument]` (None: no such option)."""
         return next((o for o in cls.options if o.argument == argument), None)
 
+    def option_value(self, argument: str) -> Any:
+        """The run's value of the option filling `argument`: the config's, or the
+        option's default where the config (built in code, not from flags) omits it."""
+        return self.config.method.options.get(argument, self.option(argument).default)
+
     # --- Data and model --------------------------------------------------------------
 
     def prepare_splits(self, train, validation):

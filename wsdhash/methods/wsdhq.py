@@ -135,7 +135,7 @@ class WSDHQ(Method):
     @property
     def quantizer_kind(self) -> str:
         """The quantizer's registered name (`--quantizer`)."""
-        return self.config.method.options.get("quantizer", "additive")
+        return self.option_value("quantizer")
 
     def prepare_splits(self, train, validation):
         # The trainer has already replaced the raw tags by the merged tags of
@@ -152,7 +152,7 @@ class WSDHQ(Method):
             config.model.bits,
             self.tag_embeddings,
             quantizer_period(
-                config.method.options.get("quantizer_update_every", 0),
+                self.option_value("quantizer_update_every"),
                 len(train),
                 config.sampler.batch_size,
             ),
